@@ -1,0 +1,90 @@
+//! Loading the files a command names: the release, its fleet and the tier policy.
+//! The only place the CLI reads spec files from disk.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::exit::{CliError, CliResult, Exit};
+use crate::spec::release::ReleaseDocument;
+use crate::spec::{Fleet, InputErrors, ResolvedRelease, Source, TierPolicyFile};
+
+/// Where the files come from, as the user gave them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Inputs {
+    /// The Release file.
+    #[arg(short = 'f', long = "filename", value_name = "RELEASE.yaml")]
+    pub release: PathBuf,
+    /// The fleet file; defaults to fleet.yaml beside the release file.
+    #[arg(long, value_name = "FLEET.yaml", env = "CUTOVER_FLEET")]
+    pub fleet: Option<PathBuf>,
+    /// A directory holding tiers.yaml; defaults to the tier policy built into cutover.
+    #[arg(long, value_name = "DIR", env = "CUTOVER_POLICIES")]
+    pub policies: Option<PathBuf>,
+}
+
+/// Everything a release needs, loaded and resolved.
+pub struct Loaded {
+    pub document: ReleaseDocument,
+    pub fleet: Fleet,
+    pub policy: TierPolicyFile,
+    pub release: ResolvedRelease,
+}
+
+impl Inputs {
+    pub fn fleet_path(&self) -> PathBuf {
+        self.fleet.clone().unwrap_or_else(|| {
+            self.release.parent().unwrap_or(Path::new(".")).join("fleet.yaml")
+        })
+    }
+
+    pub fn load(&self) -> CliResult<Loaded> {
+        let policy = match &self.policies {
+            Some(dir) => {
+                let path = dir.join("tiers.yaml");
+                let text = read(&path)?;
+                TierPolicyFile::parse(&path.display().to_string(), &text).map_err(input_error)?
+            }
+            None => TierPolicyFile::builtin(),
+        };
+        let fleet_path = self.fleet_path();
+        let fleet_text = read(&fleet_path).with_context(|| {
+            format!("a fleet file is needed: pass --fleet or put fleet.yaml beside {}", self.release.display())
+        })?;
+        let fleet = Fleet::parse(&fleet_path.display().to_string(), &fleet_text).map_err(input_error)?;
+        let name = self.release.display().to_string();
+        let text = read(&self.release)?;
+        let src = Source::new(&name, &text);
+        let document: ReleaseDocument = src.decode().map_err(|e| input_error(InputErrors(vec![e])))?;
+        let mut header = Vec::new();
+        if document.api_version != crate::spec::API_VERSION {
+            header.push(src.error_at(
+                "apiVersion",
+                format!("expected {:?}, got {:?}", crate::spec::API_VERSION, document.api_version),
+            ));
+        }
+        if document.kind != "Release" {
+            header.push(src.error_at("kind", format!("expected \"Release\", got {:?}", document.kind)));
+        }
+        if !header.is_empty() {
+            return Err(input_error(InputErrors(header)));
+        }
+        let meta = &document.metadata;
+        let release = ResolvedRelease::resolve(&meta.name, meta.namespace.as_deref(), &document.spec, &fleet, &policy)
+            .map_err(|findings| {
+                let policy_only = findings.iter().all(|f| f.breaks_policy);
+                let errors = InputErrors(findings.iter().map(|f| f.locate(&src)).collect());
+                let exit = if policy_only { Exit::Policy } else { Exit::Error };
+                CliError::new(exit, errors)
+            })?;
+        Ok(Loaded { document, fleet, policy, release })
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn input_error(e: InputErrors) -> CliError {
+    CliError::new(Exit::Error, e)
+}

@@ -1,0 +1,168 @@
+//! The timeline a release will follow if everything goes well: the engine run
+//! against a world where every change takes effect at once and every gate
+//! passes, with a manual clock. Used by `cutover plan`; no separate logic.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use super::observe::{ClusterView, GateReport, GateVerdict, Observation, PlacementView, RouteView, WorkloadView};
+use super::{Action, decide};
+use crate::spec::status::{Phase, PlannedStep};
+use crate::spec::{Percent, ReleaseStatus, ResolvedRelease, Span};
+
+/// One step of the timeline.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEntry {
+    pub index: u32,
+    pub name: String,
+    #[serde(flatten)]
+    pub step: PlannedStep,
+    /// Earliest start, from the start of the release.
+    #[serde(serialize_with = "ser_span")]
+    pub starts_after: SignedDuration,
+    /// Green's share of each cluster's traffic while the step holds.
+    pub weights: BTreeMap<String, Percent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeline {
+    pub entries: Vec<TimelineEntry>,
+    /// Minimum duration of the whole release.
+    #[serde(serialize_with = "ser_span")]
+    pub total: SignedDuration,
+}
+
+fn ser_span<S: serde::Serializer>(d: &SignedDuration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&span_of(*d))
+}
+
+/// A signed duration shown the way durations are written in specs.
+pub fn span_of(d: SignedDuration) -> Span {
+    Span(d.unsigned_abs())
+}
+
+/// Why a timeline could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum TimelineError {
+    #[error("the release would not complete: {0}")]
+    Stuck(String),
+}
+
+/// Runs the engine from preflight to completion in a world where blue serves
+/// everywhere (unless `first_install`) and everything succeeds at once.
+pub fn simulate(rel: &ResolvedRelease, first_install: bool) -> Result<Timeline, TimelineError> {
+    let start: Timestamp = "2000-01-01T00:00:00Z".parse().expect("valid timestamp");
+    let mut world = World::new(rel, first_install);
+    let mut status = ReleaseStatus::default();
+    let mut now = start;
+    let mut entries: Vec<TimelineEntry> = Vec::new();
+    for _ in 0..10_000 {
+        let obs = world.observe(&status);
+        let d = decide(rel, &status, &obs, now);
+        let progressed = d.status != status || !d.actions.is_empty();
+        for a in &d.actions {
+            world.apply(a);
+        }
+        status = d.status;
+        if let Some(step) = status.plan.get(status.step as usize)
+            && status.phase != Phase::Completed
+        {
+            if entries.last().is_none_or(|e| e.index != status.step) {
+                entries.push(TimelineEntry {
+                    index: status.step,
+                    name: step.to_string(),
+                    step: step.clone(),
+                    starts_after: now.duration_since(start),
+                    weights: BTreeMap::new(),
+                });
+            }
+            if let Some(e) = entries.last_mut() {
+                e.weights = world.weights();
+            }
+        }
+        match status.phase {
+            Phase::Completed => {
+                return Ok(Timeline { entries, total: now.duration_since(start) });
+            }
+            Phase::Failed | Phase::Aborted | Phase::Aborting => {
+                return Err(TimelineError::Stuck(status.message.unwrap_or_default()));
+            }
+            _ => {}
+        }
+        if !progressed {
+            match d.wake_at {
+                Some(at) if at > now => now = at,
+                _ => {
+                    let why = status.message.clone().unwrap_or_else(|| "no timer and nothing to do".into());
+                    return Err(TimelineError::Stuck(why));
+                }
+            }
+        }
+    }
+    Err(TimelineError::Stuck("more than 10000 passes".into()))
+}
+
+/// A fleet where every change lands at once.
+struct World {
+    version: String,
+    clusters: BTreeMap<String, ClusterView>,
+}
+
+impl World {
+    fn new(rel: &ResolvedRelease, first_install: bool) -> World {
+        let blue = WorkloadView { version: format!("before-{}", rel.version), replicas: 0, available: 0 };
+        let clusters = rel
+            .clusters
+            .iter()
+            .map(|c| {
+                let view = ClusterView {
+                    reachable: true,
+                    green: None,
+                    blue: (!first_install).then(|| WorkloadView { replicas: c.replicas, available: c.replicas, ..blue.clone() }),
+                    route: None,
+                    placement: PlacementView::Satisfied,
+                };
+                (c.name.clone(), view)
+            })
+            .collect();
+        World { version: rel.version.clone(), clusters }
+    }
+
+    fn observe(&self, status: &ReleaseStatus) -> Observation {
+        Observation {
+            clusters: self.clusters.clone(),
+            freezes: Default::default(),
+            gate: Some(GateReport {
+                step: status.step,
+                epoch: status.analysis_epoch,
+                verdict: GateVerdict::Pass,
+                message: "every gate passes".into(),
+            }),
+        }
+    }
+
+    fn apply(&mut self, action: &Action) {
+        let Some(c) = self.clusters.get_mut(action.cluster()) else { return };
+        match action {
+            Action::DeployGreen { replicas, .. } => {
+                c.green = Some(WorkloadView { version: self.version.clone(), replicas: *replicas, available: *replicas });
+            }
+            Action::SetWeight { green, .. } => {
+                c.route = Some(RouteView { green: *green, target: Some(*green), drift: None });
+            }
+            Action::ScaleDownGreen { .. } => c.green = None,
+            Action::DeleteBlue { .. } => c.blue = None,
+        }
+    }
+
+    fn weights(&self) -> BTreeMap<String, Percent> {
+        self.clusters
+            .iter()
+            .map(|(name, c)| (name.clone(), c.route.as_ref().map(|r| r.green).unwrap_or(Percent::ZERO)))
+            .collect()
+    }
+}

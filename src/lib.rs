@@ -1,0 +1,9 @@
+//! cutover: a multi-cluster blue-green rollout orchestrator for Kubernetes.
+//!
+//! `spec` holds what users write, `engine` decides purely, the CLI and the
+//! controller drive it. See the README for the lifecycle.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod engine;
+pub mod spec;

@@ -1,0 +1,310 @@
+//! Quantities users type in specs: traffic shares (`2%`) and durations (`5m`).
+//!
+//! Owns parsing, display and schema of these values; knows nothing of releases.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A share of traffic, kept in hundredths of a percent (basis points):
+/// `Percent::HUNDRED` is 10 000. Written as `2%`, `2.5%` or a bare number of percent.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Percent(u32);
+
+impl Percent {
+    pub const ZERO: Percent = Percent(0);
+    pub const HUNDRED: Percent = Percent(10_000);
+
+    pub const fn from_basis_points(bp: u32) -> Percent {
+        Percent(bp)
+    }
+
+    pub const fn from_whole(percent: u32) -> Percent {
+        Percent(percent * 100)
+    }
+
+    pub const fn basis_points(self) -> u32 {
+        self.0
+    }
+
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 100.0
+    }
+
+    /// Parses `2%`, `2.5%`, `2` (percent). At most two decimals; never negative.
+    pub fn parse(text: &str) -> Result<Percent, String> {
+        let body = text.trim();
+        let body = body.strip_suffix('%').unwrap_or(body).trim();
+        let expected = || format!("expected a percentage such as \"2%\" or \"2.5%\", got {text:?}");
+        if body.is_empty() || body.starts_with('-') || body.starts_with('+') {
+            return Err(expected());
+        }
+        let (whole, frac) = match body.split_once('.') {
+            Some((w, f)) => (w, f),
+            None => (body, ""),
+        };
+        if whole.is_empty() && frac.is_empty()
+            || !whole.chars().all(|c| c.is_ascii_digit())
+            || !frac.chars().all(|c| c.is_ascii_digit())
+        {
+            return Err(expected());
+        }
+        if frac.len() > 2 {
+            return Err(format!(
+                "{text:?} has more than two decimals; traffic shares are kept to 0.01%"
+            ));
+        }
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| expected())?
+        };
+        let frac_bp: u64 = format!("{frac:0<2}").parse().unwrap_or(0);
+        let bp = whole
+            .checked_mul(100)
+            .and_then(|w| w.checked_add(frac_bp))
+            .filter(|bp| *bp <= u64::from(u32::MAX))
+            .ok_or_else(expected)?;
+        Ok(Percent(bp as u32))
+    }
+
+    fn from_f64(value: f64) -> Result<Percent, String> {
+        if !value.is_finite() || value < 0.0 {
+            return Err(format!("expected a percentage between 0 and 100, got {value}"));
+        }
+        let bp = (value * 100.0).round();
+        if (bp - value * 100.0).abs() > 1e-6 {
+            return Err(format!(
+                "{value} has more than two decimals; traffic shares are kept to 0.01%"
+            ));
+        }
+        if bp > f64::from(u32::MAX) {
+            return Err(format!("{value}% is out of range"));
+        }
+        Ok(Percent(bp as u32))
+    }
+
+    /// `self` of `total`, e.g. 10% of a cluster that carries 50% is 5% of all traffic.
+    pub fn of(self, total: Percent) -> Percent {
+        Percent(((u64::from(self.0) * u64::from(total.0) + 5_000) / 10_000) as u32)
+    }
+
+    /// The share of a part within a whole, rounded to the nearest basis point:
+    /// 2% of all traffic on a cluster that carries 50% is 4% of that cluster's traffic.
+    /// `None` when the whole is zero.
+    pub fn within(self, whole: Percent) -> Option<Percent> {
+        if whole.0 == 0 {
+            return None;
+        }
+        let bp = (u64::from(self.0) * 10_000 + u64::from(whole.0) / 2) / u64::from(whole.0);
+        Some(Percent(bp.min(u64::from(u32::MAX)) as u32))
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, frac) = (self.0 / 100, self.0 % 100);
+        match frac {
+            0 => write!(f, "{whole}%"),
+            f2 if f2 % 10 == 0 => write!(f, "{whole}.{}%", f2 / 10),
+            f2 => write!(f, "{whole}.{f2:02}%"),
+        }
+    }
+}
+
+impl fmt::Debug for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PercentVisitor;
+        impl Visitor<'_> for PercentVisitor {
+            type Value = Percent;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a percentage such as \"2%\" or \"2.5%\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Percent, E> {
+                Percent::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Percent, E> {
+                Percent::from_f64(v as f64).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Percent, E> {
+                Percent::from_f64(v as f64).map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Percent, E> {
+                Percent::from_f64(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(PercentVisitor)
+    }
+}
+
+impl JsonSchema for Percent {
+    fn schema_name() -> Cow<'static, str> {
+        "Percent".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]+(\\.[0-9]{1,2})?%?$",
+            "description": "A share of traffic such as \"2%\" or \"2.5%\"."
+        })
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
+/// A duration written the way people say it: `30s`, `5m`, `2h`, `1h 30m`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Span(pub Duration);
+
+impl Span {
+    pub const ZERO: Span = Span(Duration::ZERO);
+
+    pub const fn from_secs(secs: u64) -> Span {
+        Span(Duration::from_secs(secs))
+    }
+
+    pub const fn from_mins(mins: u64) -> Span {
+        Span(Duration::from_secs(mins * 60))
+    }
+
+    pub fn parse(text: &str) -> Result<Span, String> {
+        humantime::parse_duration(text.trim()).map(Span).map_err(|e| {
+            format!("expected a duration such as \"30s\", \"5m\" or \"2h\", got {text:?} ({e})")
+        })
+    }
+
+    pub fn as_duration(self) -> Duration {
+        self.0
+    }
+
+    pub fn signed(self) -> jiff::SignedDuration {
+        jiff::SignedDuration::try_from(self.0).unwrap_or(jiff::SignedDuration::MAX)
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_zero() {
+            return f.write_str("0s");
+        }
+        let whole = Duration::from_secs(self.0.as_secs());
+        write!(f, "{}", humantime::format_duration(whole))
+    }
+}
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SpanVisitor;
+        impl Visitor<'_> for SpanVisitor {
+            type Value = Span;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as \"30s\", \"5m\" or \"2h\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Span, E> {
+                Span::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Span, E> {
+                Err(E::custom(format!(
+                    "a bare number ({v}) is ambiguous; write the unit, e.g. \"{v}s\" or \"{v}m\""
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Span, E> {
+                self.visit_u64(v.unsigned_abs())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Span, E> {
+                Err(E::custom(format!(
+                    "a bare number ({v}) is ambiguous; write the unit, e.g. \"90s\" or \"5m\""
+                )))
+            }
+        }
+        d.deserialize_any(SpanVisitor)
+    }
+}
+
+impl JsonSchema for Span {
+    fn schema_name() -> Cow<'static, str> {
+        "Span".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A duration such as \"30s\", \"5m\", \"2h\" or \"1h 30m\"."
+        })
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_parses_and_prints() {
+        let cases = [
+            ("2%", 200, "2%"),
+            ("2.5%", 250, "2.5%"),
+            ("3.33%", 333, "3.33%"),
+            ("100", 10_000, "100%"),
+            (" 0.05 % ", 5, "0.05%"),
+            (".5%", 50, "0.5%"),
+        ];
+        for (text, bp, shown) in cases {
+            let p = Percent::parse(text).unwrap();
+            assert_eq!(p.basis_points(), bp, "{text}");
+            assert_eq!(p.to_string(), shown, "{text}");
+        }
+        for bad in ["", "%", "-1%", "1.234%", "two", "1e3", "1..2"] {
+            assert!(Percent::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn percent_share_math() {
+        let two = Percent::from_whole(2);
+        let half = Percent::from_whole(50);
+        assert_eq!(two.within(half), Some(Percent::from_whole(4)));
+        assert_eq!(Percent::from_whole(1).within(Percent::from_whole(30)).unwrap().basis_points(), 333);
+        assert_eq!(Percent::from_whole(10).of(half), Percent::from_whole(5));
+        assert_eq!(two.within(Percent::ZERO), None);
+    }
+
+    #[test]
+    fn span_parses_and_prints() {
+        assert_eq!(Span::parse("5m").unwrap(), Span::from_mins(5));
+        assert_eq!(Span::parse("2h").unwrap().to_string(), "2h");
+        assert_eq!(Span::parse("90s").unwrap().to_string(), "1m 30s");
+        assert!(Span::parse("5 minutes please").is_err());
+        assert!(Span::parse("").is_err());
+    }
+}

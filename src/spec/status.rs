@@ -1,0 +1,279 @@
+//! The Release status: the engine's persisted state. Written after every step,
+//! it is all a driver needs to resume exactly where another one stopped.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::quantity::{Percent, Span};
+
+/// Most transitions kept; older ones are dropped first (a full lifecycle needs about 60).
+pub const HISTORY_LIMIT: usize = 400;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStatus {
+    pub phase: Phase,
+    /// The version this state belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `blueGreen`, or `firstInstall` when no version was serving anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// The version serving before this release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_version: Option<String>,
+    /// The steps, fixed when the release started so a change of policy or fleet
+    /// file never reinterprets a release in flight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedStep>,
+    /// Index of the current step in `plan`.
+    #[serde(default)]
+    pub step: u32,
+    /// The current step, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub step_started_at: Option<Timestamp>,
+    /// When the current step's change was seen in the cluster; its wait counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub step_ready_at: Option<Timestamp>,
+    /// Bumped when a freeze, pause or unreachable cluster clears, so the step's gates run again.
+    #[serde(default)]
+    pub analysis_epoch: u32,
+    /// The step whose wait a person skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_step: Option<u32>,
+    /// Why the release is not advancing, if it is not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<Hold>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub hold_since: Option<Timestamp>,
+    /// Set once a rollback begins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<AbortStatus>,
+    /// Green's share of each cluster's traffic, as last confirmed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, Percent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub finished_at: Option<Timestamp>,
+    /// A one-line account of the present state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Every transition, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Transition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum Phase {
+    /// Not started: preflight has not passed yet.
+    #[default]
+    Pending,
+    Progressing,
+    /// Not advancing until the causes in `holds` clear.
+    Holding,
+    /// A person paused it.
+    Paused,
+    /// Rolling back: traffic to blue first, then green down.
+    Aborting,
+    Aborted,
+    Completed,
+    /// Refused or impossible; needs a change by a person.
+    Failed,
+}
+
+impl Phase {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Aborted | Phase::Completed | Phase::Failed)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// Blue serves everywhere; green comes in beside it.
+    BlueGreen,
+    /// Nothing serves yet: green is installed cluster by cluster, nothing to clean up.
+    FirstInstall,
+}
+
+/// One atomic move of the plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedStep {
+    pub kind: StepKind,
+    /// The cluster it acts on; none for a fleet-wide wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Green's share of the cluster's traffic for traffic steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<Percent>,
+    /// How long the step holds, gating, once its change is in place.
+    #[serde(default)]
+    pub wait: Span,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum StepKind {
+    /// Create green at full size with no traffic; wait until available and well placed.
+    Deploy,
+    /// First traffic to green on the first production cluster.
+    Canary,
+    /// One more step of traffic to green.
+    Ramp,
+    /// All of a cluster's traffic to green at once.
+    Cutover,
+    /// Hold staging on green, gating.
+    Verify,
+    /// Hold the first production cluster at 100 %, gating.
+    Soak,
+    /// Hold every cluster on green with blue still at full size, gating.
+    Bake,
+    /// Delete blue's workload in one cluster.
+    Cleanup,
+}
+
+impl PlannedStep {
+    pub fn is_traffic(&self) -> bool {
+        matches!(self.kind, StepKind::Canary | StepKind::Ramp | StepKind::Cutover)
+    }
+}
+
+impl fmt::Display for PlannedStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self.cluster.as_deref().unwrap_or("fleet");
+        let w = self.weight.unwrap_or(Percent::ZERO);
+        match self.kind {
+            StepKind::Deploy => write!(f, "deploy green on {c}"),
+            StepKind::Canary => write!(f, "canary {c} {w}"),
+            StepKind::Ramp => write!(f, "ramp {c} {w}"),
+            StepKind::Cutover => write!(f, "cut over {c}"),
+            StepKind::Verify => write!(f, "verify {c} {}", self.wait),
+            StepKind::Soak => write!(f, "soak {c} {}", self.wait),
+            StepKind::Bake => write!(f, "bake {}", self.wait),
+            StepKind::Cleanup => write!(f, "clean up blue on {c}"),
+        }
+    }
+}
+
+/// A cause that keeps the release from advancing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Hold {
+    pub reason: HoldReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+pub enum HoldReason {
+    /// A deploy freeze applies, or one could not be ruled out.
+    Freeze,
+    Paused,
+    ClusterUnreachable,
+    /// Green's live placement does not satisfy the tier yet.
+    Placement,
+    /// Green's pods are not all available yet.
+    GreenNotReady,
+    /// A gate could not decide.
+    GateInconclusive,
+    /// Someone else changed the traffic route.
+    RouteDrift,
+}
+
+impl HoldReason {
+    /// Holds that suspend analysis: when they clear, the step's gates run afresh.
+    pub fn restarts_analysis(self) -> bool {
+        matches!(self, HoldReason::Freeze | HoldReason::Paused | HoldReason::ClusterUnreachable)
+    }
+
+    /// Holds that count against the progress deadline.
+    pub fn has_deadline(self) -> bool {
+        matches!(self, HoldReason::Placement | HoldReason::GreenNotReady)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortStatus {
+    pub reason: AbortReason,
+    pub message: String,
+    #[schemars(with = "String")]
+    pub at: Timestamp,
+    pub stage: AbortStage,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AbortReason {
+    GateFailed,
+    Requested,
+    ProgressDeadline,
+}
+
+impl AbortReason {
+    /// Short label for metrics and Event reasons.
+    pub fn label(self) -> &'static str {
+        match self {
+            AbortReason::GateFailed => "gate_failed",
+            AbortReason::Requested => "requested",
+            AbortReason::ProgressDeadline => "progress_deadline",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AbortStage {
+    /// Setting every cluster's route back to blue.
+    RestoringTraffic,
+    /// Every route is on blue; scaling green down.
+    ScalingDownGreen,
+}
+
+/// One recorded change of state.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    #[schemars(with = "String")]
+    pub at: Timestamp,
+    pub step: u32,
+    pub event: TransitionEvent,
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TransitionEvent {
+    Started,
+    StepStarted,
+    StepReady,
+    StepCompleted,
+    Promoted,
+    HoldStarted,
+    HoldChanged,
+    HoldCleared,
+    AbortStarted,
+    TrafficRestored,
+    Aborted,
+    Completed,
+    Failed,
+}
