@@ -5,5 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod clock;
 pub mod engine;
+pub mod labels;
 pub mod spec;

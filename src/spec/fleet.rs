@@ -17,6 +17,18 @@ pub struct Fleet {
     /// The cluster that holds Release objects, their state and their leases.
     pub home: String,
     pub clusters: Vec<FleetCluster>,
+    /// Only for simulated fleets: fleet time runs `timeScale` times faster than
+    /// the wall clock from `origin`, so drivers and the simulation agree on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<FleetClock>,
+}
+
+/// A scaled clock shared by a simulated fleet and the drivers that use it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FleetClock {
+    pub origin: jiff::Timestamp,
+    pub time_scale: f64,
 }
 
 /// One cluster of the fleet.
@@ -130,6 +142,11 @@ impl Fleet {
                     Percent::from_basis_points(total)
                 ),
             ));
+        }
+        if let Some(clock) = &fleet.clock
+            && !(clock.time_scale.is_finite() && clock.time_scale > 0.0)
+        {
+            errors.push(src.error_at("clock.timeScale", "must be a number above 0"));
         }
         if errors.is_empty() { Ok(fleet) } else { Err(InputErrors(errors)) }
     }
