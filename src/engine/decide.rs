@@ -150,6 +150,7 @@ impl Pass<'_> {
                 return self.roll_back();
             }
             let mut holds = self.global_holds();
+            self.restart_analysis_if_resumed(&holds);
             let progress = if holds.is_empty() { self.step_progress(&step) } else { StepProgress::Wait(None) };
             if let StepProgress::Blocked(step_holds) = &progress {
                 holds.extend(step_holds.iter().cloned());
@@ -312,6 +313,13 @@ impl Pass<'_> {
                 message: format!("{cluster} does not send all traffic to green; blue is kept"),
             }]);
         }
+        // Blue is the fallback capacity: never removed while green is short or badly placed.
+        if let Some(hold) = self.green_ready(cluster, &view) {
+            return StepProgress::Blocked(vec![Hold {
+                message: format!("{}; blue is kept until it clears", hold.message),
+                ..hold
+            }]);
+        }
         match &view.blue {
             Some(_) => StepProgress::Act(vec![Action::DeleteBlue { cluster: cluster.to_string() }]),
             None => StepProgress::Done,
@@ -407,9 +415,6 @@ impl Pass<'_> {
             } else if after.is_empty() {
                 let restart = self.st.holds.iter().any(|h| h.reason.restarts_analysis());
                 self.st.hold_since = None;
-                if restart {
-                    self.st.analysis_epoch += 1;
-                }
                 let again = if restart { "; gates run again before the next advance" } else { "" };
                 self.record(TransitionEvent::HoldCleared, format!("resumed{again}"));
             } else {
@@ -429,6 +434,16 @@ impl Pass<'_> {
             self.st.message = self.st.step_name.clone();
         }
         self.st.holds = holds;
+    }
+
+    /// When a freeze, pause or outage has just cleared, the step's gates start a
+    /// new run: verdicts from before the hold no longer count.
+    fn restart_analysis_if_resumed(&mut self, global: &[Hold]) {
+        let had = self.st.holds.iter().any(|h| h.reason.restarts_analysis());
+        let has = global.iter().any(|h| h.reason.restarts_analysis());
+        if had && !has {
+            self.st.analysis_epoch += 1;
+        }
     }
 
     fn step_deadline(&self) -> Option<Timestamp> {

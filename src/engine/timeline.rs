@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use super::observe::{ClusterView, GateReport, GateVerdict, Observation, PlacementView, RouteView, WorkloadView};
+use super::observe::{
+    ClusterView, FreezeView, GateReport, GateVerdict, Observation, PlacementView, RouteView, WorkloadView,
+};
 use super::{Action, decide};
 use crate::spec::status::{Phase, PlannedStep};
 use crate::spec::{Percent, ReleaseStatus, ResolvedRelease, Span};
@@ -106,14 +108,17 @@ pub fn simulate(rel: &ResolvedRelease, first_install: bool) -> Result<Timeline, 
     Err(TimelineError::Stuck("more than 10000 passes".into()))
 }
 
-/// A fleet where every change lands at once.
-struct World {
-    version: String,
-    clusters: BTreeMap<String, ClusterView>,
+/// A fleet where every change lands at once. Tests steer it through its fields.
+pub(crate) struct World {
+    pub(crate) version: String,
+    pub(crate) clusters: BTreeMap<String, ClusterView>,
+    pub(crate) freezes: FreezeView,
+    /// The verdict every gate run reports.
+    pub(crate) gate: GateVerdict,
 }
 
 impl World {
-    fn new(rel: &ResolvedRelease, first_install: bool) -> World {
+    pub(crate) fn new(rel: &ResolvedRelease, first_install: bool) -> World {
         let blue = WorkloadView { version: format!("before-{}", rel.version), replicas: 0, available: 0 };
         let clusters = rel
             .clusters
@@ -129,24 +134,26 @@ impl World {
                 (c.name.clone(), view)
             })
             .collect();
-        World { version: rel.version.clone(), clusters }
+        World { version: rel.version.clone(), clusters, freezes: FreezeView::default(), gate: GateVerdict::Pass }
     }
 
-    fn observe(&self, status: &ReleaseStatus) -> Observation {
+    pub(crate) fn observe(&self, status: &ReleaseStatus) -> Observation {
+        let reachable = |name: &String| self.clusters.get(name).is_some_and(|c| c.reachable);
         Observation {
-            clusters: self.clusters.clone(),
-            freezes: Default::default(),
+            clusters: self.clusters.iter().filter(|(n, _)| reachable(n)).map(|(n, c)| (n.clone(), c.clone())).collect(),
+            freezes: self.freezes.clone(),
             gate: Some(GateReport {
                 step: status.step,
                 epoch: status.analysis_epoch,
-                verdict: GateVerdict::Pass,
-                message: "every gate passes".into(),
+                verdict: self.gate,
+                message: format!("every gate reports {:?}", self.gate),
             }),
         }
     }
 
-    fn apply(&mut self, action: &Action) {
-        let Some(c) = self.clusters.get_mut(action.cluster()) else { return };
+    /// Applies an action, unless its cluster is unreachable.
+    pub(crate) fn apply(&mut self, action: &Action) {
+        let Some(c) = self.clusters.get_mut(action.cluster()).filter(|c| c.reachable) else { return };
         match action {
             Action::DeployGreen { replicas, .. } => {
                 c.green = Some(WorkloadView { version: self.version.clone(), replicas: *replicas, available: *replicas });
@@ -154,12 +161,17 @@ impl World {
             Action::SetWeight { green, .. } => {
                 c.route = Some(RouteView { green: *green, target: Some(*green), drift: None });
             }
-            Action::ScaleDownGreen { .. } => c.green = None,
+            Action::ScaleDownGreen { .. } => {
+                if let Some(g) = c.green.as_mut() {
+                    g.replicas = 0;
+                    g.available = 0;
+                }
+            }
             Action::DeleteBlue { .. } => c.blue = None,
         }
     }
 
-    fn weights(&self) -> BTreeMap<String, Percent> {
+    pub(crate) fn weights(&self) -> BTreeMap<String, Percent> {
         self.clusters
             .iter()
             .map(|(name, c)| (name.clone(), c.route.as_ref().map(|r| r.green).unwrap_or(Percent::ZERO)))

@@ -198,6 +198,6 @@ clusters:
         let text = FLEET.replace("30%", "40%").replace("name: prod-b", "name: prod-a").replace("home: prod-a", "home: prod-c");
         let err = Fleet::parse("fleet.yaml", &text).unwrap_err().to_string();
         assert!(err.contains("field `clusters[1].name`: cluster \"prod-a\" is listed twice"), "{err}");
-        assert!(err.contains("fleet.yaml:3:7: field `home`"), "{err}");
+        assert!(err.contains("fleet.yaml:3:1: field `home`"), "{err}");
     }
 }

@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn inconsistent_bounds_are_refused_with_their_place() {
-        let text = BUILTIN_TIERS.replacen("default: 30m\n      min: 30m", "default: 10m\n      min: 30m", 1);
+        let text = BUILTIN_TIERS.replacen("default: 30m\n        min: 30m", "default: 10m\n        min: 30m", 1);
         assert_ne!(text, BUILTIN_TIERS, "fixture must change the soak");
         let err = TierPolicyFile::parse("tiers.yaml", &text).unwrap_err();
         let msg = err.to_string();
