@@ -16,7 +16,14 @@ const FLEET: &str = include_str!("../../examples/checkout/fleet.yaml");
 fn mk_release() -> ResolvedRelease {
     let doc: ReleaseDocument = Source::new("release.yaml", RELEASE).decode().unwrap();
     let fleet = Fleet::parse("fleet.yaml", FLEET).unwrap();
-    ResolvedRelease::resolve(&doc.metadata.name, None, &doc.spec, &fleet, &TierPolicyFile::builtin()).unwrap()
+    ResolvedRelease::resolve(
+        &doc.metadata.name,
+        None,
+        &doc.spec,
+        &fleet,
+        &TierPolicyFile::builtin(),
+    )
+    .unwrap()
 }
 
 fn t0() -> Timestamp {
@@ -48,11 +55,22 @@ impl Harness {
 
     fn with(rel: ResolvedRelease, first_install: bool) -> Harness {
         let world = World::new(&rel, first_install);
-        Harness { rel, status: ReleaseStatus::default(), world, now: t0(), log: Vec::new() }
+        Harness {
+            rel,
+            status: ReleaseStatus::default(),
+            world,
+            now: t0(),
+            log: Vec::new(),
+        }
     }
 
     fn decide(&self) -> Decision {
-        decide(&self.rel, &self.status, &self.world.observe(&self.status), self.now)
+        decide(
+            &self.rel,
+            &self.status,
+            &self.world.observe(&self.status),
+            self.now,
+        )
     }
 
     /// One pass: decide, persist, apply.
@@ -86,11 +104,18 @@ impl Harness {
     }
 
     fn run_to_end(&mut self) {
-        assert!(self.run_until(|s| s.phase.is_terminal()), "stuck: {:?}", self.status.message);
+        assert!(
+            self.run_until(|s| s.phase.is_terminal()),
+            "stuck: {:?}",
+            self.status.message
+        );
     }
 
     fn at_step(&mut self, index: u32) {
-        assert!(self.run_until(|s| s.phase == Phase::Progressing && s.step == index), "never reached step {index}");
+        assert!(
+            self.run_until(|s| s.phase == Phase::Progressing && s.step == index),
+            "never reached step {index}"
+        );
     }
 
     fn weight(&self, cluster: &str) -> Percent {
@@ -98,16 +123,27 @@ impl Harness {
     }
 
     fn completed_steps(&self) -> Vec<u32> {
-        self.status.history.iter().filter(|t| t.event == TransitionEvent::StepCompleted).map(|t| t.step).collect()
+        self.status
+            .history
+            .iter()
+            .filter(|t| t.event == TransitionEvent::StepCompleted)
+            .map(|t| t.step)
+            .collect()
     }
 }
 
 fn set_weight(c: &str, p: u32) -> Action {
-    Action::SetWeight { cluster: c.into(), green: pct(p) }
+    Action::SetWeight {
+        cluster: c.into(),
+        green: pct(p),
+    }
 }
 
 fn deploy(c: &str, r: u32) -> Action {
-    Action::DeployGreen { cluster: c.into(), replicas: r }
+    Action::DeployGreen {
+        cluster: c.into(),
+        replicas: r,
+    }
 }
 
 #[test]
@@ -131,7 +167,10 @@ fn full_tier1_lifecycle_takes_every_action_at_its_time() {
         expected.push((mins(265), Action::DeleteBlue { cluster: c.into() }));
     }
     assert_eq!(h.log, expected);
-    assert_eq!(h.completed_steps(), (0..h.status.plan.len() as u32).collect::<Vec<_>>());
+    assert_eq!(
+        h.completed_steps(),
+        (0..h.status.plan.len() as u32).collect::<Vec<_>>()
+    );
     assert_eq!(h.status.finished_at, Some(t0() + mins(265)));
 }
 
@@ -142,8 +181,14 @@ fn the_canary_is_a_share_of_total_traffic() {
     rel.clusters[2].traffic_share = pct(75);
     let mut h = Harness::with(rel, false);
     h.run_to_end();
-    assert!(h.log.iter().any(|(_, a)| *a == set_weight("prod-a", 8)), "2% of total on a 25% cluster is 8%");
-    assert!(!h.log.iter().any(|(_, a)| *a == set_weight("prod-a", 5)), "the ramp starts above the canary");
+    assert!(
+        h.log.iter().any(|(_, a)| *a == set_weight("prod-a", 8)),
+        "2% of total on a 25% cluster is 8%"
+    );
+    assert!(
+        !h.log.iter().any(|(_, a)| *a == set_weight("prod-a", 5)),
+        "the ramp starts above the canary"
+    );
 }
 
 #[test]
@@ -159,12 +204,25 @@ fn abort_from_every_stage_restores_blue_everywhere_before_anything_else() {
             }
             match how {
                 "gate" => h.world.gate = GateVerdict::Fail,
-                _ => h.rel.abort = Some(AbortRequest { reason: "bad deploy".into(), by: Some("oncall".into()) }),
+                _ => {
+                    h.rel.abort = Some(AbortRequest {
+                        reason: "bad deploy".into(),
+                        by: Some("oncall".into()),
+                    })
+                }
             }
-            let on_green: Vec<_> =
-                h.world.weights().into_iter().filter(|(_, w)| *w > Percent::ZERO).map(|(c, _)| c).collect();
+            let on_green: Vec<_> = h
+                .world
+                .weights()
+                .into_iter()
+                .filter(|(_, w)| *w > Percent::ZERO)
+                .map(|(c, _)| c)
+                .collect();
             let first = h.pass();
-            assert!(matches!(first.status.phase, Phase::Aborting | Phase::Aborted), "step {k} ({how})");
+            assert!(
+                matches!(first.status.phase, Phase::Aborting | Phase::Aborted),
+                "step {k} ({how})"
+            );
             if !on_green.is_empty() {
                 // Traffic first, and only traffic, in every cluster that had any on green.
                 let mut want: Vec<_> = on_green.iter().map(|c| set_weight(c, 0)).collect();
@@ -174,17 +232,33 @@ fn abort_from_every_stage_restores_blue_everywhere_before_anything_else() {
                 assert_eq!(got, want, "step {k} ({how})");
             }
             for c in ["staging", "prod-a", "prod-b"] {
-                assert_eq!(h.weight(c), Percent::ZERO, "step {k}: {c} back on blue after one pass");
+                assert_eq!(
+                    h.weight(c),
+                    Percent::ZERO,
+                    "step {k}: {c} back on blue after one pass"
+                );
             }
             h.run_to_end();
             assert_eq!(h.status.phase, Phase::Aborted, "step {k} ({how})");
             let reason = h.status.abort.as_ref().unwrap().reason;
-            let want = if how == "gate" { AbortReason::GateFailed } else { AbortReason::Requested };
+            let want = if how == "gate" {
+                AbortReason::GateFailed
+            } else {
+                AbortReason::Requested
+            };
             assert_eq!(reason, want);
-            assert!(!h.log.iter().any(|(_, a)| matches!(a, Action::DeleteBlue { .. })), "blue is never deleted");
+            assert!(
+                !h.log
+                    .iter()
+                    .any(|(_, a)| matches!(a, Action::DeleteBlue { .. })),
+                "blue is never deleted"
+            );
             for view in h.world.clusters.values() {
                 assert!(view.blue.is_some(), "step {k}: blue still serves");
-                assert!(view.green.as_ref().is_none_or(|g| g.replicas == 0), "step {k}: green scaled down");
+                assert!(
+                    view.green.as_ref().is_none_or(|g| g.replicas == 0),
+                    "step {k}: green scaled down"
+                );
             }
         }
     }
@@ -205,10 +279,19 @@ type Cause = (&'static str, fn(&mut Harness), fn(&mut Harness));
 const HOLDS: [Cause; 5] = [
     (
         "freeze",
-        |h| h.world.freezes.active.push(FreezeNotice { id: "inc-42".into(), message: "api errors".into() }),
+        |h| {
+            h.world.freezes.active.push(FreezeNotice {
+                id: "inc-42".into(),
+                message: "api errors".into(),
+            })
+        },
         |h| h.world.freezes.active.clear(),
     ),
-    ("unreadable freezes", |h| h.world.freezes.unreadable.push("prod-b".into()), |h| h.world.freezes.unreadable.clear()),
+    (
+        "unreadable freezes",
+        |h| h.world.freezes.unreadable.push("prod-b".into()),
+        |h| h.world.freezes.unreadable.clear(),
+    ),
     ("pause", |h| h.rel.paused = true, |h| h.rel.paused = false),
     (
         "unreachable",
@@ -245,17 +328,33 @@ fn a_hold_never_destroys_or_adds_traffic_and_resumes_when_clear() {
                 for a in &d.actions {
                     assert!(!a.is_destructive(), "{name} at step {k}: {a}");
                     if let Action::SetWeight { cluster, green } = a {
-                        assert!(*green <= weights[cluster], "{name} at step {k}: traffic added: {a}");
+                        assert!(
+                            *green <= weights[cluster],
+                            "{name} at step {k}: traffic added: {a}"
+                        );
                     }
                 }
                 h.now += SignedDuration::from_secs(30);
             }
             assert!(h.status.phase != Phase::Completed, "{name} at step {k}");
-            assert!(h.status.abort.is_none(), "{name} at step {k}: {:?}", h.status.message);
+            assert!(
+                h.status.abort.is_none(),
+                "{name} at step {k}: {:?}",
+                h.status.message
+            );
             lift(&mut h);
             h.run_to_end();
-            assert_eq!(h.status.phase, Phase::Completed, "{name} at step {k}: {:?}", h.status.message);
-            assert_eq!(h.completed_steps(), (0..steps).collect::<Vec<_>>(), "{name} at step {k}");
+            assert_eq!(
+                h.status.phase,
+                Phase::Completed,
+                "{name} at step {k}: {:?}",
+                h.status.message
+            );
+            assert_eq!(
+                h.completed_steps(),
+                (0..steps).collect::<Vec<_>>(),
+                "{name} at step {k}"
+            );
         }
     }
 }
@@ -267,7 +366,11 @@ fn an_inconclusive_gate_holds_a_gated_step() {
         h.run_until(|s| !s.plan.is_empty());
         h.status.plan.clone()
     };
-    for (k, step) in plan.iter().enumerate().filter(|(_, s)| !s.wait.as_duration().is_zero()) {
+    for (k, step) in plan
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.wait.as_duration().is_zero())
+    {
         let mut h = Harness::new();
         h.at_step(k as u32);
         h.pass(); // the step's change is in place: its wait begins
@@ -276,7 +379,11 @@ fn an_inconclusive_gate_holds_a_gated_step() {
         let d = h.pass();
         assert!(d.actions.is_empty(), "{step}: {:?}", d.actions);
         assert_eq!(h.status.step, k as u32, "{step}");
-        assert_eq!(h.status.holds[0].reason, HoldReason::GateInconclusive, "{step}");
+        assert_eq!(
+            h.status.holds[0].reason,
+            HoldReason::GateInconclusive,
+            "{step}"
+        );
         h.world.gate = GateVerdict::Pass;
         h.run_to_end();
         assert_eq!(h.status.phase, Phase::Completed, "{step}");
@@ -287,7 +394,10 @@ fn an_inconclusive_gate_holds_a_gated_step() {
 fn holds_are_explained_and_recorded() {
     let mut h = Harness::new();
     h.at_step(6);
-    h.world.freezes.active.push(FreezeNotice { id: "inc-42".into(), message: "checkout errors, by alice".into() });
+    h.world.freezes.active.push(FreezeNotice {
+        id: "inc-42".into(),
+        message: "checkout errors, by alice".into(),
+    });
     h.pass();
     assert_eq!(h.status.phase, Phase::Holding);
     assert_eq!(h.status.holds[0].reason, HoldReason::Freeze);
@@ -295,8 +405,18 @@ fn holds_are_explained_and_recorded() {
     h.rel.paused = true;
     h.pass();
     assert_eq!(h.status.phase, Phase::Paused);
-    let events: Vec<_> = h.status.history.iter().rev().take(2).map(|t| t.event).collect();
-    assert_eq!(events, vec![TransitionEvent::HoldChanged, TransitionEvent::HoldStarted]);
+    let events: Vec<_> = h
+        .status
+        .history
+        .iter()
+        .rev()
+        .take(2)
+        .map(|t| t.event)
+        .collect();
+    assert_eq!(
+        events,
+        vec![TransitionEvent::HoldChanged, TransitionEvent::HoldStarted]
+    );
 }
 
 #[test]
@@ -305,7 +425,10 @@ fn after_a_freeze_the_step_gates_run_again_before_advancing() {
     h.at_step(4); // canary on prod-a
     h.pass(); // its weight is seen in place: the canary's wait begins
     let epoch = h.status.analysis_epoch;
-    h.world.freezes.active.push(FreezeNotice { id: "f1".into(), message: "incident".into() });
+    h.world.freezes.active.push(FreezeNotice {
+        id: "f1".into(),
+        message: "incident".into(),
+    });
     h.pass();
     h.now += mins(60); // the canary's 10 minutes are long over
     h.world.freezes.active.clear();
@@ -313,7 +436,10 @@ fn after_a_freeze_the_step_gates_run_again_before_advancing() {
     let stale = h.world.observe(&h.status);
     let d = decide(&h.rel, &h.status, &stale, h.now);
     assert_eq!(d.status.analysis_epoch, epoch + 1);
-    assert_eq!(d.status.step, 4, "no advance on a verdict from before the freeze");
+    assert_eq!(
+        d.status.step, 4,
+        "no advance on a verdict from before the freeze"
+    );
     assert!(d.actions.is_empty());
     h.status = d.status;
     h.pass(); // the world now reports for the new epoch
@@ -324,14 +450,25 @@ fn after_a_freeze_the_step_gates_run_again_before_advancing() {
 fn promote_skips_the_wait_but_never_a_gate() {
     let mut h = Harness::new();
     h.at_step(4); // canary, 10 minutes
-    h.rel.promote = Some(PromoteRequest { step: 4, by: Some("alice".into()) });
+    h.rel.promote = Some(PromoteRequest {
+        step: 4,
+        by: Some("alice".into()),
+    });
     h.world.gate = GateVerdict::Pending;
     h.pass();
-    assert_eq!(h.status.step, 4, "no verdict yet: the promotion waits for the gates");
+    assert_eq!(
+        h.status.step, 4,
+        "no verdict yet: the promotion waits for the gates"
+    );
     h.world.gate = GateVerdict::Pass;
     h.pass();
     assert_eq!(h.status.step, 5, "promoted before the 10 minutes were up");
-    assert!(h.status.history.iter().any(|t| t.event == TransitionEvent::Promoted && t.message.contains("alice")));
+    assert!(
+        h.status
+            .history
+            .iter()
+            .any(|t| t.event == TransitionEvent::Promoted && t.message.contains("alice"))
+    );
     // A promotion of step 4 does not skip step 5's wait.
     let before = h.now;
     h.pass();
@@ -350,13 +487,18 @@ fn promote_skips_the_wait_but_never_a_gate() {
 fn placement_that_never_comes_right_aborts_at_the_deadline_with_the_report() {
     let mut h = Harness::new();
     h.at_step(3); // deploy green on prod-a
-    h.world.clusters.get_mut("prod-a").unwrap().placement =
-        PlacementView::Unsatisfied("zones eu-west-1a=4 eu-west-1b=2 eu-west-1c=0; skew 4 > 1".into());
+    h.world.clusters.get_mut("prod-a").unwrap().placement = PlacementView::Unsatisfied(
+        "zones eu-west-1a=4 eu-west-1b=2 eu-west-1c=0; skew 4 > 1".into(),
+    );
     h.run_until(|s| s.phase == Phase::Aborting || s.phase.is_terminal());
     let abort = h.status.abort.clone().expect("aborted");
     assert_eq!(abort.reason, AbortReason::ProgressDeadline);
     assert!(abort.message.contains("eu-west-1c=0"), "{}", abort.message);
-    assert_eq!(abort.at, t0() + mins(10) + mins(15), "deploy began at +10m; deadline 15m");
+    assert_eq!(
+        abort.at,
+        t0() + mins(10) + mins(15),
+        "deploy began at +10m; deadline 15m"
+    );
 }
 
 #[test]
@@ -386,10 +528,16 @@ fn a_pass_repeated_after_a_crash_repeats_nothing_and_skips_nothing() {
                     }
                     let again = h.decide();
                     if !applied_before_crash {
-                        assert_eq!(again.actions, d.actions, "crash {crash_at}: the same actions are due again");
+                        assert_eq!(
+                            again.actions, d.actions,
+                            "crash {crash_at}: the same actions are due again"
+                        );
                     } else {
                         for a in &again.actions {
-                            assert!(!d.actions.contains(a), "crash {crash_at}: {a} repeated though it took effect");
+                            assert!(
+                                !d.actions.contains(a),
+                                "crash {crash_at}: {a} repeated though it took effect"
+                            );
                         }
                     }
                     continue;
@@ -402,8 +550,15 @@ fn a_pass_repeated_after_a_crash_repeats_nothing_and_skips_nothing() {
                 }
             }
             assert_eq!(h.status.phase, Phase::Completed, "crash {crash_at}");
-            assert_eq!(h.completed_steps(), reference.completed_steps(), "crash {crash_at}: no step repeated or skipped");
-            assert_eq!(h.status.finished_at, reference.status.finished_at, "crash {crash_at}");
+            assert_eq!(
+                h.completed_steps(),
+                reference.completed_steps(),
+                "crash {crash_at}: no step repeated or skipped"
+            );
+            assert_eq!(
+                h.status.finished_at, reference.status.finished_at,
+                "crash {crash_at}"
+            );
         }
     }
 }
@@ -412,7 +567,10 @@ fn a_pass_repeated_after_a_crash_repeats_nothing_and_skips_nothing() {
 fn preflight_outcomes() {
     // A freeze before the start: nothing happens, the release stays pending.
     let mut h = Harness::new();
-    h.world.freezes.active.push(FreezeNotice { id: "f".into(), message: "holiday".into() });
+    h.world.freezes.active.push(FreezeNotice {
+        id: "f".into(),
+        message: "holiday".into(),
+    });
     let d = h.pass();
     assert_eq!(d.status.phase, Phase::Pending);
     assert!(d.actions.is_empty() && d.status.plan.is_empty());
@@ -423,7 +581,13 @@ fn preflight_outcomes() {
     h.world.clusters.get_mut("prod-b").unwrap().blue = None;
     h.pass();
     assert_eq!(h.status.phase, Phase::Failed);
-    assert!(h.status.message.as_deref().unwrap().contains("not on prod-b"));
+    assert!(
+        h.status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("not on prod-b")
+    );
 
     // Already serving this version.
     let mut h = Harness::new();
@@ -464,10 +628,17 @@ fn an_unreachable_cluster_delays_green_scale_down_until_its_traffic_is_back_on_b
     h.world.clusters.get_mut("prod-b").unwrap().reachable = false;
     h.world.gate = GateVerdict::Fail;
     let d = h.pass();
-    assert_eq!(d.actions, vec![set_weight("staging", 0), set_weight("prod-a", 0)]);
+    assert_eq!(
+        d.actions,
+        vec![set_weight("staging", 0), set_weight("prod-a", 0)]
+    );
     for _ in 0..5 {
         let d = h.pass();
-        assert!(d.actions.iter().all(|a| !a.is_destructive()), "{:?}", d.actions);
+        assert!(
+            d.actions.iter().all(|a| !a.is_destructive()),
+            "{:?}",
+            d.actions
+        );
         assert_eq!(h.status.holds[0].reason, HoldReason::ClusterUnreachable);
     }
     h.world.clusters.get_mut("prod-b").unwrap().reachable = true;
@@ -481,7 +652,14 @@ fn an_unreachable_cluster_delays_green_scale_down_until_its_traffic_is_back_on_b
 fn cleanup_refuses_while_a_route_is_not_fully_on_green() {
     let mut h = Harness::new();
     h.at_step(29); // first cleanup
-    let route = h.world.clusters.get_mut("staging").unwrap().route.as_mut().unwrap();
+    let route = h
+        .world
+        .clusters
+        .get_mut("staging")
+        .unwrap()
+        .route
+        .as_mut()
+        .unwrap();
     route.green = pct(90);
     let d = h.pass();
     assert!(d.actions.is_empty());
@@ -492,10 +670,22 @@ fn cleanup_refuses_while_a_route_is_not_fully_on_green() {
 fn a_route_edited_by_someone_else_holds_the_release() {
     let mut h = Harness::new();
     h.at_step(8);
-    h.world.clusters.get_mut("prod-a").unwrap().route.as_mut().unwrap().drift =
-        Some("backend weights are 50/50, cutover set 80/20".into());
+    h.world
+        .clusters
+        .get_mut("prod-a")
+        .unwrap()
+        .route
+        .as_mut()
+        .unwrap()
+        .drift = Some("backend weights are 50/50, cutover set 80/20".into());
     let d = h.pass();
     assert!(d.actions.is_empty());
     assert_eq!(h.status.phase, Phase::Holding);
-    assert!(h.status.message.as_deref().unwrap().contains("not overwriting"));
+    assert!(
+        h.status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("not overwriting")
+    );
 }

@@ -153,7 +153,10 @@ pub enum StepKind {
 
 impl PlannedStep {
     pub fn is_traffic(&self) -> bool {
-        matches!(self.kind, StepKind::Canary | StepKind::Ramp | StepKind::Cutover)
+        matches!(
+            self.kind,
+            StepKind::Canary | StepKind::Ramp | StepKind::Cutover
+        )
     }
 }
 
@@ -184,7 +187,9 @@ pub struct Hold {
     pub message: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum HoldReason {
     /// A deploy freeze applies, or one could not be ruled out.
     Freeze,
@@ -203,7 +208,10 @@ pub enum HoldReason {
 impl HoldReason {
     /// Holds that suspend analysis: when they clear, the step's gates run afresh.
     pub fn restarts_analysis(self) -> bool {
-        matches!(self, HoldReason::Freeze | HoldReason::Paused | HoldReason::ClusterUnreachable)
+        matches!(
+            self,
+            HoldReason::Freeze | HoldReason::Paused | HoldReason::ClusterUnreachable
+        )
     }
 
     /// Holds that count against the progress deadline.
