@@ -6,6 +6,9 @@
 
 pub mod cli;
 pub mod clock;
+pub mod driver;
 pub mod engine;
+pub mod fleet;
 pub mod labels;
+pub mod policy;
 pub mod spec;

@@ -85,6 +85,19 @@ impl Inputs {
         if !header.is_empty() {
             return Err(input_error(InputErrors(header)));
         }
+        self.resolve(document, fleet, policy)
+    }
+
+    /// Resolves a (possibly edited) release document against its fleet and tier.
+    pub fn resolve(
+        &self,
+        document: ReleaseDocument,
+        fleet: Fleet,
+        policy: TierPolicyFile,
+    ) -> CliResult<Loaded> {
+        let name = self.release.display().to_string();
+        let text = read(&self.release)?;
+        let src = Source::new(&name, &text);
         let meta = &document.metadata;
         let release = ResolvedRelease::resolve(
             &meta.name,

@@ -1,9 +1,13 @@
 //! The command line: clap commands, output formats and exit codes. `anyhow`
 //! lives here and in `main`; everything below returns typed errors.
 
+mod connect;
+mod control;
 pub mod exit;
 pub mod load;
 mod plan;
+mod report;
+mod run;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -25,6 +29,18 @@ pub struct Cli {
 pub enum Command {
     /// Print the timeline a release will follow, step by step.
     Plan(plan::PlanArgs),
+    /// Create or resume a release and drive it through the fleet.
+    Run(run::RunArgs),
+    /// Show where a release stands.
+    Status(control::StatusArgs),
+    /// Skip the rest of the current step's wait (its gates must still pass).
+    Promote(control::NameArgs),
+    /// Roll a release back: traffic to blue everywhere, then green down.
+    Abort(control::AbortArgs),
+    /// Stop a release advancing; traffic stays where it is.
+    Pause(control::NameArgs),
+    /// Let a paused release go on.
+    Resume(control::NameArgs),
     /// Print the CustomResourceDefinitions cutover uses.
     Crd,
 }
@@ -55,6 +71,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Crd => crd(),
+        other => run_async(other),
     };
     match result {
         Ok(exit) => ExitCode::from(exit.code()),
@@ -63,6 +80,23 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit.code())
         }
     }
+}
+
+fn run_async(command: Command) -> CliResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Run(args) => run::run(&args).await,
+            Command::Status(args) => control::status(&args).await,
+            Command::Promote(args) => control::promote(&args).await,
+            Command::Abort(args) => control::abort(&args).await,
+            Command::Pause(args) => control::pause(&args, true).await,
+            Command::Resume(args) => control::pause(&args, false).await,
+            Command::Plan(_) | Command::Crd => unreachable!("handled without a runtime"),
+        }
+    })
 }
 
 fn crd() -> CliResult {

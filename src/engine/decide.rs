@@ -62,6 +62,7 @@ impl Pass<'_> {
         if self.st.phase.is_terminal() {
             return;
         }
+        self.record_weights();
         if self.st.phase == Phase::Pending {
             self.preflight();
             if self.st.phase != Phase::Progressing {
@@ -192,6 +193,9 @@ impl Pass<'_> {
             if let StepProgress::Blocked(step_holds) = &progress {
                 holds.extend(step_holds.iter().cloned());
             }
+            if self.st.abort.is_some() {
+                return self.roll_back();
+            }
             self.set_holds(holds);
             if self.deadline_passed(&step) {
                 return self.roll_back();
@@ -242,23 +246,35 @@ impl Pass<'_> {
             .green
             .as_ref()
             .is_some_and(|g| g.version == self.rel.version && g.replicas == c.replicas);
+        let deadline = self.step_deadline();
+        let waiting = match (applied, self.green_ready(cluster, &view)) {
+            (true, None) => {
+                self.mark_ready(format!("green available and well placed on {cluster}"));
+                return StepProgress::Done;
+            }
+            (false, _) => None,
+            (true, Some(hold)) => Some(hold),
+        };
+        // Pods starting and being placed is the step's own work, not a hold: it
+        // has a deadline, past which the release rolls back with the report.
+        if let (Some(d), Some(hold)) = (deadline, &waiting)
+            && self.now >= d
+        {
+            let msg = format!(
+                "green on {cluster} was not available and well placed within {}: {}",
+                self.rel.timings.progress_deadline, hold.message
+            );
+            self.start_abort(AbortReason::ProgressDeadline, msg);
+            return StepProgress::Wait(None);
+        }
         if !applied {
-            self.wake(self.step_deadline());
+            self.wake(deadline);
             return StepProgress::Act(vec![Action::DeployGreen {
                 cluster: cluster.to_string(),
                 replicas: c.replicas,
             }]);
         }
-        match self.green_ready(cluster, &view) {
-            Some(hold) => {
-                self.wake(self.step_deadline());
-                StepProgress::Blocked(vec![hold])
-            }
-            None => {
-                self.mark_ready(format!("green available and well placed on {cluster}"));
-                StepProgress::Done
-            }
-        }
+        StepProgress::Wait(deadline)
     }
 
     /// Why green on `cluster` cannot take more traffic yet, if it cannot.
@@ -707,6 +723,19 @@ impl Pass<'_> {
     }
 
     // ---- helpers ---------------------------------------------------------
+
+    /// Keeps green's confirmed share per cluster in the status, for people.
+    fn record_weights(&mut self) {
+        for c in &self.rel.clusters {
+            if let Some(route) = self
+                .view(&c.name)
+                .filter(|v| v.reachable)
+                .and_then(|v| v.route.as_ref())
+            {
+                self.st.weights.insert(c.name.clone(), route.green);
+            }
+        }
+    }
 
     fn view(&self, cluster: &str) -> Option<&ClusterView> {
         self.obs.clusters.get(cluster)
