@@ -1,6 +1,7 @@
 //! The command line: clap commands, output formats and exit codes. `anyhow`
 //! lives here and in `main`; everything below returns typed errors.
 
+mod check;
 mod connect;
 mod control;
 pub mod exit;
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the timeline a release will follow, step by step.
     Plan(plan::PlanArgs),
+    /// Check a release against its tier's rules (and, with --live, the clusters).
+    Check(check::CheckArgs),
     /// Create or resume a release and drive it through the fleet.
     Run(run::RunArgs),
     /// Show where a release stands.
@@ -88,6 +91,7 @@ fn run_async(command: Command) -> CliResult {
         .build()?;
     runtime.block_on(async move {
         match command {
+            Command::Check(args) => check::run(&args).await,
             Command::Run(args) => run::run(&args).await,
             Command::Status(args) => control::status(&args).await,
             Command::Promote(args) => control::promote(&args).await,

@@ -4,6 +4,7 @@
 //!
 //! Must not decide anything: what to do comes from `engine` as actions.
 
+pub mod bootstrap;
 pub mod cache;
 pub mod client;
 pub mod lease;

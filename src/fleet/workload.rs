@@ -8,6 +8,7 @@ use std::fmt;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
@@ -221,6 +222,29 @@ pub fn slot_service(rel: &ResolvedRelease, colour: Colour, port: u16) -> Service
     }
 }
 
+/// The disruption budget of a slot's pods, when the release sets one.
+pub fn slot_budget(rel: &ResolvedRelease, colour: Colour) -> Option<PodDisruptionBudget> {
+    let b = rel.disruption_budget.as_ref()?;
+    Some(PodDisruptionBudget {
+        metadata: ObjectMeta {
+            name: Some(slot_name(&rel.app, colour)),
+            namespace: Some(rel.namespace.clone()),
+            labels: Some(slot_labels(rel, colour)),
+            ..Default::default()
+        },
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: b.min_available.clone(),
+            max_unavailable: b.max_unavailable.clone(),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(&rel.app, colour)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
 fn apply_params() -> PatchParams {
     PatchParams::apply(labels::FIELD_MANAGER).force()
 }
@@ -252,6 +276,17 @@ pub async fn deploy_green(
                 .await
                 .map_err(Error::api(&c.name))?;
         }
+    }
+    if let Some(pdb) = slot_budget(rel, colour) {
+        let budgets: Api<PodDisruptionBudget> = Api::namespaced(c.client.clone(), &rel.namespace);
+        budgets
+            .patch(
+                &slot_name(&rel.app, colour),
+                &apply_params(),
+                &Patch::Apply(pdb),
+            )
+            .await
+            .map_err(Error::api(&c.name))?;
     }
     let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), &rel.namespace);
     let d = green_deployment(rel, colour, replicas);
@@ -299,10 +334,30 @@ pub async fn delete_blue(c: &ClusterHandle, namespace: &str, w: &SlotWorkload) -
         ..Default::default()
     };
     match deployments.delete(&w.name, &dp).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(Error::api(&c.name)(e)),
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(Error::api(&c.name)(e)),
     }
+    // The colour's disruption budget goes with it, if cutover made one.
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(c.client.clone(), namespace);
+    if let Some(pdb) = budgets
+        .get_opt(&w.name)
+        .await
+        .map_err(Error::api(&c.name))?
+        && pdb
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::MANAGED_BY))
+            .map(String::as_str)
+            == Some(labels::MANAGED_BY_VALUE)
+    {
+        budgets
+            .delete(&w.name, &DeleteParams::default())
+            .await
+            .map_err(Error::api(&c.name))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

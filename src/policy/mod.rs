@@ -2,5 +2,6 @@
 //! across zones. Pure: takes snapshots, returns reports.
 
 pub mod placement;
+pub mod rules;
 
 pub use placement::{NodeInfo, PlacementReport, PodInfo, ZonePlacement};

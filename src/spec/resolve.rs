@@ -27,6 +27,7 @@ pub struct ResolvedRelease {
     pub timings: Timings,
     /// The pod template with image overrides applied.
     pub template: PodTemplateSpec,
+    pub disruption_budget: Option<super::release::DisruptionBudget>,
     pub paused: bool,
     pub promote: Option<PromoteRequest>,
     pub abort: Option<AbortRequest>,
@@ -149,6 +150,7 @@ impl ResolvedRelease {
                 clusters,
                 timings,
                 template,
+                disruption_budget: spec.disruption_budget.clone(),
                 paused: spec.paused,
                 promote: spec.promote.clone(),
                 abort: spec.abort.clone(),
