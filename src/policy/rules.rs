@@ -346,7 +346,8 @@ mod tests {
 
     #[test]
     fn each_rule_fails_on_its_own() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut ReleaseDocument)>)> = vec![
+        type Edit = Box<dyn Fn(&mut ReleaseDocument)>;
+        let cases: Vec<(&str, Edit)> = vec![
             (
                 "min-clusters",
                 Box::new(|d| d.spec.clusters.retain(|c| c.name != "prod-b")),
