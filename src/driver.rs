@@ -14,13 +14,14 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, mpsc};
 
 use crate::clock::SharedClock;
-use crate::engine::{self, Action, GateReport, GateVerdict};
+use crate::engine::{self, Action};
 use crate::fleet::cache::FleetCache;
 use crate::fleet::lease::{self, LeaseGuard};
 use crate::fleet::observe::{Observed, observe};
 use crate::fleet::state::ReleaseStore;
 use crate::fleet::workload::Slots;
 use crate::fleet::{self, FleetClients, router, workload};
+use crate::gates::analysis::{Analysis, Context};
 use crate::spec::status::{Phase, Transition};
 use crate::spec::{Fleet, Release, ReleaseStatus, ResolvedRelease, TierPolicyFile};
 
@@ -137,6 +138,7 @@ impl Driver {
         };
         let cache = FleetCache::start(&self.fleet, &first);
         self.wait_for_caches(&cache).await;
+        let mut analysis = Analysis::default();
         let mut last_applied: Option<(Vec<Action>, Instant)> = None;
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -151,14 +153,26 @@ impl Driver {
             let status = current.status.clone().unwrap_or_default();
             let observed = observe(&rel, &cache);
             let mut obs = observed.observation.clone();
-            obs.gate = Some(GateReport {
-                step: status.step,
-                epoch: status.analysis_epoch,
-                verdict: GateVerdict::Pass,
-                message: "no gates configured".into(),
-            });
             let now = self.clock.now();
-            let d = engine::decide(&rel, &status, &obs, now);
+            let ctx = Context {
+                rel: &rel,
+                fleet: &self.fleet_spec,
+                cache: &cache,
+                slots: &observed.slots,
+                clusters: gate_scope(&status),
+            };
+            let (gate, reports) = analysis
+                .tick(&ctx, status.step, status.analysis_epoch, now)
+                .await;
+            obs.gate = Some(gate);
+            // Gate reports reach the status when a verdict changes, not on every measurement.
+            let mut input = status.clone();
+            if verdicts(&input.gates) != verdicts(&reports)
+                || (input.gates.is_empty() != reports.is_empty())
+            {
+                input.gates = reports;
+            }
+            let d = engine::decide(&rel, &input, &obs, now);
             let repeat = last_applied
                 .as_ref()
                 .is_some_and(|(a, at)| *a == d.actions && at.elapsed() < SETTLE);
@@ -215,7 +229,16 @@ impl Driver {
                 Phase::Paused if opts.stop_when_paused => return Ok(Outcome::Paused),
                 _ => {}
             }
-            let mut wait = match d.wake_at {
+            let wake_at = match (
+                d.wake_at,
+                analysis
+                    .next_due()
+                    .filter(|_| !d.status.phase.is_terminal()),
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let mut wait = match wake_at {
                 Some(at) => self
                     .clock
                     .real(at.duration_since(now).unsigned_abs())
@@ -375,6 +398,36 @@ fn newer_release(store: &Store<Release>, current: &Release) -> Option<Release> {
         }
         _ => None,
     }
+}
+
+/// Clusters whose green takes traffic now, or is about to in the current step.
+fn gate_scope(status: &ReleaseStatus) -> Vec<String> {
+    if status.abort.is_some() || status.phase.is_terminal() {
+        return Vec::new();
+    }
+    let mut clusters: Vec<String> = status
+        .weights
+        .iter()
+        .filter(|(_, w)| w.basis_points() > 0)
+        .map(|(c, _)| c.clone())
+        .collect();
+    if let Some(step) = status.plan.get(status.step as usize)
+        && step.is_traffic()
+        && let Some(c) = &step.cluster
+        && !clusters.contains(c)
+    {
+        clusters.push(c.clone());
+    }
+    clusters
+}
+
+fn verdicts(
+    reports: &[crate::gates::MetricReport],
+) -> Vec<(String, String, crate::gates::MetricVerdict)> {
+    reports
+        .iter()
+        .map(|r| (r.name.clone(), r.cluster.clone(), r.verdict.clone()))
+        .collect()
 }
 
 /// A driver identity: host, process and a random suffix.

@@ -138,6 +138,18 @@ pub fn describe(r: &Release, s: &ReleaseStatus) -> String {
     for h in &s.holds {
         out.push_str(&format!("Holding: {:?}: {}\n", h.reason, h.message));
     }
+    for g in &s.gates {
+        let last = g
+            .measurements
+            .last()
+            .map(|m| m.detail.as_str())
+            .unwrap_or("not measured yet");
+        let dry = if g.dry_run { " (dry run)" } else { "" };
+        out.push_str(&format!(
+            "Gate:    {} on {}{dry}: {:?}; {last}; threshold {}; {}\n",
+            g.name, g.cluster, g.verdict, g.threshold, g.query
+        ));
+    }
     if let Some(a) = &s.abort {
         out.push_str(&format!("Abort:   {} ({:?})\n", a.message, a.stage));
     }

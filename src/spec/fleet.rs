@@ -51,6 +51,12 @@ pub struct FleetCluster {
     pub physical_zones: BTreeMap<String, String>,
     /// Share of the service's global traffic this cluster carries.
     pub traffic_share: Percent,
+    /// The Prometheus server that monitors this cluster (for `prometheus` gates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<String>,
+    /// A Prometheus text endpoint with the app's metrics in this cluster (for `scrape` gates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
 }
 
 /// A key of a Secret in the controller's namespace.

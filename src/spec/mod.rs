@@ -5,6 +5,7 @@
 //! Pure: reads strings, never files or clusters (loading lives in the CLI).
 
 pub mod fleet;
+pub mod gates;
 pub mod policy;
 pub mod quantity;
 pub mod release;

@@ -58,10 +58,9 @@ pub struct ReleaseSpec {
     /// Timings; anything unset comes from the tier policy.
     #[serde(default)]
     pub plan: PlanSpec,
-    /// Metric gates (schema reserved; see the documentation of gates).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::schema::preserve_unknown_fields")]
-    pub gates: Option<serde_json::Value>,
+    /// Metrics every step must satisfy while it waits; a failure rolls back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<super::gates::MetricGate>,
     /// Stop advancing until set back to false; traffic stays where it is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,

@@ -27,6 +27,7 @@ pub struct ResolvedRelease {
     pub timings: Timings,
     /// The pod template with image overrides applied.
     pub template: PodTemplateSpec,
+    pub gates: Vec<super::gates::MetricGate>,
     pub disruption_budget: Option<super::release::DisruptionBudget>,
     pub paused: bool,
     pub promote: Option<PromoteRequest>,
@@ -133,12 +134,7 @@ impl ResolvedRelease {
         let template = resolve_template(spec, &mut out);
         let clusters = resolve_clusters(spec, fleet, &mut out);
         let timings = tier.and_then(|t| resolve_timings(spec, t, &clusters, &mut out));
-        if spec.gates.is_some() {
-            out.push(Finding::input(
-                "spec.gates",
-                "metric gates are not available in this version of cutover; remove `gates`",
-            ));
-        }
+        check_gates(&spec.gates, &mut out);
         match (tier, template, timings) {
             (Some(tier), Some(template), Some(timings)) if out.is_empty() => Ok(ResolvedRelease {
                 name: name.to_string(),
@@ -150,6 +146,7 @@ impl ResolvedRelease {
                 clusters,
                 timings,
                 template,
+                gates: spec.gates.clone(),
                 disruption_budget: spec.disruption_budget.clone(),
                 paused: spec.paused,
                 promote: spec.promote.clone(),
@@ -487,4 +484,77 @@ fn resolve_timings(
         progress_deadline,
         later_clusters: p.later_clusters.unwrap_or(r.later_clusters),
     })
+}
+
+fn check_gates(gates: &[super::gates::MetricGate], out: &mut Vec<Finding>) {
+    let mut names = BTreeSet::new();
+    for (i, g) in gates.iter().enumerate() {
+        let at = format!("spec.gates[{i}]");
+        if !names.insert(g.name.as_str()) {
+            out.push(Finding::input(
+                format!("{at}.name"),
+                format!("gate {:?} is listed twice", g.name),
+            ));
+        }
+        let p = &g.provider;
+        let n = [
+            p.prometheus.is_some(),
+            p.scrape.is_some(),
+            p.cluster_health.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if n != 1 {
+            out.push(Finding::input(
+                format!("{at}.provider"),
+                "set exactly one of `prometheus`, `scrape` or `clusterHealth`",
+            ));
+        }
+        if p.cluster_health.is_none() && g.max.is_none() && g.min.is_none() {
+            out.push(Finding::input(
+                at.clone(),
+                "a metric needs a threshold: set `max`, `min` or both",
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (g.min, g.max)
+            && lo > hi
+        {
+            out.push(Finding::input(
+                format!("{at}.min"),
+                format!("min {lo} is above max {hi}"),
+            ));
+        }
+        if g.interval.as_duration().is_zero() {
+            out.push(Finding::input(
+                format!("{at}.interval"),
+                "must be above zero",
+            ));
+        }
+        if let Some(w) = g.window
+            && (w.failures == 0 || w.failures > w.of)
+        {
+            out.push(Finding::input(
+                format!("{at}.window"),
+                "`failures` must be between 1 and `of`",
+            ));
+        }
+        if let Some(s) = &p.scrape
+            && s.measure == super::gates::ScrapeMeasure::Quantile
+            && !s.quantile.is_some_and(|q| q > 0.0 && q < 1.0)
+        {
+            out.push(Finding::input(
+                format!("{at}.provider.scrape.quantile"),
+                "set a quantile between 0 and 1, e.g. 0.99",
+            ));
+        }
+        if let Some(q) = &p.prometheus
+            && q.query.trim().is_empty()
+        {
+            out.push(Finding::input(
+                format!("{at}.provider.prometheus.query"),
+                "the query is empty",
+            ));
+        }
+    }
 }

@@ -67,6 +67,9 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub finished_at: Option<Timestamp>,
+    /// The current step's gates: each metric per cluster, its verdict and recent measurements.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<crate::gates::MetricReport>,
     /// A one-line account of the present state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
