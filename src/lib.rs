@@ -9,6 +9,7 @@ pub mod clock;
 pub mod driver;
 pub mod engine;
 pub mod fleet;
+pub mod freeze;
 pub mod gates;
 pub mod labels;
 pub mod policy;
