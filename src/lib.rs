@@ -8,4 +8,5 @@ pub mod cli;
 pub mod clock;
 pub mod engine;
 pub mod labels;
+pub mod sim;
 pub mod spec;
