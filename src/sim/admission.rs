@@ -1,0 +1,230 @@
+//! What the API server does to an object on the way in, per kind: defaults
+//! (a Service's cluster IP, a Deployment's strategy, a new Pod's `Pending`
+//! status), validation a real server would refuse with 422, and CRDs
+//! registering their kinds.
+//!
+//! Called by the store under its lock; pure apart from the registry it is given.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::api_error::{ApiError, ApiResult};
+use super::kinds::{Kind, Registry};
+use super::meta;
+use super::selectors::LabelSelector;
+
+/// Defaults and checks before a write is committed.
+pub fn admit(kind: &Kind, old: Option<&Value>, obj: &mut Value, registry: &Registry, now: Timestamp) -> ApiResult<()> {
+    match (kind.group.as_str(), kind.plural.as_str()) {
+        ("", "namespaces") => {
+            let name = meta::name(obj).to_string();
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+            if obj["status"]["phase"].is_null() {
+                obj["status"]["phase"] = json!("Active");
+            }
+        }
+        ("", "pods") => pod_defaults(obj, old.is_none()),
+        ("", "services") => service_defaults(obj, old),
+        ("apps", "deployments") => deployment_defaults(kind, old, obj)?,
+        ("apiextensions.k8s.io", "customresourcedefinitions") => crd_status(obj, registry)?,
+        ("", "events") => {
+            if obj["firstTimestamp"].is_null() && obj["eventTime"].is_null() {
+                obj["firstTimestamp"] = json!(meta::time(now));
+            }
+            if obj["lastTimestamp"].is_null() && !obj["firstTimestamp"].is_null() {
+                obj["lastTimestamp"] = obj["firstTimestamp"].clone();
+            }
+            if obj["count"].is_null() {
+                obj["count"] = json!(1);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// After a write: a CRD's kind becomes servable.
+pub fn after_commit(kind: &Kind, obj: &Value, registry: &mut Registry) {
+    if is_crd(kind)
+        && let Ok(k) = Kind::from_crd(obj)
+    {
+        registry.install(k);
+    }
+}
+
+/// After a delete: a CRD's kind stops being served; returns it so its objects go too.
+pub fn after_delete(kind: &Kind, obj: &Value, registry: &mut Registry) -> Option<Kind> {
+    if !is_crd(kind) {
+        return None;
+    }
+    let k = Kind::from_crd(obj).ok()?;
+    registry.remove(&k.group, &k.plural).map(Arc::unwrap_or_clone)
+}
+
+fn is_crd(kind: &Kind) -> bool {
+    kind.group == "apiextensions.k8s.io" && kind.plural == "customresourcedefinitions"
+}
+
+fn pod_defaults(obj: &mut Value, create: bool) {
+    let spec = &mut obj["spec"];
+    for (field, value) in [
+        ("restartPolicy", json!("Always")),
+        ("schedulerName", json!("default-scheduler")),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("serviceAccountName", json!("default")),
+    ] {
+        if spec[field].is_null() {
+            spec[field] = value;
+        }
+    }
+    if create && obj["status"].is_null() {
+        obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+    }
+}
+
+fn service_defaults(obj: &mut Value, old: Option<&Value>) {
+    let spec = &mut obj["spec"];
+    if spec["type"].is_null() {
+        spec["type"] = json!("ClusterIP");
+    }
+    if spec["sessionAffinity"].is_null() {
+        spec["sessionAffinity"] = json!("None");
+    }
+    if spec["clusterIP"].is_null() {
+        let ip = match old.map(|o| o["spec"]["clusterIP"].clone()) {
+            Some(Value::String(ip)) => ip,
+            _ => {
+                let h = meta::short_hash(&json!([meta::namespace(obj), meta::name(obj), meta::uid(obj)]));
+                let n = h.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+                format!("10.96.{}.{}", (n >> 8) % 256, n % 254 + 1)
+            }
+        };
+        obj["spec"]["clusterIP"] = json!(ip);
+        obj["spec"]["clusterIPs"] = json!([obj["spec"]["clusterIP"]]);
+    }
+    if let Some(ports) = obj["spec"]["ports"].as_array_mut() {
+        for p in ports {
+            if p["protocol"].is_null() {
+                p["protocol"] = json!("TCP");
+            }
+            if p["targetPort"].is_null() {
+                p["targetPort"] = p["port"].clone();
+            }
+        }
+    }
+    if obj["status"].is_null() {
+        obj["status"] = json!({"loadBalancer": {}});
+    }
+}
+
+fn deployment_defaults(kind: &Kind, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
+    let name = meta::name(obj).to_string();
+    let invalid = |p: &str| ApiError::invalid(&kind.group, &kind.plural, &name, p.to_string());
+    let spec = &mut obj["spec"];
+    if spec["replicas"].is_null() {
+        spec["replicas"] = json!(1);
+    }
+    if spec["strategy"].is_null() {
+        spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
+    }
+    for (field, value) in [("revisionHistoryLimit", 10), ("progressDeadlineSeconds", 600)] {
+        if spec[field].is_null() {
+            spec[field] = json!(value);
+        }
+    }
+    if !spec["selector"].is_object() {
+        return Err(invalid("spec.selector: Required value"));
+    }
+    let selector = LabelSelector::from_object(&spec["selector"]).map_err(|e| invalid(&format!("spec.selector: {e}")))?;
+    if selector.is_empty() {
+        return Err(invalid("spec.selector: Invalid value: empty selector is invalid for deployment"));
+    }
+    if !selector.matches(spec["template"]["metadata"]["labels"].as_object()) {
+        return Err(invalid("spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`"));
+    }
+    if let Some(old) = old
+        && old["spec"]["selector"] != obj["spec"]["selector"]
+    {
+        return Err(invalid("spec.selector: Invalid value: field is immutable"));
+    }
+    if obj["status"].is_null() {
+        obj["status"] = json!({});
+    }
+    Ok(())
+}
+
+fn crd_status(obj: &mut Value, registry: &Registry) -> ApiResult<()> {
+    let k = Kind::from_crd(obj)?;
+    if registry.by_resource(&k.group, &k.plural).is_some_and(|existing| !existing.custom) {
+        return Err(ApiError::invalid(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            meta::name(obj),
+            format!("spec.group: {} {} is served by the API server itself", k.group, k.plural),
+        ));
+    }
+    let mut names = obj["spec"]["names"].clone();
+    names["singular"] = json!(k.singular);
+    names["listKind"] = names.get("listKind").cloned().unwrap_or_else(|| json!(format!("{}List", k.kind)));
+    obj["spec"]["names"]["listKind"] = names["listKind"].clone();
+    let established = |kind: &str, reason: &str, message: &str| {
+        json!({"type": kind, "status": "True", "reason": reason, "message": message,
+               "lastTransitionTime": obj["metadata"]["creationTimestamp"]})
+    };
+    obj["status"] = json!({
+        "acceptedNames": names,
+        "conditions": [
+            established("NamesAccepted", "NoConflicts", "no conflicts found"),
+            established("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+        ],
+        "storedVersions": [k.storage_version()],
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployments() -> Kind {
+        Registry::with_builtins().by_resource("apps", "deployments").map(Arc::unwrap_or_clone).unwrap()
+    }
+
+    fn deploy(selector: Value, labels: Value) -> Value {
+        json!({"metadata": {"name": "web"}, "spec": {"selector": selector, "template": {"metadata": {"labels": labels}}}})
+    }
+
+    #[test]
+    fn deployments_get_defaults_and_selector_checks() {
+        let reg = Registry::with_builtins();
+        let now = Timestamp::UNIX_EPOCH;
+        let mut d = deploy(json!({"matchLabels": {"app": "web"}}), json!({"app": "web"}));
+        admit(&deployments(), None, &mut d, &reg, now).unwrap();
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+        let mut bad = deploy(json!({"matchLabels": {"app": "api"}}), json!({"app": "web"}));
+        let err = admit(&deployments(), None, &mut bad, &reg, now).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(err.message.contains("does not match"), "{}", err.message);
+        let mut moved = deploy(json!({"matchLabels": {"app": "web", "x": "y"}}), json!({"app": "web", "x": "y"}));
+        let err = admit(&deployments(), Some(&d), &mut moved, &reg, now).unwrap_err();
+        assert!(err.message.contains("immutable"), "{}", err.message);
+    }
+
+    #[test]
+    fn services_get_a_cluster_ip_they_keep() {
+        let reg = Registry::with_builtins();
+        let svc = reg.by_resource("", "services").unwrap();
+        let mut s = json!({"metadata": {"name": "web", "namespace": "a", "uid": "u1"}, "spec": {"ports": [{"port": 80}]}});
+        admit(&svc, None, &mut s, &reg, Timestamp::UNIX_EPOCH).unwrap();
+        let ip = s["spec"]["clusterIP"].as_str().unwrap().to_string();
+        assert!(ip.starts_with("10.96."), "{ip}");
+        assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
+        let mut again = json!({"metadata": {"name": "web", "namespace": "a", "uid": "u1"}, "spec": {}});
+        admit(&svc, Some(&s), &mut again, &reg, Timestamp::UNIX_EPOCH).unwrap();
+        assert_eq!(again["spec"]["clusterIP"], ip.as_str());
+    }
+}

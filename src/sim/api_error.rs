@@ -1,0 +1,171 @@
+//! Errors the simulated API server answers with, rendered as Kubernetes
+//! `Status` objects with the reason and code a real API server would use.
+//!
+//! Owns the wording and codes of failures; knows nothing of HTTP transport.
+
+use serde_json::{Value, json};
+
+/// A failed API call, as the client will see it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code} {reason}: {message}")]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    /// `(name, group, resource)` the error is about, when it is about one object.
+    pub details: Option<(String, String, String)>,
+    /// Seconds a client should wait before retrying (429 and some 5xx).
+    pub retry_after: Option<u64>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// `deployments.apps`, or `pods` for the core group: how Kubernetes names a resource in errors.
+pub fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+    }
+
+    fn about(mut self, name: &str, group: &str, resource: &str) -> ApiError {
+        self.details = Some((name.to_string(), group.to_string(), resource.to_string()));
+        self
+    }
+
+    pub fn not_found(group: &str, resource: &str, name: &str) -> ApiError {
+        let q = qualified(group, resource);
+        ApiError::new(404, "NotFound", format!("{q} {name:?} not found")).about(name, group, resource)
+    }
+
+    pub fn no_such_resource(path: &str) -> ApiError {
+        ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+    }
+
+    pub fn already_exists(group: &str, resource: &str, name: &str) -> ApiError {
+        let q = qualified(group, resource);
+        ApiError::new(409, "AlreadyExists", format!("{q} {name:?} already exists")).about(name, group, resource)
+    }
+
+    /// A write based on a stale `resourceVersion`.
+    pub fn conflict(group: &str, resource: &str, name: &str) -> ApiError {
+        let q = qualified(group, resource);
+        ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {q} {name:?}: the object has been modified; \
+                 please apply your changes to the latest version and try again"
+            ),
+        )
+        .about(name, group, resource)
+    }
+
+    pub fn invalid(group: &str, resource: &str, name: &str, problem: impl Into<String>) -> ApiError {
+        let q = qualified(group, resource);
+        let problem = problem.into();
+        ApiError::new(422, "Invalid", format!("{q} {name:?} is invalid: {problem}")).about(name, group, resource)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "BadRequest", message)
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        ApiError::new(405, "MethodNotAllowed", message)
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
+        ApiError::new(415, "UnsupportedMediaType", message)
+    }
+
+    /// A watch or list asked for history the server no longer keeps.
+    pub fn expired(message: impl Into<String>) -> ApiError {
+        ApiError::new(410, "Expired", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, "InternalError", message)
+    }
+
+    pub fn service_unavailable(message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(503, "ServiceUnavailable", message);
+        e.retry_after = Some(1);
+        e
+    }
+
+    pub fn too_many_requests(message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(429, "TooManyRequests", message);
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// An injected failure with an arbitrary code.
+    pub fn injected(code: u16) -> ApiError {
+        match code {
+            429 => ApiError::too_many_requests("the simulated API server is throttling requests"),
+            503 => ApiError::service_unavailable("the simulated API server is unavailable"),
+            504 => ApiError::new(504, "Timeout", "the simulated API server timed out"),
+            _ => ApiError::internal("the simulated API server failed"),
+        }
+    }
+
+    /// The `Status` object a client decodes.
+    pub fn status(&self) -> Value {
+        let mut s = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some((name, group, kind)) = &self.details {
+            s["details"] = json!({ "name": name, "group": group, "kind": kind });
+        }
+        if let Some(secs) = self.retry_after {
+            // Indexing a missing key of an object inserts it.
+            s["details"]["retryAfterSeconds"] = json!(secs);
+        }
+        s
+    }
+}
+
+/// The `Status` a successful delete answers with for kinds that return one.
+pub fn success_status(group: &str, resource: &str, name: &str) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": { "name": name, "group": group, "kind": resource },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_reads_like_the_real_thing() {
+        let e = ApiError::not_found("apps", "deployments", "web");
+        let s = e.status();
+        assert_eq!(s["code"], 404);
+        assert_eq!(s["reason"], "NotFound");
+        assert_eq!(s["message"], "deployments.apps \"web\" not found");
+        assert_eq!(s["details"]["kind"], "deployments");
+        let core = ApiError::not_found("", "pods", "p");
+        assert_eq!(core.status()["message"], "pods \"p\" not found");
+    }
+
+    #[test]
+    fn throttling_says_when_to_retry() {
+        let s = ApiError::injected(429).status();
+        assert_eq!(s["code"], 429);
+        assert_eq!(s["reason"], "TooManyRequests");
+        assert_eq!(s["details"]["retryAfterSeconds"], 1);
+    }
+}

@@ -1,0 +1,255 @@
+//! The scheduler: places pending pods on Ready, schedulable nodes that fit
+//! (nodeSelector, tolerated taints, pod capacity), honouring
+//! `topologySpreadConstraints` (maxSkew, DoNotSchedule / ScheduleAnyway,
+//! labelSelector and matchLabelKeys; domains are the topology values of the
+//! nodes the pod could go to) and otherwise spreading a workload's pods
+//! over zones and nodes. A pod that fits nowhere stays Pending with
+//! `PodScheduled=False` and a `FailedScheduling` Event.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::labels::ZONE;
+use crate::sim::meta;
+use crate::sim::selectors::LabelSelector;
+use crate::sim::store::{Target, WriteOptions};
+
+/// A pod already placed: its namespace, labels, node and owner.
+struct Placed {
+    ns: String,
+    pod: Arc<Value>,
+    node: String,
+}
+
+pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
+    let nodes = ctx.store.all("", "nodes");
+    let pods = ctx.store.all("", "pods");
+    let mut placed: Vec<Placed> = pods
+        .iter()
+        .filter(|p| !meta::is_terminating(p))
+        .filter_map(|p| {
+            let node = p["spec"]["nodeName"].as_str()?.to_string();
+            Some(Placed { ns: meta::namespace(p).to_string(), pod: p.clone(), node })
+        })
+        .collect();
+    let mut pending: Vec<&Arc<Value>> = pods
+        .iter()
+        .filter(|p| p["spec"]["nodeName"].is_null() && !meta::is_terminating(p))
+        .filter(|p| p["spec"]["schedulerName"].as_str().is_none_or(|s| s == "default-scheduler"))
+        .collect();
+    pending.sort_by_key(|p| (p["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_string(), meta::name(p).to_string()));
+    for pod in pending {
+        match choose(pod, &nodes, &placed) {
+            Ok(node) => {
+                if bind(ctx, pod, &node).is_ok() {
+                    placed.push(Placed { ns: meta::namespace(pod).to_string(), pod: pod.clone(), node });
+                }
+            }
+            Err(why) => unschedulable(ctx, pod, &why),
+        }
+    }
+    None
+}
+
+fn node_label<'a>(node: &'a Value, key: &str) -> Option<&'a str> {
+    node["metadata"]["labels"][key].as_str()
+}
+
+fn tolerates(pod: &Value, taint: &Value) -> bool {
+    pod["spec"]["tolerations"].as_array().is_some_and(|ts| {
+        ts.iter().any(|t| {
+            let key_ok = match t["key"].as_str() {
+                None | Some("") => t["operator"] == "Exists",
+                Some(k) => taint["key"] == k,
+            };
+            let value_ok = t["operator"] == "Exists" || t["value"].as_str().unwrap_or_default() == taint["value"].as_str().unwrap_or_default();
+            let effect_ok = t["effect"].as_str().is_none_or(|e| e.is_empty() || taint["effect"] == e);
+            key_ok && value_ok && effect_ok
+        })
+    })
+}
+
+/// Why a node cannot take the pod, in the scheduler's words.
+fn node_filter(pod: &Value, node: &Value, on_node: usize) -> Result<(), String> {
+    if node["spec"]["unschedulable"] == true {
+        return Err("node(s) were unschedulable".into());
+    }
+    if let Some(t) = node["spec"]["taints"].as_array().into_iter().flatten().find(|t| {
+        matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute")) && !tolerates(pod, t)
+    }) {
+        return Err(format!(
+            "node(s) had untolerated taint {{{}: {}}}",
+            t["key"].as_str().unwrap_or_default(),
+            t["value"].as_str().unwrap_or_default()
+        ));
+    }
+    if !meta::condition_true(node, "Ready") {
+        return Err("node(s) were not ready".into());
+    }
+    if let Some(sel) = pod["spec"]["nodeSelector"].as_object()
+        && !sel.iter().all(|(k, v)| node["metadata"]["labels"][k] == *v)
+    {
+        return Err("node(s) didn't match Pod's node affinity/selector".into());
+    }
+    let capacity = node["status"]["allocatable"]["pods"].as_str().and_then(|s| s.parse().ok()).unwrap_or(110usize);
+    if on_node >= capacity {
+        return Err("Too many pods".into());
+    }
+    Ok(())
+}
+
+struct Constraint {
+    key: String,
+    max_skew: i64,
+    hard: bool,
+    selector: LabelSelector,
+}
+
+fn constraints(pod: &Value) -> Vec<Constraint> {
+    let labels = &pod["metadata"]["labels"];
+    pod["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let mut selector = LabelSelector::from_object(&c["labelSelector"]).ok()?;
+            if c["labelSelector"].is_null() {
+                return None;
+            }
+            for k in c["matchLabelKeys"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                if let Some(v) = labels[k].as_str() {
+                    selector = selector.and_equals(k, v);
+                }
+            }
+            Some(Constraint {
+                key: c["topologyKey"].as_str()?.to_string(),
+                max_skew: c["maxSkew"].as_i64().unwrap_or(1).max(1),
+                hard: c["whenUnsatisfiable"].as_str().unwrap_or("DoNotSchedule") == "DoNotSchedule",
+                selector,
+            })
+        })
+        .collect()
+}
+
+/// The node to bind to, or the scheduler's message explaining why there is none.
+fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &[Placed]) -> Result<String, String> {
+    let ns = meta::namespace(pod);
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in placed {
+        *per_node.entry(p.node.as_str()).or_default() += 1;
+    }
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut feasible: Vec<&Value> = Vec::new();
+    for n in nodes {
+        match node_filter(pod, n, per_node.get(meta::name(n)).copied().unwrap_or(0)) {
+            Ok(()) => feasible.push(n),
+            Err(r) => *reasons.entry(r).or_default() += 1,
+        }
+    }
+    let node_of: BTreeMap<&str, &Value> = nodes.iter().map(|n| (meta::name(n), &**n)).collect();
+    let cons = constraints(pod);
+    let mut scored: Vec<(i64, usize, usize, &str)> = Vec::new();
+    let mut spread_rejects = 0;
+    'nodes: for n in &feasible {
+        let mut soft_skew = 0;
+        for c in &cons {
+            let domains: BTreeSet<&str> = feasible.iter().filter_map(|f| node_label(f, &c.key)).collect();
+            let Some(here) = node_label(n, &c.key) else {
+                if c.hard {
+                    spread_rejects += 1;
+                    continue 'nodes;
+                }
+                continue;
+            };
+            let mut counts: BTreeMap<&str, i64> = domains.iter().map(|d| (*d, 0)).collect();
+            for p in placed.iter().filter(|p| p.ns == ns && c.selector.matches_object(&p.pod)) {
+                if let Some(d) = node_of.get(p.node.as_str()).and_then(|pn| node_label(pn, &c.key))
+                    && let Some(slot) = counts.get_mut(d)
+                {
+                    *slot += 1;
+                }
+            }
+            let min = counts.values().copied().min().unwrap_or(0);
+            let me = i64::from(c.selector.matches_object(pod));
+            let skew = counts.get(here).copied().unwrap_or(0) + me - min;
+            if c.hard && skew > c.max_skew {
+                spread_rejects += 1;
+                continue 'nodes;
+            }
+            soft_skew += skew;
+        }
+        let (zone_peers, node_peers) = peers(pod, n, &node_of, placed);
+        let load = per_node.get(meta::name(n)).copied().unwrap_or(0);
+        scored.push((soft_skew, zone_peers * 1000 + node_peers, load, meta::name(n)));
+    }
+    if spread_rejects > 0 {
+        *reasons.entry("node(s) didn't match pod topology spread constraints".into()).or_default() += spread_rejects;
+    }
+    scored.sort();
+    match scored.first() {
+        Some((.., name)) => Ok(name.to_string()),
+        None => {
+            let detail: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            Err(format!("0/{} nodes are available: {}.", nodes.len(), detail.join(", ")))
+        }
+    }
+}
+
+/// Pods of the same owner already in the node's zone and on the node (default spreading).
+fn peers(pod: &Value, node: &Value, node_of: &BTreeMap<&str, &Value>, placed: &[Placed]) -> (usize, usize) {
+    let owner = pod["metadata"]["ownerReferences"][0]["uid"].as_str();
+    let Some(owner) = owner else { return (0, 0) };
+    let zone = node_label(node, ZONE);
+    let mut same_zone = 0;
+    let mut same_node = 0;
+    for p in placed.iter().filter(|p| p.pod["metadata"]["ownerReferences"][0]["uid"].as_str() == Some(owner)) {
+        if p.node == meta::name(node) {
+            same_node += 1;
+        }
+        if zone.is_some() && node_of.get(p.node.as_str()).and_then(|n| node_label(n, ZONE)) == zone {
+            same_zone += 1;
+        }
+    }
+    (same_zone, same_node)
+}
+
+fn bind(ctx: &Ctx, pod: &Value, node: &str) -> Result<(), crate::sim::api_error::ApiError> {
+    let stamp = meta::time(ctx.now());
+    ctx.update(&ctx.kind("", "pods"), pod, |p| {
+        p["spec"]["nodeName"] = json!(node);
+        meta::set_condition(p, "PodScheduled", "True", "", "", &stamp, &["lastProbeTime"]);
+    })?;
+    Ok(())
+}
+
+fn unschedulable(ctx: &Ctx, pod: &Value, why: &str) {
+    let already = meta::condition(pod, "PodScheduled").is_some_and(|c| c["status"] == "False" && c["message"] == why);
+    if already {
+        return;
+    }
+    let now = ctx.now();
+    let stamp = meta::time(now);
+    let _ = ctx.update(&ctx.kind("", "pods"), pod, |p| {
+        meta::set_condition(p, "PodScheduled", "False", "Unschedulable", why, &stamp, &[]);
+        p["status"]["phase"] = json!("Pending");
+    });
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": format!("{}.{}", meta::name(pod), meta::random_suffix(8)), "namespace": meta::namespace(pod)},
+        "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": meta::namespace(pod), "name": meta::name(pod), "uid": meta::uid(pod)},
+        "reason": "FailedScheduling",
+        "message": why,
+        "type": "Warning",
+        "source": {"component": "default-scheduler"},
+        "reportingComponent": "default-scheduler",
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    });
+    let _ = ctx.store.create(&ctx.kind("", "events"), meta::namespace(pod), event, Target::All, &WriteOptions::default());
+}

@@ -1,0 +1,232 @@
+//! The simulated gateway: where a cluster's requests go. Each HTTPRoute
+//! (gateway.networking.k8s.io/v1) gets the cluster's request rate, split
+//! over its rules and then by backend weight to the Services named; a
+//! Service sends its share to the Ready pods it selects. An app without a
+//! route is served by its Services directly. Traffic to a backend with no
+//! Ready pod fails with 503.
+//!
+//! Pure reads of the store; the metrics turn flows into counters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::meta;
+use super::store::Store;
+use crate::labels::{APP, COLOUR, VERSION};
+
+/// Requests per second that reach one app version (or fail on the way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flow {
+    pub app: String,
+    pub version: String,
+    pub colour: String,
+    pub rps: f64,
+    /// False when no Ready pod could take the requests (answered 503).
+    pub served: bool,
+}
+
+struct Snapshot {
+    routes: Vec<Arc<Value>>,
+    services: Vec<Arc<Value>>,
+    pods: Vec<Arc<Value>>,
+}
+
+impl Snapshot {
+    fn read(store: &Store) -> Snapshot {
+        Snapshot {
+            routes: store.all("gateway.networking.k8s.io", "httproutes"),
+            services: store.all("", "services"),
+            pods: store.all("", "pods"),
+        }
+    }
+
+    fn service(&self, ns: &str, name: &str) -> Option<&Value> {
+        self.services.iter().map(|s| &**s).find(|s| meta::namespace(s) == ns && meta::name(s) == name)
+    }
+
+    /// Pods a Service selects (an empty selector selects none, as for endpoints).
+    fn selected<'a>(&'a self, svc: &'a Value) -> impl Iterator<Item = &'a Value> + 'a {
+        let sel = svc["spec"]["selector"].as_object().filter(|m| !m.is_empty());
+        self.pods.iter().map(|p| &**p).filter(move |p| {
+            let Some(sel) = sel else { return false };
+            meta::namespace(p) == meta::namespace(svc)
+                && !meta::is_terminating(p)
+                && sel.iter().all(|(k, v)| p["metadata"]["labels"][k] == *v)
+        })
+    }
+}
+
+/// Whether a pod takes traffic: Running, Ready, not terminating.
+pub fn is_ready(pod: &Value) -> bool {
+    pod["status"]["phase"] == "Running" && meta::condition_true(pod, "Ready") && !meta::is_terminating(pod)
+}
+
+fn label_or<'a>(v: &'a Value, key: &str, default: &'a str) -> &'a str {
+    v[key].as_str().unwrap_or(default)
+}
+
+/// The flows of one Service receiving `rps`.
+fn service_flows(snap: &Snapshot, svc: &Value, app_hint: &str, rps: f64, out: &mut Vec<Flow>) {
+    let selected: Vec<&Value> = snap.selected(svc).collect();
+    let ready: Vec<&Value> = selected.iter().copied().filter(|p| is_ready(p)).collect();
+    if ready.is_empty() {
+        let sel = &svc["spec"]["selector"];
+        let any = selected.first().map(|p| &p["metadata"]["labels"]).unwrap_or(&Value::Null);
+        let pick = |key: &str, fallback: &str| -> String {
+            sel[key].as_str().or_else(|| any[key].as_str()).unwrap_or(fallback).to_string()
+        };
+        let colour_guess = guess_colour(meta::name(svc));
+        out.push(Flow {
+            app: pick(APP, app_hint),
+            version: pick(VERSION, "unknown"),
+            colour: pick(COLOUR, colour_guess),
+            rps,
+            served: false,
+        });
+        return;
+    }
+    let each = rps / ready.len() as f64;
+    for p in ready {
+        let l = &p["metadata"]["labels"];
+        out.push(Flow {
+            app: label_or(l, APP, app_hint).to_string(),
+            version: label_or(l, VERSION, "unknown").to_string(),
+            colour: label_or(l, COLOUR, "unknown").to_string(),
+            rps: each,
+            served: true,
+        });
+    }
+}
+
+fn guess_colour(name: &str) -> &'static str {
+    if name.ends_with("-green") {
+        "green"
+    } else if name.ends_with("-blue") {
+        "blue"
+    } else {
+        "unknown"
+    }
+}
+
+/// `(namespace, name, weight)` of every Service backend of one rule.
+fn backends<'a>(route: &'a Value, rule: &'a Value) -> impl Iterator<Item = (&'a str, &'a str, f64)> + 'a {
+    rule["backendRefs"].as_array().into_iter().flatten().filter_map(move |b| {
+        let kind_ok = b["kind"].as_str().is_none_or(|k| k == "Service") && b["group"].as_str().is_none_or(str::is_empty);
+        let name = b["name"].as_str()?;
+        let ns = b["namespace"].as_str().unwrap_or(meta::namespace(route));
+        let weight = b["weight"].as_f64().unwrap_or(1.0).max(0.0);
+        kind_ok.then_some((ns, name, weight))
+    })
+}
+
+fn route_app(snap: &Snapshot, route: &Value) -> String {
+    if let Some(app) = meta::label(route, APP) {
+        return app.to_string();
+    }
+    for rule in route["spec"]["rules"].as_array().into_iter().flatten() {
+        for (ns, name, _) in backends(route, rule) {
+            if let Some(svc) = snap.service(ns, name) {
+                if let Some(app) = svc["spec"]["selector"][APP].as_str() {
+                    return app.to_string();
+                }
+                if let Some(app) = snap.selected(svc).find_map(|p| meta::label(p, APP)) {
+                    return app.to_string();
+                }
+            }
+        }
+    }
+    meta::name(route).to_string()
+}
+
+/// Where `rps` requests per second go in this cluster, per app.
+pub fn flows(store: &Store, rps: f64) -> Vec<Flow> {
+    let snap = Snapshot::read(store);
+    let mut out = Vec::new();
+    let mut routed_apps = BTreeSet::new();
+    let mut referenced = BTreeSet::new();
+    for route in &snap.routes {
+        let app = route_app(&snap, route);
+        routed_apps.insert(app.clone());
+        let rules: Vec<&Value> = route["spec"]["rules"].as_array().map(|r| r.iter().collect()).unwrap_or_default();
+        for rule in &rules {
+            let refs: Vec<_> = backends(route, rule).collect();
+            let total: f64 = refs.iter().map(|(_, _, w)| w).sum();
+            for (ns, name, w) in &refs {
+                referenced.insert((ns.to_string(), name.to_string()));
+                if total <= 0.0 || *w <= 0.0 {
+                    continue;
+                }
+                let share = rps / rules.len() as f64 * w / total;
+                match snap.service(ns, name) {
+                    Some(svc) => service_flows(&snap, svc, &app, share, &mut out),
+                    None => out.push(Flow {
+                        app: app.clone(),
+                        version: "unknown".into(),
+                        colour: guess_colour(name).into(),
+                        rps: share,
+                        served: false,
+                    }),
+                }
+            }
+        }
+    }
+    // Apps without a route: their Services share the app's traffic.
+    let mut direct: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for svc in &snap.services {
+        let key = (meta::namespace(svc).to_string(), meta::name(svc).to_string());
+        if referenced.contains(&key) {
+            continue;
+        }
+        let app = svc["spec"]["selector"][APP].as_str().or_else(|| snap.selected(svc).find_map(|p| meta::label(p, APP)));
+        if let Some(app) = app.filter(|a| !routed_apps.contains(*a)) {
+            direct.entry(app.to_string()).or_default().push(svc);
+        }
+    }
+    for (app, svcs) in direct {
+        let share = rps / svcs.len() as f64;
+        for svc in svcs {
+            service_flows(&snap, svc, &app, share, &mut out);
+        }
+    }
+    out
+}
+
+/// Green's share (percent) of the routes in this cluster, the highest over routes
+/// (of one app when given). A backend is green when its Service selects
+/// `cutover.dev/colour: green` or its pods carry it, or its name ends in `-green`.
+pub fn green_weight(store: &Store, app: Option<&str>) -> Option<f64> {
+    let snap = Snapshot::read(store);
+    let mut best: Option<f64> = None;
+    for route in &snap.routes {
+        if app.is_some_and(|a| route_app(&snap, route) != a) {
+            continue;
+        }
+        let rules: Vec<&Value> = route["spec"]["rules"].as_array().map(|r| r.iter().collect()).unwrap_or_default();
+        let mut share = 0.0;
+        for rule in &rules {
+            let refs: Vec<_> = backends(route, rule).collect();
+            let total: f64 = refs.iter().map(|(_, _, w)| w).sum();
+            if total <= 0.0 {
+                continue;
+            }
+            let green: f64 = refs.iter().filter(|(ns, name, _)| is_green(&snap, ns, name)).map(|(_, _, w)| w).sum();
+            share += green / total / rules.len() as f64;
+        }
+        if !rules.is_empty() {
+            best = Some(best.map_or(share * 100.0, |b: f64| b.max(share * 100.0)));
+        }
+    }
+    best
+}
+
+fn is_green(snap: &Snapshot, ns: &str, name: &str) -> bool {
+    match snap.service(ns, name) {
+        Some(svc) => match svc["spec"]["selector"][COLOUR].as_str() {
+            Some(c) => c == "green",
+            None => snap.selected(svc).any(|p| meta::label(p, COLOUR) == Some("green")) || name.ends_with("-green"),
+        },
+        None => name.ends_with("-green"),
+    }
+}

@@ -1,0 +1,534 @@
+//! Scenario files: the shape of a simulated fleet (clusters, zones, nodes,
+//! traffic), how app versions behave by default, and timed events (faults,
+//! behaviour changes) triggered by fleet time or by rollout progress.
+//!
+//! Owns the schema and its checks; running a scenario belongs to `timeline`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::source::{InputError, InputErrors, Source};
+use crate::spec::{Percent, Span};
+
+/// A simulated fleet and what happens to it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default = "api_version")]
+    pub api_version: String,
+    #[serde(default = "scenario_kind")]
+    pub kind: String,
+    /// What this scenario replays, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The cluster that holds Release objects.
+    pub home: String,
+    pub clusters: Vec<ClusterSpec>,
+    #[serde(default)]
+    pub traffic: TrafficSpec,
+    /// How every app version behaves unless an event says otherwise.
+    #[serde(default)]
+    pub behaviour: BehaviourSpec,
+    #[serde(default)]
+    pub pods: PodSpec,
+    #[serde(default)]
+    pub api_server: ApiServerSpec,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventSpec>,
+}
+
+fn api_version() -> String {
+    crate::spec::API_VERSION.to_string()
+}
+
+fn scenario_kind() -> String {
+    "Scenario".to_string()
+}
+
+/// One simulated cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub region: String,
+    pub zones: Vec<String>,
+    #[serde(default = "two")]
+    pub nodes_per_zone: u32,
+    /// Pods a node can hold.
+    #[serde(default = "pods_per_node")]
+    pub pods_per_node: u32,
+    /// Share of the service's global traffic.
+    pub traffic_share: Percent,
+    /// Requests per second each app's route gets here; defaults to the global rate × the share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+}
+
+fn two() -> u32 {
+    2
+}
+
+fn pods_per_node() -> u32 {
+    110
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficSpec {
+    /// The service's global request rate, split between clusters by traffic share.
+    pub requests_per_second: f64,
+}
+
+impl Default for TrafficSpec {
+    fn default() -> Self {
+        TrafficSpec { requests_per_second: 200.0 }
+    }
+}
+
+/// How an app version serves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BehaviourSpec {
+    /// Share of requests answered with 500.
+    #[serde(default = "default_error_ratio")]
+    pub error_ratio: Percent,
+    /// Median request latency (latencies are log-normal around it).
+    #[serde(default = "default_latency")]
+    pub latency: Span,
+}
+
+fn default_error_ratio() -> Percent {
+    Percent::from_basis_points(10)
+}
+
+fn default_latency() -> Span {
+    Span(std::time::Duration::from_millis(40))
+}
+
+impl Default for BehaviourSpec {
+    fn default() -> Self {
+        BehaviourSpec { error_ratio: default_error_ratio(), latency: default_latency() }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodSpec {
+    /// Fleet time from a pod being scheduled to being Ready.
+    #[serde(default = "default_readiness")]
+    pub readiness_delay: Span,
+    /// Pods on a node NotReady this long are evicted (and replaced elsewhere).
+    #[serde(default = "default_evict")]
+    pub evict_after: Span,
+}
+
+fn default_readiness() -> Span {
+    Span::from_secs(5)
+}
+
+fn default_evict() -> Span {
+    Span::from_mins(5)
+}
+
+impl Default for PodSpec {
+    fn default() -> Self {
+        PodSpec { readiness_delay: default_readiness(), evict_after: default_evict() }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiServerSpec {
+    /// Changes kept for watches to resume from; older resourceVersions get 410 Gone.
+    #[serde(default = "default_history")]
+    pub watch_history: usize,
+}
+
+fn default_history() -> usize {
+    2000
+}
+
+impl Default for ApiServerSpec {
+    fn default() -> Self {
+        ApiServerSpec { watch_history: default_history() }
+    }
+}
+
+/// Something that happens: exactly one trigger and one effect, optionally clearing after `for`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventSpec {
+    /// A label for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Fleet time after the scenario starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Span>,
+    /// When green's share of a cluster's route reaches a weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_green_weight: Option<GreenWeightTrigger>,
+    /// When a Release in the home cluster reaches a step whose name starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_release_step: Option<String>,
+    /// How long the effect lasts; forever when unset.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub lasts: Option<Span>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<BehaviourChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_outage: Option<ZoneOutage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_not_ready: Option<NodesNotReady>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_errors: Option<ApiErrors>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_latency: Option<ApiLatency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_unreachable: Option<ApiUnreachable>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GreenWeightTrigger {
+    pub cluster: String,
+    pub at_least: Percent,
+    /// Only this app's route; any route when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+}
+
+/// A change in how matching app versions serve.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BehaviourChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_ratio: Option<Percent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Span>,
+    /// Containers crash on start: pods never become Ready and keep restarting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_loop: Option<bool>,
+}
+
+/// Every node of a zone stops reporting (NotReady), and its pods with it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZoneOutage {
+    pub cluster: String,
+    pub zone: String,
+}
+
+/// Nodes go NotReady one by one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodesNotReady {
+    pub cluster: String,
+    pub count: u32,
+    /// Fleet time between two nodes failing.
+    #[serde(default = "default_every")]
+    pub every: Span,
+    /// Only nodes of this zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+fn default_every() -> Span {
+    Span::from_mins(1)
+}
+
+/// The API server answers a share of requests with an error status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiErrors {
+    pub cluster: String,
+    /// 500, 503, 504 or 429 (with Retry-After).
+    pub code: u16,
+    #[serde(default = "all")]
+    pub ratio: Percent,
+}
+
+fn all() -> Percent {
+    Percent::HUNDRED
+}
+
+/// The API server answers slowly (wall-clock latency added to every request).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiLatency {
+    pub cluster: String,
+    pub latency: Span,
+}
+
+/// The API server cannot be reached.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiUnreachable {
+    pub cluster: String,
+    /// `refuse` (connections refused) or `close` (accepted, then closed).
+    #[serde(default)]
+    pub mode: UnreachableMode,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum UnreachableMode {
+    #[default]
+    Refuse,
+    Close,
+}
+
+impl Scenario {
+    /// Parses and checks a scenario; every problem is reported with its file, line and field.
+    pub fn parse(file: &str, text: &str) -> Result<Scenario, InputErrors> {
+        let src = Source::new(file, text);
+        let scenario: Scenario = src.decode().map_err(|e| InputErrors(vec![e]))?;
+        let errors = scenario.check(&src);
+        if errors.is_empty() { Ok(scenario) } else { Err(InputErrors(errors)) }
+    }
+
+    /// `staging` (no traffic), `prod-a` and `prod-b` (half each), three zones of two nodes each.
+    pub fn default_fleet() -> Scenario {
+        let cluster = |name: &str, region: &str, share: u32, rps: Option<f64>| ClusterSpec {
+            name: name.to_string(),
+            region: region.to_string(),
+            zones: ["a", "b", "c"].iter().map(|z| format!("{region}{z}")).collect(),
+            nodes_per_zone: 2,
+            pods_per_node: pods_per_node(),
+            traffic_share: Percent::from_whole(share),
+            requests_per_second: rps,
+        };
+        Scenario {
+            api_version: api_version(),
+            kind: scenario_kind(),
+            description: Some("The default fleet: staging, prod-a and prod-b, healthy.".to_string()),
+            home: "prod-a".to_string(),
+            clusters: vec![
+                cluster("staging", "eu-west-1", 0, Some(5.0)),
+                cluster("prod-a", "eu-west-1", 50, None),
+                cluster("prod-b", "eu-central-1", 50, None),
+            ],
+            traffic: TrafficSpec::default(),
+            behaviour: BehaviourSpec::default(),
+            pods: PodSpec::default(),
+            api_server: ApiServerSpec::default(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn cluster(&self, name: &str) -> Option<&ClusterSpec> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// Requests per second one app's route gets in a cluster.
+    pub fn rate_of(&self, cluster: &ClusterSpec) -> f64 {
+        cluster.requests_per_second.unwrap_or(self.traffic.requests_per_second * cluster.traffic_share.as_f64() / 100.0)
+    }
+
+    fn check(&self, src: &Source) -> Vec<InputError> {
+        let mut errors = Vec::new();
+        let mut err = |field: String, problem: String| errors.push(src.error_at(&field, problem));
+        if self.api_version != crate::spec::API_VERSION {
+            err("apiVersion".into(), format!("expected {:?}, got {:?}", crate::spec::API_VERSION, self.api_version));
+        }
+        if self.kind != "Scenario" {
+            err("kind".into(), format!("expected \"Scenario\", got {:?}", self.kind));
+        }
+        if self.clusters.is_empty() {
+            err("clusters".into(), "at least one cluster is required".into());
+        }
+        let mut total = 0;
+        for (i, c) in self.clusters.iter().enumerate() {
+            if let Err(e) = crate::spec::check_dns_label(&c.name) {
+                err(format!("clusters[{i}].name"), e);
+            }
+            if self.clusters[..i].iter().any(|o| o.name == c.name) {
+                err(format!("clusters[{i}].name"), format!("cluster {:?} is listed twice", c.name));
+            }
+            if c.zones.is_empty() {
+                err(format!("clusters[{i}].zones"), "list at least one zone".into());
+            }
+            for (j, z) in c.zones.iter().enumerate() {
+                if crate::spec::check_dns_label(z).is_err() || c.zones[..j].contains(z) {
+                    err(format!("clusters[{i}].zones[{j}]"), format!("zone {z:?} must be a unique lowercase name"));
+                }
+            }
+            if c.nodes_per_zone > 100 {
+                err(format!("clusters[{i}].nodesPerZone"), "at most 100 nodes per zone".into());
+            }
+            if c.requests_per_second.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
+                err(format!("clusters[{i}].requestsPerSecond"), "must be a number of at least 0".into());
+            }
+            total += c.traffic_share.basis_points();
+        }
+        if total != 0 && total != Percent::HUNDRED.basis_points() {
+            err("clusters".into(), format!("the clusters' trafficShare values add up to {}; they must add up to 100%", Percent::from_basis_points(total)));
+        }
+        if !self.clusters.is_empty() && self.cluster(&self.home).is_none() {
+            err("home".into(), format!("home cluster {:?} is not one of the scenario's clusters", self.home));
+        }
+        if !(self.traffic.requests_per_second.is_finite() && self.traffic.requests_per_second >= 0.0) {
+            err("traffic.requestsPerSecond".into(), "must be a number of at least 0".into());
+        }
+        if self.behaviour.error_ratio > Percent::HUNDRED {
+            err("behaviour.errorRatio".into(), "must be at most 100%".into());
+        }
+        if self.api_server.watch_history == 0 {
+            err("apiServer.watchHistory".into(), "must be at least 1".into());
+        }
+        for (i, e) in self.events.iter().enumerate() {
+            for (field, problem) in self.check_event(e) {
+                err(format!("events[{i}]{field}"), problem);
+            }
+        }
+        errors
+    }
+
+    fn check_event(&self, e: &EventSpec) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let triggers = [e.after.is_some(), e.when_green_weight.is_some(), e.when_release_step.is_some()];
+        if triggers.iter().filter(|t| **t).count() != 1 {
+            out.push((String::new(), "give exactly one of `after`, `whenGreenWeight`, `whenReleaseStep`".into()));
+        }
+        let effects = [
+            e.behaviour.is_some(),
+            e.zone_outage.is_some(),
+            e.nodes_not_ready.is_some(),
+            e.api_errors.is_some(),
+            e.api_latency.is_some(),
+            e.api_unreachable.is_some(),
+        ];
+        if effects.iter().filter(|t| **t).count() != 1 {
+            out.push((
+                String::new(),
+                "give exactly one of `behaviour`, `zoneOutage`, `nodesNotReady`, `apiErrors`, `apiLatency`, `apiUnreachable`".into(),
+            ));
+        }
+        if let Some(t) = &e.when_green_weight {
+            self.known(&mut out, "whenGreenWeight", &t.cluster);
+        }
+        if let Some(c) = e.behaviour.as_ref().and_then(|b| b.cluster.as_ref()) {
+            self.known(&mut out, "behaviour", c);
+        }
+        if let Some(z) = &e.zone_outage
+            && let Some(c) = self.known(&mut out, "zoneOutage", &z.cluster)
+        {
+            check_zone(c, &z.zone, ".zoneOutage.zone", &mut out);
+        }
+        if let Some(n) = &e.nodes_not_ready
+            && let Some(c) = self.known(&mut out, "nodesNotReady", &n.cluster)
+            && let Some(zone) = &n.zone
+        {
+            check_zone(c, zone, ".nodesNotReady.zone", &mut out);
+        }
+        if let Some(a) = &e.api_errors {
+            self.known(&mut out, "apiErrors", &a.cluster);
+            if !matches!(a.code, 429 | 500 | 502 | 503 | 504) {
+                out.push((".apiErrors.code".into(), format!("{} is not one of 429, 500, 502, 503, 504", a.code)));
+            }
+        }
+        if let Some(a) = &e.api_latency {
+            self.known(&mut out, "apiLatency", &a.cluster);
+        }
+        if let Some(a) = &e.api_unreachable {
+            self.known(&mut out, "apiUnreachable", &a.cluster);
+        }
+        out
+    }
+
+    /// The cluster an event names, or an error saying it is not in the fleet.
+    fn known(&self, out: &mut Vec<(String, String)>, field: &str, name: &str) -> Option<&ClusterSpec> {
+        let c = self.cluster(name);
+        if c.is_none() {
+            out.push((format!(".{field}.cluster"), format!("cluster {name:?} is not one of the scenario's clusters")));
+        }
+        c
+    }
+}
+
+fn check_zone(c: &ClusterSpec, zone: &str, field: &str, out: &mut Vec<(String, String)>) {
+    if !c.zones.iter().any(|z| z == zone) {
+        out.push((field.into(), format!("zone {zone:?} is not one of {}'s zones ({})", c.name, c.zones.join(", "))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENTS: &str = "\
+home: prod-a
+clusters:
+  - name: prod-a
+    region: eu-west-1
+    zones: [eu-west-1a, eu-west-1b]
+    trafficShare: 100%
+events:
+  - after: 10m
+    for: 5m
+    zoneOutage: {cluster: prod-a, zone: eu-west-1b}
+  - whenGreenWeight: {cluster: prod-a, atLeast: 4%}
+    behaviour: {colour: green, errorRatio: 20%}
+";
+
+    #[test]
+    fn a_scenario_parses_with_defaults() {
+        let s = Scenario::parse("s.yaml", EVENTS).unwrap();
+        assert_eq!(s.clusters[0].nodes_per_zone, 2);
+        assert_eq!(s.events[0].lasts, Some(Span::from_mins(5)));
+        assert_eq!(s.events[1].behaviour.as_ref().unwrap().error_ratio, Some(Percent::from_whole(20)));
+        assert_eq!(s.rate_of(&s.clusters[0]), 200.0);
+        assert_eq!(s.pods.readiness_delay, Span::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_durations_name_file_line_and_field() {
+        let err = Scenario::parse("s.yaml", &EVENTS.replace("for: 5m", "for: soon")).unwrap_err().to_string();
+        assert!(err.starts_with("s.yaml:9:"), "{err}");
+        assert!(err.contains("events[0].for"), "{err}");
+        let err = Scenario::parse("s.yaml", &EVENTS.replace("zoneOutage:", "zoneOutrage:")).unwrap_err().to_string();
+        assert!(err.contains("s.yaml:10:"), "{err}");
+        assert!(err.contains("zoneOutrage"), "{err}");
+    }
+
+    #[test]
+    fn events_are_checked_against_the_fleet() {
+        let text = EVENTS.replace("zone: eu-west-1b}", "zone: eu-west-1z}").replace("cluster: prod-a, atLeast", "cluster: prod-c, atLeast");
+        let err = Scenario::parse("s.yaml", &text).unwrap_err().to_string();
+        assert!(err.contains("field `events[0].zoneOutage.zone`: zone \"eu-west-1z\""), "{err}");
+        assert!(err.contains("field `events[1].whenGreenWeight.cluster`"), "{err}");
+        let two_effects = EVENTS.replace("    behaviour: {colour", "    apiLatency: {cluster: prod-a, latency: 1s}\n    behaviour: {colour");
+        let err = Scenario::parse("s.yaml", &two_effects).unwrap_err().to_string();
+        assert!(err.contains("exactly one of `behaviour`"), "{err}");
+    }
+
+    #[test]
+    fn the_default_fleet_is_the_healthy_example() {
+        let healthy = Scenario::parse("healthy.yaml", include_str!("../../examples/scenarios/healthy.yaml")).unwrap();
+        let mut default = Scenario::default_fleet();
+        default.description = healthy.description.clone();
+        assert_eq!(healthy, default);
+        assert_eq!(default.clusters[2].zones, ["eu-central-1a", "eu-central-1b", "eu-central-1c"]);
+    }
+
+    #[test]
+    fn every_example_scenario_parses() {
+        let examples = [
+            ("zone-outage.yaml", include_str!("../../examples/scenarios/zone-outage.yaml")),
+            ("bad-canary.yaml", include_str!("../../examples/scenarios/bad-canary.yaml")),
+            ("nodes-not-ready.yaml", include_str!("../../examples/scenarios/nodes-not-ready.yaml")),
+            ("api-flaky.yaml", include_str!("../../examples/scenarios/api-flaky.yaml")),
+        ];
+        for (file, text) in examples {
+            let s = Scenario::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!s.events.is_empty(), "{file}");
+            assert!(text.starts_with("# Replays"), "{file} must say what it replays");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Runs a scenario's events: waits for each trigger (fleet time since the
+//! start, a route's green weight, a Release's step), applies the effect
+//! (behaviour change, zone outage, nodes failing one by one, API faults),
+//! and clears it after `for`.
+//!
+//! Owns the event lifecycle; the effects themselves live in faults and nodes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::watch;
+
+use super::cluster::SimCluster;
+use super::controllers::nodes::{self, NodeHealth};
+use super::faults::{ApiFault, Behaviours};
+use super::gateway;
+use super::scenario::{EventSpec, Scenario};
+
+/// How often triggers are checked (wall clock).
+const POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Default)]
+struct EventState {
+    fired: Option<Timestamp>,
+    cleared: bool,
+    /// Nodes this event took down, to bring back when it clears.
+    downed: Vec<String>,
+}
+
+/// The scenario's events over a running fleet.
+pub struct Timeline {
+    pub events: Vec<EventSpec>,
+    pub start: Timestamp,
+    pub home: String,
+    pub clusters: BTreeMap<String, Arc<SimCluster>>,
+    pub behaviours: Arc<Behaviours>,
+}
+
+impl Timeline {
+    pub fn new(scenario: &Scenario, start: Timestamp, clusters: BTreeMap<String, Arc<SimCluster>>, behaviours: Arc<Behaviours>) -> Timeline {
+        Timeline { events: scenario.events.clone(), start, home: scenario.home.clone(), clusters, behaviours }
+    }
+
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        if self.events.is_empty() {
+            return;
+        }
+        let mut states: Vec<EventState> = self.events.iter().map(|_| EventState::default()).collect();
+        let Some(any) = self.clusters.values().next() else { return };
+        let clock = any.ctx.clock.clone();
+        loop {
+            let now = clock.now();
+            for (i, e) in self.events.iter().enumerate() {
+                self.step(i, e, &mut states[i], now);
+            }
+            let finished = states.iter().zip(&self.events).all(|(s, e)| {
+                s.cleared || (s.fired.is_some() && e.lasts.is_none() && !self.progressive(e, s))
+            });
+            if finished {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Whether a fired event still has nodes to take down.
+    fn progressive(&self, e: &EventSpec, s: &EventState) -> bool {
+        e.nodes_not_ready.as_ref().is_some_and(|n| s.downed.len() < n.count as usize)
+    }
+
+    fn triggered(&self, e: &EventSpec, now: Timestamp) -> bool {
+        if let Some(after) = e.after {
+            return now >= self.start.checked_add(after.signed()).unwrap_or(Timestamp::MAX);
+        }
+        if let Some(t) = &e.when_green_weight {
+            return self
+                .clusters
+                .get(&t.cluster)
+                .and_then(|c| gateway::green_weight(&c.store, t.app.as_deref()))
+                .is_some_and(|w| w + 1e-9 >= t.at_least.as_f64());
+        }
+        if let Some(prefix) = &e.when_release_step {
+            let Some(home) = self.clusters.get(&self.home) else { return false };
+            return home
+                .store
+                .all("cutover.dev", "releases")
+                .iter()
+                .any(|r| r["status"]["stepName"].as_str().is_some_and(|s| s.starts_with(prefix.as_str())));
+        }
+        false
+    }
+
+    fn step(&self, i: usize, e: &EventSpec, s: &mut EventState, now: Timestamp) {
+        if s.cleared {
+            return;
+        }
+        let fired = match s.fired {
+            Some(t) => t,
+            None if self.triggered(e, now) => {
+                tracing::info!(event = i, name = e.name.as_deref().unwrap_or_default(), "scenario event fires");
+                s.fired = Some(now);
+                self.activate(i, e, s, now);
+                now
+            }
+            None => return,
+        };
+        if let Some(n) = &e.nodes_not_ready {
+            let every = n.every.as_duration().as_secs_f64().max(1e-3);
+            let due = ((now.duration_since(fired).as_secs_f64() / every).floor() as usize + 1).min(n.count as usize);
+            if let Some(c) = self.clusters.get(&n.cluster) {
+                let candidates = nodes::in_zone(&c.ctx, n.zone.as_deref());
+                let more = due.saturating_sub(s.downed.len());
+                let next: Vec<String> = candidates.into_iter().filter(|c| !s.downed.contains(c)).take(more).collect();
+                for name in next {
+                    if nodes::set_health(&c.ctx, &name, NodeHealth::NotReady).is_ok() {
+                        s.downed.push(name);
+                    }
+                }
+            }
+        }
+        if let Some(lasts) = e.lasts
+            && now >= fired.checked_add(SignedDuration::try_from(lasts.as_duration()).unwrap_or(SignedDuration::MAX)).unwrap_or(Timestamp::MAX)
+        {
+            tracing::info!(event = i, name = e.name.as_deref().unwrap_or_default(), "scenario event clears");
+            self.clear(i, e, s);
+            s.cleared = true;
+        }
+    }
+
+    fn activate(&self, i: usize, e: &EventSpec, s: &mut EventState, _now: Timestamp) {
+        if let Some(b) = &e.behaviour {
+            self.behaviours.activate(i, b.clone());
+        }
+        if let Some(z) = &e.zone_outage
+            && let Some(c) = self.clusters.get(&z.cluster)
+        {
+            for name in nodes::in_zone(&c.ctx, Some(&z.zone)) {
+                if nodes::set_health(&c.ctx, &name, NodeHealth::Unreachable).is_ok() {
+                    s.downed.push(name);
+                }
+            }
+        }
+        let fault = |cluster: &str, f: ApiFault| {
+            if let Some(c) = self.clusters.get(cluster) {
+                c.faults.activate(i, f);
+            }
+        };
+        if let Some(a) = &e.api_errors {
+            fault(&a.cluster, ApiFault::Errors { code: a.code, ratio: a.ratio.as_f64() / 100.0 });
+        }
+        if let Some(a) = &e.api_latency {
+            fault(&a.cluster, ApiFault::Latency(a.latency.as_duration()));
+        }
+        if let Some(a) = &e.api_unreachable {
+            fault(&a.cluster, ApiFault::Unreachable(a.mode));
+        }
+    }
+
+    fn clear(&self, i: usize, e: &EventSpec, s: &mut EventState) {
+        self.behaviours.clear(i);
+        let cluster = e
+            .zone_outage
+            .as_ref()
+            .map(|z| &z.cluster)
+            .or(e.nodes_not_ready.as_ref().map(|n| &n.cluster))
+            .and_then(|c| self.clusters.get(c));
+        if let Some(c) = cluster {
+            for name in s.downed.drain(..) {
+                let _ = nodes::set_health(&c.ctx, &name, NodeHealth::Ready);
+            }
+        }
+        for c in self.clusters.values() {
+            c.faults.clear(i);
+        }
+    }
+}
