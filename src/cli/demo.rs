@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::Output;
 use super::connect::{connect, read_fleet};
-use super::exit::{CliResult, Exit};
+use super::exit::CliResult;
 use super::report::Reporter;
 use super::run::exit_of;
 use crate::driver::{DriveOptions, Driver, Progress};
@@ -46,7 +46,9 @@ fn scenario_path(name: &str) -> PathBuf {
     if p.exists() || name.ends_with(".yaml") {
         return p;
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios").join(format!("{name}.yaml"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/scenarios")
+        .join(format!("{name}.yaml"))
 }
 
 pub async fn run(args: &DemoArgs) -> CliResult {
@@ -54,14 +56,19 @@ pub async fn run(args: &DemoArgs) -> CliResult {
         None => Scenario::default_fleet(),
         Some(name) => {
             let path = scenario_path(name);
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read scenario {}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read scenario {}", path.display()))?;
             Scenario::parse(&path.display().to_string(), &text)?
         }
     };
     let dir = tempfile::tempdir()?;
-    let sim = SimFleet::start(SimOptions { scenario, time_scale: args.time_scale, dir: dir.path().to_path_buf() })
-        .await
-        .map_err(|e| anyhow!("starting the simulated fleet: {e}"))?;
+    let sim = SimFleet::start(SimOptions {
+        scenario,
+        time_scale: args.time_scale,
+        dir: dir.path().to_path_buf(),
+    })
+    .await
+    .map_err(|e| anyhow!("starting the simulated fleet: {e}"))?;
     let result = demo(args, &sim).await;
     sim.shutdown().await;
     result
@@ -71,13 +78,30 @@ async fn demo(args: &DemoArgs, sim: &SimFleet) -> CliResult {
     let fleet = read_fleet(sim.fleet_path())?;
     let policy = TierPolicyFile::builtin();
     let doc: ReleaseDocument = Source::new("examples/checkout/release.yaml", RELEASE).decode()?;
-    let rel = ResolvedRelease::resolve(&doc.metadata.name, doc.metadata.namespace.as_deref(), &doc.spec, &fleet, &policy)
-        .map_err(|f| anyhow!("the example does not fit the simulated fleet: {f:?}"))?;
+    let rel = ResolvedRelease::resolve(
+        &doc.metadata.name,
+        doc.metadata.namespace.as_deref(),
+        &doc.spec,
+        &fleet,
+        &policy,
+    )
+    .map_err(|f| anyhow!("the example does not fit the simulated fleet: {f:?}"))?;
     let conn = connect(fleet.clone(), Some(sim.kubeconfig_path()), &rel.namespace).await?;
-    let mut reporter = Reporter::new(args.output, std::io::stdout().is_terminal(), conn.clock.clone());
+    let mut reporter = Reporter::new(
+        args.output,
+        std::io::stdout().is_terminal(),
+        conn.clock.clone(),
+    );
     if args.output == Output::Text {
-        println!("simulated fleet: {} (kubeconfig {})", sim.cluster_names().join(", "), sim.kubeconfig_path().display());
-        println!("installing CRDs and {} {BLUE_VERSION} (blue) on every cluster", rel.app);
+        println!(
+            "simulated fleet: {} (kubeconfig {})",
+            sim.cluster_names().join(", "),
+            sim.kubeconfig_path().display()
+        );
+        println!(
+            "installing CRDs and {} {BLUE_VERSION} (blue) on every cluster",
+            rel.app
+        );
     }
     bootstrap::install_crds(conn.clients.home()).await?;
     for c in &rel.clusters {
@@ -97,7 +121,11 @@ async fn demo(args: &DemoArgs, sim: &SimFleet) -> CliResult {
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (name, ns) = (rel.name.clone(), rel.namespace.clone());
-    let drive = tokio::spawn(async move { driver.drive(&ns, &name, DriveOptions::default(), Some(tx)).await });
+    let drive = tokio::spawn(async move {
+        driver
+            .drive(&ns, &name, DriveOptions::default(), Some(tx))
+            .await
+    });
     let mut last_status = None;
     while let Some(p) = rx.recv().await {
         if let Progress::Status(s) = &p {
@@ -121,8 +149,12 @@ fn summary(s: &crate::spec::ReleaseStatus) -> String {
     }
     let mut stages: BTreeMap<usize, (String, Timestamp, Timestamp)> = BTreeMap::new();
     let mut order = Vec::new();
-    for t in s.history.iter().filter(|t| t.event == TransitionEvent::StepStarted || t.event == TransitionEvent::StepCompleted) {
-        let Some(step) = s.plan.get(t.step as usize) else { continue };
+    for t in s.history.iter().filter(|t| {
+        t.event == TransitionEvent::StepStarted || t.event == TransitionEvent::StepCompleted
+    }) {
+        let Some(step) = s.plan.get(t.step as usize) else {
+            continue;
+        };
         let key = stage_of(step.kind, step.cluster.as_deref());
         let idx = match order.iter().position(|k| *k == key) {
             Some(i) => i,
@@ -135,7 +167,10 @@ fn summary(s: &crate::spec::ReleaseStatus) -> String {
         e.2 = e.2.max(t.at);
     }
     for (_, (key, from, to)) in stages {
-        out.push_str(&format!("  {key:<28} {}\n", span_of(to.duration_since(from))));
+        out.push_str(&format!(
+            "  {key:<28} {}\n",
+            span_of(to.duration_since(from))
+        ));
     }
     if let Some(m) = &s.message {
         out.push_str(&format!("  {m}\n"));
@@ -155,4 +190,3 @@ fn stage_of(kind: StepKind, cluster: Option<&str>) -> String {
         StepKind::Cleanup => "cleanup".to_string(),
     }
 }
-

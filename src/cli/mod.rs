@@ -4,6 +4,7 @@
 mod check;
 mod connect;
 mod control;
+mod demo;
 pub mod exit;
 pub mod load;
 mod plan;
@@ -44,6 +45,8 @@ pub enum Command {
     Pause(control::NameArgs),
     /// Let a paused release go on.
     Resume(control::NameArgs),
+    /// Rehearse the example release on a simulated fleet, start to finish.
+    Demo(demo::DemoArgs),
     /// Print the CustomResourceDefinitions cutover uses.
     Crd,
 }
@@ -98,6 +101,7 @@ fn run_async(command: Command) -> CliResult {
             Command::Abort(args) => control::abort(&args).await,
             Command::Pause(args) => control::pause(&args, true).await,
             Command::Resume(args) => control::pause(&args, false).await,
+            Command::Demo(args) => demo::run(&args).await,
             Command::Plan(_) | Command::Crd => unreachable!("handled without a runtime"),
         }
     })

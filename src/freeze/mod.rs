@@ -64,18 +64,27 @@ impl Scope {
     pub fn applies_to(&self, rel: &ResolvedRelease) -> bool {
         let app = self.apps.is_empty() || self.apps.contains(&rel.app);
         let tier = self.tiers.is_empty() || self.tiers.contains(&rel.tier_name);
-        let cluster = self.clusters.is_empty() || rel.clusters.iter().any(|c| self.clusters.contains(&c.name));
+        let cluster = self.clusters.is_empty()
+            || rel.clusters.iter().any(|c| self.clusters.contains(&c.name));
         app && tier && cluster
     }
 
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
-        for (what, list) in [("apps", &self.apps), ("tiers", &self.tiers), ("clusters", &self.clusters)] {
+        for (what, list) in [
+            ("apps", &self.apps),
+            ("tiers", &self.tiers),
+            ("clusters", &self.clusters),
+        ] {
             if !list.is_empty() {
                 parts.push(format!("{what} {}", list.join(",")));
             }
         }
-        if parts.is_empty() { "everything".into() } else { parts.join("; ") }
+        if parts.is_empty() {
+            "everything".into()
+        } else {
+            parts.join("; ")
+        }
     }
 }
 
@@ -111,7 +120,12 @@ impl DeployFreeze {
         if self.spec.lifted.is_some() {
             return false;
         }
-        match self.spec.expires_at.as_deref().map(str::parse::<jiff::Timestamp>) {
+        match self
+            .spec
+            .expires_at
+            .as_deref()
+            .map(str::parse::<jiff::Timestamp>)
+        {
             Some(Ok(t)) => now < t,
             // An unreadable expiry never ends a freeze: fail closed.
             _ => true,
@@ -120,14 +134,37 @@ impl DeployFreeze {
 
     pub fn notice(&self) -> FreezeNotice {
         let id = self.metadata.name.clone().unwrap_or_default();
-        let ticket = self.spec.ticket.as_deref().map(|t| format!(" [{t}]")).unwrap_or_default();
-        let until = self.spec.expires_at.as_deref().map(|t| format!(" until {t}")).unwrap_or_default();
-        FreezeNotice { id, message: format!("{} by {}{ticket}{until} (scope: {})", self.spec.reason, self.spec.author, self.spec.scope.describe()) }
+        let ticket = self
+            .spec
+            .ticket
+            .as_deref()
+            .map(|t| format!(" [{t}]"))
+            .unwrap_or_default();
+        let until = self
+            .spec
+            .expires_at
+            .as_deref()
+            .map(|t| format!(" until {t}"))
+            .unwrap_or_default();
+        FreezeNotice {
+            id,
+            message: format!(
+                "{} by {}{ticket}{until} (scope: {})",
+                self.spec.reason,
+                self.spec.author,
+                self.spec.scope.describe()
+            ),
+        }
     }
 }
 
 /// The freezes and windows that apply to `rel` at `now`, by id (windows as `window/<name>`).
-pub fn applicable(rel: &ResolvedRelease, freezes: &[DeployFreeze], windows: &[Window], now: jiff::Timestamp) -> Vec<FreezeNotice> {
+pub fn applicable(
+    rel: &ResolvedRelease,
+    freezes: &[DeployFreeze],
+    windows: &[Window],
+    now: jiff::Timestamp,
+) -> Vec<FreezeNotice> {
     let mut out: Vec<FreezeNotice> = freezes
         .iter()
         .filter(|f| f.is_active(now) && f.spec.scope.applies_to(rel))
@@ -135,8 +172,14 @@ pub fn applicable(rel: &ResolvedRelease, freezes: &[DeployFreeze], windows: &[Wi
         .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out.dedup_by(|a, b| a.id == b.id);
-    for w in windows.iter().filter(|w| w.scope.applies_to(rel) && w.contains(now)) {
-        out.push(FreezeNotice { id: format!("window/{}", w.name), message: w.describe() });
+    for w in windows
+        .iter()
+        .filter(|w| w.scope.applies_to(rel) && w.contains(now))
+    {
+        out.push(FreezeNotice {
+            id: format!("window/{}", w.name),
+            message: w.describe(),
+        });
     }
     out
 }

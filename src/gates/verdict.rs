@@ -211,7 +211,7 @@ pub fn measure(
 }
 
 /// Where one metric stands.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", tag = "verdict", content = "reason")]
 pub enum MetricVerdict {
     Pass,
@@ -299,5 +299,22 @@ pub fn metric_verdict(gate: &MetricGate, ms: &[Measurement]) -> MetricVerdict {
         MetricVerdict::Pass
     } else {
         MetricVerdict::Pending
+    }
+}
+
+impl schemars::JsonSchema for MetricVerdict {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MetricVerdict".into()
+    }
+    /// One structural object (CRD schemas cannot hold a tagged union).
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "properties": {
+                "verdict": {"type": "string", "enum": ["pass", "fail", "inconclusive", "pending"]},
+                "reason": {"type": "string"}
+            },
+            "required": ["verdict"]
+        })
     }
 }

@@ -50,12 +50,21 @@ pub fn start(
     let start = match req.resource_version.as_deref() {
         None | Some("") | Some("0") => Start::Snapshot,
         Some(_) if req.initial_events => Start::Snapshot,
-        Some(rv) => Start::After(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?),
+        Some(rv) => Start::After(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?,
+        ),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let sub = store.subscribe(&kind, start);
     tokio::spawn(async move {
-        let mut w = Watcher { tx, kind, req, sent_rv: 0, columns_sent: false };
+        let mut w = Watcher {
+            tx,
+            kind,
+            req,
+            sent_rv: 0,
+            columns_sent: false,
+        };
         let mut sub = match sub {
             Ok(s) => s,
             Err(e) => {
@@ -194,7 +203,9 @@ impl Watcher {
     }
 
     async fn error(&self, e: &ApiError) {
-        let _ = self.line(json!({"type": "ERROR", "object": e.status()})).await;
+        let _ = self
+            .line(json!({"type": "ERROR", "object": e.status()}))
+            .await;
     }
 
     async fn line(&self, v: Value) -> bool {
