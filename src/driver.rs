@@ -72,6 +72,8 @@ pub enum Progress {
     },
     /// The status after a pass that changed it.
     Status(Box<ReleaseStatus>),
+    /// Something a person should know that is not a transition.
+    Note(String),
 }
 
 /// Everything a driver needs besides the release's name.
@@ -91,6 +93,8 @@ pub struct Driver {
 pub struct DriveOptions {
     /// Return `Outcome::Paused` when a person pauses the release.
     pub stop_when_paused: bool,
+    /// When another driver holds the release's lease, wait for it instead of failing.
+    pub wait_for_lease: bool,
 }
 
 /// How long an applied action is given to show up in the caches before it is applied again.
@@ -112,8 +116,25 @@ impl Driver {
         };
         let home = self.fleet.home();
         let store = ReleaseStore::new(home, namespace);
-        let lease =
-            lease::acquire(home, namespace, name, &self.identity, self.lease_duration).await?;
+        let mut told = false;
+        let lease = loop {
+            match lease::acquire(home, namespace, name, &self.identity, self.lease_duration).await {
+                Ok(l) => break l,
+                Err(fleet::Error::LeaseHeld { release, holder }) if opts.wait_for_lease => {
+                    if !told {
+                        emit(Progress::Note(format!(
+                            "release {release} is driven by {holder}; waiting for its lease"
+                        )));
+                        told = true;
+                    }
+                    tokio::time::sleep(self.lease_duration / 3).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if told {
+            emit(Progress::Note(format!("took over the lease of {name}")));
+        }
         let outcome = self.drive_leased(&store, &lease, name, opts, &emit).await;
         lease.release().await;
         outcome

@@ -60,6 +60,8 @@ impl Reporter {
                 "event": "status", "phase": s.phase, "step": s.step, "stepName": s.step_name,
                 "weights": s.weights, "holds": s.holds, "message": s.message
             })),
+            (Output::Json, Progress::Note(n)) => self.json(json!({"event": "note", "message": n})),
+            (Output::Text, Progress::Note(n)) => self.line(&format!("{} {n}", self.stamp())),
             (Output::Text, Progress::Transition(t)) => self.line(&format!(
                 "{} [{:>2}] {:?}: {}",
                 self.stamp(),

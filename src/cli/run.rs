@@ -32,6 +32,9 @@ pub struct RunArgs {
     /// Submit the release for the controller to drive, and return.
     #[arg(long)]
     pub detach: bool,
+    /// How long this driver's lease lasts without renewal; another driver takes over after it.
+    #[arg(long, default_value = "15s", value_parser = parse_span)]
+    pub lease_duration: crate::spec::Span,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -92,7 +95,10 @@ pub async fn run(args: &RunArgs) -> CliResult {
         policy: loaded.policy.clone(),
         clock: conn.clock.clone(),
         identity: crate::driver::identity("cli"),
-        lease_duration: Duration::from_secs(15),
+        lease_duration: args
+            .lease_duration
+            .as_duration()
+            .max(Duration::from_secs(1)),
         idle: Duration::from_secs(2),
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -105,6 +111,7 @@ pub async fn run(args: &RunArgs) -> CliResult {
                 &name,
                 DriveOptions {
                     stop_when_paused: true,
+                    wait_for_lease: true,
                 },
                 Some(tx),
             )
@@ -132,4 +139,8 @@ pub fn exit_of(outcome: &Outcome) -> Exit {
         Outcome::Invalid { .. } => Exit::Error,
         Outcome::Paused => Exit::Waiting,
     }
+}
+
+fn parse_span(s: &str) -> Result<crate::spec::Span, String> {
+    crate::spec::Span::parse(s)
 }
