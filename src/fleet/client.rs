@@ -18,9 +18,13 @@ use rand::Rng;
 use tower::buffer::BufferLayer;
 use tower::limit::RateLimitLayer;
 use tower::retry::{Policy, RetryLayer};
+use tower::util::MapRequestLayer;
 use tower::{BoxError, Layer, Service};
 
 use super::{Error, Result};
+
+/// How cutover names itself to API servers (audit logs, request counts).
+pub const USER_AGENT: &str = concat!("cutover/", env!("CARGO_PKG_VERSION"));
 
 /// Limits of the client stack. The defaults suit a controller driving many releases.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +86,13 @@ pub fn build(config: Config, limits: ClientLimits) -> Result<Client> {
         .with_layer(&RequestTimeoutLayer(limits.request_timeout))
         .with_layer(&RetryLayer::new(TransientRetry::new(limits)))
         .with_layer(&RateLimitLayer::new(limits.qps, Duration::from_secs(1)))
+        .with_layer(&MapRequestLayer::new(|mut req: Request<Body>| {
+            req.headers_mut().insert(
+                http::header::USER_AGENT,
+                http::HeaderValue::from_static(USER_AGENT),
+            );
+            req
+        }))
         .build();
     let _ = ns;
     Ok(client)

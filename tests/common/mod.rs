@@ -34,6 +34,9 @@ pub struct World {
     pub fleet: Fleet,
     pub rel: ResolvedRelease,
     pub clients: FleetClients,
+    /// Plain kube clients (kube's own user agent) for the test's reads, so the
+    /// sim's request counts of cutover's user agent are the binary's alone.
+    pub readers: std::collections::BTreeMap<String, kube::Client>,
     pub release_path: PathBuf,
 }
 
@@ -88,12 +91,25 @@ impl World {
                 .await
                 .unwrap();
         }
+        let mut readers = std::collections::BTreeMap::new();
+        for c in &fleet.clusters {
+            let kc = kube::config::Kubeconfig::read_from(sim.kubeconfig_path()).unwrap();
+            let opts = kube::config::KubeConfigOptions {
+                context: c.context.clone(),
+                ..Default::default()
+            };
+            let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .unwrap();
+            readers.insert(c.name.clone(), kube::Client::try_from(config).unwrap());
+        }
         World {
             sim,
             dir,
             fleet,
             rel,
             clients,
+            readers,
             release_path,
         }
     }
@@ -128,7 +144,7 @@ impl World {
     }
 
     pub async fn release(&self) -> Option<Release> {
-        Api::<Release>::namespaced(self.clients.home().client.clone(), NS)
+        Api::<Release>::namespaced(self.readers[&self.fleet.home].clone(), NS)
             .get_opt("checkout")
             .await
             .unwrap()
@@ -178,7 +194,7 @@ impl World {
     }
 
     pub async fn deployment(&self, cluster: &str, name: &str) -> Option<Deployment> {
-        Api::<Deployment>::namespaced(self.clients.get(cluster).unwrap().client.clone(), NS)
+        Api::<Deployment>::namespaced(self.readers[cluster].clone(), NS)
             .get_opt(name)
             .await
             .unwrap()
