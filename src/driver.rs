@@ -87,6 +87,8 @@ pub struct Driver {
     pub lease_duration: Duration,
     /// Longest wait between passes when nothing changes (real time).
     pub idle: Duration,
+    /// Scheduled freeze windows from policy.
+    pub windows: Vec<crate::freeze::Window>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -172,9 +174,9 @@ impl Driver {
                 Err(outcome) => return self.refuse(store, lease, &current, outcome, emit).await,
             };
             let status = current.status.clone().unwrap_or_default();
-            let observed = observe(&rel, &cache);
-            let mut obs = observed.observation.clone();
             let now = self.clock.now();
+            let observed = observe(&rel, &cache, &self.windows, now);
+            let mut obs = observed.observation.clone();
             let ctx = Context {
                 rel: &rel,
                 fleet: &self.fleet_spec,

@@ -103,8 +103,8 @@ async fn demo(args: &DemoArgs, sim: &SimFleet) -> CliResult {
             rel.app
         );
     }
-    bootstrap::install_crds(conn.clients.home()).await?;
     for c in &rel.clusters {
+        bootstrap::install_crds(conn.clients.get(&c.name)?).await?;
         bootstrap::install_serving(conn.clients.get(&c.name)?, &rel, BLUE_VERSION).await?;
     }
     let store = ReleaseStore::new(conn.clients.home(), &rel.namespace);
@@ -115,6 +115,7 @@ async fn demo(args: &DemoArgs, sim: &SimFleet) -> CliResult {
         fleet_spec: fleet,
         policy,
         clock: conn.clock.clone(),
+        windows: Vec::new(),
         identity: crate::driver::identity("demo"),
         lease_duration: Duration::from_secs(15),
         idle: Duration::from_millis(500),

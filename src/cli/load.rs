@@ -26,6 +26,8 @@ pub struct Inputs {
 /// Everything a release needs, loaded and resolved.
 pub struct Loaded {
     pub document: ReleaseDocument,
+    /// Scheduled freeze windows (`freezes.yaml` in the policies directory).
+    pub windows: Vec<crate::freeze::Window>,
     pub fleet: Fleet,
     pub policy: TierPolicyFile,
     pub release: ResolvedRelease,
@@ -116,12 +118,30 @@ impl Inputs {
             };
             CliError::new(exit, errors)
         })?;
+        let windows = self.windows()?;
         Ok(Loaded {
             document,
+            windows,
             fleet,
             policy,
             release,
         })
+    }
+}
+
+impl Inputs {
+    /// The freeze windows of the policies directory, if it has `freezes.yaml`.
+    /// A bad zone or schedule refuses the release; it is never ignored.
+    pub fn windows(&self) -> CliResult<Vec<crate::freeze::Window>> {
+        let Some(dir) = &self.policies else {
+            return Ok(Vec::new());
+        };
+        let path = dir.join("freezes.yaml");
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let text = read(&path)?;
+        crate::freeze::window::parse(&path.display().to_string(), &text).map_err(input_error)
     }
 }
 

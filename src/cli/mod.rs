@@ -6,6 +6,7 @@ mod connect;
 mod control;
 mod demo;
 pub mod exit;
+mod freeze;
 pub mod load;
 mod plan;
 mod report;
@@ -45,6 +46,10 @@ pub enum Command {
     Pause(control::NameArgs),
     /// Let a paused release go on.
     Resume(control::NameArgs),
+    /// Freeze deploys across the fleet (`freeze status` lists what is frozen).
+    Freeze(freeze::FreezeArgs),
+    /// Lift a freeze everywhere it can.
+    Unfreeze(freeze::UnfreezeArgs),
     /// Rehearse the example release on a simulated fleet, start to finish.
     Demo(demo::DemoArgs),
     /// Print the CustomResourceDefinitions cutover uses.
@@ -102,6 +107,8 @@ fn run_async(command: Command) -> CliResult {
             Command::Pause(args) => control::pause(&args, true).await,
             Command::Resume(args) => control::pause(&args, false).await,
             Command::Demo(args) => demo::run(&args).await,
+            Command::Freeze(args) => freeze::freeze(&args).await,
+            Command::Unfreeze(args) => freeze::unfreeze(&args).await,
             Command::Plan(_) | Command::Crd => unreachable!("handled without a runtime"),
         }
     })

@@ -32,6 +32,17 @@ pub struct RunArgs {
     /// Submit the release for the controller to drive, and return.
     #[arg(long)]
     pub detach: bool,
+    /// Break-glass: go on despite these freezes (every active one must be named).
+    #[arg(
+        long = "override-freeze",
+        value_name = "ID[,ID]",
+        value_delimiter = ',',
+        requires = "reason"
+    )]
+    pub override_freeze: Vec<String>,
+    /// Why the freezes are overridden.
+    #[arg(long)]
+    pub reason: Option<String>,
     /// How long this driver's lease lasts without renewal; another driver takes over after it.
     #[arg(long, default_value = "15s", value_parser = parse_span)]
     pub lease_duration: crate::spec::Span,
@@ -41,7 +52,14 @@ pub struct RunArgs {
 
 pub async fn run(args: &RunArgs) -> CliResult {
     let mut loaded = args.inputs.load()?;
-    if args.version.is_some() || !args.images.is_empty() {
+    if !args.override_freeze.is_empty() {
+        loaded.document.spec.override_freezes = Some(crate::spec::release::FreezeOverride {
+            ids: args.override_freeze.clone(),
+            reason: args.reason.clone().unwrap_or_default(),
+            by: Some(user()),
+        });
+    }
+    if args.version.is_some() || !args.images.is_empty() || !args.override_freeze.is_empty() {
         let doc = &mut loaded.document;
         if let Some(v) = &args.version {
             doc.spec.version = v.clone();
@@ -79,6 +97,15 @@ pub async fn run(args: &RunArgs) -> CliResult {
     )
     .await?;
     let store = ReleaseStore::new(conn.clients.home(), &rel.namespace);
+    let existing = store.get(&rel.name).await?;
+    let starting = existing.as_ref().is_none_or(|r| {
+        r.status
+            .as_ref()
+            .is_none_or(|s| s.phase == crate::spec::status::Phase::Pending)
+    });
+    if starting {
+        refuse_if_frozen(&conn, rel, &loaded.windows).await?;
+    }
     let live = store.upsert(&loaded.document).await?;
     let mut reporter = Reporter::new(
         args.output,
@@ -94,6 +121,7 @@ pub async fn run(args: &RunArgs) -> CliResult {
         fleet_spec: conn.fleet.clone(),
         policy: loaded.policy.clone(),
         clock: conn.clock.clone(),
+        windows: loaded.windows.clone(),
         identity: crate::driver::identity("cli"),
         lease_duration: args
             .lease_duration
@@ -124,6 +152,62 @@ pub async fn run(args: &RunArgs) -> CliResult {
     reporter.outcome(&outcome);
     let _ = std::io::stdout().flush();
     Ok(exit_of(&outcome))
+}
+
+/// A release does not start while a freeze applies: exit 4, nothing written.
+/// An override must name every active freeze.
+async fn refuse_if_frozen(
+    conn: &super::connect::Connected,
+    rel: &crate::spec::ResolvedRelease,
+    windows: &[crate::freeze::Window],
+) -> CliResult<()> {
+    let mut all = Vec::new();
+    let mut unreadable = Vec::new();
+    for c in &rel.clusters {
+        match crate::fleet::freezes::list(conn.clients.get(&c.name)?).await {
+            Ok(list) => all.extend(list),
+            Err(e) => unreadable.push(format!("{}: {e}", c.name)),
+        }
+    }
+    if !unreadable.is_empty() {
+        return Err(CliError::new(
+            Exit::Frozen,
+            anyhow!(
+                "cannot prove the release is unfrozen, so it does not start; freezes unreadable on {}",
+                unreadable.join("; ")
+            ),
+        ));
+    }
+    let active = crate::freeze::applicable(rel, &all, windows, conn.clock.now());
+    if active.is_empty() {
+        return Ok(());
+    }
+    let named = rel
+        .override_freezes
+        .as_ref()
+        .map(|o| o.ids.clone())
+        .unwrap_or_default();
+    let unnamed: Vec<_> = active.iter().filter(|f| !named.contains(&f.id)).collect();
+    if unnamed.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<_> = unnamed
+        .iter()
+        .map(|f| format!("{} ({})", f.id, f.message))
+        .collect();
+    let hint = if named.is_empty() {
+        "wait for it to be lifted, or override with --override-freeze ID --reason TEXT".to_string()
+    } else {
+        "an override must name every active freeze".to_string()
+    };
+    Err(CliError::new(
+        Exit::Frozen,
+        anyhow!(
+            "{} is frozen, nothing was written: {}; {hint}",
+            rel.name,
+            list.join("; ")
+        ),
+    ))
 }
 
 /// The exit status a pipeline sees for an outcome.

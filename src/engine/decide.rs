@@ -63,6 +63,7 @@ impl Pass<'_> {
             return;
         }
         self.record_weights();
+        self.note_override();
         if self.st.phase == Phase::Pending {
             self.preflight();
             if self.st.phase != Phase::Progressing {
@@ -471,12 +472,29 @@ impl Pass<'_> {
                 message: "paused by a person".into(),
             });
         }
-        for f in &self.obs.freezes.active {
-            holds.push(Hold {
-                reason: HoldReason::Freeze,
-                cluster: None,
-                message: format!("freeze {}: {}", f.id, f.message),
-            });
+        let active = &self.obs.freezes.active;
+        let named = self
+            .rel
+            .override_freezes
+            .as_ref()
+            .map(|o| o.ids.clone())
+            .unwrap_or_default();
+        let unnamed: Vec<_> = active.iter().filter(|f| !named.contains(&f.id)).collect();
+        let overridden = !active.is_empty() && unnamed.is_empty();
+        if !overridden {
+            let partial = !named.is_empty() && !active.is_empty();
+            for f in &unnamed {
+                let note = if partial {
+                    " (an override must name every active freeze; this one is not named)"
+                } else {
+                    ""
+                };
+                holds.push(Hold {
+                    reason: HoldReason::Freeze,
+                    cluster: None,
+                    message: format!("freeze {}: {}{note}", f.id, f.message),
+                });
+            }
         }
         for c in &self.obs.freezes.unreadable {
             holds.push(Hold {
@@ -723,6 +741,31 @@ impl Pass<'_> {
     }
 
     // ---- helpers ---------------------------------------------------------
+
+    /// Records, once, that a person overrode every freeze that applies.
+    fn note_override(&mut self) {
+        let Some(o) = &self.rel.override_freezes else {
+            return;
+        };
+        let mut active: Vec<String> = self
+            .obs
+            .freezes
+            .active
+            .iter()
+            .map(|f| f.id.clone())
+            .collect();
+        active.sort();
+        if active.is_empty()
+            || !active.iter().all(|id| o.ids.contains(id))
+            || self.st.overridden_freezes == active
+        {
+            return;
+        }
+        let by = o.by.as_deref().unwrap_or("someone");
+        let msg = format!("{by} overrode {}: {}", active.join(", "), o.reason);
+        self.st.overridden_freezes = active;
+        self.record(TransitionEvent::FreezeOverridden, msg);
+    }
 
     /// Keeps green's confirmed share per cluster in the status, for people.
     fn record_weights(&mut self) {

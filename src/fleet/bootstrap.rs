@@ -15,7 +15,7 @@ use crate::spec::{Release, ResolvedRelease};
 
 /// The CRDs cutover owns.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Release::crd()]
+    vec![Release::crd(), crate::freeze::DeployFreeze::crd()]
 }
 
 fn apply() -> PatchParams {

@@ -29,6 +29,7 @@ pub struct ClusterCache {
     pub pods: Store<Pod>,
     pub nodes: Store<Node>,
     pub routes: Store<DynamicObject>,
+    pub freezes: Store<crate::freeze::DeployFreeze>,
     health: Arc<Mutex<BTreeMap<&'static str, WatchState>>>,
 }
 
@@ -43,7 +44,7 @@ impl ClusterCache {
     /// `Ok` while every watch is healthy; otherwise why not.
     pub fn reachable(&self) -> Result<(), String> {
         let health = self.health.lock().expect("health lock");
-        for (kind, state) in health.iter() {
+        for (kind, state) in health.iter().filter(|(k, _)| **k != FREEZES) {
             match state {
                 WatchState::Healthy => {}
                 WatchState::Starting => return Err(format!("{kind} not listed yet")),
@@ -51,6 +52,19 @@ impl ClusterCache {
             }
         }
         Ok(())
+    }
+}
+
+const FREEZES: &str = "deployfreezes";
+
+impl ClusterCache {
+    /// Whether this cluster's freezes are known (their watch is healthy).
+    pub fn freezes_readable(&self) -> Result<(), String> {
+        match self.health.lock().expect("health lock").get(FREEZES) {
+            Some(WatchState::Healthy) => Ok(()),
+            Some(WatchState::Failing(e)) => Err(e.clone()),
+            _ => Err("not listed yet".into()),
+        }
     }
 }
 
@@ -131,6 +145,21 @@ impl FleetCache {
                 &changed,
                 &mut tasks,
             );
+            let freezes = watch(
+                FREEZES,
+                Api::<crate::freeze::DeployFreeze>::all(client.clone()),
+                watcher::Config::default(),
+                Writer::default(),
+                |o: &mut crate::freeze::DeployFreeze| o.managed_fields_mut().clear(),
+                &health,
+                &changed,
+                &mut tasks,
+            );
+            tasks.push(tokio::spawn(probe_while_failing(
+                client.clone(),
+                health.clone(),
+                changed.clone(),
+            )));
             clusters.insert(
                 target.name.clone(),
                 ClusterCache {
@@ -138,6 +167,7 @@ impl FleetCache {
                     pods,
                     nodes,
                     routes,
+                    freezes,
                     health,
                 },
             );
@@ -157,6 +187,35 @@ impl FleetCache {
     /// A handle that wakes waiters, for other sources of change (the Release object, gates).
     pub fn notifier(&self) -> Arc<Notify> {
         self.changed.clone()
+    }
+}
+
+/// A watch that resumes after an outage says nothing until an object
+/// changes, so while any watch of a cluster is failing — and only then — the
+/// API server is asked for its version; an answer means the watches resume.
+async fn probe_while_failing(
+    client: kube::Client,
+    health: Arc<Mutex<BTreeMap<&'static str, WatchState>>>,
+    changed: Arc<Notify>,
+) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let failing = health
+            .lock()
+            .expect("health lock")
+            .values()
+            .any(|s| matches!(s, WatchState::Failing(_)));
+        if !failing || client.apiserver_version().await.is_err() {
+            continue;
+        }
+        let mut h = health.lock().expect("health lock");
+        for state in h.values_mut() {
+            if matches!(state, WatchState::Failing(_)) {
+                *state = WatchState::Healthy;
+            }
+        }
+        drop(h);
+        changed.notify_one();
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod cache;
 pub mod client;
+pub mod freezes;
 pub mod lease;
 pub mod observe;
 pub mod router;

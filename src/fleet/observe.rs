@@ -23,12 +23,29 @@ pub struct Observed {
     pub unreachable: BTreeMap<String, String>,
 }
 
-pub fn observe(rel: &ResolvedRelease, cache: &FleetCache) -> Observed {
+pub fn observe(
+    rel: &ResolvedRelease,
+    cache: &FleetCache,
+    windows: &[crate::freeze::Window],
+    now: jiff::Timestamp,
+) -> Observed {
     let mut out = Observed {
         observation: Observation::default(),
         slots: BTreeMap::new(),
         unreachable: BTreeMap::new(),
     };
+    let mut freezes = Vec::new();
+    for target in &rel.clusters {
+        match cache
+            .clusters
+            .get(&target.name)
+            .map(|c| c.freezes_readable().map(|_| c))
+        {
+            Some(Ok(c)) => freezes.extend(c.freezes.state().iter().map(|f| (**f).clone())),
+            _ => out.observation.freezes.unreadable.push(target.name.clone()),
+        }
+    }
+    out.observation.freezes.active = crate::freeze::applicable(rel, &freezes, windows, now);
     for target in &rel.clusters {
         let Some(cc) = cache.clusters.get(&target.name) else {
             out.unreachable

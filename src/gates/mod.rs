@@ -38,7 +38,10 @@ pub const KEPT_MEASUREMENTS: usize = 10;
 pub fn gate_verdict(reports: &[MetricReport]) -> (GateVerdict, String) {
     let deciding: Vec<_> = reports.iter().filter(|r| !r.dry_run).collect();
     let describe = |r: &MetricReport, why: &str| {
-        format!("{} on {}: {why} [query: {}]", r.name, r.cluster, r.query)
+        format!(
+            "{} on {}: {why} [threshold {}; query: {}]",
+            r.name, r.cluster, r.threshold, r.query
+        )
     };
     let pick = |want: fn(&MetricVerdict) -> Option<&str>| {
         deciding

@@ -67,6 +67,10 @@ pub struct ReleaseSpec {
     /// Skip the remaining wait of one step (gates must still pass).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promote: Option<PromoteRequest>,
+    /// Break-glass: go on despite these freezes. Must name every freeze that
+    /// applies, with a reason; recorded on the release and as Events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_freezes: Option<FreezeOverride>,
     /// Roll back: traffic to blue everywhere, then green scaled down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<AbortRequest>,
@@ -202,6 +206,17 @@ pub struct PromoteRequest {
     /// Index of the step to promote (`status.step` when the request was made),
     /// so a late request never skips a later step.
     pub step: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// A break-glass override of named freezes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FreezeOverride {
+    /// The freezes overridden (`window/<name>` for scheduled windows).
+    pub ids: Vec<String>,
+    pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
 }

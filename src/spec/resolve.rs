@@ -30,6 +30,7 @@ pub struct ResolvedRelease {
     pub gates: Vec<super::gates::MetricGate>,
     pub disruption_budget: Option<super::release::DisruptionBudget>,
     pub paused: bool,
+    pub override_freezes: Option<super::release::FreezeOverride>,
     pub promote: Option<PromoteRequest>,
     pub abort: Option<AbortRequest>,
 }
@@ -149,6 +150,7 @@ impl ResolvedRelease {
                 gates: spec.gates.clone(),
                 disruption_budget: spec.disruption_budget.clone(),
                 paused: spec.paused,
+                override_freezes: spec.override_freezes.clone(),
                 promote: spec.promote.clone(),
                 abort: spec.abort.clone(),
             }),

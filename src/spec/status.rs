@@ -49,6 +49,9 @@ pub struct ReleaseStatus {
     /// The step whose wait a person skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_step: Option<u32>,
+    /// Freezes a person overrode (break-glass) for this release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overridden_freezes: Vec<String>,
     /// Why the release is not advancing, if it is not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<Hold>,
@@ -282,6 +285,7 @@ pub enum TransitionEvent {
     HoldStarted,
     HoldChanged,
     HoldCleared,
+    FreezeOverridden,
     AbortStarted,
     TrafficRestored,
     Aborted,

@@ -87,8 +87,10 @@ impl World {
         )
         .await
         .unwrap();
-        bootstrap::install_crds(clients.home()).await.unwrap();
         for c in &rel.clusters {
+            bootstrap::install_crds(clients.get(&c.name).unwrap())
+                .await
+                .unwrap();
             bootstrap::install_serving(clients.get(&c.name).unwrap(), &rel, BLUE)
                 .await
                 .unwrap();

@@ -1,0 +1,302 @@
+//! `freeze`, `unfreeze` and `freeze status`: the commands people on call
+//! type during an incident. Fast, parallel across the fleet, and working while
+//! some clusters are down: each cluster's outcome is reported.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::anyhow;
+use serde_json::json;
+
+use super::Output;
+use super::connect::{FleetArgs, connect, read_fleet, user};
+use super::exit::{CliError, CliResult, Exit};
+use crate::fleet::freezes::{self, PerCluster};
+use crate::fleet::state::ReleaseStore;
+use crate::freeze::{DeployFreeze, DeployFreezeSpec, Scope};
+use crate::spec::status::HoldReason;
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FreezeArgs {
+    #[command(subcommand)]
+    pub status: Option<FreezeSub>,
+    /// Why deploys are frozen.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// The incident or change ticket.
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Freeze only these apps (repeatable).
+    #[arg(long = "app")]
+    pub apps: Vec<String>,
+    /// Freeze only these tiers (repeatable).
+    #[arg(long = "tier")]
+    pub tiers: Vec<String>,
+    /// Freeze only releases touching these clusters (repeatable).
+    #[arg(long = "cluster")]
+    pub clusters: Vec<String>,
+    /// End by itself after this long (e.g. 4h); default: until lifted.
+    #[arg(long = "for", value_parser = crate::spec::Span::parse)]
+    pub duration: Option<crate::spec::Span>,
+    /// Who freezes; defaults to the caller.
+    #[arg(long)]
+    pub author: Option<String>,
+    #[command(flatten)]
+    pub fleet: Option<FleetArgs>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum FreezeSub {
+    /// Active freezes and windows, what each blocks, and which releases hold because of it.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// (`-n` names the namespace whose holding releases are listed.)
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UnfreezeArgs {
+    /// The freeze to lift.
+    pub id: Option<String>,
+    /// Lift every active freeze.
+    #[arg(long, conflicts_with = "id")]
+    pub all: bool,
+    /// Why, for the record.
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+fn report(what: &str, id: &str, home: &str, results: &PerCluster) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    for (cluster, r) in results {
+        match r {
+            Ok(()) => writeln!(out, "{what} {id} on {cluster}")?,
+            Err(e) => writeln!(out, "NOT {what} on {cluster}: {e}")?,
+        }
+    }
+    let missed: Vec<_> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(c, _)| c.as_str())
+        .collect();
+    if results.get(home).is_some_and(|r| r.is_ok()) {
+        if !missed.is_empty() {
+            writeln!(
+                out,
+                "not reached: {} (releases there cannot prove they are unfrozen, so they hold)",
+                missed.join(", ")
+            )?;
+        }
+        Ok(Exit::Ok)
+    } else {
+        Err(CliError::new(
+            Exit::Error,
+            anyhow!("the home cluster {home} was not reached: {id} is not on record there"),
+        ))
+    }
+}
+
+pub async fn freeze(args: &FreezeArgs) -> CliResult {
+    if let Some(FreezeSub::Status(s)) = &args.status {
+        return status(s).await;
+    }
+    let fleet_args = args
+        .fleet
+        .as_ref()
+        .ok_or_else(|| CliError::new(Exit::Usage, anyhow!("--fleet is required")))?;
+    let reason = args
+        .reason
+        .clone()
+        .filter(|r| !r.trim().is_empty())
+        .ok_or_else(|| {
+            CliError::new(
+                Exit::Usage,
+                anyhow!("--reason is required: say why deploys are frozen"),
+            )
+        })?;
+    let fleet = read_fleet(&fleet_args.fleet)?;
+    let home = fleet.home.clone();
+    let conn = connect(
+        fleet,
+        fleet_args.kubeconfig.as_deref(),
+        &fleet_args.namespace,
+    )
+    .await?;
+    let now = jiff::Timestamp::now();
+    let expires_at = match args.duration {
+        Some(d) => Some(
+            now.checked_add(d.signed())
+                .map_err(|e| anyhow!("--for: {e}"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let spec = DeployFreezeSpec {
+        reason,
+        author: args.author.clone().unwrap_or_else(user),
+        ticket: args.ticket.clone(),
+        scope: Scope {
+            apps: args.apps.clone(),
+            tiers: args.tiers.clone(),
+            clusters: args.clusters.clone(),
+        },
+        expires_at,
+        lifted: None,
+    };
+    let id = format!(
+        "freeze-{}-{:04x}",
+        now.strftime("%Y%m%d-%H%M%S"),
+        rand::random::<u16>()
+    );
+    let results = freezes::freeze(&conn.clients, &id, &spec).await;
+    report("frozen", &id, &home, &results)
+}
+
+pub async fn unfreeze(args: &UnfreezeArgs) -> CliResult {
+    let fleet = read_fleet(&args.fleet.fleet)?;
+    let home = fleet.home.clone();
+    let conn = connect(
+        fleet,
+        args.fleet.kubeconfig.as_deref(),
+        &args.fleet.namespace,
+    )
+    .await?;
+    let ids: Vec<String> = match (&args.id, args.all) {
+        (Some(id), false) => vec![id.clone()],
+        (None, true) => {
+            let mut ids = Vec::new();
+            for c in conn.clients.iter() {
+                if let Ok(list) = freezes::list(c).await {
+                    ids.extend(
+                        list.iter()
+                            .filter(|f| f.is_active(jiff::Timestamp::now()))
+                            .filter_map(|f| f.metadata.name.clone()),
+                    );
+                }
+            }
+            ids.sort();
+            ids.dedup();
+            ids
+        }
+        _ => {
+            return Err(CliError::new(
+                Exit::Usage,
+                anyhow!("name the freeze to lift, or pass --all"),
+            ));
+        }
+    };
+    if ids.is_empty() {
+        println!("no active freeze");
+        return Ok(Exit::Ok);
+    }
+    let mut exit = Exit::Ok;
+    for id in ids {
+        let results = freezes::unfreeze(&conn.clients, &id, &user(), &args.reason).await;
+        exit = report("lifted", &id, &home, &results)?;
+    }
+    Ok(exit)
+}
+
+async fn status(args: &StatusArgs) -> CliResult {
+    let fleet = read_fleet(&args.fleet.fleet)?;
+    let conn = connect(
+        fleet,
+        args.fleet.kubeconfig.as_deref(),
+        &args.fleet.namespace,
+    )
+    .await?;
+    let now = jiff::Timestamp::now();
+    let mut active: BTreeMap<String, (DeployFreeze, Vec<String>)> = BTreeMap::new();
+    let mut unreadable = Vec::new();
+    for c in conn.clients.iter() {
+        match freezes::list(c).await {
+            Ok(list) => {
+                for f in list.into_iter().filter(|f| f.is_active(now)) {
+                    let id = f.metadata.name.clone().unwrap_or_default();
+                    active
+                        .entry(id)
+                        .or_insert_with(|| (f, Vec::new()))
+                        .1
+                        .push(c.name.clone());
+                }
+            }
+            Err(e) => unreadable.push(format!("{}: {e}", c.name)),
+        }
+    }
+    let store = ReleaseStore::new(conn.clients.home(), &args.fleet.namespace);
+    let releases = store
+        .api
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let holding: Vec<(String, String)> = releases
+        .iter()
+        .filter_map(|r| {
+            let s = r.status.as_ref()?;
+            let h = s.holds.iter().find(|h| h.reason == HoldReason::Freeze)?;
+            Some((
+                r.metadata.name.clone().unwrap_or_default(),
+                h.message.clone(),
+            ))
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if args.output == Output::Json {
+        let freezes: Vec<_> = active
+            .iter()
+            .map(|(id, (f, on))| json!({"id": id, "spec": f.spec, "clusters": on, "history": f.status.as_ref().map(|s| &s.history)}))
+            .collect();
+        let holding: Vec<_> = holding
+            .iter()
+            .map(|(n, m)| json!({"release": n, "hold": m}))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"active": freezes, "unreadable": unreadable, "holding": holding})
+            )?
+        )?;
+        return Ok(Exit::Ok);
+    }
+    if active.is_empty() {
+        writeln!(out, "no active freeze")?;
+    }
+    for (id, (f, on)) in &active {
+        writeln!(
+            out,
+            "{id}: {} — by {}{}",
+            f.spec.reason,
+            f.spec.author,
+            f.spec
+                .ticket
+                .as_deref()
+                .map(|t| format!(" [{t}]"))
+                .unwrap_or_default()
+        )?;
+        writeln!(
+            out,
+            "  blocks: {}; until: {}; on: {}",
+            f.spec.scope.describe(),
+            f.spec.expires_at.as_deref().unwrap_or("lifted"),
+            on.join(", ")
+        )?;
+    }
+    for u in &unreadable {
+        writeln!(out, "cannot read freezes on {u}")?;
+    }
+    for (name, why) in &holding {
+        writeln!(out, "release {name} holds: {why}")?;
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,197 @@
+//! Deploy freezes in clusters: written to every cluster of the fleet at once
+//! (a freeze is most needed when things are broken, so an unreachable cluster
+//! is reported, never waited on), lifted the same way, listed, and recorded
+//! as Kubernetes Events.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{Api, ListParams, PostParams};
+
+use super::{ClusterHandle, Error, FleetClients, Result};
+use crate::freeze::{DeployFreeze, DeployFreezeSpec, FreezeEvent, Lifted};
+
+/// How long a freeze write may take on one cluster before it counts as not reached.
+pub const PER_CLUSTER: Duration = Duration::from_secs(8);
+
+/// Namespace of the Events about freezes (freezes themselves are cluster-wide).
+pub const EVENTS_NAMESPACE: &str = "default";
+
+/// What happened on each cluster.
+pub type PerCluster = BTreeMap<String, std::result::Result<(), String>>;
+
+async fn bounded<T>(
+    what: impl std::future::Future<Output = Result<T>>,
+) -> std::result::Result<T, String> {
+    match tokio::time::timeout(PER_CLUSTER, what).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {PER_CLUSTER:?}")),
+    }
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// Writes the freeze `id` to every cluster in parallel.
+pub async fn freeze(fleet: &FleetClients, id: &str, spec: &DeployFreezeSpec) -> PerCluster {
+    let tasks = fleet.iter().map(|c| async move {
+        let r = bounded(create(c, id, spec)).await;
+        (c.name.clone(), r)
+    });
+    join_all(tasks).await.into_iter().collect()
+}
+
+async fn create(c: &ClusterHandle, id: &str, spec: &DeployFreezeSpec) -> Result<()> {
+    let api: Api<DeployFreeze> = Api::all(c.client.clone());
+    let mut f = DeployFreeze::new(id, spec.clone());
+    f.metadata.labels = Some(
+        [(
+            crate::labels::MANAGED_BY.to_string(),
+            crate::labels::MANAGED_BY_VALUE.to_string(),
+        )]
+        .into(),
+    );
+    match api.create(&PostParams::default(), &f).await {
+        Ok(created) => {
+            let msg = format!("frozen by {}: {}", spec.author, spec.reason);
+            record(c, &created, "Created", &spec.author, &msg).await
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(Error::api(&c.name)(e)),
+    }
+}
+
+/// Lifts freeze `id` on every cluster in parallel; a cluster without it is fine.
+pub async fn unfreeze(fleet: &FleetClients, id: &str, by: &str, reason: &str) -> PerCluster {
+    let tasks = fleet.iter().map(|c| async move {
+        let r = bounded(lift(c, id, by, reason)).await;
+        (c.name.clone(), r)
+    });
+    join_all(tasks).await.into_iter().collect()
+}
+
+async fn lift(c: &ClusterHandle, id: &str, by: &str, reason: &str) -> Result<()> {
+    let api: Api<DeployFreeze> = Api::all(c.client.clone());
+    for _ in 0..5 {
+        let Some(mut f) = api.get_opt(id).await.map_err(Error::api(&c.name))? else {
+            return Ok(());
+        };
+        if f.spec.lifted.is_some() {
+            return Ok(());
+        }
+        f.spec.lifted = Some(Lifted {
+            by: by.to_string(),
+            reason: reason.to_string(),
+            at: now(),
+        });
+        match api.replace(id, &PostParams::default(), &f).await {
+            Ok(updated) => {
+                return record(
+                    c,
+                    &updated,
+                    "Lifted",
+                    by,
+                    &format!("lifted by {by}: {reason}"),
+                )
+                .await;
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(Error::api(&c.name)(e)),
+        }
+    }
+    Err(Error::Conflict(format!(
+        "{}: freeze {id} kept changing",
+        c.name
+    )))
+}
+
+/// Every freeze on one cluster.
+pub async fn list(c: &ClusterHandle) -> std::result::Result<Vec<DeployFreeze>, String> {
+    let api: Api<DeployFreeze> = Api::all(c.client.clone());
+    bounded(async {
+        api.list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .map_err(Error::api(&c.name))
+    })
+    .await
+}
+
+/// Records an override on the freezes it overrode, on one cluster.
+pub async fn record_override(c: &ClusterHandle, id: &str, by: &str, message: &str) -> Result<()> {
+    let api: Api<DeployFreeze> = Api::all(c.client.clone());
+    match api.get_opt(id).await.map_err(Error::api(&c.name))? {
+        Some(f) => record(c, &f, "Overridden", by, message).await,
+        None => Ok(()),
+    }
+}
+
+/// Appends to the freeze's history and emits a Kubernetes Event.
+async fn record(
+    c: &ClusterHandle,
+    f: &DeployFreeze,
+    action: &str,
+    by: &str,
+    message: &str,
+) -> Result<()> {
+    let api: Api<DeployFreeze> = Api::all(c.client.clone());
+    let name = f.metadata.name.clone().unwrap_or_default();
+    let mut with = f.clone();
+    let mut status = with.status.clone().unwrap_or_default();
+    status.history.push(FreezeEvent {
+        at: now(),
+        action: action.into(),
+        by: by.into(),
+        message: message.into(),
+    });
+    with.status = Some(status);
+    // The history is best kept; a conflicting writer's history wins over ours.
+    let _ = api
+        .replace_status(&name, &PostParams::default(), &with)
+        .await;
+    let events: Api<Event> = Api::namespaced(c.client.clone(), EVENTS_NAMESPACE);
+    let t = jiff::Timestamp::now();
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{name}.")),
+            namespace: Some(EVENTS_NAMESPACE.into()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some(crate::spec::API_VERSION.into()),
+            kind: Some("DeployFreeze".into()),
+            name: Some(name.clone()),
+            uid: f.metadata.uid.clone(),
+            ..Default::default()
+        },
+        reason: Some(format!("Freeze{action}")),
+        message: Some(message.to_string()),
+        type_: Some(if action == "Overridden" {
+            "Warning".into()
+        } else {
+            "Normal".into()
+        }),
+        source: Some(EventSource {
+            component: Some("cutover".into()),
+            host: None,
+        }),
+        first_timestamp: Some(Time(t)),
+        last_timestamp: Some(Time(t)),
+        event_time: Some(MicroTime(t)),
+        reporting_component: Some("cutover".into()),
+        reporting_instance: Some(by.to_string()),
+        action: Some(action.to_string()),
+        count: Some(1),
+        ..Default::default()
+    };
+    events
+        .create(&PostParams::default(), &event)
+        .await
+        .map_err(Error::api(&c.name))?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Deploy freezes end to end: frozen while a cluster is down, a release in
+//! flight holds and resumes, a new release refuses to start and writes
+//! nothing, break-glass must name every freeze, and Events record who and why.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{World, finish, tier2_release};
+use cutover::fleet::workload::Colour;
+use cutover::sim::faults::ApiFault;
+use cutover::sim::scenario::UnreachableMode;
+use cutover::spec::Percent;
+use cutover::spec::status::{HoldReason, Phase, StepKind, TransitionEvent};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams};
+
+async fn freeze(w: &World, reason: &str) -> (i32, String, String) {
+    finish(
+        w.cutover(&["freeze", "--reason", reason, "--ticket", "INC-7"])
+            .spawn()
+            .unwrap(),
+    )
+    .await
+}
+
+fn freeze_id(out: &str) -> String {
+    out.split_whitespace()
+        .find(|w| w.starts_with("freeze-"))
+        .expect("a freeze id")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_during_an_outage_holds_a_release_until_it_is_lifted() {
+    let w = World::start(None, 120.0, &tier2_release()).await;
+    let run = w.spawn_run(&[]);
+    w.wait_for("the ramp", |s| {
+        s.plan
+            .get(s.step as usize)
+            .is_some_and(|p| p.kind == StepKind::Ramp)
+    })
+    .await;
+    // prod-b's API server goes down; on call freezes everything anyway.
+    let prod_b = &w.sim.cluster("prod-b").unwrap().faults;
+    prod_b.activate(9_000, ApiFault::Unreachable(UnreachableMode::Refuse));
+    let (code, out, err) = freeze(&w, "checkout errors after the node upgrade").await;
+    assert_eq!(code, 0, "lands on the home cluster: {out}\n{err}");
+    assert!(
+        out.contains("NOT frozen on prod-b") && out.contains("not reached: prod-b"),
+        "{out}"
+    );
+    let id = freeze_id(&out);
+    prod_b.clear(9_000);
+    let held = w
+        .wait_for("a freeze hold", |s| {
+            s.holds.iter().any(|h| h.reason == HoldReason::Freeze)
+        })
+        .await;
+    assert!(
+        held.message
+            .unwrap()
+            .contains("checkout errors after the node upgrade")
+    );
+    let step = held.step;
+    let weights = held.weights.clone();
+    tokio::time::sleep(Duration::from_secs(3)).await; // six minutes of fleet time
+    let still = w.status().await;
+    assert_eq!(
+        (still.step, &still.weights),
+        (step, &weights),
+        "traffic stays where it is while frozen"
+    );
+    assert_eq!(still.phase, Phase::Holding);
+    let (code, out, err) = finish(
+        w.cutover(&["freeze", "status", "-n", "shop"])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&id) && out.contains("release checkout holds"),
+        "{out}"
+    );
+    let (code, out, err) = finish(
+        w.cutover(&["unfreeze", &id, "--reason", "fixed"])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = finish(run).await;
+    assert_eq!(code, 0, "completes once unfrozen: {out}\n{err}");
+    let s = w.status().await;
+    assert_eq!(s.phase, Phase::Completed);
+    let cleared = s
+        .history
+        .iter()
+        .find(|t| t.event == TransitionEvent::HoldCleared && t.step == step)
+        .expect("the hold cleared");
+    assert!(
+        cleared.message.contains("gates run again"),
+        "{}",
+        cleared.message
+    );
+    for c in &w.rel.clusters {
+        assert_eq!(
+            w.green_share(&c.name, Colour::Green).await,
+            Percent::HUNDRED
+        );
+    }
+    // Events say who froze, why, and who lifted it.
+    let events: Api<Event> = Api::namespaced(w.readers["prod-a"].clone(), "default");
+    let list = events.list(&ListParams::default()).await.unwrap().items;
+    let about: Vec<_> = list
+        .iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(id.as_str()))
+        .collect();
+    let created = about
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("FreezeCreated"))
+        .expect("a FreezeCreated event");
+    assert!(
+        created.message.as_deref().unwrap().contains("tester")
+            && created.message.as_deref().unwrap().contains("node upgrade")
+    );
+    assert!(created.event_time.is_some());
+    assert!(
+        about
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("FreezeLifted"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_release_refuses_to_start_during_a_freeze_and_override_must_name_every_freeze() {
+    let w = World::start(None, 120.0, &tier2_release()).await;
+    let (_, one, _) = freeze(&w, "incident one").await;
+    let (_, two, _) = freeze(&w, "incident two").await;
+    let (a, b) = (freeze_id(&one), freeze_id(&two));
+    w.sim.reset_requests();
+    let (code, out, err) = finish(w.spawn_run(&[])).await;
+    assert_eq!(code, 4, "blocked by a freeze: {out}\n{err}");
+    assert!(
+        err.contains("nothing was written")
+            && err.contains("incident one")
+            && err.contains("incident two"),
+        "{err}"
+    );
+    let writes = w.sim.requests().user_agent("cutover/").writes();
+    assert_eq!(writes, 0, "a frozen run writes nothing");
+    assert!(w.release().await.is_none());
+    // Break-glass naming only one of the two is refused.
+    let (code, _, err) =
+        finish(w.spawn_run(&["--override-freeze", &a, "--reason", "security fix"])).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains(&b) && err.contains("must name every active freeze"),
+        "{err}"
+    );
+    assert_eq!(w.sim.requests().user_agent("cutover/").writes(), 0);
+    // Naming both goes on, and the override is on record.
+    let both = format!("{a},{b}");
+    let (code, out, err) =
+        finish(w.spawn_run(&["--override-freeze", &both, "--reason", "security fix"])).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let s = w.status().await;
+    let o = s
+        .history
+        .iter()
+        .find(|t| t.event == TransitionEvent::FreezeOverridden)
+        .expect("override recorded");
+    assert!(
+        o.message.contains("tester")
+            && o.message.contains("security fix")
+            && o.message.contains(&a)
+            && o.message.contains(&b),
+        "{}",
+        o.message
+    );
+    assert_eq!(s.overridden_freezes.len(), 2);
+}
