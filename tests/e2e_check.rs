@@ -1,0 +1,75 @@
+//! Tier policy end to end: `cutover check --live` against the simulated
+//! fleet, before and after a zone outage, and a release that breaks the tier
+//! refused before any write.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{World, finish};
+
+fn check(w: &World) -> tokio::process::Command {
+    let path = w.release_path.to_str().unwrap().to_string();
+    w.cutover(&["check", "-f", &path, "--live"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_live_passes_on_a_healthy_fleet_and_names_a_lost_zone() {
+    // The zone outage of the scenario starts 20 minutes in: 2 s of wall time at 600x.
+    let w = World::start(Some("zone-outage"), 600.0, common::RELEASE).await;
+    // Blue's pods become ready and spread before the outage.
+    let mut healthy = None;
+    for _ in 0..40 {
+        let (code, out, _) = finish(check(&w).spawn().unwrap()).await;
+        if code == 0 {
+            healthy = Some(out);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let out = healthy.expect("a healthy fleet passes check --live");
+    assert!(
+        out.contains("live-placement") && out.contains("every rule holds"),
+        "{out}"
+    );
+    assert!(out.contains("distinct-clusters"), "{out}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, out, err) = finish(check(&w).spawn().unwrap()).await;
+    assert_eq!(code, 5, "{out}\n{err}");
+    let failing: Vec<_> = out.lines().filter(|l| l.contains("FAIL")).collect();
+    assert!(
+        failing
+            .iter()
+            .any(|l| l.contains("live-zones") && l.contains("eu-west-1b")),
+        "{out}"
+    );
+    assert!(
+        failing.iter().all(|l| l.contains("prod-a")),
+        "only prod-a fails: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier1_release_on_one_production_cluster_is_refused_before_any_write() {
+    let single = common::RELEASE.replace("    - name: prod-b\n      role: production\n", "");
+    assert_ne!(single, common::RELEASE);
+    let w = World::start(None, 60.0, &single).await;
+    w.sim.reset_requests();
+    let (code, out, err) = finish(w.spawn_run(&[])).await;
+    assert_eq!(code, 5, "{out}\n{err}");
+    assert!(
+        err.contains("min-clusters") && err.contains("nothing was touched"),
+        "{err}"
+    );
+    assert_eq!(
+        w.sim.requests().user_agent("cutover/").total(),
+        0,
+        "not a single request"
+    );
+    let (code, out, _) = finish(check(&w).spawn().unwrap()).await;
+    assert_eq!(code, 5);
+    assert!(
+        out.contains("FAIL  min-clusters") && out.contains("fix:"),
+        "{out}"
+    );
+}
