@@ -4,6 +4,7 @@
 pub mod exit;
 pub mod load;
 mod plan;
+mod sim;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Print the CustomResourceDefinitions cutover uses.
     Crd,
+    /// Run a simulated fleet to rehearse on.
+    Sim(sim::SimArgs),
 }
 
 /// How a command reports.
@@ -51,6 +54,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Crd => crd(),
+        Command::Sim(args) => sim::run(&args),
     };
     match result {
         Ok(exit) => ExitCode::from(exit.code()),

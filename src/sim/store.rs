@@ -381,7 +381,11 @@ impl Store {
         match &current {
             Some(cur) => {
                 for keep in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
-                    md[keep] = cur["metadata"][keep].clone();
+                    // Only the store itself (a delete with finalizers) marks an object deleted.
+                    let own_mark = target == Target::All && keep.starts_with("deletion") && cur["metadata"][keep].is_null();
+                    if !own_mark {
+                        md[keep] = cur["metadata"][keep].clone();
+                    }
                 }
                 if target == Target::Status {
                     md["managedFields"] = cur["metadata"]["managedFields"].clone();
