@@ -192,7 +192,7 @@ mod tests {
         let reg = Registry::with_builtins();
         let apps = resource_list(&reg, "apps", "v1").unwrap();
         let names: Vec<&str> = apps["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["deployments", "deployments/status", "deployments/scale"]);
+        assert_eq!(names, ["deployments", "deployments/status", "deployments/scale", "replicasets", "replicasets/status"]);
         assert_eq!(apps["resources"][0]["shortNames"], json!(["deploy"]));
         assert!(resource_list(&reg, "apps", "v2").is_none());
         let core = resource_list(&reg, "", "v1").unwrap();

@@ -76,6 +76,8 @@ impl Kind {
             b("", "persistentvolumeclaims", "PersistentVolumeClaim", true, &["pvc"], true),
             b("", "endpoints", "Endpoints", true, &["ep"], false),
             b("apps", "deployments", "Deployment", true, &["deploy"], true),
+            // Served so clients that look for ReplicaSets find none: pods belong to Deployments here.
+            b("apps", "replicasets", "ReplicaSet", true, &["rs"], true),
             b("coordination.k8s.io", "leases", "Lease", true, &[], false),
             b("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition", false, &["crd", "crds"], true),
             b("rbac.authorization.k8s.io", "roles", "Role", true, &[], false),

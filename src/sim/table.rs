@@ -103,6 +103,11 @@ impl Printer {
         Printer { kind, columns, now, include: include.unwrap_or("Metadata").to_string() }
     }
 
+    /// The same printer with ages computed at another moment (long watches).
+    pub fn at(&self, now: Timestamp) -> Printer {
+        Printer { now, ..self.clone() }
+    }
+
     fn definitions(&self) -> Value {
         Value::Array(
             self.columns
