@@ -42,7 +42,11 @@ pub struct ScaledClock {
 impl ScaledClock {
     /// A clock that agrees with every other `ScaledClock` of the same origin and scale.
     pub fn new(origin: Timestamp, scale: f64) -> ScaledClock {
-        let scale = if scale.is_finite() && scale > 0.0 { scale } else { 1.0 };
+        let scale = if scale.is_finite() && scale > 0.0 {
+            scale
+        } else {
+            1.0
+        };
         ScaledClock { origin, scale }
     }
 
@@ -53,7 +57,8 @@ impl ScaledClock {
     /// Fleet time at a given wall-clock time.
     pub fn at(&self, wall: Timestamp) -> Timestamp {
         let real = wall.duration_since(self.origin);
-        let scaled = SignedDuration::try_from_secs_f64(real.as_secs_f64() * self.scale).unwrap_or(SignedDuration::MAX);
+        let scaled = SignedDuration::try_from_secs_f64(real.as_secs_f64() * self.scale)
+            .unwrap_or(SignedDuration::MAX);
         self.origin.checked_add(scaled).unwrap_or(Timestamp::MAX)
     }
 }
@@ -76,7 +81,10 @@ mod tests {
         let origin: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let c = ScaledClock::new(origin, 60.0);
         let wall = origin.checked_add(SignedDuration::from_secs(10)).unwrap();
-        assert_eq!(c.at(wall), origin.checked_add(SignedDuration::from_mins(10)).unwrap());
+        assert_eq!(
+            c.at(wall),
+            origin.checked_add(SignedDuration::from_mins(10)).unwrap()
+        );
         assert_eq!(c.real(Duration::from_secs(600)), Duration::from_secs(10));
         assert_eq!(ScaledClock::new(origin, -3.0).scale(), 1.0);
     }

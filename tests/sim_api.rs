@@ -11,7 +11,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Config, CustomResourceExt};
@@ -26,16 +29,23 @@ fn scenario(history: usize) -> Scenario {
 
 async fn start(history: usize) -> (SimFleet, Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let fleet = SimFleet::start(SimOptions { scenario: scenario(history), time_scale: 600.0, dir: dir.path().to_path_buf() })
-        .await
-        .unwrap();
+    let fleet = SimFleet::start(SimOptions {
+        scenario: scenario(history),
+        time_scale: 600.0,
+        dir: dir.path().to_path_buf(),
+    })
+    .await
+    .unwrap();
     let client = client(&fleet, "one").await;
     (fleet, client, dir)
 }
 
 async fn client(fleet: &SimFleet, cluster: &str) -> Client {
     let kc = Kubeconfig::read_from(fleet.kubeconfig_path()).unwrap();
-    let opts = KubeConfigOptions { context: Some(format!("sim-{cluster}")), ..Default::default() };
+    let opts = KubeConfigOptions {
+        context: Some(format!("sim-{cluster}")),
+        ..Default::default()
+    };
     let config = Config::from_custom_kubeconfig(kc, &opts).await.unwrap();
     Client::try_from(config).unwrap()
 }
@@ -65,54 +75,109 @@ fn deployment(name: &str, image: &str) -> Deployment {
 async fn crud_conflicts_and_status_errors() {
     let (fleet, client, _dir) = start(1000).await;
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let created = deploys.create(&PostParams::default(), &deployment("web", "web:1")).await.unwrap();
+    let created = deploys
+        .create(&PostParams::default(), &deployment("web", "web:1"))
+        .await
+        .unwrap();
     let md = &created.metadata;
     assert!(md.uid.is_some() && md.creation_timestamp.is_some());
     assert_eq!(md.generation, Some(1));
     let rv1: u64 = md.resource_version.clone().unwrap().parse().unwrap();
 
     // POST of an existing name.
-    let (code, reason, msg) = api_error(deploys.create(&PostParams::default(), &deployment("web", "web:1")).await.unwrap_err());
+    let (code, reason, msg) = api_error(
+        deploys
+            .create(&PostParams::default(), &deployment("web", "web:1"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
     assert_eq!(msg, "deployments.apps \"web\" already exists");
 
     // A PUT from a stale copy after someone else wrote.
     let mut stale = created.clone();
-    deploys.patch("web", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}}))).await.unwrap();
+    deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "1"}}})),
+        )
+        .await
+        .unwrap();
     stale.spec.as_mut().unwrap().replicas = Some(3);
-    let (code, reason, msg) = api_error(deploys.replace("web", &PostParams::default(), &stale).await.unwrap_err());
+    let (code, reason, msg) = api_error(
+        deploys
+            .replace("web", &PostParams::default(), &stale)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((code, reason.as_str()), (409, "Conflict"));
     assert!(msg.contains("the object has been modified"), "{msg}");
 
     // Missing objects and namespaces.
     let (code, reason, msg) = api_error(deploys.get("nope").await.unwrap_err());
-    assert_eq!((code, reason.as_str(), msg.as_str()), (404, "NotFound", "deployments.apps \"nope\" not found"));
+    assert_eq!(
+        (code, reason.as_str(), msg.as_str()),
+        (404, "NotFound", "deployments.apps \"nope\" not found")
+    );
     let elsewhere: Api<ConfigMap> = Api::namespaced(client.clone(), "missing-ns");
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap();
-    let (code, _, msg) = api_error(elsewhere.create(&PostParams::default(), &cm).await.unwrap_err());
+    let (code, _, msg) = api_error(
+        elsewhere
+            .create(&PostParams::default(), &cm)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(code, 404, "{msg}");
 
     // Labels don't bump generation; the spec does; resourceVersion only grows.
     let current = deploys.get("web").await.unwrap();
     assert_eq!(current.metadata.generation, Some(1));
-    let rv2: u64 = current.metadata.resource_version.clone().unwrap().parse().unwrap();
+    let rv2: u64 = current
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(rv2 > rv1);
     let mut fresh = current.clone();
     fresh.spec.as_mut().unwrap().replicas = Some(2);
-    let replaced = deploys.replace("web", &PostParams::default(), &fresh).await.unwrap();
+    let replaced = deploys
+        .replace("web", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
     assert_eq!(replaced.metadata.generation, Some(2));
 
     // Status goes through /status only.
     let st = json!({"status": {"observedGeneration": 99, "replicas": 7}});
-    let main = deploys.patch("web", &PatchParams::default(), &Patch::Merge(st.clone())).await.unwrap();
-    assert_ne!(main.status.as_ref().and_then(|s| s.observed_generation), Some(99));
-    let via_status = deploys.patch_status("web", &PatchParams::default(), &Patch::Merge(st)).await.unwrap();
-    assert_eq!(via_status.status.as_ref().and_then(|s| s.observed_generation), Some(99));
+    let main = deploys
+        .patch("web", &PatchParams::default(), &Patch::Merge(st.clone()))
+        .await
+        .unwrap();
+    assert_ne!(
+        main.status.as_ref().and_then(|s| s.observed_generation),
+        Some(99)
+    );
+    let via_status = deploys
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(st))
+        .await
+        .unwrap();
+    assert_eq!(
+        via_status
+            .status
+            .as_ref()
+            .and_then(|s| s.observed_generation),
+        Some(99)
+    );
     assert_eq!(via_status.metadata.generation, Some(2));
     assert_eq!(via_status.spec.as_ref().unwrap().replicas, Some(2));
 
     // Delete, then it is gone.
-    deploys.delete("web", &DeleteParams::default()).await.unwrap();
+    deploys
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
     assert!(deploys.get_opt("web").await.unwrap().is_none());
     fleet.shutdown().await;
 }
@@ -121,23 +186,59 @@ async fn crud_conflicts_and_status_errors() {
 async fn four_patch_formats() {
     let (fleet, client, _dir) = start(1000).await;
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    deploys.create(&PostParams::default(), &deployment("web", "web:1")).await.unwrap();
-    let image = |d: &Deployment, i: usize| d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[i].image.clone().unwrap();
+    deploys
+        .create(&PostParams::default(), &deployment("web", "web:1"))
+        .await
+        .unwrap();
+    let image = |d: &Deployment, i: usize| {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[i]
+            .image
+            .clone()
+            .unwrap()
+    };
 
-    let merged = deploys.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}}))).await.unwrap();
+    let merged = deploys
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
     assert_eq!(merged.spec.as_ref().unwrap().replicas, Some(4));
 
     let ops: json_patch::Patch = serde_json::from_value(json!([
         {"op": "replace", "path": "/spec/template/spec/containers/1/image", "value": "side:2"}
     ]))
     .unwrap();
-    let patched = deploys.patch("web", &PatchParams::default(), &Patch::<()>::Json(ops)).await.unwrap();
+    let patched = deploys
+        .patch("web", &PatchParams::default(), &Patch::<()>::Json(ops))
+        .await
+        .unwrap();
     assert_eq!(image(&patched, 1), "side:2");
 
     // Strategic: containers merge by name, the other container survives.
     let smp = json!({"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "web:2"}]}}}});
-    let strategic = deploys.patch("web", &PatchParams::default(), &Patch::Strategic(smp)).await.unwrap();
-    let cs = &strategic.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers;
+    let strategic = deploys
+        .patch("web", &PatchParams::default(), &Patch::Strategic(smp))
+        .await
+        .unwrap();
+    let cs = &strategic
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers;
     assert_eq!(cs.len(), 2);
     assert_eq!(image(&strategic, 0), "web:2");
     assert_eq!(image(&strategic, 1), "side:2");
@@ -146,22 +247,51 @@ async fn four_patch_formats() {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "labels": {"a": "1"}}, "data": {"k": "v"}});
     let pp = PatchParams::apply("cutover").force();
-    let first = cms.patch("cfg", &pp, &Patch::Apply(&applied)).await.unwrap();
+    let first = cms
+        .patch("cfg", &pp, &Patch::Apply(&applied))
+        .await
+        .unwrap();
     let mf = first.metadata.managed_fields.clone().unwrap();
-    assert!(mf.iter().any(|m| m.manager.as_deref() == Some("cutover") && m.operation.as_deref() == Some("Apply")));
-    let again = cms.patch("cfg", &pp, &Patch::Apply(&applied)).await.unwrap();
-    assert_eq!(again.metadata.resource_version, first.metadata.resource_version);
+    assert!(mf.iter().any(
+        |m| m.manager.as_deref() == Some("cutover") && m.operation.as_deref() == Some("Apply")
+    ));
+    let again = cms
+        .patch("cfg", &pp, &Patch::Apply(&applied))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        first.metadata.resource_version
+    );
     let less = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"k": "v2"}});
     let third = cms.patch("cfg", &pp, &Patch::Apply(&less)).await.unwrap();
     assert_eq!(third.data.unwrap()["k"], "v2");
-    assert!(third.metadata.labels.unwrap_or_default().is_empty(), "labels the manager stopped applying are removed");
-    assert!(cms.patch("cfg", &PatchParams::default(), &Patch::Apply(&less)).await.is_err(), "apply needs a field manager");
+    assert!(
+        third.metadata.labels.unwrap_or_default().is_empty(),
+        "labels the manager stopped applying are removed"
+    );
+    assert!(
+        cms.patch("cfg", &PatchParams::default(), &Patch::Apply(&less))
+            .await
+            .is_err(),
+        "apply needs a field manager"
+    );
 
     // Strategic merge is refused for custom resources, as a real server does.
     let routes = httproutes(&client);
-    routes.create(&PostParams::default(), &route("web", 100, 0)).await.unwrap();
+    routes
+        .create(&PostParams::default(), &route("web", 100, 0))
+        .await
+        .unwrap();
     let (code, reason, _) = api_error(
-        routes.patch("web", &PatchParams::default(), &Patch::Strategic(json!({"spec": {}}))).await.unwrap_err(),
+        routes
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {}})),
+            )
+            .await
+            .unwrap_err(),
     );
     assert_eq!((code, reason.as_str()), (415, "UnsupportedMediaType"));
     fleet.shutdown().await;
@@ -169,7 +299,11 @@ async fn four_patch_formats() {
 
 fn httproutes(client: &Client) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
-    Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk_with_plural(&gvk, "httproutes"))
+    Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(&gvk, "httproutes"),
+    )
 }
 
 fn route(name: &str, blue: u32, green: u32) -> DynamicObject {
@@ -200,22 +334,52 @@ async fn services_leases_and_routes() {
     let created = leases.create(&PostParams::default(), &lease).await.unwrap();
     let mut taken = created.clone();
     taken.spec.as_mut().unwrap().holder_identity = Some("b".into());
-    leases.replace("release-web", &PostParams::default(), &taken).await.unwrap();
+    leases
+        .replace("release-web", &PostParams::default(), &taken)
+        .await
+        .unwrap();
     let mut late = created.clone();
     late.spec.as_mut().unwrap().holder_identity = Some("c".into());
-    let (code, _, _) = api_error(leases.replace("release-web", &PostParams::default(), &late).await.unwrap_err());
+    let (code, _, _) = api_error(
+        leases
+            .replace("release-web", &PostParams::default(), &late)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(code, 409, "a second holder loses the race");
-    assert_eq!(leases.get("release-web").await.unwrap().spec.unwrap().holder_identity.as_deref(), Some("b"));
+    assert_eq!(
+        leases
+            .get("release-web")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity
+            .as_deref(),
+        Some("b")
+    );
 
     let routes = httproutes(&client);
-    routes.create(&PostParams::default(), &route("web", 100, 0)).await.unwrap();
+    routes
+        .create(&PostParams::default(), &route("web", 100, 0))
+        .await
+        .unwrap();
     let weights = json!({"spec": {"rules": [{"backendRefs": [
         {"name": "web-blue", "port": 80, "weight": 96}, {"name": "web-green", "port": 80, "weight": 4}]}]}});
-    let patched = routes.patch("web", &PatchParams::default(), &Patch::Merge(weights)).await.unwrap();
-    assert_eq!(patched.data["spec"]["rules"][0]["backendRefs"][1]["weight"], 4);
+    let patched = routes
+        .patch("web", &PatchParams::default(), &Patch::Merge(weights))
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.data["spec"]["rules"][0]["backendRefs"][1]["weight"],
+        4
+    );
     assert_eq!(patched.metadata.generation, Some(2));
     let status = json!({"status": {"parents": [{"parentRef": {"name": "gw"}, "controllerName": "x", "conditions": []}]}});
-    let st = routes.patch_status("web", &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+    let st = routes
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
     assert_eq!(st.metadata.generation, Some(2));
     assert_eq!(st.data["status"]["parents"][0]["parentRef"]["name"], "gw");
     fleet.shutdown().await;
@@ -225,9 +389,16 @@ async fn services_leases_and_routes() {
 async fn crds_register_custom_resources() {
     let (fleet, client, _dir) = start(1000).await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = crds.create(&PostParams::default(), &cutover::spec::Release::crd()).await.unwrap();
+    let crd = crds
+        .create(&PostParams::default(), &cutover::spec::Release::crd())
+        .await
+        .unwrap();
     let conds = crd.status.unwrap().conditions.unwrap();
-    assert!(conds.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
 
     let releases: Api<cutover::spec::Release> = Api::namespaced(client.clone(), "default");
     let rel: cutover::spec::Release = serde_json::from_value(json!({
@@ -239,32 +410,64 @@ async fn crds_register_custom_resources() {
     .unwrap();
     let created = releases.create(&PostParams::default(), &rel).await.unwrap();
     assert_eq!(created.spec.version, "v2");
-    let status = json!({"status": {"phase": "Progressing", "stepName": "canary one 4%", "step": 2}});
-    let st = releases.patch_status("web-v2", &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
-    assert_eq!(st.status.as_ref().unwrap().step_name.as_deref(), Some("canary one 4%"));
+    let status =
+        json!({"status": {"phase": "Progressing", "stepName": "canary one 4%", "step": 2}});
+    let st = releases
+        .patch_status("web-v2", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .unwrap();
+    assert_eq!(
+        st.status.as_ref().unwrap().step_name.as_deref(),
+        Some("canary one 4%")
+    );
     assert_eq!(st.metadata.generation, Some(1));
     let listed = releases.list(&ListParams::default()).await.unwrap();
     assert_eq!(listed.items.len(), 1);
-    assert_eq!(releases.get_status("web-v2").await.unwrap().status.unwrap().step, 2);
+    assert_eq!(
+        releases
+            .get_status("web-v2")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .step,
+        2
+    );
 
-    crds.delete("releases.cutover.dev", &DeleteParams::default()).await.unwrap();
+    crds.delete("releases.cutover.dev", &DeleteParams::default())
+        .await
+        .unwrap();
     let err = releases.list(&ListParams::default()).await.unwrap_err();
     assert_eq!(api_error(err).0, 404, "the kind is gone with its CRD");
     fleet.shutdown().await;
 }
 
 fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
-    serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "data": {"v": "1"}})).unwrap()
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": labels}, "data": {"v": "1"}}),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
 async fn watches_resume_and_expire() {
     let (fleet, client, _dir) = start(8).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let a = cms.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap();
+    let a = cms
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
     let from = a.metadata.resource_version.clone().unwrap();
-    cms.create(&PostParams::default(), &cm("b", json!({}))).await.unwrap();
-    cms.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "2"}}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("b", json!({})))
+        .await
+        .unwrap();
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"v": "2"}})),
+    )
+    .await
+    .unwrap();
     cms.delete("b", &DeleteParams::default()).await.unwrap();
 
     // Resume after `a` was created: exactly what happened since, in order.
@@ -289,10 +492,31 @@ async fn watches_resume_and_expire() {
     assert_eq!(events, want.map(|(t, n)| (t.to_string(), n.to_string())));
 
     // Live events arrive too, filtered by selector.
-    let live = cms.watch(&WatchParams::default().labels("team=x").timeout(5), &cms.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap()).await.unwrap();
-    cms.create(&PostParams::default(), &cm("other", json!({"team": "y"}))).await.unwrap();
-    cms.create(&PostParams::default(), &cm("mine", json!({"team": "x"}))).await.unwrap();
-    let first = live.try_filter(|e| futures::future::ready(!matches!(e, WatchEvent::Bookmark(_)))).boxed().next().await.unwrap().unwrap();
+    let live = cms
+        .watch(
+            &WatchParams::default().labels("team=x").timeout(5),
+            &cms.list(&ListParams::default())
+                .await
+                .unwrap()
+                .metadata
+                .resource_version
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("other", json!({"team": "y"})))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("mine", json!({"team": "x"})))
+        .await
+        .unwrap();
+    let first = live
+        .try_filter(|e| futures::future::ready(!matches!(e, WatchEvent::Bookmark(_))))
+        .boxed()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
     match first {
         WatchEvent::Added(o) => assert_eq!(o.metadata.name.as_deref(), Some("mine")),
         other => panic!("unexpected {other:?}"),
@@ -300,9 +524,19 @@ async fn watches_resume_and_expire() {
 
     // History holds 8 changes: after 20 more, the old version is gone (410 Expired).
     for i in 0..20 {
-        cms.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": i.to_string()}}))).await.unwrap();
+        cms.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"v": i.to_string()}})),
+        )
+        .await
+        .unwrap();
     }
-    let mut stale = cms.watch(&WatchParams::default().timeout(5), &from).await.unwrap().boxed();
+    let mut stale = cms
+        .watch(&WatchParams::default().timeout(5), &from)
+        .await
+        .unwrap()
+        .boxed();
     match stale.next().await {
         Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         Some(Err(kube::Error::Api(e))) => assert_eq!(e.code, 410),
@@ -312,7 +546,11 @@ async fn watches_resume_and_expire() {
     let relisted = cms.list(&ListParams::default()).await.unwrap();
     assert_eq!(relisted.items.len(), 3);
     let rv = relisted.metadata.resource_version.unwrap();
-    let mut resumed = cms.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
+    let mut resumed = cms
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
     cms.delete("a", &DeleteParams::default()).await.unwrap();
     loop {
         match resumed.next().await.unwrap().unwrap() {
@@ -329,13 +567,21 @@ async fn a_watch_from_zero_starts_with_the_current_objects_and_a_runtime_watcher
     let (fleet, client, _dir) = start(1000).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for n in ["x", "y"] {
-        cms.create(&PostParams::default(), &cm(n, json!({}))).await.unwrap();
+        cms.create(&PostParams::default(), &cm(n, json!({})))
+            .await
+            .unwrap();
     }
     let names: Vec<String> = cms
         .watch(&WatchParams::default().timeout(2), "0")
         .await
         .unwrap()
-        .try_filter_map(|e| async move { Ok(if let WatchEvent::Added(o) = e { o.metadata.name } else { None }) })
+        .try_filter_map(|e| async move {
+            Ok(if let WatchEvent::Added(o) = e {
+                o.metadata.name
+            } else {
+                None
+            })
+        })
         .take(2)
         .try_collect()
         .await
@@ -343,14 +589,27 @@ async fn a_watch_from_zero_starts_with_the_current_objects_and_a_runtime_watcher
     assert_eq!(names, ["x", "y"]);
 
     use kube::runtime::{WatchStreamExt, watcher};
-    let mut stream = watcher(cms.clone(), watcher::Config::default()).applied_objects().boxed();
+    let mut stream = watcher(cms.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 2 {
         seen.insert(stream.next().await.unwrap().unwrap().metadata.name.unwrap());
     }
-    cms.create(&PostParams::default(), &cm("z", json!({}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("z", json!({})))
+        .await
+        .unwrap();
     loop {
-        if stream.next().await.unwrap().unwrap().metadata.name.as_deref() == Some("z") {
+        if stream
+            .next()
+            .await
+            .unwrap()
+            .unwrap()
+            .metadata
+            .name
+            .as_deref()
+            == Some("z")
+        {
             break;
         }
     }
@@ -361,13 +620,32 @@ async fn a_watch_from_zero_starts_with_the_current_objects_and_a_runtime_watcher
 async fn label_and_field_selectors() {
     let (fleet, client, _dir) = start(1000).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    cms.create(&PostParams::default(), &cm("a", json!({"app": "web", "colour": "blue"}))).await.unwrap();
-    cms.create(&PostParams::default(), &cm("b", json!({"app": "web", "colour": "green"}))).await.unwrap();
-    cms.create(&PostParams::default(), &cm("c", json!({"app": "api"}))).await.unwrap();
+    cms.create(
+        &PostParams::default(),
+        &cm("a", json!({"app": "web", "colour": "blue"})),
+    )
+    .await
+    .unwrap();
+    cms.create(
+        &PostParams::default(),
+        &cm("b", json!({"app": "web", "colour": "green"})),
+    )
+    .await
+    .unwrap();
+    cms.create(&PostParams::default(), &cm("c", json!({"app": "api"})))
+        .await
+        .unwrap();
     let names = |lp: ListParams| {
         let cms = cms.clone();
         async move {
-            let mut n: Vec<String> = cms.list(&lp).await.unwrap().items.into_iter().filter_map(|c| c.metadata.name).collect();
+            let mut n: Vec<String> = cms
+                .list(&lp)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|c| c.metadata.name)
+                .collect();
             n.sort();
             n.join(",")
         }
@@ -382,14 +660,30 @@ async fn label_and_field_selectors() {
         ("app=web,colour=blue", "a"),
     ];
     for (sel, want) in cases {
-        assert_eq!(names(ListParams::default().labels(sel)).await, want, "{sel}");
+        assert_eq!(
+            names(ListParams::default().labels(sel)).await,
+            want,
+            "{sel}"
+        );
     }
-    assert_eq!(names(ListParams::default().fields("metadata.name=b")).await, "b");
-    assert_eq!(names(ListParams::default().fields("metadata.name!=b,metadata.namespace=default")).await, "a,c");
+    assert_eq!(
+        names(ListParams::default().fields("metadata.name=b")).await,
+        "b"
+    );
+    assert_eq!(
+        names(ListParams::default().fields("metadata.name!=b,metadata.namespace=default")).await,
+        "a,c"
+    );
     let nss: Api<Namespace> = Api::all(client.clone());
     let kube_system = nss.get("kube-system").await.unwrap();
-    assert!(kube_system.metadata.uid.is_some(), "kube-system has a UID that tells clusters apart");
-    let bad = cms.list(&ListParams::default().labels("a in b")).await.unwrap_err();
+    assert!(
+        kube_system.metadata.uid.is_some(),
+        "kube-system has a UID that tells clusters apart"
+    );
+    let bad = cms
+        .list(&ListParams::default().labels("a in b"))
+        .await
+        .unwrap_err();
     assert_eq!(api_error(bad).0, 400);
     fleet.shutdown().await;
 }
@@ -407,10 +701,18 @@ async fn finalizers_hold_deletion_and_namespaces_take_their_objects() {
     cms.delete("held", &DeleteParams::default()).await.unwrap();
     let marked = cms.get("held").await.unwrap();
     assert!(marked.metadata.deletion_timestamp.is_some());
-    cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     assert!(cms.get_opt("held").await.unwrap().is_none());
 
-    cms.create(&PostParams::default(), &cm("plain", json!({}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("plain", json!({})))
+        .await
+        .unwrap();
     nss.delete("shop", &DeleteParams::default()).await.unwrap();
     assert!(nss.get_opt("shop").await.unwrap().is_none());
     assert!(cms.get_opt("plain").await.unwrap().is_none());
@@ -422,10 +724,18 @@ async fn requests_are_counted_by_verb_resource_and_user_agent() {
     let (fleet, client, _dir) = start(1000).await;
     fleet.reset_requests();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    cms.create(&PostParams::default(), &cm("a", json!({}))).await.unwrap();
+    cms.create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
     cms.get("a").await.unwrap();
     cms.list(&ListParams::default()).await.unwrap();
-    cms.patch("a", &PatchParams::default(), &Patch::Merge(json!({"data": {"v": "2"}}))).await.unwrap();
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"v": "2"}})),
+    )
+    .await
+    .unwrap();
     cms.delete("a", &DeleteParams::default()).await.unwrap();
     let counts = fleet.requests();
     let cm_counts = counts.resource("configmaps");
@@ -438,12 +748,26 @@ async fn requests_are_counted_by_verb_resource_and_user_agent() {
     // kube sends no User-Agent of its own; a client that names itself is told apart.
     assert_eq!(cm_counts.user_agent("unknown").total(), 5);
     let kc = Kubeconfig::read_from(fleet.kubeconfig_path()).unwrap();
-    let opts = KubeConfigOptions { context: Some("sim-one".into()), ..Default::default() };
+    let opts = KubeConfigOptions {
+        context: Some("sim-one".into()),
+        ..Default::default()
+    };
     let mut config = Config::from_custom_kubeconfig(kc, &opts).await.unwrap();
-    config.headers.push((http::header::USER_AGENT, http::HeaderValue::from_static("cutover-test/1")));
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("cutover-test/1"),
+    ));
     let named: Api<ConfigMap> = Api::namespaced(Client::try_from(config).unwrap(), "default");
     named.list(&ListParams::default()).await.unwrap();
-    assert_eq!(fleet.requests().user_agent("cutover-test").verb("list").resource("configmaps").total(), 1);
+    assert_eq!(
+        fleet
+            .requests()
+            .user_agent("cutover-test")
+            .verb("list")
+            .resource("configmaps")
+            .total(),
+        1
+    );
 
     // The same numbers over HTTP.
     let url = format!("{}/sim/requests", fleet.url("one").unwrap());
@@ -459,10 +783,29 @@ async fn requests_are_counted_by_verb_resource_and_user_agent() {
 async fn http_get(url: &str) -> String {
     use http_body_util::{BodyExt, Empty};
     let uri: http::Uri = url.parse().unwrap();
-    let stream = tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap())).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let stream = tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::get(uri.path()).header("host", "localhost").body(Empty::<bytes::Bytes>::new()).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req)).await.unwrap().unwrap();
-    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    let req = http::Request::get(uri.path())
+        .header("host", "localhost")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
 }

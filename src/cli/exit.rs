@@ -36,7 +36,10 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(exit: Exit, error: impl Into<anyhow::Error>) -> CliError {
-        CliError { exit, error: error.into() }
+        CliError {
+            exit,
+            error: error.into(),
+        }
     }
 }
 
@@ -48,7 +51,10 @@ impl fmt::Display for CliError {
 
 impl<E: Into<anyhow::Error>> From<E> for CliError {
     fn from(e: E) -> CliError {
-        CliError { exit: Exit::Error, error: e.into() }
+        CliError {
+            exit: Exit::Error,
+            error: e.into(),
+        }
     }
 }
 

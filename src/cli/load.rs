@@ -34,7 +34,10 @@ pub struct Loaded {
 impl Inputs {
     pub fn fleet_path(&self) -> PathBuf {
         self.fleet.clone().unwrap_or_else(|| {
-            self.release.parent().unwrap_or(Path::new(".")).join("fleet.yaml")
+            self.release
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("fleet.yaml")
         })
     }
 
@@ -49,35 +52,76 @@ impl Inputs {
         };
         let fleet_path = self.fleet_path();
         let fleet_text = read(&fleet_path).with_context(|| {
-            format!("a fleet file is needed: pass --fleet or put fleet.yaml beside {}", self.release.display())
+            format!(
+                "a fleet file is needed: pass --fleet or put fleet.yaml beside {}",
+                self.release.display()
+            )
         })?;
-        let fleet = Fleet::parse(&fleet_path.display().to_string(), &fleet_text).map_err(input_error)?;
+        let fleet =
+            Fleet::parse(&fleet_path.display().to_string(), &fleet_text).map_err(input_error)?;
         let name = self.release.display().to_string();
         let text = read(&self.release)?;
         let src = Source::new(&name, &text);
-        let document: ReleaseDocument = src.decode().map_err(|e| input_error(InputErrors(vec![e])))?;
+        let document: ReleaseDocument = src
+            .decode()
+            .map_err(|e| input_error(InputErrors(vec![e])))?;
         let mut header = Vec::new();
         if document.api_version != crate::spec::API_VERSION {
             header.push(src.error_at(
                 "apiVersion",
-                format!("expected {:?}, got {:?}", crate::spec::API_VERSION, document.api_version),
+                format!(
+                    "expected {:?}, got {:?}",
+                    crate::spec::API_VERSION,
+                    document.api_version
+                ),
             ));
         }
         if document.kind != "Release" {
-            header.push(src.error_at("kind", format!("expected \"Release\", got {:?}", document.kind)));
+            header.push(src.error_at(
+                "kind",
+                format!("expected \"Release\", got {:?}", document.kind),
+            ));
         }
         if !header.is_empty() {
             return Err(input_error(InputErrors(header)));
         }
+        self.resolve(document, fleet, policy)
+    }
+
+    /// Resolves a (possibly edited) release document against its fleet and tier.
+    pub fn resolve(
+        &self,
+        document: ReleaseDocument,
+        fleet: Fleet,
+        policy: TierPolicyFile,
+    ) -> CliResult<Loaded> {
+        let name = self.release.display().to_string();
+        let text = read(&self.release)?;
+        let src = Source::new(&name, &text);
         let meta = &document.metadata;
-        let release = ResolvedRelease::resolve(&meta.name, meta.namespace.as_deref(), &document.spec, &fleet, &policy)
-            .map_err(|findings| {
-                let policy_only = findings.iter().all(|f| f.breaks_policy);
-                let errors = InputErrors(findings.iter().map(|f| f.locate(&src)).collect());
-                let exit = if policy_only { Exit::Policy } else { Exit::Error };
-                CliError::new(exit, errors)
-            })?;
-        Ok(Loaded { document, fleet, policy, release })
+        let release = ResolvedRelease::resolve(
+            &meta.name,
+            meta.namespace.as_deref(),
+            &document.spec,
+            &fleet,
+            &policy,
+        )
+        .map_err(|findings| {
+            let policy_only = findings.iter().all(|f| f.breaks_policy);
+            let errors = InputErrors(findings.iter().map(|f| f.locate(&src)).collect());
+            let exit = if policy_only {
+                Exit::Policy
+            } else {
+                Exit::Error
+            };
+            CliError::new(exit, errors)
+        })?;
+        Ok(Loaded {
+            document,
+            fleet,
+            policy,
+            release,
+        })
     }
 }
 

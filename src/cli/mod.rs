@@ -1,9 +1,15 @@
 //! The command line: clap commands, output formats and exit codes. `anyhow`
 //! lives here and in `main`; everything below returns typed errors.
 
+mod check;
+mod connect;
+mod control;
+mod demo;
 pub mod exit;
 pub mod load;
 mod plan;
+mod report;
+mod run;
 mod sim;
 
 use std::io::Write;
@@ -26,6 +32,22 @@ pub struct Cli {
 pub enum Command {
     /// Print the timeline a release will follow, step by step.
     Plan(plan::PlanArgs),
+    /// Check a release against its tier's rules (and, with --live, the clusters).
+    Check(check::CheckArgs),
+    /// Create or resume a release and drive it through the fleet.
+    Run(run::RunArgs),
+    /// Show where a release stands.
+    Status(control::StatusArgs),
+    /// Skip the rest of the current step's wait (its gates must still pass).
+    Promote(control::NameArgs),
+    /// Roll a release back: traffic to blue everywhere, then green down.
+    Abort(control::AbortArgs),
+    /// Stop a release advancing; traffic stays where it is.
+    Pause(control::NameArgs),
+    /// Let a paused release go on.
+    Resume(control::NameArgs),
+    /// Rehearse the example release on a simulated fleet, start to finish.
+    Demo(demo::DemoArgs),
     /// Print the CustomResourceDefinitions cutover uses.
     Crd,
     /// Run a simulated fleet to rehearse on.
@@ -47,7 +69,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            let code = if e.use_stderr() { Exit::Usage } else { Exit::Ok };
+            let code = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            };
             return ExitCode::from(code.code());
         }
     };
@@ -55,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Crd => crd(),
         Command::Sim(args) => sim::run(&args),
+        other => run_async(other),
     };
     match result {
         Ok(exit) => ExitCode::from(exit.code()),
@@ -63,6 +90,27 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit.code())
         }
     }
+}
+
+fn run_async(command: Command) -> CliResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Check(args) => check::run(&args).await,
+            Command::Run(args) => run::run(&args).await,
+            Command::Status(args) => control::status(&args).await,
+            Command::Promote(args) => control::promote(&args).await,
+            Command::Abort(args) => control::abort(&args).await,
+            Command::Pause(args) => control::pause(&args, true).await,
+            Command::Resume(args) => control::pause(&args, false).await,
+            Command::Demo(args) => demo::run(&args).await,
+            Command::Plan(_) | Command::Crd | Command::Sim(_) => {
+                unreachable!("handled without a runtime")
+            }
+        }
+    })
 }
 
 fn crd() -> CliResult {

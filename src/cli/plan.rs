@@ -54,7 +54,12 @@ pub fn run(args: &PlanArgs) -> CliResult {
         clusters: rel
             .clusters
             .iter()
-            .map(|c| ClusterLine { name: &c.name, role: c.role, traffic_share: c.traffic_share, replicas: c.replicas })
+            .map(|c| ClusterLine {
+                name: &c.name,
+                role: c.role,
+                traffic_share: c.traffic_share,
+                replicas: c.replicas,
+            })
             .collect(),
         timeline: &tl,
     };
@@ -67,29 +72,62 @@ pub fn run(args: &PlanArgs) -> CliResult {
 }
 
 fn write_text(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
-    writeln!(out, "Release {}: {} {} ({})", r.release, r.app, r.version, r.tier)?;
+    writeln!(
+        out,
+        "Release {}: {} {} ({})",
+        r.release, r.app, r.version, r.tier
+    )?;
     for c in &r.clusters {
         let role = format!("{:?}", c.role).to_lowercase();
-        writeln!(out, "  {:<12} {:<10} {:>6} of traffic, {} replicas", c.name, role, c.traffic_share.to_string(), c.replicas)?;
+        writeln!(
+            out,
+            "  {:<12} {:<10} {:>6} of traffic, {} replicas",
+            c.name,
+            role,
+            c.traffic_share.to_string(),
+            c.replicas
+        )?;
     }
     writeln!(out)?;
     let names: Vec<&str> = r.clusters.iter().map(|c| c.name).collect();
     let width = names.iter().map(|n| n.len()).max().unwrap_or(0).max(7);
-    write!(out, "{:>3}  {:>9}  {:<28} {:>8}", "#", "starts", "step", "holds")?;
+    write!(
+        out,
+        "{:>3}  {:>9}  {:<28} {:>8}",
+        "#", "starts", "step", "holds"
+    )?;
     for n in &names {
         write!(out, "  {n:>width$}")?;
     }
     writeln!(out)?;
     for e in &r.timeline.entries {
         let starts = format!("+{}", span_of(e.starts_after));
-        let holds = if e.step.wait.as_duration().is_zero() { "-".to_string() } else { e.step.wait.to_string() };
-        write!(out, "{:>3}  {:>9}  {:<28} {:>8}", e.index, starts, e.name, holds)?;
+        let holds = if e.step.wait.as_duration().is_zero() {
+            "-".to_string()
+        } else {
+            e.step.wait.to_string()
+        };
+        write!(
+            out,
+            "{:>3}  {:>9}  {:<28} {:>8}",
+            e.index, starts, e.name, holds
+        )?;
         for n in &names {
-            let w = e.weights.get(*n).copied().unwrap_or(Percent::ZERO).to_string();
+            let w = e
+                .weights
+                .get(*n)
+                .copied()
+                .unwrap_or(Percent::ZERO)
+                .to_string();
             write!(out, "  {w:>width$}")?;
         }
         writeln!(out)?;
     }
     writeln!(out)?;
-    writeln!(out, "{} steps, at least {} from start to cleanup", r.timeline.entries.len(), span_of(r.timeline.total))
+    writeln!(
+        out,
+        "{} steps, at least {} from start to cleanup",
+        r.timeline.entries.len(),
+        span_of(r.timeline.total)
+    )
 }

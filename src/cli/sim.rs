@@ -46,7 +46,8 @@ pub fn run(args: &SimArgs) -> CliResult {
 fn run_serve(args: &ServeArgs) -> CliResult {
     let scenario = match &args.scenario {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             Scenario::parse(&path.display().to_string(), &text)?
         }
         None => Scenario::default_fleet(),
@@ -55,19 +56,31 @@ fn run_serve(args: &ServeArgs) -> CliResult {
         Some(d) => d.clone(),
         None => {
             let d = std::env::temp_dir().join(format!("cutover-sim-{}", std::process::id()));
-            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
             d
         }
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let fleet = SimFleet::start(SimOptions { scenario, time_scale: args.time_scale, dir }).await?;
+        let fleet = SimFleet::start(SimOptions {
+            scenario,
+            time_scale: args.time_scale,
+            dir,
+        })
+        .await?;
         if let Some(path) = &args.kubeconfig {
-            std::fs::copy(fleet.kubeconfig_path(), path).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::copy(fleet.kubeconfig_path(), path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        let kubeconfig = args.kubeconfig.clone().unwrap_or_else(|| fleet.kubeconfig_path().to_path_buf());
+        let kubeconfig = args
+            .kubeconfig
+            .clone()
+            .unwrap_or_else(|| fleet.kubeconfig_path().to_path_buf());
         print_usage(&fleet, &kubeconfig, args.time_scale)?;
-        tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot wait for Ctrl-C")?;
         println!("stopping the simulated fleet");
         fleet.shutdown().await;
         Ok(Exit::Ok)
@@ -76,14 +89,27 @@ fn run_serve(args: &ServeArgs) -> CliResult {
 
 fn print_usage(fleet: &SimFleet, kubeconfig: &std::path::Path, scale: f64) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "Simulated fleet running (fleet time x{scale}); Ctrl-C stops it.")?;
+    writeln!(
+        out,
+        "Simulated fleet running (fleet time x{scale}); Ctrl-C stops it."
+    )?;
     for name in fleet.cluster_names() {
         let url = fleet.url(&name).unwrap_or_default();
-        writeln!(out, "  {name:<10} context sim-{name:<10} {url}  (metrics: {url}/metrics)")?;
+        writeln!(
+            out,
+            "  {name:<10} context sim-{name:<10} {url}  (metrics: {url}/metrics)"
+        )?;
     }
     writeln!(out)?;
     writeln!(out, "  export KUBECONFIG={}", kubeconfig.display())?;
-    writeln!(out, "  kubectl --context sim-prod-a get nodes -L topology.kubernetes.io/zone")?;
-    writeln!(out, "  cutover plan -f examples/checkout/release.yaml --fleet {}", fleet.fleet_path().display())?;
+    writeln!(
+        out,
+        "  kubectl --context sim-prod-a get nodes -L topology.kubernetes.io/zone"
+    )?;
+    writeln!(
+        out,
+        "  cutover plan -f examples/checkout/release.yaml --fleet {}",
+        fleet.fleet_path().display()
+    )?;
     out.flush()
 }

@@ -9,16 +9,32 @@ use jiff::Timestamp;
 use super::observe::{ClusterView, GateVerdict, Observation, PlacementView};
 use super::{Action, Decision, plan};
 use crate::spec::status::{
-    AbortReason, AbortStage, AbortStatus, HISTORY_LIMIT, Hold, HoldReason, Mode, Phase, PlannedStep, StepKind,
-    Transition, TransitionEvent,
+    AbortReason, AbortStage, AbortStatus, HISTORY_LIMIT, Hold, HoldReason, Mode, Phase,
+    PlannedStep, StepKind, Transition, TransitionEvent,
 };
 use crate::spec::{Percent, ReleaseStatus, ResolvedRelease};
 
 /// Decides the next actions of a release. Pure: no I/O, no clock.
-pub fn decide(rel: &ResolvedRelease, status: &ReleaseStatus, obs: &Observation, now: Timestamp) -> Decision {
-    let mut pass = Pass { rel, obs, now, st: status.clone(), actions: Vec::new(), wake_at: None };
+pub fn decide(
+    rel: &ResolvedRelease,
+    status: &ReleaseStatus,
+    obs: &Observation,
+    now: Timestamp,
+) -> Decision {
+    let mut pass = Pass {
+        rel,
+        obs,
+        now,
+        st: status.clone(),
+        actions: Vec::new(),
+        wake_at: None,
+    };
     pass.run();
-    Decision { status: pass.st, actions: pass.actions, wake_at: pass.wake_at }
+    Decision {
+        status: pass.st,
+        actions: pass.actions,
+        wake_at: pass.wake_at,
+    }
 }
 
 struct Pass<'a> {
@@ -46,6 +62,7 @@ impl Pass<'_> {
         if self.st.phase.is_terminal() {
             return;
         }
+        self.record_weights();
         if self.st.phase == Phase::Pending {
             self.preflight();
             if self.st.phase != Phase::Progressing {
@@ -55,8 +72,15 @@ impl Pass<'_> {
         if self.st.abort.is_none()
             && let Some(req) = &self.rel.abort
         {
-            let by = req.by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default();
-            self.start_abort(AbortReason::Requested, format!("abort requested{by}: {}", req.reason));
+            let by = req
+                .by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default();
+            self.start_abort(
+                AbortReason::Requested,
+                format!("abort requested{by}: {}", req.reason),
+            );
         }
         if self.st.abort.is_some() {
             self.roll_back();
@@ -107,7 +131,10 @@ impl Pass<'_> {
             self.st.phase = Phase::Completed;
             self.st.version = Some(self.rel.version.clone());
             self.st.finished_at = Some(self.now);
-            let msg = format!("{} already serves on every cluster; nothing to do", self.rel.version);
+            let msg = format!(
+                "{} already serves on every cluster; nothing to do",
+                self.rel.version
+            );
             self.record(TransitionEvent::Completed, msg.clone());
             self.st.message = Some(msg);
             return;
@@ -118,10 +145,17 @@ impl Pass<'_> {
         self.st.version = Some(self.rel.version.clone());
         self.st.started_at = Some(self.now);
         self.st.phase = Phase::Progressing;
-        let from = blue_version.map(|b| format!(" replacing {b}")).unwrap_or_else(|| " (first install)".into());
+        let from = blue_version
+            .map(|b| format!(" replacing {b}"))
+            .unwrap_or_else(|| " (first install)".into());
         self.record(
             TransitionEvent::Started,
-            format!("release of {} {}{from}: {} steps", self.rel.app, self.rel.version, self.st.plan.len()),
+            format!(
+                "release of {} {}{from}: {} steps",
+                self.rel.app,
+                self.rel.version,
+                self.st.plan.len()
+            ),
         );
         self.enter_step(0);
     }
@@ -150,9 +184,17 @@ impl Pass<'_> {
                 return self.roll_back();
             }
             let mut holds = self.global_holds();
-            let progress = if holds.is_empty() { self.step_progress(&step) } else { StepProgress::Wait(None) };
+            self.restart_analysis_if_resumed(&holds);
+            let progress = if holds.is_empty() {
+                self.step_progress(&step)
+            } else {
+                StepProgress::Wait(None)
+            };
             if let StepProgress::Blocked(step_holds) = &progress {
                 holds.extend(step_holds.iter().cloned());
+            }
+            if self.st.abort.is_some() {
+                return self.roll_back();
             }
             self.set_holds(holds);
             if self.deadline_passed(&step) {
@@ -204,45 +246,82 @@ impl Pass<'_> {
             .green
             .as_ref()
             .is_some_and(|g| g.version == self.rel.version && g.replicas == c.replicas);
-        if !applied {
-            self.wake(self.step_deadline());
-            return StepProgress::Act(vec![Action::DeployGreen { cluster: cluster.to_string(), replicas: c.replicas }]);
-        }
-        match self.green_ready(cluster, &view) {
-            Some(hold) => {
-                self.wake(self.step_deadline());
-                StepProgress::Blocked(vec![hold])
-            }
-            None => {
+        let deadline = self.step_deadline();
+        let waiting = match (applied, self.green_ready(cluster, &view)) {
+            (true, None) => {
                 self.mark_ready(format!("green available and well placed on {cluster}"));
-                StepProgress::Done
+                return StepProgress::Done;
             }
+            (false, _) => None,
+            (true, Some(hold)) => Some(hold),
+        };
+        // Pods starting and being placed is the step's own work, not a hold: it
+        // has a deadline, past which the release rolls back with the report.
+        if let (Some(d), Some(hold)) = (deadline, &waiting)
+            && self.now >= d
+        {
+            let msg = format!(
+                "green on {cluster} was not available and well placed within {}: {}",
+                self.rel.timings.progress_deadline, hold.message
+            );
+            self.start_abort(AbortReason::ProgressDeadline, msg);
+            return StepProgress::Wait(None);
         }
+        if !applied {
+            self.wake(deadline);
+            return StepProgress::Act(vec![Action::DeployGreen {
+                cluster: cluster.to_string(),
+                replicas: c.replicas,
+            }]);
+        }
+        StepProgress::Wait(deadline)
     }
 
     /// Why green on `cluster` cannot take more traffic yet, if it cannot.
     fn green_ready(&self, cluster: &str, view: &ClusterView) -> Option<Hold> {
-        let hold = |reason, message: String| Some(Hold { reason, cluster: Some(cluster.to_string()), message });
+        let hold = |reason, message: String| {
+            Some(Hold {
+                reason,
+                cluster: Some(cluster.to_string()),
+                message,
+            })
+        };
         match &view.green {
-            None => return hold(HoldReason::GreenNotReady, format!("green is not deployed on {cluster}")),
+            None => {
+                return hold(
+                    HoldReason::GreenNotReady,
+                    format!("green is not deployed on {cluster}"),
+                );
+            }
             Some(g) if g.available < g.replicas => {
                 return hold(
                     HoldReason::GreenNotReady,
-                    format!("{}/{} green pods available on {cluster}", g.available, g.replicas),
+                    format!(
+                        "{}/{} green pods available on {cluster}",
+                        g.available, g.replicas
+                    ),
                 );
             }
             Some(_) => {}
         }
         match &view.placement {
             PlacementView::Satisfied => None,
-            PlacementView::Unsatisfied(why) => hold(HoldReason::Placement, format!("{cluster}: {why}")),
-            PlacementView::Unknown => {
-                hold(HoldReason::Placement, format!("green's placement on {cluster} is not known yet"))
+            PlacementView::Unsatisfied(why) => {
+                hold(HoldReason::Placement, format!("{cluster}: {why}"))
             }
+            PlacementView::Unknown => hold(
+                HoldReason::Placement,
+                format!("green's placement on {cluster} is not known yet"),
+            ),
         }
     }
 
-    fn traffic_progress(&mut self, step: &PlannedStep, cluster: &str, target: Percent) -> StepProgress {
+    fn traffic_progress(
+        &mut self,
+        step: &PlannedStep,
+        cluster: &str,
+        target: Percent,
+    ) -> StepProgress {
         let view = self.view(cluster).cloned().unwrap_or_default();
         let route = view.route.as_ref();
         let in_place = route.is_some_and(|r| r.target == Some(target) && r.drift.is_none());
@@ -254,7 +333,10 @@ impl Pass<'_> {
                 self.wake(self.hold_deadline());
                 return StepProgress::Blocked(vec![hold]);
             }
-            return StepProgress::Act(vec![Action::SetWeight { cluster: cluster.to_string(), green: target }]);
+            return StepProgress::Act(vec![Action::SetWeight {
+                cluster: cluster.to_string(),
+                green: target,
+            }]);
         }
         if self.st.step_ready_at.is_none() {
             self.mark_ready(format!("{cluster} at {target} green"));
@@ -268,12 +350,18 @@ impl Pass<'_> {
             return StepProgress::Done;
         }
         let ready = self.st.step_ready_at.unwrap_or(self.now);
-        let until = ready.checked_add(step.wait.signed()).unwrap_or(Timestamp::MAX);
+        let until = ready
+            .checked_add(step.wait.signed())
+            .unwrap_or(Timestamp::MAX);
         let promoted = self.promotion_applies();
         if self.now < until && !promoted {
             return StepProgress::Wait(Some(until));
         }
-        let gate = self.obs.gate.as_ref().filter(|g| g.step == self.st.step && g.epoch == self.st.analysis_epoch);
+        let gate = self
+            .obs
+            .gate
+            .as_ref()
+            .filter(|g| g.step == self.st.step && g.epoch == self.st.analysis_epoch);
         match gate.map(|g| g.verdict) {
             Some(GateVerdict::Pass) => StepProgress::Done,
             Some(GateVerdict::Inconclusive) => StepProgress::Blocked(vec![Hold {
@@ -287,24 +375,32 @@ impl Pass<'_> {
     }
 
     fn promotion_applies(&mut self) -> bool {
-        let Some(req) = &self.rel.promote else { return false };
+        let Some(req) = &self.rel.promote else {
+            return false;
+        };
         if req.step != self.st.step {
             return false;
         }
         if self.st.promoted_step != Some(self.st.step) {
             self.st.promoted_step = Some(self.st.step);
-            let by = req.by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default();
-            self.record(TransitionEvent::Promoted, format!("wait skipped{by}; gates must still pass"));
+            let by = req
+                .by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default();
+            self.record(
+                TransitionEvent::Promoted,
+                format!("wait skipped{by}; gates must still pass"),
+            );
         }
         true
     }
 
     fn cleanup_progress(&mut self, cluster: &str) -> StepProgress {
         let view = self.view(cluster).cloned().unwrap_or_default();
-        let on_green = view
-            .route
-            .as_ref()
-            .is_some_and(|r| r.target == Some(Percent::HUNDRED) && r.green == Percent::HUNDRED && r.drift.is_none());
+        let on_green = view.route.as_ref().is_some_and(|r| {
+            r.target == Some(Percent::HUNDRED) && r.green == Percent::HUNDRED && r.drift.is_none()
+        });
         if !on_green {
             return StepProgress::Blocked(vec![Hold {
                 reason: HoldReason::RouteDrift,
@@ -312,8 +408,17 @@ impl Pass<'_> {
                 message: format!("{cluster} does not send all traffic to green; blue is kept"),
             }]);
         }
+        // Blue is the fallback capacity: never removed while green is short or badly placed.
+        if let Some(hold) = self.green_ready(cluster, &view) {
+            return StepProgress::Blocked(vec![Hold {
+                message: format!("{}; blue is kept until it clears", hold.message),
+                ..hold
+            }]);
+        }
         match &view.blue {
-            Some(_) => StepProgress::Act(vec![Action::DeleteBlue { cluster: cluster.to_string() }]),
+            Some(_) => StepProgress::Act(vec![Action::DeleteBlue {
+                cluster: cluster.to_string(),
+            }]),
             None => StepProgress::Done,
         }
     }
@@ -325,7 +430,10 @@ impl Pass<'_> {
         self.st.phase = Phase::Completed;
         self.st.finished_at = Some(self.now);
         self.st.step_name = None;
-        let msg = format!("{} {} serves on every cluster", self.rel.app, self.rel.version);
+        let msg = format!(
+            "{} {} serves on every cluster",
+            self.rel.app, self.rel.version
+        );
         self.st.message = Some(msg.clone());
         self.record(TransitionEvent::Completed, msg);
     }
@@ -357,16 +465,26 @@ impl Pass<'_> {
     fn global_holds(&self) -> Vec<Hold> {
         let mut holds = Vec::new();
         if self.rel.paused {
-            holds.push(Hold { reason: HoldReason::Paused, cluster: None, message: "paused by a person".into() });
+            holds.push(Hold {
+                reason: HoldReason::Paused,
+                cluster: None,
+                message: "paused by a person".into(),
+            });
         }
         for f in &self.obs.freezes.active {
-            holds.push(Hold { reason: HoldReason::Freeze, cluster: None, message: format!("freeze {}: {}", f.id, f.message) });
+            holds.push(Hold {
+                reason: HoldReason::Freeze,
+                cluster: None,
+                message: format!("freeze {}: {}", f.id, f.message),
+            });
         }
         for c in &self.obs.freezes.unreadable {
             holds.push(Hold {
                 reason: HoldReason::Freeze,
                 cluster: Some(c.clone()),
-                message: format!("cannot read deploy freezes on {c}, so cannot prove the release is unfrozen"),
+                message: format!(
+                    "cannot read deploy freezes on {c}, so cannot prove the release is unfrozen"
+                ),
             });
         }
         for c in &self.rel.clusters {
@@ -376,7 +494,10 @@ impl Pass<'_> {
                         holds.push(Hold {
                             reason: HoldReason::RouteDrift,
                             cluster: Some(c.name.clone()),
-                            message: format!("{}: {drift}; not overwriting another writer's change", c.name),
+                            message: format!(
+                                "{}: {drift}; not overwriting another writer's change",
+                                c.name
+                            ),
                         });
                     }
                 }
@@ -399,7 +520,12 @@ impl Pass<'_> {
             k
         };
         let (before, after) = (key(&self.st.holds), key(&holds));
-        let describe = |hs: &[Hold]| hs.iter().map(|h| h.message.as_str()).collect::<Vec<_>>().join("; ");
+        let describe = |hs: &[Hold]| {
+            hs.iter()
+                .map(|h| h.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         if before != after {
             if before.is_empty() {
                 self.st.hold_since = Some(self.now);
@@ -407,10 +533,11 @@ impl Pass<'_> {
             } else if after.is_empty() {
                 let restart = self.st.holds.iter().any(|h| h.reason.restarts_analysis());
                 self.st.hold_since = None;
-                if restart {
-                    self.st.analysis_epoch += 1;
-                }
-                let again = if restart { "; gates run again before the next advance" } else { "" };
+                let again = if restart {
+                    "; gates run again before the next advance"
+                } else {
+                    ""
+                };
                 self.record(TransitionEvent::HoldCleared, format!("resumed{again}"));
             } else {
                 self.record(TransitionEvent::HoldChanged, describe(&holds));
@@ -431,23 +558,47 @@ impl Pass<'_> {
         self.st.holds = holds;
     }
 
+    /// When a freeze, pause or outage has just cleared, the step's gates start a
+    /// new run: verdicts from before the hold no longer count.
+    fn restart_analysis_if_resumed(&mut self, global: &[Hold]) {
+        let had = self.st.holds.iter().any(|h| h.reason.restarts_analysis());
+        let has = global.iter().any(|h| h.reason.restarts_analysis());
+        if had && !has {
+            self.st.analysis_epoch += 1;
+        }
+    }
+
     fn step_deadline(&self) -> Option<Timestamp> {
         let start = self.st.step_started_at?;
-        start.checked_add(self.rel.timings.progress_deadline.signed()).ok()
+        start
+            .checked_add(self.rel.timings.progress_deadline.signed())
+            .ok()
     }
 
     fn hold_deadline(&self) -> Option<Timestamp> {
         let since = self.st.hold_since.unwrap_or(self.now);
-        since.checked_add(self.rel.timings.progress_deadline.signed()).ok()
+        since
+            .checked_add(self.rel.timings.progress_deadline.signed())
+            .ok()
     }
 
     /// Starts a rollback when waiting for pods or placement has lasted past the deadline.
     fn deadline_passed(&mut self, step: &PlannedStep) -> bool {
-        let waiting: Vec<_> = self.st.holds.iter().filter(|h| h.reason.has_deadline()).cloned().collect();
+        let waiting: Vec<_> = self
+            .st
+            .holds
+            .iter()
+            .filter(|h| h.reason.has_deadline())
+            .cloned()
+            .collect();
         if waiting.is_empty() {
             return false;
         }
-        let deadline = if step.kind == StepKind::Deploy { self.step_deadline() } else { self.hold_deadline() };
+        let deadline = if step.kind == StepKind::Deploy {
+            self.step_deadline()
+        } else {
+            self.hold_deadline()
+        };
         if deadline.is_some_and(|d| self.now >= d) {
             let why: Vec<_> = waiting.iter().map(|h| h.message.as_str()).collect();
             let msg = format!(
@@ -467,7 +618,12 @@ impl Pass<'_> {
         if self.st.abort.is_some() {
             return;
         }
-        self.st.abort = Some(AbortStatus { reason, message: message.clone(), at: self.now, stage: AbortStage::RestoringTraffic });
+        self.st.abort = Some(AbortStatus {
+            reason,
+            message: message.clone(),
+            at: self.now,
+            stage: AbortStage::RestoringTraffic,
+        });
         self.st.holds.clear();
         self.st.hold_since = None;
         self.st.phase = Phase::Aborting;
@@ -490,7 +646,10 @@ impl Pass<'_> {
                 };
                 let on_blue = view.route.as_ref().is_none_or(|r| r.green == Percent::ZERO);
                 if blue_exists && !on_blue {
-                    actions.push(Action::SetWeight { cluster: c.name.clone(), green: Percent::ZERO });
+                    actions.push(Action::SetWeight {
+                        cluster: c.name.clone(),
+                        green: Percent::ZERO,
+                    });
                 }
             }
             if !waiting.is_empty() || !actions.is_empty() {
@@ -501,7 +660,10 @@ impl Pass<'_> {
             if let Some(a) = self.st.abort.as_mut() {
                 a.stage = AbortStage::ScalingDownGreen;
             }
-            self.record(TransitionEvent::TrafficRestored, "every cluster sends all traffic to blue".into());
+            self.record(
+                TransitionEvent::TrafficRestored,
+                "every cluster sends all traffic to blue".into(),
+            );
         }
         let mut waiting = Vec::new();
         let mut actions = Vec::new();
@@ -511,7 +673,9 @@ impl Pass<'_> {
                 continue;
             };
             if view.green.as_ref().is_some_and(|g| g.replicas > 0) {
-                actions.push(Action::ScaleDownGreen { cluster: c.name.clone() });
+                actions.push(Action::ScaleDownGreen {
+                    cluster: c.name.clone(),
+                });
             }
         }
         if !waiting.is_empty() || !actions.is_empty() {
@@ -522,8 +686,16 @@ impl Pass<'_> {
         self.st.phase = Phase::Aborted;
         self.st.finished_at = Some(self.now);
         self.st.holds.clear();
-        let why = self.st.abort.as_ref().map(|a| a.message.clone()).unwrap_or_default();
-        let msg = format!("rolled back to {}: {why}", self.st.blue_version.as_deref().unwrap_or("nothing"));
+        let why = self
+            .st
+            .abort
+            .as_ref()
+            .map(|a| a.message.clone())
+            .unwrap_or_default();
+        let msg = format!(
+            "rolled back to {}: {why}",
+            self.st.blue_version.as_deref().unwrap_or("nothing")
+        );
         self.st.message = Some(msg.clone());
         self.record(TransitionEvent::Aborted, msg);
     }
@@ -539,7 +711,11 @@ impl Pass<'_> {
             .collect();
         if holds != self.st.holds {
             if !holds.is_empty() {
-                let msg = holds.iter().map(|h| h.message.as_str()).collect::<Vec<_>>().join("; ");
+                let msg = holds
+                    .iter()
+                    .map(|h| h.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 self.record(TransitionEvent::HoldChanged, msg);
             }
             self.st.holds = holds;
@@ -547,6 +723,19 @@ impl Pass<'_> {
     }
 
     // ---- helpers ---------------------------------------------------------
+
+    /// Keeps green's confirmed share per cluster in the status, for people.
+    fn record_weights(&mut self) {
+        for c in &self.rel.clusters {
+            if let Some(route) = self
+                .view(&c.name)
+                .filter(|v| v.reachable)
+                .and_then(|v| v.route.as_ref())
+            {
+                self.st.weights.insert(c.name.clone(), route.green);
+            }
+        }
+    }
 
     fn view(&self, cluster: &str) -> Option<&ClusterView> {
         self.obs.clusters.get(cluster)
@@ -559,7 +748,12 @@ impl Pass<'_> {
     }
 
     fn record(&mut self, event: TransitionEvent, message: String) {
-        self.st.history.push(Transition { at: self.now, step: self.st.step, event, message });
+        self.st.history.push(Transition {
+            at: self.now,
+            step: self.st.step,
+            event,
+            message,
+        });
         if self.st.history.len() > HISTORY_LIMIT {
             let excess = self.st.history.len() - HISTORY_LIMIT;
             self.st.history.drain(..excess);

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 pub use decide::decide;
 pub use observe::{
-    ClusterView, FreezeNotice, FreezeView, GateReport, GateVerdict, Observation, PlacementView, RouteView,
-    WorkloadView,
+    ClusterView, FreezeNotice, FreezeView, GateReport, GateVerdict, Observation, PlacementView,
+    RouteView, WorkloadView,
 };
 
 use crate::spec::{Percent, ReleaseStatus};
@@ -63,14 +63,19 @@ impl Action {
 
     /// Whether the action removes serving capacity.
     pub fn is_destructive(&self) -> bool {
-        matches!(self, Action::ScaleDownGreen { .. } | Action::DeleteBlue { .. })
+        matches!(
+            self,
+            Action::ScaleDownGreen { .. } | Action::DeleteBlue { .. }
+        )
     }
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::DeployGreen { cluster, replicas } => write!(f, "deploy green on {cluster} ({replicas} replicas)"),
+            Action::DeployGreen { cluster, replicas } => {
+                write!(f, "deploy green on {cluster} ({replicas} replicas)")
+            }
             Action::SetWeight { cluster, green } => write!(f, "set {cluster} to {green} green"),
             Action::ScaleDownGreen { cluster } => write!(f, "scale green down on {cluster}"),
             Action::DeleteBlue { cluster } => write!(f, "delete blue on {cluster}"),

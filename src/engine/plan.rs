@@ -15,12 +15,25 @@ pub fn build(rel: &ResolvedRelease, mode: Mode) -> Vec<PlannedStep> {
         weight,
         wait,
     };
-    for c in rel.clusters.iter().filter(|c| c.role == ClusterRole::Staging) {
+    for c in rel
+        .clusters
+        .iter()
+        .filter(|c| c.role == ClusterRole::Staging)
+    {
         steps.push(step(StepKind::Deploy, &c.name, None, Span::ZERO));
-        steps.push(step(StepKind::Cutover, &c.name, Some(Percent::HUNDRED), Span::ZERO));
+        steps.push(step(
+            StepKind::Cutover,
+            &c.name,
+            Some(Percent::HUNDRED),
+            Span::ZERO,
+        ));
         steps.push(step(StepKind::Verify, &c.name, None, t.staging_verify));
     }
-    let production: Vec<_> = rel.clusters.iter().filter(|c| c.role == ClusterRole::Production).collect();
+    let production: Vec<_> = rel
+        .clusters
+        .iter()
+        .filter(|c| c.role == ClusterRole::Production)
+        .collect();
     let Some((first, rest)) = production.split_first() else {
         return steps;
     };
@@ -28,15 +41,33 @@ pub fn build(rel: &ResolvedRelease, mode: Mode) -> Vec<PlannedStep> {
     match mode {
         Mode::BlueGreen => {
             let canary = rel.canary_weight_on_first();
-            let canary_wait = if canary == Percent::HUNDRED { Span::ZERO } else { t.canary_duration };
-            steps.push(step(StepKind::Canary, &first.name, Some(canary), canary_wait));
+            let canary_wait = if canary == Percent::HUNDRED {
+                Span::ZERO
+            } else {
+                t.canary_duration
+            };
+            steps.push(step(
+                StepKind::Canary,
+                &first.name,
+                Some(canary),
+                canary_wait,
+            ));
             for w in ramp_weights(canary, t.ramp_step) {
-                let wait = if w == Percent::HUNDRED { Span::ZERO } else { t.ramp_interval };
+                let wait = if w == Percent::HUNDRED {
+                    Span::ZERO
+                } else {
+                    t.ramp_interval
+                };
                 steps.push(step(StepKind::Ramp, &first.name, Some(w), wait));
             }
         }
         Mode::FirstInstall => {
-            steps.push(step(StepKind::Cutover, &first.name, Some(Percent::HUNDRED), Span::ZERO));
+            steps.push(step(
+                StepKind::Cutover,
+                &first.name,
+                Some(Percent::HUNDRED),
+                Span::ZERO,
+            ));
         }
     }
     steps.push(step(StepKind::Soak, &first.name, None, t.soak));
@@ -44,15 +75,29 @@ pub fn build(rel: &ResolvedRelease, mode: Mode) -> Vec<PlannedStep> {
         steps.push(step(StepKind::Deploy, &c.name, None, Span::ZERO));
         if mode == Mode::BlueGreen && t.later_clusters == LaterClusters::Ramp {
             for w in ramp_weights(Percent::ZERO, t.ramp_step) {
-                let wait = if w == Percent::HUNDRED { Span::ZERO } else { t.ramp_interval };
+                let wait = if w == Percent::HUNDRED {
+                    Span::ZERO
+                } else {
+                    t.ramp_interval
+                };
                 steps.push(step(StepKind::Ramp, &c.name, Some(w), wait));
             }
         } else {
-            steps.push(step(StepKind::Cutover, &c.name, Some(Percent::HUNDRED), Span::ZERO));
+            steps.push(step(
+                StepKind::Cutover,
+                &c.name,
+                Some(Percent::HUNDRED),
+                Span::ZERO,
+            ));
         }
     }
     if mode == Mode::BlueGreen {
-        steps.push(PlannedStep { kind: StepKind::Bake, cluster: None, weight: None, wait: t.bake });
+        steps.push(PlannedStep {
+            kind: StepKind::Bake,
+            cluster: None,
+            weight: None,
+            wait: t.bake,
+        });
         for c in &rel.clusters {
             steps.push(step(StepKind::Cleanup, &c.name, None, Span::ZERO));
         }
@@ -93,8 +138,20 @@ mod tests {
         assert_eq!(got[0], five);
         assert_eq!(*got.last().unwrap(), Percent::HUNDRED);
         assert_eq!(pcts(&ramp_weights(Percent::from_whole(5), five))[0], 1000);
-        assert_eq!(pcts(&ramp_weights(Percent::from_whole(30), Percent::from_whole(40))), vec![4000, 8000, 10_000]);
+        assert_eq!(
+            pcts(&ramp_weights(
+                Percent::from_whole(30),
+                Percent::from_whole(40)
+            )),
+            vec![4000, 8000, 10_000]
+        );
         assert!(ramp_weights(Percent::HUNDRED, five).is_empty());
-        assert_eq!(pcts(&ramp_weights(Percent::from_basis_points(333), Percent::from_whole(25))), vec![2500, 5000, 7500, 10_000]);
+        assert_eq!(
+            pcts(&ramp_weights(
+                Percent::from_basis_points(333),
+                Percent::from_whole(25)
+            )),
+            vec![2500, 5000, 7500, 10_000]
+        );
     }
 }

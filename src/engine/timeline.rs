@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use super::observe::{ClusterView, GateReport, GateVerdict, Observation, PlacementView, RouteView, WorkloadView};
+use super::observe::{
+    ClusterView, FreezeView, GateReport, GateVerdict, Observation, PlacementView, RouteView,
+    WorkloadView,
+};
 use super::{Action, decide};
 use crate::spec::status::{Phase, PlannedStep};
 use crate::spec::{Percent, ReleaseStatus, ResolvedRelease, Span};
@@ -86,7 +89,10 @@ pub fn simulate(rel: &ResolvedRelease, first_install: bool) -> Result<Timeline, 
         }
         match status.phase {
             Phase::Completed => {
-                return Ok(Timeline { entries, total: now.duration_since(start) });
+                return Ok(Timeline {
+                    entries,
+                    total: now.duration_since(start),
+                });
             }
             Phase::Failed | Phase::Aborted | Phase::Aborting => {
                 return Err(TimelineError::Stuck(status.message.unwrap_or_default()));
@@ -97,7 +103,10 @@ pub fn simulate(rel: &ResolvedRelease, first_install: bool) -> Result<Timeline, 
             match d.wake_at {
                 Some(at) if at > now => now = at,
                 _ => {
-                    let why = status.message.clone().unwrap_or_else(|| "no timer and nothing to do".into());
+                    let why = status
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "no timer and nothing to do".into());
                     return Err(TimelineError::Stuck(why));
                 }
             }
@@ -106,15 +115,22 @@ pub fn simulate(rel: &ResolvedRelease, first_install: bool) -> Result<Timeline, 
     Err(TimelineError::Stuck("more than 10000 passes".into()))
 }
 
-/// A fleet where every change lands at once.
-struct World {
-    version: String,
-    clusters: BTreeMap<String, ClusterView>,
+/// A fleet where every change lands at once. Tests steer it through its fields.
+pub(crate) struct World {
+    pub(crate) version: String,
+    pub(crate) clusters: BTreeMap<String, ClusterView>,
+    pub(crate) freezes: FreezeView,
+    /// The verdict every gate run reports.
+    pub(crate) gate: GateVerdict,
 }
 
 impl World {
-    fn new(rel: &ResolvedRelease, first_install: bool) -> World {
-        let blue = WorkloadView { version: format!("before-{}", rel.version), replicas: 0, available: 0 };
+    pub(crate) fn new(rel: &ResolvedRelease, first_install: bool) -> World {
+        let blue = WorkloadView {
+            version: format!("before-{}", rel.version),
+            replicas: 0,
+            available: 0,
+        };
         let clusters = rel
             .clusters
             .iter()
@@ -122,47 +138,87 @@ impl World {
                 let view = ClusterView {
                     reachable: true,
                     green: None,
-                    blue: (!first_install).then(|| WorkloadView { replicas: c.replicas, available: c.replicas, ..blue.clone() }),
+                    blue: (!first_install).then(|| WorkloadView {
+                        replicas: c.replicas,
+                        available: c.replicas,
+                        ..blue.clone()
+                    }),
                     route: None,
                     placement: PlacementView::Satisfied,
                 };
                 (c.name.clone(), view)
             })
             .collect();
-        World { version: rel.version.clone(), clusters }
+        World {
+            version: rel.version.clone(),
+            clusters,
+            freezes: FreezeView::default(),
+            gate: GateVerdict::Pass,
+        }
     }
 
-    fn observe(&self, status: &ReleaseStatus) -> Observation {
+    pub(crate) fn observe(&self, status: &ReleaseStatus) -> Observation {
+        let reachable = |name: &String| self.clusters.get(name).is_some_and(|c| c.reachable);
         Observation {
-            clusters: self.clusters.clone(),
-            freezes: Default::default(),
+            clusters: self
+                .clusters
+                .iter()
+                .filter(|(n, _)| reachable(n))
+                .map(|(n, c)| (n.clone(), c.clone()))
+                .collect(),
+            freezes: self.freezes.clone(),
             gate: Some(GateReport {
                 step: status.step,
                 epoch: status.analysis_epoch,
-                verdict: GateVerdict::Pass,
-                message: "every gate passes".into(),
+                verdict: self.gate,
+                message: format!("every gate reports {:?}", self.gate),
             }),
         }
     }
 
-    fn apply(&mut self, action: &Action) {
-        let Some(c) = self.clusters.get_mut(action.cluster()) else { return };
+    /// Applies an action, unless its cluster is unreachable.
+    pub(crate) fn apply(&mut self, action: &Action) {
+        let Some(c) = self
+            .clusters
+            .get_mut(action.cluster())
+            .filter(|c| c.reachable)
+        else {
+            return;
+        };
         match action {
             Action::DeployGreen { replicas, .. } => {
-                c.green = Some(WorkloadView { version: self.version.clone(), replicas: *replicas, available: *replicas });
+                c.green = Some(WorkloadView {
+                    version: self.version.clone(),
+                    replicas: *replicas,
+                    available: *replicas,
+                });
             }
             Action::SetWeight { green, .. } => {
-                c.route = Some(RouteView { green: *green, target: Some(*green), drift: None });
+                c.route = Some(RouteView {
+                    green: *green,
+                    target: Some(*green),
+                    drift: None,
+                });
             }
-            Action::ScaleDownGreen { .. } => c.green = None,
+            Action::ScaleDownGreen { .. } => {
+                if let Some(g) = c.green.as_mut() {
+                    g.replicas = 0;
+                    g.available = 0;
+                }
+            }
             Action::DeleteBlue { .. } => c.blue = None,
         }
     }
 
-    fn weights(&self) -> BTreeMap<String, Percent> {
+    pub(crate) fn weights(&self) -> BTreeMap<String, Percent> {
         self.clusters
             .iter()
-            .map(|(name, c)| (name.clone(), c.route.as_ref().map(|r| r.green).unwrap_or(Percent::ZERO)))
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    c.route.as_ref().map(|r| r.green).unwrap_or(Percent::ZERO),
+                )
+            })
             .collect()
     }
 }

@@ -16,7 +16,13 @@ use super::meta;
 use super::selectors::LabelSelector;
 
 /// Defaults and checks before a write is committed.
-pub fn admit(kind: &Kind, old: Option<&Value>, obj: &mut Value, registry: &Registry, now: Timestamp) -> ApiResult<()> {
+pub fn admit(
+    kind: &Kind,
+    old: Option<&Value>,
+    obj: &mut Value,
+    registry: &Registry,
+    now: Timestamp,
+) -> ApiResult<()> {
     match (kind.group.as_str(), kind.plural.as_str()) {
         ("", "namespaces") => {
             let name = meta::name(obj).to_string();
@@ -60,7 +66,9 @@ pub fn after_delete(kind: &Kind, obj: &Value, registry: &mut Registry) -> Option
         return None;
     }
     let k = Kind::from_crd(obj).ok()?;
-    registry.remove(&k.group, &k.plural).map(Arc::unwrap_or_clone)
+    registry
+        .remove(&k.group, &k.plural)
+        .map(Arc::unwrap_or_clone)
 }
 
 fn is_crd(kind: &Kind) -> bool {
@@ -97,8 +105,14 @@ fn service_defaults(obj: &mut Value, old: Option<&Value>) {
         let ip = match old.map(|o| o["spec"]["clusterIP"].clone()) {
             Some(Value::String(ip)) => ip,
             _ => {
-                let h = meta::short_hash(&json!([meta::namespace(obj), meta::name(obj), meta::uid(obj)]));
-                let n = h.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+                let h = meta::short_hash(&json!([
+                    meta::namespace(obj),
+                    meta::name(obj),
+                    meta::uid(obj)
+                ]));
+                let n = h
+                    .bytes()
+                    .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
                 format!("10.96.{}.{}", (n >> 8) % 256, n % 254 + 1)
             }
         };
@@ -130,7 +144,10 @@ fn deployment_defaults(kind: &Kind, old: Option<&Value>, obj: &mut Value) -> Api
     if spec["strategy"].is_null() {
         spec["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
     }
-    for (field, value) in [("revisionHistoryLimit", 10), ("progressDeadlineSeconds", 600)] {
+    for (field, value) in [
+        ("revisionHistoryLimit", 10),
+        ("progressDeadlineSeconds", 600),
+    ] {
         if spec[field].is_null() {
             spec[field] = json!(value);
         }
@@ -138,12 +155,17 @@ fn deployment_defaults(kind: &Kind, old: Option<&Value>, obj: &mut Value) -> Api
     if !spec["selector"].is_object() {
         return Err(invalid("spec.selector: Required value"));
     }
-    let selector = LabelSelector::from_object(&spec["selector"]).map_err(|e| invalid(&format!("spec.selector: {e}")))?;
+    let selector = LabelSelector::from_object(&spec["selector"])
+        .map_err(|e| invalid(&format!("spec.selector: {e}")))?;
     if selector.is_empty() {
-        return Err(invalid("spec.selector: Invalid value: empty selector is invalid for deployment"));
+        return Err(invalid(
+            "spec.selector: Invalid value: empty selector is invalid for deployment",
+        ));
     }
     if !selector.matches(spec["template"]["metadata"]["labels"].as_object()) {
-        return Err(invalid("spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`"));
+        return Err(invalid(
+            "spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`",
+        ));
     }
     if let Some(old) = old
         && old["spec"]["selector"] != obj["spec"]["selector"]
@@ -158,17 +180,26 @@ fn deployment_defaults(kind: &Kind, old: Option<&Value>, obj: &mut Value) -> Api
 
 fn crd_status(obj: &mut Value, registry: &Registry) -> ApiResult<()> {
     let k = Kind::from_crd(obj)?;
-    if registry.by_resource(&k.group, &k.plural).is_some_and(|existing| !existing.custom) {
+    if registry
+        .by_resource(&k.group, &k.plural)
+        .is_some_and(|existing| !existing.custom)
+    {
         return Err(ApiError::invalid(
             "apiextensions.k8s.io",
             "customresourcedefinitions",
             meta::name(obj),
-            format!("spec.group: {} {} is served by the API server itself", k.group, k.plural),
+            format!(
+                "spec.group: {} {} is served by the API server itself",
+                k.group, k.plural
+            ),
         ));
     }
     let mut names = obj["spec"]["names"].clone();
     names["singular"] = json!(k.singular);
-    names["listKind"] = names.get("listKind").cloned().unwrap_or_else(|| json!(format!("{}List", k.kind)));
+    names["listKind"] = names
+        .get("listKind")
+        .cloned()
+        .unwrap_or_else(|| json!(format!("{}List", k.kind)));
     obj["spec"]["names"]["listKind"] = names["listKind"].clone();
     let established = |kind: &str, reason: &str, message: &str| {
         json!({"type": kind, "status": "True", "reason": reason, "message": message,
@@ -190,7 +221,10 @@ mod tests {
     use super::*;
 
     fn deployments() -> Kind {
-        Registry::with_builtins().by_resource("apps", "deployments").map(Arc::unwrap_or_clone).unwrap()
+        Registry::with_builtins()
+            .by_resource("apps", "deployments")
+            .map(Arc::unwrap_or_clone)
+            .unwrap()
     }
 
     fn deploy(selector: Value, labels: Value) -> Value {
@@ -201,15 +235,24 @@ mod tests {
     fn deployments_get_defaults_and_selector_checks() {
         let reg = Registry::with_builtins();
         let now = Timestamp::UNIX_EPOCH;
-        let mut d = deploy(json!({"matchLabels": {"app": "web"}}), json!({"app": "web"}));
+        let mut d = deploy(
+            json!({"matchLabels": {"app": "web"}}),
+            json!({"app": "web"}),
+        );
         admit(&deployments(), None, &mut d, &reg, now).unwrap();
         assert_eq!(d["spec"]["replicas"], 1);
         assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
-        let mut bad = deploy(json!({"matchLabels": {"app": "api"}}), json!({"app": "web"}));
+        let mut bad = deploy(
+            json!({"matchLabels": {"app": "api"}}),
+            json!({"app": "web"}),
+        );
         let err = admit(&deployments(), None, &mut bad, &reg, now).unwrap_err();
         assert_eq!(err.code, 422);
         assert!(err.message.contains("does not match"), "{}", err.message);
-        let mut moved = deploy(json!({"matchLabels": {"app": "web", "x": "y"}}), json!({"app": "web", "x": "y"}));
+        let mut moved = deploy(
+            json!({"matchLabels": {"app": "web", "x": "y"}}),
+            json!({"app": "web", "x": "y"}),
+        );
         let err = admit(&deployments(), Some(&d), &mut moved, &reg, now).unwrap_err();
         assert!(err.message.contains("immutable"), "{}", err.message);
     }
@@ -223,7 +266,8 @@ mod tests {
         let ip = s["spec"]["clusterIP"].as_str().unwrap().to_string();
         assert!(ip.starts_with("10.96."), "{ip}");
         assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
-        let mut again = json!({"metadata": {"name": "web", "namespace": "a", "uid": "u1"}, "spec": {}});
+        let mut again =
+            json!({"metadata": {"name": "web", "namespace": "a", "uid": "u1"}, "spec": {}});
         admit(&svc, Some(&s), &mut again, &reg, Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(again["spec"]["clusterIP"], ip.as_str());
     }

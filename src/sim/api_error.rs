@@ -22,12 +22,22 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// `deployments.apps`, or `pods` for the core group: how Kubernetes names a resource in errors.
 pub fn qualified(group: &str, resource: &str) -> String {
-    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
 
     fn about(mut self, name: &str, group: &str, resource: &str) -> ApiError {
@@ -37,16 +47,22 @@ impl ApiError {
 
     pub fn not_found(group: &str, resource: &str, name: &str) -> ApiError {
         let q = qualified(group, resource);
-        ApiError::new(404, "NotFound", format!("{q} {name:?} not found")).about(name, group, resource)
+        ApiError::new(404, "NotFound", format!("{q} {name:?} not found"))
+            .about(name, group, resource)
     }
 
     pub fn no_such_resource(path: &str) -> ApiError {
-        ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
 
     pub fn already_exists(group: &str, resource: &str, name: &str) -> ApiError {
         let q = qualified(group, resource);
-        ApiError::new(409, "AlreadyExists", format!("{q} {name:?} already exists")).about(name, group, resource)
+        ApiError::new(409, "AlreadyExists", format!("{q} {name:?} already exists"))
+            .about(name, group, resource)
     }
 
     /// A write based on a stale `resourceVersion`.
@@ -63,10 +79,20 @@ impl ApiError {
         .about(name, group, resource)
     }
 
-    pub fn invalid(group: &str, resource: &str, name: &str, problem: impl Into<String>) -> ApiError {
+    pub fn invalid(
+        group: &str,
+        resource: &str,
+        name: &str,
+        problem: impl Into<String>,
+    ) -> ApiError {
         let q = qualified(group, resource);
         let problem = problem.into();
-        ApiError::new(422, "Invalid", format!("{q} {name:?} is invalid: {problem}")).about(name, group, resource)
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{q} {name:?} is invalid: {problem}"),
+        )
+        .about(name, group, resource)
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {

@@ -47,8 +47,16 @@ pub struct Shared<'a> {
 
 impl SimCluster {
     /// Boots the cluster and starts its tasks (pushed onto `tasks`).
-    pub async fn start(index: usize, spec: &ClusterSpec, shared: &Shared<'_>, tasks: &mut Vec<JoinHandle<()>>) -> Result<SimCluster, SimError> {
-        let store = Arc::new(Store::new(shared.clock.clone(), shared.scenario.api_server.watch_history));
+    pub async fn start(
+        index: usize,
+        spec: &ClusterSpec,
+        shared: &Shared<'_>,
+        tasks: &mut Vec<JoinHandle<()>>,
+    ) -> Result<SimCluster, SimError> {
+        let store = Arc::new(Store::new(
+            shared.clock.clone(),
+            shared.scenario.api_server.watch_history,
+        ));
         let ctx = Arc::new(Ctx {
             cluster: spec.name.clone(),
             index,
@@ -58,8 +66,13 @@ impl SimCluster {
             readiness_delay: shared.scenario.pods.readiness_delay.as_duration(),
             evict_after: shared.scenario.pods.evict_after.as_duration(),
         });
-        boot(&ctx, index, spec).map_err(|e| SimError::Boot { cluster: spec.name.clone(), problem: e.to_string() })?;
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(SimError::Bind)?;
+        boot(&ctx, index, spec).map_err(|e| SimError::Boot {
+            cluster: spec.name.clone(),
+            problem: e.to_string(),
+        })?;
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(SimError::Bind)?;
         let port = listener.local_addr().map_err(SimError::Bind)?.port();
         let traffic = Arc::new(Traffic {
             cluster: spec.name.clone(),
@@ -81,9 +94,23 @@ impl SimCluster {
             address: format!("127.0.0.1:{port}"),
         });
         tasks.push(tokio::spawn(server::serve(api, listener, port)));
-        tasks.push(tokio::spawn(controllers::run(ctx.clone(), shared.stop.clone())));
-        tasks.push(tokio::spawn(tick_metrics(traffic.clone(), shared.stop.clone())));
-        Ok(SimCluster { name: spec.name.clone(), port, store, faults, counter, traffic, ctx })
+        tasks.push(tokio::spawn(controllers::run(
+            ctx.clone(),
+            shared.stop.clone(),
+        )));
+        tasks.push(tokio::spawn(tick_metrics(
+            traffic.clone(),
+            shared.stop.clone(),
+        )));
+        Ok(SimCluster {
+            name: spec.name.clone(),
+            port,
+            store,
+            faults,
+            counter,
+            traffic,
+            ctx,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -101,9 +128,17 @@ async fn tick_metrics(traffic: Arc<Traffic>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn create(ctx: &Ctx, group: &str, plural: &str, ns: &str, obj: Value) -> Result<(), super::api_error::ApiError> {
+fn create(
+    ctx: &Ctx,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    obj: Value,
+) -> Result<(), super::api_error::ApiError> {
     let kind = ctx.kind(group, plural);
-    ctx.store.create(&kind, ns, obj, Target::All, &WriteOptions::default()).map(|_| ())
+    ctx.store
+        .create(&kind, ns, obj, Target::All, &WriteOptions::default())
+        .map(|_| ())
 }
 
 /// Namespaces, nodes, the `kubernetes` Service and the HTTPRoute CRD.
@@ -127,7 +162,13 @@ fn boot(ctx: &Ctx, index: usize, spec: &ClusterSpec) -> Result<(), super::api_er
                                "spec": {"holderIdentity": nodes::node_name(&spec.name, zone, number), "leaseDurationSeconds": 40,
                                         "renewTime": super::meta::micro_time(now)}});
             create(ctx, "", "nodes", "", node)?;
-            create(ctx, "coordination.k8s.io", "leases", "kube-node-lease", lease)?;
+            create(
+                ctx,
+                "coordination.k8s.io",
+                "leases",
+                "kube-node-lease",
+                lease,
+            )?;
         }
     }
     create(
@@ -138,7 +179,13 @@ fn boot(ctx: &Ctx, index: usize, spec: &ClusterSpec) -> Result<(), super::api_er
         json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
                "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}}),
     )?;
-    create(ctx, "apiextensions.k8s.io", "customresourcedefinitions", "", httproute_crd())
+    create(
+        ctx,
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "",
+        httproute_crd(),
+    )
 }
 
 /// The Gateway API HTTPRoute CRD, schema left open.

@@ -47,7 +47,8 @@ impl RequestCounts {
 
     /// Requests that change something: create, update, patch, delete.
     pub fn writes(&self) -> u64 {
-        self.filter(|k| WRITE_VERBS.contains(&k.verb.as_str())).total()
+        self.filter(|k| WRITE_VERBS.contains(&k.verb.as_str()))
+            .total()
     }
 
     pub fn cluster(&self, cluster: &str) -> RequestCounts {
@@ -60,7 +61,12 @@ impl RequestCounts {
 
     /// A resource, including its subresources (`deployments` counts `deployments/status`).
     pub fn resource(&self, resource: &str) -> RequestCounts {
-        self.filter(|k| k.resource == resource || k.resource.strip_prefix(resource).is_some_and(|r| r.starts_with('/')))
+        self.filter(|k| {
+            k.resource == resource
+                || k.resource
+                    .strip_prefix(resource)
+                    .is_some_and(|r| r.starts_with('/'))
+        })
     }
 
     /// Clients whose user agent starts with `prefix` (`kubectl`, `cutover`).
@@ -69,7 +75,14 @@ impl RequestCounts {
     }
 
     pub fn filter(&self, keep: impl Fn(&RequestKey) -> bool) -> RequestCounts {
-        RequestCounts { requests: self.requests.iter().filter(|r| keep(&r.key)).cloned().collect() }
+        RequestCounts {
+            requests: self
+                .requests
+                .iter()
+                .filter(|r| keep(&r.key))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Totals per verb.
@@ -115,7 +128,10 @@ pub struct RequestCounter {
 
 impl RequestCounter {
     pub fn new(cluster: &str) -> RequestCounter {
-        RequestCounter { cluster: cluster.to_string(), counts: Mutex::new(BTreeMap::new()) }
+        RequestCounter {
+            cluster: cluster.to_string(),
+            counts: Mutex::new(BTreeMap::new()),
+        }
     }
 
     pub fn record(&self, verb: &str, resource: &str, user_agent: &str) {
@@ -125,18 +141,32 @@ impl RequestCounter {
             resource: resource.to_string(),
             user_agent: user_agent.to_string(),
         };
-        *self.counts.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(0) += 1;
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert(0) += 1;
     }
 
     pub fn snapshot(&self) -> RequestCounts {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         RequestCounts {
-            requests: counts.iter().map(|(k, c)| RequestCount { key: k.clone(), count: *c }).collect(),
+            requests: counts
+                .iter()
+                .map(|(k, c)| RequestCount {
+                    key: k.clone(),
+                    count: *c,
+                })
+                .collect(),
         }
     }
 
     pub fn reset(&self) {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 

@@ -51,21 +51,37 @@ fn group_entry(group: &str, versions: &[String]) -> Value {
 
 /// `/apis`: every named group.
 pub fn group_list(reg: &Registry) -> Value {
-    let groups: Vec<Value> =
-        reg.groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_entry(g, vs)).collect();
+    let groups: Vec<Value> = reg
+        .groups()
+        .iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, vs)| group_entry(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/<group>`.
 pub fn group(reg: &Registry, name: &str) -> Option<Value> {
-    let (g, vs) = reg.groups().into_iter().find(|(g, _)| g == name && !g.is_empty())?;
+    let (g, vs) = reg
+        .groups()
+        .into_iter()
+        .find(|(g, _)| g == name && !g.is_empty())?;
     let mut v = group_entry(&g, &vs);
     v["kind"] = json!("APIGroup");
     v["apiVersion"] = json!("v1");
     Some(v)
 }
 
-const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// `/api/v1` or `/apis/<group>/<version>`.
 pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value> {
@@ -98,13 +114,23 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
                                   "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 /// The path of a group version in the OpenAPI v3 index: `api/v1`, `apis/apps/v1`.
 fn v3_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `/openapi/v3`: one entry per group version. The hash changes when the kinds do, so
@@ -113,10 +139,17 @@ pub fn openapi_v3_index(reg: &Registry) -> Value {
     let mut paths = serde_json::Map::new();
     for (g, vs) in reg.groups() {
         for v in vs {
-            let kinds: Vec<String> = reg.in_group_version(&g, &v).iter().map(|k| k.plural.clone()).collect();
+            let kinds: Vec<String> = reg
+                .in_group_version(&g, &v)
+                .iter()
+                .map(|k| k.plural.clone())
+                .collect();
             let hash = super::meta::short_hash(&json!(kinds));
             let p = v3_path(&g, &v);
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}));
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
+            );
         }
     }
     json!({"paths": paths})
@@ -157,10 +190,14 @@ fn operations(k: &Kind, version: &str, item: bool) -> Value {
     let gvk = json!({"group": k.group, "version": version, "kind": k.kind});
     let query = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
     let ok = json!({"200": {"description": "OK"}});
-    let op = |action: &str, params: Vec<Value>| {
-        json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": ok})
+    let op = |action: &str, params: Vec<Value>| json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": ok});
+    let writes = || {
+        vec![
+            query("dryRun"),
+            query("fieldManager"),
+            query("fieldValidation"),
+        ]
     };
-    let writes = || vec![query("dryRun"), query("fieldManager"), query("fieldValidation")];
     if item {
         let mut patch = op("patch", {
             let mut p = writes();
@@ -168,7 +205,11 @@ fn operations(k: &Kind, version: &str, item: bool) -> Value {
             p
         });
         let mut content = serde_json::Map::new();
-        for ct in ["application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json"] {
+        for ct in [
+            "application/apply-patch+yaml",
+            "application/json-patch+json",
+            "application/merge-patch+json",
+        ] {
             content.insert(ct.to_string(), json!({"schema": {"type": "object"}}));
         }
         patch["requestBody"] = json!({"content": content});
@@ -191,8 +232,22 @@ mod tests {
     fn resource_lists_show_subresources() {
         let reg = Registry::with_builtins();
         let apps = resource_list(&reg, "apps", "v1").unwrap();
-        let names: Vec<&str> = apps["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["deployments", "deployments/status", "deployments/scale", "replicasets", "replicasets/status"]);
+        let names: Vec<&str> = apps["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "deployments",
+                "deployments/status",
+                "deployments/scale",
+                "replicasets",
+                "replicasets/status"
+            ]
+        );
         assert_eq!(apps["resources"][0]["shortNames"], json!(["deploy"]));
         assert!(resource_list(&reg, "apps", "v2").is_none());
         let core = resource_list(&reg, "", "v1").unwrap();
@@ -203,12 +258,24 @@ mod tests {
     fn openapi_v3_declares_field_validation_for_every_kind() {
         let reg = Registry::with_builtins();
         let index = openapi_v3_index(&reg);
-        let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap();
+        let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap();
         assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="), "{url}");
         let doc = openapi_v3_document(&reg, "apis/apps/v1").unwrap();
-        let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        let patch =
+            &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "Deployment"
+        );
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         assert!(openapi_v3_document(&reg, "apis/nope/v1").is_none());
     }
 }

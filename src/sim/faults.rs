@@ -18,7 +18,10 @@ use super::scenario::{BehaviourChange, BehaviourSpec, UnreachableMode};
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiFault {
     /// Answer `ratio` (0..=1) of requests with `code`.
-    Errors { code: u16, ratio: f64 },
+    Errors {
+        code: u16,
+        ratio: f64,
+    },
     /// Delay every request by this much wall-clock time.
     Latency(Duration),
     Unreachable(UnreachableMode),
@@ -40,7 +43,10 @@ pub struct ApiFaults {
 
 impl Default for ApiFaults {
     fn default() -> Self {
-        ApiFaults { active: Mutex::new(BTreeMap::new()), unreachable: watch::channel(None).0 }
+        ApiFaults {
+            active: Mutex::new(BTreeMap::new()),
+            unreachable: watch::channel(None).0,
+        }
     }
 }
 
@@ -77,12 +83,23 @@ impl ApiFaults {
     /// The fate of one request: summed latency, and an error drawn with the newest error fault's ratio.
     pub fn verdict(&self) -> Verdict {
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        let delay = active.values().map(|f| if let ApiFault::Latency(d) = f { *d } else { Duration::ZERO }).sum();
+        let delay = active
+            .values()
+            .map(|f| {
+                if let ApiFault::Latency(d) = f {
+                    *d
+                } else {
+                    Duration::ZERO
+                }
+            })
+            .sum();
         let fail = active.values().rev().find_map(|f| match f {
             ApiFault::Errors { code, ratio } => Some((*code, *ratio)),
             _ => None,
         });
-        let fail = fail.filter(|(_, ratio)| rand::random::<f64>() < *ratio).map(|(code, _)| code);
+        let fail = fail
+            .filter(|(_, ratio)| rand::random::<f64>() < *ratio)
+            .map(|(code, _)| code);
         Verdict { delay, fail }
     }
 }
@@ -125,19 +142,30 @@ impl Behaviours {
     }
 
     pub fn activate(&self, event: usize, change: BehaviourChange) {
-        self.active.lock().unwrap_or_else(|p| p.into_inner()).insert(event, change);
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(event, change);
     }
 
     pub fn clear(&self, event: usize) {
-        self.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&event);
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&event);
     }
 
     pub fn of(&self, w: Workload) -> Behaviour {
         let mut b = self.default.clone();
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         for c in active.values() {
-            let matches = |want: &Option<String>, got: &str| want.as_deref().is_none_or(|x| x == got);
-            if matches(&c.cluster, w.cluster) && matches(&c.app, w.app) && matches(&c.version, w.version) && matches(&c.colour, w.colour) {
+            let matches =
+                |want: &Option<String>, got: &str| want.as_deref().is_none_or(|x| x == got);
+            if matches(&c.cluster, w.cluster)
+                && matches(&c.app, w.app)
+                && matches(&c.version, w.version)
+                && matches(&c.colour, w.colour)
+            {
                 if let Some(r) = c.error_ratio {
                     b.error_ratio = r.as_f64() / 100.0;
                 }
@@ -161,10 +189,28 @@ mod tests {
     #[test]
     fn api_faults_stack_and_clear() {
         let f = ApiFaults::default();
-        assert_eq!(f.verdict(), Verdict { delay: Duration::ZERO, fail: None });
-        f.activate(1, ApiFault::Errors { code: 503, ratio: 1.0 });
+        assert_eq!(
+            f.verdict(),
+            Verdict {
+                delay: Duration::ZERO,
+                fail: None
+            }
+        );
+        f.activate(
+            1,
+            ApiFault::Errors {
+                code: 503,
+                ratio: 1.0,
+            },
+        );
         f.activate(2, ApiFault::Latency(Duration::from_millis(5)));
-        assert_eq!(f.verdict(), Verdict { delay: Duration::from_millis(5), fail: Some(503) });
+        assert_eq!(
+            f.verdict(),
+            Verdict {
+                delay: Duration::from_millis(5),
+                fail: Some(503)
+            }
+        );
         let rx = f.unreachable();
         f.activate(3, ApiFault::Unreachable(UnreachableMode::Close));
         assert_eq!(*rx.borrow(), Some(UnreachableMode::Close));
@@ -172,19 +218,48 @@ mod tests {
         f.clear(3);
         assert_eq!(*rx.borrow(), None);
         assert_eq!(f.verdict().fail, None);
-        f.activate(4, ApiFault::Errors { code: 429, ratio: 0.0 });
+        f.activate(
+            4,
+            ApiFault::Errors {
+                code: 429,
+                ratio: 0.0,
+            },
+        );
         assert_eq!(f.verdict().fail, None);
     }
 
     #[test]
     fn behaviour_overrides_match_what_they_name() {
         let b = Behaviours::new(&BehaviourSpec::default());
-        let green = Workload { cluster: "prod-a", app: "web", version: "v2", colour: "green" };
-        let blue = Workload { colour: "blue", version: "v1", ..green };
-        b.activate(0, BehaviourChange { colour: Some("green".into()), error_ratio: Some(Percent::from_whole(20)), ..Default::default() });
+        let green = Workload {
+            cluster: "prod-a",
+            app: "web",
+            version: "v2",
+            colour: "green",
+        };
+        let blue = Workload {
+            colour: "blue",
+            version: "v1",
+            ..green
+        };
+        b.activate(
+            0,
+            BehaviourChange {
+                colour: Some("green".into()),
+                error_ratio: Some(Percent::from_whole(20)),
+                ..Default::default()
+            },
+        );
         assert_eq!(b.of(green).error_ratio, 0.2);
         assert_eq!(b.of(blue).error_ratio, 0.001);
-        b.activate(1, BehaviourChange { cluster: Some("prod-b".into()), crash_loop: Some(true), ..Default::default() });
+        b.activate(
+            1,
+            BehaviourChange {
+                cluster: Some("prod-b".into()),
+                crash_loop: Some(true),
+                ..Default::default()
+            },
+        );
         assert!(!b.of(green).crash_loop);
         b.clear(0);
         assert_eq!(b.of(green).error_ratio, 0.001);

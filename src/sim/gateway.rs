@@ -43,12 +43,17 @@ impl Snapshot {
     }
 
     fn service(&self, ns: &str, name: &str) -> Option<&Value> {
-        self.services.iter().map(|s| &**s).find(|s| meta::namespace(s) == ns && meta::name(s) == name)
+        self.services
+            .iter()
+            .map(|s| &**s)
+            .find(|s| meta::namespace(s) == ns && meta::name(s) == name)
     }
 
     /// Pods a Service selects (an empty selector selects none, as for endpoints).
     fn selected<'a>(&'a self, svc: &'a Value) -> impl Iterator<Item = &'a Value> + 'a {
-        let sel = svc["spec"]["selector"].as_object().filter(|m| !m.is_empty());
+        let sel = svc["spec"]["selector"]
+            .as_object()
+            .filter(|m| !m.is_empty());
         self.pods.iter().map(|p| &**p).filter(move |p| {
             let Some(sel) = sel else { return false };
             meta::namespace(p) == meta::namespace(svc)
@@ -60,7 +65,9 @@ impl Snapshot {
 
 /// Whether a pod takes traffic: Running, Ready, not terminating.
 pub fn is_ready(pod: &Value) -> bool {
-    pod["status"]["phase"] == "Running" && meta::condition_true(pod, "Ready") && !meta::is_terminating(pod)
+    pod["status"]["phase"] == "Running"
+        && meta::condition_true(pod, "Ready")
+        && !meta::is_terminating(pod)
 }
 
 fn label_or<'a>(v: &'a Value, key: &str, default: &'a str) -> &'a str {
@@ -73,9 +80,16 @@ fn service_flows(snap: &Snapshot, svc: &Value, app_hint: &str, rps: f64, out: &m
     let ready: Vec<&Value> = selected.iter().copied().filter(|p| is_ready(p)).collect();
     if ready.is_empty() {
         let sel = &svc["spec"]["selector"];
-        let any = selected.first().map(|p| &p["metadata"]["labels"]).unwrap_or(&Value::Null);
+        let any = selected
+            .first()
+            .map(|p| &p["metadata"]["labels"])
+            .unwrap_or(&Value::Null);
         let pick = |key: &str, fallback: &str| -> String {
-            sel[key].as_str().or_else(|| any[key].as_str()).unwrap_or(fallback).to_string()
+            sel[key]
+                .as_str()
+                .or_else(|| any[key].as_str())
+                .unwrap_or(fallback)
+                .to_string()
         };
         let colour_guess = guess_colour(meta::name(svc));
         out.push(Flow {
@@ -111,14 +125,22 @@ fn guess_colour(name: &str) -> &'static str {
 }
 
 /// `(namespace, name, weight)` of every Service backend of one rule.
-fn backends<'a>(route: &'a Value, rule: &'a Value) -> impl Iterator<Item = (&'a str, &'a str, f64)> + 'a {
-    rule["backendRefs"].as_array().into_iter().flatten().filter_map(move |b| {
-        let kind_ok = b["kind"].as_str().is_none_or(|k| k == "Service") && b["group"].as_str().is_none_or(str::is_empty);
-        let name = b["name"].as_str()?;
-        let ns = b["namespace"].as_str().unwrap_or(meta::namespace(route));
-        let weight = b["weight"].as_f64().unwrap_or(1.0).max(0.0);
-        kind_ok.then_some((ns, name, weight))
-    })
+fn backends<'a>(
+    route: &'a Value,
+    rule: &'a Value,
+) -> impl Iterator<Item = (&'a str, &'a str, f64)> + 'a {
+    rule["backendRefs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(move |b| {
+            let kind_ok = b["kind"].as_str().is_none_or(|k| k == "Service")
+                && b["group"].as_str().is_none_or(str::is_empty);
+            let name = b["name"].as_str()?;
+            let ns = b["namespace"].as_str().unwrap_or(meta::namespace(route));
+            let weight = b["weight"].as_f64().unwrap_or(1.0).max(0.0);
+            kind_ok.then_some((ns, name, weight))
+        })
 }
 
 fn route_app(snap: &Snapshot, route: &Value) -> String {
@@ -149,7 +171,10 @@ pub fn flows(store: &Store, rps: f64) -> Vec<Flow> {
     for route in &snap.routes {
         let app = route_app(&snap, route);
         routed_apps.insert(app.clone());
-        let rules: Vec<&Value> = route["spec"]["rules"].as_array().map(|r| r.iter().collect()).unwrap_or_default();
+        let rules: Vec<&Value> = route["spec"]["rules"]
+            .as_array()
+            .map(|r| r.iter().collect())
+            .unwrap_or_default();
         for rule in &rules {
             let refs: Vec<_> = backends(route, rule).collect();
             let total: f64 = refs.iter().map(|(_, _, w)| w).sum();
@@ -175,11 +200,16 @@ pub fn flows(store: &Store, rps: f64) -> Vec<Flow> {
     // Apps without a route: their Services share the app's traffic.
     let mut direct: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for svc in &snap.services {
-        let key = (meta::namespace(svc).to_string(), meta::name(svc).to_string());
+        let key = (
+            meta::namespace(svc).to_string(),
+            meta::name(svc).to_string(),
+        );
         if referenced.contains(&key) {
             continue;
         }
-        let app = svc["spec"]["selector"][APP].as_str().or_else(|| snap.selected(svc).find_map(|p| meta::label(p, APP)));
+        let app = svc["spec"]["selector"][APP]
+            .as_str()
+            .or_else(|| snap.selected(svc).find_map(|p| meta::label(p, APP)));
         if let Some(app) = app.filter(|a| !routed_apps.contains(*a)) {
             direct.entry(app.to_string()).or_default().push(svc);
         }
@@ -203,7 +233,10 @@ pub fn green_weight(store: &Store, app: Option<&str>) -> Option<f64> {
         if app.is_some_and(|a| route_app(&snap, route) != a) {
             continue;
         }
-        let rules: Vec<&Value> = route["spec"]["rules"].as_array().map(|r| r.iter().collect()).unwrap_or_default();
+        let rules: Vec<&Value> = route["spec"]["rules"]
+            .as_array()
+            .map(|r| r.iter().collect())
+            .unwrap_or_default();
         let mut share = 0.0;
         for rule in &rules {
             let refs: Vec<_> = backends(route, rule).collect();
@@ -211,7 +244,11 @@ pub fn green_weight(store: &Store, app: Option<&str>) -> Option<f64> {
             if total <= 0.0 {
                 continue;
             }
-            let green: f64 = refs.iter().filter(|(ns, name, _)| is_green(&snap, ns, name)).map(|(_, _, w)| w).sum();
+            let green: f64 = refs
+                .iter()
+                .filter(|(ns, name, _)| is_green(&snap, ns, name))
+                .map(|(_, _, w)| w)
+                .sum();
             share += green / total / rules.len() as f64;
         }
         if !rules.is_empty() {
@@ -225,7 +262,11 @@ fn is_green(snap: &Snapshot, ns: &str, name: &str) -> bool {
     match snap.service(ns, name) {
         Some(svc) => match svc["spec"]["selector"][COLOUR].as_str() {
             Some(c) => c == "green",
-            None => snap.selected(svc).any(|p| meta::label(p, COLOUR) == Some("green")) || name.ends_with("-green"),
+            None => {
+                snap.selected(svc)
+                    .any(|p| meta::label(p, COLOUR) == Some("green"))
+                    || name.ends_with("-green")
+            }
         },
         None => name.ends_with("-green"),
     }

@@ -53,7 +53,12 @@ pub async fn handle(ctx: &ApiContext, rp: &ResourcePath, call: Call<'_>) -> ApiR
     match rp.sub.as_deref() {
         None | Some("status") => {}
         Some("scale") if kind.scale => {}
-        Some(other) => return Err(ApiError::no_such_resource(&format!("{}/{other}", rp.plural))),
+        Some(other) => {
+            return Err(ApiError::no_such_resource(&format!(
+                "{}/{other}",
+                rp.plural
+            )));
+        }
     }
     if rp.sub.as_deref() == Some("status") && !kind.status {
         return Err(ApiError::no_such_resource(&format!("{}/status", rp.plural)));
@@ -69,7 +74,9 @@ pub async fn handle(ctx: &ApiContext, rp: &ResourcePath, call: Call<'_>) -> ApiR
         ("PATCH", Some(name)) => patch(ctx, &kind, rp, &ns, name, &call),
         ("DELETE", Some(name)) => delete(ctx, &kind, rp, &ns, name, &call),
         ("DELETE", None) => delete_collection(ctx, &kind, rp, &call),
-        _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({method})"))),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        ))),
     }
 }
 
@@ -82,21 +89,42 @@ fn served(kind: &Kind, version: &str, obj: &Value) -> Value {
 
 fn printer(ctx: &ApiContext, kind: &Arc<Kind>, call: &Call) -> Printer {
     let crd = kind.custom.then(|| {
-        let crds = ctx.store.kind_of("apiextensions.k8s.io", "customresourcedefinitions");
-        crds.and_then(|k| ctx.store.get(&k, "", &format!("{}.{}", kind.plural, kind.group)).ok())
+        let crds = ctx
+            .store
+            .kind_of("apiextensions.k8s.io", "customresourcedefinitions");
+        crds.and_then(|k| {
+            ctx.store
+                .get(&k, "", &format!("{}.{}", kind.plural, kind.group))
+                .ok()
+        })
     });
     let crd = crd.flatten();
-    Printer::new(kind.clone(), crd.as_deref(), ctx.store.clock().now(), call.params.get("includeObject"))
+    Printer::new(
+        kind.clone(),
+        crd.as_deref(),
+        ctx.store.clock().now(),
+        call.params.get("includeObject"),
+    )
 }
 
-fn get(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, ns: &str, name: &str, call: &Call) -> ApiResult<Reply> {
+fn get(
+    ctx: &ApiContext,
+    kind: &Arc<Kind>,
+    rp: &ResourcePath,
+    ns: &str,
+    name: &str,
+    call: &Call,
+) -> ApiResult<Reply> {
     let obj = ctx.store.get(kind, ns, name)?;
     if rp.sub.as_deref() == Some("scale") {
         return Ok(Reply::json(200, scale_of(&obj)));
     }
     if call.table && rp.sub.is_none() {
         let rv = meta::resource_version(&obj).unwrap_or(0);
-        return Ok(Reply::json(200, printer(ctx, kind, call).table(&[obj], rv, true)));
+        return Ok(Reply::json(
+            200,
+            printer(ctx, kind, call).table(&[obj], rv, true),
+        ));
     }
     Ok(Reply::json(200, served(kind, &rp.version, &obj)))
 }
@@ -111,9 +139,14 @@ fn selectors(params: &Params) -> ApiResult<(LabelSelector, FieldSelector)> {
 
 fn list(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, call: &Call) -> ApiResult<Reply> {
     let (labels, fields) = selectors(call.params)?;
-    let (items, rv) = ctx.store.list(kind, rp.namespace.as_deref(), &labels, &fields);
+    let (items, rv) = ctx
+        .store
+        .list(kind, rp.namespace.as_deref(), &labels, &fields);
     if call.table {
-        return Ok(Reply::json(200, printer(ctx, kind, call).table(&items, rv, true)));
+        return Ok(Reply::json(
+            200,
+            printer(ctx, kind, call).table(&items, rv, true),
+        ));
     }
     let items: Vec<Value> = items.iter().map(|o| served(kind, &rp.version, o)).collect();
     Ok(Reply::json(
@@ -129,7 +162,11 @@ fn list(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, call: &Call) -> A
 
 fn watch(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, call: &Call) -> ApiResult<Reply> {
     let (labels, fields) = selectors(call.params)?;
-    let timeout = call.params.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(std::time::Duration::from_secs);
+    let timeout = call
+        .params
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
     let req = WatchRequest {
         namespace: rp.namespace.clone(),
         version: rp.version.clone(),
@@ -158,8 +195,10 @@ fn parse_body(body: &Bytes, content_type: &str) -> ApiResult<Value> {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),
         Err(json_err) if content_type.contains("yaml") => {
-            let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("the body is not UTF-8: {e}")))?;
-            serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e} ({json_err})")))
+            let text = std::str::from_utf8(body)
+                .map_err(|e| ApiError::bad_request(format!("the body is not UTF-8: {e}")))?;
+            serde_saphyr::from_str::<Value>(text)
+                .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e} ({json_err})")))
         }
         Err(e) => Err(ApiError::bad_request(format!("invalid JSON body: {e}"))),
     }
@@ -167,7 +206,10 @@ fn parse_body(body: &Bytes, content_type: &str) -> ApiResult<Value> {
 
 /// Checks a body names the kind the URL does.
 fn check_kind(kind: &Kind, obj: &Value) -> ApiResult<()> {
-    let (av, k) = (obj["apiVersion"].as_str().unwrap_or_default(), obj["kind"].as_str().unwrap_or_default());
+    let (av, k) = (
+        obj["apiVersion"].as_str().unwrap_or_default(),
+        obj["kind"].as_str().unwrap_or_default(),
+    );
     let group = av.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
     if (!k.is_empty() && k != kind.kind) || (!av.is_empty() && group != kind.group) {
         return Err(ApiError::bad_request(format!(
@@ -182,62 +224,116 @@ fn check_kind(kind: &Kind, obj: &Value) -> ApiResult<()> {
 }
 
 fn write_options(params: &Params) -> WriteOptions {
-    WriteOptions { dry_run: params.get("dryRun").is_some_and(|v| v == "All") }
+    WriteOptions {
+        dry_run: params.get("dryRun").is_some_and(|v| v == "All"),
+    }
 }
 
 fn manager<'a>(call: &'a Call) -> &'a str {
-    call.params.get("fieldManager").unwrap_or_else(|| call.user_agent.split('/').next().unwrap_or("unknown"))
+    call.params
+        .get("fieldManager")
+        .unwrap_or_else(|| call.user_agent.split('/').next().unwrap_or("unknown"))
 }
 
 fn now_stamp(ctx: &ApiContext) -> String {
     meta::time(ctx.store.clock().now())
 }
 
-fn create(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, ns: &str, call: &Call) -> ApiResult<Reply> {
+fn create(
+    ctx: &ApiContext,
+    kind: &Arc<Kind>,
+    rp: &ResourcePath,
+    ns: &str,
+    call: &Call,
+) -> ApiResult<Reply> {
     if rp.sub.is_some() {
-        return Err(ApiError::method_not_allowed("subresources cannot be created"));
+        return Err(ApiError::method_not_allowed(
+            "subresources cannot be created",
+        ));
     }
     let mut obj = parse_body(&call.body, call.content_type)?;
     check_kind(kind, &obj)?;
     let fields = obj.clone();
-    patch::record_update(&mut obj, manager(call), &fields, !kind.custom, &kind.api_version(&rp.version), &now_stamp(ctx));
+    patch::record_update(
+        &mut obj,
+        manager(call),
+        &fields,
+        !kind.custom,
+        &kind.api_version(&rp.version),
+        &now_stamp(ctx),
+    );
     if let Some(m) = obj["metadata"].as_object_mut() {
         m.remove("resourceVersion");
     }
-    let created = ctx.store.create(kind, ns, obj, Target::Main, &write_options(call.params))?;
+    let created = ctx
+        .store
+        .create(kind, ns, obj, Target::Main, &write_options(call.params))?;
     Ok(Reply::json(201, served(kind, &rp.version, &created)))
 }
 
-fn update(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, ns: &str, name: &str, call: &Call) -> ApiResult<Reply> {
+fn update(
+    ctx: &ApiContext,
+    kind: &Arc<Kind>,
+    rp: &ResourcePath,
+    ns: &str,
+    name: &str,
+    call: &Call,
+) -> ApiResult<Reply> {
     let mut obj = parse_body(&call.body, call.content_type)?;
     let opts = write_options(call.params);
     if rp.sub.as_deref() == Some("scale") {
         let replicas = obj["spec"]["replicas"].clone();
-        let want_rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
-        let updated = ctx.store.modify(kind, ns, name, Target::Main, false, &opts, |cur| {
-            let mut next = cur.cloned().unwrap_or_default();
-            if !want_rv.is_empty() {
-                next["metadata"]["resourceVersion"] = json!(want_rv);
-            }
-            next["spec"]["replicas"] = replicas;
-            Ok(next)
-        })?;
+        let want_rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let updated = ctx
+            .store
+            .modify(kind, ns, name, Target::Main, false, &opts, |cur| {
+                let mut next = cur.cloned().unwrap_or_default();
+                if !want_rv.is_empty() {
+                    next["metadata"]["resourceVersion"] = json!(want_rv);
+                }
+                next["spec"]["replicas"] = replicas;
+                Ok(next)
+            })?;
         return Ok(Reply::json(200, scale_of(&updated)));
     }
     check_kind(kind, &obj)?;
     if meta::name(&obj) != name && !meta::name(&obj).is_empty() {
-        return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", meta::name(&obj))));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            meta::name(&obj)
+        )));
     }
-    let target = if rp.sub.as_deref() == Some("status") { Target::Status } else { Target::Main };
+    let target = if rp.sub.as_deref() == Some("status") {
+        Target::Status
+    } else {
+        Target::Main
+    };
     if target == Target::Main {
         let fields = obj.clone();
-        patch::record_update(&mut obj, manager(call), &fields, !kind.custom, &kind.api_version(&rp.version), &now_stamp(ctx));
+        patch::record_update(
+            &mut obj,
+            manager(call),
+            &fields,
+            !kind.custom,
+            &kind.api_version(&rp.version),
+            &now_stamp(ctx),
+        );
     }
     let updated = ctx.store.update(kind, ns, name, obj, target, &opts)?;
     Ok(Reply::json(200, served(kind, &rp.version, &updated)))
 }
 
-fn patch(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, ns: &str, name: &str, call: &Call) -> ApiResult<Reply> {
+fn patch(
+    ctx: &ApiContext,
+    kind: &Arc<Kind>,
+    rp: &ResourcePath,
+    ns: &str,
+    name: &str,
+    call: &Call,
+) -> ApiResult<Reply> {
     let pk = PatchKind::from_content_type(call.content_type).ok_or_else(|| {
         ApiError::unsupported_media_type(format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {:?})", call.content_type))
     })?;
@@ -252,15 +348,31 @@ fn patch(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, ns: &str, name: 
     let stamp = now_stamp(ctx);
     let opts = write_options(call.params);
     let scale = rp.sub.as_deref() == Some("scale");
-    let target = if rp.sub.as_deref() == Some("status") { Target::Status } else { Target::Main };
+    let target = if rp.sub.as_deref() == Some("status") {
+        Target::Status
+    } else {
+        Target::Main
+    };
     let apply_manager = match pk {
         PatchKind::Apply => {
             check_kind(kind, &body)?;
-            let m = call.params.get("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| {
-                ApiError::invalid("meta.k8s.io", "patchoptions", "", "fieldManager: Required value: is required for apply patch")
-            })?;
+            let m = call
+                .params
+                .get("fieldManager")
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "meta.k8s.io",
+                        "patchoptions",
+                        "",
+                        "fieldManager: Required value: is required for apply patch",
+                    )
+                })?;
             if !meta::name(&body).is_empty() && meta::name(&body) != name {
-                return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", meta::name(&body))));
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    meta::name(&body)
+                )));
             }
             Some(m.to_string())
         }
@@ -268,34 +380,56 @@ fn patch(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, ns: &str, name: 
     };
     let update_manager = manager(call).to_string();
     let create = apply_manager.is_some() && target == Target::Main && !scale;
-    let result = ctx.store.modify(kind, ns, name, target, create, &opts, |cur| {
-        let base = match (cur, scale) {
-            (Some(c), true) => scale_of(c),
-            (Some(c), false) => c.clone(),
-            (None, _) => json!({"apiVersion": av, "kind": kind.kind, "metadata": {"name": name}}),
-        };
-        let mut next = base.clone();
-        match pk {
-            PatchKind::Merge => patch::merge_patch(&mut next, &body),
-            PatchKind::Strategic => patch::strategic_merge(&mut next, &body, keyed),
-            PatchKind::Json => patch::json_patch(&mut next, &body)
-                .map_err(|e| ApiError::invalid(&kind.group, &kind.plural, name, format!("the JSON patch could not be applied: {e}")))?,
-            PatchKind::Apply => {
-                let m = apply_manager.as_deref().unwrap_or_default();
-                next = patch::apply(cur.map(|c| if scale { scale_of(c) } else { c.clone() }).as_ref(), &body, m, keyed, &av, &stamp);
+    let result = ctx
+        .store
+        .modify(kind, ns, name, target, create, &opts, |cur| {
+            let base = match (cur, scale) {
+                (Some(c), true) => scale_of(c),
+                (Some(c), false) => c.clone(),
+                (None, _) => {
+                    json!({"apiVersion": av, "kind": kind.kind, "metadata": {"name": name}})
+                }
+            };
+            let mut next = base.clone();
+            match pk {
+                PatchKind::Merge => patch::merge_patch(&mut next, &body),
+                PatchKind::Strategic => patch::strategic_merge(&mut next, &body, keyed),
+                PatchKind::Json => patch::json_patch(&mut next, &body).map_err(|e| {
+                    ApiError::invalid(
+                        &kind.group,
+                        &kind.plural,
+                        name,
+                        format!("the JSON patch could not be applied: {e}"),
+                    )
+                })?,
+                PatchKind::Apply => {
+                    let m = apply_manager.as_deref().unwrap_or_default();
+                    next = patch::apply(
+                        cur.map(|c| if scale { scale_of(c) } else { c.clone() })
+                            .as_ref(),
+                        &body,
+                        m,
+                        keyed,
+                        &av,
+                        &stamp,
+                    );
+                }
             }
-        }
-        if scale {
-            let mut obj = cur.cloned().unwrap_or_default();
-            obj["spec"]["replicas"] = next["spec"]["replicas"].clone();
-            return Ok(obj);
-        }
-        if pk != PatchKind::Apply && target == Target::Main && next != base {
-            let fields = if pk == PatchKind::Json { next.clone() } else { body.clone() };
-            patch::record_update(&mut next, &update_manager, &fields, keyed, &av, &stamp);
-        }
-        Ok(next)
-    })?;
+            if scale {
+                let mut obj = cur.cloned().unwrap_or_default();
+                obj["spec"]["replicas"] = next["spec"]["replicas"].clone();
+                return Ok(obj);
+            }
+            if pk != PatchKind::Apply && target == Target::Main && next != base {
+                let fields = if pk == PatchKind::Json {
+                    next.clone()
+                } else {
+                    body.clone()
+                };
+                patch::record_update(&mut next, &update_manager, &fields, keyed, &av, &stamp);
+            }
+            Ok(next)
+        })?;
     if scale {
         return Ok(Reply::json(200, scale_of(&result)));
     }
@@ -304,34 +438,66 @@ fn patch(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, ns: &str, name: 
 
 fn delete_options(call: &Call) -> ApiResult<DeleteOptions> {
     let body = parse_body(&call.body, call.content_type).unwrap_or(Value::Null);
-    let policy = call.params.get("propagationPolicy").map(str::to_string).or_else(|| body["propagationPolicy"].as_str().map(str::to_string));
+    let policy = call
+        .params
+        .get("propagationPolicy")
+        .map(str::to_string)
+        .or_else(|| body["propagationPolicy"].as_str().map(str::to_string));
     let orphan = policy.as_deref() == Some("Orphan") || body["orphanDependents"] == true;
-    let dry = call.params.get("dryRun") == Some("All") || body["dryRun"].as_array().is_some_and(|d| d.iter().any(|x| x == "All"));
+    let dry = call.params.get("dryRun") == Some("All")
+        || body["dryRun"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "All"));
     Ok(DeleteOptions {
         dry_run: dry,
         orphan,
         precondition_uid: body["preconditions"]["uid"].as_str().map(str::to_string),
-        precondition_rv: body["preconditions"]["resourceVersion"].as_str().map(str::to_string),
+        precondition_rv: body["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
     })
 }
 
-fn delete(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, ns: &str, name: &str, call: &Call) -> ApiResult<Reply> {
+fn delete(
+    ctx: &ApiContext,
+    kind: &Arc<Kind>,
+    rp: &ResourcePath,
+    ns: &str,
+    name: &str,
+    call: &Call,
+) -> ApiResult<Reply> {
     if rp.sub.is_some() {
-        return Err(ApiError::method_not_allowed("subresources cannot be deleted"));
+        return Err(ApiError::method_not_allowed(
+            "subresources cannot be deleted",
+        ));
     }
     let opts = delete_options(call)?;
     let gone = ctx.store.delete(kind, ns, name, &opts)?;
-    let code = if meta::is_terminating(&gone) && !opts.dry_run { 202 } else { 200 };
+    let code = if meta::is_terminating(&gone) && !opts.dry_run {
+        202
+    } else {
+        200
+    };
     Ok(Reply::json(code, served(kind, &rp.version, &gone)))
 }
 
-fn delete_collection(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, call: &Call) -> ApiResult<Reply> {
+fn delete_collection(
+    ctx: &ApiContext,
+    kind: &Arc<Kind>,
+    rp: &ResourcePath,
+    call: &Call,
+) -> ApiResult<Reply> {
     let (labels, fields) = selectors(call.params)?;
     let opts = delete_options(call)?;
-    let (items, _) = ctx.store.list(kind, rp.namespace.as_deref(), &labels, &fields);
+    let (items, _) = ctx
+        .store
+        .list(kind, rp.namespace.as_deref(), &labels, &fields);
     let mut gone = Vec::new();
     for o in items {
-        if let Ok(g) = ctx.store.delete(kind, meta::namespace(&o), meta::name(&o), &opts) {
+        if let Ok(g) = ctx
+            .store
+            .delete(kind, meta::namespace(&o), meta::name(&o), &opts)
+        {
             gone.push(served(kind, &rp.version, &g));
         }
     }
@@ -346,7 +512,12 @@ fn delete_collection(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, call
 fn scale_of(obj: &Value) -> Value {
     let selector = obj["spec"]["selector"]["matchLabels"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     let md = &obj["metadata"];
     json!({

@@ -37,14 +37,25 @@ impl Kind {
 
     /// `apps/v1`, or `v1` for the core group.
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() { version.to_string() } else { format!("{}/{}", self.group, version) }
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{}", self.group, version)
+        }
     }
 
     pub fn serves(&self, version: &str) -> bool {
         self.versions.iter().any(|v| v == version)
     }
 
-    fn builtin(group: &str, plural: &str, kind: &str, namespaced: bool, short: &[&str], status: bool) -> Kind {
+    fn builtin(
+        group: &str,
+        plural: &str,
+        kind: &str,
+        namespaced: bool,
+        short: &[&str],
+        status: bool,
+    ) -> Kind {
         Kind {
             group: group.to_string(),
             versions: vec!["v1".to_string()],
@@ -72,19 +83,75 @@ impl Kind {
             b("", "configmaps", "ConfigMap", true, &["cm"], false),
             b("", "events", "Event", true, &["ev"], false),
             b("", "secrets", "Secret", true, &[], false),
-            b("", "serviceaccounts", "ServiceAccount", true, &["sa"], false),
-            b("", "persistentvolumeclaims", "PersistentVolumeClaim", true, &["pvc"], true),
+            b(
+                "",
+                "serviceaccounts",
+                "ServiceAccount",
+                true,
+                &["sa"],
+                false,
+            ),
+            b(
+                "",
+                "persistentvolumeclaims",
+                "PersistentVolumeClaim",
+                true,
+                &["pvc"],
+                true,
+            ),
             b("", "endpoints", "Endpoints", true, &["ep"], false),
             b("apps", "deployments", "Deployment", true, &["deploy"], true),
             // Served so clients that look for ReplicaSets find none: pods belong to Deployments here.
             b("apps", "replicasets", "ReplicaSet", true, &["rs"], true),
             b("coordination.k8s.io", "leases", "Lease", true, &[], false),
-            b("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition", false, &["crd", "crds"], true),
-            b("rbac.authorization.k8s.io", "roles", "Role", true, &[], false),
-            b("rbac.authorization.k8s.io", "rolebindings", "RoleBinding", true, &[], false),
-            b("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", false, &[], false),
-            b("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", false, &[], false),
-            b("policy", "poddisruptionbudgets", "PodDisruptionBudget", true, &["pdb"], true),
+            b(
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                "CustomResourceDefinition",
+                false,
+                &["crd", "crds"],
+                true,
+            ),
+            b(
+                "rbac.authorization.k8s.io",
+                "roles",
+                "Role",
+                true,
+                &[],
+                false,
+            ),
+            b(
+                "rbac.authorization.k8s.io",
+                "rolebindings",
+                "RoleBinding",
+                true,
+                &[],
+                false,
+            ),
+            b(
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                "ClusterRole",
+                false,
+                &[],
+                false,
+            ),
+            b(
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+                "ClusterRoleBinding",
+                false,
+                &[],
+                false,
+            ),
+            b(
+                "policy",
+                "poddisruptionbudgets",
+                "PodDisruptionBudget",
+                true,
+                &["pdb"],
+                true,
+            ),
             b("events.k8s.io", "events", "Event", true, &["ev"], false),
         ];
         for k in &mut kinds {
@@ -104,7 +171,14 @@ impl Kind {
     /// The kind a CustomResourceDefinition object defines.
     pub fn from_crd(crd: &Value) -> Result<Kind, ApiError> {
         let name = crd["metadata"]["name"].as_str().unwrap_or_default();
-        let invalid = |problem: String| ApiError::invalid("apiextensions.k8s.io", "customresourcedefinitions", name, problem);
+        let invalid = |problem: String| {
+            ApiError::invalid(
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                name,
+                problem,
+            )
+        };
         let spec = &crd["spec"];
         let text = |v: &Value, field: &str| -> Result<String, ApiError> {
             match v.as_str() {
@@ -135,7 +209,10 @@ impl Kind {
         if versions.is_empty() {
             return Err(invalid("spec.versions: Invalid value: must have exactly one version marked as storage version".into()));
         }
-        let storage = versions.iter().find(|v| v["storage"].as_bool() == Some(true)).unwrap_or(&versions[0]);
+        let storage = versions
+            .iter()
+            .find(|v| v["storage"].as_bool() == Some(true))
+            .unwrap_or(&versions[0]);
         let mut served: Vec<String> = Vec::new();
         if let Some(s) = storage["name"].as_str() {
             served.push(s.to_string());
@@ -149,12 +226,21 @@ impl Kind {
             }
         }
         let strings = |v: &Value| -> Vec<String> {
-            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         Ok(Kind {
             group,
             versions: served,
-            singular: names["singular"].as_str().map(str::to_string).unwrap_or_else(|| kind.to_lowercase()),
+            singular: names["singular"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| kind.to_lowercase()),
             plural,
             kind,
             namespaced,
@@ -175,28 +261,43 @@ pub struct Registry {
 
 impl Registry {
     pub fn with_builtins() -> Registry {
-        Registry { kinds: Kind::builtins().into_iter().map(Arc::new).collect() }
+        Registry {
+            kinds: Kind::builtins().into_iter().map(Arc::new).collect(),
+        }
     }
 
     /// The kind served at `/apis/<group>/<version>/<plural>`.
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<Kind>> {
-        self.kinds.iter().find(|k| k.group == group && k.plural == plural && k.serves(version)).cloned()
+        self.kinds
+            .iter()
+            .find(|k| k.group == group && k.plural == plural && k.serves(version))
+            .cloned()
     }
 
     /// The kind of a resource regardless of version.
     pub fn by_resource(&self, group: &str, plural: &str) -> Option<Arc<Kind>> {
-        self.kinds.iter().find(|k| k.group == group && k.plural == plural).cloned()
+        self.kinds
+            .iter()
+            .find(|k| k.group == group && k.plural == plural)
+            .cloned()
     }
 
     /// The kind an object claims with its `apiVersion` and `kind`.
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<Arc<Kind>> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        self.kinds.iter().find(|k| k.group == group && k.kind == kind && k.serves(version)).cloned()
+        self.kinds
+            .iter()
+            .find(|k| k.group == group && k.kind == kind && k.serves(version))
+            .cloned()
     }
 
     /// Adds or replaces a kind defined by a CRD; `false` when a built-in kind already owns it.
     pub fn install(&mut self, kind: Kind) -> bool {
-        if let Some(i) = self.kinds.iter().position(|k| k.group == kind.group && k.plural == kind.plural) {
+        if let Some(i) = self
+            .kinds
+            .iter()
+            .position(|k| k.group == kind.group && k.plural == kind.plural)
+        {
             if !self.kinds[i].custom {
                 return false;
             }
@@ -209,7 +310,10 @@ impl Registry {
 
     /// Removes a custom kind.
     pub fn remove(&mut self, group: &str, plural: &str) -> Option<Arc<Kind>> {
-        let i = self.kinds.iter().position(|k| k.custom && k.group == group && k.plural == plural)?;
+        let i = self
+            .kinds
+            .iter()
+            .position(|k| k.custom && k.group == group && k.plural == plural)?;
         Some(self.kinds.remove(i))
     }
 
@@ -239,7 +343,11 @@ impl Registry {
 
     /// The kinds served under one group and version.
     pub fn in_group_version(&self, group: &str, version: &str) -> Vec<Arc<Kind>> {
-        self.kinds.iter().filter(|k| k.group == group && k.serves(version)).cloned().collect()
+        self.kinds
+            .iter()
+            .filter(|k| k.group == group && k.serves(version))
+            .cloned()
+            .collect()
     }
 }
 
@@ -267,7 +375,10 @@ mod tests {
     #[test]
     fn a_crd_defines_a_kind() {
         let k = Kind::from_crd(&crd("releases.cutover.dev", "Namespaced")).unwrap();
-        assert_eq!((k.group.as_str(), k.plural.as_str(), k.kind.as_str()), ("cutover.dev", "releases", "Release"));
+        assert_eq!(
+            (k.group.as_str(), k.plural.as_str(), k.kind.as_str()),
+            ("cutover.dev", "releases", "Release")
+        );
         assert!(k.namespaced && k.status && k.custom && !k.scale);
         assert_eq!(k.singular, "release");
         assert_eq!(k.short_names, vec!["rel"]);
@@ -276,7 +387,11 @@ mod tests {
         assert!(reg.find("cutover.dev", "v1alpha1", "releases").is_some());
         assert!(reg.find("cutover.dev", "v1", "releases").is_none());
         assert!(reg.by_kind("cutover.dev/v1alpha1", "Release").is_some());
-        assert!(reg.groups().iter().any(|(g, v)| g == "cutover.dev" && v == &["v1alpha1"]));
+        assert!(
+            reg.groups()
+                .iter()
+                .any(|(g, v)| g == "cutover.dev" && v == &["v1alpha1"])
+        );
     }
 
     #[test]

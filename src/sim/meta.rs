@@ -8,7 +8,9 @@ use serde_json::{Map, Value, json};
 
 /// `metav1.Time`: RFC 3339 with whole seconds.
 pub fn time(ts: Timestamp) -> String {
-    Timestamp::from_second(ts.as_second()).unwrap_or(ts).to_string()
+    Timestamp::from_second(ts.as_second())
+        .unwrap_or(ts)
+        .to_string()
 }
 
 /// `metav1.MicroTime`: RFC 3339 with microseconds.
@@ -25,13 +27,22 @@ pub fn parse_time(text: &str) -> Option<Timestamp> {
 pub fn new_uid() -> String {
     let a: u128 = rand::random();
     let hex = format!("{a:032x}");
-    format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
 }
 
 /// `n` random lowercase letters and digits that Kubernetes uses in generated names.
 pub fn random_suffix(n: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..n).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..n)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 pub fn name(obj: &Value) -> &str {
@@ -59,12 +70,17 @@ pub fn is_terminating(obj: &Value) -> bool {
 }
 
 pub fn resource_version(obj: &Value) -> Option<u64> {
-    obj["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok())
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
 }
 
 /// The condition of `type` in `status.conditions`.
 pub fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == kind)
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
 }
 
 /// Whether `status.conditions[type]` is `"True"`.
@@ -89,7 +105,9 @@ pub fn set_condition(
     if !obj["status"]["conditions"].is_array() {
         obj["status"]["conditions"] = json!([]);
     }
-    let Some(conds) = obj["status"]["conditions"].as_array_mut() else { return };
+    let Some(conds) = obj["status"]["conditions"].as_array_mut() else {
+        return;
+    };
     let existing = conds.iter_mut().find(|c| c["type"] == kind);
     let changed = existing.as_ref().is_none_or(|c| c["status"] != status);
     let mut cond = json!({"type": kind, "status": status});
@@ -105,8 +123,14 @@ pub fn set_condition(
     };
     cond["lastTransitionTime"] = transition;
     for field in extra_times {
-        let keep = existing.as_ref().filter(|_| !changed).map(|c| c[*field].clone()).filter(|v| !v.is_null());
-        let same_reason = existing.as_ref().is_some_and(|c| c["reason"] == cond["reason"] && c["message"] == cond["message"]);
+        let keep = existing
+            .as_ref()
+            .filter(|_| !changed)
+            .map(|c| c[*field].clone())
+            .filter(|v| !v.is_null());
+        let same_reason = existing
+            .as_ref()
+            .is_some_and(|c| c["reason"] == cond["reason"] && c["message"] == cond["message"]);
         cond[*field] = match keep {
             Some(v) if same_reason => v,
             _ => json!(now),
@@ -164,7 +188,10 @@ mod tests {
         let ts: Timestamp = "2026-01-01T10:00:00.123456789Z".parse().unwrap();
         assert_eq!(time(ts), "2026-01-01T10:00:00Z");
         assert_eq!(micro_time(ts), "2026-01-01T10:00:00.123456Z");
-        assert_eq!(parse_time("2026-01-01T10:00:00Z").unwrap().as_second(), ts.as_second());
+        assert_eq!(
+            parse_time("2026-01-01T10:00:00Z").unwrap().as_second(),
+            ts.as_second()
+        );
     }
 
     #[test]
@@ -192,7 +219,10 @@ mod tests {
         assert_eq!(condition(&o, "Ready").unwrap()["lastTransitionTime"], "t1");
         set_condition(&mut o, "Ready", "False", "NodeNotReady", "down", "t3", &[]);
         let c = condition(&o, "Ready").unwrap();
-        assert_eq!((c["status"].as_str(), c["lastTransitionTime"].as_str()), (Some("False"), Some("t3")));
+        assert_eq!(
+            (c["status"].as_str(), c["lastTransitionTime"].as_str()),
+            (Some("False"), Some("t3"))
+        );
         assert!(!condition_true(&o, "Ready"));
         assert_eq!(o["status"]["conditions"].as_array().unwrap().len(), 1);
     }

@@ -19,7 +19,9 @@ use super::store::Store;
 use crate::clock::SharedClock;
 
 /// Upper bounds of the latency histogram, in seconds.
-pub const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Spread of the log-normal latency distribution (p99 ≈ 3.2 × the median).
 const SIGMA: f64 = 0.5;
@@ -59,7 +61,10 @@ impl AppMetrics {
         }
         st.last = Some(now);
         for f in flows {
-            let s = st.series.entry((f.app.clone(), f.version.clone(), f.colour.clone())).or_default();
+            let s = st
+                .series
+                .entry((f.app.clone(), f.version.clone(), f.colour.clone()))
+                .or_default();
             let n = f.rps * dt;
             if !f.served {
                 *s.codes.entry("503").or_default() += n;
@@ -83,32 +88,64 @@ impl AppMetrics {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
         let labels = |(app, version, colour): &SeriesKey| {
-            format!("app=\"{}\",version=\"{}\",colour=\"{}\"", escape(app), escape(version), escape(colour))
+            format!(
+                "app=\"{}\",version=\"{}\",colour=\"{}\"",
+                escape(app),
+                escape(version),
+                escape(colour)
+            )
         };
-        out.push_str("# HELP http_requests_total Requests received, by app version and HTTP status code.\n");
+        out.push_str(
+            "# HELP http_requests_total Requests received, by app version and HTTP status code.\n",
+        );
         out.push_str("# TYPE http_requests_total counter\n");
         for (key, s) in &st.series {
             for (code, v) in &s.codes {
-                let _ = writeln!(out, "http_requests_total{{{},code=\"{code}\"}} {}", labels(key), v.floor());
+                let _ = writeln!(
+                    out,
+                    "http_requests_total{{{},code=\"{code}\"}} {}",
+                    labels(key),
+                    v.floor()
+                );
             }
         }
-        out.push_str("# HELP http_request_duration_seconds Latency of requests served by app version.\n");
+        out.push_str(
+            "# HELP http_request_duration_seconds Latency of requests served by app version.\n",
+        );
         out.push_str("# TYPE http_request_duration_seconds histogram\n");
-        for (key, s) in st.series.iter().filter(|(_, s)| s.codes.contains_key("200")) {
+        for (key, s) in st
+            .series
+            .iter()
+            .filter(|(_, s)| s.codes.contains_key("200"))
+        {
             let l = labels(key);
             for (le, v) in BUCKETS.iter().zip(s.buckets) {
-                let _ = writeln!(out, "http_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {}", v.floor());
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {}",
+                    v.floor()
+                );
             }
-            let _ = writeln!(out, "http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}", s.count.floor());
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
+                s.count.floor()
+            );
             let _ = writeln!(out, "http_request_duration_seconds_sum{{{l}}} {:.3}", s.sum);
-            let _ = writeln!(out, "http_request_duration_seconds_count{{{l}}} {}", s.count.floor());
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_count{{{l}}} {}",
+                s.count.floor()
+            );
         }
         out
     }
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// P(latency ≤ x) for a log-normal latency with this median.
@@ -122,7 +159,10 @@ fn erf(x: f64) -> f64 {
     let sign = x.signum();
     let x = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
-    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     sign * (1.0 - poly * (-x * x).exp())
 }
 
@@ -143,7 +183,12 @@ impl Traffic {
         let flows = gateway::flows(&self.store, self.rps);
         let now = self.clock.now();
         self.metrics.advance(now, &flows, |f| {
-            self.behaviours.of(Workload { cluster: &self.cluster, app: &f.app, version: &f.version, colour: &f.colour })
+            self.behaviours.of(Workload {
+                cluster: &self.cluster,
+                app: &f.app,
+                version: &f.version,
+                colour: &f.colour,
+            })
         });
     }
 
@@ -160,7 +205,13 @@ mod tests {
     use std::time::Duration;
 
     fn flow(version: &str, colour: &str, rps: f64, served: bool) -> Flow {
-        Flow { app: "web".into(), version: version.into(), colour: colour.into(), rps, served }
+        Flow {
+            app: "web".into(),
+            version: version.into(),
+            colour: colour.into(),
+            rps,
+            served,
+        }
     }
 
     #[test]
@@ -172,16 +223,25 @@ mod tests {
             latency: Duration::from_millis(40),
             crash_loop: false,
         };
-        let flows = [flow("v1", "blue", 90.0, true), flow("v2", "green", 10.0, true), flow("v3", "red", 5.0, false)];
+        let flows = [
+            flow("v1", "blue", 90.0, true),
+            flow("v2", "green", 10.0, true),
+            flow("v3", "red", 5.0, false),
+        ];
         m.advance(t0, &flows, behave);
         m.advance(t0 + Duration::from_secs(100), &flows, behave);
         let text = m.render();
-        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
         let value = |version: &str, code: &str| {
             scrape
                 .samples
                 .iter()
-                .find(|s| s.metric == "http_requests_total" && s.labels.get("version") == Some(version) && s.labels.get("code") == Some(code))
+                .find(|s| {
+                    s.metric == "http_requests_total"
+                        && s.labels.get("version") == Some(version)
+                        && s.labels.get("code") == Some(code)
+                })
                 .map(|s| match s.value {
                     prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
                     _ => f64::NAN,
@@ -193,14 +253,21 @@ mod tests {
         assert_eq!(value("v2", "200"), Some(800.0));
         assert_eq!(value("v3", "503"), Some(500.0));
         assert!(text.contains("http_request_duration_seconds_bucket{app=\"web\",version=\"v1\",colour=\"blue\",le=\"+Inf\"} 9000"), "{text}");
-        assert!(!text.contains("version=\"v3\",colour=\"red\",le="), "{text}");
+        assert!(
+            !text.contains("version=\"v3\",colour=\"red\",le="),
+            "{text}"
+        );
     }
 
     #[test]
     fn latency_buckets_are_cumulative_around_the_median() {
         let m = AppMetrics::default();
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let slow = |_: &Flow| Behaviour { error_ratio: 0.0, latency: Duration::from_millis(400), crash_loop: false };
+        let slow = |_: &Flow| Behaviour {
+            error_ratio: 0.0,
+            latency: Duration::from_millis(400),
+            crash_loop: false,
+        };
         let flows = [flow("v1", "blue", 100.0, true)];
         m.advance(t0, &flows, slow);
         m.advance(t0 + Duration::from_secs(10), &flows, slow);

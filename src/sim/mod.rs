@@ -59,7 +59,10 @@ pub struct SimOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on a loopback port: {0}")]
     Bind(std::io::Error),
     #[error("the time scale must be a number above 0, got {0}")]
@@ -95,7 +98,10 @@ pub struct SimFleet {
 
 impl std::fmt::Debug for SimFleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimFleet").field("clusters", &self.cluster_names()).field("kubeconfig", &self.kubeconfig).finish()
+        f.debug_struct("SimFleet")
+            .field("clusters", &self.cluster_names())
+            .field("kubeconfig", &self.kubeconfig)
+            .finish()
     }
 }
 
@@ -110,7 +116,12 @@ impl SimFleet {
         let shared_clock: SharedClock = clock.clone();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let behaviours = Arc::new(Behaviours::new(&opts.scenario.behaviour));
-        let shared = Shared { scenario: &opts.scenario, clock: shared_clock, behaviours: behaviours.clone(), stop: stop_rx.clone() };
+        let shared = Shared {
+            scenario: &opts.scenario,
+            clock: shared_clock,
+            behaviours: behaviours.clone(),
+            stop: stop_rx.clone(),
+        };
         let mut tasks = Vec::new();
         let mut clusters = Vec::new();
         for (i, spec) in opts.scenario.clusters.iter().enumerate() {
@@ -132,7 +143,11 @@ impl SimFleet {
             tasks,
         };
         fleet.write_files(&opts)?;
-        let by_name: BTreeMap<String, Arc<SimCluster>> = fleet.clusters.iter().map(|c| (c.name.clone(), c.clone())).collect();
+        let by_name: BTreeMap<String, Arc<SimCluster>> = fleet
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), c.clone()))
+            .collect();
         let timeline = timeline::Timeline::new(&opts.scenario, origin, by_name, behaviours);
         fleet.tasks.push(tokio::spawn(timeline.run(stop_rx)));
         tracing::info!(clusters = ?fleet.cluster_names(), kubeconfig = %fleet.kubeconfig.display(), "simulated fleet started");
@@ -143,7 +158,10 @@ impl SimFleet {
         let write = |path: &Path, text: &str| {
             std::fs::create_dir_all(&opts.dir)
                 .and_then(|_| std::fs::write(path, text))
-                .map_err(|source| SimError::Write { path: path.to_path_buf(), source })
+                .map_err(|source| SimError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                })
         };
         write(&self.kubeconfig, &self.kubeconfig_text(&opts.scenario.home))?;
         let fleet = Fleet {
@@ -162,11 +180,17 @@ impl SimFleet {
                     zones: c.zones.clone(),
                     physical_zones: BTreeMap::new(),
                     traffic_share: c.traffic_share,
+                    prometheus: None,
+                    metrics_url: self.url(&c.name).map(|u| format!("{u}/metrics")),
                 })
                 .collect(),
-            clock: Some(FleetClock { origin: self.clock.origin(), time_scale: opts.time_scale }),
+            clock: Some(FleetClock {
+                origin: self.clock.origin(),
+                time_scale: opts.time_scale,
+            }),
         };
-        let yaml = serde_saphyr::to_string(&fleet).map_err(|e| SimError::Serialize(e.to_string()))?;
+        let yaml =
+            serde_saphyr::to_string(&fleet).map_err(|e| SimError::Serialize(e.to_string()))?;
         let header = "# The simulated fleet written by `cutover sim serve`; contexts are in the kubeconfig beside it.\n";
         write(&self.fleet, &format!("{header}{yaml}"))
     }
@@ -176,7 +200,10 @@ impl SimFleet {
         let mut contexts = String::new();
         for c in &self.clusters {
             let name = context_name(&c.name);
-            clusters.push_str(&format!("- name: {name}\n  cluster:\n    server: {}\n", c.url()));
+            clusters.push_str(&format!(
+                "- name: {name}\n  cluster:\n    server: {}\n",
+                c.url()
+            ));
             contexts.push_str(&format!("- name: {name}\n  context:\n    cluster: {name}\n    user: sim\n    namespace: default\n"));
         }
         format!(
@@ -229,7 +256,10 @@ impl SimFleet {
         let _ = self.stop.send(true);
         for t in std::mem::take(&mut self.tasks) {
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
                 tracing::warn!("a simulated fleet task did not stop in time");
                 abort.abort();
             }

@@ -23,7 +23,9 @@ impl PatchKind {
             "application/merge-patch+json" => Some(PatchKind::Merge),
             "application/json-patch+json" => Some(PatchKind::Json),
             "application/strategic-merge-patch+json" => Some(PatchKind::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+json" => Some(PatchKind::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                Some(PatchKind::Apply)
+            }
             _ => None,
         }
     }
@@ -31,7 +33,8 @@ impl PatchKind {
 
 /// Applies a JSON patch (RFC 6902).
 pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
-    let ops: json_patch::Patch = serde_json::from_value(ops.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
+    let ops: json_patch::Patch =
+        serde_json::from_value(ops.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
     json_patch::patch(target, &ops).map_err(|e| e.to_string())
 }
 
@@ -41,7 +44,16 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// Keys by which Kubernetes merges lists of objects, tried in order.
-const MERGE_KEYS: [&str; 8] = ["name", "containerPort", "mountPath", "devicePath", "topologyKey", "type", "uid", "port"];
+const MERGE_KEYS: [&str; 8] = [
+    "name",
+    "containerPort",
+    "mountPath",
+    "devicePath",
+    "topologyKey",
+    "type",
+    "uid",
+    "port",
+];
 
 /// The merge key shared by every object in both lists, if the lists hold only objects.
 fn merge_key(a: &[Value], b: &[Value]) -> Option<&'static str> {
@@ -56,7 +68,11 @@ fn merge_key(a: &[Value], b: &[Value]) -> Option<&'static str> {
     if items.is_empty() {
         return None;
     }
-    MERGE_KEYS.into_iter().find(|k| items.iter().all(|m| m.get(*k).is_some_and(|v| !v.is_null())))
+    MERGE_KEYS.into_iter().find(|k| {
+        items
+            .iter()
+            .all(|m| m.get(*k).is_some_and(|v| !v.is_null()))
+    })
 }
 
 /// Applies a strategic merge patch. With `keyed` false (custom resources) lists are replaced.
@@ -79,7 +95,9 @@ pub fn strategic_merge(target: &mut Value, patch: &Value, keyed: bool) {
     if !target.is_object() {
         *target = json!({});
     }
-    let Some(tm) = target.as_object_mut() else { return };
+    let Some(tm) = target.as_object_mut() else {
+        return;
+    };
     if let Some(keep) = pm.get("$retainKeys").and_then(Value::as_array) {
         tm.retain(|k, _| keep.iter().any(|x| x == k.as_str()) || pm.contains_key(k));
     }
@@ -116,8 +134,17 @@ pub fn strategic_merge(target: &mut Value, patch: &Value, keyed: bool) {
 
 fn merge_list(target: &mut Value, patch: &[Value], keyed: bool) {
     let current: Vec<Value> = target.as_array().cloned().unwrap_or_default();
-    if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace") && p.as_object().is_some_and(|m| m.len() == 1)) {
-        *target = Value::Array(patch.iter().filter(|p| p.get("$patch").is_none()).map(strip_directives).collect());
+    if patch.iter().any(|p| {
+        p.get("$patch").and_then(Value::as_str) == Some("replace")
+            && p.as_object().is_some_and(|m| m.len() == 1)
+    }) {
+        *target = Value::Array(
+            patch
+                .iter()
+                .filter(|p| p.get("$patch").is_none())
+                .map(strip_directives)
+                .collect(),
+        );
         return;
     }
     let Some(key) = merge_key(&current, patch) else {
@@ -143,7 +170,10 @@ fn merge_list(target: &mut Value, patch: &[Value], keyed: bool) {
 fn strip_directives(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
-            m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect(),
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),
@@ -151,26 +181,44 @@ fn strip_directives(v: &Value) -> Value {
 }
 
 /// Metadata fields the server owns; never part of a manager's fields.
-const SERVER_FIELDS: [&str; 8] =
-    ["name", "namespace", "uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "deletionTimestamp"];
+const SERVER_FIELDS: [&str; 8] = [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "deletionTimestamp",
+];
 
 /// The `fieldsV1` tree of the fields an object sets (`f:<field>`, `k:{…}` for keyed list items).
 pub fn fields_of(obj: &Value, keyed: bool) -> Value {
     fn walk(m: &Map<String, Value>, keyed: bool, top: bool, in_meta: bool) -> Map<String, Value> {
         let mut out = Map::new();
         for (k, v) in m {
-            if (top && (k == "apiVersion" || k == "kind")) || (in_meta && SERVER_FIELDS.contains(&k.as_str())) {
+            if (top && (k == "apiVersion" || k == "kind"))
+                || (in_meta && SERVER_FIELDS.contains(&k.as_str()))
+            {
                 continue;
             }
             let sub = match v {
-                Value::Object(o) if !o.is_empty() => Value::Object(walk(o, keyed, false, top && k == "metadata")),
+                Value::Object(o) if !o.is_empty() => {
+                    Value::Object(walk(o, keyed, false, top && k == "metadata"))
+                }
                 Value::Array(items) if keyed && merge_key(items, &[]).is_some() => {
                     let key = merge_key(items, &[]).unwrap_or("name");
                     let mut entries = Map::new();
                     for item in items {
-                        let mut fields = item.as_object().map(|o| walk(o, keyed, false, false)).unwrap_or_default();
+                        let mut fields = item
+                            .as_object()
+                            .map(|o| walk(o, keyed, false, false))
+                            .unwrap_or_default();
                         fields.insert(".".to_string(), json!({}));
-                        entries.insert(format!("k:{}", json!({ key: item[key] })), Value::Object(fields));
+                        entries.insert(
+                            format!("k:{}", json!({ key: item[key] })),
+                            Value::Object(fields),
+                        );
                     }
                     Value::Object(entries)
                 }
@@ -180,7 +228,9 @@ pub fn fields_of(obj: &Value, keyed: bool) -> Value {
         }
         out
     }
-    obj.as_object().map(|m| Value::Object(walk(m, keyed, true, false))).unwrap_or_else(|| json!({}))
+    obj.as_object()
+        .map(|m| Value::Object(walk(m, keyed, true, false)))
+        .unwrap_or_else(|| json!({}))
 }
 
 /// Removes from `obj` the fields `before` owned that `after` no longer does, unless `others` own them.
@@ -208,7 +258,9 @@ fn child_mut<'a>(obj: &'a mut Value, field: &str) -> Option<&'a mut Value> {
         return obj.as_object_mut()?.get_mut(name);
     }
     let key: Map<String, Value> = serde_json::from_str(field.strip_prefix("k:")?).ok()?;
-    obj.as_array_mut()?.iter_mut().find(|item| key.iter().all(|(k, v)| &item[k] == v))
+    obj.as_array_mut()?
+        .iter_mut()
+        .find(|item| key.iter().all(|(k, v)| &item[k] == v))
 }
 
 fn remove_child(obj: &mut Value, field: &str) {
@@ -216,7 +268,9 @@ fn remove_child(obj: &mut Value, field: &str) {
         if let Some(m) = obj.as_object_mut() {
             m.remove(name);
         }
-    } else if let Some(key) = field.strip_prefix("k:").and_then(|k| serde_json::from_str::<Map<String, Value>>(k).ok())
+    } else if let Some(key) = field
+        .strip_prefix("k:")
+        .and_then(|k| serde_json::from_str::<Map<String, Value>>(k).ok())
         && let Some(items) = obj.as_array_mut()
     {
         items.retain(|item| !key.iter().all(|(k, v)| &item[k] == v));
@@ -224,13 +278,31 @@ fn remove_child(obj: &mut Value, field: &str) {
 }
 
 /// Server-side apply: the object after `manager` applies `applied` over `current`.
-pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, keyed: bool, api_version: &str, now: &str) -> Value {
+pub fn apply(
+    current: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    keyed: bool,
+    api_version: &str,
+    now: &str,
+) -> Value {
     let mine = fields_of(applied, keyed);
     let mut obj = current.cloned().unwrap_or_else(|| json!({"metadata": {}}));
-    let mut entries: Vec<Value> = obj["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+    let mut entries: Vec<Value> = obj["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let is_mine = |e: &Value| e["manager"] == manager && e["operation"] == "Apply";
-    if let Some(before) = entries.iter().find(|e| is_mine(e)).map(|e| e["fieldsV1"].clone()) {
-        let others: Vec<&Value> = entries.iter().filter(|e| !is_mine(e)).map(|e| &e["fieldsV1"]).collect();
+    if let Some(before) = entries
+        .iter()
+        .find(|e| is_mine(e))
+        .map(|e| e["fieldsV1"].clone())
+    {
+        let others: Vec<&Value> = entries
+            .iter()
+            .filter(|e| !is_mine(e))
+            .map(|e| &e["fieldsV1"])
+            .collect();
         drop_released(&mut obj, &before, &mine, &others);
     }
     let mut body = applied.clone();
@@ -254,8 +326,18 @@ pub fn apply(current: Option<&Value>, applied: &Value, manager: &str, keyed: boo
 }
 
 /// Records an `Update` by `manager` that set `fields` (a patch body or the new object).
-pub fn record_update(obj: &mut Value, manager: &str, fields: &Value, keyed: bool, api_version: &str, now: &str) {
-    let mut entries: Vec<Value> = obj["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+pub fn record_update(
+    obj: &mut Value,
+    manager: &str,
+    fields: &Value,
+    keyed: bool,
+    api_version: &str,
+    now: &str,
+) {
+    let mut entries: Vec<Value> = obj["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     entries.retain(|e| !(e["manager"] == manager && e["operation"] == "Update"));
     entries.push(json!({
         "manager": manager,
@@ -270,7 +352,12 @@ pub fn record_update(obj: &mut Value, manager: &str, fields: &Value, keyed: bool
 
 fn without_nulls(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k.clone(), without_nulls(x))).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
         Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
         other => other.clone(),
     }
@@ -290,32 +377,64 @@ mod tests {
     #[test]
     fn strategic_merge_merges_named_lists_and_honours_directives() {
         let mut p = pod();
-        strategic_merge(&mut p, &json!({"spec": {"containers": [{"name": "web", "image": "web:2", "env": [{"name": "B", "value": "2"}]}]}}), true);
+        strategic_merge(
+            &mut p,
+            &json!({"spec": {"containers": [{"name": "web", "image": "web:2", "env": [{"name": "B", "value": "2"}]}]}}),
+            true,
+        );
         let cs = p["spec"]["containers"].as_array().unwrap();
         assert_eq!(cs.len(), 2);
         assert_eq!(cs[0]["image"], "web:2");
         assert_eq!(cs[0]["env"].as_array().unwrap().len(), 2);
         assert_eq!(cs[1]["image"], "side:1");
-        strategic_merge(&mut p, &json!({"spec": {"containers": [{"name": "side", "$patch": "delete"}], "args": ["c"]}}), true);
+        strategic_merge(
+            &mut p,
+            &json!({"spec": {"containers": [{"name": "side", "$patch": "delete"}], "args": ["c"]}}),
+            true,
+        );
         assert_eq!(p["spec"]["containers"].as_array().unwrap().len(), 1);
         assert_eq!(p["spec"]["args"], json!(["c"]));
-        strategic_merge(&mut p, &json!({"spec": {"containers": [{"$patch": "replace"}, {"name": "only", "image": "o"}]}}), true);
-        assert_eq!(p["spec"]["containers"], json!([{"name": "only", "image": "o"}]));
+        strategic_merge(
+            &mut p,
+            &json!({"spec": {"containers": [{"$patch": "replace"}, {"name": "only", "image": "o"}]}}),
+            true,
+        );
+        assert_eq!(
+            p["spec"]["containers"],
+            json!([{"name": "only", "image": "o"}])
+        );
     }
 
     #[test]
     fn unkeyed_strategic_merge_replaces_lists() {
         let mut p = pod();
-        strategic_merge(&mut p, &json!({"spec": {"containers": [{"name": "web", "image": "web:9"}]}}), false);
-        assert_eq!(p["spec"]["containers"], json!([{"name": "web", "image": "web:9"}]));
+        strategic_merge(
+            &mut p,
+            &json!({"spec": {"containers": [{"name": "web", "image": "web:9"}]}}),
+            false,
+        );
+        assert_eq!(
+            p["spec"]["containers"],
+            json!([{"name": "web", "image": "web:9"}])
+        );
     }
 
     #[test]
     fn json_and_merge_patches() {
         let mut p = pod();
-        json_patch(&mut p, &json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "x"}])).unwrap();
+        json_patch(
+            &mut p,
+            &json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "x"}]),
+        )
+        .unwrap();
         assert_eq!(p["spec"]["containers"][0]["image"], "x");
-        assert!(json_patch(&mut p, &json!([{"op": "test", "path": "/spec/args/0", "value": "zz"}])).is_err());
+        assert!(
+            json_patch(
+                &mut p,
+                &json!([{"op": "test", "path": "/spec/args/0", "value": "zz"}])
+            )
+            .is_err()
+        );
         merge_patch(&mut p, &json!({"spec": {"args": null, "extra": 1}}));
         assert!(p["spec"].get("args").is_none());
         assert_eq!(p["spec"]["extra"], 1);
@@ -327,16 +446,29 @@ mod tests {
         let obj = apply(None, &first, "cutover", true, "v1", "t1");
         assert_eq!(obj["data"], json!({"x": "1", "y": "2"}));
         assert_eq!(obj["metadata"]["managedFields"][0]["manager"], "cutover");
-        assert!(obj["metadata"]["managedFields"][0]["fieldsV1"]["f:metadata"]["f:labels"]["f:a"].is_object());
+        assert!(
+            obj["metadata"]["managedFields"][0]["fieldsV1"]["f:metadata"]["f:labels"]["f:a"]
+                .is_object()
+        );
         // Someone else adds a field; it survives our next apply.
         let mut obj2 = obj.clone();
         obj2["data"]["z"] = json!("3");
-        record_update(&mut obj2, "kubectl-edit", &json!({"data": {"z": "3"}}), true, "v1", "t2");
+        record_update(
+            &mut obj2,
+            "kubectl-edit",
+            &json!({"data": {"z": "3"}}),
+            true,
+            "v1",
+            "t2",
+        );
         let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"a": "1"}}, "data": {"x": "9"}});
         let obj3 = apply(Some(&obj2), &second, "cutover", true, "v1", "t3");
         assert_eq!(obj3["data"], json!({"x": "9", "z": "3"}));
         assert_eq!(obj3["metadata"]["labels"], json!({"a": "1"}));
-        assert_eq!(obj3["metadata"]["managedFields"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            obj3["metadata"]["managedFields"].as_array().unwrap().len(),
+            2
+        );
     }
 
     #[test]
@@ -345,13 +477,22 @@ mod tests {
         let obj = apply(None, &v1, "m", true, "v1", "t");
         let v2 = json!({"spec": {"containers": [{"name": "a", "image": "a2"}]}});
         let obj = apply(Some(&obj), &v2, "m", true, "v1", "t");
-        assert_eq!(obj["spec"]["containers"], json!([{"name": "a", "image": "a2"}]));
+        assert_eq!(
+            obj["spec"]["containers"],
+            json!([{"name": "a", "image": "a2"}])
+        );
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(PatchKind::from_content_type("application/merge-patch+json; charset=utf-8"), Some(PatchKind::Merge));
-        assert_eq!(PatchKind::from_content_type("application/apply-patch+yaml"), Some(PatchKind::Apply));
+        assert_eq!(
+            PatchKind::from_content_type("application/merge-patch+json; charset=utf-8"),
+            Some(PatchKind::Merge)
+        );
+        assert_eq!(
+            PatchKind::from_content_type("application/apply-patch+yaml"),
+            Some(PatchKind::Apply)
+        );
         assert_eq!(PatchKind::from_content_type("text/plain"), None);
     }
 }

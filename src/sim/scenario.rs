@@ -80,7 +80,9 @@ pub struct TrafficSpec {
 
 impl Default for TrafficSpec {
     fn default() -> Self {
-        TrafficSpec { requests_per_second: 200.0 }
+        TrafficSpec {
+            requests_per_second: 200.0,
+        }
     }
 }
 
@@ -106,7 +108,10 @@ fn default_latency() -> Span {
 
 impl Default for BehaviourSpec {
     fn default() -> Self {
-        BehaviourSpec { error_ratio: default_error_ratio(), latency: default_latency() }
+        BehaviourSpec {
+            error_ratio: default_error_ratio(),
+            latency: default_latency(),
+        }
     }
 }
 
@@ -131,7 +136,10 @@ fn default_evict() -> Span {
 
 impl Default for PodSpec {
     fn default() -> Self {
-        PodSpec { readiness_delay: default_readiness(), evict_after: default_evict() }
+        PodSpec {
+            readiness_delay: default_readiness(),
+            evict_after: default_evict(),
+        }
     }
 }
 
@@ -149,7 +157,9 @@ fn default_history() -> usize {
 
 impl Default for ApiServerSpec {
     fn default() -> Self {
-        ApiServerSpec { watch_history: default_history() }
+        ApiServerSpec {
+            watch_history: default_history(),
+        }
     }
 }
 
@@ -290,7 +300,11 @@ impl Scenario {
         let src = Source::new(file, text);
         let scenario: Scenario = src.decode().map_err(|e| InputErrors(vec![e]))?;
         let errors = scenario.check(&src);
-        if errors.is_empty() { Ok(scenario) } else { Err(InputErrors(errors)) }
+        if errors.is_empty() {
+            Ok(scenario)
+        } else {
+            Err(InputErrors(errors))
+        }
     }
 
     /// `staging` (no traffic), `prod-a` and `prod-b` (half each), three zones of two nodes each.
@@ -298,7 +312,10 @@ impl Scenario {
         let cluster = |name: &str, region: &str, share: u32, rps: Option<f64>| ClusterSpec {
             name: name.to_string(),
             region: region.to_string(),
-            zones: ["a", "b", "c"].iter().map(|z| format!("{region}{z}")).collect(),
+            zones: ["a", "b", "c"]
+                .iter()
+                .map(|z| format!("{region}{z}"))
+                .collect(),
             nodes_per_zone: 2,
             pods_per_node: pods_per_node(),
             traffic_share: Percent::from_whole(share),
@@ -307,7 +324,9 @@ impl Scenario {
         Scenario {
             api_version: api_version(),
             kind: scenario_kind(),
-            description: Some("The default fleet: staging, prod-a and prod-b, healthy.".to_string()),
+            description: Some(
+                "The default fleet: staging, prod-a and prod-b, healthy.".to_string(),
+            ),
             home: "prod-a".to_string(),
             clusters: vec![
                 cluster("staging", "eu-west-1", 0, Some(5.0)),
@@ -328,17 +347,29 @@ impl Scenario {
 
     /// Requests per second one app's route gets in a cluster.
     pub fn rate_of(&self, cluster: &ClusterSpec) -> f64 {
-        cluster.requests_per_second.unwrap_or(self.traffic.requests_per_second * cluster.traffic_share.as_f64() / 100.0)
+        cluster
+            .requests_per_second
+            .unwrap_or(self.traffic.requests_per_second * cluster.traffic_share.as_f64() / 100.0)
     }
 
     fn check(&self, src: &Source) -> Vec<InputError> {
         let mut errors = Vec::new();
         let mut err = |field: String, problem: String| errors.push(src.error_at(&field, problem));
         if self.api_version != crate::spec::API_VERSION {
-            err("apiVersion".into(), format!("expected {:?}, got {:?}", crate::spec::API_VERSION, self.api_version));
+            err(
+                "apiVersion".into(),
+                format!(
+                    "expected {:?}, got {:?}",
+                    crate::spec::API_VERSION,
+                    self.api_version
+                ),
+            );
         }
         if self.kind != "Scenario" {
-            err("kind".into(), format!("expected \"Scenario\", got {:?}", self.kind));
+            err(
+                "kind".into(),
+                format!("expected \"Scenario\", got {:?}", self.kind),
+            );
         }
         if self.clusters.is_empty() {
             err("clusters".into(), "at least one cluster is required".into());
@@ -349,32 +380,66 @@ impl Scenario {
                 err(format!("clusters[{i}].name"), e);
             }
             if self.clusters[..i].iter().any(|o| o.name == c.name) {
-                err(format!("clusters[{i}].name"), format!("cluster {:?} is listed twice", c.name));
+                err(
+                    format!("clusters[{i}].name"),
+                    format!("cluster {:?} is listed twice", c.name),
+                );
             }
             if c.zones.is_empty() {
-                err(format!("clusters[{i}].zones"), "list at least one zone".into());
+                err(
+                    format!("clusters[{i}].zones"),
+                    "list at least one zone".into(),
+                );
             }
             for (j, z) in c.zones.iter().enumerate() {
                 if crate::spec::check_dns_label(z).is_err() || c.zones[..j].contains(z) {
-                    err(format!("clusters[{i}].zones[{j}]"), format!("zone {z:?} must be a unique lowercase name"));
+                    err(
+                        format!("clusters[{i}].zones[{j}]"),
+                        format!("zone {z:?} must be a unique lowercase name"),
+                    );
                 }
             }
             if c.nodes_per_zone > 100 {
-                err(format!("clusters[{i}].nodesPerZone"), "at most 100 nodes per zone".into());
+                err(
+                    format!("clusters[{i}].nodesPerZone"),
+                    "at most 100 nodes per zone".into(),
+                );
             }
-            if c.requests_per_second.is_some_and(|r| !(r.is_finite() && r >= 0.0)) {
-                err(format!("clusters[{i}].requestsPerSecond"), "must be a number of at least 0".into());
+            if c.requests_per_second
+                .is_some_and(|r| !(r.is_finite() && r >= 0.0))
+            {
+                err(
+                    format!("clusters[{i}].requestsPerSecond"),
+                    "must be a number of at least 0".into(),
+                );
             }
             total += c.traffic_share.basis_points();
         }
         if total != 0 && total != Percent::HUNDRED.basis_points() {
-            err("clusters".into(), format!("the clusters' trafficShare values add up to {}; they must add up to 100%", Percent::from_basis_points(total)));
+            err(
+                "clusters".into(),
+                format!(
+                    "the clusters' trafficShare values add up to {}; they must add up to 100%",
+                    Percent::from_basis_points(total)
+                ),
+            );
         }
         if !self.clusters.is_empty() && self.cluster(&self.home).is_none() {
-            err("home".into(), format!("home cluster {:?} is not one of the scenario's clusters", self.home));
+            err(
+                "home".into(),
+                format!(
+                    "home cluster {:?} is not one of the scenario's clusters",
+                    self.home
+                ),
+            );
         }
-        if !(self.traffic.requests_per_second.is_finite() && self.traffic.requests_per_second >= 0.0) {
-            err("traffic.requestsPerSecond".into(), "must be a number of at least 0".into());
+        if !(self.traffic.requests_per_second.is_finite()
+            && self.traffic.requests_per_second >= 0.0)
+        {
+            err(
+                "traffic.requestsPerSecond".into(),
+                "must be a number of at least 0".into(),
+            );
         }
         if self.behaviour.error_ratio > Percent::HUNDRED {
             err("behaviour.errorRatio".into(), "must be at most 100%".into());
@@ -392,9 +457,16 @@ impl Scenario {
 
     fn check_event(&self, e: &EventSpec) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        let triggers = [e.after.is_some(), e.when_green_weight.is_some(), e.when_release_step.is_some()];
+        let triggers = [
+            e.after.is_some(),
+            e.when_green_weight.is_some(),
+            e.when_release_step.is_some(),
+        ];
         if triggers.iter().filter(|t| **t).count() != 1 {
-            out.push((String::new(), "give exactly one of `after`, `whenGreenWeight`, `whenReleaseStep`".into()));
+            out.push((
+                String::new(),
+                "give exactly one of `after`, `whenGreenWeight`, `whenReleaseStep`".into(),
+            ));
         }
         let effects = [
             e.behaviour.is_some(),
@@ -430,7 +502,10 @@ impl Scenario {
         if let Some(a) = &e.api_errors {
             self.known(&mut out, "apiErrors", &a.cluster);
             if !matches!(a.code, 429 | 500 | 502 | 503 | 504) {
-                out.push((".apiErrors.code".into(), format!("{} is not one of 429, 500, 502, 503, 504", a.code)));
+                out.push((
+                    ".apiErrors.code".into(),
+                    format!("{} is not one of 429, 500, 502, 503, 504", a.code),
+                ));
             }
         }
         if let Some(a) = &e.api_latency {
@@ -443,10 +518,18 @@ impl Scenario {
     }
 
     /// The cluster an event names, or an error saying it is not in the fleet.
-    fn known(&self, out: &mut Vec<(String, String)>, field: &str, name: &str) -> Option<&ClusterSpec> {
+    fn known(
+        &self,
+        out: &mut Vec<(String, String)>,
+        field: &str,
+        name: &str,
+    ) -> Option<&ClusterSpec> {
         let c = self.cluster(name);
         if c.is_none() {
-            out.push((format!(".{field}.cluster"), format!("cluster {name:?} is not one of the scenario's clusters")));
+            out.push((
+                format!(".{field}.cluster"),
+                format!("cluster {name:?} is not one of the scenario's clusters"),
+            ));
         }
         c
     }
@@ -454,7 +537,14 @@ impl Scenario {
 
 fn check_zone(c: &ClusterSpec, zone: &str, field: &str, out: &mut Vec<(String, String)>) {
     if !c.zones.iter().any(|z| z == zone) {
-        out.push((field.into(), format!("zone {zone:?} is not one of {}'s zones ({})", c.name, c.zones.join(", "))));
+        out.push((
+            field.into(),
+            format!(
+                "zone {zone:?} is not one of {}'s zones ({})",
+                c.name,
+                c.zones.join(", ")
+            ),
+        ));
     }
 }
 
@@ -482,53 +572,95 @@ events:
         let s = Scenario::parse("s.yaml", EVENTS).unwrap();
         assert_eq!(s.clusters[0].nodes_per_zone, 2);
         assert_eq!(s.events[0].lasts, Some(Span::from_mins(5)));
-        assert_eq!(s.events[1].behaviour.as_ref().unwrap().error_ratio, Some(Percent::from_whole(20)));
+        assert_eq!(
+            s.events[1].behaviour.as_ref().unwrap().error_ratio,
+            Some(Percent::from_whole(20))
+        );
         assert_eq!(s.rate_of(&s.clusters[0]), 200.0);
         assert_eq!(s.pods.readiness_delay, Span::from_secs(5));
     }
 
     #[test]
     fn unknown_fields_and_bad_durations_name_file_line_and_field() {
-        let err = Scenario::parse("s.yaml", &EVENTS.replace("for: 5m", "for: soon")).unwrap_err().to_string();
+        let err = Scenario::parse("s.yaml", &EVENTS.replace("for: 5m", "for: soon"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("s.yaml:9:"), "{err}");
         assert!(err.contains("events[0].for"), "{err}");
-        let err = Scenario::parse("s.yaml", &EVENTS.replace("zoneOutage:", "zoneOutrage:")).unwrap_err().to_string();
+        let err = Scenario::parse("s.yaml", &EVENTS.replace("zoneOutage:", "zoneOutrage:"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("s.yaml:10:"), "{err}");
         assert!(err.contains("zoneOutrage"), "{err}");
     }
 
     #[test]
     fn events_are_checked_against_the_fleet() {
-        let text = EVENTS.replace("zone: eu-west-1b}", "zone: eu-west-1z}").replace("cluster: prod-a, atLeast", "cluster: prod-c, atLeast");
+        let text = EVENTS
+            .replace("zone: eu-west-1b}", "zone: eu-west-1z}")
+            .replace("cluster: prod-a, atLeast", "cluster: prod-c, atLeast");
         let err = Scenario::parse("s.yaml", &text).unwrap_err().to_string();
-        assert!(err.contains("field `events[0].zoneOutage.zone`: zone \"eu-west-1z\""), "{err}");
-        assert!(err.contains("field `events[1].whenGreenWeight.cluster`"), "{err}");
-        let two_effects = EVENTS.replace("    behaviour: {colour", "    apiLatency: {cluster: prod-a, latency: 1s}\n    behaviour: {colour");
-        let err = Scenario::parse("s.yaml", &two_effects).unwrap_err().to_string();
+        assert!(
+            err.contains("field `events[0].zoneOutage.zone`: zone \"eu-west-1z\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("field `events[1].whenGreenWeight.cluster`"),
+            "{err}"
+        );
+        let two_effects = EVENTS.replace(
+            "    behaviour: {colour",
+            "    apiLatency: {cluster: prod-a, latency: 1s}\n    behaviour: {colour",
+        );
+        let err = Scenario::parse("s.yaml", &two_effects)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("exactly one of `behaviour`"), "{err}");
     }
 
     #[test]
     fn the_default_fleet_is_the_healthy_example() {
-        let healthy = Scenario::parse("healthy.yaml", include_str!("../../examples/scenarios/healthy.yaml")).unwrap();
+        let healthy = Scenario::parse(
+            "healthy.yaml",
+            include_str!("../../examples/scenarios/healthy.yaml"),
+        )
+        .unwrap();
         let mut default = Scenario::default_fleet();
         default.description = healthy.description.clone();
         assert_eq!(healthy, default);
-        assert_eq!(default.clusters[2].zones, ["eu-central-1a", "eu-central-1b", "eu-central-1c"]);
+        assert_eq!(
+            default.clusters[2].zones,
+            ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
+        );
     }
 
     #[test]
     fn every_example_scenario_parses() {
         let examples = [
-            ("zone-outage.yaml", include_str!("../../examples/scenarios/zone-outage.yaml")),
-            ("bad-canary.yaml", include_str!("../../examples/scenarios/bad-canary.yaml")),
-            ("nodes-not-ready.yaml", include_str!("../../examples/scenarios/nodes-not-ready.yaml")),
-            ("api-flaky.yaml", include_str!("../../examples/scenarios/api-flaky.yaml")),
+            (
+                "zone-outage.yaml",
+                include_str!("../../examples/scenarios/zone-outage.yaml"),
+            ),
+            (
+                "bad-canary.yaml",
+                include_str!("../../examples/scenarios/bad-canary.yaml"),
+            ),
+            (
+                "nodes-not-ready.yaml",
+                include_str!("../../examples/scenarios/nodes-not-ready.yaml"),
+            ),
+            (
+                "api-flaky.yaml",
+                include_str!("../../examples/scenarios/api-flaky.yaml"),
+            ),
         ];
         for (file, text) in examples {
             let s = Scenario::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
             assert!(!s.events.is_empty(), "{file}");
-            assert!(text.starts_with("# Replays"), "{file} must say what it replays");
+            assert!(
+                text.starts_with("# Replays"),
+                "{file} must say what it replays"
+            );
         }
     }
 }

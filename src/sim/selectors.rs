@@ -29,7 +29,10 @@ impl LabelSelector {
             if term.is_empty() {
                 continue;
             }
-            reqs.push(parse_requirement(term).ok_or_else(|| format!("unable to parse requirement: {term:?}"))?);
+            reqs.push(
+                parse_requirement(term)
+                    .ok_or_else(|| format!("unable to parse requirement: {term:?}"))?,
+            );
         }
         Ok(LabelSelector(reqs))
     }
@@ -40,22 +43,34 @@ impl LabelSelector {
         let mut reqs = Vec::new();
         if let Some(m) = v.get("matchLabels").and_then(Value::as_object) {
             for (k, val) in m {
-                reqs.push(Requirement::Eq(k.clone(), val.as_str().unwrap_or_default().to_string()));
+                reqs.push(Requirement::Eq(
+                    k.clone(),
+                    val.as_str().unwrap_or_default().to_string(),
+                ));
             }
         }
         if let Some(exprs) = v.get("matchExpressions").and_then(Value::as_array) {
             for e in exprs {
-                let key = e["key"].as_str().ok_or("matchExpressions[].key is required")?.to_string();
+                let key = e["key"]
+                    .as_str()
+                    .ok_or("matchExpressions[].key is required")?
+                    .to_string();
                 let values: Vec<String> = e["values"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 reqs.push(match e["operator"].as_str() {
                     Some("In") => Requirement::In(key, values),
                     Some("NotIn") => Requirement::NotIn(key, values),
                     Some("Exists") => Requirement::Exists(key),
                     Some("DoesNotExist") => Requirement::NotExists(key),
-                    other => return Err(format!("{other:?} is not a valid label selector operator")),
+                    other => {
+                        return Err(format!("{other:?} is not a valid label selector operator"));
+                    }
                 });
             }
         }
@@ -64,7 +79,8 @@ impl LabelSelector {
 
     /// Adds `key=value` (used for `matchLabelKeys`).
     pub fn and_equals(mut self, key: &str, value: &str) -> LabelSelector {
-        self.0.push(Requirement::Eq(key.to_string(), value.to_string()));
+        self.0
+            .push(Requirement::Eq(key.to_string(), value.to_string()));
         self
     }
 
@@ -112,12 +128,17 @@ fn split_top_level(text: &str) -> Vec<&str> {
 fn parse_requirement(term: &str) -> Option<Requirement> {
     if let Some(open) = term.find('(') {
         let close = term.rfind(')')?;
-        let values: Vec<String> =
-            term[open + 1..close].split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+        let values: Vec<String> = term[open + 1..close]
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
         let left = term[..open].trim_end();
         let word_key = |op: &str| -> Option<String> {
             let key = left.strip_suffix(op)?;
-            key.ends_with(char::is_whitespace).then(|| key.trim().to_string()).filter(|k| valid_key(k))
+            key.ends_with(char::is_whitespace)
+                .then(|| key.trim().to_string())
+                .filter(|k| valid_key(k))
         };
         if let Some(k) = word_key("notin") {
             return Some(Requirement::NotIn(k, values));
@@ -145,7 +166,9 @@ fn parse_requirement(term: &str) -> Option<Requirement> {
 }
 
 fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 /// `metadata.name=x,status.phase!=Running`: equality on dotted field paths.
@@ -163,7 +186,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = term.split_once('=') {
                 (k, false, v)
             } else {
-                return Err(format!("invalid field selector: {term:?}: expected field=value or field!=value"));
+                return Err(format!(
+                    "invalid field selector: {term:?}: expected field=value or field!=value"
+                ));
             };
             let path: Vec<String> = path.trim().split('.').map(str::to_string).collect();
             if path.iter().any(String::is_empty) {
@@ -240,8 +265,17 @@ mod tests {
         ]});
         assert!(LabelSelector::from_object(&sel).unwrap().matches_object(&p));
         let other = json!({"matchExpressions": [{"key": "colour", "operator": "NotIn", "values": ["green"]}]});
-        assert!(!LabelSelector::from_object(&other).unwrap().matches_object(&p));
-        assert!(LabelSelector::from_object(&json!({"matchExpressions": [{"key": "a", "operator": "Near"}]})).is_err());
+        assert!(
+            !LabelSelector::from_object(&other)
+                .unwrap()
+                .matches_object(&p)
+        );
+        assert!(
+            LabelSelector::from_object(
+                &json!({"matchExpressions": [{"key": "a", "operator": "Near"}]})
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -256,7 +290,11 @@ mod tests {
             ("status.podIP=", true),
         ];
         for (sel, want) in cases {
-            assert_eq!(FieldSelector::parse(sel).unwrap().matches(&p), want, "{sel}");
+            assert_eq!(
+                FieldSelector::parse(sel).unwrap().matches(&p),
+                want,
+                "{sel}"
+            );
         }
         assert!(FieldSelector::parse("metadata.name").is_err());
     }

@@ -65,18 +65,30 @@ impl Reply {
 
     fn into_response(self) -> Response<Body> {
         let (code, content_type, body) = match self {
-            Reply::Json(code, v) => (code, "application/json", Full::new(Bytes::from(v.to_string())).boxed_unsync()),
+            Reply::Json(code, v) => (
+                code,
+                "application/json",
+                Full::new(Bytes::from(v.to_string())).boxed_unsync(),
+            ),
             Reply::Text(code, ct, text) => (code, ct, Full::new(Bytes::from(text)).boxed_unsync()),
             Reply::Stream(rx) => {
                 let frames = futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+                    rx.recv()
+                        .await
+                        .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
                 });
-                (200, "application/json", StreamBody::new(frames.boxed()).boxed_unsync())
+                (
+                    200,
+                    "application/json",
+                    StreamBody::new(frames.boxed()).boxed_unsync(),
+                )
             }
         };
         let mut resp = Response::new(body);
-        *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        *resp.status_mut() =
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         resp
     }
 }
@@ -127,7 +139,10 @@ fn decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;
@@ -159,7 +174,11 @@ enum Route {
 }
 
 fn route(path: &str) -> Route {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segs.as_slice() {
         ["version"] => Route::Version,
         ["healthz" | "livez" | "readyz", ..] => Route::Health,
@@ -189,7 +208,9 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Route {
         })
     };
     match rest {
-        ["namespaces", ns, sub @ ("status" | "finalize")] if group.is_empty() => rp(None, "namespaces", Some(ns), Some(sub)),
+        ["namespaces", ns, sub @ ("status" | "finalize")] if group.is_empty() => {
+            rp(None, "namespaces", Some(ns), Some(sub))
+        }
         ["namespaces", ns, plural] => rp(Some(ns), plural, None, None),
         ["namespaces", ns, plural, name] => rp(Some(ns), plural, Some(name), None),
         ["namespaces", ns, plural, name, sub] => rp(Some(ns), plural, Some(name), Some(sub)),
@@ -231,8 +252,19 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let params = Params::parse(parts.uri.query().unwrap_or_default());
-    let head = |name: header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let (mut user_agent, accept, content_type) = (head(header::USER_AGENT), head(header::ACCEPT), head(header::CONTENT_TYPE));
+    let head = |name: header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (mut user_agent, accept, content_type) = (
+        head(header::USER_AGENT),
+        head(header::ACCEPT),
+        head(header::CONTENT_TYPE),
+    );
     if user_agent.is_empty() {
         user_agent = "unknown".to_string();
     }
@@ -243,7 +275,8 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
         }
         "/metrics" => {
             ctx.counter.record("get", "/metrics", &user_agent);
-            return Reply::Text(200, "text/plain; version=0.0.4", ctx.traffic.scrape()).into_response();
+            return Reply::Text(200, "text/plain; version=0.0.4", ctx.traffic.scrape())
+                .into_response();
         }
         _ => {}
     }
@@ -259,10 +292,17 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
     }
     let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return error_response(&ApiError::bad_request(format!("cannot read the request body: {e}"))),
+        Err(e) => {
+            return error_response(&ApiError::bad_request(format!(
+                "cannot read the request body: {e}"
+            )));
+        }
     };
     let reg = || ctx.store.registry();
-    let found = |v: Option<Value>| v.map(|v| Reply::json(200, v)).ok_or_else(|| ApiError::no_such_resource(&path));
+    let found = |v: Option<Value>| {
+        v.map(|v| Reply::json(200, v))
+            .ok_or_else(|| ApiError::no_such_resource(&path))
+    };
     let reply = match route {
         Route::Version => Ok(Reply::json(200, discovery::version())),
         Route::Health => Ok(Reply::Text(200, "text/plain", "ok".into())),
@@ -274,7 +314,11 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
         Route::OpenApiV3(p) => found(discovery::openapi_v3_document(&reg(), &p)),
         Route::OpenApiV2 if accept.contains("protobuf") => {
             // An empty protobuf message is a valid, empty OpenAPI v2 document.
-            Ok(Reply::Text(200, "application/com.github.proto-openapi.spec.v2@v1.0+protobuf", String::new()))
+            Ok(Reply::Text(
+                200,
+                "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+                String::new(),
+            ))
         }
         Route::OpenApiV2 => Ok(Reply::json(200, discovery::openapi_v2_json())),
         Route::Resource(rp) => {
@@ -382,16 +426,47 @@ mod tests {
     fn paths_route_like_the_api_server() {
         let r = |p: &str| route(p);
         assert_eq!(r("/api"), Route::CoreVersions);
-        assert_eq!(r("/apis/apps/v1"), Route::Resources("apps".into(), "v1".into()));
-        let Route::Resource(rp) = r("/apis/apps/v1/namespaces/shop/deployments/web/status") else { panic!() };
-        assert_eq!((rp.namespace.as_deref(), rp.plural.as_str(), rp.name.as_deref(), rp.sub.as_deref()), (Some("shop"), "deployments", Some("web"), Some("status")));
-        let Route::Resource(rp) = r("/api/v1/namespaces/shop") else { panic!() };
-        assert_eq!((rp.namespace, rp.plural.as_str(), rp.name.as_deref()), (None, "namespaces", Some("shop")));
-        let Route::Resource(rp) = r("/api/v1/namespaces/shop/status") else { panic!() };
-        assert_eq!((rp.plural.as_str(), rp.sub.as_deref()), ("namespaces", Some("status")));
-        let Route::Resource(rp) = r("/api/v1/namespaces/shop/pods") else { panic!() };
-        assert_eq!((rp.namespace.as_deref(), rp.plural.as_str(), rp.name), (Some("shop"), "pods", None));
-        assert_eq!(r("/openapi/v3/apis/apps/v1"), Route::OpenApiV3("apis/apps/v1".into()));
+        assert_eq!(
+            r("/apis/apps/v1"),
+            Route::Resources("apps".into(), "v1".into())
+        );
+        let Route::Resource(rp) = r("/apis/apps/v1/namespaces/shop/deployments/web/status") else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                rp.namespace.as_deref(),
+                rp.plural.as_str(),
+                rp.name.as_deref(),
+                rp.sub.as_deref()
+            ),
+            (Some("shop"), "deployments", Some("web"), Some("status"))
+        );
+        let Route::Resource(rp) = r("/api/v1/namespaces/shop") else {
+            panic!()
+        };
+        assert_eq!(
+            (rp.namespace, rp.plural.as_str(), rp.name.as_deref()),
+            (None, "namespaces", Some("shop"))
+        );
+        let Route::Resource(rp) = r("/api/v1/namespaces/shop/status") else {
+            panic!()
+        };
+        assert_eq!(
+            (rp.plural.as_str(), rp.sub.as_deref()),
+            ("namespaces", Some("status"))
+        );
+        let Route::Resource(rp) = r("/api/v1/namespaces/shop/pods") else {
+            panic!()
+        };
+        assert_eq!(
+            (rp.namespace.as_deref(), rp.plural.as_str(), rp.name),
+            (Some("shop"), "pods", None)
+        );
+        assert_eq!(
+            r("/openapi/v3/apis/apps/v1"),
+            Route::OpenApiV3("apis/apps/v1".into())
+        );
     }
 
     #[test]

@@ -110,7 +110,9 @@ pub enum Start {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("resource_version", &self.resource_version()).finish()
+        f.debug_struct("Store")
+            .field("resource_version", &self.resource_version())
+            .finish()
     }
 }
 
@@ -142,7 +144,9 @@ impl Store {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn clock(&self) -> &SharedClock {
@@ -209,11 +213,22 @@ impl Store {
     pub fn all(&self, group: &str, resource: &str) -> Vec<Arc<Value>> {
         let inner = self.lock();
         let key = (group.to_string(), resource.to_string());
-        inner.objects.get(&key).map(|m| m.values().cloned().collect()).unwrap_or_default()
+        inner
+            .objects
+            .get(&key)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Creates an object; `name` may come from `metadata.generateName`.
-    pub fn create(&self, kind: &Kind, ns: &str, mut obj: Value, target: Target, opts: &WriteOptions) -> ApiResult<Arc<Value>> {
+    pub fn create(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        mut obj: Value,
+        target: Target,
+        opts: &WriteOptions,
+    ) -> ApiResult<Arc<Value>> {
         let mut inner = self.lock();
         if !obj["metadata"].is_object() {
             obj["metadata"] = json!({});
@@ -228,10 +243,20 @@ impl Store {
     }
 
     /// Replaces an object (PUT). A `resourceVersion` in the body must match the stored one.
-    pub fn update(&self, kind: &Kind, ns: &str, name: &str, obj: Value, target: Target, opts: &WriteOptions) -> ApiResult<Arc<Value>> {
+    pub fn update(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        target: Target,
+        opts: &WriteOptions,
+    ) -> ApiResult<Arc<Value>> {
         let mut inner = self.lock();
         let current = lookup(&inner, kind, ns, name)?;
-        if let Some(rv) = obj["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty())
+        if let Some(rv) = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .filter(|s| !s.is_empty())
             && Some(rv) != current["metadata"]["resourceVersion"].as_str()
         {
             return Err(ApiError::conflict(&kind.group, &kind.plural, name));
@@ -241,7 +266,16 @@ impl Store {
 
     /// Read-modify-write under the store's lock (patches, apply, controllers). `f` sees the
     /// current object (or `None` when `create` allows creating it) and returns the new one.
-    pub fn modify<F>(&self, kind: &Kind, ns: &str, name: &str, target: Target, create: bool, opts: &WriteOptions, f: F) -> ApiResult<Arc<Value>>
+    pub fn modify<F>(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        target: Target,
+        create: bool,
+        opts: &WriteOptions,
+        f: F,
+    ) -> ApiResult<Arc<Value>>
     where
         F: FnOnce(Option<&Value>) -> ApiResult<Value>,
     {
@@ -253,7 +287,9 @@ impl Store {
         };
         let mut next = f(current.as_deref())?;
         if let Some(cur) = &current {
-            let asked = next["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+            let asked = next["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default();
             if !asked.is_empty() && Some(asked) != cur["metadata"]["resourceVersion"].as_str() {
                 return Err(ApiError::conflict(&kind.group, &kind.plural, name));
             }
@@ -266,18 +302,32 @@ impl Store {
 
     /// Deletes an object. With finalizers it is only marked (`deletionTimestamp`) until they
     /// are removed. Dependents (by owner reference) are deleted too unless orphaned.
-    pub fn delete(&self, kind: &Kind, ns: &str, name: &str, opts: &DeleteOptions) -> ApiResult<Arc<Value>> {
+    pub fn delete(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Arc<Value>> {
         let mut inner = self.lock();
         let current = lookup(&inner, kind, ns, name)?;
-        if opts.precondition_uid.as_deref().is_some_and(|u| u != meta::uid(&current))
-            || opts.precondition_rv.as_deref().is_some_and(|r| Some(r) != current["metadata"]["resourceVersion"].as_str())
+        if opts
+            .precondition_uid
+            .as_deref()
+            .is_some_and(|u| u != meta::uid(&current))
+            || opts
+                .precondition_rv
+                .as_deref()
+                .is_some_and(|r| Some(r) != current["metadata"]["resourceVersion"].as_str())
         {
             return Err(ApiError::conflict(&kind.group, &kind.plural, name));
         }
         if opts.dry_run {
             return Ok(current);
         }
-        let finalizers = current["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let finalizers = current["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
         if finalizers {
             if meta::is_terminating(&current) {
                 return Ok(current);
@@ -285,7 +335,16 @@ impl Store {
             let mut marked = (*current).clone();
             marked["metadata"]["deletionTimestamp"] = json!(meta::time(self.clock.now()));
             marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            return self.commit(&mut inner, kind, ns, name, Some(current), marked, Target::All, &WriteOptions::default());
+            return self.commit(
+                &mut inner,
+                kind,
+                ns,
+                name,
+                Some(current),
+                marked,
+                Target::All,
+                &WriteOptions::default(),
+            );
         }
         Ok(self.remove(&mut inner, kind, ns, name, opts.orphan))
     }
@@ -295,11 +354,20 @@ impl Store {
     pub fn subscribe(&self, kind: &Kind, start: Start) -> ApiResult<Subscription> {
         let inner = self.lock();
         let live = self.changes.subscribe();
-        let mut sub = Subscription { initial: Vec::new(), backlog: Vec::new(), live, rv: inner.rv };
+        let mut sub = Subscription {
+            initial: Vec::new(),
+            backlog: Vec::new(),
+            live,
+            rv: inner.rv,
+        };
         match start {
             Start::Now => {}
             Start::Snapshot => {
-                sub.initial = inner.objects.get(&gr(kind)).map(|m| m.values().cloned().collect()).unwrap_or_default();
+                sub.initial = inner
+                    .objects
+                    .get(&gr(kind))
+                    .map(|m| m.values().cloned().collect())
+                    .unwrap_or_default();
             }
             Start::After(from) => {
                 if from < inner.compacted {
@@ -335,7 +403,9 @@ impl Store {
             return Err(ApiError::invalid(&kind.group, &kind.plural, name, problem));
         }
         if kind.namespaced && ns.is_empty() {
-            return Err(ApiError::bad_request("the namespace of the object must be set"));
+            return Err(ApiError::bad_request(
+                "the namespace of the object must be set",
+            ));
         }
         let body_ns = meta::namespace(&next).to_string();
         if kind.namespaced && !body_ns.is_empty() && body_ns != ns {
@@ -361,7 +431,9 @@ impl Store {
                 next["status"] = Value::Null;
                 next
             }
-            (None, Target::Status) => return Err(ApiError::not_found(&kind.group, &kind.plural, name)),
+            (None, Target::Status) => {
+                return Err(ApiError::not_found(&kind.group, &kind.plural, name));
+            }
             _ => next,
         };
         if obj["status"].is_null()
@@ -380,9 +452,17 @@ impl Store {
         }
         match &current {
             Some(cur) => {
-                for keep in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+                for keep in [
+                    "uid",
+                    "creationTimestamp",
+                    "deletionTimestamp",
+                    "deletionGracePeriodSeconds",
+                    "generation",
+                ] {
                     // Only the store itself (a delete with finalizers) marks an object deleted.
-                    let own_mark = target == Target::All && keep.starts_with("deletion") && cur["metadata"][keep].is_null();
+                    let own_mark = target == Target::All
+                        && keep.starts_with("deletion")
+                        && cur["metadata"][keep].is_null();
                     if !own_mark {
                         md[keep] = cur["metadata"][keep].clone();
                     }
@@ -423,25 +503,50 @@ impl Store {
         // A terminating object whose last finalizer went away is gone.
         if current.is_some()
             && meta::is_terminating(&obj)
-            && obj["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
+            && obj["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty())
         {
-            inner.objects.entry(gr(kind)).or_default().insert((scope(kind, ns), name.to_string()), Arc::new(obj));
+            inner
+                .objects
+                .entry(gr(kind))
+                .or_default()
+                .insert((scope(kind, ns), name.to_string()), Arc::new(obj));
             return Ok(self.remove(inner, kind, ns, name, false));
         }
         admission::after_commit(kind, &obj, &mut inner.registry);
         inner.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
         let obj = Arc::new(obj);
-        inner.objects.entry(gr(kind)).or_default().insert((scope(kind, ns), name.to_string()), obj.clone());
-        let change = if current.is_some() { ChangeType::Modified } else { ChangeType::Added };
+        inner
+            .objects
+            .entry(gr(kind))
+            .or_default()
+            .insert((scope(kind, ns), name.to_string()), obj.clone());
+        let change = if current.is_some() {
+            ChangeType::Modified
+        } else {
+            ChangeType::Added
+        };
         self.record(inner, kind, change, obj.clone(), current);
         Ok(obj)
     }
 
     /// Removes an object now, with its dependents (or orphaning them), and records the deletions.
-    fn remove(&self, inner: &mut Inner, kind: &Kind, ns: &str, name: &str, orphan: bool) -> Arc<Value> {
+    fn remove(
+        &self,
+        inner: &mut Inner,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        orphan: bool,
+    ) -> Arc<Value> {
         let key = (scope(kind, ns), name.to_string());
-        let Some(obj) = inner.objects.get_mut(&gr(kind)).and_then(|m| m.remove(&key)) else {
+        let Some(obj) = inner
+            .objects
+            .get_mut(&gr(kind))
+            .and_then(|m| m.remove(&key))
+        else {
             return Arc::new(Value::Null);
         };
         inner.rv += 1;
@@ -457,7 +562,11 @@ impl Store {
             }
         }
         if let Some(removed) = admission::after_delete(kind, &obj, &mut inner.registry) {
-            let all: Vec<Key> = inner.objects.get(&gr(&removed)).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            let all: Vec<Key> = inner
+                .objects
+                .get(&gr(&removed))
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
             for (n, o) in all {
                 self.remove(inner, &removed, &n, &o, false);
             }
@@ -466,15 +575,33 @@ impl Store {
     }
 
     fn orphan(&self, inner: &mut Inner, kind: &Kind, ns: &str, name: &str, owner_uid: &str) {
-        let Ok(cur) = lookup(inner, kind, ns, name) else { return };
+        let Ok(cur) = lookup(inner, kind, ns, name) else {
+            return;
+        };
         let mut next = (*cur).clone();
         if let Some(refs) = next["metadata"]["ownerReferences"].as_array_mut() {
             refs.retain(|r| r["uid"] != owner_uid);
         }
-        let _ = self.commit(inner, kind, ns, name, Some(cur), next, Target::All, &WriteOptions::default());
+        let _ = self.commit(
+            inner,
+            kind,
+            ns,
+            name,
+            Some(cur),
+            next,
+            Target::All,
+            &WriteOptions::default(),
+        );
     }
 
-    fn record(&self, inner: &mut Inner, kind: &Kind, change: ChangeType, object: Arc<Value>, previous: Option<Arc<Value>>) {
+    fn record(
+        &self,
+        inner: &mut Inner,
+        kind: &Kind,
+        change: ChangeType,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
+    ) {
         let c = Arc::new(Change {
             rv: inner.rv,
             group: kind.group.clone(),
@@ -500,7 +627,11 @@ fn gr(kind: &Kind) -> Key {
 
 /// The namespace part of a key: empty for cluster-scoped kinds.
 fn scope(kind: &Kind, ns: &str) -> String {
-    if kind.namespaced { ns.to_string() } else { String::new() }
+    if kind.namespaced {
+        ns.to_string()
+    } else {
+        String::new()
+    }
 }
 
 fn lookup(inner: &Inner, kind: &Kind, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
@@ -526,7 +657,9 @@ fn dependents(inner: &Inner, kind: &Kind, owner: &Value) -> Vec<(Kind, String, S
     let owner_ns = meta::namespace(owner);
     let mut out = Vec::new();
     for k in inner.registry.all() {
-        let Some(objs) = inner.objects.get(&gr(k)) else { continue };
+        let Some(objs) = inner.objects.get(&gr(k)) else {
+            continue;
+        };
         for ((ns, name), o) in objs {
             let owned = o["metadata"]["ownerReferences"]
                 .as_array()
@@ -548,7 +681,13 @@ fn check_name(kind: &Kind, name: &str) -> Result<(), String> {
     }
     let rbac = kind.group == "rbac.authorization.k8s.io";
     let ok = name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || (rbac && c == ':'))
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || c == '-'
+                || c == '.'
+                || (rbac && c == ':')
+        })
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {

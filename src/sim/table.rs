@@ -24,7 +24,12 @@ struct Column {
 }
 
 fn col(name: &str, kind: &'static str, wide: bool) -> Column {
-    Column { name: name.to_string(), kind, wide, path: None }
+    Column {
+        name: name.to_string(),
+        kind,
+        wide,
+        path: None,
+    }
 }
 
 /// Renders objects of one kind as table rows.
@@ -39,7 +44,12 @@ pub struct Printer {
 
 impl Printer {
     /// A printer for `kind`; `crd` is the defining CRD of a custom resource.
-    pub fn new(kind: Arc<Kind>, crd: Option<&Value>, now: Timestamp, include: Option<&str>) -> Printer {
+    pub fn new(
+        kind: Arc<Kind>,
+        crd: Option<&Value>,
+        now: Timestamp,
+        include: Option<&str>,
+    ) -> Printer {
         let columns = match (kind.group.as_str(), kind.plural.as_str()) {
             ("", "pods") => vec![
                 col("Name", "string", false),
@@ -83,7 +93,11 @@ impl Printer {
                 col("Age", "string", false),
                 col("Selector", "string", true),
             ],
-            ("", "namespaces") => vec![col("Name", "string", false), col("Status", "string", false), col("Age", "string", false)],
+            ("", "namespaces") => vec![
+                col("Name", "string", false),
+                col("Status", "string", false),
+                col("Age", "string", false),
+            ],
             ("", "events") => vec![
                 col("Last Seen", "string", false),
                 col("Type", "string", false),
@@ -91,21 +105,40 @@ impl Printer {
                 col("Object", "string", false),
                 col("Message", "string", false),
             ],
-            ("", "configmaps") => vec![col("Name", "string", false), col("Data", "integer", false), col("Age", "string", false)],
+            ("", "configmaps") => vec![
+                col("Name", "string", false),
+                col("Data", "integer", false),
+                col("Age", "string", false),
+            ],
             ("coordination.k8s.io", "leases") => {
-                vec![col("Name", "string", false), col("Holder", "string", false), col("Age", "string", false)]
+                vec![
+                    col("Name", "string", false),
+                    col("Holder", "string", false),
+                    col("Age", "string", false),
+                ]
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
-                vec![col("Name", "string", false), col("Created At", "string", false)]
+                vec![
+                    col("Name", "string", false),
+                    col("Created At", "string", false),
+                ]
             }
             _ => custom_columns(crd),
         };
-        Printer { kind, columns, now, include: include.unwrap_or("Metadata").to_string() }
+        Printer {
+            kind,
+            columns,
+            now,
+            include: include.unwrap_or("Metadata").to_string(),
+        }
     }
 
     /// The same printer with ages computed at another moment (long watches).
     pub fn at(&self, now: Timestamp) -> Printer {
-        Printer { now, ..self.clone() }
+        Printer {
+            now,
+            ..self.clone()
+        }
     }
 
     fn definitions(&self) -> Value {
@@ -148,9 +181,20 @@ impl Printer {
         if let Some((path, date)) = &c.path {
             let v = json_path(o, path);
             return match (v, date) {
-                (Some(Value::String(s)), true) => json!(meta::parse_time(s).map(|t| self.age(t)).unwrap_or_default()),
+                (Some(Value::String(s)), true) => {
+                    json!(meta::parse_time(s).map(|t| self.age(t)).unwrap_or_default())
+                }
                 (Some(Value::Array(items)), _) => {
-                    json!(items.iter().map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(","))
+                    json!(
+                        items
+                            .iter()
+                            .map(|i| i
+                                .as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| i.to_string()))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
                 }
                 (Some(v), _) => v.clone(),
                 (None, _) => Value::Null,
@@ -164,18 +208,29 @@ impl Printer {
             (_, "Age") => json!(self.age_of(&o["metadata"]["creationTimestamp"])),
             ("pods", "Ready") => {
                 let total = sp["containers"].as_array().map_or(0, Vec::len);
-                let ready = st["containerStatuses"].as_array().map_or(0, |a| a.iter().filter(|c| c["ready"] == true).count());
+                let ready = st["containerStatuses"]
+                    .as_array()
+                    .map_or(0, |a| a.iter().filter(|c| c["ready"] == true).count());
                 json!(format!("{ready}/{total}"))
             }
             ("pods", "Status") => json!(pod_status(o)),
             ("pods", "Restarts") => {
-                json!(st["containerStatuses"].as_array().map_or(0, |a| a.iter().map(|c| c["restartCount"].as_i64().unwrap_or(0)).sum::<i64>()))
+                json!(st["containerStatuses"].as_array().map_or(0, |a| {
+                    a.iter()
+                        .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                        .sum::<i64>()
+                }))
             }
             ("pods", "IP") => st.get("podIP").cloned().unwrap_or_else(none),
             ("pods", "Node") => sp.get("nodeName").cloned().unwrap_or_else(none),
             ("pods", _) => none(),
             ("nodes", "Status") => {
-                let mut s = if meta::condition_true(o, "Ready") { "Ready" } else { "NotReady" }.to_string();
+                let mut s = if meta::condition_true(o, "Ready") {
+                    "Ready"
+                } else {
+                    "NotReady"
+                }
+                .to_string();
                 if sp["unschedulable"] == true {
                     s.push_str(",SchedulingDisabled");
                 }
@@ -193,14 +248,22 @@ impl Printer {
             ("nodes", "Kernel-Version") => st["nodeInfo"]["kernelVersion"].clone(),
             ("nodes", "Container-Runtime") => st["nodeInfo"]["containerRuntimeVersion"].clone(),
             ("deployments", "Ready") => {
-                json!(format!("{}/{}", st["readyReplicas"].as_i64().unwrap_or(0), sp["replicas"].as_i64().unwrap_or(0)))
+                json!(format!(
+                    "{}/{}",
+                    st["readyReplicas"].as_i64().unwrap_or(0),
+                    sp["replicas"].as_i64().unwrap_or(0)
+                ))
             }
             ("deployments", "Up-to-date") => json!(st["updatedReplicas"].as_i64().unwrap_or(0)),
             ("deployments", "Available") => json!(st["availableReplicas"].as_i64().unwrap_or(0)),
             ("deployments", "Containers") => json!(containers(o, "name")),
             ("deployments", "Images") => json!(containers(o, "image")),
             ("deployments", "Selector") | ("services", "Selector") => {
-                let sel = if self.kind.plural == "services" { &sp["selector"] } else { &sp["selector"]["matchLabels"] };
+                let sel = if self.kind.plural == "services" {
+                    &sp["selector"]
+                } else {
+                    &sp["selector"]["matchLabels"]
+                };
                 json!(pairs(sel).unwrap_or_else(|| "<none>".into()))
             }
             ("services", "Type") => sp["type"].clone(),
@@ -209,31 +272,60 @@ impl Printer {
             ("services", "Port(s)") => {
                 let ports: Vec<String> = sp["ports"]
                     .as_array()
-                    .map(|a| a.iter().map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP"))).collect())
+                    .map(|a| {
+                        a.iter()
+                            .map(|p| {
+                                format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP"))
+                            })
+                            .collect()
+                    })
                     .unwrap_or_default();
-                json!(if ports.is_empty() { "<none>".to_string() } else { ports.join(",") })
+                json!(if ports.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    ports.join(",")
+                })
             }
             ("namespaces", "Status") => st["phase"].clone(),
             ("events", "Last Seen") => {
-                let t = if o["lastTimestamp"].is_string() { &o["lastTimestamp"] } else { &o["eventTime"] };
+                let t = if o["lastTimestamp"].is_string() {
+                    &o["lastTimestamp"]
+                } else {
+                    &o["eventTime"]
+                };
                 json!(self.age_of(t))
             }
             ("events", "Type") => o["type"].clone(),
             ("events", "Reason") => o["reason"].clone(),
             ("events", "Object") => {
                 let io = &o["involvedObject"];
-                json!(format!("{}/{}", io["kind"].as_str().unwrap_or_default().to_lowercase(), io["name"].as_str().unwrap_or_default()))
+                json!(format!(
+                    "{}/{}",
+                    io["kind"].as_str().unwrap_or_default().to_lowercase(),
+                    io["name"].as_str().unwrap_or_default()
+                ))
             }
             ("events", "Message") => o["message"].clone(),
-            ("configmaps", "Data") => json!(o["data"].as_object().map_or(0, |m| m.len()) + o["binaryData"].as_object().map_or(0, |m| m.len())),
-            ("leases", "Holder") => sp.get("holderIdentity").cloned().unwrap_or_else(|| json!("")),
-            ("customresourcedefinitions", "Created At") => o["metadata"]["creationTimestamp"].clone(),
+            ("configmaps", "Data") => json!(
+                o["data"].as_object().map_or(0, |m| m.len())
+                    + o["binaryData"].as_object().map_or(0, |m| m.len())
+            ),
+            ("leases", "Holder") => sp
+                .get("holderIdentity")
+                .cloned()
+                .unwrap_or_else(|| json!("")),
+            ("customresourcedefinitions", "Created At") => {
+                o["metadata"]["creationTimestamp"].clone()
+            }
             _ => Value::Null,
         }
     }
 
     fn age_of(&self, ts: &Value) -> String {
-        ts.as_str().and_then(meta::parse_time).map(|t| self.age(t)).unwrap_or_else(|| "<unknown>".into())
+        ts.as_str()
+            .and_then(meta::parse_time)
+            .map(|t| self.age(t))
+            .unwrap_or_else(|| "<unknown>".into())
     }
 
     fn age(&self, t: Timestamp) -> String {
@@ -246,7 +338,10 @@ fn custom_columns(crd: Option<&Value>) -> Vec<Column> {
     let extra = crd
         .and_then(|c| {
             let versions = c["spec"]["versions"].as_array()?;
-            let v = versions.iter().find(|v| v["storage"] == true).or(versions.first())?;
+            let v = versions
+                .iter()
+                .find(|v| v["storage"] == true)
+                .or(versions.first())?;
             v["additionalPrinterColumns"].as_array().cloned()
         })
         .unwrap_or_default();
@@ -273,7 +368,11 @@ fn custom_columns(crd: Option<&Value>) -> Vec<Column> {
 /// Follows `.a.b[0].c`.
 fn json_path<'a>(o: &'a Value, path: &str) -> Option<&'a Value> {
     let mut cur = o;
-    for part in path.trim_start_matches('.').split('.').filter(|p| !p.is_empty()) {
+    for part in path
+        .trim_start_matches('.')
+        .split('.')
+        .filter(|p| !p.is_empty())
+    {
         let (field, index) = match part.split_once('[') {
             Some((f, rest)) => (f, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (part, None),
@@ -292,24 +391,40 @@ fn pod_status(o: &Value) -> String {
     }
     let waiting = o["status"]["containerStatuses"]
         .as_array()
-        .and_then(|a| a.iter().find_map(|c| c["state"]["waiting"]["reason"].as_str()))
+        .and_then(|a| {
+            a.iter()
+                .find_map(|c| c["state"]["waiting"]["reason"].as_str())
+        })
         .filter(|r| *r != "ContainerCreating" || o["status"]["phase"] == "Pending");
     match waiting {
         Some(r) => r.to_string(),
-        None => o["status"]["phase"].as_str().unwrap_or("Pending").to_string(),
+        None => o["status"]["phase"]
+            .as_str()
+            .unwrap_or("Pending")
+            .to_string(),
     }
 }
 
 fn containers(o: &Value, field: &str) -> String {
     o["spec"]["template"]["spec"]["containers"]
         .as_array()
-        .map(|a| a.iter().filter_map(|c| c[field].as_str()).collect::<Vec<_>>().join(","))
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c[field].as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default()
 }
 
 fn pairs(v: &Value) -> Option<String> {
     let m = v.as_object().filter(|m| !m.is_empty())?;
-    Some(m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+    Some(
+        m.iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
 }
 
 /// Ages the way kubectl prints them: `45s`, `3m20s`, `42m`, `5h10m`, `3d4h`.
@@ -346,7 +461,17 @@ mod tests {
 
     #[test]
     fn ages_read_like_kubectl() {
-        let cases = [(5, "5s"), (119, "119s"), (200, "3m20s"), (600, "10m"), (7200, "120m"), (4 * 3600 + 600, "4h10m"), (30 * 3600, "30h"), (3 * 86_400 + 7200, "3d2h"), (40 * 86_400, "40d")];
+        let cases = [
+            (5, "5s"),
+            (119, "119s"),
+            (200, "3m20s"),
+            (600, "10m"),
+            (7200, "120m"),
+            (4 * 3600 + 600, "4h10m"),
+            (30 * 3600, "30h"),
+            (3 * 86_400 + 7200, "3d2h"),
+            (40 * 86_400, "40d"),
+        ];
         for (secs, want) in cases {
             assert_eq!(human_duration(secs), want, "{secs}");
         }
@@ -364,7 +489,12 @@ mod tests {
         }));
         let t = p.table(&[pod], 7, true);
         let cells = &t["rows"][0]["cells"];
-        assert_eq!(cells, &json!(["web-1", "1/1", "Running", 2, "10m", "10.0.0.1", "n1", "<none>", "<none>"]));
+        assert_eq!(
+            cells,
+            &json!([
+                "web-1", "1/1", "Running", 2, "10m", "10.0.0.1", "n1", "<none>", "<none>"
+            ])
+        );
         assert_eq!(t["rows"][0]["object"]["metadata"]["labels"]["a"], "b");
         assert_eq!(t["columnDefinitions"][6]["priority"], 1);
     }
@@ -377,13 +507,20 @@ mod tests {
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
         ]}]}});
         let now: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
-        let p = Printer::new(reg.by_resource("", "configmaps").unwrap(), Some(&crd), now, Some("None"));
+        let p = Printer::new(
+            reg.by_resource("", "configmaps").unwrap(),
+            Some(&crd),
+            now,
+            Some("None"),
+        );
         // Built-in columns win for a built-in kind.
         assert_eq!(p.columns.len(), 3);
         let mut k = (*reg.by_resource("", "configmaps").unwrap()).clone();
         k.plural = "releases".into();
         let p = Printer::new(Arc::new(k), Some(&crd), now, Some("None"));
-        let r = Arc::new(json!({"metadata": {"name": "r", "creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {"phase": "Progressing"}}));
+        let r = Arc::new(
+            json!({"metadata": {"name": "r", "creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {"phase": "Progressing"}}),
+        );
         let t = p.table(&[r], 1, true);
         assert_eq!(t["rows"][0]["cells"], json!(["r", "Progressing", "60m"]));
         assert!(t["rows"][0].get("object").is_none());

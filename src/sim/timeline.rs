@@ -39,16 +39,30 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    pub fn new(scenario: &Scenario, start: Timestamp, clusters: BTreeMap<String, Arc<SimCluster>>, behaviours: Arc<Behaviours>) -> Timeline {
-        Timeline { events: scenario.events.clone(), start, home: scenario.home.clone(), clusters, behaviours }
+    pub fn new(
+        scenario: &Scenario,
+        start: Timestamp,
+        clusters: BTreeMap<String, Arc<SimCluster>>,
+        behaviours: Arc<Behaviours>,
+    ) -> Timeline {
+        Timeline {
+            events: scenario.events.clone(),
+            start,
+            home: scenario.home.clone(),
+            clusters,
+            behaviours,
+        }
     }
 
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         if self.events.is_empty() {
             return;
         }
-        let mut states: Vec<EventState> = self.events.iter().map(|_| EventState::default()).collect();
-        let Some(any) = self.clusters.values().next() else { return };
+        let mut states: Vec<EventState> =
+            self.events.iter().map(|_| EventState::default()).collect();
+        let Some(any) = self.clusters.values().next() else {
+            return;
+        };
         let clock = any.ctx.clock.clone();
         loop {
             let now = clock.now();
@@ -70,12 +84,18 @@ impl Timeline {
 
     /// Whether a fired event still has nodes to take down.
     fn progressive(&self, e: &EventSpec, s: &EventState) -> bool {
-        e.nodes_not_ready.as_ref().is_some_and(|n| s.downed.len() < n.count as usize)
+        e.nodes_not_ready
+            .as_ref()
+            .is_some_and(|n| s.downed.len() < n.count as usize)
     }
 
     fn triggered(&self, e: &EventSpec, now: Timestamp) -> bool {
         if let Some(after) = e.after {
-            return now >= self.start.checked_add(after.signed()).unwrap_or(Timestamp::MAX);
+            return now
+                >= self
+                    .start
+                    .checked_add(after.signed())
+                    .unwrap_or(Timestamp::MAX);
         }
         if let Some(t) = &e.when_green_weight {
             return self
@@ -85,12 +105,14 @@ impl Timeline {
                 .is_some_and(|w| w + 1e-9 >= t.at_least.as_f64());
         }
         if let Some(prefix) = &e.when_release_step {
-            let Some(home) = self.clusters.get(&self.home) else { return false };
-            return home
-                .store
-                .all("cutover.dev", "releases")
-                .iter()
-                .any(|r| r["status"]["stepName"].as_str().is_some_and(|s| s.starts_with(prefix.as_str())));
+            let Some(home) = self.clusters.get(&self.home) else {
+                return false;
+            };
+            return home.store.all("cutover.dev", "releases").iter().any(|r| {
+                r["status"]["stepName"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(prefix.as_str()))
+            });
         }
         false
     }
@@ -102,7 +124,11 @@ impl Timeline {
         let fired = match s.fired {
             Some(t) => t,
             None if self.triggered(e, now) => {
-                tracing::info!(event = i, name = e.name.as_deref().unwrap_or_default(), "scenario event fires");
+                tracing::info!(
+                    event = i,
+                    name = e.name.as_deref().unwrap_or_default(),
+                    "scenario event fires"
+                );
                 s.fired = Some(now);
                 self.activate(i, e, s, now);
                 now
@@ -111,11 +137,16 @@ impl Timeline {
         };
         if let Some(n) = &e.nodes_not_ready {
             let every = n.every.as_duration().as_secs_f64().max(1e-3);
-            let due = ((now.duration_since(fired).as_secs_f64() / every).floor() as usize + 1).min(n.count as usize);
+            let due = ((now.duration_since(fired).as_secs_f64() / every).floor() as usize + 1)
+                .min(n.count as usize);
             if let Some(c) = self.clusters.get(&n.cluster) {
                 let candidates = nodes::in_zone(&c.ctx, n.zone.as_deref());
                 let more = due.saturating_sub(s.downed.len());
-                let next: Vec<String> = candidates.into_iter().filter(|c| !s.downed.contains(c)).take(more).collect();
+                let next: Vec<String> = candidates
+                    .into_iter()
+                    .filter(|c| !s.downed.contains(c))
+                    .take(more)
+                    .collect();
                 for name in next {
                     if nodes::set_health(&c.ctx, &name, NodeHealth::NotReady).is_ok() {
                         s.downed.push(name);
@@ -124,9 +155,19 @@ impl Timeline {
             }
         }
         if let Some(lasts) = e.lasts
-            && now >= fired.checked_add(SignedDuration::try_from(lasts.as_duration()).unwrap_or(SignedDuration::MAX)).unwrap_or(Timestamp::MAX)
+            && now
+                >= fired
+                    .checked_add(
+                        SignedDuration::try_from(lasts.as_duration())
+                            .unwrap_or(SignedDuration::MAX),
+                    )
+                    .unwrap_or(Timestamp::MAX)
         {
-            tracing::info!(event = i, name = e.name.as_deref().unwrap_or_default(), "scenario event clears");
+            tracing::info!(
+                event = i,
+                name = e.name.as_deref().unwrap_or_default(),
+                "scenario event clears"
+            );
             self.clear(i, e, s);
             s.cleared = true;
         }
@@ -151,7 +192,13 @@ impl Timeline {
             }
         };
         if let Some(a) = &e.api_errors {
-            fault(&a.cluster, ApiFault::Errors { code: a.code, ratio: a.ratio.as_f64() / 100.0 });
+            fault(
+                &a.cluster,
+                ApiFault::Errors {
+                    code: a.code,
+                    ratio: a.ratio.as_f64() / 100.0,
+                },
+            );
         }
         if let Some(a) = &e.api_latency {
             fault(&a.cluster, ApiFault::Latency(a.latency.as_duration()));

@@ -50,13 +50,23 @@ pub fn start(
     let start = match req.resource_version.as_deref() {
         None | Some("") | Some("0") => Start::Snapshot,
         Some(_) if req.initial_events => Start::Snapshot,
-        Some(rv) => Start::After(rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?),
+        Some(rv) => Start::After(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?,
+        ),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let sub = store.subscribe(&kind, start);
     tokio::spawn(async move {
         let clock = store.clock().clone();
-        let mut w = Watcher { tx, kind, req, sent_rv: 0, columns_sent: false, clock };
+        let mut w = Watcher {
+            tx,
+            kind,
+            req,
+            sent_rv: 0,
+            columns_sent: false,
+            clock,
+        };
         let mut sub = match sub {
             Ok(s) => s,
             Err(e) => {
@@ -180,7 +190,9 @@ impl Watcher {
         obj["apiVersion"] = json!(self.kind.api_version(&self.req.version));
         if let Some(printer) = &self.req.table {
             let rv = super::meta::resource_version(&obj).unwrap_or(self.sent_rv);
-            obj = printer.at(self.clock.now()).table(&[Arc::new(obj)], rv, !self.columns_sent);
+            obj = printer
+                .at(self.clock.now())
+                .table(&[Arc::new(obj)], rv, !self.columns_sent);
             self.columns_sent = true;
         }
         self.line(json!({"type": kind, "object": obj})).await
@@ -196,7 +208,9 @@ impl Watcher {
     }
 
     async fn error(&self, e: &ApiError) {
-        let _ = self.line(json!({"type": "ERROR", "object": e.status()})).await;
+        let _ = self
+            .line(json!({"type": "ERROR", "object": e.status()}))
+            .await;
     }
 
     async fn line(&self, v: Value) -> bool {

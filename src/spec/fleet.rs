@@ -51,6 +51,12 @@ pub struct FleetCluster {
     pub physical_zones: BTreeMap<String, String>,
     /// Share of the service's global traffic this cluster carries.
     pub traffic_share: Percent,
+    /// The Prometheus server that monitors this cluster (for `prometheus` gates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<String>,
+    /// A Prometheus text endpoint with the app's metrics in this cluster (for `scrape` gates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
 }
 
 /// A key of a Secret in the controller's namespace.
@@ -75,7 +81,11 @@ impl Fleet {
         if fleet.api_version != super::API_VERSION {
             errors.push(src.error_at(
                 "apiVersion",
-                format!("expected {:?}, got {:?}", super::API_VERSION, fleet.api_version),
+                format!(
+                    "expected {:?}, got {:?}",
+                    super::API_VERSION,
+                    fleet.api_version
+                ),
             ));
         }
         if fleet.kind != "Fleet" {
@@ -94,7 +104,10 @@ impl Fleet {
             if !seen.insert(c.name.as_str()) {
                 errors.push(src.error_at(
                     &format!("{at}.name"),
-                    format!("cluster {:?} is listed twice; cluster names must be unique", c.name),
+                    format!(
+                        "cluster {:?} is listed twice; cluster names must be unique",
+                        c.name
+                    ),
                 ));
             }
             if c.context.is_none() && c.kubeconfig_secret.is_none() {
@@ -112,14 +125,20 @@ impl Fleet {
             let mut zones = BTreeSet::new();
             for (j, z) in c.zones.iter().enumerate() {
                 if !zones.insert(z) {
-                    errors.push(src.error_at(&format!("{at}.zones[{j}]"), format!("zone {z:?} is listed twice")));
+                    errors.push(src.error_at(
+                        &format!("{at}.zones[{j}]"),
+                        format!("zone {z:?} is listed twice"),
+                    ));
                 }
             }
             for z in c.physical_zones.keys() {
                 if !zones.contains(z) {
                     errors.push(src.error_at(
                         &format!("{at}.physicalZones.{z}"),
-                        format!("zone {z:?} is not one of the cluster's zones ({})", c.zones.join(", ")),
+                        format!(
+                            "zone {z:?} is not one of the cluster's zones ({})",
+                            c.zones.join(", ")
+                        ),
                     ));
                 }
             }
@@ -131,7 +150,10 @@ impl Fleet {
         if !fleet.clusters.is_empty() && !seen.contains(fleet.home.as_str()) {
             errors.push(src.error_at(
                 "home",
-                format!("home cluster {:?} is not one of the fleet's clusters", fleet.home),
+                format!(
+                    "home cluster {:?} is not one of the fleet's clusters",
+                    fleet.home
+                ),
             ));
         }
         if total != 0 && total != Percent::HUNDRED.basis_points() {
@@ -148,7 +170,11 @@ impl Fleet {
         {
             errors.push(src.error_at("clock.timeScale", "must be a number above 0"));
         }
-        if errors.is_empty() { Ok(fleet) } else { Err(InputErrors(errors)) }
+        if errors.is_empty() {
+            Ok(fleet)
+        } else {
+            Err(InputErrors(errors))
+        }
     }
 
     pub fn cluster(&self, name: &str) -> Option<&FleetCluster> {
@@ -159,7 +185,10 @@ impl Fleet {
 impl FleetCluster {
     /// The physical zone a zone name stands for.
     pub fn physical_zone<'a>(&'a self, zone: &'a str) -> &'a str {
-        self.physical_zones.get(zone).map(String::as_str).unwrap_or(zone)
+        self.physical_zones
+            .get(zone)
+            .map(String::as_str)
+            .unwrap_or(zone)
     }
 }
 
@@ -195,9 +224,15 @@ clusters:
 
     #[test]
     fn duplicate_names_and_unknown_home_are_refused() {
-        let text = FLEET.replace("30%", "40%").replace("name: prod-b", "name: prod-a").replace("home: prod-a", "home: prod-c");
+        let text = FLEET
+            .replace("30%", "40%")
+            .replace("name: prod-b", "name: prod-a")
+            .replace("home: prod-a", "home: prod-c");
         let err = Fleet::parse("fleet.yaml", &text).unwrap_err().to_string();
-        assert!(err.contains("field `clusters[1].name`: cluster \"prod-a\" is listed twice"), "{err}");
-        assert!(err.contains("fleet.yaml:3:7: field `home`"), "{err}");
+        assert!(
+            err.contains("field `clusters[1].name`: cluster \"prod-a\" is listed twice"),
+            "{err}"
+        );
+        assert!(err.contains("fleet.yaml:3:1: field `home`"), "{err}");
     }
 }

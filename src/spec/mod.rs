@@ -5,6 +5,7 @@
 //! Pure: reads strings, never files or clusters (loading lives in the CLI).
 
 pub mod fleet;
+pub mod gates;
 pub mod policy;
 pub mod quantity;
 pub mod release;
@@ -28,7 +29,9 @@ pub const API_VERSION: &str = "cutover.dev/v1alpha1";
 pub fn check_dns_label(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {

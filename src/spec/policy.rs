@@ -189,11 +189,18 @@ impl TierPolicyFile {
         if policy.api_version != super::API_VERSION {
             errors.push(src.error_at(
                 "apiVersion",
-                format!("expected {:?}, got {:?}", super::API_VERSION, policy.api_version),
+                format!(
+                    "expected {:?}, got {:?}",
+                    super::API_VERSION,
+                    policy.api_version
+                ),
             ));
         }
         if policy.kind != "TierPolicy" {
-            errors.push(src.error_at("kind", format!("expected \"TierPolicy\", got {:?}", policy.kind)));
+            errors.push(src.error_at(
+                "kind",
+                format!("expected \"TierPolicy\", got {:?}", policy.kind),
+            ));
         }
         if policy.tiers.is_empty() {
             errors.push(src.error_at("tiers", "at least one tier is required"));
@@ -201,7 +208,11 @@ impl TierPolicyFile {
         for (name, tier) in &policy.tiers {
             tier.check(&src, &format!("tiers.{name}"), &mut errors);
         }
-        if errors.is_empty() { Ok(policy) } else { Err(InputErrors(errors)) }
+        if errors.is_empty() {
+            Ok(policy)
+        } else {
+            Err(InputErrors(errors))
+        }
     }
 
     pub fn builtin() -> TierPolicyFile {
@@ -213,7 +224,10 @@ impl TierPolicyFile {
     pub fn tier(&self, name: &str) -> Result<&Tier, String> {
         self.tiers.get(name).ok_or_else(|| {
             let known: Vec<_> = self.tiers.keys().map(String::as_str).collect();
-            format!("unknown tier {name:?}; the tier policy defines {}", known.join(", "))
+            format!(
+                "unknown tier {name:?}; the tier policy defines {}",
+                known.join(", ")
+            )
         })
     }
 }
@@ -231,7 +245,10 @@ impl Tier {
             ));
         }
         if p.zone_spread.max_skew == 0 {
-            errors.push(src.error_at(&format!("{at}.placement.zoneSpread.maxSkew"), "must be at least 1"));
+            errors.push(src.error_at(
+                &format!("{at}.placement.zoneSpread.maxSkew"),
+                "must be at least 1",
+            ));
         }
         if let Some(zl) = &p.zone_loss
             && zl.min_fleet_capacity > Percent::HUNDRED
@@ -255,11 +272,17 @@ impl Tier {
                 errors.push(src.error_at(&format!("{at}.rollout.{field}"), e));
             }
         }
-        for (field, b) in [("canary.weight", &r.canary.weight), ("ramp.step", &r.ramp.step)] {
+        for (field, b) in [
+            ("canary.weight", &r.canary.weight),
+            ("ramp.step", &r.ramp.step),
+        ] {
             if let Err(e) = b.check() {
                 errors.push(src.error_at(&format!("{at}.rollout.{field}"), e));
             }
-            let too_big = [Some(b.default), b.min, b.max].into_iter().flatten().any(|v| v > Percent::HUNDRED);
+            let too_big = [Some(b.default), b.min, b.max]
+                .into_iter()
+                .flatten()
+                .any(|v| v > Percent::HUNDRED);
             let zero = b.default == Percent::ZERO;
             if too_big || zero {
                 errors.push(src.error_at(
@@ -269,7 +292,10 @@ impl Tier {
             }
         }
         if r.progress_deadline.default.0.is_zero() {
-            errors.push(src.error_at(&format!("{at}.rollout.progressDeadline"), "must be above zero"));
+            errors.push(src.error_at(
+                &format!("{at}.rollout.progressDeadline"),
+                "must be above zero",
+            ));
         }
     }
 }
@@ -285,7 +311,10 @@ mod tests {
         assert_eq!(t1.placement.min_clusters, 2);
         assert_eq!(t1.placement.min_replicas_per_cluster, 3);
         assert_eq!(t1.placement.zone_spread.max_skew, 1);
-        assert_eq!(t1.placement.zone_spread.when_unsatisfiable, WhenUnsatisfiable::DoNotSchedule);
+        assert_eq!(
+            t1.placement.zone_spread.when_unsatisfiable,
+            WhenUnsatisfiable::DoNotSchedule
+        );
         assert!(t1.placement.zone_loss.is_some());
         assert_eq!(t1.rollout.strategy, Strategy::BlueGreen);
         assert_eq!(t1.rollout.canary.weight.min, Some(Percent::from_whole(1)));
@@ -296,13 +325,20 @@ mod tests {
         assert_eq!(t1.rollout.soak.min, Some(Span::from_mins(30)));
         assert_eq!(t1.rollout.bake.default, Span::from_mins(120));
         assert_eq!(t1.manifest.image_digest, Enforcement::Error);
-        assert_eq!(p.tier("tier-2").unwrap().manifest.image_digest, Enforcement::Warn);
+        assert_eq!(
+            p.tier("tier-2").unwrap().manifest.image_digest,
+            Enforcement::Warn
+        );
         assert!(p.tier("tier-9").unwrap_err().contains("tier-1, tier-2"));
     }
 
     #[test]
     fn inconsistent_bounds_are_refused_with_their_place() {
-        let text = BUILTIN_TIERS.replacen("default: 30m\n      min: 30m", "default: 10m\n      min: 30m", 1);
+        let text = BUILTIN_TIERS.replacen(
+            "default: 30m\n        min: 30m",
+            "default: 10m\n        min: 30m",
+            1,
+        );
         assert_ne!(text, BUILTIN_TIERS, "fixture must change the soak");
         let err = TierPolicyFile::parse("tiers.yaml", &text).unwrap_err();
         let msg = err.to_string();

@@ -74,7 +74,9 @@ impl Percent {
 
     fn from_f64(value: f64) -> Result<Percent, String> {
         if !value.is_finite() || value < 0.0 {
-            return Err(format!("expected a percentage between 0 and 100, got {value}"));
+            return Err(format!(
+                "expected a percentage between 0 and 100, got {value}"
+            ));
         }
         let bp = (value * 100.0).round();
         if (bp - value * 100.0).abs() > 1e-6 {
@@ -185,9 +187,11 @@ impl Span {
     }
 
     pub fn parse(text: &str) -> Result<Span, String> {
-        humantime::parse_duration(text.trim()).map(Span).map_err(|e| {
-            format!("expected a duration such as \"30s\", \"5m\" or \"2h\", got {text:?} ({e})")
-        })
+        humantime::parse_duration(text.trim())
+            .map(Span)
+            .map_err(|e| {
+                format!("expected a duration such as \"30s\", \"5m\" or \"2h\", got {text:?} ({e})")
+            })
     }
 
     pub fn as_duration(self) -> Duration {
@@ -294,7 +298,13 @@ mod tests {
         let two = Percent::from_whole(2);
         let half = Percent::from_whole(50);
         assert_eq!(two.within(half), Some(Percent::from_whole(4)));
-        assert_eq!(Percent::from_whole(1).within(Percent::from_whole(30)).unwrap().basis_points(), 333);
+        assert_eq!(
+            Percent::from_whole(1)
+                .within(Percent::from_whole(30))
+                .unwrap()
+                .basis_points(),
+            333
+        );
         assert_eq!(Percent::from_whole(10).of(half), Percent::from_whole(5));
         assert_eq!(two.within(Percent::ZERO), None);
     }

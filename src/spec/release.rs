@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,9 @@ pub struct ReleaseSpec {
     /// Image overrides by container name, applied to the workload's template.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, String>,
+    /// The PodDisruptionBudget cutover keeps for each colour's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<DisruptionBudget>,
     /// The clusters, in rollout order: staging first, then the first production
     /// cluster (canary and ramp), then the others.
     pub clusters: Vec<ClusterTarget>,
@@ -54,10 +58,9 @@ pub struct ReleaseSpec {
     /// Timings; anything unset comes from the tier policy.
     #[serde(default)]
     pub plan: PlanSpec,
-    /// Metric gates (schema reserved; see the documentation of gates).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::schema::preserve_unknown_fields")]
-    pub gates: Option<serde_json::Value>,
+    /// Metrics every step must satisfy while it waits; a failure rolls back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<super::gates::MetricGate>,
     /// Stop advancing until set back to false; traffic stays where it is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
@@ -81,6 +84,16 @@ pub struct Workload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::schema::preserve_unknown_fields")]
     pub deployment: Option<Deployment>,
+}
+
+/// How many of a colour's pods voluntary disruptions (drains) may take at once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisruptionBudget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
 }
 
 /// One cluster of the rollout.

@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use super::fleet::Fleet;
 use super::policy::{LaterClusters, Tier, TierPolicyFile};
 use super::quantity::{Percent, Span};
-use super::release::{AbortRequest, ClusterRole, PromoteRequest, ReleaseSpec, RouterKind, RouterSpec};
+use super::release::{
+    AbortRequest, ClusterRole, PromoteRequest, ReleaseSpec, RouterKind, RouterSpec,
+};
 use super::source::{InputError, Source};
 
 /// A release with every value decided.
@@ -25,6 +27,8 @@ pub struct ResolvedRelease {
     pub timings: Timings,
     /// The pod template with image overrides applied.
     pub template: PodTemplateSpec,
+    pub gates: Vec<super::gates::MetricGate>,
+    pub disruption_budget: Option<super::release::DisruptionBudget>,
     pub paused: bool,
     pub promote: Option<PromoteRequest>,
     pub abort: Option<AbortRequest>,
@@ -77,10 +81,18 @@ pub struct Finding {
 
 impl Finding {
     fn input(field: impl Into<String>, problem: impl Into<String>) -> Finding {
-        Finding { field: field.into(), problem: problem.into(), breaks_policy: false }
+        Finding {
+            field: field.into(),
+            problem: problem.into(),
+            breaks_policy: false,
+        }
     }
     fn policy(field: impl Into<String>, problem: impl Into<String>) -> Finding {
-        Finding { field: field.into(), problem: problem.into(), breaks_policy: true }
+        Finding {
+            field: field.into(),
+            problem: problem.into(),
+            breaks_policy: true,
+        }
     }
 
     /// The finding placed in the document it came from.
@@ -122,12 +134,7 @@ impl ResolvedRelease {
         let template = resolve_template(spec, &mut out);
         let clusters = resolve_clusters(spec, fleet, &mut out);
         let timings = tier.and_then(|t| resolve_timings(spec, t, &clusters, &mut out));
-        if spec.gates.is_some() {
-            out.push(Finding::input(
-                "spec.gates",
-                "metric gates are not available in this version of cutover; remove `gates`",
-            ));
-        }
+        check_gates(&spec.gates, &mut out);
         match (tier, template, timings) {
             (Some(tier), Some(template), Some(timings)) if out.is_empty() => Ok(ResolvedRelease {
                 name: name.to_string(),
@@ -139,6 +146,8 @@ impl ResolvedRelease {
                 clusters,
                 timings,
                 template,
+                gates: spec.gates.clone(),
+                disruption_budget: spec.disruption_budget.clone(),
                 paused: spec.paused,
                 promote: spec.promote.clone(),
                 abort: spec.abort.clone(),
@@ -172,7 +181,8 @@ impl ResolvedRelease {
 fn check_label_value(v: &str) -> Result<(), String> {
     let ok = !v.is_empty()
         && v.len() <= 63
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && v.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
@@ -191,12 +201,18 @@ fn resolve_template(spec: &ReleaseSpec, out: &mut Vec<Finding>) -> Option<PodTem
         (None, Some(d)) => match d.spec.as_ref().map(|s| s.template.clone()) {
             Some(t) => (t, "spec.workload.deployment.spec.template"),
             None => {
-                out.push(Finding::input("spec.workload.deployment", "the Deployment has no `spec.template`"));
+                out.push(Finding::input(
+                    "spec.workload.deployment",
+                    "the Deployment has no `spec.template`",
+                ));
                 return None;
             }
         },
         (Some(_), Some(_)) => {
-            out.push(Finding::input("spec.workload", "set either `template` or `deployment`, not both"));
+            out.push(Finding::input(
+                "spec.workload",
+                "set either `template` or `deployment`, not both",
+            ));
             return None;
         }
         (None, None) => {
@@ -212,11 +228,18 @@ fn resolve_template(spec: &ReleaseSpec, out: &mut Vec<Finding>) -> Option<PodTem
         return None;
     };
     if pod.containers.is_empty() {
-        out.push(Finding::input(format!("{at}.spec.containers"), "at least one container is required"));
+        out.push(Finding::input(
+            format!("{at}.spec.containers"),
+            "at least one container is required",
+        ));
         return None;
     }
     let mut known = BTreeSet::new();
-    for c in pod.containers.iter().chain(pod.init_containers.iter().flatten()) {
+    for c in pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+    {
         known.insert(c.name.clone());
     }
     for (name, image) in &spec.images {
@@ -224,14 +247,24 @@ fn resolve_template(spec: &ReleaseSpec, out: &mut Vec<Finding>) -> Option<PodTem
             let list: Vec<_> = known.iter().map(String::as_str).collect();
             out.push(Finding::input(
                 format!("spec.images.{name}"),
-                format!("no container named {name:?} in the workload; containers are {}", list.join(", ")),
+                format!(
+                    "no container named {name:?} in the workload; containers are {}",
+                    list.join(", ")
+                ),
             ));
             continue;
         }
         if image.trim().is_empty() {
-            out.push(Finding::input(format!("spec.images.{name}"), "the image must not be empty"));
+            out.push(Finding::input(
+                format!("spec.images.{name}"),
+                "the image must not be empty",
+            ));
         }
-        for c in pod.containers.iter_mut().chain(pod.init_containers.iter_mut().flatten()) {
+        for c in pod
+            .containers
+            .iter_mut()
+            .chain(pod.init_containers.iter_mut().flatten())
+        {
             if &c.name == name {
                 c.image = Some(image.clone());
             }
@@ -241,31 +274,48 @@ fn resolve_template(spec: &ReleaseSpec, out: &mut Vec<Finding>) -> Option<PodTem
         if c.image.as_deref().is_none_or(|s| s.trim().is_empty()) {
             out.push(Finding::input(
                 format!("{at}.spec.containers[{i}].image"),
-                format!("container {:?} has no image; set it here or in `spec.images`", c.name),
+                format!(
+                    "container {:?} has no image; set it here or in `spec.images`",
+                    c.name
+                ),
             ));
         }
     }
     Some(template)
 }
 
-fn resolve_clusters(spec: &ReleaseSpec, fleet: &Fleet, out: &mut Vec<Finding>) -> Vec<ResolvedCluster> {
+fn resolve_clusters(
+    spec: &ReleaseSpec,
+    fleet: &Fleet,
+    out: &mut Vec<Finding>,
+) -> Vec<ResolvedCluster> {
     let mut clusters = Vec::new();
     let mut seen = BTreeSet::new();
     let mut seen_production = false;
     if spec.clusters.is_empty() {
-        out.push(Finding::input("spec.clusters", "list the clusters to roll out to, in order"));
+        out.push(Finding::input(
+            "spec.clusters",
+            "list the clusters to roll out to, in order",
+        ));
     }
     for (i, target) in spec.clusters.iter().enumerate() {
         let at = format!("spec.clusters[{i}]");
         if !seen.insert(target.name.as_str()) {
-            out.push(Finding::input(format!("{at}.name"), format!("cluster {:?} is listed twice", target.name)));
+            out.push(Finding::input(
+                format!("{at}.name"),
+                format!("cluster {:?} is listed twice", target.name),
+            ));
             continue;
         }
         let Some(fc) = fleet.cluster(&target.name) else {
             let known: Vec<_> = fleet.clusters.iter().map(|c| c.name.as_str()).collect();
             out.push(Finding::input(
                 format!("{at}.name"),
-                format!("cluster {:?} is not in the fleet; the fleet has {}", target.name, known.join(", ")),
+                format!(
+                    "cluster {:?} is not in the fleet; the fleet has {}",
+                    target.name,
+                    known.join(", ")
+                ),
             ));
             continue;
         };
@@ -279,17 +329,30 @@ fn resolve_clusters(spec: &ReleaseSpec, fleet: &Fleet, out: &mut Vec<Finding>) -
         }
         let replicas = target.replicas.unwrap_or(spec.replicas);
         if replicas == 0 {
-            out.push(Finding::input(format!("{at}.replicas"), "must be at least 1"));
+            out.push(Finding::input(
+                format!("{at}.replicas"),
+                "must be at least 1",
+            ));
         }
         let traffic_share = target.traffic_share.unwrap_or(fc.traffic_share);
         if traffic_share > Percent::HUNDRED {
-            out.push(Finding::input(format!("{at}.trafficShare"), "must be at most 100%"));
+            out.push(Finding::input(
+                format!("{at}.trafficShare"),
+                "must be at most 100%",
+            ));
         }
         let router_spec = target.router.as_ref().or(spec.router.as_ref());
         let router = resolve_router(router_spec, &spec.app);
         if router.route.is_empty() || super::check_dns_label(&router.route).is_err() {
-            let field = if target.router.is_some() { format!("{at}.router.route") } else { "spec.router.route".into() };
-            out.push(Finding::input(field, format!("{:?} is not a valid route name", router.route)));
+            let field = if target.router.is_some() {
+                format!("{at}.router.route")
+            } else {
+                "spec.router.route".into()
+            };
+            out.push(Finding::input(
+                field,
+                format!("{:?} is not a valid route name", router.route),
+            ));
         }
         clusters.push(ResolvedCluster {
             name: target.name.clone(),
@@ -302,7 +365,10 @@ fn resolve_clusters(spec: &ReleaseSpec, fleet: &Fleet, out: &mut Vec<Finding>) -
         });
     }
     if !spec.clusters.is_empty() && !seen_production {
-        out.push(Finding::input("spec.clusters", "at least one cluster must have `role: production`"));
+        out.push(Finding::input(
+            "spec.clusters",
+            "at least one cluster must have `role: production`",
+        ));
     }
     clusters
 }
@@ -310,7 +376,9 @@ fn resolve_clusters(spec: &ReleaseSpec, fleet: &Fleet, out: &mut Vec<Finding>) -
 fn resolve_router(spec: Option<&RouterSpec>, app: &str) -> ResolvedRouter {
     ResolvedRouter {
         kind: spec.map(|r| r.kind).unwrap_or_default(),
-        route: spec.and_then(|r| r.route.clone()).unwrap_or_else(|| app.to_string()),
+        route: spec
+            .and_then(|r| r.route.clone())
+            .unwrap_or_else(|| app.to_string()),
         port: spec.and_then(|r| r.port).unwrap_or(80),
     }
 }
@@ -327,30 +395,65 @@ fn resolve_timings(
     let tier_name = &spec.tier;
     let mut pick_span = |b: &super::policy::Bounded<Span>, v: Option<Span>, field: &str| {
         b.pick(v).unwrap_or_else(|e| {
-            out.push(Finding::policy(field, format!("{e} for {tier_name}; raise it or remove it to get the tier's default of {}", b.default)));
+            out.push(Finding::policy(
+                field,
+                format!(
+                    "{e} for {tier_name}; raise it or remove it to get the tier's default of {}",
+                    b.default
+                ),
+            ));
             b.default
         })
     };
     let canary = p.canary.clone().unwrap_or_default();
     let ramp = p.ramp.clone().unwrap_or_default();
-    let canary_duration = pick_span(&r.canary.duration, canary.duration, "spec.plan.canary.duration");
+    let canary_duration = pick_span(
+        &r.canary.duration,
+        canary.duration,
+        "spec.plan.canary.duration",
+    );
     let ramp_interval = pick_span(&r.ramp.interval, ramp.interval, "spec.plan.ramp.interval");
     let soak = pick_span(&r.soak, p.soak, "spec.plan.soak");
-    let staging_verify = pick_span(&r.staging_verify, p.staging_verify, "spec.plan.stagingVerify");
+    let staging_verify = pick_span(
+        &r.staging_verify,
+        p.staging_verify,
+        "spec.plan.stagingVerify",
+    );
     let bake = pick_span(&r.bake, p.bake, "spec.plan.bake");
-    let progress_deadline = pick_span(&r.progress_deadline, p.progress_deadline, "spec.plan.progressDeadline");
-    let mut pick_weight = |b: &super::policy::Bounded<Percent>, v: Option<Percent>, field: &str, what: &str| {
-        if v.is_some_and(|w| w == Percent::ZERO || w > Percent::HUNDRED) {
-            out.push(Finding::input(field, format!("{what} must be above 0% and at most 100%")));
-            return b.default;
-        }
-        b.pick(v).unwrap_or_else(|e| {
-            out.push(Finding::policy(field, format!("{what} of {e} for {tier_name}")));
-            b.default
-        })
-    };
-    let canary_weight = pick_weight(&r.canary.weight, canary.weight, "spec.plan.canary.weight", "a canary (share of total traffic)");
-    let ramp_step = pick_weight(&r.ramp.step, ramp.step, "spec.plan.ramp.step", "a ramp step");
+    let progress_deadline = pick_span(
+        &r.progress_deadline,
+        p.progress_deadline,
+        "spec.plan.progressDeadline",
+    );
+    let mut pick_weight =
+        |b: &super::policy::Bounded<Percent>, v: Option<Percent>, field: &str, what: &str| {
+            if v.is_some_and(|w| w == Percent::ZERO || w > Percent::HUNDRED) {
+                out.push(Finding::input(
+                    field,
+                    format!("{what} must be above 0% and at most 100%"),
+                ));
+                return b.default;
+            }
+            b.pick(v).unwrap_or_else(|e| {
+                out.push(Finding::policy(
+                    field,
+                    format!("{what} of {e} for {tier_name}"),
+                ));
+                b.default
+            })
+        };
+    let canary_weight = pick_weight(
+        &r.canary.weight,
+        canary.weight,
+        "spec.plan.canary.weight",
+        "a canary (share of total traffic)",
+    );
+    let ramp_step = pick_weight(
+        &r.ramp.step,
+        ramp.step,
+        "spec.plan.ramp.step",
+        "a ramp step",
+    );
     if let Some(first) = clusters.iter().find(|c| c.role == ClusterRole::Production) {
         match canary_weight.within(first.traffic_share) {
             None => out.push(Finding::input(
@@ -381,4 +484,77 @@ fn resolve_timings(
         progress_deadline,
         later_clusters: p.later_clusters.unwrap_or(r.later_clusters),
     })
+}
+
+fn check_gates(gates: &[super::gates::MetricGate], out: &mut Vec<Finding>) {
+    let mut names = BTreeSet::new();
+    for (i, g) in gates.iter().enumerate() {
+        let at = format!("spec.gates[{i}]");
+        if !names.insert(g.name.as_str()) {
+            out.push(Finding::input(
+                format!("{at}.name"),
+                format!("gate {:?} is listed twice", g.name),
+            ));
+        }
+        let p = &g.provider;
+        let n = [
+            p.prometheus.is_some(),
+            p.scrape.is_some(),
+            p.cluster_health.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if n != 1 {
+            out.push(Finding::input(
+                format!("{at}.provider"),
+                "set exactly one of `prometheus`, `scrape` or `clusterHealth`",
+            ));
+        }
+        if p.cluster_health.is_none() && g.max.is_none() && g.min.is_none() {
+            out.push(Finding::input(
+                at.clone(),
+                "a metric needs a threshold: set `max`, `min` or both",
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (g.min, g.max)
+            && lo > hi
+        {
+            out.push(Finding::input(
+                format!("{at}.min"),
+                format!("min {lo} is above max {hi}"),
+            ));
+        }
+        if g.interval.as_duration().is_zero() {
+            out.push(Finding::input(
+                format!("{at}.interval"),
+                "must be above zero",
+            ));
+        }
+        if let Some(w) = g.window
+            && (w.failures == 0 || w.failures > w.of)
+        {
+            out.push(Finding::input(
+                format!("{at}.window"),
+                "`failures` must be between 1 and `of`",
+            ));
+        }
+        if let Some(s) = &p.scrape
+            && s.measure == super::gates::ScrapeMeasure::Quantile
+            && !s.quantile.is_some_and(|q| q > 0.0 && q < 1.0)
+        {
+            out.push(Finding::input(
+                format!("{at}.provider.scrape.quantile"),
+                "set a quantile between 0 and 1, e.g. 0.99",
+            ));
+        }
+        if let Some(q) = &p.prometheus
+            && q.query.trim().is_empty()
+        {
+            out.push(Finding::input(
+                format!("{at}.provider.prometheus.query"),
+                "the query is empty",
+            ));
+        }
+    }
 }

@@ -85,7 +85,9 @@ impl<'a> Source<'a> {
                 .filter(|p| p != ".")
                 .unwrap_or_default();
             let (line, column) = match e.location() {
-                Some(loc) if loc.line() > 0 => (Some(loc.line() as usize), Some(loc.column() as usize)),
+                Some(loc) if loc.line() > 0 => {
+                    (Some(loc.line() as usize), Some(loc.column() as usize))
+                }
                 _ => match self.locate(&field) {
                     Some((l, c)) => (Some(l), Some(c)),
                     None => (None, None),
@@ -128,7 +130,9 @@ impl<'a> Source<'a> {
                     .iter()
                     .find(|(key, _, _)| key == k)
                     .map(|(_, key_pos, value)| (value, *key_pos)),
-                (Segment::Index(i), Node::Seq(items, _)) => items.get(*i).map(|n| (n, n.position())),
+                (Segment::Index(i), Node::Seq(items, _)) => {
+                    items.get(*i).map(|n| (n, n.position()))
+                }
                 _ => None,
             };
             match next {
@@ -146,7 +150,12 @@ impl<'a> Source<'a> {
 /// The parser's message without its own location prefix or snippet, which we print ourselves.
 fn plain_message(e: &serde_saphyr::Error) -> String {
     let rendered = e.without_snippet().to_string();
-    let first = rendered.lines().next().unwrap_or_default().trim().to_string();
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     // Drop a trailing " at line N column M" that the parser may append.
     match first.find(" at line ") {
         Some(i) => first[..i].to_string(),
@@ -198,10 +207,29 @@ impl Node {
     }
 
     fn parse(text: &str) -> Option<Node> {
-        let mut events = Parser::new_from_str(text).filter_map(|r| r.ok()).map(|(ev, span)| {
-            let pos = (span.start.line(), span.start.col() + 1);
-            (ev, pos)
-        });
+        // Only structural events: comments and anchors carry no field.
+        let mut events = Parser::new_from_str(text)
+            .filter_map(|r| r.ok())
+            .filter(|(ev, _)| {
+                matches!(
+                    ev,
+                    Event::StreamStart
+                        | Event::StreamEnd
+                        | Event::DocumentStart(..)
+                        | Event::DocumentEnd
+                        | Event::Scalar(..)
+                        | Event::Alias(..)
+                        | Event::UnresolvedAlias(..)
+                        | Event::SequenceStart(..)
+                        | Event::SequenceEnd
+                        | Event::MappingStart(..)
+                        | Event::MappingEnd
+                )
+            })
+            .map(|(ev, span)| {
+                let pos = (span.start.line(), span.start.col() + 1);
+                (ev, pos)
+            });
         // Skip to the first node of the first document.
         loop {
             let (ev, pos) = events.next()?;
@@ -285,12 +313,25 @@ mod tests {
     const DOC: &str = "name: a\nitems:\n  - size: 1\n  - size: big\n";
 
     #[test]
+    fn comments_do_not_hide_fields() {
+        let doc = "# header\nname: a # trailing\nitems:\n  # before\n  - size: 1\n";
+        assert_eq!(
+            Source::new("x.yaml", doc).locate("items[0].size"),
+            Some((5, 5))
+        );
+    }
+
+    #[test]
     fn wrong_type_names_field_line_and_column() {
         let err = Source::new("x.yaml", DOC).decode::<Outer>().unwrap_err();
         assert_eq!(err.field, "items[1].size");
         assert_eq!(err.line, Some(4));
         assert_eq!(err.column, Some(11));
-        assert!(err.to_string().starts_with("x.yaml:4:11: field `items[1].size`:"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("x.yaml:4:11: field `items[1].size`:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -309,7 +350,10 @@ mod tests {
         assert_eq!(src.locate("items[1].missing"), Some((4, 5)));
         assert_eq!(src.locate("name"), Some((1, 1)));
         let e = src.error_at("items[0].size", "too small");
-        assert_eq!(e.to_string(), "x.yaml:3:5: field `items[0].size`: too small");
+        assert_eq!(
+            e.to_string(),
+            "x.yaml:3:5: field `items[0].size`: too small"
+        );
     }
 
     #[test]

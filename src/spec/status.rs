@@ -67,6 +67,9 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub finished_at: Option<Timestamp>,
+    /// The current step's gates: each metric per cluster, its verdict and recent measurements.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<crate::gates::MetricReport>,
     /// A one-line account of the present state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -153,7 +156,10 @@ pub enum StepKind {
 
 impl PlannedStep {
     pub fn is_traffic(&self) -> bool {
-        matches!(self.kind, StepKind::Canary | StepKind::Ramp | StepKind::Cutover)
+        matches!(
+            self.kind,
+            StepKind::Canary | StepKind::Ramp | StepKind::Cutover
+        )
     }
 }
 
@@ -184,7 +190,9 @@ pub struct Hold {
     pub message: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum HoldReason {
     /// A deploy freeze applies, or one could not be ruled out.
     Freeze,
@@ -203,7 +211,10 @@ pub enum HoldReason {
 impl HoldReason {
     /// Holds that suspend analysis: when they clear, the step's gates run afresh.
     pub fn restarts_analysis(self) -> bool {
-        matches!(self, HoldReason::Freeze | HoldReason::Paused | HoldReason::ClusterUnreachable)
+        matches!(
+            self,
+            HoldReason::Freeze | HoldReason::Paused | HoldReason::ClusterUnreachable
+        )
     }
 
     /// Holds that count against the progress deadline.

@@ -39,11 +39,19 @@ fn resolve(v: &Value, replicas: i64, round_up: bool) -> i64 {
         Value::String(s) => {
             let pct: f64 = s.trim_end_matches('%').parse().unwrap_or(25.0);
             let exact = replicas as f64 * pct / 100.0;
-            (if round_up { exact.ceil() } else { exact.floor() }) as i64
+            (if round_up {
+                exact.ceil()
+            } else {
+                exact.floor()
+            }) as i64
         }
         _ => {
             let exact = replicas as f64 * 0.25;
-            (if round_up { exact.ceil() } else { exact.floor() }) as i64
+            (if round_up {
+                exact.ceil()
+            } else {
+                exact.floor()
+            }) as i64
         }
     }
 }
@@ -53,7 +61,12 @@ fn removal_order(pods: &mut [&Value]) {
     pods.sort_by_key(|p| {
         let scheduled = p["spec"]["nodeName"].is_string();
         let ready = is_ready(p);
-        let created = std::cmp::Reverse(p["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_string());
+        let created = std::cmp::Reverse(
+            p["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
         (scheduled, ready, created, meta::name(p).to_string())
     });
 }
@@ -66,21 +79,37 @@ fn reconcile_one(ctx: &Ctx, d: &Value, all_pods: &[Arc<Value>]) -> Option<Timest
         .iter()
         .map(|p| &**p)
         .filter(|p| meta::namespace(p) == ns && !meta::is_terminating(p))
-        .filter(|p| p["metadata"]["ownerReferences"].as_array().is_some_and(|r| r.iter().any(|o| o["uid"] == uid)))
+        .filter(|p| {
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|o| o["uid"] == uid))
+        })
         .collect();
     let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
-    let (mut new, mut old): (Vec<&Value>, Vec<&Value>) =
-        owned.iter().copied().partition(|p| meta::label(p, TEMPLATE_HASH) == Some(hash.as_str()));
+    let (mut new, mut old): (Vec<&Value>, Vec<&Value>) = owned
+        .iter()
+        .copied()
+        .partition(|p| meta::label(p, TEMPLATE_HASH) == Some(hash.as_str()));
     let strategy = &d["spec"]["strategy"];
     let recreate = strategy["type"] == "Recreate";
     let mut surge = resolve(&strategy["rollingUpdate"]["maxSurge"], replicas, true);
-    let unavailable = if recreate { replicas } else { resolve(&strategy["rollingUpdate"]["maxUnavailable"], replicas, false) };
+    let unavailable = if recreate {
+        replicas
+    } else {
+        resolve(
+            &strategy["rollingUpdate"]["maxUnavailable"],
+            replicas,
+            false,
+        )
+    };
     if surge == 0 && unavailable == 0 {
         surge = 1;
     }
     let pods_kind = ctx.kind("", "pods");
     let delete = |p: &Value| {
-        let _ = ctx.store.delete(&pods_kind, ns, meta::name(p), &Default::default());
+        let _ = ctx
+            .store
+            .delete(&pods_kind, ns, meta::name(p), &Default::default());
     };
     if d["spec"]["paused"] != true {
         if recreate && !old.is_empty() {
@@ -88,7 +117,11 @@ fn reconcile_one(ctx: &Ctx, d: &Value, all_pods: &[Arc<Value>]) -> Option<Timest
             old.clear();
         } else {
             let missing = replicas - new.len() as i64;
-            let room = if recreate { missing } else { replicas + surge - (new.len() + old.len()) as i64 };
+            let room = if recreate {
+                missing
+            } else {
+                replicas + surge - (new.len() + old.len()) as i64
+            };
             for _ in 0..missing.min(room).max(0) {
                 let _ = create_pod(ctx, d, &hash);
             }
@@ -119,7 +152,11 @@ fn reconcile_one(ctx: &Ctx, d: &Value, all_pods: &[Arc<Value>]) -> Option<Timest
     write_status(ctx, d, &hash, replicas, unavailable)
 }
 
-fn create_pod(ctx: &Ctx, d: &Value, hash: &str) -> Result<Arc<Value>, crate::sim::api_error::ApiError> {
+fn create_pod(
+    ctx: &Ctx,
+    d: &Value,
+    hash: &str,
+) -> Result<Arc<Value>, crate::sim::api_error::ApiError> {
     let t = &d["spec"]["template"];
     let mut labels = t["metadata"]["labels"].clone();
     labels[TEMPLATE_HASH] = json!(hash);
@@ -136,29 +173,57 @@ fn create_pod(ctx: &Ctx, d: &Value, hash: &str) -> Result<Arc<Value>, crate::sim
         md["annotations"] = t["metadata"]["annotations"].clone();
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": t["spec"]});
-    ctx.store.create(&ctx.kind("", "pods"), meta::namespace(d), pod, Target::All, &WriteOptions::default())
+    ctx.store.create(
+        &ctx.kind("", "pods"),
+        meta::namespace(d),
+        pod,
+        Target::All,
+        &WriteOptions::default(),
+    )
 }
 
 /// Writes observedGeneration, replica counts and conditions; returns the progress deadline, if pending.
-fn write_status(ctx: &Ctx, d: &Value, hash: &str, replicas: i64, max_unavailable: i64) -> Option<Timestamp> {
+fn write_status(
+    ctx: &Ctx,
+    d: &Value,
+    hash: &str,
+    replicas: i64,
+    max_unavailable: i64,
+) -> Option<Timestamp> {
     let uid = meta::uid(d);
     let pods: Vec<Arc<Value>> = ctx
         .store
         .all("", "pods")
         .into_iter()
         .filter(|p| meta::namespace(p) == meta::namespace(d) && !meta::is_terminating(p))
-        .filter(|p| p["metadata"]["ownerReferences"].as_array().is_some_and(|r| r.iter().any(|o| o["uid"] == uid)))
+        .filter(|p| {
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|o| o["uid"] == uid))
+        })
         .collect();
     let total = pods.len() as i64;
-    let updated = pods.iter().filter(|p| meta::label(p, TEMPLATE_HASH) == Some(hash)).count() as i64;
+    let updated = pods
+        .iter()
+        .filter(|p| meta::label(p, TEMPLATE_HASH) == Some(hash))
+        .count() as i64;
     let ready = pods.iter().filter(|p| is_ready(p)).count() as i64;
-    let updated_ready = pods.iter().filter(|p| is_ready(p) && meta::label(p, TEMPLATE_HASH) == Some(hash)).count() as i64;
+    let updated_ready = pods
+        .iter()
+        .filter(|p| is_ready(p) && meta::label(p, TEMPLATE_HASH) == Some(hash))
+        .count() as i64;
     let now = ctx.now();
     let stamp = meta::time(now);
     let rs = format!("{}-{hash}", meta::name(d));
     let complete = updated == replicas && updated_ready == replicas && total == replicas;
     let old = &d["status"];
-    let counts = |s: &Value| [s["replicas"].as_i64(), s["updatedReplicas"].as_i64(), s["readyReplicas"].as_i64()];
+    let counts = |s: &Value| {
+        [
+            s["replicas"].as_i64(),
+            s["updatedReplicas"].as_i64(),
+            s["readyReplicas"].as_i64(),
+        ]
+    };
     let mut status = json!({"observedGeneration": d["metadata"]["generation"]});
     for (field, v) in [
         ("replicas", total),
@@ -171,17 +236,34 @@ fn write_status(ctx: &Ctx, d: &Value, hash: &str, replicas: i64, max_unavailable
             status[field] = json!(v);
         }
     }
-    let progressed = counts(old) != counts(&status) || old["observedGeneration"] != status["observedGeneration"];
+    let progressed =
+        counts(old) != counts(&status) || old["observedGeneration"] != status["observedGeneration"];
     status["conditions"] = old["conditions"].clone();
     // `set_condition` works on an object holding `.status`.
     let mut holder = json!({ "status": status });
     let available = ready >= replicas - max_unavailable;
     let (st, reason, msg) = if available {
-        ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.".to_string())
+        (
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".to_string(),
+        )
     } else {
-        ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".to_string())
+        (
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".to_string(),
+        )
     };
-    meta::set_condition(&mut holder, "Available", st, reason, &msg, &stamp, &["lastUpdateTime"]);
+    meta::set_condition(
+        &mut holder,
+        "Available",
+        st,
+        reason,
+        &msg,
+        &stamp,
+        &["lastUpdateTime"],
+    );
     let deadline_secs = d["spec"]["progressDeadlineSeconds"].as_i64().unwrap_or(600);
     let prev = meta::condition(&json!({"status": old}), "Progressing").cloned();
     let last_progress = prev
@@ -189,17 +271,35 @@ fn write_status(ctx: &Ctx, d: &Value, hash: &str, replicas: i64, max_unavailable
         .filter(|_| !progressed)
         .and_then(|c| c["lastUpdateTime"].as_str().and_then(meta::parse_time))
         .unwrap_or(now);
-    let deadline = last_progress.checked_add(jiff::SignedDuration::from_secs(deadline_secs)).ok();
+    let deadline = last_progress
+        .checked_add(jiff::SignedDuration::from_secs(deadline_secs))
+        .ok();
     let mut due = None;
     let (st, reason, msg) = if complete {
-        ("True", "NewReplicaSetAvailable", format!("ReplicaSet {rs:?} has successfully progressed."))
+        (
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet {rs:?} has successfully progressed."),
+        )
     } else if deadline.is_some_and(|t| now >= t) {
-        ("False", "ProgressDeadlineExceeded", format!("ReplicaSet {rs:?} has timed out progressing."))
+        (
+            "False",
+            "ProgressDeadlineExceeded",
+            format!("ReplicaSet {rs:?} has timed out progressing."),
+        )
     } else {
         due = deadline;
-        ("True", "ReplicaSetUpdated", format!("ReplicaSet {rs:?} is progressing."))
+        (
+            "True",
+            "ReplicaSetUpdated",
+            format!("ReplicaSet {rs:?} is progressing."),
+        )
     };
-    let update_stamp = if progressed { stamp.clone() } else { meta::time(last_progress) };
+    let update_stamp = if progressed {
+        stamp.clone()
+    } else {
+        meta::time(last_progress)
+    };
     meta::set_condition(&mut holder, "Progressing", st, reason, &msg, &stamp, &[]);
     let mut status = holder["status"].take();
     if let Some(conds) = status["conditions"].as_array_mut()
@@ -207,6 +307,8 @@ fn write_status(ctx: &Ctx, d: &Value, hash: &str, replicas: i64, max_unavailable
     {
         c["lastUpdateTime"] = json!(update_stamp);
     }
-    let _ = ctx.update(&ctx.kind("apps", "deployments"), d, |o| o["status"] = status);
+    let _ = ctx.update(&ctx.kind("apps", "deployments"), d, |o| {
+        o["status"] = status
+    });
     due
 }

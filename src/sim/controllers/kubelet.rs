@@ -33,10 +33,26 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
         .all("", "nodes")
         .iter()
         .map(|n| {
-            let since = meta::condition(n, "Ready").and_then(|c| c["lastTransitionTime"].as_str()).and_then(meta::parse_time);
-            let host_ip = n["status"]["addresses"][0]["address"].as_str().unwrap_or_default().to_string();
-            let cidr = n["metadata"]["annotations"][POD_CIDR].as_str().unwrap_or("10.250.0.0/24").to_string();
-            (meta::name(n).to_string(), NodeState { ready: meta::condition_true(n, "Ready"), since, host_ip, cidr })
+            let since = meta::condition(n, "Ready")
+                .and_then(|c| c["lastTransitionTime"].as_str())
+                .and_then(meta::parse_time);
+            let host_ip = n["status"]["addresses"][0]["address"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let cidr = n["metadata"]["annotations"][POD_CIDR]
+                .as_str()
+                .unwrap_or("10.250.0.0/24")
+                .to_string();
+            (
+                meta::name(n).to_string(),
+                NodeState {
+                    ready: meta::condition_true(n, "Ready"),
+                    since,
+                    host_ip,
+                    cidr,
+                },
+            )
         })
         .collect();
     let now = ctx.now();
@@ -46,7 +62,9 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
         if meta::is_terminating(&pod) {
             continue;
         }
-        let Some(node) = pod["spec"]["nodeName"].as_str().and_then(|n| nodes.get(n)) else { continue };
+        let Some(node) = pod["spec"]["nodeName"].as_str().and_then(|n| nodes.get(n)) else {
+            continue;
+        };
         if let Some(t) = step(ctx, &pod, node, now) {
             due(t);
         }
@@ -55,7 +73,8 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
 }
 
 fn add(t: Timestamp, d: Duration) -> Timestamp {
-    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)).unwrap_or(Timestamp::MAX)
+    t.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX)
 }
 
 /// Moves one pod along; returns when it next needs attention.
@@ -66,12 +85,33 @@ fn step(ctx: &Ctx, pod: &Value, node: &NodeState, now: Timestamp) -> Option<Time
         let since = node.since.unwrap_or(now);
         let evict_at = add(since, ctx.evict_after);
         if now >= evict_at {
-            let _ = ctx.store.delete(&kind, meta::namespace(pod), meta::name(pod), &Default::default());
+            let _ = ctx.store.delete(
+                &kind,
+                meta::namespace(pod),
+                meta::name(pod),
+                &Default::default(),
+            );
             return None;
         }
         let _ = ctx.update(&kind, pod, |p| {
-            meta::set_condition(p, "Ready", "False", "NodeNotReady", "the pod's node is not ready", &stamp, &[]);
-            meta::set_condition(p, "ContainersReady", "False", "NodeNotReady", "", &stamp, &[]);
+            meta::set_condition(
+                p,
+                "Ready",
+                "False",
+                "NodeNotReady",
+                "the pod's node is not ready",
+                &stamp,
+                &[],
+            );
+            meta::set_condition(
+                p,
+                "ContainersReady",
+                "False",
+                "NodeNotReady",
+                "",
+                &stamp,
+                &[],
+            );
             set_containers(p, |c| c["ready"] = json!(false));
         });
         return Some(evict_at);
@@ -79,8 +119,15 @@ fn step(ctx: &Ctx, pod: &Value, node: &NodeState, now: Timestamp) -> Option<Time
     let labels = &pod["metadata"]["labels"];
     let label = |k: &str| labels[k].as_str().unwrap_or_default().to_string();
     let (app, version, colour) = (label(APP), label(VERSION), label(COLOUR));
-    let behaviour = ctx.behaviours.of(Workload { cluster: &ctx.cluster, app: &app, version: &version, colour: &colour });
-    let started = pod["status"]["startTime"].as_str().and_then(meta::parse_time);
+    let behaviour = ctx.behaviours.of(Workload {
+        cluster: &ctx.cluster,
+        app: &app,
+        version: &version,
+        colour: &colour,
+    });
+    let started = pod["status"]["startTime"]
+        .as_str()
+        .and_then(meta::parse_time);
     let Some(started) = started else {
         let ip = pod_ip(&node.cidr);
         let host_ip = node.host_ip.clone();
@@ -92,8 +139,24 @@ fn step(ctx: &Ctx, pod: &Value, node: &NodeState, now: Timestamp) -> Option<Time
             p["status"]["hostIPs"] = json!([{"ip": host_ip}]);
             p["status"]["startTime"] = json!(stamp);
             meta::set_condition(p, "Initialized", "True", "", "", &stamp, &[]);
-            meta::set_condition(p, "Ready", "False", "ContainersNotReady", "containers with unready status", &stamp, &[]);
-            meta::set_condition(p, "ContainersReady", "False", "ContainersNotReady", "containers with unready status", &stamp, &[]);
+            meta::set_condition(
+                p,
+                "Ready",
+                "False",
+                "ContainersNotReady",
+                "containers with unready status",
+                &stamp,
+                &[],
+            );
+            meta::set_condition(
+                p,
+                "ContainersReady",
+                "False",
+                "ContainersNotReady",
+                "containers with unready status",
+                &stamp,
+                &[],
+            );
             p["status"]["containerStatuses"] = Value::Array(
                 p["spec"]["containers"]
                     .as_array()
@@ -106,7 +169,8 @@ fn step(ctx: &Ctx, pod: &Value, node: &NodeState, now: Timestamp) -> Option<Time
         return Some(now);
     };
     if behaviour.crash_loop {
-        let restarts = now.duration_since(started).as_secs_f64().max(0.0) / RESTART_EVERY.as_secs_f64();
+        let restarts =
+            now.duration_since(started).as_secs_f64().max(0.0) / RESTART_EVERY.as_secs_f64();
         let restarts = restarts.floor() as i64 + 1;
         let _ = ctx.update(&kind, pod, |p| {
             meta::set_condition(p, "Ready", "False", "ContainersNotReady", "containers with unready status", &stamp, &[]);
@@ -123,7 +187,10 @@ fn step(ctx: &Ctx, pod: &Value, node: &NodeState, now: Timestamp) -> Option<Time
     }
     let crashed = pod["status"]["containerStatuses"]
         .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["state"]["waiting"]["reason"] == "CrashLoopBackOff"));
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["state"]["waiting"]["reason"] == "CrashLoopBackOff")
+        });
     if crashed {
         let _ = ctx.update(&kind, pod, |p| {
             set_containers(p, |c| {
@@ -133,8 +200,14 @@ fn step(ctx: &Ctx, pod: &Value, node: &NodeState, now: Timestamp) -> Option<Time
         });
         return Some(now);
     }
-    let container_start = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].as_str().and_then(meta::parse_time);
-    let from = [Some(started), node.since, container_start].into_iter().flatten().max().unwrap_or(started);
+    let container_start = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+        .as_str()
+        .and_then(meta::parse_time);
+    let from = [Some(started), node.since, container_start]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(started);
     let ready_at = add(from, readiness_delay(ctx, pod));
     if now < ready_at {
         return Some(ready_at);

@@ -41,17 +41,35 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn kind(&self, group: &str, plural: &str) -> Arc<Kind> {
-        self.store.kind_of(group, plural).unwrap_or_else(|| panic!("built-in kind {plural} is always registered"))
+        self.store
+            .kind_of(group, plural)
+            .unwrap_or_else(|| panic!("built-in kind {plural} is always registered"))
     }
 
     /// Changes an object in place (no write when nothing changed).
-    pub fn update(&self, kind: &Kind, obj: &Value, f: impl FnOnce(&mut Value)) -> ApiResult<Arc<Value>> {
-        let (ns, name) = (super::meta::namespace(obj).to_string(), super::meta::name(obj).to_string());
-        self.store.modify(kind, &ns, &name, Target::All, false, &WriteOptions::default(), |cur| {
-            let mut next = cur.cloned().unwrap_or_default();
-            f(&mut next);
-            Ok(next)
-        })
+    pub fn update(
+        &self,
+        kind: &Kind,
+        obj: &Value,
+        f: impl FnOnce(&mut Value),
+    ) -> ApiResult<Arc<Value>> {
+        let (ns, name) = (
+            super::meta::namespace(obj).to_string(),
+            super::meta::name(obj).to_string(),
+        );
+        self.store.modify(
+            kind,
+            &ns,
+            &name,
+            Target::All,
+            false,
+            &WriteOptions::default(),
+            |cur| {
+                let mut next = cur.cloned().unwrap_or_default();
+                f(&mut next);
+                Ok(next)
+            },
+        )
     }
 
     pub fn now(&self) -> Timestamp {
@@ -64,10 +82,14 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let mut changed = ctx.store.changed();
     loop {
         changed.borrow_and_update();
-        let next = [deployments::reconcile(&ctx), scheduler::reconcile(&ctx), kubelet::reconcile(&ctx)]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            deployments::reconcile(&ctx),
+            scheduler::reconcile(&ctx),
+            kubelet::reconcile(&ctx),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let now = ctx.now();
         let wait = match next {
             Some(t) if t > now => ctx.clock.real(t.duration_since(now).unsigned_abs()),

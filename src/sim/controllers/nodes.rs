@@ -84,7 +84,15 @@ pub fn make_node(cluster: &str, place: NodePlace, now: Timestamp) -> Value {
         },
     });
     for c in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
-        meta::set_condition(&mut node, c, "False", &format!("KubeletHasNo{c}"), "", &stamp, &["lastHeartbeatTime"]);
+        meta::set_condition(
+            &mut node,
+            c,
+            "False",
+            &format!("KubeletHasNo{c}"),
+            "",
+            &stamp,
+            &["lastHeartbeatTime"],
+        );
     }
     set_ready(&mut node, NodeHealth::Ready, &stamp);
     node
@@ -93,10 +101,26 @@ pub fn make_node(cluster: &str, place: NodePlace, now: Timestamp) -> Value {
 fn set_ready(node: &mut Value, health: NodeHealth, stamp: &str) {
     let (status, reason, message) = match health {
         NodeHealth::Ready => ("True", "KubeletReady", "kubelet is posting ready status"),
-        NodeHealth::NotReady => ("False", "KubeletNotReady", "container runtime network not ready: NetworkReady=false"),
-        NodeHealth::Unreachable => ("Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."),
+        NodeHealth::NotReady => (
+            "False",
+            "KubeletNotReady",
+            "container runtime network not ready: NetworkReady=false",
+        ),
+        NodeHealth::Unreachable => (
+            "Unknown",
+            "NodeStatusUnknown",
+            "Kubelet stopped posting node status.",
+        ),
     };
-    meta::set_condition(node, "Ready", status, reason, message, stamp, &["lastHeartbeatTime"]);
+    meta::set_condition(
+        node,
+        "Ready",
+        status,
+        reason,
+        message,
+        stamp,
+        &["lastHeartbeatTime"],
+    );
     let taint = match health {
         NodeHealth::Ready => None,
         NodeHealth::NotReady => Some("node.kubernetes.io/not-ready"),
@@ -107,7 +131,12 @@ fn set_ready(node: &mut Value, health: NodeHealth, stamp: &str) {
         .cloned()
         .unwrap_or_default()
         .into_iter()
-        .filter(|t| !matches!(t["key"].as_str(), Some("node.kubernetes.io/not-ready" | "node.kubernetes.io/unreachable")))
+        .filter(|t| {
+            !matches!(
+                t["key"].as_str(),
+                Some("node.kubernetes.io/not-ready" | "node.kubernetes.io/unreachable")
+            )
+        })
         .collect();
     if let Some(key) = taint {
         taints.push(json!({"key": key, "effect": "NoSchedule", "timeAdded": stamp}));
@@ -151,7 +180,14 @@ mod tests {
     #[test]
     fn nodes_carry_zone_labels_and_change_health() {
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let place = NodePlace { cluster_index: 1, region: "eu-west-1", zone: "eu-west-1b", zone_index: 1, number: 2, pods: 110 };
+        let place = NodePlace {
+            cluster_index: 1,
+            region: "eu-west-1",
+            zone: "eu-west-1b",
+            zone_index: 1,
+            number: 2,
+            pods: 110,
+        };
         let mut n = make_node("prod-a", place, now);
         assert_eq!(meta::name(&n), "prod-a-eu-west-1b-2");
         assert_eq!(meta::label(&n, ZONE), Some("eu-west-1b"));

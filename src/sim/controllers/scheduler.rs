@@ -33,20 +33,40 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
         .filter(|p| !meta::is_terminating(p))
         .filter_map(|p| {
             let node = p["spec"]["nodeName"].as_str()?.to_string();
-            Some(Placed { ns: meta::namespace(p).to_string(), pod: p.clone(), node })
+            Some(Placed {
+                ns: meta::namespace(p).to_string(),
+                pod: p.clone(),
+                node,
+            })
         })
         .collect();
     let mut pending: Vec<&Arc<Value>> = pods
         .iter()
         .filter(|p| p["spec"]["nodeName"].is_null() && !meta::is_terminating(p))
-        .filter(|p| p["spec"]["schedulerName"].as_str().is_none_or(|s| s == "default-scheduler"))
+        .filter(|p| {
+            p["spec"]["schedulerName"]
+                .as_str()
+                .is_none_or(|s| s == "default-scheduler")
+        })
         .collect();
-    pending.sort_by_key(|p| (p["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_string(), meta::name(p).to_string()));
+    pending.sort_by_key(|p| {
+        (
+            p["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            meta::name(p).to_string(),
+        )
+    });
     for pod in pending {
         match choose(pod, &nodes, &placed) {
             Ok(node) => {
                 if bind(ctx, pod, &node).is_ok() {
-                    placed.push(Placed { ns: meta::namespace(pod).to_string(), pod: pod.clone(), node });
+                    placed.push(Placed {
+                        ns: meta::namespace(pod).to_string(),
+                        pod: pod.clone(),
+                        node,
+                    });
                 }
             }
             Err(why) => unschedulable(ctx, pod, &why),
@@ -66,8 +86,12 @@ fn tolerates(pod: &Value, taint: &Value) -> bool {
                 None | Some("") => t["operator"] == "Exists",
                 Some(k) => taint["key"] == k,
             };
-            let value_ok = t["operator"] == "Exists" || t["value"].as_str().unwrap_or_default() == taint["value"].as_str().unwrap_or_default();
-            let effect_ok = t["effect"].as_str().is_none_or(|e| e.is_empty() || taint["effect"] == e);
+            let value_ok = t["operator"] == "Exists"
+                || t["value"].as_str().unwrap_or_default()
+                    == taint["value"].as_str().unwrap_or_default();
+            let effect_ok = t["effect"]
+                .as_str()
+                .is_none_or(|e| e.is_empty() || taint["effect"] == e);
             key_ok && value_ok && effect_ok
         })
     })
@@ -78,9 +102,14 @@ fn node_filter(pod: &Value, node: &Value, on_node: usize) -> Result<(), String> 
     if node["spec"]["unschedulable"] == true {
         return Err("node(s) were unschedulable".into());
     }
-    if let Some(t) = node["spec"]["taints"].as_array().into_iter().flatten().find(|t| {
-        matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute")) && !tolerates(pod, t)
-    }) {
+    if let Some(t) = node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute")) && !tolerates(pod, t)
+        })
+    {
         return Err(format!(
             "node(s) had untolerated taint {{{}: {}}}",
             t["key"].as_str().unwrap_or_default(),
@@ -95,7 +124,10 @@ fn node_filter(pod: &Value, node: &Value, on_node: usize) -> Result<(), String> 
     {
         return Err("node(s) didn't match Pod's node affinity/selector".into());
     }
-    let capacity = node["status"]["allocatable"]["pods"].as_str().and_then(|s| s.parse().ok()).unwrap_or(110usize);
+    let capacity = node["status"]["allocatable"]["pods"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(110usize);
     if on_node >= capacity {
         return Err("Too many pods".into());
     }
@@ -120,7 +152,12 @@ fn constraints(pod: &Value) -> Vec<Constraint> {
             if c["labelSelector"].is_null() {
                 return None;
             }
-            for k in c["matchLabelKeys"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            for k in c["matchLabelKeys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
                 if let Some(v) = labels[k].as_str() {
                     selector = selector.and_equals(k, v);
                 }
@@ -157,7 +194,10 @@ fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &[Placed]) -> Result<String
     'nodes: for n in &feasible {
         let mut soft_skew = 0;
         for c in &cons {
-            let domains: BTreeSet<&str> = feasible.iter().filter_map(|f| node_label(f, &c.key)).collect();
+            let domains: BTreeSet<&str> = feasible
+                .iter()
+                .filter_map(|f| node_label(f, &c.key))
+                .collect();
             let Some(here) = node_label(n, &c.key) else {
                 if c.hard {
                     spread_rejects += 1;
@@ -166,8 +206,13 @@ fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &[Placed]) -> Result<String
                 continue;
             };
             let mut counts: BTreeMap<&str, i64> = domains.iter().map(|d| (*d, 0)).collect();
-            for p in placed.iter().filter(|p| p.ns == ns && c.selector.matches_object(&p.pod)) {
-                if let Some(d) = node_of.get(p.node.as_str()).and_then(|pn| node_label(pn, &c.key))
+            for p in placed
+                .iter()
+                .filter(|p| p.ns == ns && c.selector.matches_object(&p.pod))
+            {
+                if let Some(d) = node_of
+                    .get(p.node.as_str())
+                    .and_then(|pn| node_label(pn, &c.key))
                     && let Some(slot) = counts.get_mut(d)
                 {
                     *slot += 1;
@@ -184,33 +229,57 @@ fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &[Placed]) -> Result<String
         }
         let (zone_peers, node_peers) = peers(pod, n, &node_of, placed);
         let load = per_node.get(meta::name(n)).copied().unwrap_or(0);
-        scored.push((soft_skew, zone_peers * 1000 + node_peers, load, meta::name(n)));
+        scored.push((
+            soft_skew,
+            zone_peers * 1000 + node_peers,
+            load,
+            meta::name(n),
+        ));
     }
     if spread_rejects > 0 {
-        *reasons.entry("node(s) didn't match pod topology spread constraints".into()).or_default() += spread_rejects;
+        *reasons
+            .entry("node(s) didn't match pod topology spread constraints".into())
+            .or_default() += spread_rejects;
     }
     scored.sort();
     match scored.first() {
         Some((.., name)) => Ok(name.to_string()),
         None => {
             let detail: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-            Err(format!("0/{} nodes are available: {}.", nodes.len(), detail.join(", ")))
+            Err(format!(
+                "0/{} nodes are available: {}.",
+                nodes.len(),
+                detail.join(", ")
+            ))
         }
     }
 }
 
 /// Pods of the same owner already in the node's zone and on the node (default spreading).
-fn peers(pod: &Value, node: &Value, node_of: &BTreeMap<&str, &Value>, placed: &[Placed]) -> (usize, usize) {
+fn peers(
+    pod: &Value,
+    node: &Value,
+    node_of: &BTreeMap<&str, &Value>,
+    placed: &[Placed],
+) -> (usize, usize) {
     let owner = pod["metadata"]["ownerReferences"][0]["uid"].as_str();
     let Some(owner) = owner else { return (0, 0) };
     let zone = node_label(node, ZONE);
     let mut same_zone = 0;
     let mut same_node = 0;
-    for p in placed.iter().filter(|p| p.pod["metadata"]["ownerReferences"][0]["uid"].as_str() == Some(owner)) {
+    for p in placed
+        .iter()
+        .filter(|p| p.pod["metadata"]["ownerReferences"][0]["uid"].as_str() == Some(owner))
+    {
         if p.node == meta::name(node) {
             same_node += 1;
         }
-        if zone.is_some() && node_of.get(p.node.as_str()).and_then(|n| node_label(n, ZONE)) == zone {
+        if zone.is_some()
+            && node_of
+                .get(p.node.as_str())
+                .and_then(|n| node_label(n, ZONE))
+                == zone
+        {
             same_zone += 1;
         }
     }
@@ -221,20 +290,37 @@ fn bind(ctx: &Ctx, pod: &Value, node: &str) -> Result<(), crate::sim::api_error:
     let stamp = meta::time(ctx.now());
     ctx.update(&ctx.kind("", "pods"), pod, |p| {
         p["spec"]["nodeName"] = json!(node);
-        meta::set_condition(p, "PodScheduled", "True", "", "", &stamp, &["lastProbeTime"]);
+        meta::set_condition(
+            p,
+            "PodScheduled",
+            "True",
+            "",
+            "",
+            &stamp,
+            &["lastProbeTime"],
+        );
     })?;
     Ok(())
 }
 
 fn unschedulable(ctx: &Ctx, pod: &Value, why: &str) {
-    let already = meta::condition(pod, "PodScheduled").is_some_and(|c| c["status"] == "False" && c["message"] == why);
+    let already = meta::condition(pod, "PodScheduled")
+        .is_some_and(|c| c["status"] == "False" && c["message"] == why);
     if already {
         return;
     }
     let now = ctx.now();
     let stamp = meta::time(now);
     let _ = ctx.update(&ctx.kind("", "pods"), pod, |p| {
-        meta::set_condition(p, "PodScheduled", "False", "Unschedulable", why, &stamp, &[]);
+        meta::set_condition(
+            p,
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+            why,
+            &stamp,
+            &[],
+        );
         p["status"]["phase"] = json!("Pending");
     });
     let event = json!({
@@ -251,5 +337,11 @@ fn unschedulable(ctx: &Ctx, pod: &Value, why: &str) {
         "lastTimestamp": stamp,
         "count": 1,
     });
-    let _ = ctx.store.create(&ctx.kind("", "events"), meta::namespace(pod), event, Target::All, &WriteOptions::default());
+    let _ = ctx.store.create(
+        &ctx.kind("", "events"),
+        meta::namespace(pod),
+        event,
+        Target::All,
+        &WriteOptions::default(),
+    );
 }

@@ -1,0 +1,241 @@
+//! `cutover check`: every tier rule with pass/fail, the numbers behind it and
+//! what to change; `--live` also reads the clusters: zones with schedulable
+//! nodes, the serving version's placement, and whether two entries are one
+//! cluster. Exit 0 when all hold, 5 when any fails.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, ListParams};
+use serde::Serialize;
+
+use super::Output;
+use super::connect::connect;
+use super::exit::{CliResult, Exit};
+use super::load::Inputs;
+use crate::fleet::observe::{node_info, pod_info};
+use crate::fleet::workload::SlotWorkload;
+use crate::fleet::{ClusterHandle, Error};
+use crate::labels;
+use crate::policy::placement;
+use crate::policy::rules::{self, RuleResult, RuleVerdict};
+use crate::spec::{ResolvedCluster, ResolvedRelease};
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub inputs: Inputs,
+    /// Also check the clusters as they are now.
+    #[arg(long)]
+    pub live: bool,
+    /// Kubeconfig holding the fleet's contexts (with --live).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    release: &'a str,
+    tier: &'a str,
+    passes: bool,
+    rules: &'a [RuleResult],
+}
+
+pub async fn run(args: &CheckArgs) -> CliResult {
+    let loaded = args.inputs.load()?;
+    let rel = &loaded.release;
+    let mut results = rules::check(rel).rules;
+    if args.live {
+        let conn = connect(
+            loaded.fleet.clone(),
+            args.kubeconfig.as_deref(),
+            &rel.namespace,
+        )
+        .await?;
+        let mut uids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for c in &rel.clusters {
+            let handle = conn.clients.get(&c.name)?;
+            match live(handle, rel, c).await {
+                Ok((found, uid)) => {
+                    results.extend(found);
+                    uids.entry(uid).or_default().push(c.name.clone());
+                }
+                Err(e) => results.push(RuleResult {
+                    rule: "reachable",
+                    verdict: RuleVerdict::Fail,
+                    detail: format!("{}: {e}", c.name),
+                    fix: Some(
+                        "check the kubeconfig context and that the API server answers".into(),
+                    ),
+                }),
+            }
+        }
+        let same: Vec<_> = uids
+            .values()
+            .filter(|v| v.len() > 1)
+            .map(|v| v.join(" = "))
+            .collect();
+        results.push(RuleResult {
+            rule: "distinct-clusters",
+            verdict: if same.is_empty() {
+                RuleVerdict::Pass
+            } else {
+                RuleVerdict::Fail
+            },
+            detail: if same.is_empty() {
+                "every cluster entry reaches a different cluster (kube-system UIDs differ)".into()
+            } else {
+                format!("entries reach the same cluster: {}", same.join(", "))
+            },
+            fix: (!same.is_empty()).then(|| "point each entry at its own cluster".into()),
+        });
+    }
+    let passes = results.iter().all(|r| r.verdict != RuleVerdict::Fail);
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Output::Json => {
+            let report = Report {
+                release: &rel.name,
+                tier: &rel.tier_name,
+                passes,
+                rules: &results,
+            };
+            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        }
+        Output::Text => {
+            writeln!(out, "Release {} ({})", rel.name, rel.tier_name)?;
+            for r in &results {
+                let mark = match r.verdict {
+                    RuleVerdict::Pass => "pass",
+                    RuleVerdict::Warn => "WARN",
+                    RuleVerdict::Fail => "FAIL",
+                };
+                writeln!(out, "  {mark}  {:<24} {}", r.rule, r.detail)?;
+                if let Some(fix) = &r.fix {
+                    writeln!(out, "        {:<24} fix: {fix}", "")?;
+                }
+            }
+            writeln!(
+                out,
+                "{}",
+                if passes {
+                    "every rule holds"
+                } else {
+                    "some rules fail: the release would be refused"
+                }
+            )?;
+        }
+    }
+    Ok(if passes { Exit::Ok } else { Exit::Policy })
+}
+
+/// Live findings for one cluster, and the UID that identifies the cluster.
+async fn live(
+    c: &ClusterHandle,
+    rel: &ResolvedRelease,
+    target: &ResolvedCluster,
+) -> crate::fleet::Result<(Vec<RuleResult>, String)> {
+    let err = Error::api(&c.name);
+    let uid = Api::<Namespace>::all(c.client.clone())
+        .get("kube-system")
+        .await
+        .map_err(err)?
+        .metadata
+        .uid
+        .unwrap_or_default();
+    let nodes: Vec<_> = Api::<Node>::all(c.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::api(&c.name))?
+        .items
+        .iter()
+        .map(node_info)
+        .collect();
+    let app = ListParams::default().labels(&format!("{}={}", labels::APP, rel.app));
+    let deployments = Api::<Deployment>::namespaced(c.client.clone(), &rel.namespace)
+        .list(&app)
+        .await
+        .map_err(Error::api(&c.name))?;
+    let serving = deployments
+        .items
+        .iter()
+        .filter_map(SlotWorkload::from_deployment)
+        .find(|w| w.replicas > 0);
+    let pods = Api::<Pod>::namespaced(c.client.clone(), &rel.namespace)
+        .list(&app)
+        .await
+        .map_err(Error::api(&c.name))?;
+    let mut out = Vec::new();
+    let zones_ok: Vec<_> = target
+        .zones
+        .iter()
+        .filter(|z| {
+            nodes
+                .iter()
+                .any(|n| n.ready && n.schedulable && n.zone.as_deref() == Some(z.as_str()))
+        })
+        .collect();
+    let missing: Vec<_> = target
+        .zones
+        .iter()
+        .filter(|z| !zones_ok.contains(z))
+        .cloned()
+        .collect();
+    out.push(RuleResult {
+        rule: "live-zones",
+        verdict: if missing.is_empty() { RuleVerdict::Pass } else { RuleVerdict::Fail },
+        detail: if missing.is_empty() {
+            format!("{}: every declared zone has ready schedulable nodes ({})", c.name, target.zones.join(", "))
+        } else {
+            format!("{}: zone {} has no ready schedulable node", c.name, missing.join(", "))
+        },
+        fix: (!missing.is_empty()).then(|| "an infrastructure problem, not the manifest: restore the zone's nodes or wait for it".into()),
+    });
+    if let Some(w) = serving {
+        let pods: Vec<_> = pods
+            .items
+            .iter()
+            .map(|p| pod_info(p, w.colour, &w.version))
+            .collect();
+        let report = placement::evaluate(
+            &rel.tier.placement,
+            &target.zones,
+            w.replicas,
+            &nodes,
+            &pods,
+        );
+        out.push(RuleResult {
+            rule: "live-placement",
+            verdict: if report.satisfied() {
+                RuleVerdict::Pass
+            } else {
+                RuleVerdict::Fail
+            },
+            detail: format!(
+                "{}: {} {} — {}",
+                c.name,
+                rel.app,
+                w.version,
+                report.summary()
+            ),
+            fix: (!report.satisfied())
+                .then(|| "wait for pods to reschedule, or add capacity in the empty zone".into()),
+        });
+    } else {
+        out.push(RuleResult {
+            rule: "live-placement",
+            verdict: RuleVerdict::Pass,
+            detail: format!(
+                "{}: no version of {} runs yet (first install)",
+                c.name, rel.app
+            ),
+            fix: None,
+        });
+    }
+    Ok((out, uid))
+}

@@ -1,0 +1,178 @@
+//! `status`, `promote`, `abort`, `pause`, `resume`: reading a release and
+//! telling its driver what a person wants. Requests are written to the
+//! Release's spec; the driver (CLI or controller) acts on them.
+
+use std::io::IsTerminal;
+
+use anyhow::anyhow;
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+use super::Output;
+use super::connect::{FleetArgs, connect, read_fleet, user};
+use super::exit::{CliError, CliResult, Exit};
+use super::report::Reporter;
+use crate::fleet::state::ReleaseStore;
+use crate::spec::status::Phase;
+use crate::spec::{Release, ReleaseStatus};
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// The Release's name.
+    pub name: String,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+    /// Keep printing as the release moves, until it ends.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NameArgs {
+    /// The Release's name.
+    pub name: String,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AbortArgs {
+    /// The Release's name.
+    pub name: String,
+    /// Why, for the record.
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+async fn store(args: &FleetArgs) -> CliResult<(ReleaseStore, crate::clock::SharedClock)> {
+    let fleet = read_fleet(&args.fleet)?;
+    let conn = connect(fleet, args.kubeconfig.as_deref(), &args.namespace).await?;
+    Ok((
+        ReleaseStore::new(conn.clients.home(), &args.namespace),
+        conn.clock,
+    ))
+}
+
+async fn get(store: &ReleaseStore, name: &str) -> CliResult<Release> {
+    store.get(name).await?.ok_or_else(|| {
+        CliError::new(
+            Exit::Error,
+            anyhow!("no Release {name} in the home cluster"),
+        )
+    })
+}
+
+/// The exit status that tells a pipeline where a release stands.
+pub fn exit_of_status(s: &ReleaseStatus) -> Exit {
+    match s.phase {
+        Phase::Completed => Exit::Ok,
+        Phase::Aborted | Phase::Aborting => Exit::RolledBack,
+        Phase::Failed => Exit::Error,
+        Phase::Paused => Exit::Waiting,
+        _ => Exit::Ok,
+    }
+}
+
+pub async fn status(args: &StatusArgs) -> CliResult {
+    let (store, clock) = store(&args.fleet).await?;
+    let mut reporter = Reporter::new(args.output, std::io::stdout().is_terminal(), clock);
+    let r = get(&store, &args.name).await?;
+    reporter.status(&r);
+    let mut last = r.status.clone().unwrap_or_default();
+    if !args.watch || last.phase.is_terminal() {
+        return Ok(exit_of_status(&last));
+    }
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", args.name));
+    let mut stream = std::pin::pin!(
+        watcher::watcher(store.api.clone(), config)
+            .default_backoff()
+            .applied_objects()
+    );
+    while let Some(item) = stream.next().await {
+        let Ok(r) = item else { continue };
+        let s = r.status.clone().unwrap_or_default();
+        if s == last {
+            continue;
+        }
+        for t in s.history.iter().skip(last.history.len()) {
+            reporter.progress(&crate::driver::Progress::Transition(t.clone()));
+        }
+        reporter.progress(&crate::driver::Progress::Status(Box::new(s.clone())));
+        if s.phase.is_terminal() {
+            return Ok(exit_of_status(&s));
+        }
+        last = s;
+    }
+    Ok(exit_of_status(&last))
+}
+
+pub async fn promote(args: &NameArgs) -> CliResult {
+    let (store, _) = store(&args.fleet).await?;
+    let r = get(&store, &args.name).await?;
+    let s = r.status.unwrap_or_default();
+    if s.phase.is_terminal() || s.plan.is_empty() {
+        return Err(CliError::new(
+            Exit::Error,
+            anyhow!("release {} is {}: nothing to promote", args.name, s.phase),
+        ));
+    }
+    store
+        .patch_spec(
+            &args.name,
+            json!({"promote": {"step": s.step, "by": user()}}),
+        )
+        .await?;
+    println!(
+        "promoted {}: the wait of step {} ({}) is skipped once its gates pass",
+        args.name,
+        s.step,
+        s.step_name.unwrap_or_default()
+    );
+    Ok(Exit::Ok)
+}
+
+pub async fn abort(args: &AbortArgs) -> CliResult {
+    let (store, _) = store(&args.fleet).await?;
+    let r = get(&store, &args.name).await?;
+    if r.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
+        return Err(CliError::new(
+            Exit::Error,
+            anyhow!("release {} has already ended", args.name),
+        ));
+    }
+    store
+        .patch_spec(
+            &args.name,
+            json!({"abort": {"reason": args.reason, "by": user()}}),
+        )
+        .await?;
+    println!(
+        "abort requested for {}: traffic goes back to blue everywhere, then green is scaled down",
+        args.name
+    );
+    Ok(Exit::Ok)
+}
+
+pub async fn pause(args: &NameArgs, paused: bool) -> CliResult {
+    let (store, _) = store(&args.fleet).await?;
+    get(&store, &args.name).await?;
+    let value = if paused {
+        json!(true)
+    } else {
+        serde_json::Value::Null
+    };
+    store
+        .patch_spec(&args.name, json!({ "paused": value }))
+        .await?;
+    println!(
+        "{} {}",
+        if paused { "paused" } else { "resumed" },
+        args.name
+    );
+    Ok(Exit::Ok)
+}

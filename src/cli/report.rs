@@ -1,0 +1,175 @@
+//! How `run` and `status --watch` report: one plain line per event (in a
+//! terminal and in a pipeline alike), or JSON lines with `-o json`.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use super::Output;
+use crate::clock::SharedClock;
+use crate::driver::{Outcome, Progress, weights_line};
+use crate::spec::{Release, ReleaseStatus};
+
+pub struct Reporter {
+    output: Output,
+    tty: bool,
+    clock: SharedClock,
+}
+
+impl Reporter {
+    pub fn new(output: Output, tty: bool, clock: SharedClock) -> Reporter {
+        Reporter { output, tty, clock }
+    }
+
+    fn line(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+
+    fn json(&self, v: serde_json::Value) {
+        self.line(&v.to_string());
+    }
+
+    fn stamp(&self) -> String {
+        self.clock.now().strftime("%H:%M:%S").to_string()
+    }
+
+    pub fn submitted(&mut self, r: &Release, by: &str) {
+        let name = r.metadata.name.clone().unwrap_or_default();
+        let phase = r
+            .status
+            .as_ref()
+            .map(|s| s.phase.to_string())
+            .unwrap_or_else(|| "Pending".into());
+        match self.output {
+            Output::Json => self.json(json!({"event": "submitted", "release": name, "version": r.spec.version, "phase": phase, "by": by})),
+            Output::Text => self.line(&format!("{} release {name}: {} {} ({phase})", self.stamp(), r.spec.app, r.spec.version)),
+        }
+    }
+
+    pub fn progress(&mut self, p: &Progress) {
+        match (self.output, p) {
+            (Output::Json, Progress::Transition(t)) => {
+                self.json(json!({"event": "transition", "transition": t}))
+            }
+            (Output::Json, Progress::Applied { action, error }) => {
+                self.json(json!({"event": "action", "action": action, "error": error}))
+            }
+            (Output::Json, Progress::Status(s)) => self.json(json!({
+                "event": "status", "phase": s.phase, "step": s.step, "stepName": s.step_name,
+                "weights": s.weights, "holds": s.holds, "message": s.message
+            })),
+            (Output::Json, Progress::Note(n)) => self.json(json!({"event": "note", "message": n})),
+            (Output::Text, Progress::Note(n)) => self.line(&format!("{} {n}", self.stamp())),
+            (Output::Text, Progress::Transition(t)) => self.line(&format!(
+                "{} [{:>2}] {:?}: {}",
+                self.stamp(),
+                t.step,
+                t.event,
+                t.message
+            )),
+            (
+                Output::Text,
+                Progress::Applied {
+                    action,
+                    error: Some(e),
+                },
+            ) => self.line(&format!("{}      failed to {action}: {e}", self.stamp())),
+            (Output::Text, Progress::Applied { .. }) => {}
+            (Output::Text, Progress::Status(s)) => {
+                if self.tty && !s.weights.is_empty() {
+                    self.line(&format!(
+                        "{}      {} — green: {}",
+                        self.stamp(),
+                        s.phase,
+                        weights_line(s)
+                    ));
+                }
+            }
+        }
+    }
+
+    pub fn outcome(&mut self, o: &Outcome) {
+        let (word, message) = match o {
+            Outcome::Completed => ("completed", String::new()),
+            Outcome::Aborted(m) => ("rolled back", m.clone()),
+            Outcome::Failed(m) => ("failed", m.clone()),
+            Outcome::Invalid { message, .. } => ("refused", message.clone()),
+            Outcome::Paused => ("paused", "resume with `cutover resume`".to_string()),
+        };
+        match self.output {
+            Output::Json => {
+                self.json(json!({"event": "outcome", "outcome": word, "message": message}))
+            }
+            Output::Text if message.is_empty() => self.line(&format!("{} {word}", self.stamp())),
+            Output::Text => self.line(&format!("{} {word}: {message}", self.stamp())),
+        }
+    }
+
+    /// A full account of a release, for `status`.
+    pub fn status(&mut self, r: &Release) {
+        let s = r.status.clone().unwrap_or_default();
+        if self.output == Output::Json {
+            self.json(json!({"release": r.metadata.name, "spec": r.spec, "status": s}));
+            return;
+        }
+        self.line(&describe(r, &s));
+    }
+}
+
+/// What `cutover status` prints.
+pub fn describe(r: &Release, s: &ReleaseStatus) -> String {
+    let mut out = String::new();
+    let name = r.metadata.name.clone().unwrap_or_default();
+    out.push_str(&format!(
+        "Release {name}: {} {} ({})\n",
+        r.spec.app, r.spec.version, r.spec.tier
+    ));
+    out.push_str(&format!("Phase:   {}\n", s.phase));
+    if let Some(step) = &s.step_name {
+        out.push_str(&format!(
+            "Step:    {} of {}: {step}\n",
+            s.step + 1,
+            s.plan.len()
+        ));
+    }
+    if !s.weights.is_empty() {
+        out.push_str(&format!("Green:   {}\n", weights_line(s)));
+    }
+    for h in &s.holds {
+        out.push_str(&format!("Holding: {:?}: {}\n", h.reason, h.message));
+    }
+    for g in &s.gates {
+        let last = g
+            .measurements
+            .last()
+            .map(|m| m.detail.as_str())
+            .unwrap_or("not measured yet");
+        let dry = if g.dry_run { " (dry run)" } else { "" };
+        out.push_str(&format!(
+            "Gate:    {} on {}{dry}: {:?}; {last}; threshold {}; {}\n",
+            g.name, g.cluster, g.verdict, g.threshold, g.query
+        ));
+    }
+    if let Some(a) = &s.abort {
+        out.push_str(&format!("Abort:   {} ({:?})\n", a.message, a.stage));
+    }
+    if let Some(m) = &s.message {
+        out.push_str(&format!("Message: {m}\n"));
+    }
+    if !s.history.is_empty() {
+        out.push_str("History:\n");
+        let skip = s.history.len().saturating_sub(12);
+        for t in s.history.iter().skip(skip) {
+            out.push_str(&format!(
+                "  {}  [{:>2}] {:?}: {}\n",
+                t.at.strftime("%Y-%m-%d %H:%M:%S"),
+                t.step,
+                t.event,
+                t.message
+            ));
+        }
+    }
+    out.trim_end().to_string()
+}

@@ -1,0 +1,474 @@
+//! The driver: observe → decide → apply → persist, for one release, shared by
+//! the CLI's `run` and the controller. Reads come from watch caches; the
+//! engine decides; one applier acts; the status is written once per pass, and
+//! only under this driver's lease.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::{Notify, mpsc};
+
+use crate::clock::SharedClock;
+use crate::engine::{self, Action};
+use crate::fleet::cache::FleetCache;
+use crate::fleet::lease::{self, LeaseGuard};
+use crate::fleet::observe::{Observed, observe};
+use crate::fleet::state::ReleaseStore;
+use crate::fleet::workload::Slots;
+use crate::fleet::{self, FleetClients, router, workload};
+use crate::gates::analysis::{Analysis, Context};
+use crate::spec::status::{Phase, Transition};
+use crate::spec::{Fleet, Release, ReleaseStatus, ResolvedRelease, TierPolicyFile};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Fleet(#[from] fleet::Error),
+    #[error("release {0} not found in the home cluster")]
+    NotFound(String),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Fleet(e) => e.metric_label(),
+            Error::NotFound(_) => "not_found",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a drive ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Aborted(String),
+    /// Refused or impossible: the status message says why.
+    Failed(String),
+    /// The spec no longer resolves (bad field, tier bounds): nothing was done.
+    Invalid {
+        message: String,
+        breaks_policy: bool,
+    },
+    /// Paused by a person (only when asked to stop there).
+    Paused,
+}
+
+/// What a driver reports as it goes.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// A new entry of the release's history.
+    Transition(Transition),
+    /// An action applied (or failed).
+    Applied {
+        action: Action,
+        error: Option<String>,
+    },
+    /// The status after a pass that changed it.
+    Status(Box<ReleaseStatus>),
+    /// Something a person should know that is not a transition.
+    Note(String),
+}
+
+/// Everything a driver needs besides the release's name.
+#[derive(Clone)]
+pub struct Driver {
+    pub fleet: FleetClients,
+    pub fleet_spec: Fleet,
+    pub policy: TierPolicyFile,
+    pub clock: SharedClock,
+    pub identity: String,
+    pub lease_duration: Duration,
+    /// Longest wait between passes when nothing changes (real time).
+    pub idle: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DriveOptions {
+    /// Return `Outcome::Paused` when a person pauses the release.
+    pub stop_when_paused: bool,
+    /// When another driver holds the release's lease, wait for it instead of failing.
+    pub wait_for_lease: bool,
+}
+
+/// How long an applied action is given to show up in the caches before it is applied again.
+const SETTLE: Duration = Duration::from_secs(5);
+
+impl Driver {
+    /// Drives release `name` until it completes, rolls back or fails.
+    pub async fn drive(
+        &self,
+        namespace: &str,
+        name: &str,
+        opts: DriveOptions,
+        events: Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Result<Outcome> {
+        let emit = |p: Progress| {
+            if let Some(tx) = &events {
+                let _ = tx.send(p);
+            }
+        };
+        let home = self.fleet.home();
+        let store = ReleaseStore::new(home, namespace);
+        let mut told = false;
+        let lease = loop {
+            match lease::acquire(home, namespace, name, &self.identity, self.lease_duration).await {
+                Ok(l) => break l,
+                Err(fleet::Error::LeaseHeld { release, holder }) if opts.wait_for_lease => {
+                    if !told {
+                        emit(Progress::Note(format!(
+                            "release {release} is driven by {holder}; waiting for its lease"
+                        )));
+                        told = true;
+                    }
+                    tokio::time::sleep(self.lease_duration / 3).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if told {
+            emit(Progress::Note(format!("took over the lease of {name}")));
+        }
+        let outcome = self.drive_leased(&store, &lease, name, opts, &emit).await;
+        lease.release().await;
+        outcome
+    }
+
+    async fn drive_leased(
+        &self,
+        store: &ReleaseStore,
+        lease: &LeaseGuard,
+        name: &str,
+        opts: DriveOptions,
+        emit: &impl Fn(Progress),
+    ) -> Result<Outcome> {
+        let mut current = store
+            .get(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        let (releases, wake) = watch_release(store.api.clone(), name);
+        let first = match self.resolve(&current) {
+            Ok(r) => r,
+            Err(outcome) => return self.refuse(store, lease, &current, outcome, emit).await,
+        };
+        let cache = FleetCache::start(&self.fleet, &first);
+        self.wait_for_caches(&cache).await;
+        let mut analysis = Analysis::default();
+        let mut last_applied: Option<(Vec<Action>, Instant)> = None;
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            lease.check(name)?;
+            if let Some(newer) = newer_release(&releases, &current) {
+                current = newer;
+            }
+            let rel = match self.resolve(&current) {
+                Ok(r) => r,
+                Err(outcome) => return self.refuse(store, lease, &current, outcome, emit).await,
+            };
+            let status = current.status.clone().unwrap_or_default();
+            let observed = observe(&rel, &cache);
+            let mut obs = observed.observation.clone();
+            let now = self.clock.now();
+            let ctx = Context {
+                rel: &rel,
+                fleet: &self.fleet_spec,
+                cache: &cache,
+                slots: &observed.slots,
+                clusters: gate_scope(&status),
+            };
+            let (gate, reports) = analysis
+                .tick(&ctx, status.step, status.analysis_epoch, now)
+                .await;
+            obs.gate = Some(gate);
+            // Gate reports reach the status when a verdict changes, not on every measurement.
+            let mut input = status.clone();
+            if verdicts(&input.gates) != verdicts(&reports)
+                || (input.gates.is_empty() != reports.is_empty())
+            {
+                input.gates = reports;
+            }
+            let d = engine::decide(&rel, &input, &obs, now);
+            let repeat = last_applied
+                .as_ref()
+                .is_some_and(|(a, at)| *a == d.actions && at.elapsed() < SETTLE);
+            let mut failed = false;
+            if !d.actions.is_empty() && !repeat {
+                for a in &d.actions {
+                    lease.check(name)?;
+                    let error = self
+                        .apply(&rel, &observed, a)
+                        .await
+                        .err()
+                        .map(|e| e.to_string());
+                    if let Some(e) = &error {
+                        tracing::warn!(release = name, cluster = a.cluster(), action = %a, error = %e, "action failed");
+                        failed = true;
+                    }
+                    emit(Progress::Applied {
+                        action: a.clone(),
+                        error,
+                    });
+                }
+                last_applied = Some((d.actions.clone(), Instant::now()));
+            }
+            if d.status != status {
+                lease.check(name)?;
+                match store.write_status(&current, &d.status).await {
+                    Ok(written) => {
+                        for t in d.status.history.iter().skip(status.history.len()) {
+                            emit(Progress::Transition(t.clone()));
+                        }
+                        emit(Progress::Status(Box::new(d.status.clone())));
+                        current = written;
+                    }
+                    Err(fleet::Error::Conflict(_)) => {
+                        // Someone changed the Release (a person pausing, say): read it and decide again.
+                        current = store
+                            .get(name)
+                            .await?
+                            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(release = name, error = %e, "status write failed");
+                        failed = true;
+                    }
+                }
+            }
+            match d.status.phase {
+                Phase::Completed => return Ok(Outcome::Completed),
+                Phase::Aborted => {
+                    return Ok(Outcome::Aborted(d.status.message.unwrap_or_default()));
+                }
+                Phase::Failed => return Ok(Outcome::Failed(d.status.message.unwrap_or_default())),
+                Phase::Paused if opts.stop_when_paused => return Ok(Outcome::Paused),
+                _ => {}
+            }
+            let wake_at = match (
+                d.wake_at,
+                analysis
+                    .next_due()
+                    .filter(|_| !d.status.phase.is_terminal()),
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let mut wait = match wake_at {
+                Some(at) => self
+                    .clock
+                    .real(at.duration_since(now).unsigned_abs())
+                    .min(self.idle),
+                None => self.idle,
+            };
+            if failed {
+                wait = wait.min(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            } else {
+                backoff = Duration::from_millis(200);
+            }
+            if !d.actions.is_empty() && !repeat && !failed {
+                // Acted: look again as soon as the effect shows.
+                wait = wait.min(SETTLE);
+            }
+            tokio::select! {
+                _ = cache.changed() => {}
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn resolve(&self, r: &Release) -> std::result::Result<ResolvedRelease, Outcome> {
+        let name = r.metadata.name.clone().unwrap_or_default();
+        ResolvedRelease::resolve(
+            &name,
+            r.metadata.namespace.as_deref(),
+            &r.spec,
+            &self.fleet_spec,
+            &self.policy,
+        )
+        .map_err(|findings| {
+            let breaks_policy = findings.iter().all(|f| f.breaks_policy);
+            let message = findings
+                .iter()
+                .map(|f| format!("field `{}`: {}", f.field, f.problem))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Outcome::Invalid {
+                message,
+                breaks_policy,
+            }
+        })
+    }
+
+    /// Records on the Release that its spec cannot be run, and why.
+    async fn refuse(
+        &self,
+        store: &ReleaseStore,
+        lease: &LeaseGuard,
+        current: &Release,
+        outcome: Outcome,
+        emit: &impl Fn(Progress),
+    ) -> Result<Outcome> {
+        let Outcome::Invalid { message, .. } = &outcome else {
+            return Ok(outcome);
+        };
+        let mut status = current.status.clone().unwrap_or_default();
+        if status.phase == Phase::Pending && status.message.as_deref() != Some(message.as_str()) {
+            status.message = Some(message.clone());
+            lease.check(current.metadata.name.as_deref().unwrap_or_default())?;
+            store.write_status(current, &status).await?;
+            emit(Progress::Status(Box::new(status)));
+        }
+        Ok(outcome)
+    }
+
+    async fn wait_for_caches(&self, cache: &FleetCache) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if cache.clusters.values().all(|c| c.reachable().is_ok()) {
+                return;
+            }
+            tokio::select! {
+                _ = cache.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// Carries out one action in its cluster.
+    async fn apply(
+        &self,
+        rel: &ResolvedRelease,
+        observed: &Observed,
+        action: &Action,
+    ) -> fleet::Result<()> {
+        let cluster = action.cluster();
+        let handle = self.fleet.get(cluster)?;
+        let target = rel
+            .cluster(cluster)
+            .ok_or_else(|| fleet::Error::UnknownCluster(cluster.to_string()))?;
+        let slots: Slots =
+            observed.slots.get(cluster).cloned().ok_or_else(|| {
+                fleet::Error::Refused(format!("{cluster} has not been observed yet"))
+            })?;
+        match action {
+            Action::DeployGreen { replicas, .. } => {
+                workload::deploy_green(handle, rel, slots.green, *replicas, target.router.port)
+                    .await
+            }
+            Action::SetWeight { green, .. } => router::set_weight(
+                handle,
+                &rel.namespace,
+                &target.router.route,
+                &rel.app,
+                slots.green,
+                *green,
+            )
+            .await
+            .map(|_| ()),
+            Action::ScaleDownGreen { .. } => match &slots.green_workload {
+                Some(w) => workload::scale_down(handle, &rel.namespace, w).await,
+                None => Ok(()),
+            },
+            Action::DeleteBlue { .. } => match &slots.blue_workload {
+                Some(w) => workload::delete_blue(handle, &rel.namespace, w).await,
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// Watches one Release, so people's changes (pause, promote, abort) wake the driver.
+fn watch_release(api: Api<Release>, name: &str) -> (Store<Release>, Arc<Notify>) {
+    let (reader, writer) = reflector::store();
+    let notify = Arc::new(Notify::new());
+    let wake = notify.clone();
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff())
+        .applied_objects();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while stream.next().await.is_some() {
+            wake.notify_one();
+        }
+    });
+    (reader, notify)
+}
+
+/// The cached Release when it is newer than the one in hand.
+fn newer_release(store: &Store<Release>, current: &Release) -> Option<Release> {
+    let cached = store.state().into_iter().next()?;
+    let rv = |r: &Release| {
+        r.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    match (rv(&cached), rv(current)) {
+        (Some(a), Some(b)) if a > b => Some((*cached).clone()),
+        (Some(_), Some(_)) => None,
+        _ if cached.metadata.resource_version != current.metadata.resource_version => {
+            Some((*cached).clone())
+        }
+        _ => None,
+    }
+}
+
+/// Clusters whose green takes traffic now, or is about to in the current step.
+fn gate_scope(status: &ReleaseStatus) -> Vec<String> {
+    if status.abort.is_some() || status.phase.is_terminal() {
+        return Vec::new();
+    }
+    let mut clusters: Vec<String> = status
+        .weights
+        .iter()
+        .filter(|(_, w)| w.basis_points() > 0)
+        .map(|(c, _)| c.clone())
+        .collect();
+    if let Some(step) = status.plan.get(status.step as usize)
+        && step.is_traffic()
+        && let Some(c) = &step.cluster
+        && !clusters.contains(c)
+    {
+        clusters.push(c.clone());
+    }
+    clusters
+}
+
+fn verdicts(
+    reports: &[crate::gates::MetricReport],
+) -> Vec<(String, String, crate::gates::MetricVerdict)> {
+    reports
+        .iter()
+        .map(|r| (r.name.clone(), r.cluster.clone(), r.verdict.clone()))
+        .collect()
+}
+
+/// A driver identity: host, process and a random suffix.
+pub fn identity(prefix: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".into());
+    format!(
+        "{prefix}-{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
+}
+
+/// Green's share per cluster, for progress lines.
+pub fn weights_line(status: &ReleaseStatus) -> String {
+    let w: BTreeMap<_, _> = status.weights.iter().collect();
+    w.iter()
+        .map(|(c, p)| format!("{c}={p}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

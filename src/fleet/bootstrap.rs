@@ -1,0 +1,98 @@
+//! Setting a cluster up for cutover: its CRDs, and (for demos, rehearsals and
+//! tests) a version already serving in the blue slot behind the app's route.
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::{CustomResourceExt, ResourceExt};
+use serde_json::json;
+
+use super::router::http_route_resource;
+use super::workload::{Colour, green_deployment, slot_name, slot_service};
+use super::{ClusterHandle, Error, Result};
+use crate::labels;
+use crate::spec::{Release, ResolvedRelease};
+
+/// The CRDs cutover owns.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![Release::crd()]
+}
+
+fn apply() -> PatchParams {
+    PatchParams::apply(labels::FIELD_MANAGER).force()
+}
+
+/// Installs (or updates) cutover's CRDs.
+pub async fn install_crds(c: &ClusterHandle) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(c.client.clone());
+    for crd in crds() {
+        api.patch(&crd.name_any(), &apply(), &Patch::Apply(&crd))
+            .await
+            .map_err(Error::api(&c.name))?;
+    }
+    Ok(())
+}
+
+/// Makes `version` of the release's app serve from the blue slot of one
+/// cluster: namespace, both slot Services, blue's Deployment at full size, and
+/// an HTTPRoute sending everything to blue.
+pub async fn install_serving(
+    c: &ClusterHandle,
+    rel: &ResolvedRelease,
+    version: &str,
+) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(c.client.clone());
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": rel.namespace}});
+    namespaces
+        .patch(&rel.namespace, &apply(), &Patch::Apply(&ns))
+        .await
+        .map_err(Error::api(&c.name))?;
+    let mut serving = rel.clone();
+    serving.version = version.to_string();
+    let target = rel
+        .cluster(&c.name)
+        .ok_or_else(|| Error::UnknownCluster(c.name.clone()))?;
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(c.client.clone(), &rel.namespace);
+    for colour in Colour::BOTH {
+        let svc = slot_service(rel, colour, target.router.port);
+        services
+            .patch(&slot_name(&rel.app, colour), &apply(), &Patch::Apply(&svc))
+            .await
+            .map_err(Error::api(&c.name))?;
+    }
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(c.client.clone(), &rel.namespace);
+    let blue = green_deployment(&serving, Colour::Blue, target.replicas);
+    deployments
+        .patch(
+            &slot_name(&rel.app, Colour::Blue),
+            &apply(),
+            &Patch::Apply(&blue),
+        )
+        .await
+        .map_err(Error::api(&c.name))?;
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(c.client.clone(), &rel.namespace, &http_route_resource());
+    let route = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": target.router.route, "namespace": rel.namespace},
+        "spec": {
+            "parentRefs": [{"name": "public", "namespace": "gateway"}],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": slot_name(&rel.app, Colour::Blue), "port": target.router.port, "weight": 100}]
+            }]
+        }
+    });
+    routes
+        .patch(
+            &target.router.route,
+            &PatchParams::apply("platform").force(),
+            &Patch::Apply(&route),
+        )
+        .await
+        .map_err(Error::api(&c.name))?;
+    Ok(())
+}

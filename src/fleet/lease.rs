@@ -1,0 +1,217 @@
+//! One driver per release: a `coordination.k8s.io` Lease in the home cluster,
+//! renewed in the background. A driver stops writing as soon as its lease may
+//! have lapsed — before anyone else can take it over.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+use tokio::task::JoinHandle;
+
+use super::{ClusterHandle, Error, Result};
+use crate::labels;
+
+/// A held lease. Dropping it stops renewal; `release` hands it back at once.
+pub struct LeaseGuard {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    valid_until: Arc<Mutex<Instant>>,
+    renewer: JoinHandle<()>,
+}
+
+/// Name of the Lease that guards a release.
+pub fn lease_name(release: &str) -> String {
+    format!("cutover-release-{release}")
+}
+
+fn now_micro() -> MicroTime {
+    MicroTime(jiff::Timestamp::now())
+}
+
+fn expired(l: &Lease, duration: Duration) -> bool {
+    let Some(spec) = &l.spec else { return true };
+    if spec
+        .holder_identity
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return true;
+    }
+    let secs = spec
+        .lease_duration_seconds
+        .map(|s| s as u64)
+        .unwrap_or(duration.as_secs());
+    match &spec.renew_time {
+        Some(t) => jiff::Timestamp::now().duration_since(t.0).as_secs() as u64 > secs,
+        None => true,
+    }
+}
+
+/// Takes the lease of `release` for `identity`, or says who holds it.
+pub async fn acquire(
+    home: &ClusterHandle,
+    namespace: &str,
+    release: &str,
+    identity: &str,
+    duration: Duration,
+) -> Result<LeaseGuard> {
+    let api: Api<Lease> = Api::namespaced(home.client.clone(), namespace);
+    let name = lease_name(release);
+    let spec = |transitions: i32, acquired: Option<MicroTime>| LeaseSpec {
+        holder_identity: Some(identity.to_string()),
+        lease_duration_seconds: Some(duration.as_secs().max(1) as i32),
+        acquire_time: acquired.or_else(|| Some(now_micro())),
+        renew_time: Some(now_micro()),
+        lease_transitions: Some(transitions),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let taken = match api.get_opt(&name).await.map_err(Error::api(&home.name))? {
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    labels: Some(
+                        [(
+                            labels::MANAGED_BY.to_string(),
+                            labels::MANAGED_BY_VALUE.to_string(),
+                        )]
+                        .into(),
+                    ),
+                    ..Default::default()
+                },
+                spec: Some(spec(0, None)),
+            };
+            api.create(&PostParams::default(), &lease).await
+        }
+        Some(existing) => {
+            let held_by = existing
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.clone())
+                .unwrap_or_default();
+            if held_by != identity && !expired(&existing, duration) {
+                return Err(Error::LeaseHeld {
+                    release: release.to_string(),
+                    holder: held_by,
+                });
+            }
+            let transitions = existing
+                .spec
+                .as_ref()
+                .and_then(|s| s.lease_transitions)
+                .unwrap_or(0);
+            let mut lease = existing.clone();
+            let same = held_by == identity;
+            let acquired = if same {
+                existing.spec.as_ref().and_then(|s| s.acquire_time.clone())
+            } else {
+                None
+            };
+            lease.spec = Some(spec(
+                if same { transitions } else { transitions + 1 },
+                acquired,
+            ));
+            api.replace(&name, &PostParams::default(), &lease).await
+        }
+    };
+    let lease = match taken {
+        Ok(l) => l,
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            return Err(Error::LeaseHeld {
+                release: release.to_string(),
+                holder: "another driver (it won the race)".into(),
+            });
+        }
+        Err(e) => return Err(Error::api(&home.name)(e)),
+    };
+    // Stop writing a third of the lease early: another driver may take over only once it is past.
+    let margin = duration / 3;
+    let valid_until = Arc::new(Mutex::new(started + duration - margin));
+    let renewer = tokio::spawn(renew(
+        api.clone(),
+        lease,
+        duration,
+        margin,
+        valid_until.clone(),
+    ));
+    Ok(LeaseGuard {
+        api,
+        name,
+        identity: identity.to_string(),
+        valid_until,
+        renewer,
+    })
+}
+
+async fn renew(
+    api: Api<Lease>,
+    mut lease: Lease,
+    duration: Duration,
+    margin: Duration,
+    valid_until: Arc<Mutex<Instant>>,
+) {
+    let name = lease.metadata.name.clone().unwrap_or_default();
+    loop {
+        tokio::time::sleep(duration / 3).await;
+        let started = Instant::now();
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.renew_time = Some(now_micro());
+        }
+        match api.replace(&name, &PostParams::default(), &lease).await {
+            Ok(l) => {
+                lease = l;
+                *valid_until.lock().expect("lease lock") = started + duration - margin;
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                // Someone else wrote the lease: it is no longer ours.
+                *valid_until.lock().expect("lease lock") = Instant::now();
+                return;
+            }
+            Err(e) => tracing::warn!(lease = %name, error = %e, "lease renewal failed; retrying"),
+        }
+    }
+}
+
+impl LeaseGuard {
+    /// Whether writes may still be made under this lease.
+    pub fn is_valid(&self) -> bool {
+        Instant::now() < *self.valid_until.lock().expect("lease lock")
+    }
+
+    pub fn check(&self, release: &str) -> Result<()> {
+        if self.is_valid() {
+            Ok(())
+        } else {
+            Err(Error::LeaseLost(release.to_string()))
+        }
+    }
+
+    /// Hands the lease back so the next driver need not wait for it to expire.
+    pub async fn release(self) {
+        self.renewer.abort();
+        *self.valid_until.lock().expect("lease lock") = Instant::now();
+        if let Ok(Some(mut l)) = self.api.get_opt(&self.name).await
+            && l.spec.as_ref().and_then(|s| s.holder_identity.as_deref())
+                == Some(self.identity.as_str())
+        {
+            if let Some(spec) = l.spec.as_mut() {
+                spec.holder_identity = None;
+            }
+            let _ = self
+                .api
+                .replace(&self.name, &PostParams::default(), &l)
+                .await;
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}

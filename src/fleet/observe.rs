@@ -1,0 +1,145 @@
+//! Turns the watch caches into the engine's observation: slots, workloads,
+//! route weights and green's live placement, cluster by cluster. Reads memory
+//! only; no API requests.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
+
+use super::cache::{ClusterCache, FleetCache};
+use super::router::route_view;
+use super::workload::{Colour, SlotWorkload, Slots, assign_slots};
+use crate::engine::{ClusterView, Observation, PlacementView, WorkloadView};
+use crate::labels;
+use crate::policy::placement::{self, NodeInfo, PodInfo};
+use crate::spec::{ResolvedCluster, ResolvedRelease};
+
+/// An observation of every cluster, and the slot each cluster's green lives in.
+pub struct Observed {
+    pub observation: Observation,
+    pub slots: BTreeMap<String, Slots>,
+    /// Why a cluster counts as unreachable.
+    pub unreachable: BTreeMap<String, String>,
+}
+
+pub fn observe(rel: &ResolvedRelease, cache: &FleetCache) -> Observed {
+    let mut out = Observed {
+        observation: Observation::default(),
+        slots: BTreeMap::new(),
+        unreachable: BTreeMap::new(),
+    };
+    for target in &rel.clusters {
+        let Some(cc) = cache.clusters.get(&target.name) else {
+            out.unreachable
+                .insert(target.name.clone(), "no client for this cluster".into());
+            continue;
+        };
+        if let Err(why) = cc.reachable() {
+            out.unreachable.insert(target.name.clone(), why);
+            out.observation
+                .clusters
+                .insert(target.name.clone(), ClusterView::default());
+            continue;
+        }
+        let (view, slots) = cluster_view(rel, target, cc);
+        out.observation.clusters.insert(target.name.clone(), view);
+        out.slots.insert(target.name.clone(), slots);
+    }
+    out
+}
+
+fn cluster_view(
+    rel: &ResolvedRelease,
+    target: &ResolvedCluster,
+    cc: &ClusterCache,
+) -> (ClusterView, Slots) {
+    let workloads: Vec<SlotWorkload> = cc
+        .deployments
+        .state()
+        .iter()
+        .filter(|d| d.labels().get(labels::APP) == Some(&rel.app))
+        .filter_map(|d| SlotWorkload::from_deployment(d))
+        .collect();
+    let slots = assign_slots(&rel.version, &workloads);
+    let to_view = |w: &SlotWorkload| WorkloadView {
+        version: w.version.clone(),
+        replicas: w.replicas,
+        available: w.available,
+    };
+    let route = cc
+        .routes
+        .state()
+        .first()
+        .and_then(|r| serde_json::to_value(r.as_ref()).ok())
+        .map(|v| route_view(&v, &rel.app, slots.green));
+    let placement = match &slots.green_workload {
+        None => PlacementView::Unknown,
+        Some(_) => {
+            let nodes: Vec<NodeInfo> = cc.nodes.state().iter().map(|n| node_info(n)).collect();
+            let pods: Vec<PodInfo> = cc
+                .pods
+                .state()
+                .iter()
+                .map(|p| pod_info(p, slots.green, &rel.version))
+                .collect();
+            let report = placement::evaluate(
+                &rel.tier.placement,
+                &target.zones,
+                target.replicas,
+                &nodes,
+                &pods,
+            );
+            if report.satisfied() {
+                PlacementView::Satisfied
+            } else {
+                PlacementView::Unsatisfied(report.summary())
+            }
+        }
+    };
+    let view = ClusterView {
+        reachable: true,
+        green: slots.green_workload.as_ref().map(to_view),
+        blue: slots.blue_workload.as_ref().map(to_view),
+        route,
+        placement,
+    };
+    (view, slots)
+}
+
+pub fn node_info(n: &Node) -> NodeInfo {
+    let ready = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    NodeInfo {
+        name: n.name_any(),
+        zone: n.labels().get(labels::ZONE).cloned(),
+        ready,
+        schedulable: !n
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+    }
+}
+
+pub fn pod_info(p: &Pod, green: Colour, version: &str) -> PodInfo {
+    let l = p.labels();
+    let status = p.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    PodInfo {
+        name: p.name_any(),
+        green: l.get(labels::COLOUR).map(String::as_str) == Some(green.as_str())
+            && l.get(labels::VERSION).map(String::as_str) == Some(version),
+        running: status.and_then(|s| s.phase.as_deref()) == Some("Running"),
+        ready,
+        terminating: p.metadata.deletion_timestamp.is_some(),
+        node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+    }
+}

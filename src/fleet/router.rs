@@ -1,0 +1,313 @@
+//! Traffic routers. The default edits the backend weights of a Gateway API
+//! HTTPRoute between the two slot Services; the weight cutover set is recorded
+//! on the route, so an edit by someone else is seen as drift and never
+//! silently overwritten. Weights are written in basis points (sum 10 000).
+
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+
+use super::workload::{Colour, slot_name};
+use super::{ClusterHandle, Error, Result};
+use crate::engine::RouteView;
+use crate::labels;
+use crate::spec::Percent;
+
+/// The Gateway API HTTPRoute resource (typed here by hand: only backend weights are touched).
+pub fn http_route_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute"),
+        "httproutes",
+    )
+}
+
+/// Backend weights of one colour pair in a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Weights {
+    blue: u64,
+    green: u64,
+}
+
+/// Sums the weights of the app's slot Services over every rule. `colour` is green.
+fn backend_weights(route: &Value, app: &str, green: Colour) -> Option<Weights> {
+    let (gname, bname) = (slot_name(app, green), slot_name(app, green.other()));
+    let mut w = Weights { blue: 0, green: 0 };
+    let mut found = false;
+    for rule in route.pointer("/spec/rules")?.as_array()? {
+        for backend in rule
+            .get("backendRefs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = backend
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let weight = backend.get("weight").and_then(Value::as_u64).unwrap_or(1);
+            if name == gname {
+                w.green += weight;
+                found = true;
+            } else if name == bname {
+                w.blue += weight;
+                found = true;
+            }
+        }
+    }
+    found.then_some(w)
+}
+
+fn share(w: Weights) -> Percent {
+    let total = w.blue + w.green;
+    if total == 0 {
+        return Percent::ZERO;
+    }
+    Percent::from_basis_points(((w.green * 10_000 + total / 2) / total) as u32)
+}
+
+/// The weight cutover last set, as `(colour, share of that colour)`.
+fn recorded(route: &Value) -> Option<(Colour, Percent)> {
+    let raw = route
+        .pointer("/metadata/annotations")?
+        .get(labels::GREEN_WEIGHT)?
+        .as_str()?;
+    let (c, p) = raw.split_once('=')?;
+    Some((Colour::parse(c)?, Percent::parse(p).ok()?))
+}
+
+/// What the route says about green's share, against what cutover last set.
+pub fn route_view(route: &Value, app: &str, green: Colour) -> RouteView {
+    let weights = backend_weights(route, app, green).unwrap_or(Weights { blue: 1, green: 0 });
+    let achieved = share(weights);
+    let target = recorded(route).map(|(c, p)| {
+        if c == green {
+            p
+        } else {
+            Percent::from_basis_points(
+                Percent::HUNDRED
+                    .basis_points()
+                    .saturating_sub(p.basis_points()),
+            )
+        }
+    });
+    let drift = target
+        .filter(|t| t.basis_points().abs_diff(achieved.basis_points()) > 1)
+        .map(|t| {
+            format!(
+                "route weights give green {achieved} (blue {}, green {}) but cutover set {t}",
+                weights.blue, weights.green
+            )
+        });
+    RouteView {
+        green: achieved,
+        target,
+        drift,
+    }
+}
+
+/// JSON patch ops that set green's share to `to` in every rule that routes to
+/// the app, add green's backend where only blue's is listed, record the target,
+/// and fail if the route changed since it was read.
+pub fn weight_patch(
+    route: &Value,
+    app: &str,
+    green: Colour,
+    to: Percent,
+) -> Result<json_patch::Patch> {
+    let (gname, bname) = (slot_name(app, green), slot_name(app, green.other()));
+    let g = u64::from(to.basis_points());
+    let b = 10_000 - g.min(10_000);
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": route.pointer("/metadata/resourceVersion")}),
+    ];
+    let rules = route
+        .pointer("/spec/rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut touched = false;
+    for (i, rule) in rules.iter().enumerate() {
+        let backends = rule
+            .get("backendRefs")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut has_green = false;
+        let mut blue_ref = None;
+        for (j, backend) in backends.iter().enumerate() {
+            let name = backend
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let weight = if name == gname {
+                has_green = true;
+                g
+            } else if name == bname {
+                blue_ref = Some(backend.clone());
+                b
+            } else {
+                continue;
+            };
+            touched = true;
+            ops.push(json!({"op": "add", "path": format!("/spec/rules/{i}/backendRefs/{j}/weight"), "value": weight}));
+        }
+        if let (false, Some(mut blue)) = (has_green, blue_ref) {
+            blue["name"] = json!(gname);
+            blue["weight"] = json!(g);
+            ops.push(json!({"op": "add", "path": format!("/spec/rules/{i}/backendRefs/-"), "value": blue}));
+        }
+    }
+    if !touched {
+        return Err(Error::Refused(format!(
+            "the route routes to neither {bname} nor {gname}; add a backendRef to {bname} (the serving version) to a rule"
+        )));
+    }
+    if route
+        .pointer("/metadata/annotations")
+        .is_none_or(Value::is_null)
+    {
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+    }
+    let key = labels::GREEN_WEIGHT.replace('~', "~0").replace('/', "~1");
+    ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": format!("{green}={to}")}));
+    serde_json::from_value(Value::Array(ops))
+        .map_err(|e| Error::Refused(format!("building the route patch: {e}")))
+}
+
+/// Sets green's share of `route` (in the release namespace) and reads it back.
+pub async fn set_weight(
+    c: &ClusterHandle,
+    namespace: &str,
+    route_name: &str,
+    app: &str,
+    green: Colour,
+    to: Percent,
+) -> Result<RouteView> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(c.client.clone(), namespace, &http_route_resource());
+    for _ in 0..5 {
+        let Some(route) = api.get_opt(route_name).await.map_err(Error::api(&c.name))? else {
+            return Err(Error::NotFound(format!(
+                "{}: HTTPRoute {namespace}/{route_name} not found; create it with a backendRef to {}",
+                c.name,
+                slot_name(app, green.other())
+            )));
+        };
+        let value = serde_json::to_value(&route).map_err(|e| Error::Refused(e.to_string()))?;
+        let patch = weight_patch(&value, app, green, to)?;
+        match api
+            .patch(
+                route_name,
+                &PatchParams::default(),
+                &Patch::<()>::Json(patch),
+            )
+            .await
+        {
+            Ok(updated) => {
+                let v =
+                    serde_json::to_value(&updated).map_err(|e| Error::Refused(e.to_string()))?;
+                return Ok(route_view(&v, app, green));
+            }
+            // The route changed between read and write (the `test` op failed): read again.
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => continue,
+            Err(e) => return Err(Error::api(&c.name)(e)),
+        }
+    }
+    Err(Error::Conflict(format!(
+        "{}: HTTPRoute {namespace}/{route_name} kept changing under us",
+        c.name
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(blue: u64, green: Option<u64>, note: Option<&str>) -> Value {
+        let mut backends = vec![json!({"name": "checkout-blue", "port": 80, "weight": blue})];
+        if let Some(g) = green {
+            backends.push(json!({"name": "checkout-green", "port": 80, "weight": g}));
+        }
+        let mut r = json!({
+            "metadata": {"name": "checkout", "resourceVersion": "7"},
+            "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"matches": [{"path": {"value": "/"}}], "backendRefs": backends}]}
+        });
+        if let Some(n) = note {
+            r["metadata"]["annotations"] = json!({ labels::GREEN_WEIGHT: n });
+        }
+        r
+    }
+
+    fn apply(r: &Value, p: &json_patch::Patch) -> Value {
+        let mut r = r.clone();
+        json_patch::patch(&mut r, p).unwrap();
+        r
+    }
+
+    #[test]
+    fn reads_weights_targets_and_drift() {
+        let cases = [
+            (route(100, None, None), Percent::ZERO, None, false),
+            (
+                route(9600, Some(400), Some("green=4%")),
+                Percent::from_whole(4),
+                Some(Percent::from_whole(4)),
+                false,
+            ),
+            (
+                route(50, Some(50), Some("green=4%")),
+                Percent::from_whole(50),
+                Some(Percent::from_whole(4)),
+                true,
+            ),
+            // Recorded for the other colour by the previous release: all on that colour.
+            (
+                route(0, Some(10_000), Some("blue=0%")),
+                Percent::HUNDRED,
+                Some(Percent::HUNDRED),
+                false,
+            ),
+        ];
+        for (r, green, target, drift) in cases {
+            let v = route_view(&r, "checkout", Colour::Green);
+            assert_eq!(
+                (v.green, v.target, v.drift.is_some()),
+                (green, target, drift),
+                "{r}"
+            );
+        }
+    }
+
+    #[test]
+    fn patch_sets_weights_adds_green_and_keeps_everything_else() {
+        let r = route(100, None, None);
+        let p = weight_patch(&r, "checkout", Colour::Green, Percent::from_whole(4)).unwrap();
+        let after = apply(&r, &p);
+        assert_eq!(after["spec"]["rules"][0]["backendRefs"][0]["weight"], 9600);
+        assert_eq!(
+            after["spec"]["rules"][0]["backendRefs"][1],
+            json!({"name": "checkout-green", "port": 80, "weight": 400})
+        );
+        assert_eq!(after["spec"]["parentRefs"], r["spec"]["parentRefs"]);
+        assert_eq!(
+            after["spec"]["rules"][0]["matches"],
+            r["spec"]["rules"][0]["matches"]
+        );
+        let v = route_view(&after, "checkout", Colour::Green);
+        assert_eq!(
+            (v.green, v.target, v.drift),
+            (Percent::from_whole(4), Some(Percent::from_whole(4)), None)
+        );
+        // A route changed since it was read is refused by the test op.
+        let mut moved = r.clone();
+        moved["metadata"]["resourceVersion"] = json!("8");
+        assert!(json_patch::patch(&mut moved, &p).is_err());
+    }
+
+    #[test]
+    fn a_route_without_the_app_is_refused() {
+        let r = json!({"metadata": {"resourceVersion": "1"}, "spec": {"rules": [{"backendRefs": [{"name": "other"}]}]}});
+        let e = weight_patch(&r, "checkout", Colour::Green, Percent::HUNDRED).unwrap_err();
+        assert!(e.to_string().contains("checkout-blue"), "{e}");
+    }
+}

@@ -1,0 +1,117 @@
+//! Release state in the home cluster: the Release object, its spec (what
+//! people ask for) and its status (the engine's state), written with
+//! optimistic concurrency so two writers never lose each other's fields.
+
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::Value;
+
+use super::{ClusterHandle, Error, Result};
+use crate::spec::release::ReleaseDocument;
+use crate::spec::{Release, ReleaseStatus};
+
+/// The Releases of one namespace of the home cluster.
+#[derive(Clone)]
+pub struct ReleaseStore {
+    pub api: Api<Release>,
+    cluster: String,
+}
+
+impl ReleaseStore {
+    pub fn new(home: &ClusterHandle, namespace: &str) -> Self {
+        ReleaseStore {
+            api: Api::namespaced(home.client.clone(), namespace),
+            cluster: home.name.clone(),
+        }
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Option<Release>> {
+        self.api
+            .get_opt(name)
+            .await
+            .map_err(Error::api(&self.cluster))
+    }
+
+    /// Creates the Release, or brings an existing one's spec to the document's
+    /// (keeping its status, so a rerun resumes). Returns the object as stored.
+    pub async fn upsert(&self, doc: &ReleaseDocument) -> Result<Release> {
+        let name = &doc.metadata.name;
+        for _ in 0..5 {
+            match self.get(name).await? {
+                None => {
+                    let mut r = Release::new(name, doc.spec.clone());
+                    r.metadata.labels = Some(doc.metadata.labels.clone()).filter(|l| !l.is_empty());
+                    r.metadata.annotations =
+                        Some(doc.metadata.annotations.clone()).filter(|a| !a.is_empty());
+                    match self.api.create(&PostParams::default(), &r).await {
+                        Ok(r) => return Ok(r),
+                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                        Err(e) => return Err(Error::api(&self.cluster)(e)),
+                    }
+                }
+                Some(existing) if same_intent(&existing.spec, &doc.spec) => return Ok(existing),
+                Some(mut existing) => {
+                    // Keep what people set on the live object (pause, promote, abort).
+                    let mut spec = doc.spec.clone();
+                    spec.paused |= existing.spec.paused;
+                    spec.promote = spec.promote.or(existing.spec.promote.clone());
+                    spec.abort = spec.abort.or(existing.spec.abort.clone());
+                    existing.spec = spec;
+                    match self
+                        .api
+                        .replace(name, &PostParams::default(), &existing)
+                        .await
+                    {
+                        Ok(r) => return Ok(r),
+                        Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                        Err(e) => return Err(Error::api(&self.cluster)(e)),
+                    }
+                }
+            }
+        }
+        Err(Error::Conflict(format!(
+            "{}: Release {name} kept changing while being updated",
+            self.cluster
+        )))
+    }
+
+    /// Writes `status` over the status of `current`; fails with `Conflict` if
+    /// the object changed since `current` was read.
+    pub async fn write_status(&self, current: &Release, status: &ReleaseStatus) -> Result<Release> {
+        let mut obj = current.clone();
+        obj.status = Some(status.clone());
+        obj.metadata.managed_fields = None;
+        let name = current.metadata.name.clone().unwrap_or_default();
+        self.api
+            .replace_status(&name, &PostParams::default(), &obj)
+            .await
+            .map_err(Error::api(&self.cluster))
+    }
+
+    /// Changes what people ask of a release (pause, promote, abort) with a merge patch.
+    pub async fn patch_spec(&self, name: &str, spec_patch: Value) -> Result<Release> {
+        let patch = serde_json::json!({ "spec": spec_patch });
+        match self
+            .api
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(Error::NotFound(format!(
+                "{}: no Release {name} in this namespace",
+                self.cluster
+            ))),
+            r => r.map_err(Error::api(&self.cluster)),
+        }
+    }
+}
+
+/// Whether two specs ask for the same thing, ignoring what people toggle live.
+fn same_intent(live: &crate::spec::ReleaseSpec, file: &crate::spec::ReleaseSpec) -> bool {
+    let strip = |s: &crate::spec::ReleaseSpec| {
+        let mut s = s.clone();
+        s.paused = false;
+        s.promote = None;
+        s.abort = None;
+        s
+    };
+    strip(live) == strip(file)
+}

@@ -1,0 +1,130 @@
+//! Cluster health as a metric: green's restarts and crash loops, the app's
+//! unschedulable pods, and nodes NotReady or Unknown in the cluster. A cluster
+//! losing nodes stops the rollout however good the app's metrics look.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::ResourceExt;
+
+use crate::gates::verdict::{Class, Measurement};
+use crate::labels;
+use crate::spec::gates::ClusterHealthQuery;
+
+/// What health counts in one cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    pub restarts: u32,
+    pub crash_looping: Vec<String>,
+    pub unschedulable: Vec<String>,
+    pub not_ready_nodes: Vec<String>,
+}
+
+/// Counts health signals over a cluster's pods (the app's) and nodes.
+pub fn assess(
+    pods: &[std::sync::Arc<Pod>],
+    nodes: &[std::sync::Arc<Node>],
+    green: &str,
+    version: &str,
+) -> Health {
+    let mut h = Health::default();
+    for p in pods {
+        let l = p.labels();
+        let is_green = l.get(labels::COLOUR).map(String::as_str) == Some(green)
+            && l.get(labels::VERSION).map(String::as_str) == Some(version);
+        let status = p.status.as_ref();
+        if is_green {
+            for cs in status
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+            {
+                h.restarts += cs.restart_count.max(0) as u32;
+                let waiting = cs
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.as_deref());
+                if waiting == Some("CrashLoopBackOff") {
+                    h.crash_looping.push(p.name_any());
+                }
+            }
+        }
+        let unschedulable = status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            });
+        if unschedulable {
+            h.unschedulable.push(p.name_any());
+        }
+    }
+    for n in nodes {
+        let ready = n
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.as_str());
+        if ready != Some("True") {
+            h.not_ready_nodes
+                .push(format!("{} ({})", n.name_any(), ready.unwrap_or("Unknown")));
+        }
+    }
+    h
+}
+
+/// Judges health against the query's limits; restarts count from `baseline`.
+pub fn measure(
+    q: &ClusterHealthQuery,
+    h: &Health,
+    baseline_restarts: u32,
+    at: Timestamp,
+) -> Measurement {
+    let restarts = h.restarts.saturating_sub(baseline_restarts);
+    let mut problems = Vec::new();
+    if restarts > q.max_restarts {
+        problems.push(format!(
+            "{restarts} green container restarts (max {})",
+            q.max_restarts
+        ));
+    }
+    if !h.crash_looping.is_empty() {
+        problems.push(format!("crash looping: {}", h.crash_looping.join(", ")));
+    }
+    if h.unschedulable.len() as u32 > q.max_unschedulable_pods {
+        problems.push(format!(
+            "{} pods unschedulable (max {}): {}",
+            h.unschedulable.len(),
+            q.max_unschedulable_pods,
+            h.unschedulable.join(", ")
+        ));
+    }
+    if h.not_ready_nodes.len() as u32 > q.max_not_ready_nodes {
+        problems.push(format!(
+            "{} nodes not ready (max {}): {}",
+            h.not_ready_nodes.len(),
+            q.max_not_ready_nodes,
+            h.not_ready_nodes.join(", ")
+        ));
+    }
+    let value = Some(problems.len() as f64);
+    if problems.is_empty() {
+        Measurement {
+            at,
+            class: Class::Pass,
+            value,
+            detail: "green and its nodes are healthy".into(),
+        }
+    } else {
+        Measurement {
+            at,
+            class: Class::Fail,
+            value,
+            detail: problems.join("; "),
+        }
+    }
+}

@@ -1,0 +1,442 @@
+//! The scrape provider: reads a Prometheus text exposition endpoint with
+//! `prometheus-parse`, and computes rates, error ratios and quantiles from two
+//! reads (counter resets handled). `prometheus-parse` drops lines it cannot
+//! read without a word, so sample lines are counted and any loss makes the
+//! measurement an error, never a silent pass.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jiff::Timestamp;
+use prometheus_parse::{Scrape, Value};
+
+use crate::gates::verdict::{RawResult, Sample};
+use crate::spec::gates::{ScrapeMeasure, ScrapeQuery};
+
+/// One read of an endpoint: counters and histogram buckets of the selected series.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Reading {
+    pub at: Option<Timestamp>,
+    /// Counter value per series (labels without `le`).
+    pub counters: BTreeMap<Vec<(String, String)>, f64>,
+    /// Cumulative bucket counts per upper bound, summed over the selected series.
+    pub buckets: BTreeMap<u64, (f64, f64)>,
+}
+
+/// Sample lines `prometheus-parse` would drop or mangle: names with `:`,
+/// label values with `,`, `=`, `}` or escapes.
+pub fn unreadable_lines(text: &str) -> Vec<&str> {
+    let mut bad = Vec::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .unwrap_or(line.len());
+        if line[..name_end].contains(':') {
+            bad.push(line);
+            continue;
+        }
+        let Some(rest) = line[name_end..].strip_prefix('{') else {
+            continue;
+        };
+        let mut in_value = false;
+        let mut value = String::new();
+        let mut mangled = false;
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            match (in_value, c) {
+                (false, '"') => {
+                    in_value = true;
+                    value.clear();
+                }
+                (false, '}') => break,
+                (true, '\\') => {
+                    mangled = true;
+                    chars.next();
+                }
+                (true, '"') => {
+                    in_value = false;
+                    mangled |= value.contains([',', '=', '}']);
+                }
+                (true, c) => value.push(c),
+                _ => {}
+            }
+        }
+        if mangled {
+            bad.push(line);
+        }
+    }
+    bad
+}
+
+/// Parses an exposition, refusing it if the parser would drop or mangle any sample line.
+pub fn parse(text: &str, at: Timestamp) -> Result<Scrape, String> {
+    let unreadable = unreadable_lines(text);
+    if let Some(first) = unreadable.first() {
+        return Err(format!(
+            "{} sample lines cannot be read faithfully (names with ':', label values with ',', '=', '}}' or escapes), e.g. {first:?}; refusing to judge on partial data",
+            unreadable.len()
+        ));
+    }
+    let lines = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .count();
+    let scrape = Scrape::parse_at(text.lines().map(|l| Ok(l.to_string())), at_chrono(at))
+        .map_err(|e| format!("reading the exposition: {e}"))?;
+    let parsed: usize = scrape
+        .samples
+        .iter()
+        .map(|s| match &s.value {
+            Value::Histogram(b) => b.len(),
+            Value::Summary(q) => q.len(),
+            _ => 1,
+        })
+        .sum();
+    if parsed != lines {
+        return Err(format!(
+            "the exposition has {lines} sample lines but only {parsed} could be read (label values with ',', '=' or '}}', names with ':' or escaped quotes are not supported); refusing to judge on partial data"
+        ));
+    }
+    Ok(scrape)
+}
+
+fn at_chrono(at: Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(at.as_second(), at.subsec_nanosecond().max(0) as u32)
+        .unwrap_or_default()
+}
+
+fn matches(labels: &prometheus_parse::Labels, selector: &BTreeMap<String, String>) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v.as_str()))
+}
+
+/// The selected series of `q.metric` in one scrape.
+pub fn read(
+    scrape: &Scrape,
+    q: &ScrapeQuery,
+    selector: &BTreeMap<String, String>,
+    at: Timestamp,
+) -> Reading {
+    let mut r = Reading {
+        at: Some(at),
+        ..Default::default()
+    };
+    for s in scrape
+        .samples
+        .iter()
+        .filter(|s| matches(&s.labels, selector))
+    {
+        match (&s.value, q.measure) {
+            (
+                Value::Counter(v) | Value::Untyped(v),
+                ScrapeMeasure::ErrorRatio | ScrapeMeasure::Rate,
+            ) if s.metric == q.metric || s.metric == format!("{}_total", q.metric) => {
+                let mut key: Vec<_> = s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                key.sort();
+                *r.counters.entry(key).or_default() += v;
+            }
+            (Value::Histogram(buckets), ScrapeMeasure::Quantile) if s.metric == q.metric => {
+                for b in buckets {
+                    let e = r
+                        .buckets
+                        .entry(b.less_than.to_bits())
+                        .or_insert((b.less_than, 0.0));
+                    e.1 += b.count;
+                }
+            }
+            _ => {}
+        }
+    }
+    r
+}
+
+/// Growth of a counter between reads; a decrease is a restart (the counter began again at zero).
+fn delta(before: f64, after: f64) -> f64 {
+    if after < before {
+        after
+    } else {
+        after - before
+    }
+}
+
+/// The value between two readings, with the request rate behind it.
+pub fn compute(q: &ScrapeQuery, before: &Reading, after: &Reading) -> Result<RawResult, String> {
+    let secs = match (before.at, after.at) {
+        (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    if secs <= 0.0 {
+        return Err("two readings at distinct times are needed".into());
+    }
+    type SeriesKey = [(String, String)];
+    let sum_delta = |pred: &dyn Fn(&SeriesKey) -> bool| -> f64 {
+        after
+            .counters
+            .iter()
+            .filter(|(k, _)| pred(k))
+            .map(|(k, v)| delta(before.counters.get(k).copied().unwrap_or(0.0), *v))
+            .sum()
+    };
+    let total = sum_delta(&|_| true);
+    let rate = total / secs;
+    let value = match q.measure {
+        ScrapeMeasure::Rate => Some(rate),
+        ScrapeMeasure::ErrorRatio => {
+            let is_error = |k: &SeriesKey| {
+                k.iter()
+                    .any(|(n, v)| *n == q.error_label && v.starts_with(&q.error_prefix))
+            };
+            let errors = sum_delta(&is_error);
+            (total > 0.0).then(|| errors / total)
+        }
+        ScrapeMeasure::Quantile => {
+            let phi = q.quantile.unwrap_or(0.99);
+            let mut buckets: Vec<(f64, f64)> = after
+                .buckets
+                .iter()
+                .map(|(k, (le, c))| {
+                    (
+                        *le,
+                        delta(before.buckets.get(k).map(|b| b.1).unwrap_or(0.0), *c),
+                    )
+                })
+                .collect();
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let count = buckets.last().map(|b| b.1).unwrap_or(0.0);
+            let r = (count / secs).max(0.0);
+            return Ok(RawResult {
+                series: if count > 0.0 {
+                    vec![Sample {
+                        labels: BTreeMap::new(),
+                        value: quantile(phi, &buckets),
+                    }]
+                } else {
+                    vec![]
+                },
+                warnings: vec![],
+                request_rate: Some(r),
+            });
+        }
+    };
+    Ok(RawResult {
+        series: value
+            .map(|v| {
+                vec![Sample {
+                    labels: BTreeMap::new(),
+                    value: v,
+                }]
+            })
+            .unwrap_or_default(),
+        warnings: vec![],
+        request_rate: Some(rate),
+    })
+}
+
+/// `histogram_quantile` over cumulative buckets (sorted by bound, the last +Inf):
+/// linear interpolation inside the bucket, +Inf when it falls in the +Inf bucket.
+pub fn quantile(phi: f64, buckets: &[(f64, f64)]) -> f64 {
+    if !(0.0..=1.0).contains(&phi) || buckets.is_empty() {
+        return f64::NAN;
+    }
+    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+    if total <= 0.0 {
+        return f64::NAN;
+    }
+    let rank = phi * total;
+    let mut prev = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return prev.0;
+            }
+            let in_bucket = count - prev.1;
+            if in_bucket <= 0.0 {
+                return le;
+            }
+            return prev.0 + (le - prev.0) * (rank - prev.1) / in_bucket;
+        }
+        prev = (le, count);
+    }
+    f64::INFINITY
+}
+
+/// Reads an endpoint over HTTP.
+#[derive(Clone, Debug)]
+pub struct Scraper {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl Default for Scraper {
+    fn default() -> Self {
+        let mut c = HttpConnector::new();
+        c.set_connect_timeout(Some(Duration::from_secs(3)));
+        Scraper {
+            client: Client::builder(TokioExecutor::new()).build(c),
+        }
+    }
+}
+
+impl Scraper {
+    pub async fn fetch(&self, url: &str) -> Result<String, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("bad scrape url {url:?}: {e}"))?;
+        let fut = self.client.get(uri);
+        let resp = tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .map_err(|_| format!("{url}: no answer within 10s"))?
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("{url}: HTTP {status}"));
+        }
+        String::from_utf8(body.to_vec()).map_err(|_| format!("{url}: not UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Source;
+
+    fn q(measure: &str) -> ScrapeQuery {
+        Source::new(
+            "q",
+            &format!("measure: {measure}\nmetric: http_requests_total\nquantile: 0.99\n"),
+        )
+        .decode()
+        .unwrap()
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    const A: &str = "# TYPE http_requests_total counter
+http_requests_total{app=\"shop\",version=\"2\",code=\"200\"} 100
+http_requests_total{app=\"shop\",version=\"2\",code=\"500\"} 0
+http_requests_total{app=\"shop\",version=\"1\",code=\"500\"} 50
+";
+    const B: &str = "# TYPE http_requests_total counter
+http_requests_total{app=\"shop\",version=\"2\",code=\"200\"} 190
+http_requests_total{app=\"shop\",version=\"2\",code=\"500\"} 10
+http_requests_total{app=\"shop\",version=\"1\",code=\"500\"} 60
+";
+
+    fn sel() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app".into(), "shop".into()),
+            ("version".into(), "2".into()),
+        ])
+    }
+
+    #[test]
+    fn error_ratio_and_rate_from_two_reads() {
+        let (a, b) = (parse(A, t(0)).unwrap(), parse(B, t(10)).unwrap());
+        let qq = q("errorRatio");
+        let r = compute(
+            &qq,
+            &read(&a, &qq, &sel(), t(0)),
+            &read(&b, &qq, &sel(), t(10)),
+        )
+        .unwrap();
+        assert_eq!(r.series[0].value, 0.1);
+        assert_eq!(r.request_rate, Some(10.0));
+        let qr = q("rate");
+        let r = compute(
+            &qr,
+            &read(&a, &qr, &sel(), t(0)),
+            &read(&b, &qr, &sel(), t(10)),
+        )
+        .unwrap();
+        assert_eq!(r.series[0].value, 10.0);
+    }
+
+    #[test]
+    fn a_counter_reset_is_not_a_negative_rate() {
+        let reset = B.replace("190", "5").replace("} 10\n", "} 1\n");
+        let (a, b) = (parse(A, t(0)).unwrap(), parse(&reset, t(10)).unwrap());
+        let qq = q("errorRatio");
+        let r = compute(
+            &qq,
+            &read(&a, &qq, &sel(), t(0)),
+            &read(&b, &qq, &sel(), t(10)),
+        )
+        .unwrap();
+        assert_eq!(r.request_rate, Some(0.6));
+        assert!((r.series[0].value - 1.0 / 6.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn lines_the_parser_drops_make_an_error() {
+        for bad in [
+            "http_requests_total{path=\"/a,b\"} 1\n",
+            "http_requests_total{q=\"a=b\"} 1\n",
+            "job:requests:rate5m 3\n",
+            "http_requests_total{msg=\"say \\\"hi\\\"\"} 1\n",
+        ] {
+            let text = format!("{A}{bad}");
+            match parse(&text, t(0)) {
+                Err(e) => assert!(
+                    e.contains("cannot be read") || e.contains("could be read"),
+                    "{e}"
+                ),
+                Ok(s) => panic!("{bad:?} was read as {:?}", s.samples.last()),
+            }
+        }
+    }
+
+    #[test]
+    fn quantiles_from_buckets() {
+        let b = [
+            (0.1, 50.0),
+            (0.5, 90.0),
+            (1.0, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        assert!((quantile(0.5, &b) - 0.1).abs() < 1e-9);
+        assert!((quantile(0.9, &b) - 0.5).abs() < 1e-9);
+        assert!((quantile(0.95, &b) - 0.75).abs() < 1e-9);
+        let tail = [(0.1, 10.0), (f64::INFINITY, 100.0)];
+        assert_eq!(
+            quantile(0.99, &tail),
+            0.1,
+            "in the +Inf bucket: the highest finite bound"
+        );
+        assert!(quantile(0.5, &[]).is_nan());
+        let text = "# TYPE d histogram\nd_bucket{app=\"shop\",version=\"2\",le=\"0.1\"} 50\nd_bucket{app=\"shop\",version=\"2\",le=\"0.5\"} 90\nd_bucket{app=\"shop\",version=\"2\",le=\"+Inf\"} 100\nd_sum{app=\"shop\",version=\"2\"} 20\nd_count{app=\"shop\",version=\"2\"} 100\n";
+        let s = parse(text, t(10)).unwrap();
+        let mut qq = q("quantile");
+        qq.metric = "d".into();
+        let r = compute(
+            &qq,
+            &Reading {
+                at: Some(t(0)),
+                ..Default::default()
+            },
+            &read(&s, &qq, &sel(), t(10)),
+        )
+        .unwrap();
+        assert!((r.series[0].value - 0.5).abs() < 1e-9, "{r:?}");
+    }
+}

@@ -1,0 +1,317 @@
+//! Table tests of the verdict logic.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use super::verdict::{
+    Class, Measurement, MetricVerdict, RawResult, Sample, measure, metric_verdict,
+};
+use super::{MetricReport, gate_verdict};
+use crate::engine::GateVerdict;
+use crate::spec::Source;
+use crate::spec::gates::MetricGate;
+
+fn mk_gate(extra: &str) -> MetricGate {
+    let text =
+        format!("name: error-ratio\nprovider:\n  prometheus:\n    query: q\nmax: 0.05\n{extra}");
+    Source::new("gate.yaml", &text).decode().unwrap()
+}
+
+fn t(i: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + i).unwrap()
+}
+
+fn series(values: &[f64]) -> RawResult {
+    let series = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Sample {
+            labels: BTreeMap::from([("pod".to_string(), format!("p{i}"))]),
+            value: *v,
+        })
+        .collect();
+    RawResult {
+        series,
+        ..Default::default()
+    }
+}
+
+fn class(gate: &MetricGate, r: Result<RawResult, String>) -> Class {
+    measure(gate, t(0), r, None).class
+}
+
+#[test]
+fn measurement_classes() {
+    let g = mk_gate("");
+    let cases: Vec<(&str, MetricGate, Result<RawResult, String>, Class)> = vec![
+        ("under the max", g.clone(), Ok(series(&[0.01])), Class::Pass),
+        ("over the max", g.clone(), Ok(series(&[0.2])), Class::Fail),
+        (
+            "empty vector",
+            g.clone(),
+            Ok(series(&[])),
+            Class::Inconclusive,
+        ),
+        (
+            "empty set to fail",
+            mk_gate("on:\n  empty: fail\n"),
+            Ok(series(&[])),
+            Class::Fail,
+        ),
+        (
+            "NaN",
+            g.clone(),
+            Ok(series(&[f64::NAN])),
+            Class::Inconclusive,
+        ),
+        (
+            "+Inf from a quantile",
+            g.clone(),
+            Ok(series(&[f64::INFINITY])),
+            Class::Fail,
+        ),
+        (
+            "-Inf",
+            g.clone(),
+            Ok(series(&[f64::NEG_INFINITY])),
+            Class::Fail,
+        ),
+        (
+            "a 400 bad_data",
+            g.clone(),
+            Err("bad_data (400): parse error".into()),
+            Class::Error,
+        ),
+        (
+            "warnings downgrade a pass",
+            g.clone(),
+            Ok(RawResult {
+                warnings: vec!["partial".into()],
+                ..series(&[0.01])
+            }),
+            Class::Inconclusive,
+        ),
+        (
+            "warnings never hide a failure",
+            g.clone(),
+            Ok(RawResult {
+                warnings: vec!["partial".into()],
+                ..series(&[0.5])
+            }),
+            Class::Fail,
+        ),
+        (
+            "traffic below the guard",
+            mk_gate("minRequestRate: 1\n"),
+            Ok(RawResult {
+                request_rate: Some(0.2),
+                ..series(&[0.9])
+            }),
+            Class::NoData,
+        ),
+        (
+            "traffic above the guard",
+            mk_gate("minRequestRate: 1\n"),
+            Ok(RawResult {
+                request_rate: Some(5.0),
+                ..series(&[0.01])
+            }),
+            Class::Pass,
+        ),
+        (
+            "unexpected series count",
+            mk_gate("expectedSeries: 1\n"),
+            Ok(series(&[0.01, 0.02])),
+            Class::Error,
+        ),
+        (
+            "any passes with one good series",
+            mk_gate("reduce: any\n"),
+            Ok(series(&[0.5, 0.01])),
+            Class::Pass,
+        ),
+        (
+            "max judges the worst",
+            mk_gate("reduce: max\n"),
+            Ok(series(&[0.01, 0.07])),
+            Class::Fail,
+        ),
+        (
+            "avg judges the mean",
+            mk_gate("reduce: avg\n"),
+            Ok(series(&[0.01, 0.07])),
+            Class::Pass,
+        ),
+        (
+            "min with a threshold below",
+            mk_gate("reduce: min\nmin: 0.001\n"),
+            Ok(series(&[0.0, 0.01])),
+            Class::Fail,
+        ),
+        (
+            "NaN in an average",
+            mk_gate("reduce: avg\n"),
+            Ok(series(&[0.01, f64::NAN])),
+            Class::Inconclusive,
+        ),
+    ];
+    for (what, gate, result, want) in cases {
+        assert_eq!(class(&gate, result), want, "{what}");
+    }
+}
+
+#[test]
+fn series_order_never_matters() {
+    let values = [0.01, 0.2, 0.03, f64::NAN, 0.04];
+    for reduce in ["all", "any", "max", "min", "avg"] {
+        let gate = mk_gate(&format!("reduce: {reduce}\n"));
+        let mut seen = Vec::new();
+        let mut v = values.to_vec();
+        for rotation in 0..v.len() {
+            v.rotate_left(1);
+            let m = measure(&gate, t(0), Ok(series(&v)), None);
+            seen.push((m.class, m.value.map(f64::to_bits)));
+            let _ = rotation;
+        }
+        v.reverse();
+        let m = measure(&gate, t(0), Ok(series(&v)), None);
+        seen.push((m.class, m.value.map(f64::to_bits)));
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{reduce}: {seen:?}");
+    }
+}
+
+#[test]
+fn comparison_with_blue() {
+    let gate = mk_gate("compareToBlue:\n  relative: 0.5\n  absolute: 0.001\n");
+    let blue = |v| Some(Ok(series(&[v])));
+    assert_eq!(
+        measure(&gate, t(0), Ok(series(&[0.012])), blue(0.01)).class,
+        Class::Pass
+    );
+    let worse = measure(&gate, t(0), Ok(series(&[0.03])), blue(0.01));
+    assert_eq!(worse.class, Class::Fail);
+    assert!(worse.detail.contains("blue 0.01"), "{}", worse.detail);
+}
+
+fn run(gate: &MetricGate, classes: &str) -> MetricVerdict {
+    let ms: Vec<Measurement> = classes
+        .chars()
+        .enumerate()
+        .map(|(i, c)| Measurement {
+            at: t(i as i64),
+            class: match c {
+                'P' => Class::Pass,
+                'F' => Class::Fail,
+                'I' => Class::Inconclusive,
+                'N' => Class::NoData,
+                _ => Class::Error,
+            },
+            value: None,
+            detail: format!("m{i}"),
+        })
+        .collect();
+    metric_verdict(gate, &ms)
+}
+
+fn kind(v: &MetricVerdict) -> &'static str {
+    match v {
+        MetricVerdict::Pass => "pass",
+        MetricVerdict::Fail(_) => "fail",
+        MetricVerdict::Inconclusive(_) => "inconclusive",
+        MetricVerdict::Pending => "pending",
+    }
+}
+
+#[test]
+fn flapping_sequences_against_each_limit() {
+    let cases = [
+        ("", "", "pending"),
+        ("", "P", "pass"),
+        ("", "PF", "fail"), // failureLimit 0
+        ("failureLimit: 2\n", "PFPFP", "pass"),
+        ("failureLimit: 2\n", "PFPFPF", "fail"),
+        (
+            "failureLimit: 9\nconsecutiveFailureLimit: 1\n",
+            "FPFPFP",
+            "pass",
+        ),
+        (
+            "failureLimit: 9\nconsecutiveFailureLimit: 1\n",
+            "FPFFP",
+            "fail",
+        ),
+        (
+            "failureLimit: 9\nwindow:\n  failures: 3\n  of: 5\n",
+            "FPFPPPFP",
+            "pass",
+        ),
+        (
+            "failureLimit: 9\nwindow:\n  failures: 3\n  of: 5\n",
+            "PPFPFPF",
+            "fail",
+        ),
+        ("failureLimit: 9\ncritical: true\n", "PPF", "fail"),
+        ("", "EEEE", "pending"), // 4 errors: at the default limit
+        ("", "EEEEE", "fail"),   // 5: provider unreachable
+        ("", "EEEEP", "pass"),   // recovered
+        ("", "I", "inconclusive"),
+        ("inconclusiveLimit: 2\n", "IIP", "pass"),
+        ("inconclusiveLimit: 2\n", "IIIP", "inconclusive"),
+        ("minMeasurements: 3\n", "PPN", "pending"), // NoData never counts
+        ("minMeasurements: 3\n", "PNPNP", "pass"),
+        ("failureLimit: 1\n", "PPF", "pending"), // last measurement failed
+    ];
+    for (extra, seq, want) in cases {
+        let v = run(&mk_gate(extra), seq);
+        assert_eq!(kind(&v), want, "{extra:?} {seq}: {v:?}");
+    }
+    let MetricVerdict::Fail(why) = run(&mk_gate(""), "EEEEE") else {
+        panic!()
+    };
+    assert!(why.starts_with("provider unreachable"), "{why}");
+}
+
+fn report(name: &str, verdict: MetricVerdict, dry_run: bool) -> MetricReport {
+    MetricReport {
+        name: name.into(),
+        cluster: "prod-a".into(),
+        query: "sum(rate(x[1m]))".into(),
+        threshold: "at most 0.05".into(),
+        dry_run,
+        verdict,
+        measurements: vec![],
+    }
+}
+
+#[test]
+fn gate_roll_up_and_dry_run() {
+    let fail = MetricVerdict::Fail("2 failed".into());
+    let (v, msg) = gate_verdict(&[
+        report("latency", MetricVerdict::Pass, false),
+        report("errors", fail.clone(), true),
+    ]);
+    assert_eq!(
+        v,
+        GateVerdict::Pass,
+        "a dry-run metric that fails never decides"
+    );
+    assert!(msg.contains("latency"));
+    let (v, msg) = gate_verdict(&[
+        report("latency", MetricVerdict::Pending, false),
+        report("errors", fail, false),
+    ]);
+    assert_eq!(v, GateVerdict::Fail);
+    assert!(
+        msg.contains("errors on prod-a")
+            && msg.contains("at most 0.05")
+            && msg.contains("sum(rate"),
+        "{msg}"
+    );
+    let (v, _) = gate_verdict(&[
+        report("a", MetricVerdict::Inconclusive("x".into()), false),
+        report("b", MetricVerdict::Pending, false),
+    ]);
+    assert_eq!(v, GateVerdict::Inconclusive);
+    assert_eq!(gate_verdict(&[]).0, GateVerdict::Pass);
+}

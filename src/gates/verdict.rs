@@ -1,0 +1,320 @@
+//! Verdicts, purely: a query result becomes a measurement (Pass, Fail,
+//! Inconclusive, NoData, Error); a metric's measurements roll up under its
+//! limits; metrics make the gate's verdict. Independent of the order in which
+//! series arrive; nothing missing or broken ever counts as a pass.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::gates::{MetricGate, Outcome, Reduce};
+
+/// One series of a result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// What a provider returned for one measurement.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RawResult {
+    pub series: Vec<Sample>,
+    pub warnings: Vec<String>,
+    /// Requests per second behind the value, for the traffic guard.
+    pub request_rate: Option<f64>,
+}
+
+/// The class of one measurement.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Class {
+    Pass,
+    Fail,
+    Inconclusive,
+    NoData,
+    Error,
+}
+
+/// One measurement, with what it was judged on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Measurement {
+    #[schemars(with = "String")]
+    pub at: Timestamp,
+    pub class: Class,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Value against threshold, or what went wrong.
+    pub detail: String,
+}
+
+fn from_outcome(o: Outcome) -> Class {
+    match o {
+        Outcome::Pass => Class::Pass,
+        Outcome::Fail => Class::Fail,
+        Outcome::Inconclusive => Class::Inconclusive,
+        Outcome::Error => Class::Error,
+    }
+}
+
+fn threshold(gate: &MetricGate) -> String {
+    match (gate.min, gate.max) {
+        (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
+        (None, Some(hi)) => format!("at most {hi}"),
+        (Some(lo), None) => format!("at least {lo}"),
+        (None, None) => "any value".into(),
+    }
+}
+
+/// Judges one value against the thresholds and the special-value rules.
+fn judge_value(gate: &MetricGate, v: f64) -> Class {
+    if v.is_nan() {
+        return from_outcome(gate.on.nan);
+    }
+    if v.is_infinite() {
+        return from_outcome(gate.on.inf);
+    }
+    let low = gate.min.is_some_and(|m| v < m);
+    let high = gate.max.is_some_and(|m| v > m);
+    if low || high {
+        Class::Fail
+    } else {
+        Class::Pass
+    }
+}
+
+/// Reduces several series to one value under the rule (for Max/Min/Avg), or
+/// `None` when the rule judges series one by one.
+fn reduce_values(rule: &Reduce, values: &[f64]) -> Option<f64> {
+    if values.iter().any(|v| v.is_nan()) && matches!(rule, Reduce::Max | Reduce::Min | Reduce::Avg)
+    {
+        return Some(f64::NAN);
+    }
+    match rule {
+        Reduce::All | Reduce::Any => None,
+        Reduce::Max => values.iter().copied().reduce(f64::max),
+        Reduce::Min => values.iter().copied().reduce(f64::min),
+        Reduce::Avg => Some(values.iter().sum::<f64>() / values.len() as f64),
+    }
+}
+
+/// The class of one measurement of `gate`, from green's result (and blue's,
+/// measured at the same time, when the gate compares).
+pub fn measure(
+    gate: &MetricGate,
+    at: Timestamp,
+    green: Result<RawResult, String>,
+    blue: Option<Result<RawResult, String>>,
+) -> Measurement {
+    let m = |class, value, detail: String| Measurement {
+        at,
+        class,
+        value,
+        detail,
+    };
+    let result = match green {
+        Ok(r) => r,
+        Err(e) => return m(Class::Error, None, e),
+    };
+    if let (Some(min), Some(rate)) = (gate.min_request_rate, result.request_rate)
+        && rate < min
+    {
+        return m(
+            Class::NoData,
+            None,
+            format!("{rate:.3} req/s is below the {min} req/s needed to judge"),
+        );
+    }
+    if let Some(n) = gate.expected_series
+        && result.series.len() != n
+        && !result.series.is_empty()
+    {
+        return m(
+            Class::Error,
+            None,
+            format!("expected {n} series, got {}", result.series.len()),
+        );
+    }
+    if result.series.is_empty() {
+        return m(
+            from_outcome(gate.on.empty),
+            None,
+            "the query returned no series".into(),
+        );
+    }
+    let mut values: Vec<f64> = result.series.iter().map(|s| s.value).collect();
+    values.sort_by(f64::total_cmp);
+    let (mut class, value) = match reduce_values(&gate.reduce, &values) {
+        Some(v) => (judge_value(gate, v), Some(v)),
+        None => {
+            let classes: Vec<Class> = values.iter().map(|v| judge_value(gate, *v)).collect();
+            let has = |c| classes.contains(&c);
+            let class = match gate.reduce {
+                Reduce::Any if has(Class::Pass) => Class::Pass,
+                Reduce::Any if has(Class::Inconclusive) => Class::Inconclusive,
+                Reduce::Any if has(Class::Error) => Class::Error,
+                Reduce::Any => Class::Fail,
+                _ if has(Class::Fail) => Class::Fail,
+                _ if has(Class::Error) => Class::Error,
+                _ if has(Class::Inconclusive) => Class::Inconclusive,
+                _ => Class::Pass,
+            };
+            // The value shown is the worst one for the threshold.
+            let worst = if gate.max.is_some() {
+                values.last()
+            } else {
+                values.first()
+            };
+            (class, worst.copied())
+        }
+    };
+    let mut detail = match value {
+        Some(v) if values.len() > 1 => {
+            format!("{v} ({} series) against {}", values.len(), threshold(gate))
+        }
+        Some(v) => format!("{v} against {}", threshold(gate)),
+        None => format!("no value against {}", threshold(gate)),
+    };
+    if let (Some(cmp), Some(Ok(blue)), Some(v)) = (&gate.compare_to_blue, blue, value)
+        && class == Class::Pass
+    {
+        let mut bv: Vec<f64> = blue
+            .series
+            .iter()
+            .map(|s| s.value)
+            .filter(|v| v.is_finite())
+            .collect();
+        bv.sort_by(f64::total_cmp);
+        if let Some(b) = reduce_values(&Reduce::Max, &bv) {
+            let worse = if gate.min.is_some() && gate.max.is_none() {
+                v < b * (1.0 - cmp.relative) - cmp.absolute
+            } else {
+                v > b * (1.0 + cmp.relative) + cmp.absolute
+            };
+            detail.push_str(&format!("; blue {b}"));
+            if worse {
+                class = Class::Fail;
+                detail.push_str(&format!(
+                    " (green worse by more than {}% + {})",
+                    cmp.relative * 100.0,
+                    cmp.absolute
+                ));
+            }
+        }
+    }
+    if !result.warnings.is_empty() && class == Class::Pass {
+        class = from_outcome(gate.on.warning);
+        detail.push_str(&format!("; warnings: {}", result.warnings.join("; ")));
+    }
+    m(class, value, detail)
+}
+
+/// Where one metric stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "verdict", content = "reason")]
+pub enum MetricVerdict {
+    Pass,
+    Fail(String),
+    Inconclusive(String),
+    Pending,
+}
+
+/// Rolls a metric's measurements (oldest first) up under its limits.
+pub fn metric_verdict(gate: &MetricGate, ms: &[Measurement]) -> MetricVerdict {
+    let judged: Vec<&Measurement> = ms.iter().filter(|m| m.class != Class::NoData).collect();
+    let count = |c| judged.iter().filter(|m| m.class == c).count() as u32;
+    let longest_run = |c| {
+        let (mut best, mut run) = (0u32, 0u32);
+        for m in &judged {
+            run = if m.class == c { run + 1 } else { 0 };
+            best = best.max(run);
+        }
+        best
+    };
+    let last_of = |c| {
+        judged
+            .iter()
+            .rev()
+            .find(|m| m.class == c)
+            .map(|m| m.detail.clone())
+            .unwrap_or_default()
+    };
+    let fails = count(Class::Fail);
+    if gate.critical && fails > 0 {
+        return MetricVerdict::Fail(format!("critical metric failed: {}", last_of(Class::Fail)));
+    }
+    if fails > gate.failure_limit {
+        return MetricVerdict::Fail(format!(
+            "{fails} failed measurements (limit {}): {}",
+            gate.failure_limit,
+            last_of(Class::Fail)
+        ));
+    }
+    if let Some(limit) = gate.consecutive_failure_limit
+        && longest_run(Class::Fail) > limit
+    {
+        return MetricVerdict::Fail(format!(
+            "{} failures in a row (limit {limit}): {}",
+            longest_run(Class::Fail),
+            last_of(Class::Fail)
+        ));
+    }
+    if let Some(w) = gate.window {
+        let recent = judged
+            .iter()
+            .rev()
+            .take(w.of as usize)
+            .filter(|m| m.class == Class::Fail)
+            .count() as u32;
+        if w.failures > 0 && recent >= w.failures {
+            return MetricVerdict::Fail(format!(
+                "{recent} of the last {} measurements failed: {}",
+                w.of,
+                last_of(Class::Fail)
+            ));
+        }
+    }
+    let trailing_errors = judged
+        .iter()
+        .rev()
+        .take_while(|m| m.class == Class::Error)
+        .count() as u32;
+    if trailing_errors > gate.consecutive_error_limit {
+        return MetricVerdict::Fail(format!(
+            "provider unreachable or failing: {trailing_errors} errors in a row (limit {}): {}",
+            gate.consecutive_error_limit,
+            last_of(Class::Error)
+        ));
+    }
+    let inconclusive = count(Class::Inconclusive);
+    if inconclusive > gate.inconclusive_limit {
+        return MetricVerdict::Inconclusive(format!(
+            "{inconclusive} inconclusive measurements: {}",
+            last_of(Class::Inconclusive)
+        ));
+    }
+    let last_pass = judged.last().is_some_and(|m| m.class == Class::Pass);
+    if count(Class::Pass) >= gate.min_measurements.max(1) && last_pass {
+        MetricVerdict::Pass
+    } else {
+        MetricVerdict::Pending
+    }
+}
+
+impl schemars::JsonSchema for MetricVerdict {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MetricVerdict".into()
+    }
+    /// One structural object (CRD schemas cannot hold a tagged union).
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "properties": {
+                "verdict": {"type": "string", "enum": ["pass", "fail", "inconclusive", "pending"]},
+                "reason": {"type": "string"}
+            },
+            "required": ["verdict"]
+        })
+    }
+}

@@ -1,0 +1,225 @@
+//! A simulated fleet with the checkout app serving 2.13.0 from blue, and the
+//! `cutover` binary pointed at it. Shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cutover::fleet::router::{http_route_resource, route_view};
+use cutover::fleet::workload::Colour;
+use cutover::fleet::{ClientLimits, FleetClients, bootstrap};
+use cutover::sim::{Scenario, SimFleet, SimOptions};
+use cutover::spec::release::ReleaseDocument;
+use cutover::spec::{
+    Fleet, Percent, Release, ReleaseStatus, ResolvedRelease, Source, TierPolicyFile,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DynamicObject};
+use tokio::process::{Child, Command};
+
+pub const RELEASE: &str = include_str!("../../examples/checkout/release.yaml");
+pub const BLUE: &str = "2.13.0";
+pub const NS: &str = "shop";
+
+/// The example as a tier-2 release with the tier's (shorter) default timings.
+pub fn tier2_release() -> String {
+    let cut = RELEASE.find("  plan:\n").expect("the example has a plan");
+    RELEASE[..cut].replace("tier: tier-1", "tier: tier-2")
+}
+
+pub struct World {
+    pub sim: SimFleet,
+    pub dir: tempfile::TempDir,
+    pub fleet: Fleet,
+    pub rel: ResolvedRelease,
+    pub clients: FleetClients,
+    /// Plain kube clients (kube's own user agent) for the test's reads, so the
+    /// sim's request counts of cutover's user agent are the binary's alone.
+    pub readers: std::collections::BTreeMap<String, kube::Client>,
+    pub release_path: PathBuf,
+}
+
+impl World {
+    /// A fleet running `scenario` (default: healthy) at `scale`, blue serving, `release` written out.
+    pub async fn start(scenario: Option<&str>, scale: f64, release: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let scenario = match scenario {
+            None => Scenario::default_fleet(),
+            Some(name) => {
+                let path = format!(
+                    "{}/examples/scenarios/{name}.yaml",
+                    env!("CARGO_MANIFEST_DIR")
+                );
+                Scenario::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap()
+            }
+        };
+        let sim = SimFleet::start(SimOptions {
+            scenario,
+            time_scale: scale,
+            dir: dir.path().join("sim"),
+        })
+        .await
+        .unwrap();
+        let fleet = Fleet::parse(
+            "fleet.yaml",
+            &std::fs::read_to_string(sim.fleet_path()).unwrap(),
+        )
+        .unwrap();
+        let release_path = dir.path().join("release.yaml");
+        std::fs::write(&release_path, release).unwrap();
+        let doc: ReleaseDocument = Source::new("release.yaml", release).decode().unwrap();
+        let rel = ResolvedRelease::resolve(
+            &doc.metadata.name,
+            doc.metadata.namespace.as_deref(),
+            &doc.spec,
+            &fleet,
+            &TierPolicyFile::builtin(),
+        )
+        .unwrap();
+        let clients = FleetClients::connect(
+            &fleet,
+            Some(sim.kubeconfig_path()),
+            NS,
+            ClientLimits::default(),
+        )
+        .await
+        .unwrap();
+        bootstrap::install_crds(clients.home()).await.unwrap();
+        for c in &rel.clusters {
+            bootstrap::install_serving(clients.get(&c.name).unwrap(), &rel, BLUE)
+                .await
+                .unwrap();
+        }
+        let mut readers = std::collections::BTreeMap::new();
+        for c in &fleet.clusters {
+            let kc = kube::config::Kubeconfig::read_from(sim.kubeconfig_path()).unwrap();
+            let opts = kube::config::KubeConfigOptions {
+                context: c.context.clone(),
+                ..Default::default()
+            };
+            let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .unwrap();
+            readers.insert(c.name.clone(), kube::Client::try_from(config).unwrap());
+        }
+        World {
+            sim,
+            dir,
+            fleet,
+            rel,
+            clients,
+            readers,
+            release_path,
+        }
+    }
+
+    /// `cutover ARGS --fleet F --kubeconfig K` (for commands that take them).
+    pub fn cutover(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+        c.args(args)
+            .arg("--fleet")
+            .arg(self.sim.fleet_path())
+            .arg("--kubeconfig")
+            .arg(self.sim.kubeconfig_path())
+            .env("CUTOVER_USER", "tester")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    /// `cutover run` of the release file.
+    pub fn run(&self, extra: &[&str]) -> Command {
+        let path = self.release_path.to_str().unwrap().to_string();
+        let mut args = vec!["run", "-f", path.as_str()];
+        args.extend_from_slice(extra);
+        let mut c = self.cutover(&args);
+        c.arg("-o").arg("json");
+        c
+    }
+
+    pub fn spawn_run(&self, extra: &[&str]) -> Child {
+        self.run(extra).spawn().expect("start cutover run")
+    }
+
+    pub async fn release(&self) -> Option<Release> {
+        Api::<Release>::namespaced(self.readers[&self.fleet.home].clone(), NS)
+            .get_opt("checkout")
+            .await
+            .unwrap()
+    }
+
+    pub async fn status(&self) -> ReleaseStatus {
+        self.release()
+            .await
+            .and_then(|r| r.status)
+            .unwrap_or_default()
+    }
+
+    /// Waits (wall clock, bounded) until the release's status satisfies `pred`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        pred: impl Fn(&ReleaseStatus) -> bool,
+    ) -> ReleaseStatus {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let s = self.status().await;
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; status: {:?} {:?}",
+                s.phase,
+                s.message
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn route(&self, cluster: &str) -> serde_json::Value {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.clients.get(cluster).unwrap().client.clone(),
+            NS,
+            &http_route_resource(),
+        );
+        serde_json::to_value(api.get("checkout").await.unwrap()).unwrap()
+    }
+
+    /// Green's share of a cluster's route, where green is the slot running the release's version.
+    pub async fn green_share(&self, cluster: &str, green: Colour) -> Percent {
+        route_view(&self.route(cluster).await, "checkout", green).green
+    }
+
+    pub async fn deployment(&self, cluster: &str, name: &str) -> Option<Deployment> {
+        Api::<Deployment>::namespaced(self.readers[cluster].clone(), NS)
+            .get_opt(name)
+            .await
+            .unwrap()
+    }
+}
+
+/// Waits for a child to exit and returns its code, stdout and stderr.
+pub async fn finish(child: Child) -> (i32, String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .expect("cutover finished in time")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The steps completed, in the order the history records them.
+pub fn completed_steps(s: &ReleaseStatus) -> Vec<u32> {
+    use cutover::spec::status::TransitionEvent;
+    s.history
+        .iter()
+        .filter(|t| t.event == TransitionEvent::StepCompleted)
+        .map(|t| t.step)
+        .collect()
+}
