@@ -527,15 +527,14 @@ async fn api_servers_throttle_then_vanish_then_recover() {
     config.default_retry = false;
     let nodes: Api<Node> = Api::all(Client::try_from(config).unwrap());
     // Throttled: a Status with reason TooManyRequests.
-    eventually("a 429", || async {
+    let reason = eventually("a 429", || async {
         match nodes.list(&ListParams::default()).await {
-            Err(kube::Error::Api(s)) if s.code == 429 => {
-                Some(assert_eq!(s.reason, "TooManyRequests"))
-            }
+            Err(kube::Error::Api(s)) if s.code == 429 => Some(s.reason.clone()),
             _ => None,
         }
     })
     .await;
+    assert_eq!(reason, "TooManyRequests");
     // Unreachable: no HTTP answer at all.
     eventually("connection refused", || async {
         match nodes.list(&ListParams::default()).await {

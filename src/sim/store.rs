@@ -266,6 +266,7 @@ impl Store {
 
     /// Read-modify-write under the store's lock (patches, apply, controllers). `f` sees the
     /// current object (or `None` when `create` allows creating it) and returns the new one.
+    #[allow(clippy::too_many_arguments)]
     pub fn modify<F>(
         &self,
         kind: &Kind,
