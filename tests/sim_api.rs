@@ -566,3 +566,45 @@ async fn http_get(url: &str) -> String {
     )
     .unwrap()
 }
+
+#[tokio::test]
+async fn the_written_fleet_file_and_kubeconfig_describe_the_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SimOptions {
+        scenario: Scenario::default_fleet(),
+        time_scale: 60.0,
+        dir: dir.path().join("out"),
+    };
+    let fleet = SimFleet::start(opts).await.unwrap();
+    assert_eq!(fleet.cluster_names(), ["staging", "prod-a", "prod-b"]);
+    let text = std::fs::read_to_string(fleet.fleet_path()).unwrap();
+    let parsed =
+        cutover::spec::Fleet::parse("fleet.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(parsed.home, "prod-a");
+    let a = parsed.cluster("prod-a").unwrap();
+    assert_eq!(a.context.as_deref(), Some("sim-prod-a"));
+    assert_eq!(a.zones, ["eu-west-1a", "eu-west-1b", "eu-west-1c"]);
+    assert_eq!(a.traffic_share.to_string(), "50%");
+    assert_eq!(
+        a.metrics_url,
+        fleet.url("prod-a").map(|u| format!("{u}/metrics"))
+    );
+    let clock = parsed.clock.unwrap();
+    assert_eq!(clock.time_scale, 60.0);
+    // Another process with the same origin and scale agrees on fleet time.
+    let theirs = cutover::clock::ScaledClock::new(clock.origin, clock.time_scale);
+    let wall = jiff::Timestamp::now();
+    let ours = fleet.clock().now();
+    let drift = theirs.at(wall).duration_since(ours).abs();
+    assert!(drift < jiff::SignedDuration::from_secs(60), "{drift:?}");
+
+    let kc = Kubeconfig::read_from(fleet.kubeconfig_path()).unwrap();
+    assert_eq!(kc.current_context.as_deref(), Some("sim-prod-a"));
+    let mut uids = std::collections::BTreeSet::new();
+    for name in fleet.cluster_names() {
+        let ns: Api<Namespace> = Api::all(client(&fleet, &name).await);
+        uids.insert(ns.get("kube-system").await.unwrap().metadata.uid.unwrap());
+    }
+    assert_eq!(uids.len(), 3, "each cluster's kube-system has its own UID");
+    fleet.shutdown().await;
+}

@@ -558,3 +558,24 @@ async fn api_servers_throttle_then_vanish_then_recover() {
     assert_eq!(listed.items.len(), 6);
     fleet.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_api_server_that_closes_connections_comes_back() {
+    let events =
+        "events:\n  - after: 0s\n    for: 20m\n    apiUnreachable: {cluster: one, mode: close}\n";
+    let (fleet, client, _dir) = start(one_cluster(events), 300.0).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("connections closed", || async {
+        match nodes.list(&ListParams::default()).await {
+            Err(kube::Error::Api(_)) | Ok(_) => None,
+            Err(_) => Some(()),
+        }
+    })
+    .await;
+    let listed = eventually("served again", || async {
+        nodes.list(&ListParams::default()).await.ok()
+    })
+    .await;
+    assert_eq!(listed.items.len(), 6);
+    fleet.shutdown().await;
+}
