@@ -307,6 +307,16 @@ async fn pods_that_fit_nowhere_stay_pending_with_an_event() {
             .any(|e| e.reason.as_deref() == Some("FailedScheduling")
                 && e.involved_object.name == pending[0].metadata.name)
     );
+    // Still failing a while later: the same Event, counted again.
+    eventually("the event counted again", || async {
+        let all = events.list(&ListParams::default()).await.ok()?.items;
+        all.iter()
+            .any(|e| {
+                e.involved_object.name == pending[0].metadata.name && e.count.unwrap_or(0) >= 2
+            })
+            .then_some(())
+    })
+    .await;
     fleet.shutdown().await;
 }
 
