@@ -188,9 +188,9 @@ impl Driver {
             obs.gate = Some(gate);
             // Gate reports reach the status when a verdict changes, not on every measurement.
             let mut input = status.clone();
-            if verdicts(&input.gates) != verdicts(&reports)
-                || (input.gates.is_empty() != reports.is_empty())
-            {
+            // After a rollback began, the reports that caused it stay on record.
+            let analysing = input.abort.is_none() && !input.phase.is_terminal();
+            if analysing && verdicts(&input.gates) != verdicts(&reports) {
                 input.gates = reports;
             }
             let d = engine::decide(&rel, &input, &obs, now);

@@ -38,15 +38,7 @@ pub const KEPT_MEASUREMENTS: usize = 10;
 pub fn gate_verdict(reports: &[MetricReport]) -> (GateVerdict, String) {
     let deciding: Vec<_> = reports.iter().filter(|r| !r.dry_run).collect();
     let describe = |r: &MetricReport, why: &str| {
-        let last = r
-            .measurements
-            .last()
-            .map(|m| m.detail.as_str())
-            .unwrap_or("no measurement");
-        format!(
-            "{} on {}: {why} (last: {last}; threshold {}; query {})",
-            r.name, r.cluster, r.threshold, r.query
-        )
+        format!("{} on {}: {why} [query: {}]", r.name, r.cluster, r.query)
     };
     let pick = |want: fn(&MetricVerdict) -> Option<&str>| {
         deciding

@@ -58,6 +58,16 @@ fn from_outcome(o: Outcome) -> Class {
     }
 }
 
+/// A value as people read it: four significant decimals at most.
+pub fn show(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.to_string() }
+}
+
 fn threshold(gate: &MetricGate) -> String {
     match (gate.min, gate.max) {
         (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
@@ -171,9 +181,14 @@ pub fn measure(
     };
     let mut detail = match value {
         Some(v) if values.len() > 1 => {
-            format!("{v} ({} series) against {}", values.len(), threshold(gate))
+            format!(
+                "{} ({} series) against {}",
+                show(v),
+                values.len(),
+                threshold(gate)
+            )
         }
-        Some(v) => format!("{v} against {}", threshold(gate)),
+        Some(v) => format!("{} against {}", show(v), threshold(gate)),
         None => format!("no value against {}", threshold(gate)),
     };
     if let (Some(cmp), Some(Ok(blue)), Some(v)) = (&gate.compare_to_blue, blue, value)
@@ -192,7 +207,7 @@ pub fn measure(
             } else {
                 v > b * (1.0 + cmp.relative) + cmp.absolute
             };
-            detail.push_str(&format!("; blue {b}"));
+            detail.push_str(&format!("; blue {}", show(b)));
             if worse {
                 class = Class::Fail;
                 detail.push_str(&format!(

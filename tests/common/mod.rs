@@ -46,6 +46,8 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let scenario = match scenario {
             None => Scenario::default_fleet(),
+            // A scenario written in the test itself.
+            Some(text) if text.contains('\n') => Scenario::parse("scenario.yaml", text).unwrap(),
             Some(name) => {
                 let path = format!(
                     "{}/examples/scenarios/{name}.yaml",
