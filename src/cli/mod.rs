@@ -11,6 +11,7 @@ pub mod load;
 mod plan;
 mod report;
 mod run;
+mod sim;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -54,6 +55,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Print the CustomResourceDefinitions cutover uses.
     Crd,
+    /// Run a simulated fleet to rehearse on.
+    Sim(sim::SimArgs),
 }
 
 /// How a command reports.
@@ -82,6 +85,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Crd => crd(),
+        Command::Sim(args) => sim::run(&args),
         other => run_async(other),
     };
     match result {
@@ -109,7 +113,9 @@ fn run_async(command: Command) -> CliResult {
             Command::Demo(args) => demo::run(&args).await,
             Command::Freeze(args) => freeze::freeze(&args).await,
             Command::Unfreeze(args) => freeze::unfreeze(&args).await,
-            Command::Plan(_) | Command::Crd => unreachable!("handled without a runtime"),
+            Command::Plan(_) | Command::Crd | Command::Sim(_) => {
+                unreachable!("handled without a runtime")
+            }
         }
     })
 }

@@ -13,7 +13,7 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     /// `(name, group, resource)` the error is about, when it is about one object.
-    pub details: Option<(String, String, String)>,
+    pub details: Option<Box<(String, String, String)>>,
     /// Seconds a client should wait before retrying (429 and some 5xx).
     pub retry_after: Option<u64>,
 }
@@ -41,7 +41,11 @@ impl ApiError {
     }
 
     fn about(mut self, name: &str, group: &str, resource: &str) -> ApiError {
-        self.details = Some((name.to_string(), group.to_string(), resource.to_string()));
+        self.details = Some(Box::new((
+            name.to_string(),
+            group.to_string(),
+            resource.to_string(),
+        )));
         self
     }
 
@@ -149,7 +153,7 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if let Some((name, group, kind)) = &self.details {
+        if let Some((name, group, kind)) = self.details.as_deref() {
             s["details"] = json!({ "name": name, "group": group, "kind": kind });
         }
         if let Some(secs) = self.retry_after {

@@ -157,12 +157,17 @@ fn boot(ctx: &Ctx, index: usize, spec: &ClusterSpec) -> Result<(), super::api_er
                 number,
                 pods: spec.pods_per_node,
             };
+            let node = nodes::make_node(&spec.name, place, now);
+            let lease = json!({"metadata": {"name": nodes::node_name(&spec.name, zone, number)},
+                               "spec": {"holderIdentity": nodes::node_name(&spec.name, zone, number), "leaseDurationSeconds": 40,
+                                        "renewTime": super::meta::micro_time(now)}});
+            create(ctx, "", "nodes", "", node)?;
             create(
                 ctx,
-                "",
-                "nodes",
-                "",
-                nodes::make_node(&spec.name, place, now),
+                "coordination.k8s.io",
+                "leases",
+                "kube-node-lease",
+                lease,
             )?;
         }
     }

@@ -240,7 +240,13 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["deployments", "deployments/status", "deployments/scale"]
+            [
+                "deployments",
+                "deployments/status",
+                "deployments/scale",
+                "replicasets",
+                "replicasets/status"
+            ]
         );
         assert_eq!(apps["resources"][0]["shortNames"], json!(["deploy"]));
         assert!(resource_list(&reg, "apps", "v2").is_none());

@@ -271,3 +271,102 @@ fn is_green(snap: &Snapshot, ns: &str, name: &str) -> bool {
         None => name.ends_with("-green"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::{ScaledClock, SharedClock};
+    use crate::sim::store::{Target, WriteOptions};
+
+    fn put(s: &Store, group: &str, plural: &str, obj: Value) {
+        let kind = s.kind_of(group, plural).unwrap();
+        let ns = if kind.namespaced { "default" } else { "" };
+        s.create(&kind, ns, obj, Target::All, &WriteOptions::default())
+            .unwrap();
+    }
+
+    fn pod(name: &str, colour: &str, version: &str, ready: bool) -> Value {
+        json!({"metadata": {"name": name, "labels": {APP: "web", COLOUR: colour, VERSION: version}},
+               "spec": {"containers": []},
+               "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
+    }
+
+    fn cluster(green_weight: u32, green_ready: bool) -> Store {
+        let clock: SharedClock = Arc::new(ScaledClock::new(jiff::Timestamp::now(), 1.0));
+        let s = Store::new(clock, 100);
+        put(
+            &s,
+            "",
+            "namespaces",
+            json!({"metadata": {"name": "default"}}),
+        );
+        put(&s, "", "pods", pod("b1", "blue", "v1", true));
+        put(&s, "", "pods", pod("b2", "blue", "v1", true));
+        put(&s, "", "pods", pod("g1", "green", "v2", green_ready));
+        for colour in ["blue", "green"] {
+            put(
+                &s,
+                "",
+                "services",
+                json!({"metadata": {"name": format!("web-{colour}")},
+                "spec": {"selector": {APP: "web", COLOUR: colour}}}),
+            );
+        }
+        let crds = s
+            .kind_of("apiextensions.k8s.io", "customresourcedefinitions")
+            .unwrap();
+        let crd = json!({"metadata": {"name": "httproutes.gateway.networking.k8s.io"}, "spec": {
+            "group": "gateway.networking.k8s.io", "scope": "Namespaced",
+            "names": {"plural": "httproutes", "kind": "HTTPRoute"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]}});
+        s.create(&crds, "", crd, Target::All, &WriteOptions::default())
+            .unwrap();
+        put(
+            &s,
+            "gateway.networking.k8s.io",
+            "httproutes",
+            json!({"metadata": {"name": "web"}, "spec": {"rules": [{"backendRefs": [
+            {"name": "web-blue", "weight": 100 - green_weight}, {"name": "web-green", "weight": green_weight}]}]}}),
+        );
+        s
+    }
+
+    fn rate(flows: &[Flow], colour: &str, served: bool) -> f64 {
+        flows
+            .iter()
+            .filter(|f| f.colour == colour && f.served == served)
+            .map(|f| f.rps)
+            .sum()
+    }
+
+    #[test]
+    fn routes_split_by_weight_then_over_ready_pods() {
+        let s = cluster(10, true);
+        let flows = flows(&s, 100.0);
+        assert!((rate(&flows, "blue", true) - 90.0).abs() < 1e-9);
+        assert!((rate(&flows, "green", true) - 10.0).abs() < 1e-9);
+        assert_eq!(
+            flows.iter().filter(|f| f.colour == "blue").count(),
+            2,
+            "one flow per ready pod"
+        );
+        assert!(flows.iter().all(|f| f.app == "web"));
+        assert_eq!(green_weight(&s, Some("web")), Some(10.0));
+        assert_eq!(green_weight(&s, Some("other")), None);
+    }
+
+    #[test]
+    fn a_backend_without_ready_pods_fails_its_share() {
+        let s = cluster(25, false);
+        let flows = flows(&s, 100.0);
+        assert!((rate(&flows, "green", false) - 25.0).abs() < 1e-9);
+        let failed = flows.iter().find(|f| !f.served).unwrap();
+        assert_eq!(
+            failed.version, "v2",
+            "the version comes from the selected pods"
+        );
+        assert_eq!(green_weight(&s, None), Some(25.0));
+    }
+}

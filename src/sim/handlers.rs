@@ -187,6 +187,11 @@ fn parse_body(body: &Bytes, content_type: &str) -> ApiResult<Value> {
     if body.is_empty() {
         return Ok(Value::Null);
     }
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
+        )));
+    }
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),
         Err(json_err) if content_type.contains("yaml") => {

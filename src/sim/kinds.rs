@@ -101,6 +101,8 @@ impl Kind {
             ),
             b("", "endpoints", "Endpoints", true, &["ep"], false),
             b("apps", "deployments", "Deployment", true, &["deploy"], true),
+            // Served so clients that look for ReplicaSets find none: pods belong to Deployments here.
+            b("apps", "replicasets", "ReplicaSet", true, &["rs"], true),
             b("coordination.k8s.io", "leases", "Lease", true, &[], false),
             b(
                 "apiextensions.k8s.io",

@@ -181,11 +181,7 @@ impl SimFleet {
                     physical_zones: BTreeMap::new(),
                     traffic_share: c.traffic_share,
                     prometheus: None,
-                    metrics_url: self
-                        .clusters
-                        .iter()
-                        .find(|x| x.name == c.name)
-                        .map(|x| format!("{}/metrics", x.url())),
+                    metrics_url: self.url(&c.name).map(|u| format!("{u}/metrics")),
                 })
                 .collect(),
             clock: Some(FleetClock {

@@ -260,11 +260,14 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
             .unwrap_or_default()
             .to_string()
     };
-    let (user_agent, accept, content_type) = (
+    let (mut user_agent, accept, content_type) = (
         head(header::USER_AGENT),
         head(header::ACCEPT),
         head(header::CONTENT_TYPE),
     );
+    if user_agent.is_empty() {
+        user_agent = "unknown".to_string();
+    }
     match path.as_str() {
         "/sim/requests" => {
             let counts = serde_json::to_value(ctx.counter.snapshot()).unwrap_or(Value::Null);

@@ -133,6 +133,14 @@ impl Printer {
         }
     }
 
+    /// The same printer with ages computed at another moment (long watches).
+    pub fn at(&self, now: Timestamp) -> Printer {
+        Printer {
+            now,
+            ..self.clone()
+        }
+    }
+
     fn definitions(&self) -> Value {
         Value::Array(
             self.columns

@@ -58,12 +58,14 @@ pub fn start(
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let sub = store.subscribe(&kind, start);
     tokio::spawn(async move {
+        let clock = store.clock().clone();
         let mut w = Watcher {
             tx,
             kind,
             req,
             sent_rv: 0,
             columns_sent: false,
+            clock,
         };
         let mut sub = match sub {
             Ok(s) => s,
@@ -139,6 +141,7 @@ struct Watcher {
     sent_rv: u64,
     /// Table column definitions go with the first event only.
     columns_sent: bool,
+    clock: crate::clock::SharedClock,
 }
 
 impl Watcher {
@@ -187,7 +190,9 @@ impl Watcher {
         obj["apiVersion"] = json!(self.kind.api_version(&self.req.version));
         if let Some(printer) = &self.req.table {
             let rv = super::meta::resource_version(&obj).unwrap_or(self.sent_rv);
-            obj = printer.table(&[Arc::new(obj)], rv, !self.columns_sent);
+            obj = printer
+                .at(self.clock.now())
+                .table(&[Arc::new(obj)], rv, !self.columns_sent);
             self.columns_sent = true;
         }
         self.line(json!({"type": kind, "object": obj})).await

@@ -128,7 +128,7 @@ fn reconcile_one(ctx: &Ctx, d: &Value, all_pods: &[Arc<Value>]) -> Option<Timest
             if new.len() as i64 > replicas {
                 removal_order(&mut new);
                 let extra = new.len() - replicas as usize;
-                new.drain(..extra).for_each(|p| delete(p));
+                new.drain(..extra).for_each(&delete);
             }
             if !old.is_empty() {
                 let available = owned.iter().filter(|p| is_ready(p)).count() as i64;

@@ -4,7 +4,7 @@
 //!
 //! They write through the store like any client would (never over HTTP, so
 //! their writes are not counted as API requests), and only when something
-//! changes.
+//! changes. Events expire after an hour of fleet time, as in a real cluster.
 
 pub mod deployments;
 pub mod kubelet;
@@ -86,6 +86,7 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             deployments::reconcile(&ctx),
             scheduler::reconcile(&ctx),
             kubelet::reconcile(&ctx),
+            expire_events(&ctx),
         ]
         .into_iter()
         .flatten()
@@ -106,4 +107,34 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Fleet time an Event is kept.
+const EVENT_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+
+/// Deletes Events older than the TTL; returns when the oldest left expires.
+fn expire_events(ctx: &Ctx) -> Option<Timestamp> {
+    let now = ctx.now();
+    let kind = ctx.kind("", "events");
+    let mut next: Option<Timestamp> = None;
+    for e in ctx.store.all("", "events") {
+        let seen = ["lastTimestamp", "eventTime", "firstTimestamp"]
+            .iter()
+            .find_map(|f| e[*f].as_str().and_then(super::meta::parse_time))
+            .or_else(|| {
+                e["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .and_then(super::meta::parse_time)
+            });
+        let Some(expires) = seen.and_then(|t| t.checked_add(EVENT_TTL).ok()) else {
+            continue;
+        };
+        if expires <= now {
+            let (ns, name) = (super::meta::namespace(&e), super::meta::name(&e));
+            let _ = ctx.store.delete(&kind, ns, name, &Default::default());
+        } else {
+            next = Some(next.map_or(expires, |n| n.min(expires)));
+        }
+    }
+    next
 }

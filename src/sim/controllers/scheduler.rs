@@ -303,45 +303,64 @@ fn bind(ctx: &Ctx, pod: &Value, node: &str) -> Result<(), crate::sim::api_error:
     Ok(())
 }
 
+/// Fleet time between two reports of the same scheduling failure.
+const REPORT_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
 fn unschedulable(ctx: &Ctx, pod: &Value, why: &str) {
-    let already = meta::condition(pod, "PodScheduled")
-        .is_some_and(|c| c["status"] == "False" && c["message"] == why);
-    if already {
-        return;
-    }
     let now = ctx.now();
     let stamp = meta::time(now);
-    let _ = ctx.update(&ctx.kind("", "pods"), pod, |p| {
-        meta::set_condition(
-            p,
-            "PodScheduled",
-            "False",
-            "Unschedulable",
-            why,
-            &stamp,
-            &[],
-        );
-        p["status"]["phase"] = json!("Pending");
-    });
-    let event = json!({
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": format!("{}.{}", meta::name(pod), meta::random_suffix(8)), "namespace": meta::namespace(pod)},
-        "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": meta::namespace(pod), "name": meta::name(pod), "uid": meta::uid(pod)},
-        "reason": "FailedScheduling",
-        "message": why,
-        "type": "Warning",
-        "source": {"component": "default-scheduler"},
-        "reportingComponent": "default-scheduler",
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    });
-    let _ = ctx.store.create(
-        &ctx.kind("", "events"),
-        meta::namespace(pod),
-        event,
-        Target::All,
-        &WriteOptions::default(),
+    let already = meta::condition(pod, "PodScheduled")
+        .is_some_and(|c| c["status"] == "False" && c["message"] == why);
+    if !already {
+        let _ = ctx.update(&ctx.kind("", "pods"), pod, |p| {
+            meta::set_condition(
+                p,
+                "PodScheduled",
+                "False",
+                "Unschedulable",
+                why,
+                &stamp,
+                &[],
+            );
+            p["status"]["phase"] = json!("Pending");
+        });
+    }
+    report(ctx, pod, why, now);
+}
+
+/// A `FailedScheduling` Event for the pod: created, or counted again every few minutes.
+fn report(ctx: &Ctx, pod: &Value, why: &str, now: Timestamp) {
+    let kind = ctx.kind("", "events");
+    let ns = meta::namespace(pod);
+    let name = format!(
+        "{}.{}",
+        meta::name(pod),
+        meta::short_hash(&json!(meta::uid(pod)))
     );
+    let stamp = meta::time(now);
+    let _ = ctx.store.modify(&kind, ns, &name, Target::All, true, &WriteOptions::default(), |cur| {
+        let mut e = match cur {
+            Some(e) => e.clone(),
+            None => json!({
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": ns},
+                "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": meta::name(pod), "uid": meta::uid(pod)},
+                "reason": "FailedScheduling",
+                "type": "Warning",
+                "source": {"component": "default-scheduler"},
+                "reportingComponent": "default-scheduler",
+                "firstTimestamp": stamp,
+                "count": 0,
+            }),
+        };
+        let last = e["lastTimestamp"].as_str().and_then(meta::parse_time);
+        let due = last.is_none_or(|t| t.checked_add(REPORT_EVERY).is_ok_and(|d| d <= now));
+        if due || e["message"] != why {
+            e["count"] = json!(e["count"].as_i64().unwrap_or(0) + 1);
+            e["lastTimestamp"] = json!(stamp);
+            e["message"] = json!(why);
+        }
+        Ok(e)
+    });
 }

@@ -1,0 +1,115 @@
+//! `cutover sim serve`: runs a simulated fleet in the foreground until
+//! Ctrl-C, writes its kubeconfig and fleet file, and says how to use them.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::{CliResult, Exit};
+use crate::sim::{Scenario, SimFleet, SimOptions};
+
+#[derive(clap::Args, Debug)]
+pub struct SimArgs {
+    #[command(subcommand)]
+    pub command: SimCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SimCommand {
+    /// Run a simulated fleet of Kubernetes API servers on loopback until Ctrl-C.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// A scenario file (see examples/scenarios); the default fleet, healthy, when unset.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    /// How many times faster than the wall clock fleet time runs.
+    #[arg(long, value_name = "N", default_value_t = 60.0)]
+    pub time_scale: f64,
+    /// Where to write the kubeconfig and fleet.yaml; a new temporary directory when unset.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Also write the kubeconfig here.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+pub fn run(args: &SimArgs) -> CliResult {
+    match &args.command {
+        SimCommand::Serve(serve) => run_serve(serve),
+    }
+}
+
+fn run_serve(args: &ServeArgs) -> CliResult {
+    let scenario = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Scenario::parse(&path.display().to_string(), &text)?
+        }
+        None => Scenario::default_fleet(),
+    };
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            let d = std::env::temp_dir().join(format!("cutover-sim-{}", std::process::id()));
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
+            d
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let fleet = SimFleet::start(SimOptions {
+            scenario,
+            time_scale: args.time_scale,
+            dir,
+        })
+        .await?;
+        if let Some(path) = &args.kubeconfig {
+            std::fs::copy(fleet.kubeconfig_path(), path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        let kubeconfig = args
+            .kubeconfig
+            .clone()
+            .unwrap_or_else(|| fleet.kubeconfig_path().to_path_buf());
+        print_usage(&fleet, &kubeconfig, args.time_scale)?;
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot wait for Ctrl-C")?;
+        println!("stopping the simulated fleet");
+        fleet.shutdown().await;
+        Ok(Exit::Ok)
+    })
+}
+
+fn print_usage(fleet: &SimFleet, kubeconfig: &std::path::Path, scale: f64) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Simulated fleet running (fleet time x{scale}); Ctrl-C stops it."
+    )?;
+    for name in fleet.cluster_names() {
+        let url = fleet.url(&name).unwrap_or_default();
+        writeln!(
+            out,
+            "  {name:<10} context sim-{name:<10} {url}  (metrics: {url}/metrics)"
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "  export KUBECONFIG={}", kubeconfig.display())?;
+    writeln!(
+        out,
+        "  kubectl --context sim-prod-a get nodes -L topology.kubernetes.io/zone"
+    )?;
+    writeln!(
+        out,
+        "  cutover plan -f examples/checkout/release.yaml --fleet {}",
+        fleet.fleet_path().display()
+    )?;
+    out.flush()
+}
