@@ -12,17 +12,22 @@ async fn waits_do_not_poll_and_writes_per_step_are_exact() {
     w.sim.reset_requests();
     let child = w.spawn_run(&["--lease-duration", "30s"]);
     let soak = w
-        .wait_for("the soak", |s| {
+        // Soaking, with the soak's gates passing: from here only time passes.
+        .wait_for("the soak with its gates passing", |s| {
             s.plan
                 .get(s.step as usize)
                 .is_some_and(|p| p.kind == StepKind::Soak)
                 && s.step_ready_at.is_some()
+                && !s.gates.is_empty()
+                && s.gates
+                    .iter()
+                    .all(|g| g.verdict == cutover::gates::MetricVerdict::Pass)
         })
         .await;
     let ours = |c: cutover::sim::counters::RequestCounts| c.user_agent("cutover/");
     let at_soak = ours(w.sim.requests());
     // The soak lasts 10 minutes of fleet time (5 s of wall time at 120x); sample inside it.
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let later = ours(w.sim.requests());
     assert_eq!(w.status().await.step, soak.step, "still soaking");
     let (code, out, err) = finish(child).await;

@@ -164,7 +164,8 @@ async fn abort_mid_ramp_restores_blue_everywhere_before_green_is_scaled_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_run_resumes_where_it_stopped_and_repeats_nothing() {
     // (what, the step the run is killed at or after)
-    let points: [(&str, fn(&cutover::spec::ReleaseStatus) -> bool); 4] = [
+    type KillPoint = (&'static str, fn(&cutover::spec::ReleaseStatus) -> bool);
+    let points: [KillPoint; 4] = [
         ("after green is created on prod-a", |s| {
             s.plan
                 .get(s.step as usize)

@@ -108,7 +108,7 @@ fn bad_input_names_file_line_column_and_field() {
             "      step: 150%\n",
             1,
             &[
-                "release.yaml:65:",
+                "release.yaml:93:",
                 "field `spec.plan.ramp.step`",
                 "at most 100%",
             ],
@@ -126,7 +126,7 @@ fn bad_input_names_file_line_column_and_field() {
             "      weight: 8%\n",
             5,
             &[
-                "release.yaml:62:",
+                "release.yaml:90:",
                 "field `spec.plan.canary.weight`",
                 "maximum of 5%",
             ],
@@ -137,7 +137,7 @@ fn bad_input_names_file_line_column_and_field() {
             "    soak: 30s\n",
             5,
             &[
-                "release.yaml:67:",
+                "release.yaml:95:",
                 "field `spec.plan.soak`",
                 "minimum of 30m",
             ],
