@@ -182,6 +182,26 @@ fn series_order_never_matters() {
 }
 
 #[test]
+fn per_label_groups_are_judged_on_their_own() {
+    let gate = mk_gate("groupBy: route\nreduce: avg\n");
+    let series = |pairs: &[(&str, f64)]| RawResult {
+        series: pairs
+            .iter()
+            .map(|(route, v)| Sample { labels: BTreeMap::from([("route".to_string(), route.to_string())]), value: *v })
+            .collect(),
+        ..Default::default()
+    };
+    // Averaged together the two would pass; per route, /pay fails.
+    let m = measure(&gate, t(0), Ok(series(&[("/browse", 0.0), ("/browse", 0.0), ("/pay", 0.09)])), None);
+    assert_eq!(m.class, Class::Fail);
+    assert!(m.detail.contains("route=/pay"), "{}", m.detail);
+    let m = measure(&gate, t(0), Ok(series(&[("/browse", 0.01), ("/pay", 0.02)])), None);
+    assert_eq!(m.class, Class::Pass);
+    let two = mk_gate("groupBy: route\nexpectedSeries: 3\n");
+    assert_eq!(measure(&two, t(0), Ok(series(&[("/a", 0.0), ("/b", 0.0)])), None).class, Class::Error);
+}
+
+#[test]
 fn comparison_with_blue() {
     let gate = mk_gate("compareToBlue:\n  relative: 0.5\n  absolute: 0.001\n");
     let blue = |v| Some(Ok(series(&[v])));

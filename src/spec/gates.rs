@@ -61,7 +61,12 @@ pub struct MetricGate {
     /// How several series reduce to one verdict.
     #[serde(default)]
     pub reduce: Reduce,
-    /// Series expected in the result; another count is an error.
+    /// Judge each value of this label on its own (per pod, per route, per
+    /// status code…): each group is reduced by `reduce`, and any failing group
+    /// fails the measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    /// Series (or groups, with `groupBy`) expected in the result; another count is an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_series: Option<usize>,
     /// Also measure blue at the same time and compare.
