@@ -10,8 +10,19 @@ fn demo_of_a_bad_canary_rolls_back_and_exits_3() {
         .output()
         .expect("run the demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("AbortStarted: gate failed during canary prod-a 4%"), "{stdout}");
-    assert!(stdout.contains("TrafficRestored") && stdout.contains("rolled back to 2.13.0"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("AbortStarted: gate failed during canary prod-a 4%"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("TrafficRestored") && stdout.contains("rolled back to 2.13.0"),
+        "{stdout}"
+    );
     assert!(stdout.contains("summary (fleet time)"), "{stdout}");
 }

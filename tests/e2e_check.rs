@@ -33,6 +33,10 @@ async fn check_live_passes_on_a_healthy_fleet_and_names_a_lost_zone() {
         "{out}"
     );
     assert!(out.contains("distinct-clusters"), "{out}");
+    assert!(
+        out.contains("fleet-zone-loss") && out.contains("83.33%"),
+        "losing one zone of six costs a sixth: {out}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (code, out, err) = finish(check(&w).spawn().unwrap()).await;
     assert_eq!(code, 5, "{out}\n{err}");

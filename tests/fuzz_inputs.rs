@@ -12,8 +12,13 @@ const RELEASE: &str = include_str!("../examples/checkout/release.yaml");
 /// Text close to valid: a real document with a slice cut out or replaced.
 fn mangled(base: &'static str) -> impl Strategy<Value = String> {
     (0..base.len(), 0..64usize, "[ -~\n\t]{0,12}").prop_map(move |(at, cut, with)| {
-        let at = (0..=at).rev().find(|i| base.is_char_boundary(*i)).unwrap_or(0);
-        let end = (at + cut..=base.len()).find(|i| base.is_char_boundary(*i)).unwrap_or(base.len());
+        let at = (0..=at)
+            .rev()
+            .find(|i| base.is_char_boundary(*i))
+            .unwrap_or(0);
+        let end = (at + cut..=base.len())
+            .find(|i| base.is_char_boundary(*i))
+            .unwrap_or(base.len());
         format!("{}{with}{}", &base[..at], &base[end..])
     })
 }

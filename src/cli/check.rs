@@ -58,11 +58,15 @@ pub async fn run(args: &CheckArgs) -> CliResult {
         )
         .await?;
         let mut uids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut placements = Vec::new();
         for c in &rel.clusters {
             let handle = conn.clients.get(&c.name)?;
             match live(handle, rel, c).await {
-                Ok((found, uid)) => {
+                Ok((found, uid, report)) => {
                     results.extend(found);
+                    if let (Some(r), crate::spec::ClusterRole::Production) = (report, c.role) {
+                        placements.push((c.name.clone(), r));
+                    }
                     uids.entry(uid).or_default().push(c.name.clone());
                 }
                 Err(e) => results.push(RuleResult {
@@ -73,6 +77,24 @@ pub async fn run(args: &CheckArgs) -> CliResult {
                         "check the kubeconfig context and that the API server answers".into(),
                     ),
                 }),
+            }
+        }
+        if let Some(rule) = &rel.tier.placement.zone_loss {
+            let pairs: Vec<_> = placements
+                .iter()
+                .filter_map(|(name, r)| loaded.fleet.cluster(name).map(|fc| (fc, r)))
+                .collect();
+            if let Some((zone, left)) = placement::fleet_zone_loss(&pairs) {
+                let ok = left >= rule.min_fleet_capacity;
+                results.push(RuleResult {
+                    rule: "fleet-zone-loss",
+                    verdict: if ok { RuleVerdict::Pass } else { RuleVerdict::Fail },
+                    detail: format!(
+                        "losing physical zone {zone} would leave {left} of the fleet's serving pods; {} requires {}",
+                        rel.tier_name, rule.min_fleet_capacity
+                    ),
+                    fix: (!ok).then(|| "spread the clusters over more independent zones, or add replicas".into()),
+                });
             }
         }
         let same: Vec<_> = uids
@@ -139,7 +161,7 @@ async fn live(
     c: &ClusterHandle,
     rel: &ResolvedRelease,
     target: &ResolvedCluster,
-) -> crate::fleet::Result<(Vec<RuleResult>, String)> {
+) -> crate::fleet::Result<(Vec<RuleResult>, String, Option<placement::PlacementReport>)> {
     let err = Error::api(&c.name);
     let uid = Api::<Namespace>::all(c.client.clone())
         .get("kube-system")
@@ -196,6 +218,7 @@ async fn live(
         },
         fix: (!missing.is_empty()).then(|| "an infrastructure problem, not the manifest: restore the zone's nodes or wait for it".into()),
     });
+    let mut kept = None;
     if let Some(w) = serving {
         let pods: Vec<_> = pods
             .items
@@ -226,6 +249,7 @@ async fn live(
             fix: (!report.satisfied())
                 .then(|| "wait for pods to reschedule, or add capacity in the empty zone".into()),
         });
+        kept = Some(report);
     } else {
         out.push(RuleResult {
             rule: "live-placement",
@@ -237,5 +261,5 @@ async fn live(
             fix: None,
         });
     }
-    Ok((out, uid))
+    Ok((out, uid, kept))
 }

@@ -57,6 +57,9 @@ pub struct StatusArgs {
     /// (`-n` names the namespace whose holding releases are listed.)
     #[command(flatten)]
     pub fleet: FleetArgs,
+    /// A policies directory whose `freezes.yaml` windows are listed too.
+    #[arg(long, value_name = "DIR", env = "CUTOVER_POLICIES")]
+    pub policies: Option<std::path::PathBuf>,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -250,6 +253,18 @@ async fn status(args: &StatusArgs) -> CliResult {
             ))
         })
         .collect();
+    let windows = match &args.policies {
+        Some(dir) if dir.join("freezes.yaml").exists() => {
+            let path = dir.join("freezes.yaml");
+            let text = std::fs::read_to_string(&path)?;
+            crate::freeze::window::parse(&path.display().to_string(), &text)?
+        }
+        _ => Vec::new(),
+    };
+    let windows: Vec<(String, bool)> = windows
+        .iter()
+        .map(|w| (w.describe(), w.contains(now)))
+        .collect();
     let mut out = std::io::stdout().lock();
     if args.output == Output::Json {
         let freezes: Vec<_> = active
@@ -264,7 +279,7 @@ async fn status(args: &StatusArgs) -> CliResult {
             out,
             "{}",
             serde_json::to_string_pretty(
-                &json!({"active": freezes, "unreadable": unreadable, "holding": holding})
+                &json!({"active": freezes, "windows": windows.iter().map(|(w, on)| json!({"window": w, "activeNow": on})).collect::<Vec<_>>(), "unreadable": unreadable, "holding": holding})
             )?
         )?;
         return Ok(Exit::Ok);
@@ -291,6 +306,9 @@ async fn status(args: &StatusArgs) -> CliResult {
             f.spec.expires_at.as_deref().unwrap_or("lifted"),
             on.join(", ")
         )?;
+    }
+    for (w, on) in &windows {
+        writeln!(out, "{w}{}", if *on { " — ACTIVE NOW" } else { "" })?;
     }
     for u in &unreadable {
         writeln!(out, "cannot read freezes on {u}")?;

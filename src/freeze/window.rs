@@ -358,6 +358,19 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_windows_parse() {
+        let w = parse(
+            "policies/freezes.yaml",
+            include_str!("../../policies/freezes.yaml"),
+        )
+        .unwrap();
+        assert_eq!(w.len(), 3);
+        assert!(
+            w[0].contains(at("2026-06-01T06:30:00Z")) && !w[0].contains(at("2026-06-01T07:00:00Z"))
+        );
+    }
+
+    #[test]
     fn bad_zones_and_schedules_are_refused_with_their_place() {
         let e = windows("  - name: x\n    reason: r\n    timeZone: Mars/Olympus\n    daily:\n      from: \"06:00\"\n      to: \"07:00\"\n").unwrap_err().to_string();
         assert!(

@@ -187,18 +187,38 @@ fn per_label_groups_are_judged_on_their_own() {
     let series = |pairs: &[(&str, f64)]| RawResult {
         series: pairs
             .iter()
-            .map(|(route, v)| Sample { labels: BTreeMap::from([("route".to_string(), route.to_string())]), value: *v })
+            .map(|(route, v)| Sample {
+                labels: BTreeMap::from([("route".to_string(), route.to_string())]),
+                value: *v,
+            })
             .collect(),
         ..Default::default()
     };
     // Averaged together the two would pass; per route, /pay fails.
-    let m = measure(&gate, t(0), Ok(series(&[("/browse", 0.0), ("/browse", 0.0), ("/pay", 0.09)])), None);
+    let m = measure(
+        &gate,
+        t(0),
+        Ok(series(&[
+            ("/browse", 0.0),
+            ("/browse", 0.0),
+            ("/pay", 0.09),
+        ])),
+        None,
+    );
     assert_eq!(m.class, Class::Fail);
     assert!(m.detail.contains("route=/pay"), "{}", m.detail);
-    let m = measure(&gate, t(0), Ok(series(&[("/browse", 0.01), ("/pay", 0.02)])), None);
+    let m = measure(
+        &gate,
+        t(0),
+        Ok(series(&[("/browse", 0.01), ("/pay", 0.02)])),
+        None,
+    );
     assert_eq!(m.class, Class::Pass);
     let two = mk_gate("groupBy: route\nexpectedSeries: 3\n");
-    assert_eq!(measure(&two, t(0), Ok(series(&[("/a", 0.0), ("/b", 0.0)])), None).class, Class::Error);
+    assert_eq!(
+        measure(&two, t(0), Ok(series(&[("/a", 0.0), ("/b", 0.0)])), None).class,
+        Class::Error
+    );
 }
 
 #[test]

@@ -111,9 +111,16 @@ fn reduce_values(rule: &Reduce, values: &[f64]) -> Option<f64> {
 
 /// The class of one measurement of `gate`, from green's result (and blue's,
 /// measured at the same time, when the gate compares).
-pub fn measure(gate: &MetricGate, at: Timestamp, green: Result<RawResult, String>, blue: Option<Result<RawResult, String>>) -> Measurement {
+pub fn measure(
+    gate: &MetricGate,
+    at: Timestamp,
+    green: Result<RawResult, String>,
+    blue: Option<Result<RawResult, String>>,
+) -> Measurement {
     match (&gate.group_by, green) {
-        (Some(label), Ok(result)) if !result.series.is_empty() => measure_groups(gate, label, at, result),
+        (Some(label), Ok(result)) if !result.series.is_empty() => {
+            measure_groups(gate, label, at, result)
+        }
         (_, green) => measure_one(gate, at, green, blue),
     }
 }
@@ -122,18 +129,34 @@ pub fn measure(gate: &MetricGate, at: Timestamp, green: Result<RawResult, String
 fn measure_groups(gate: &MetricGate, label: &str, at: Timestamp, result: RawResult) -> Measurement {
     let mut groups: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
     for s in result.series {
-        groups.entry(s.labels.get(label).cloned().unwrap_or_default()).or_default().push(s);
+        groups
+            .entry(s.labels.get(label).cloned().unwrap_or_default())
+            .or_default()
+            .push(s);
     }
     if let Some(n) = gate.expected_series
         && groups.len() != n
     {
-        return Measurement { at, class: Class::Error, value: None, detail: format!("expected {n} groups of {label}, got {}", groups.len()) };
+        return Measurement {
+            at,
+            class: Class::Error,
+            value: None,
+            detail: format!("expected {n} groups of {label}, got {}", groups.len()),
+        };
     }
-    let single = MetricGate { group_by: None, expected_series: None, ..gate.clone() };
+    let single = MetricGate {
+        group_by: None,
+        expected_series: None,
+        ..gate.clone()
+    };
     let judged: Vec<(String, Measurement)> = groups
         .into_iter()
         .map(|(k, series)| {
-            let r = RawResult { series, warnings: result.warnings.clone(), request_rate: result.request_rate };
+            let r = RawResult {
+                series,
+                warnings: result.warnings.clone(),
+                request_rate: result.request_rate,
+            };
             (k, measure_one(&single, at, Ok(r), None))
         })
         .collect();
@@ -144,18 +167,35 @@ fn measure_groups(gate: &MetricGate, label: &str, at: Timestamp, result: RawResu
         Class::NoData => 1,
         Class::Pass => 0,
     };
-    let (_, worst) = judged.iter().max_by_key(|(_, m)| rank(m.class)).expect("at least one group");
-    let failing: Vec<_> = judged.iter().filter(|(_, m)| m.class == worst.class).map(|(k, _)| format!("{label}={k}")).collect();
+    let (_, worst) = judged
+        .iter()
+        .max_by_key(|(_, m)| rank(m.class))
+        .expect("at least one group");
+    let failing: Vec<_> = judged
+        .iter()
+        .filter(|(_, m)| m.class == worst.class)
+        .map(|(k, _)| format!("{label}={k}"))
+        .collect();
     let detail = if worst.class == Class::Pass {
         format!("{} groups of {label} pass", judged.len())
     } else {
         let class = format!("{:?}", worst.class).to_lowercase();
         format!("{} ({class}): {}", failing.join(", "), worst.detail)
     };
-    Measurement { at, class: worst.class, value: worst.value, detail }
+    Measurement {
+        at,
+        class: worst.class,
+        value: worst.value,
+        detail,
+    }
 }
 
-fn measure_one(gate: &MetricGate, at: Timestamp, green: Result<RawResult, String>, blue: Option<Result<RawResult, String>>) -> Measurement {
+fn measure_one(
+    gate: &MetricGate,
+    at: Timestamp,
+    green: Result<RawResult, String>,
+    blue: Option<Result<RawResult, String>>,
+) -> Measurement {
     let m = |class, value, detail: String| Measurement {
         at,
         class,

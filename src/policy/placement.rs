@@ -154,6 +154,28 @@ pub fn evaluate(
     }
 }
 
+/// Across clusters: the share of the fleet's counted pods left after losing
+/// any one physical zone (zone names mapped through the fleet file, since the
+/// same name in two cloud accounts may be different places). Returns the
+/// worst physical zone and the share left, or `None` for an empty fleet.
+pub fn fleet_zone_loss(
+    clusters: &[(&crate::spec::FleetCluster, &PlacementReport)],
+) -> Option<(String, crate::spec::Percent)> {
+    let total: u32 = clusters.iter().map(|(_, r)| r.counted).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut lost: BTreeMap<String, u32> = BTreeMap::new();
+    for (fc, r) in clusters {
+        for (zone, n) in &r.zones {
+            *lost.entry(fc.physical_zone(zone).to_string()).or_default() += n;
+        }
+    }
+    let (zone, worst) = lost.into_iter().max_by_key(|(_, n)| *n)?;
+    let left = ((u64::from(total - worst) * 10_000) / u64::from(total)) as u32;
+    Some((zone, crate::spec::Percent::from_basis_points(left)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +260,44 @@ mod tests {
         let r = evaluate(&rules(), &zones3(), 3, &n, &p);
         assert!(r.satisfied(), "blue pods are not counted: {}", r.summary());
         assert_eq!(r.counted, 3);
+    }
+
+    #[test]
+    fn fleet_zone_loss_follows_physical_zones() {
+        let fleet =
+            crate::spec::Fleet::parse("f", include_str!("../../examples/checkout/fleet.yaml"))
+                .unwrap();
+        let (a, b) = (
+            fleet.cluster("prod-a").unwrap(),
+            fleet.cluster("prod-b").unwrap(),
+        );
+        let mut fa = a.clone();
+        let mut fb = b.clone();
+        let n = |zones: &[&str]| nodes(zones);
+        let ra = evaluate(
+            &rules(),
+            &fa.zones,
+            6,
+            &n(&["eu-west-1a", "eu-west-1b", "eu-west-1c"]),
+            &pods(&[0, 1, 2, 0, 1, 2]),
+        );
+        let rb = evaluate(
+            &rules(),
+            &fb.zones,
+            6,
+            &n(&["eu-central-1a", "eu-central-1b", "eu-central-1c"]),
+            &pods(&[0, 1, 2, 0, 1, 2]),
+        );
+        // Distinct places everywhere: losing one zone costs 2 of 12 pods.
+        let (_, left) = fleet_zone_loss(&[(&fa, &ra), (&fb, &rb)]).unwrap();
+        assert_eq!(left.basis_points(), 8333);
+        // Two zone names that are one physical place lose together.
+        fa.physical_zones
+            .insert("eu-west-1a".into(), "shared-az".into());
+        fb.physical_zones
+            .insert("eu-central-1a".into(), "shared-az".into());
+        let (zone, left) = fleet_zone_loss(&[(&fa, &ra), (&fb, &rb)]).unwrap();
+        assert_eq!((zone.as_str(), left.basis_points()), ("shared-az", 6666));
     }
 
     #[test]
