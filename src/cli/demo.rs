@@ -128,11 +128,20 @@ async fn demo(args: &DemoArgs, sim: &SimFleet) -> CliResult {
             .await
     });
     let mut last_status = None;
-    while let Some(p) = rx.recv().await {
-        if let Progress::Status(s) = &p {
-            last_status = Some(s.clone());
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            p = rx.recv() => match p {
+                Some(p) => {
+                    if let Progress::Status(s) = &p {
+                        last_status = Some(s.clone());
+                    }
+                    reporter.progress(&p);
+                }
+                None => break,
+            },
+            _ = ticker.tick() => reporter.tick(),
         }
-        reporter.progress(&p);
     }
     let outcome = drive.await.map_err(|e| anyhow!("driver task: {e}"))??;
     reporter.outcome(&outcome);

@@ -14,17 +14,53 @@ pub struct Reporter {
     output: Output,
     tty: bool,
     clock: SharedClock,
+    /// In a terminal: a live line under the event lines.
+    live: Option<indicatif::ProgressBar>,
+    last: Option<ReleaseStatus>,
 }
 
 impl Reporter {
     pub fn new(output: Output, tty: bool, clock: SharedClock) -> Reporter {
-        Reporter { output, tty, clock }
+        let live = (tty && output == Output::Text).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {wide_msg}")
+                    .expect("a valid template"),
+            );
+            bar
+        });
+        Reporter {
+            output,
+            tty,
+            clock,
+            live,
+            last: None,
+        }
     }
 
     fn line(&self, text: &str) {
+        if let Some(bar) = &self.live {
+            bar.println(text);
+            return;
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{text}");
         let _ = out.flush();
+    }
+
+    /// Refreshes the live line: stage, green per cluster, time left, last gate values.
+    pub fn tick(&mut self) {
+        let (Some(bar), Some(s)) = (&self.live, &self.last) else {
+            return;
+        };
+        bar.set_message(live_line(s, self.clock.now()));
+        bar.tick();
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.live.take() {
+            bar.finish_and_clear();
+        }
     }
 
     fn json(&self, v: serde_json::Value) {
@@ -78,7 +114,10 @@ impl Reporter {
             ) => self.line(&format!("{}      failed to {action}: {e}", self.stamp())),
             (Output::Text, Progress::Applied { .. }) => {}
             (Output::Text, Progress::Status(s)) => {
-                if self.tty && !s.weights.is_empty() {
+                self.last = Some((**s).clone());
+                if self.live.is_some() {
+                    self.tick();
+                } else if self.tty && !s.weights.is_empty() {
                     self.line(&format!(
                         "{}      {} — green: {}",
                         self.stamp(),
@@ -91,6 +130,7 @@ impl Reporter {
     }
 
     pub fn outcome(&mut self, o: &Outcome) {
+        self.finish();
         let (word, message) = match o {
             Outcome::Completed => ("completed", String::new()),
             Outcome::Aborted(m) => ("rolled back", m.clone()),
@@ -116,6 +156,48 @@ impl Reporter {
         }
         self.line(&describe(r, &s));
     }
+}
+
+/// The live line: where the release stands right now.
+pub fn live_line(s: &ReleaseStatus, now: jiff::Timestamp) -> String {
+    let mut parts = vec![format!("{}", s.phase)];
+    if let Some(step) = &s.step_name {
+        parts.push(format!("{}/{} {step}", s.step + 1, s.plan.len()));
+    }
+    if !s.weights.is_empty() {
+        parts.push(format!("green {}", weights_line(s)));
+    }
+    let wait = s
+        .plan
+        .get(s.step as usize)
+        .map(|p| p.wait.signed())
+        .unwrap_or_default();
+    if let Some(ready) = s.step_ready_at
+        && !wait.is_zero()
+    {
+        let left = ready
+            .checked_add(wait)
+            .map(|end| end.duration_since(now))
+            .unwrap_or_default();
+        if left.is_positive() {
+            parts.push(format!("{} left", crate::engine::timeline::span_of(left)));
+        }
+    }
+    for g in &s.gates {
+        if let Some(m) = g.measurements.last() {
+            parts.push(format!(
+                "{}@{}: {:?} {}",
+                g.name,
+                g.cluster,
+                m.class,
+                m.value.map(crate::gates::verdict::show).unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(h) = s.holds.first() {
+        parts.push(format!("holding: {}", h.message));
+    }
+    parts.join(" | ")
 }
 
 /// What `cutover status` prints.

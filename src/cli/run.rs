@@ -145,8 +145,15 @@ pub async fn run(args: &RunArgs) -> CliResult {
             )
             .await
     });
-    while let Some(p) = rx.recv().await {
-        reporter.progress(&p);
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            p = rx.recv() => match p {
+                Some(p) => reporter.progress(&p),
+                None => break,
+            },
+            _ = ticker.tick() => reporter.tick(),
+        }
     }
     let outcome = drive.await.map_err(|e| anyhow!("driver task: {e}"))??;
     reporter.outcome(&outcome);
