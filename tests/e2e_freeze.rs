@@ -179,4 +179,23 @@ async fn a_new_release_refuses_to_start_during_a_freeze_and_override_must_name_e
         o.message
     );
     assert_eq!(s.overridden_freezes.len(), 2);
+    // Recorded on the freeze itself (its Event has long expired: the run took hours of fleet time).
+    let freezes: Api<cutover::freeze::DeployFreeze> = Api::all(w.readers["prod-a"].clone());
+    let history = freezes.get(&a).await.unwrap().status.unwrap().history;
+    let o = history
+        .iter()
+        .find(|h| h.action == "Overridden")
+        .expect("the override is on the freeze's record");
+    assert!(
+        o.by == "tester" && o.message.contains("security fix"),
+        "{o:?}"
+    );
+    // The override was authorized by the cluster before anything was written.
+    assert!(
+        w.sim
+            .requests()
+            .filter(|k| k.resource == "selfsubjectaccessreviews")
+            .total()
+            >= 2
+    );
 }

@@ -106,6 +106,9 @@ pub async fn run(args: &RunArgs) -> CliResult {
     if starting {
         refuse_if_frozen(&conn, rel, &loaded.windows).await?;
     }
+    if let Some(o) = &rel.override_freezes {
+        authorize_override(&conn, o).await?;
+    }
     let live = store.upsert(&loaded.document).await?;
     let mut reporter = Reporter::new(
         args.output,
@@ -215,6 +218,40 @@ async fn refuse_if_frozen(
             list.join("; ")
         ),
     ))
+}
+
+/// Break-glass is its own permission: every named freeze must be overridable
+/// by the caller, and each override is recorded as an Event on the freeze.
+async fn authorize_override(
+    conn: &super::connect::Connected,
+    o: &crate::spec::release::FreezeOverride,
+) -> CliResult<()> {
+    let home = conn.clients.home();
+    if o.reason.trim().is_empty() {
+        return Err(CliError::new(
+            Exit::Usage,
+            anyhow!("--override-freeze needs --reason: say why the freeze is overridden"),
+        ));
+    }
+    for id in o.ids.iter().filter(|id| !id.starts_with("window/")) {
+        if let Err(why) = crate::fleet::freezes::may_override(home, id).await? {
+            return Err(CliError::new(
+                Exit::Frozen,
+                anyhow!("{why}; nothing was written"),
+            ));
+        }
+    }
+    let by = o.by.clone().unwrap_or_else(user);
+    for id in o.ids.iter().filter(|id| !id.starts_with("window/")) {
+        crate::fleet::freezes::record_override(
+            home,
+            id,
+            &by,
+            &format!("overridden by {by}: {}", o.reason),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The exit status a pipeline sees for an outcome.

@@ -195,3 +195,46 @@ async fn record(
         .map_err(Error::api(&c.name))?;
     Ok(())
 }
+
+/// Whether the caller may override freeze `id`: the `override` verb on
+/// `deployfreezes.cutover.dev`, asked of the cluster with a SelfSubjectAccessReview.
+pub async fn may_override(c: &ClusterHandle, id: &str) -> Result<std::result::Result<(), String>> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let api: Api<SelfSubjectAccessReview> = Api::all(c.client.clone());
+    let review = SelfSubjectAccessReview {
+        // Reviews are not stored; a generated name keeps strict servers content.
+        metadata: ObjectMeta {
+            generate_name: Some("cutover-".into()),
+            ..Default::default()
+        },
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("cutover.dev".into()),
+                resource: Some("deployfreezes".into()),
+                verb: Some("override".into()),
+                name: Some(id.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(Error::api(&c.name))?;
+    let status = answer.status.unwrap_or_default();
+    if status.allowed {
+        Ok(Ok(()))
+    } else {
+        let why = status
+            .reason
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "no RBAC rule grants it".into());
+        Ok(Err(format!(
+            "you may not override freeze {id} (verb `override` on deployfreezes.cutover.dev): {why}"
+        )))
+    }
+}

@@ -32,6 +32,12 @@ pub fn admit(
             }
         }
         ("", "pods") => pod_defaults(obj, old.is_none()),
+        ("authorization.k8s.io", "selfsubjectaccessreviews") => {
+            if meta::name(obj).is_empty() {
+                obj["metadata"]["name"] = json!(format!("review-{}", now.as_nanosecond()));
+            }
+            obj["status"] = json!({"allowed": true, "reason": "the simulated fleet has no authorization: every request is allowed"});
+        }
         ("", "services") => service_defaults(obj, old),
         ("apps", "deployments") => deployment_defaults(kind, old, obj)?,
         ("apiextensions.k8s.io", "customresourcedefinitions") => crd_status(obj, registry)?,

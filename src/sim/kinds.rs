@@ -104,6 +104,15 @@ impl Kind {
             // Served so clients that look for ReplicaSets find none: pods belong to Deployments here.
             b("apps", "replicasets", "ReplicaSet", true, &["rs"], true),
             b("coordination.k8s.io", "leases", "Lease", true, &[], false),
+            // Answered, never kept: the simulated fleet authorizes everything.
+            b(
+                "authorization.k8s.io",
+                "selfsubjectaccessreviews",
+                "SelfSubjectAccessReview",
+                false,
+                &[],
+                false,
+            ),
             b(
                 "apiextensions.k8s.io",
                 "customresourcedefinitions",
