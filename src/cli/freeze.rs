@@ -39,7 +39,7 @@ pub struct FreezeArgs {
     /// End by itself after this long (e.g. 4h); default: until lifted.
     #[arg(long = "for", value_parser = crate::spec::Span::parse)]
     pub duration: Option<crate::spec::Span>,
-    /// Who freezes; defaults to the caller.
+    /// Who freezes; defaults to the identity the home cluster gives the caller, else $USER.
     #[arg(long)]
     pub author: Option<String>,
     #[command(flatten)]
@@ -145,7 +145,12 @@ pub async fn freeze(args: &FreezeArgs) -> CliResult {
     };
     let spec = DeployFreezeSpec {
         reason,
-        author: args.author.clone().unwrap_or_else(user),
+        author: match &args.author {
+            Some(a) => a.clone(),
+            None => freezes::caller(conn.clients.home())
+                .await
+                .unwrap_or_else(user),
+        },
         ticket: args.ticket.clone(),
         scope: Scope {
             apps: args.apps.clone(),

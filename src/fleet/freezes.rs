@@ -238,3 +238,21 @@ pub async fn may_override(c: &ClusterHandle, id: &str) -> Result<std::result::Re
         )))
     }
 }
+
+/// Who the cluster says the caller is (a SelfSubjectReview), when it says.
+pub async fn caller(c: &ClusterHandle) -> Option<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: Api<SelfSubjectReview> = Api::all(c.client.clone());
+    let review = SelfSubjectReview {
+        metadata: ObjectMeta {
+            generate_name: Some("cutover-".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = tokio::time::timeout(PER_CLUSTER, api.create(&PostParams::default(), &review))
+        .await
+        .ok()?
+        .ok()?;
+    answer.status?.user_info?.username.filter(|u| !u.is_empty())
+}
