@@ -7,10 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{World, finish, tier2_release};
-use cutover::fleet::workload::Colour;
 use cutover::sim::faults::ApiFault;
 use cutover::sim::scenario::UnreachableMode;
-use cutover::spec::Percent;
 use cutover::spec::status::{HoldReason, Phase, StepKind, TransitionEvent};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
@@ -124,12 +122,7 @@ async fn a_freeze_during_an_outage_holds_a_release_until_it_is_lifted() {
         "{}",
         cleared.message
     );
-    for c in &w.rel.clusters {
-        assert_eq!(
-            w.green_share(&c.name, Colour::Green).await,
-            Percent::HUNDRED
-        );
-    }
+    w.assert_all_on_green("after the freeze").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,19 +17,7 @@ async fn assert_rolled_back(w: &World, gate: &str) -> cutover::spec::ReleaseStat
     let abort = s.abort.clone().unwrap();
     assert_eq!(abort.reason, AbortReason::GateFailed);
     assert!(abort.message.contains(gate), "{}", abort.message);
-    for c in &w.rel.clusters {
-        assert_eq!(
-            w.green_share(&c.name, Colour::Green).await,
-            Percent::ZERO,
-            "{} back on blue",
-            c.name
-        );
-        assert!(
-            w.deployment(&c.name, "checkout-blue").await.is_some(),
-            "blue kept on {}",
-            c.name
-        );
-    }
+    w.assert_all_on_blue(gate).await;
     s
 }
 

@@ -206,19 +206,7 @@ async fn a_killed_run_resumes_where_it_stopped_and_repeats_nothing() {
             (0..s.plan.len() as u32).collect::<Vec<_>>(),
             "{what}: each step once, in order"
         );
-        for c in &w.rel.clusters {
-            assert_eq!(
-                w.green_share(&c.name, Colour::Green).await,
-                Percent::HUNDRED,
-                "{what}: {}",
-                c.name
-            );
-            assert!(
-                w.deployment(&c.name, "checkout-blue").await.is_none(),
-                "{what}: {}",
-                c.name
-            );
-        }
+        w.assert_all_on_green(what).await;
         assert!(
             out.contains("waiting for its lease") || out.contains("took over"),
             "{what}: the second run waited for the dead driver's lease: {out}"

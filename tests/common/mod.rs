@@ -227,3 +227,31 @@ pub fn completed_steps(s: &ReleaseStatus) -> Vec<u32> {
         .map(|t| t.step)
         .collect()
 }
+
+impl World {
+    /// Every cluster sends all traffic to green, and blue's Deployment is gone.
+    pub async fn assert_all_on_green(&self, what: &str) {
+        for c in &self.rel.clusters {
+            let share = self.green_share(&c.name, Colour::Green).await;
+            assert_eq!(share, Percent::HUNDRED, "{what}: {} on green", c.name);
+            assert!(
+                self.deployment(&c.name, "checkout-blue").await.is_none(),
+                "{what}: blue deleted on {}",
+                c.name
+            );
+        }
+    }
+
+    /// Every cluster sends all traffic to blue, which still runs.
+    pub async fn assert_all_on_blue(&self, what: &str) {
+        for c in &self.rel.clusters {
+            let share = self.green_share(&c.name, Colour::Green).await;
+            assert_eq!(share, Percent::ZERO, "{what}: {} back on blue", c.name);
+            assert!(
+                self.deployment(&c.name, "checkout-blue").await.is_some(),
+                "{what}: blue kept on {}",
+                c.name
+            );
+        }
+    }
+}
