@@ -301,6 +301,20 @@ mod tests {
     }
 
     #[test]
+    fn pods_on_a_node_without_a_zone_label_do_not_count() {
+        let mut n = nodes(&["a", "b", "c", "c"]);
+        n[3].zone = None;
+        let r = evaluate(&rules(), &zones3(), 3, &n, &pods(&[0, 1, 3]));
+        assert_eq!(r.counted, 2);
+        assert_eq!(
+            r.zones.get("c"),
+            Some(&0),
+            "c still has an eligible node, so it counts as empty"
+        );
+        assert!(!r.satisfied(), "{}", r.summary());
+    }
+
+    #[test]
     fn a_declared_zone_without_nodes_is_an_infrastructure_finding() {
         let n = nodes(&["a", "b"]);
         let r = evaluate(&rules(), &zones3(), 2, &n, &pods(&[0, 1]));
