@@ -519,11 +519,20 @@ impl Pass<'_> {
                         });
                     }
                 }
-                _ => holds.push(Hold {
-                    reason: HoldReason::ClusterUnreachable,
-                    cluster: Some(c.name.clone()),
-                    message: format!("{} is unreachable; keeping traffic where it is", c.name),
-                }),
+                other => {
+                    let why = other
+                        .and_then(|v| v.unreachable_because.as_deref())
+                        .map(|w| format!(" ({w})"))
+                        .unwrap_or_default();
+                    holds.push(Hold {
+                        reason: HoldReason::ClusterUnreachable,
+                        cluster: Some(c.name.clone()),
+                        message: format!(
+                            "{} is unreachable{why}; keeping traffic where it is",
+                            c.name
+                        ),
+                    })
+                }
             }
         }
         holds

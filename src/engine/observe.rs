@@ -20,6 +20,8 @@ pub struct Observation {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterView {
     pub reachable: bool,
+    /// Why the cluster could not be observed, when it could not.
+    pub unreachable_because: Option<String>,
     /// This release's version, if deployed.
     pub green: Option<WorkloadView>,
     /// The version serving before this release, if any.

@@ -137,6 +137,7 @@ impl World {
             .map(|c| {
                 let view = ClusterView {
                     reachable: true,
+                    unreachable_because: None,
                     green: None,
                     blue: (!first_install).then(|| WorkloadView {
                         replicas: c.replicas,

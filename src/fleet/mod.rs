@@ -63,17 +63,6 @@ impl Error {
         }
     }
 
-    /// Whether the cluster could not be reached at all (as opposed to answering with an error).
-    pub fn is_unreachable(&self) -> bool {
-        match self {
-            Error::Api { source, .. } => match source {
-                kube::Error::Api(s) => s.code >= 500 || s.code == 429,
-                _ => true,
-            },
-            _ => false,
-        }
-    }
-
     pub fn api(cluster: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
         move |source| match &source {
             kube::Error::Api(s) if s.code == 409 => {
@@ -132,17 +121,6 @@ impl FleetClients {
             clusters,
             home: fleet.home.clone(),
         })
-    }
-
-    pub fn from_clients(home: &str, clients: impl IntoIterator<Item = (String, Client)>) -> Self {
-        let clusters = clients
-            .into_iter()
-            .map(|(name, client)| (name.clone(), ClusterHandle { name, client }))
-            .collect();
-        FleetClients {
-            clusters,
-            home: home.to_string(),
-        }
     }
 
     pub fn get(&self, name: &str) -> Result<&ClusterHandle> {

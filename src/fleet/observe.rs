@@ -19,8 +19,6 @@ use crate::spec::{ResolvedCluster, ResolvedRelease};
 pub struct Observed {
     pub observation: Observation,
     pub slots: BTreeMap<String, Slots>,
-    /// Why a cluster counts as unreachable.
-    pub unreachable: BTreeMap<String, String>,
 }
 
 pub fn observe(
@@ -32,7 +30,6 @@ pub fn observe(
     let mut out = Observed {
         observation: Observation::default(),
         slots: BTreeMap::new(),
-        unreachable: BTreeMap::new(),
     };
     let mut freezes = Vec::new();
     for target in &rel.clusters {
@@ -47,18 +44,21 @@ pub fn observe(
     }
     out.observation.freezes.active = crate::freeze::applicable(rel, &freezes, windows, now);
     for target in &rel.clusters {
-        let Some(cc) = cache.clusters.get(&target.name) else {
-            out.unreachable
-                .insert(target.name.clone(), "no client for this cluster".into());
-            continue;
+        let reachable = match cache.clusters.get(&target.name) {
+            None => Err("no client for this cluster".to_string()),
+            Some(cc) => cc.reachable().map(|_| cc),
         };
-        if let Err(why) = cc.reachable() {
-            out.unreachable.insert(target.name.clone(), why);
-            out.observation
-                .clusters
-                .insert(target.name.clone(), ClusterView::default());
-            continue;
-        }
+        let cc = match reachable {
+            Ok(cc) => cc,
+            Err(why) => {
+                let view = ClusterView {
+                    unreachable_because: Some(why),
+                    ..ClusterView::default()
+                };
+                out.observation.clusters.insert(target.name.clone(), view);
+                continue;
+            }
+        };
         let (view, slots) = cluster_view(rel, target, cc);
         out.observation.clusters.insert(target.name.clone(), view);
         out.slots.insert(target.name.clone(), slots);
@@ -116,6 +116,7 @@ fn cluster_view(
     };
     let view = ClusterView {
         reachable: true,
+        unreachable_because: None,
         green: slots.green_workload.as_ref().map(to_view),
         blue: slots.blue_workload.as_ref().map(to_view),
         route,

@@ -4,4 +4,4 @@
 pub mod placement;
 pub mod rules;
 
-pub use placement::{NodeInfo, PlacementReport, PodInfo, ZonePlacement};
+pub use placement::{NodeInfo, PlacementReport, PodInfo};

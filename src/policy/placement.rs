@@ -45,9 +45,6 @@ pub struct PlacementReport {
     pub violations: Vec<String>,
 }
 
-/// A zone's share of a placement.
-pub type ZonePlacement = (String, u32);
-
 impl PlacementReport {
     pub fn satisfied(&self) -> bool {
         self.violations.is_empty()
