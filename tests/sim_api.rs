@@ -3,6 +3,8 @@
 //! CRDs and custom resources, finalizers, and request counting. Watches and
 //! selectors are in `sim_watch.rs`.
 
+mod common;
+
 use std::time::Duration;
 
 use cutover::sim::{Scenario, SimFleet, SimOptions};
@@ -16,41 +18,10 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Config, CustomResourceExt};
 use serde_json::json;
 
-fn scenario(history: usize) -> Scenario {
-    let text = format!(
-        "home: one\nclusters:\n  - name: one\n    region: r\n    zones: [r-a, r-b, r-c]\n    trafficShare: 100%\napiServer:\n  watchHistory: {history}\n"
-    );
-    Scenario::parse("test.yaml", &text).unwrap()
-}
-
 async fn start(history: usize) -> (SimFleet, Client, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = SimFleet::start(SimOptions {
-        scenario: scenario(history),
-        time_scale: 600.0,
-        dir: dir.path().to_path_buf(),
-    })
-    .await
-    .unwrap();
-    let client = client(&fleet, "one").await;
+    let (fleet, dir) = common::start_sim(common::one_cluster_with_history(history), 600.0).await;
+    let client = common::sim_client(&fleet, "one").await;
     (fleet, client, dir)
-}
-
-async fn client(fleet: &SimFleet, cluster: &str) -> Client {
-    let kc = Kubeconfig::read_from(fleet.kubeconfig_path()).unwrap();
-    let opts = KubeConfigOptions {
-        context: Some(format!("sim-{cluster}")),
-        ..Default::default()
-    };
-    let config = Config::from_custom_kubeconfig(kc, &opts).await.unwrap();
-    Client::try_from(config).unwrap()
-}
-
-fn api_error(e: kube::Error) -> (u16, String, String) {
-    match e {
-        kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
-        other => panic!("expected an API error, got {other:?}"),
-    }
 }
 
 fn deployment(name: &str, image: &str) -> Deployment {
@@ -81,7 +52,7 @@ async fn crud_conflicts_and_status_errors() {
     let rv1: u64 = md.resource_version.clone().unwrap().parse().unwrap();
 
     // POST of an existing name.
-    let (code, reason, msg) = api_error(
+    let (code, reason, msg) = common::api_error(
         deploys
             .create(&PostParams::default(), &deployment("web", "web:1"))
             .await
@@ -101,7 +72,7 @@ async fn crud_conflicts_and_status_errors() {
         .await
         .unwrap();
     stale.spec.as_mut().unwrap().replicas = Some(3);
-    let (code, reason, msg) = api_error(
+    let (code, reason, msg) = common::api_error(
         deploys
             .replace("web", &PostParams::default(), &stale)
             .await
@@ -111,14 +82,14 @@ async fn crud_conflicts_and_status_errors() {
     assert!(msg.contains("the object has been modified"), "{msg}");
 
     // Missing objects and namespaces.
-    let (code, reason, msg) = api_error(deploys.get("nope").await.unwrap_err());
+    let (code, reason, msg) = common::api_error(deploys.get("nope").await.unwrap_err());
     assert_eq!(
         (code, reason.as_str(), msg.as_str()),
         (404, "NotFound", "deployments.apps \"nope\" not found")
     );
     let elsewhere: Api<ConfigMap> = Api::namespaced(client.clone(), "missing-ns");
     let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap();
-    let (code, _, msg) = api_error(
+    let (code, _, msg) = common::api_error(
         elsewhere
             .create(&PostParams::default(), &cm)
             .await
@@ -137,12 +108,17 @@ async fn crud_conflicts_and_status_errors() {
         .parse()
         .unwrap();
     assert!(rv2 > rv1);
+    // The deployment controller writes status concurrently: read, modify and
+    // write again on a 409, as every client of a real API server does.
     let mut fresh = current.clone();
-    fresh.spec.as_mut().unwrap().replicas = Some(2);
-    let replaced = deploys
-        .replace("web", &PostParams::default(), &fresh)
-        .await
-        .unwrap();
+    let replaced = loop {
+        fresh.spec.as_mut().unwrap().replicas = Some(2);
+        match deploys.replace("web", &PostParams::default(), &fresh).await {
+            Ok(r) => break r,
+            Err(kube::Error::Api(s)) if s.code == 409 => fresh = deploys.get("web").await.unwrap(),
+            Err(e) => panic!("{e}"),
+        }
+    };
     assert_eq!(replaced.metadata.generation, Some(2));
 
     // Status goes through /status only.
@@ -279,7 +255,7 @@ async fn four_patch_formats() {
         .create(&PostParams::default(), &route("web", 100, 0))
         .await
         .unwrap();
-    let (code, reason, _) = api_error(
+    let (code, reason, _) = common::api_error(
         routes
             .patch(
                 "web",
@@ -336,7 +312,7 @@ async fn services_leases_and_routes() {
         .unwrap();
     let mut late = created.clone();
     late.spec.as_mut().unwrap().holder_identity = Some("c".into());
-    let (code, _, _) = api_error(
+    let (code, _, _) = common::api_error(
         leases
             .replace("release-web", &PostParams::default(), &late)
             .await
@@ -434,7 +410,11 @@ async fn crds_register_custom_resources() {
         .await
         .unwrap();
     let err = releases.list(&ListParams::default()).await.unwrap_err();
-    assert_eq!(api_error(err).0, 404, "the kind is gone with its CRD");
+    assert_eq!(
+        common::api_error(err).0,
+        404,
+        "the kind is gone with its CRD"
+    );
     fleet.shutdown().await;
 }
 
@@ -602,7 +582,7 @@ async fn the_written_fleet_file_and_kubeconfig_describe_the_fleet() {
     assert_eq!(kc.current_context.as_deref(), Some("sim-prod-a"));
     let mut uids = std::collections::BTreeSet::new();
     for name in fleet.cluster_names() {
-        let ns: Api<Namespace> = Api::all(client(&fleet, &name).await);
+        let ns: Api<Namespace> = Api::all(common::sim_client(&fleet, &name).await);
         uids.insert(ns.get("kube-system").await.unwrap().metadata.uid.unwrap());
     }
     assert_eq!(uids.len(), 3, "each cluster's kube-system has its own UID");

@@ -4,15 +4,16 @@
 //! failing nodes take pods out of service, and API servers fail and recover
 //! as scenarios say.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cutover::sim::{Scenario, SimFleet, SimOptions};
+use cutover::sim::{Scenario, SimFleet};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, CustomResourceExt};
+use kube::{Client, CustomResourceExt};
 use serde_json::json;
 
 const ZONES: &str = "[z-a, z-b, z-c]";
@@ -25,21 +26,8 @@ fn one_cluster(extra: &str) -> Scenario {
 }
 
 async fn start(scenario: Scenario, scale: f64) -> (SimFleet, Client, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = SimFleet::start(SimOptions {
-        scenario,
-        time_scale: scale,
-        dir: dir.path().to_path_buf(),
-    })
-    .await
-    .unwrap();
-    let kc = Kubeconfig::read_from(fleet.kubeconfig_path()).unwrap();
-    let opts = KubeConfigOptions {
-        context: Some("sim-one".into()),
-        ..Default::default()
-    };
-    let client =
-        Client::try_from(Config::from_custom_kubeconfig(kc, &opts).await.unwrap()).unwrap();
+    let (fleet, dir) = common::start_sim(scenario, scale).await;
+    let client = common::sim_client(&fleet, "one").await;
     (fleet, client, dir)
 }
 
@@ -528,12 +516,7 @@ async fn api_servers_throttle_then_vanish_then_recover() {
     let events = "events:\n  - after: 0s\n    for: 30m\n    apiErrors: {cluster: one, code: 429}\n  - after: 30m\n    for: 30m\n    apiUnreachable: {cluster: one}\n";
     let (fleet, _client, _dir) = start(one_cluster(events), 300.0).await;
     // kube retries 429s (honouring Retry-After) by default; turn that off to see them.
-    let kc = Kubeconfig::read_from(fleet.kubeconfig_path()).unwrap();
-    let opts = KubeConfigOptions {
-        context: Some("sim-one".into()),
-        ..Default::default()
-    };
-    let mut config = Config::from_custom_kubeconfig(kc, &opts).await.unwrap();
+    let mut config = common::sim_config(&fleet, "one").await;
     config.default_retry = false;
     let nodes: Api<Node> = Api::all(Client::try_from(config).unwrap());
     // Throttled: a Status with reason TooManyRequests.

@@ -2,38 +2,22 @@
 //! `/metrics` text parsed with prometheus-parse, counters growing per
 //! version as the HTTPRoute weights say, errors per the scenario.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cutover::sim::{Scenario, SimFleet, SimOptions};
+use cutover::sim::{Scenario, SimFleet};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, Config};
 use prometheus_parse::{Scrape, Value};
 use serde_json::json;
 
 async fn start(scenario: Scenario) -> (SimFleet, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = SimFleet::start(SimOptions {
-        scenario,
-        time_scale: 600.0,
-        dir: dir.path().to_path_buf(),
-    })
-    .await
-    .unwrap();
-    (fleet, dir)
-}
-
-async fn client(fleet: &SimFleet, cluster: &str) -> Client {
-    let kc = Kubeconfig::read_from(fleet.kubeconfig_path()).unwrap();
-    let opts = KubeConfigOptions {
-        context: Some(format!("sim-{cluster}")),
-        ..Default::default()
-    };
-    Client::try_from(Config::from_custom_kubeconfig(kc, &opts).await.unwrap()).unwrap()
+    common::start_sim(scenario, 600.0).await
 }
 
 async fn http_get(url: &str) -> String {
@@ -177,7 +161,7 @@ async fn measure(fleet: &SimFleet, cluster: &str, wall: Duration) -> Totals {
 async fn counters_grow_per_version_as_route_weights_say() {
     let text = "home: one\nclusters:\n  - {name: one, region: r, zones: [r-a, r-b, r-c], trafficShare: 100%}\ntraffic:\n  requestsPerSecond: 1000\n";
     let (fleet, _dir) = start(Scenario::parse("t.yaml", text).unwrap()).await;
-    let client = client(&fleet, "one").await;
+    let client = common::sim_client(&fleet, "one").await;
     deploy_colours(&client).await;
     set_weights(&client, 80, 20).await;
     let d = measure(&fleet, "one", Duration::from_millis(700)).await;
@@ -230,7 +214,7 @@ async fn the_bad_canary_example_turns_green_bad_at_four_percent() {
     );
     let scenario = Scenario::parse(path, &std::fs::read_to_string(path).unwrap()).unwrap();
     let (fleet, _dir) = start(scenario).await;
-    let client = client(&fleet, "prod-a").await;
+    let client = common::sim_client(&fleet, "prod-a").await;
     deploy_colours(&client).await;
     routes(&client)
         .create(
@@ -267,7 +251,7 @@ async fn a_backend_without_ready_pods_answers_503() {
     let text =
         "home: one\nclusters:\n  - {name: one, region: r, zones: [r-a], trafficShare: 100%}\n";
     let (fleet, _dir) = start(Scenario::parse("t.yaml", text).unwrap()).await;
-    let client = client(&fleet, "one").await;
+    let client = common::sim_client(&fleet, "one").await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
     let s = json!({"metadata": {"name": "web-green"},
         "spec": {"selector": {"app.kubernetes.io/name": "web", "cutover.dev/colour": "green", "cutover.dev/version": "v9"}, "ports": [{"port": 80}]}});

@@ -3,53 +3,23 @@
 //! objects, bookmarks and timeouts, 410 Gone and the relist it forces,
 //! kube-runtime's watcher, label and field selectors.
 
+mod common;
+
 use std::time::Duration;
 
-use cutover::sim::{Scenario, SimFleet, SimOptions};
+use cutover::sim::SimFleet;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Client;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde_json::json;
 
-fn scenario(history: usize) -> Scenario {
-    let text = format!(
-        "home: one\nclusters:\n  - name: one\n    region: r\n    zones: [r-a, r-b, r-c]\n    trafficShare: 100%\napiServer:\n  watchHistory: {history}\n"
-    );
-    Scenario::parse("test.yaml", &text).unwrap()
-}
-
 async fn start(history: usize) -> (SimFleet, Client, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = SimFleet::start(SimOptions {
-        scenario: scenario(history),
-        time_scale: 600.0,
-        dir: dir.path().to_path_buf(),
-    })
-    .await
-    .unwrap();
-    let client = client(&fleet, "one").await;
+    let (fleet, dir) = common::start_sim(common::one_cluster_with_history(history), 600.0).await;
+    let client = common::sim_client(&fleet, "one").await;
     (fleet, client, dir)
-}
-
-async fn client(fleet: &SimFleet, cluster: &str) -> Client {
-    let kc = Kubeconfig::read_from(fleet.kubeconfig_path()).unwrap();
-    let opts = KubeConfigOptions {
-        context: Some(format!("sim-{cluster}")),
-        ..Default::default()
-    };
-    let config = Config::from_custom_kubeconfig(kc, &opts).await.unwrap();
-    Client::try_from(config).unwrap()
-}
-
-fn api_error(e: kube::Error) -> (u16, String, String) {
-    match e {
-        kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
-        other => panic!("expected an API error, got {other:?}"),
-    }
 }
 
 fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
@@ -294,7 +264,7 @@ async fn label_and_field_selectors() {
         .list(&ListParams::default().labels("a in b"))
         .await
         .unwrap_err();
-    assert_eq!(api_error(bad).0, 400);
+    assert_eq!(common::api_error(bad).0, 400);
     fleet.shutdown().await;
 }
 

@@ -97,15 +97,7 @@ impl World {
         }
         let mut readers = std::collections::BTreeMap::new();
         for c in &fleet.clusters {
-            let kc = kube::config::Kubeconfig::read_from(sim.kubeconfig_path()).unwrap();
-            let opts = kube::config::KubeConfigOptions {
-                context: c.context.clone(),
-                ..Default::default()
-            };
-            let config = kube::Config::from_custom_kubeconfig(kc, &opts)
-                .await
-                .unwrap();
-            readers.insert(c.name.clone(), kube::Client::try_from(config).unwrap());
+            readers.insert(c.name.clone(), sim_client(&sim, &c.name).await);
         }
         World {
             sim,
@@ -253,5 +245,51 @@ impl World {
                 c.name
             );
         }
+    }
+}
+
+/// A simulated fleet in a fresh directory of its own.
+pub async fn start_sim(scenario: Scenario, scale: f64) -> (SimFleet, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = SimFleet::start(SimOptions {
+        scenario,
+        time_scale: scale,
+        dir: dir.path().to_path_buf(),
+    })
+    .await
+    .unwrap();
+    (fleet, dir)
+}
+
+/// kube's own configuration for one simulated cluster (kube's defaults, not cutover's layers).
+pub async fn sim_config(fleet: &SimFleet, cluster: &str) -> kube::Config {
+    let kc = kube::config::Kubeconfig::read_from(fleet.kubeconfig_path()).unwrap();
+    let opts = kube::config::KubeConfigOptions {
+        context: Some(cutover::sim::context_name(cluster)),
+        ..Default::default()
+    };
+    kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .unwrap()
+}
+
+/// A plain kube client for one simulated cluster.
+pub async fn sim_client(fleet: &SimFleet, cluster: &str) -> kube::Client {
+    kube::Client::try_from(sim_config(fleet, cluster).await).unwrap()
+}
+
+/// A fleet of one cluster, `one`, keeping `history` watch events.
+pub fn one_cluster_with_history(history: usize) -> Scenario {
+    let text = format!(
+        "home: one\nclusters:\n  - name: one\n    region: r\n    zones: [r-a, r-b, r-c]\n    trafficShare: 100%\napiServer:\n  watchHistory: {history}\n"
+    );
+    Scenario::parse("test.yaml", &text).unwrap()
+}
+
+/// The code, reason and message of an API error; anything else fails the test.
+pub fn api_error(e: kube::Error) -> (u16, String, String) {
+    match e {
+        kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
+        other => panic!("expected an API error, got {other:?}"),
     }
 }
