@@ -20,10 +20,10 @@ use crate::fleet::lease::{self, LeaseGuard};
 use crate::fleet::observe::{Observed, observe};
 use crate::fleet::state::ReleaseStore;
 use crate::fleet::workload::Slots;
-use crate::fleet::{self, FleetClients, router, workload};
+use crate::fleet::{self, FleetClients, replica_ratio, router, workload};
 use crate::gates::analysis::{Analysis, Context};
 use crate::spec::status::{Phase, Transition};
-use crate::spec::{Fleet, Release, ReleaseStatus, ResolvedRelease, TierPolicyFile};
+use crate::spec::{Fleet, Release, ReleaseStatus, ResolvedRelease, RouterKind, TierPolicyFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -365,16 +365,21 @@ impl Driver {
                 workload::deploy_green(handle, rel, slots.green, *replicas, target.router.port)
                     .await
             }
-            Action::SetWeight { green, .. } => router::set_weight(
-                handle,
-                &rel.namespace,
-                &target.router.route,
-                &rel.app,
-                slots.green,
-                *green,
-            )
-            .await
-            .map(|_| ()),
+            Action::SetWeight { green, .. } => match target.router.kind {
+                RouterKind::GatewayHttpRoute => router::set_weight(
+                    handle,
+                    &rel.namespace,
+                    &target.router.route,
+                    &rel.app,
+                    slots.green,
+                    *green,
+                )
+                .await
+                .map(|_| ()),
+                RouterKind::ReplicaRatio => {
+                    replica_ratio::set_weight(handle, rel, target, &slots, *green).await
+                }
+            },
             Action::ScaleDownGreen { .. } => match &slots.green_workload {
                 Some(w) => workload::scale_down(handle, &rel.namespace, w).await,
                 None => Ok(()),

@@ -246,7 +246,7 @@ impl Pass<'_> {
         let applied = view
             .green
             .as_ref()
-            .is_some_and(|g| g.version == self.rel.version && g.replicas == c.replicas);
+            .is_some_and(|g| g.version == self.rel.version && g.replicas == c.deploy_replicas());
         let deadline = self.step_deadline();
         let waiting = match (applied, self.green_ready(cluster, &view)) {
             (true, None) => {
@@ -272,7 +272,7 @@ impl Pass<'_> {
             self.wake(deadline);
             return StepProgress::Act(vec![Action::DeployGreen {
                 cluster: cluster.to_string(),
-                replicas: c.replicas,
+                replicas: c.deploy_replicas(),
             }]);
         }
         StepProgress::Wait(deadline)
@@ -325,7 +325,8 @@ impl Pass<'_> {
     ) -> StepProgress {
         let view = self.view(cluster).cloned().unwrap_or_default();
         let route = view.route.as_ref();
-        let in_place = route.is_some_and(|r| r.target == Some(target) && r.drift.is_none());
+        let in_place =
+            route.is_some_and(|r| r.target == Some(target) && r.drift.is_none() && r.settled);
         if !in_place {
             let current = route.map(|r| r.green).unwrap_or(Percent::ZERO);
             if target > current

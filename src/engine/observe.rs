@@ -49,6 +49,9 @@ pub struct RouteView {
     pub target: Option<Percent>,
     /// Set when the route no longer says what cutover wrote (someone else edited it).
     pub drift: Option<String>,
+    /// Whether the router finished carrying out the target (a replica-ratio
+    /// router waits for pods; a route's weights apply at once).
+    pub settled: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

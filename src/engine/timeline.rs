@@ -199,6 +199,7 @@ impl World {
                     green: *green,
                     target: Some(*green),
                     drift: None,
+                    settled: true,
                 });
             }
             Action::ScaleDownGreen { .. } => {

@@ -11,7 +11,7 @@ use super::router::http_route_resource;
 use super::workload::{Colour, green_deployment, slot_name, slot_service};
 use super::{ClusterHandle, Error, Result};
 use crate::labels;
-use crate::spec::{Release, ResolvedRelease};
+use crate::spec::{Release, ResolvedRelease, RouterKind};
 
 /// The CRDs cutover owns.
 pub fn crds() -> Vec<CustomResourceDefinition> {
@@ -35,7 +35,8 @@ pub async fn install_crds(c: &ClusterHandle) -> Result<()> {
 
 /// Makes `version` of the release's app serve from the blue slot of one
 /// cluster: namespace, both slot Services, blue's Deployment at full size, and
-/// an HTTPRoute sending everything to blue.
+/// an HTTPRoute sending everything to blue (or, for a replica-ratio router,
+/// the app's Service selecting blue).
 pub async fn install_serving(
     c: &ClusterHandle,
     rel: &ResolvedRelease,
@@ -72,6 +73,27 @@ pub async fn install_serving(
         )
         .await
         .map_err(Error::api(&c.name))?;
+    if target.router.kind == RouterKind::ReplicaRatio {
+        // The app's own Service, selecting the serving colour.
+        let svc = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": target.router.route, "namespace": rel.namespace},
+            "spec": {
+                "selector": {labels::APP: rel.app, labels::COLOUR: Colour::Blue.as_str()},
+                "ports": [{"name": "http", "port": target.router.port}]
+            }
+        });
+        services
+            .patch(
+                &target.router.route,
+                &PatchParams::apply("platform").force(),
+                &Patch::Apply(&svc),
+            )
+            .await
+            .map_err(Error::api(&c.name))?;
+        return Ok(());
+    }
     let routes: Api<DynamicObject> =
         Api::namespaced_with(c.client.clone(), &rel.namespace, &http_route_resource());
     let route = json!({

@@ -21,6 +21,7 @@ use super::FleetClients;
 use super::router::http_route_resource;
 use crate::labels;
 use crate::spec::ResolvedRelease;
+use crate::spec::RouterKind;
 
 /// What one cluster's watches hold.
 #[derive(Clone)]
@@ -133,7 +134,11 @@ impl FleetCache {
                 &changed,
                 &mut tasks,
             );
-            let ar = http_route_resource();
+            // The traffic router: an HTTPRoute, or the Service of a replica-ratio router.
+            let ar = match target.router.kind {
+                RouterKind::GatewayHttpRoute => http_route_resource(),
+                RouterKind::ReplicaRatio => super::replica_ratio::service_resource(),
+            };
             let routes = watch(
                 "routes",
                 Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),

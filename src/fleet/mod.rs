@@ -10,6 +10,7 @@ pub mod client;
 pub mod freezes;
 pub mod lease;
 pub mod observe;
+pub mod replica_ratio;
 pub mod router;
 pub mod state;
 pub mod workload;

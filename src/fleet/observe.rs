@@ -8,12 +8,13 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 
 use super::cache::{ClusterCache, FleetCache};
+use super::replica_ratio;
 use super::router::route_view;
 use super::workload::{Colour, SlotWorkload, Slots, assign_slots};
 use crate::engine::{ClusterView, Observation, PlacementView, WorkloadView};
 use crate::labels;
 use crate::policy::placement::{self, NodeInfo, PodInfo};
-use crate::spec::{ResolvedCluster, ResolvedRelease};
+use crate::spec::{ResolvedCluster, ResolvedRelease, RouterKind};
 
 /// An observation of every cluster, and the slot each cluster's green lives in.
 pub struct Observed {
@@ -89,24 +90,41 @@ fn cluster_view(
         .state()
         .first()
         .and_then(|r| serde_json::to_value(r.as_ref()).ok())
-        .map(|v| route_view(&v, &rel.app, slots.green));
+        .map(|v| match target.router.kind {
+            RouterKind::GatewayHttpRoute => route_view(&v, &rel.app, slots.green),
+            RouterKind::ReplicaRatio => replica_ratio::service_view(&v, &rel.app, &slots),
+        });
+    // Behind a replica-ratio Service a partial green serves beside blue: the
+    // placement that matters is that of every pod the Service selects.
+    let serving_both = target.router.kind == RouterKind::ReplicaRatio
+        && slots
+            .green_workload
+            .as_ref()
+            .is_some_and(|g| g.replicas < target.replicas);
     let placement = match &slots.green_workload {
         None => PlacementView::Unknown,
         Some(_) => {
             let nodes: Vec<NodeInfo> = cc.nodes.state().iter().map(|n| node_info(n)).collect();
+            let blue_version = slots.blue_workload.as_ref().map(|w| w.version.as_str());
             let pods: Vec<PodInfo> = cc
                 .pods
                 .state()
                 .iter()
-                .map(|p| pod_info(p, slots.green, &rel.version))
+                .map(|p| {
+                    let mut info = pod_info(p, slots.green, &rel.version);
+                    if let (true, false, Some(v)) = (serving_both, info.green, blue_version) {
+                        info.green = pod_info(p, slots.green.other(), v).green;
+                    }
+                    info
+                })
                 .collect();
-            let report = placement::evaluate(
-                &rel.tier.placement,
-                &target.zones,
-                target.replicas,
-                &nodes,
-                &pods,
-            );
+            let desired = if serving_both {
+                replica_ratio::serving_replicas(&slots)
+            } else {
+                target.replicas
+            };
+            let report =
+                placement::evaluate(&rel.tier.placement, &target.zones, desired, &nodes, &pods);
             if report.satisfied() {
                 PlacementView::Satisfied
             } else {

@@ -75,11 +75,9 @@ fn recorded(route: &Value) -> Option<(Colour, Percent)> {
     Some((Colour::parse(c)?, Percent::parse(p).ok()?))
 }
 
-/// What the route says about green's share, against what cutover last set.
-pub fn route_view(route: &Value, app: &str, green: Colour) -> RouteView {
-    let weights = backend_weights(route, app, green).unwrap_or(Weights { blue: 1, green: 0 });
-    let achieved = share(weights);
-    let target = recorded(route).map(|(c, p)| {
+/// Green's share as cutover last recorded it on `object` (a route or a Service).
+pub fn recorded_share(object: &Value, green: Colour) -> Option<Percent> {
+    recorded(object).map(|(c, p)| {
         if c == green {
             p
         } else {
@@ -89,7 +87,14 @@ pub fn route_view(route: &Value, app: &str, green: Colour) -> RouteView {
                     .saturating_sub(p.basis_points()),
             )
         }
-    });
+    })
+}
+
+/// What the route says about green's share, against what cutover last set.
+pub fn route_view(route: &Value, app: &str, green: Colour) -> RouteView {
+    let weights = backend_weights(route, app, green).unwrap_or(Weights { blue: 1, green: 0 });
+    let achieved = share(weights);
+    let target = recorded_share(route, green);
     let drift = target
         .filter(|t| t.basis_points().abs_diff(achieved.basis_points()) > 1)
         .map(|t| {
@@ -102,6 +107,7 @@ pub fn route_view(route: &Value, app: &str, green: Colour) -> RouteView {
         green: achieved,
         target,
         drift,
+        settled: true,
     }
 }
 

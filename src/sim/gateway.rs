@@ -2,7 +2,8 @@
 //! (gateway.networking.k8s.io/v1) gets the cluster's request rate, split
 //! over its rules and then by backend weight to the Services named; a
 //! Service sends its share to the Ready pods it selects. An app without a
-//! route is served by its Services directly. Traffic to a backend with no
+//! route is served by the Service named after it, or failing that by all of
+//! its Services. Traffic to a backend with no
 //! Ready pod fails with 503.
 //!
 //! Pure reads of the store; the metrics turn flows into counters.
@@ -214,7 +215,12 @@ pub fn flows(store: &Store, rps: f64) -> Vec<Flow> {
             direct.entry(app.to_string()).or_default().push(svc);
         }
     }
-    for (app, svcs) in direct {
+    for (app, mut svcs) in direct {
+        // The Service named after the app is its front door (a replica-ratio
+        // setup: one Service over both colours); the slot Services are not.
+        if svcs.iter().any(|s| meta::name(s) == app) {
+            svcs.retain(|s| meta::name(s) == app);
+        }
         let share = rps / svcs.len() as f64;
         for svc in svcs {
             service_flows(&snap, svc, &app, share, &mut out);

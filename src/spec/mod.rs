@@ -17,7 +17,7 @@ pub mod status;
 pub use fleet::{Fleet, FleetCluster};
 pub use policy::{Tier, TierPolicyFile};
 pub use quantity::{Percent, Span};
-pub use release::{ClusterRole, Release, ReleaseDocument, ReleaseSpec};
+pub use release::{ClusterRole, Release, ReleaseDocument, ReleaseSpec, RouterKind};
 pub use resolve::{ResolvedCluster, ResolvedRelease, Timings};
 pub use source::{InputError, InputErrors, Source};
 pub use status::ReleaseStatus;

@@ -107,6 +107,30 @@ impl Percent {
     }
 }
 
+/// Replica-ratio arithmetic: traffic moves by whole pods.
+/// Green pods for a share of `to` against `blue` blue pods: the most whose
+/// share does not exceed `to`, at least one, at most `max`.
+pub fn green_count(to: Percent, blue: u32, max: u32) -> u32 {
+    let to = u64::from(to.basis_points().min(10_000));
+    if to == 0 {
+        return 0;
+    }
+    if to == 10_000 || blue == 0 {
+        return max;
+    }
+    let g = to * u64::from(blue) / (10_000 - to);
+    (g.max(1) as u32).min(max.max(1))
+}
+
+/// The share `green` pods get beside `blue` pods.
+pub fn share(green: u32, blue: u32) -> Percent {
+    let total = u64::from(green) + u64::from(blue);
+    if total == 0 {
+        return Percent::ZERO;
+    }
+    Percent::from_basis_points(((u64::from(green) * 10_000 + total / 2) / total) as u32)
+}
+
 impl fmt::Display for Percent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (whole, frac) = (self.0 / 100, self.0 % 100);
@@ -272,6 +296,25 @@ impl JsonSchema for Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn green_count_never_exceeds_the_target_share_but_is_at_least_one() {
+        let cases = [
+            (Percent::from_whole(4), 3, 3, 1), // 1 in 4: 25 %, the least there is
+            (Percent::from_whole(4), 48, 48, 2), // 2 in 50: 4 %
+            (Percent::from_whole(25), 3, 3, 1),
+            (Percent::from_whole(50), 3, 3, 3),
+            (Percent::from_whole(80), 3, 3, 3), // capped at full size: 50 % until the switch
+            (Percent::from_whole(100), 3, 3, 3),
+            (Percent::ZERO, 3, 3, 0),
+            (Percent::from_whole(30), 0, 3, 3), // no blue: any green pod carries everything
+        ];
+        for (to, blue, max, want) in cases {
+            assert_eq!(green_count(to, blue, max), want, "{to} over {blue} blue");
+        }
+        assert_eq!(share(1, 3), Percent::from_whole(25));
+        assert_eq!(share(0, 0), Percent::ZERO);
+    }
 
     #[test]
     fn percent_parses_and_prints() {

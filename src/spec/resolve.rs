@@ -47,6 +47,17 @@ pub struct ResolvedCluster {
     pub context: Option<String>,
 }
 
+impl ResolvedCluster {
+    /// Green's size before it takes traffic: full size behind a route; none
+    /// behind a replica-ratio Service, where its size is its traffic.
+    pub fn deploy_replicas(&self) -> u32 {
+        match self.router.kind {
+            RouterKind::GatewayHttpRoute => self.replicas,
+            RouterKind::ReplicaRatio => 0,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedRouter {
     pub kind: RouterKind,
@@ -136,6 +147,9 @@ impl ResolvedRelease {
         let clusters = resolve_clusters(spec, fleet, &mut out);
         let timings = tier.and_then(|t| resolve_timings(spec, t, &clusters, &mut out));
         check_gates(&spec.gates, &mut out);
+        if let (Some(tier), Some(timings)) = (tier, timings.as_ref()) {
+            check_replica_ratio_canary(spec, tier, timings, &clusters, &mut out);
+        }
         match (tier, template, timings) {
             (Some(tier), Some(template), Some(timings)) if out.is_empty() => Ok(ResolvedRelease {
                 name: name.to_string(),
@@ -373,6 +387,58 @@ fn resolve_clusters(
         ));
     }
     clusters
+}
+
+/// A replica-ratio router moves whole pods: on the canary cluster one green
+/// pod beside its blue pods must stay within the tier's canary bound.
+fn check_replica_ratio_canary(
+    spec: &ReleaseSpec,
+    tier: &Tier,
+    timings: &Timings,
+    clusters: &[ResolvedCluster],
+    out: &mut Vec<Finding>,
+) {
+    let Some((i, first)) = clusters
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.role == ClusterRole::Production)
+    else {
+        return;
+    };
+    if first.router.kind != RouterKind::ReplicaRatio {
+        return;
+    }
+    let Some(max) = tier.rollout.canary.weight.max else {
+        return;
+    };
+    let Some(wanted) = timings.canary_weight.within(first.traffic_share) else {
+        return;
+    };
+    let n = first.replicas;
+    let g = super::quantity::green_count(wanted, n, n);
+    let of_cluster = super::quantity::share(g, n);
+    let of_total = of_cluster.of(first.traffic_share);
+    if of_total <= max {
+        return;
+    }
+    // The fewest blue pods that bring one green pod within the bound.
+    let needed = (1..=10_000u32)
+        .find(|b| super::quantity::share(1, *b).of(first.traffic_share) <= max)
+        .unwrap_or(10_000);
+    let field = if spec.clusters.get(i).is_some_and(|c| c.router.is_some()) {
+        format!("spec.clusters[{i}].router.kind")
+    } else {
+        "spec.router.kind".to_string()
+    };
+    out.push(Finding::policy(
+        field,
+        format!(
+            "with replicaRatio the smallest canary on {0} is {g} green pod beside {n} blue ones: \
+             {of_cluster} of {0}'s traffic, {of_total} of all traffic, above the {1} canary limit of {max}; \
+             give {0} at least {needed} replicas, or use gatewayHTTPRoute",
+            first.name, spec.tier
+        ),
+    ));
 }
 
 fn resolve_router(spec: Option<&RouterSpec>, app: &str) -> ResolvedRouter {
