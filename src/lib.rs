@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod controller;
 pub mod driver;
 pub mod engine;
 pub mod fleet;

@@ -5,61 +5,13 @@
 //! Release CRD and list releases.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+mod common;
+
+use common::{Kubectl, kubectl_binary, table};
 use cutover::sim::{Scenario, SimFleet, SimOptions};
 use kube::CustomResourceExt;
-
-fn kubectl_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file());
-    // ./scripts/test installs kubectl when it is missing: its absence is a failure, not a skip.
-    assert!(
-        found.is_some(),
-        "kubectl is not on PATH; run the tests with ./scripts/test"
-    );
-    found
-}
-
-struct Kubectl {
-    bin: PathBuf,
-    kubeconfig: PathBuf,
-    cache: PathBuf,
-    context: String,
-}
-
-impl Kubectl {
-    /// Runs kubectl; panics with its output when it fails.
-    async fn run(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.try_run(args).await;
-        assert!(ok, "kubectl {} failed:\n{out}\n{err}", args.join(" "));
-        out
-    }
-
-    async fn try_run(&self, args: &[&str]) -> (bool, String, String) {
-        let mut cmd = Command::new(&self.bin);
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.cache.parent().unwrap())
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .arg("--context")
-            .arg(&self.context)
-            .args(args);
-        let out = tokio::task::spawn_blocking(move || cmd.output())
-            .await
-            .unwrap()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
 
 async fn start() -> Option<(SimFleet, Kubectl, tempfile::TempDir)> {
     let bin = kubectl_binary()?;
@@ -111,42 +63,6 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p.display().to_string()
-}
-
-/// Rows of a kubectl table, as maps from header to cell. Columns start where
-/// the header's names do (names may hold single spaces: `NOMINATED NODE`).
-fn table(out: &str) -> Vec<BTreeMap<String, String>> {
-    let mut lines = out.lines().filter(|l| !l.trim().is_empty());
-    let Some(header) = lines.next() else {
-        return Vec::new();
-    };
-    let mut starts = Vec::new();
-    let bytes = header.as_bytes();
-    for i in 0..bytes.len() {
-        let begins = bytes[i] != b' '
-            && (i == 0 || (i >= 2 && bytes[i - 1] == b' ' && bytes[i - 2] == b' '));
-        if begins {
-            starts.push(i);
-        }
-    }
-    let cell = |line: &str, i: usize| {
-        let end = starts
-            .get(i + 1)
-            .copied()
-            .unwrap_or(line.len())
-            .min(line.len());
-        line.get(starts[i].min(line.len())..end)
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    };
-    lines
-        .map(|l| {
-            (0..starts.len())
-                .map(|i| (cell(header, i), cell(l, i)))
-                .collect()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,14 +44,7 @@ impl Inputs {
     }
 
     pub fn load(&self) -> CliResult<Loaded> {
-        let policy = match &self.policies {
-            Some(dir) => {
-                let path = dir.join("tiers.yaml");
-                let text = read(&path)?;
-                TierPolicyFile::parse(&path.display().to_string(), &text).map_err(input_error)?
-            }
-            None => TierPolicyFile::builtin(),
-        };
+        let policy = tier_policy(self.policies.as_deref())?;
         let fleet_path = self.fleet_path();
         let fleet_text = read(&fleet_path).with_context(|| {
             format!(
@@ -133,16 +126,33 @@ impl Inputs {
     /// The freeze windows of the policies directory, if it has `freezes.yaml`.
     /// A bad zone or schedule refuses the release; it is never ignored.
     pub fn windows(&self) -> CliResult<Vec<crate::freeze::Window>> {
-        let Some(dir) = &self.policies else {
-            return Ok(Vec::new());
-        };
-        let path = dir.join("freezes.yaml");
-        if !path.exists() {
-            return Ok(Vec::new());
-        }
-        let text = read(&path)?;
-        crate::freeze::window::parse(&path.display().to_string(), &text).map_err(input_error)
+        windows(self.policies.as_deref())
     }
+}
+
+/// The tier policy of a policies directory (`tiers.yaml`), or the built-in one.
+pub fn tier_policy(dir: Option<&Path>) -> CliResult<TierPolicyFile> {
+    match dir {
+        Some(dir) => {
+            let path = dir.join("tiers.yaml");
+            let text = read(&path)?;
+            Ok(TierPolicyFile::parse(&path.display().to_string(), &text).map_err(input_error)?)
+        }
+        None => Ok(TierPolicyFile::builtin()),
+    }
+}
+
+/// The freeze windows of a policies directory (`freezes.yaml`), if it has them.
+pub fn windows(dir: Option<&Path>) -> CliResult<Vec<crate::freeze::Window>> {
+    let Some(dir) = dir else {
+        return Ok(Vec::new());
+    };
+    let path = dir.join("freezes.yaml");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = read(&path)?;
+    crate::freeze::window::parse(&path.display().to_string(), &text).map_err(input_error)
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

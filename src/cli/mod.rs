@@ -4,6 +4,7 @@
 mod check;
 mod connect;
 mod control;
+mod controller;
 mod demo;
 pub mod exit;
 mod freeze;
@@ -53,7 +54,9 @@ pub enum Command {
     Unfreeze(freeze::UnfreezeArgs),
     /// Rehearse the example release on a simulated fleet, start to finish.
     Demo(demo::DemoArgs),
-    /// Print the CustomResourceDefinitions cutover uses.
+    /// Drive Release objects in-cluster: leader election, /metrics, Events.
+    Controller(controller::ControllerArgs),
+    /// Print the CustomResourceDefinitions cutover uses (as in deploy/crds.yaml).
     Crd,
     /// Run a simulated fleet to rehearse on.
     Sim(sim::SimArgs),
@@ -111,6 +114,7 @@ fn run_async(command: Command) -> CliResult {
             Command::Pause(args) => control::pause(&args, true).await,
             Command::Resume(args) => control::pause(&args, false).await,
             Command::Demo(args) => demo::run(&args).await,
+            Command::Controller(args) => controller::run(&args).await,
             Command::Freeze(args) => freeze::freeze(&args).await,
             Command::Unfreeze(args) => freeze::unfreeze(&args).await,
             Command::Plan(_) | Command::Crd | Command::Sim(_) => {
@@ -121,8 +125,16 @@ fn run_async(command: Command) -> CliResult {
 }
 
 fn crd() -> CliResult {
-    use kube::CustomResourceExt;
-    let yaml = serde_saphyr::to_string(&crate::spec::Release::crd())?;
-    print!("---\n{yaml}");
+    print!("{}", crds_yaml()?);
     Ok(Exit::Ok)
+}
+
+/// Every CRD cutover owns, as one multi-document YAML (what `deploy/crds.yaml` holds).
+pub fn crds_yaml() -> anyhow::Result<String> {
+    let mut out = String::new();
+    for crd in crate::fleet::bootstrap::crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd)?);
+    }
+    Ok(out)
 }

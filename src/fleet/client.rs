@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -53,8 +54,50 @@ impl Default for ClientLimits {
     }
 }
 
+/// Told of every request a client sends: `(cluster, verb)`, with the verb as
+/// Kubernetes names it (`get`, `list`, `watch`, `create`, `update`, `patch`,
+/// `delete`). The controller counts them for `/metrics`.
+pub type RequestObserver = Arc<dyn Fn(&str, &'static str) + Send + Sync>;
+
+static OBSERVER: OnceLock<RequestObserver> = OnceLock::new();
+
+/// Sets the process's request observer (once; later calls are ignored).
+pub fn observe_requests(observer: RequestObserver) {
+    let _ = OBSERVER.set(observer);
+}
+
+/// The Kubernetes verb of a request.
+pub fn verb_of(req: &Request<Body>) -> &'static str {
+    let query = req.uri().query().unwrap_or_default();
+    let watch = query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    match *req.method() {
+        http::Method::GET if watch => "watch",
+        http::Method::GET => {
+            // `/api/v1[/namespaces/NS]/PLURAL[/NAME]` and
+            // `/apis/GROUP/VERSION[/namespaces/NS]/PLURAL[/NAME]`: the path's
+            // length says whether it names one object.
+            let path = req.uri().path();
+            let segments = path.trim_matches('/').split('/').count();
+            let named = match path.split('/').nth(1) {
+                Some("api") => segments.is_multiple_of(2),
+                Some("apis") => !segments.is_multiple_of(2),
+                _ => true,
+            };
+            if named { "get" } else { "list" }
+        }
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
 /// A client for `context` of the kubeconfig at `path` (or the default kubeconfig).
 pub async fn connect(
+    cluster: &str,
     kubeconfig: Option<&Path>,
     context: &str,
     namespace: &str,
@@ -74,27 +117,29 @@ pub async fn connect(
         .map_err(|e| Error::Kubeconfig(format!("context {context:?}: {e}")))?;
     config.connect_timeout = Some(limits.connect_timeout);
     config.default_namespace = namespace.to_string();
-    build(config, limits)
+    build(cluster, config, limits)
 }
 
 /// A client over an already-built config, with cutover's layers.
-pub fn build(config: Config, limits: ClientLimits) -> Result<Client> {
-    let ns = config.default_namespace.clone();
+pub fn build(cluster: &str, config: Config, limits: ClientLimits) -> Result<Client> {
+    let cluster = cluster.to_string();
     let builder = ClientBuilder::try_from(config).map_err(|e| Error::Kubeconfig(e.to_string()))?;
     let client = builder
         .with_layer(&BufferLayer::new(1024))
         .with_layer(&RequestTimeoutLayer(limits.request_timeout))
         .with_layer(&RetryLayer::new(TransientRetry::new(limits)))
         .with_layer(&RateLimitLayer::new(limits.qps, Duration::from_secs(1)))
-        .with_layer(&MapRequestLayer::new(|mut req: Request<Body>| {
+        .with_layer(&MapRequestLayer::new(move |mut req: Request<Body>| {
             req.headers_mut().insert(
                 http::header::USER_AGENT,
                 http::HeaderValue::from_static(USER_AGENT),
             );
+            if let Some(observe) = OBSERVER.get() {
+                observe(&cluster, verb_of(&req));
+            }
             req
         }))
         .build();
-    let _ = ns;
     Ok(client)
 }
 

@@ -59,8 +59,30 @@ pub async fn acquire(
     identity: &str,
     duration: Duration,
 ) -> Result<LeaseGuard> {
+    acquire_named(
+        home,
+        namespace,
+        &lease_name(release),
+        release,
+        identity,
+        duration,
+    )
+    .await
+}
+
+/// Takes the Lease `name` (guarding `what`) for `identity`, or says who holds it.
+/// The controller's leader election uses it with its own Lease.
+pub async fn acquire_named(
+    home: &ClusterHandle,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    identity: &str,
+    duration: Duration,
+) -> Result<LeaseGuard> {
     let api: Api<Lease> = Api::namespaced(home.client.clone(), namespace);
-    let name = lease_name(release);
+    let name = name.to_string();
+    let release = what;
     let spec = |transitions: i32, acquired: Option<MicroTime>| LeaseSpec {
         holder_identity: Some(identity.to_string()),
         lease_duration_seconds: Some(duration.as_secs().max(1) as i32),

@@ -109,7 +109,7 @@ impl FleetClients {
                     c.name
                 )));
             };
-            let client = client::connect(kubeconfig, context, namespace, limits).await?;
+            let client = client::connect(&c.name, kubeconfig, context, namespace, limits).await?;
             clusters.insert(
                 c.name.clone(),
                 ClusterHandle {
@@ -122,6 +122,116 @@ impl FleetClients {
             clusters,
             home: fleet.home.clone(),
         })
+    }
+
+    /// Clients for a controller: the home cluster through its context when a
+    /// kubeconfig has it, else in-cluster (the Pod's service account); every
+    /// other cluster through its context, or the kubeconfig held in the Secret
+    /// the fleet file names (in `secrets_namespace` of the home cluster).
+    /// Returns the clients and the resource version of each Secret read, so a
+    /// change can be noticed. Secret contents never reach an error or a log.
+    pub async fn connect_with_secrets(
+        fleet: &Fleet,
+        kubeconfig: Option<&Path>,
+        secrets_namespace: &str,
+        limits: ClientLimits,
+    ) -> Result<(Self, BTreeMap<String, String>)> {
+        let home_spec = fleet
+            .cluster(&fleet.home)
+            .ok_or_else(|| Error::UnknownCluster(fleet.home.clone()))?;
+        let home = match &home_spec.context {
+            Some(ctx) if kubeconfig.is_some() || std::env::var_os("KUBECONFIG").is_some() => {
+                client::connect(&fleet.home, kubeconfig, ctx, "default", limits).await?
+            }
+            _ => {
+                let config = kube::Config::infer().await.map_err(|e| {
+                    Error::Kubeconfig(format!(
+                        "home cluster {}: no kubeconfig context and no in-cluster service account: {e}",
+                        fleet.home
+                    ))
+                })?;
+                client::build(&fleet.home, config, limits)?
+            }
+        };
+        let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(home.clone(), secrets_namespace);
+        let mut clusters = BTreeMap::new();
+        let mut versions = BTreeMap::new();
+        clusters.insert(
+            fleet.home.clone(),
+            ClusterHandle {
+                name: fleet.home.clone(),
+                client: home.clone(),
+            },
+        );
+        for c in fleet.clusters.iter().filter(|c| c.name != fleet.home) {
+            let client = match (&c.kubeconfig_secret, &c.context) {
+                (Some(r), _) => {
+                    let where_ = format!(
+                        "cluster {}: Secret {secrets_namespace}/{} key {:?}",
+                        c.name, r.name, r.key
+                    );
+                    let secret = secrets
+                        .get_opt(&r.name)
+                        .await
+                        .map_err(Error::api(&fleet.home))?
+                        .ok_or_else(|| {
+                            Error::Kubeconfig(format!(
+                                "{where_} not found; create it with the cluster's kubeconfig"
+                            ))
+                        })?;
+                    versions.insert(
+                        r.name.clone(),
+                        secret.metadata.resource_version.clone().unwrap_or_default(),
+                    );
+                    let bytes = secret
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(&r.key))
+                        .map(|b| b.0.clone())
+                        .ok_or_else(|| Error::Kubeconfig(format!("{where_} is missing")))?;
+                    let text = String::from_utf8(bytes)
+                        .map_err(|_| Error::Kubeconfig(format!("{where_} is not UTF-8 text")))?;
+                    // The parser's message may quote the content: say only where.
+                    let kc = kube::config::Kubeconfig::from_yaml(&text).map_err(|_| {
+                        Error::Kubeconfig(format!("{where_} does not hold a valid kubeconfig"))
+                    })?;
+                    let mut config = kube::Config::from_custom_kubeconfig(
+                        kc,
+                        &kube::config::KubeConfigOptions::default(),
+                    )
+                    .await
+                    .map_err(|_| {
+                        Error::Kubeconfig(format!("{where_}: its current context cannot be used"))
+                    })?;
+                    config.connect_timeout = Some(limits.connect_timeout);
+                    client::build(&c.name, config, limits)?
+                }
+                (None, Some(ctx)) => {
+                    client::connect(&c.name, kubeconfig, ctx, "default", limits).await?
+                }
+                (None, None) => {
+                    return Err(Error::Kubeconfig(format!(
+                        "cluster {} has neither `context` nor `kubeconfigSecret`",
+                        c.name
+                    )));
+                }
+            };
+            clusters.insert(
+                c.name.clone(),
+                ClusterHandle {
+                    name: c.name.clone(),
+                    client,
+                },
+            );
+        }
+        Ok((
+            FleetClients {
+                clusters,
+                home: fleet.home.clone(),
+            },
+            versions,
+        ))
     }
 
     pub fn get(&self, name: &str) -> Result<&ClusterHandle> {

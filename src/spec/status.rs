@@ -16,6 +16,7 @@ pub const HISTORY_LIMIT: usize = 400;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseStatus {
+    #[serde(default)]
     pub phase: Phase,
     /// The version this state belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +77,10 @@ pub struct ReleaseStatus {
     /// A one-line account of the present state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Standard conditions; `Invalid` is true while the spec cannot be run
+    /// (malformed, or against the tier's rules), with the reason and fix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     /// Every transition, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Transition>,

@@ -2,6 +2,7 @@
 //! `cutover` binary pointed at it. Shared by the end-to-end tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -221,6 +222,16 @@ pub fn completed_steps(s: &ReleaseStatus) -> Vec<u32> {
 }
 
 impl World {
+    /// kubectl pointed at one simulated cluster.
+    pub fn kubectl(&self, cluster: &str) -> Kubectl {
+        Kubectl {
+            bin: kubectl_binary().expect("kubectl"),
+            kubeconfig: self.sim.kubeconfig_path().to_path_buf(),
+            cache: self.dir.path().join("kube-cache"),
+            context: cutover::sim::context_name(cluster),
+        }
+    }
+
     /// Every cluster sends all traffic to green, and blue's Deployment is gone.
     pub async fn assert_all_on_green(&self, what: &str) {
         for c in &self.rel.clusters {
@@ -292,4 +303,91 @@ pub fn api_error(e: kube::Error) -> (u16, String, String) {
         kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
         other => panic!("expected an API error, got {other:?}"),
     }
+}
+
+pub fn kubectl_binary() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file());
+    // ./scripts/test installs kubectl when it is missing: its absence is a failure, not a skip.
+    assert!(
+        found.is_some(),
+        "kubectl is not on PATH; run the tests with ./scripts/test"
+    );
+    found
+}
+
+/// The system kubectl, pointed at one context of a kubeconfig.
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub cache: PathBuf,
+    pub context: String,
+}
+
+impl Kubectl {
+    /// Runs kubectl; panics with its output when it fails.
+    pub async fn run(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.try_run(args).await;
+        assert!(ok, "kubectl {} failed:\n{out}\n{err}", args.join(" "));
+        out
+    }
+
+    pub async fn try_run(&self, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.cache.parent().unwrap())
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .arg("--context")
+            .arg(&self.context)
+            .args(args);
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// Rows of a kubectl table, as maps from header to cell. Columns start where
+/// the header's names do (names may hold single spaces: `NOMINATED NODE`).
+pub fn table(out: &str) -> Vec<BTreeMap<String, String>> {
+    let mut lines = out.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let mut starts = Vec::new();
+    let bytes = header.as_bytes();
+    for i in 0..bytes.len() {
+        let begins = bytes[i] != b' '
+            && (i == 0 || (i >= 2 && bytes[i - 1] == b' ' && bytes[i - 2] == b' '));
+        if begins {
+            starts.push(i);
+        }
+    }
+    let cell = |line: &str, i: usize| {
+        let end = starts
+            .get(i + 1)
+            .copied()
+            .unwrap_or(line.len())
+            .min(line.len());
+        line.get(starts[i].min(line.len())..end)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    lines
+        .map(|l| {
+            (0..starts.len())
+                .map(|i| (cell(header, i), cell(l, i)))
+                .collect()
+        })
+        .collect()
 }

@@ -1,0 +1,202 @@
+//! `cutover controller`: Release objects in the home cluster carried through
+//! the fleet in-cluster, by the same driver as `cutover run`.
+//!
+//! Several replicas run; one leads. Leadership is a `coordination.k8s.io`
+//! Lease taken and renewed through `fleet::lease` (the same code that keeps
+//! one driver per release): the leader stops every driver a third of the
+//! lease early when it cannot renew, before a standby may take over, and
+//! each release's own Lease still keeps a CLI and the controller from
+//! driving it at once. Credentials for the other clusters come from
+//! kubeconfig Secrets the fleet file names; a change to one restarts the
+//! drivers with new clients (every step is safe to repeat).
+
+pub mod metrics;
+mod reconcile;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::clock::SharedClock;
+use crate::driver::Driver;
+use crate::fleet::lease::{self, LeaseGuard};
+use crate::fleet::{self, ClientLimits, ClusterHandle, FleetClients};
+use crate::spec::{Fleet, TierPolicyFile};
+pub use metrics::Metrics;
+pub use reconcile::release_resource;
+pub use server::Health;
+
+/// Name of the leader-election Lease (in the controller's namespace).
+pub const LEADER_LEASE: &str = "cutover-controller";
+
+/// Everything the controller is started with.
+pub struct Settings {
+    pub fleet: Fleet,
+    pub kubeconfig: Option<PathBuf>,
+    pub policy: TierPolicyFile,
+    pub windows: Vec<crate::freeze::Window>,
+    pub clock: SharedClock,
+    /// Namespace whose Releases are driven; all namespaces when `None`.
+    pub watch_namespace: Option<String>,
+    /// The controller's own namespace: its leader Lease and credential Secrets.
+    pub namespace: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub listen: SocketAddr,
+    pub limits: ClientLimits,
+}
+
+/// Runs the controller until the process ends.
+pub async fn run(settings: Settings) -> std::io::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    {
+        let m = metrics.clone();
+        fleet::client::observe_requests(Arc::new(move |cluster, verb| {
+            m.api_request(cluster, verb)
+        }));
+    }
+    let bound = server::serve(settings.listen, metrics.clone(), health.clone()).await?;
+    tracing::info!(listen = %bound, identity = %settings.identity, "serving /metrics, /healthz and /readyz");
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let connected = FleetClients::connect_with_secrets(
+            &settings.fleet,
+            settings.kubeconfig.as_deref(),
+            &settings.namespace,
+            settings.limits,
+        )
+        .await;
+        let (clients, versions) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                health.set_ready(false);
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach the fleet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                continue;
+            }
+        };
+        backoff = Duration::from_secs(1);
+        health.set_ready(true);
+        let credentials_changed = secrets_changed(clients.home(), &settings.namespace, versions);
+        tokio::pin!(credentials_changed);
+        let Some(guard) = lead(&settings, clients.home(), &mut credentials_changed).await else {
+            tracing::info!("fleet credentials changed; reconnecting");
+            continue;
+        };
+        metrics.leader.set(1);
+        tracing::info!(identity = %settings.identity, "leading: driving releases");
+        let driver = Driver {
+            fleet: clients.clone(),
+            fleet_spec: settings.fleet.clone(),
+            policy: settings.policy.clone(),
+            clock: settings.clock.clone(),
+            identity: settings.identity.clone(),
+            lease_duration: settings.lease_duration,
+            idle: Duration::from_secs(30),
+            windows: settings.windows.clone(),
+        };
+        let recorder = Recorder::new(
+            clients.home().client.clone(),
+            Reporter {
+                controller: "cutover".into(),
+                instance: Some(settings.identity.clone()),
+            },
+        );
+        let reconciler = reconcile::Reconciler::new(driver, metrics.clone(), recorder);
+        let work = reconciler.clone().run(settings.watch_namespace.as_deref());
+        tokio::select! {
+            _ = work => tracing::warn!("the Release watch ended; starting over"),
+            _ = lost(&guard) => tracing::warn!("lost leadership: every driver stopped"),
+            _ = &mut credentials_changed => tracing::info!("fleet credentials changed; reconnecting"),
+        }
+        reconciler.stop_all();
+        metrics.leader.set(0);
+        guard.release().await;
+    }
+}
+
+/// Waits to become the leader; `None` when credentials change first.
+async fn lead(
+    settings: &Settings,
+    home: &ClusterHandle,
+    credentials_changed: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Option<LeaseGuard> {
+    let mut told = false;
+    loop {
+        match lease::acquire_named(
+            home,
+            &settings.namespace,
+            LEADER_LEASE,
+            "the controller",
+            &settings.identity,
+            settings.lease_duration,
+        )
+        .await
+        {
+            Ok(g) => return Some(g),
+            Err(fleet::Error::LeaseHeld { holder, .. }) => {
+                if !told {
+                    tracing::info!(leader = %holder, "standing by");
+                    told = true;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot take the leader lease"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(settings.lease_duration / 4) => {}
+            _ = &mut *credentials_changed => return None,
+        }
+    }
+}
+
+/// Resolves once the leader lease may have lapsed.
+async fn lost(guard: &LeaseGuard) {
+    while guard.is_valid() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resolves when one of the Secrets read changes or goes away. Watches each
+/// by name only: the controller needs no right to list other Secrets.
+async fn secrets_changed(
+    home: &ClusterHandle,
+    namespace: &str,
+    versions: BTreeMap<String, String>,
+) {
+    if versions.is_empty() {
+        return std::future::pending().await;
+    }
+    let api: Api<Secret> = Api::namespaced(home.client.clone(), namespace);
+    let watches = versions.into_iter().map(|(name, version)| {
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        watcher::watcher(api.clone(), config)
+            .default_backoff()
+            .filter_map(move |e| {
+                let changed = match e {
+                    Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                        s.metadata.resource_version.as_deref() != Some(version.as_str())
+                    }
+                    Ok(watcher::Event::Delete(_)) => true,
+                    _ => false,
+                };
+                let name = name.clone();
+                async move { changed.then_some(name) }
+            })
+            .boxed()
+    });
+    let mut all = futures::stream::select_all(watches);
+    if let Some(name) = all.next().await {
+        tracing::info!(secret = %name, "credentials Secret changed");
+    }
+}

@@ -1,0 +1,371 @@
+//! Release objects reconciled by kube-runtime: each runnable Release gets one
+//! task running the shared driver; a spec that cannot run gets an `Invalid`
+//! condition and waits for a change; a drive that failed on the way is
+//! retried with backoff. Releases are watched as untyped objects, so one that
+//! does not even decode is marked `Invalid` instead of stopping the watch for
+//! every other.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::metrics::Metrics;
+use crate::driver::{DriveOptions, Driver, Outcome, Progress};
+use crate::spec::status::{PlannedStep, TransitionEvent};
+use crate::spec::{Release, ResolvedRelease};
+
+/// A release's driver task, or how it ended.
+enum Task {
+    Running(JoinHandle<()>),
+    Ended(Result<Outcome, String>),
+}
+
+pub struct Reconciler {
+    driver: Driver,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    resource: ApiResource,
+    tasks: Mutex<HashMap<(String, String), Task>>,
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+/// How often a release with a running driver is looked at again (memory
+/// only: no API request), to notice a drive that ended in an error.
+const RUNNING_RECHECK: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("driving {0} failed: {1}; retrying")]
+    Drive(String, String),
+    #[error("recording the state of {0}: {1}")]
+    Record(String, kube::Error),
+}
+
+pub fn release_resource() -> ApiResource {
+    ApiResource::erase::<Release>(&())
+}
+
+impl Reconciler {
+    /// Reconciles Releases in `namespace` (all when `None`) until dropped;
+    /// the tasks it started run on until `stop_all`.
+    pub async fn run(self: Arc<Self>, namespace: Option<&str>) {
+        let client = self.driver.fleet.home().client.clone();
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client, ns, &self.resource),
+            None => Api::all_with(client, &self.resource),
+        };
+        Controller::new_with(api, watcher::Config::default(), self.resource.clone())
+            .run(reconcile, error_policy, self.clone())
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "reconcile");
+                }
+            })
+            .await;
+    }
+}
+
+impl Reconciler {
+    pub fn new(driver: Driver, metrics: Arc<Metrics>, recorder: Recorder) -> Arc<Self> {
+        let r = Reconciler {
+            driver,
+            metrics,
+            recorder,
+            resource: release_resource(),
+            tasks: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        };
+        Arc::new(r)
+    }
+
+    /// Stops every driver task at once (leadership lost, credentials changed).
+    pub fn stop_all(&self) {
+        for (_, t) in self.tasks.lock().expect("tasks lock").drain() {
+            if let Task::Running(h) = t {
+                h.abort();
+            }
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, ns: &str, name: &str) {
+        let key = (ns.to_string(), name.to_string());
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        if matches!(tasks.get(&key), Some(Task::Running(h)) if !h.is_finished()) {
+            return;
+        }
+        let me = self.clone();
+        let (ns, name) = key.clone();
+        let handle = tokio::spawn(async move {
+            let result = me.drive(&ns, &name).await;
+            let key = (ns.clone(), name.clone());
+            if result.is_ok() {
+                me.failures.lock().expect("failures lock").remove(&key);
+            }
+            me.tasks
+                .lock()
+                .expect("tasks lock")
+                .insert(key, Task::Ended(result));
+        });
+        tasks.insert(key, Task::Running(handle));
+    }
+
+    /// One drive of a release, its progress turned into Events, logs and metrics.
+    async fn drive(&self, ns: &str, name: &str) -> Result<Outcome, String> {
+        let key = format!("{ns}/{name}");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let opts = DriveOptions {
+            stop_when_paused: false,
+            wait_for_lease: true,
+        };
+        let reference = ObjectReference {
+            api_version: Some(Release::api_version(&()).into_owned()),
+            kind: Some(Release::kind(&()).into_owned()),
+            namespace: Some(ns.to_string()),
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let forward = async {
+            let mut plan: Vec<PlannedStep> = Vec::new();
+            let mut started: BTreeMap<u32, jiff::Timestamp> = BTreeMap::new();
+            while let Some(p) = rx.recv().await {
+                self.report(&key, &reference, &p, &mut plan, &mut started)
+                    .await;
+            }
+        };
+        let drive = async {
+            let r = self.driver.drive(ns, name, opts, Some(tx)).await;
+            r.map_err(|e| e.to_string())
+        };
+        let (result, ()) = tokio::join!(drive, forward);
+        match &result {
+            Ok(o) => tracing::info!(release = %key, outcome = ?o, "drive ended"),
+            Err(e) => {
+                self.metrics.driver_errors.inc();
+                tracing::warn!(release = %key, error = %e, "drive failed");
+            }
+        }
+        result
+    }
+
+    async fn report(
+        &self,
+        key: &str,
+        reference: &ObjectReference,
+        p: &Progress,
+        plan: &mut Vec<PlannedStep>,
+        started: &mut BTreeMap<u32, jiff::Timestamp>,
+    ) {
+        match p {
+            Progress::Transition(t) => {
+                tracing::info!(release = %key, step = t.step, event = ?t.event, "{}", t.message);
+                match t.event {
+                    TransitionEvent::StepStarted => {
+                        started.insert(t.step, t.at);
+                    }
+                    TransitionEvent::StepCompleted => {
+                        if let (Some(s), Some(step)) =
+                            (started.remove(&t.step), plan.get(t.step as usize))
+                        {
+                            let secs = t.at.duration_since(s).as_secs_f64().max(0.0);
+                            self.metrics
+                                .step_completed(&format!("{:?}", step.kind), secs);
+                        }
+                    }
+                    _ => {}
+                }
+                let warning = matches!(
+                    t.event,
+                    TransitionEvent::HoldStarted
+                        | TransitionEvent::AbortStarted
+                        | TransitionEvent::Aborted
+                        | TransitionEvent::Failed
+                );
+                let mut note = t.message.clone();
+                if note.len() > 1000 {
+                    let mut cut = 1000;
+                    while !note.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    note.truncate(cut);
+                }
+                let ev = Event {
+                    type_: if warning {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: format!("{:?}", t.event),
+                    note: Some(note),
+                    action: "Drive".into(),
+                    secondary: None,
+                };
+                if let Err(e) = self.recorder.publish(&ev, reference).await {
+                    tracing::warn!(release = %key, error = %e, "could not record an Event");
+                }
+            }
+            Progress::Status(s) => {
+                if !s.plan.is_empty() {
+                    *plan = s.plan.clone();
+                }
+                self.metrics.status(key, s);
+            }
+            Progress::Applied { action, error } => match error {
+                None => tracing::info!(release = %key, cluster = action.cluster(), "{action}"),
+                Some(e) => {
+                    tracing::warn!(release = %key, cluster = action.cluster(), error = %e, "{action} failed")
+                }
+            },
+            Progress::Note(n) => tracing::info!(release = %key, "{n}"),
+        }
+    }
+
+    /// Sets the `Invalid` condition (and the status message) unless it already says so.
+    async fn set_invalid(
+        &self,
+        obj: &DynamicObject,
+        invalid: Option<(&str, &str)>,
+    ) -> Result<(), Error> {
+        let ns = obj.namespace().unwrap_or_default();
+        let name = obj.name_any();
+        let current = obj.data.pointer("/status/conditions").and_then(|c| {
+            c.as_array()?
+                .iter()
+                .find(|c| c["type"] == "Invalid")
+                .cloned()
+        });
+        let same = match (&current, invalid) {
+            (Some(c), Some((reason, message))) => {
+                c["status"] == "True" && c["reason"] == reason && c["message"] == message
+            }
+            (Some(c), None) => c["status"] != "True",
+            (None, None) => true,
+            (None, Some(_)) => false,
+        };
+        if same {
+            return Ok(());
+        }
+        let (status, reason, message) = match invalid {
+            Some((r, m)) => ("True", r, m),
+            None => (
+                "False",
+                "Valid",
+                "the spec resolves against the fleet and its tier",
+            ),
+        };
+        let mut patch = json!({"status": {"conditions": [{
+            "type": "Invalid",
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "observedGeneration": obj.metadata.generation.unwrap_or(0),
+        }]}});
+        if invalid.is_some() {
+            patch["status"]["message"] = json!(message);
+        }
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.driver.fleet.home().client.clone(), &ns, &self.resource);
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| Error::Record(format!("{ns}/{name}"), e))?;
+        if let Some((reason, message)) = invalid {
+            tracing::warn!(release = %format!("{ns}/{name}"), reason, "invalid: {message}");
+        }
+        Ok(())
+    }
+}
+
+async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_else(|| "default".into());
+    let name = obj.name_any();
+    let key = (ns.clone(), name.clone());
+    let value = serde_json::to_value(&*obj).unwrap_or_default();
+    let release: Release = match serde_path_to_error::deserialize(value) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!(
+                "field `{}`: {}; fix the Release and apply it again",
+                e.path(),
+                e.inner()
+            );
+            ctx.set_invalid(&obj, Some(("MalformedSpec", &message)))
+                .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let status = release.status.clone().unwrap_or_default();
+    ctx.metrics
+        .observed_phase(&format!("{ns}/{name}"), status.phase);
+    if status.phase.is_terminal() {
+        return Ok(Action::await_change());
+    }
+    if let Err(findings) = ResolvedRelease::resolve(
+        &name,
+        Some(&ns),
+        &release.spec,
+        &ctx.driver.fleet_spec,
+        &ctx.driver.policy,
+    ) {
+        let reason = if findings.iter().all(|f| f.breaks_policy) {
+            "PolicyViolation"
+        } else {
+            "InvalidSpec"
+        };
+        let message = findings
+            .iter()
+            .map(|f| format!("field `{}`: {}", f.field, f.problem))
+            .collect::<Vec<_>>()
+            .join("; ");
+        ctx.set_invalid(&obj, Some((reason, &message))).await?;
+        return Ok(Action::await_change());
+    }
+    ctx.set_invalid(&obj, None).await?;
+    let ended = {
+        let mut tasks = ctx.tasks.lock().expect("tasks lock");
+        match tasks.get(&key) {
+            Some(Task::Running(h)) if !h.is_finished() => {
+                return Ok(Action::requeue(RUNNING_RECHECK));
+            }
+            Some(Task::Ended(_)) => match tasks.remove(&key) {
+                Some(Task::Ended(r)) => Some(r),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    if let Some(Err(e)) = ended {
+        *ctx.failures
+            .lock()
+            .expect("failures lock")
+            .entry(key)
+            .or_default() += 1;
+        return Err(Error::Drive(format!("{ns}/{name}"), e));
+    }
+    ctx.spawn(&ns, &name);
+    Ok(Action::requeue(RUNNING_RECHECK))
+}
+
+fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Reconciler>) -> Action {
+    let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let n = ctx
+        .failures
+        .lock()
+        .expect("failures lock")
+        .get(&key)
+        .copied()
+        .unwrap_or(1);
+    let delay = Duration::from_secs(1u64 << n.min(8)).min(Duration::from_secs(300));
+    tracing::warn!(release = %format!("{}/{}", key.0, key.1), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}

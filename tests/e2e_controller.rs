@@ -1,0 +1,274 @@
+//! `cutover controller` end to end: two controller processes against the
+//! simulated fleet, Releases applied with kubectl, the leader killed mid-ramp,
+//! a malformed Release beside a good one, `/metrics`, `/readyz` and Events.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{NS, World, completed_steps, tier2_release};
+use cutover::spec::status::{Phase, StepKind, TransitionEvent};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
+use tokio::process::{Child, Command};
+
+const SYSTEM_NS: &str = "cutover-system";
+
+struct Controller {
+    child: Child,
+    identity: String,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn system_namespace(w: &World) {
+    let path = w.dir.path().join("namespace.yaml");
+    std::fs::write(
+        &path,
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {SYSTEM_NS}\n"),
+    )
+    .unwrap();
+    w.kubectl(&w.fleet.home)
+        .run(&["apply", "-f", path.to_str().unwrap()])
+        .await;
+}
+
+fn start_controller(w: &World, identity: &str) -> Controller {
+    let port = free_port();
+    let log = std::fs::File::create(w.dir.path().join(format!("{identity}.log"))).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["controller", "--fleet"])
+        .arg(w.sim.fleet_path())
+        .arg("--kubeconfig")
+        .arg(w.sim.kubeconfig_path())
+        .args(["--namespace", SYSTEM_NS, "--lease-duration", "2s"])
+        .args(["--identity", identity, "--log-format", "text"])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cutover controller");
+    Controller {
+        child,
+        identity: identity.to_string(),
+        port,
+    }
+}
+
+/// A plain HTTP GET on loopback: `(status, body)`.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+async fn leader(w: &World) -> Option<String> {
+    Api::<Lease>::namespaced(w.readers[&w.fleet.home].clone(), SYSTEM_NS)
+        .get_opt("cutover-controller")
+        .await
+        .unwrap()
+        .and_then(|l| l.spec?.holder_identity)
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn log_of(w: &World, c: &Controller) -> String {
+    std::fs::read_to_string(w.dir.path().join(format!("{}.log", c.identity))).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_applied_with_kubectl_completes_though_its_leader_dies_mid_ramp() {
+    let w = World::start(None, 300.0, &tier2_release()).await;
+    system_namespace(&w).await;
+    let mut a = start_controller(&w, "ctl-a");
+    let mut b = start_controller(&w, "ctl-b");
+    wait_until("a leader", || async { leader(&w).await.is_some() }).await;
+    for c in [&a, &b] {
+        wait_until("/readyz", || async {
+            get(c.port, "/readyz").is_some_and(|(s, _)| s == 200)
+        })
+        .await;
+    }
+    let kubectl = w.kubectl(&w.fleet.home);
+    kubectl
+        .run(&["apply", "-f", w.release_path.to_str().unwrap()])
+        .await;
+
+    let ramp = w
+        .wait_for("the ramp on prod-a", |s| {
+            s.plan.get(s.step as usize).map(|p| p.kind) == Some(StepKind::Ramp)
+        })
+        .await;
+    let first = leader(&w).await.unwrap();
+    let (killed, standby) = if first == a.identity {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    killed.child.start_kill().unwrap();
+    killed.child.wait().await.unwrap();
+
+    let done = w
+        .wait_for("the release to complete", |s| s.phase.is_terminal())
+        .await;
+    assert_eq!(
+        done.phase,
+        Phase::Completed,
+        "{:?}\n{}",
+        done.message,
+        log_of(&w, standby)
+    );
+    assert!(done.step > ramp.step);
+    // Every step completed once, in order: none repeated, none skipped.
+    assert_eq!(
+        completed_steps(&done),
+        (0..done.plan.len() as u32).collect::<Vec<_>>()
+    );
+    let starts = done
+        .history
+        .iter()
+        .filter(|t| t.event == TransitionEvent::StepStarted)
+        .count();
+    assert_eq!(starts, done.plan.len(), "{:#?}", done.history);
+    assert_eq!(leader(&w).await.as_deref(), Some(standby.identity.as_str()));
+    w.assert_all_on_green("after the takeover").await;
+
+    // Events on the Release for its transitions.
+    let events = Api::<Event>::namespaced(w.readers[&w.fleet.home].clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let reasons: Vec<String> = events
+        .items
+        .iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some("Release"))
+        })
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    for r in ["Started", "StepCompleted", "Completed"] {
+        assert!(reasons.iter().any(|x| x == r), "{r} in {reasons:?}");
+    }
+
+    // The standby's metrics after it finished the release.
+    let (status, metrics) = get(standby.port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        "cutover_leader 1",
+        "cutover_releases{phase=\"Completed\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cutover_api_requests_total{cluster=\"prod-b\",verb=\"patch\"}")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("cutover_step_duration_seconds_count{kind=\"Bake\"} 1")),
+        "{metrics}"
+    );
+    assert_eq!(get(standby.port, "/healthz").unwrap().0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_release_is_marked_invalid_while_another_completes() {
+    let w = World::start(None, 300.0, &tier2_release()).await;
+    system_namespace(&w).await;
+    let c = start_controller(&w, "ctl-solo");
+    let kubectl = w.kubectl(&w.fleet.home);
+    let unknown_cluster = tier2_release()
+        .replace(
+            "name: checkout\n  namespace: shop",
+            "name: typo\n  namespace: shop",
+        )
+        .replace("- name: prod-b", "- name: prod-z");
+    let wrong_type = tier2_release()
+        .replace(
+            "name: checkout\n  namespace: shop",
+            "name: mangled\n  namespace: shop",
+        )
+        .replace("replicas: 6", "replicas: six");
+    for (name, text) in [
+        ("typo.yaml", &unknown_cluster),
+        ("mangled.yaml", &wrong_type),
+    ] {
+        let path = w.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        kubectl.run(&["apply", "-f", path.to_str().unwrap()]).await;
+    }
+    kubectl
+        .run(&["apply", "-f", w.release_path.to_str().unwrap()])
+        .await;
+
+    let done = w
+        .wait_for("the good release to complete", |s| s.phase.is_terminal())
+        .await;
+    assert_eq!(done.phase, Phase::Completed, "{}", log_of(&w, &c));
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        w.readers[&w.fleet.home].clone(),
+        NS,
+        &cutover::controller::release_resource(),
+    );
+    for (name, reason, needle) in [
+        ("typo", "InvalidSpec", "spec.clusters[2].name"),
+        ("mangled", "MalformedSpec", "spec.replicas"),
+    ] {
+        let obj = api.get(name).await.unwrap();
+        let conditions = obj.data["status"]["conditions"].as_array().cloned();
+        let invalid = conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c["type"] == "Invalid")
+            .unwrap_or_else(|| panic!("{name} has an Invalid condition: {}", obj.data));
+        assert_eq!(invalid["status"], "True", "{name}");
+        assert_eq!(invalid["reason"], reason, "{name}: {invalid}");
+        let message = invalid["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{name}: {message}");
+        assert_eq!(
+            obj.data["status"]["phase"].as_str().unwrap_or("Pending"),
+            "Pending",
+            "{name} was never started"
+        );
+    }
+    let (_, metrics) = get(c.port, "/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "cutover_releases{phase=\"Pending\"} 1"
+                || l == "cutover_releases{phase=\"Pending\"} 2"),
+        "{metrics}"
+    );
+}
