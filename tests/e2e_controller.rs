@@ -272,3 +272,212 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
         "{metrics}"
     );
 }
+
+/// `(verb, resource)` pairs granted by the named roles of some manifests.
+fn grants(files: &[&str], roles: &[&str]) -> std::collections::BTreeSet<(String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for f in files {
+        let path = format!("{}/deploy/{f}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in text.split("\n---\n") {
+            let v: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+            let kind = v["kind"].as_str().unwrap_or_default();
+            let name = v["metadata"]["name"].as_str().unwrap_or_default();
+            if !matches!(kind, "ClusterRole" | "Role") || !roles.contains(&name) {
+                continue;
+            }
+            for rule in v["rules"].as_array().unwrap() {
+                let targets = rule["resources"]
+                    .as_array()
+                    .or(rule["nonResourceURLs"].as_array())
+                    .unwrap();
+                for t in targets {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        out.insert((
+                            verb.as_str().unwrap().to_string(),
+                            t.as_str().unwrap().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_used() {
+    use cutover::fleet::workload::Colour;
+    use cutover::spec::fleet::SecretKeyRef;
+    use cutover::spec::status::HoldReason;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::PostParams;
+
+    // prod-b has no Gateway API here: its router is the replica-ratio one.
+    let release = tier2_release().replace(
+        "    - name: prod-b\n      role: production\n",
+        "    - name: prod-b\n      role: production\n      router:\n        kind: replicaRatio\n",
+    );
+    assert!(release.contains("replicaRatio"));
+    let w = World::start(None, 300.0, &release).await;
+    system_namespace(&w).await;
+    // prod-a as a previous cutover release leaves it: blue with the disruption
+    // budget cutover made, and no green slot Service (cutover creates it).
+    let home = w.readers[&w.fleet.home].clone();
+    let blue_budget = cutover::fleet::workload::slot_budget(&w.rel, Colour::Blue).unwrap();
+    Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(home.clone(), NS)
+        .create(&PostParams::default(), &blue_budget)
+        .await
+        .unwrap();
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(home.clone(), NS)
+        .delete("checkout-green", &Default::default())
+        .await
+        .unwrap();
+    w.sim.reset_requests();
+
+    // prod-b is reached through a kubeconfig Secret, wrong at first.
+    let mut fleet = w.fleet.clone();
+    let b = fleet
+        .clusters
+        .iter_mut()
+        .find(|c| c.name == "prod-b")
+        .unwrap();
+    b.context = None;
+    b.kubeconfig_secret = Some(SecretKeyRef {
+        name: "cutover-kubeconfig-prod-b".into(),
+        key: "kubeconfig".into(),
+    });
+    let fleet_path = w.dir.path().join("fleet-secrets.yaml");
+    std::fs::write(&fleet_path, serde_saphyr::to_string(&fleet).unwrap()).unwrap();
+    let kubeconfig = std::fs::read_to_string(w.sim.kubeconfig_path()).unwrap();
+    let current = kubeconfig
+        .lines()
+        .find(|l| l.starts_with("current-context:"))
+        .unwrap();
+    let for_b = kubeconfig.replace(current, "current-context: sim-prod-b");
+    let b_url = w.sim.url("prod-b").unwrap();
+    let broken = for_b.replace(&b_url, "http://127.0.0.1:9");
+    let secrets: Api<Secret> = Api::namespaced(home, SYSTEM_NS);
+    let mut secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("cutover-kubeconfig-prod-b".into()),
+            ..Default::default()
+        },
+        string_data: Some([("kubeconfig".to_string(), broken)].into()),
+        ..Default::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let port = free_port();
+    let log = std::fs::File::create(w.dir.path().join("ctl.log")).unwrap();
+    let _ctl = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["controller", "--fleet"])
+        .arg(&fleet_path)
+        .arg("--kubeconfig")
+        .arg(w.sim.kubeconfig_path())
+        .args(["--namespace", SYSTEM_NS, "--lease-duration", "2s"])
+        .args(["--identity", "ctl", "--log-format", "json"])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let kubectl = w.kubectl(&w.fleet.home);
+    kubectl
+        .run(&["apply", "-f", w.release_path.to_str().unwrap()])
+        .await;
+    // And one the controller must refuse, so its Invalid condition is written.
+    let typo = tier2_release()
+        .replace(
+            "name: checkout\n  namespace: shop",
+            "name: typo\n  namespace: shop",
+        )
+        .replace("- name: prod-b", "- name: prod-z");
+    let typo_path = w.dir.path().join("typo.yaml");
+    std::fs::write(&typo_path, typo).unwrap();
+    kubectl
+        .run(&["apply", "-f", typo_path.to_str().unwrap()])
+        .await;
+
+    w.wait_for("a hold on unreachable prod-b", |s| {
+        s.holds.iter().any(|h| {
+            h.reason == HoldReason::ClusterUnreachable && h.cluster.as_deref() == Some("prod-b")
+        })
+    })
+    .await;
+    secret.string_data = Some([("kubeconfig".to_string(), for_b.clone())].into());
+    secrets
+        .replace("cutover-kubeconfig-prod-b", &PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let done = w
+        .wait_for("the release to complete", |s| s.phase.is_terminal())
+        .await;
+    let log = std::fs::read_to_string(w.dir.path().join("ctl.log")).unwrap();
+    assert_eq!(done.phase, Phase::Completed, "{:?}\n{log}", done.message);
+    assert!(log.contains("credentials Secret changed"), "{log}");
+    assert!(
+        !log.contains("current-context") && !log.contains(&b_url),
+        "the Secret's content is never logged:\n{log}"
+    );
+    for line in log.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("a structured log line: {e}: {line}"));
+    }
+
+    // Every request the controller sent, by cluster, against the shipped roles:
+    // each cluster's requests are granted there, and every grant was used
+    // somewhere in the fleet.
+    let sent = w.sim.requests().user_agent("cutover/");
+    let pairs = |keep: &dyn Fn(&str) -> bool| -> std::collections::BTreeSet<(String, String)> {
+        sent.requests
+            .iter()
+            .filter(|r| keep(&r.key.cluster))
+            .map(|r| (r.key.verb.clone(), r.key.resource.clone()))
+            .collect()
+    };
+    let home_roles = grants(
+        &["controller/rbac.yaml", "common/member-role.yaml"],
+        &[
+            "cutover-controller",
+            "cutover-controller-credentials",
+            "cutover-member",
+        ],
+    );
+    let member_role = grants(&["common/member-role.yaml"], &["cutover-member"]);
+    let in_home = pairs(&|c| c == w.fleet.home);
+    let in_members = pairs(&|c| c != w.fleet.home);
+    let missing: Vec<_> = in_home.difference(&home_roles).collect();
+    assert!(
+        missing.is_empty(),
+        "home cluster: used but not granted: {missing:?}"
+    );
+    let missing: Vec<_> = in_members.difference(&member_role).collect();
+    assert!(
+        missing.is_empty(),
+        "member clusters: used but not granted: {missing:?}"
+    );
+    let used: std::collections::BTreeSet<_> = in_home.union(&in_members).cloned().collect();
+    let not_exercised = [
+        (
+            "get",
+            "/version",
+            "asked only while a cluster's watches fail",
+        ),
+        (
+            "patch",
+            "events",
+            "a repeated Event is patched into a series",
+        ),
+    ];
+    let unused: Vec<_> = home_roles
+        .difference(&used)
+        .filter(|(v, r)| !not_exercised.iter().any(|(nv, nr, _)| nv == v && nr == r))
+        .collect();
+    assert!(unused.is_empty(), "granted but never used: {unused:?}");
+}

@@ -56,7 +56,7 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Drive Release objects in-cluster: leader election, /metrics, Events.
     Controller(controller::ControllerArgs),
-    /// Print the CustomResourceDefinitions cutover uses (as in deploy/crds.yaml).
+    /// Print the CustomResourceDefinitions cutover uses (as in deploy/common/crds.yaml).
     Crd,
     /// Run a simulated fleet to rehearse on.
     Sim(sim::SimArgs),
@@ -129,7 +129,7 @@ fn crd() -> CliResult {
     Ok(Exit::Ok)
 }
 
-/// Every CRD cutover owns, as one multi-document YAML (what `deploy/crds.yaml` holds).
+/// Every CRD cutover owns, as one multi-document YAML (what `deploy/common/crds.yaml` holds).
 pub fn crds_yaml() -> anyhow::Result<String> {
     let mut out = String::new();
     for crd in crate::fleet::bootstrap::crds() {

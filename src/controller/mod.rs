@@ -82,7 +82,7 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
                 health.set_ready(false);
                 tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach the fleet");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         };

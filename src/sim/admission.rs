@@ -39,6 +39,7 @@ pub fn admit(
             obj["status"] = json!({"allowed": true, "reason": "the simulated fleet has no authorization: every request is allowed"});
         }
         ("", "services") => service_defaults(obj, old),
+        ("", "secrets") => secret_string_data(obj),
         ("apps", "deployments") => deployment_defaults(kind, old, obj)?,
         ("apiextensions.k8s.io", "customresourcedefinitions") => crd_status(obj, registry)?,
         ("", "events") => {
@@ -79,6 +80,18 @@ pub fn after_delete(kind: &Kind, obj: &Value, registry: &mut Registry) -> Option
 
 fn is_crd(kind: &Kind) -> bool {
     kind.group == "apiextensions.k8s.io" && kind.plural == "customresourcedefinitions"
+}
+
+/// As the API server does: `stringData` is written into `data` (base64) and dropped.
+fn secret_string_data(obj: &mut Value) {
+    let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    for (k, v) in strings {
+        let bytes = k8s_openapi::ByteString(v.as_str().unwrap_or_default().as_bytes().to_vec());
+        obj["data"][k] = serde_json::to_value(bytes).unwrap_or_default();
+    }
 }
 
 fn pod_defaults(obj: &mut Value, create: bool) {

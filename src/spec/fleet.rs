@@ -110,10 +110,12 @@ impl Fleet {
                     ),
                 ));
             }
-            if c.context.is_none() && c.kubeconfig_secret.is_none() {
+            // The home cluster may name neither: the controller runs there and
+            // reaches it through its service account.
+            if c.context.is_none() && c.kubeconfig_secret.is_none() && c.name != fleet.home {
                 errors.push(src.error_at(
                     &at,
-                    "say how to reach the cluster: set `context` (a kubeconfig context) or `kubeconfigSecret`",
+                    "say how to reach the cluster: set `context` (a kubeconfig context) or `kubeconfigSecret` (only the home cluster may set neither)",
                 ));
             }
             if c.zones.is_empty() {

@@ -1,0 +1,130 @@
+//! `deploy/`: the checked-in CRDs are the generated ones, and
+//! `kubectl apply -k` creates the controller's objects in the home cluster and
+//! cutover's role in a member cluster of the simulated fleet.
+
+mod common;
+
+use common::{Kubectl, kubectl_binary};
+use cutover::sim::{Scenario, SimFleet, SimOptions, context_name};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+use kube::api::Api;
+
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+
+#[test]
+fn checked_in_crds_are_the_generated_ones() {
+    let path = format!("{DEPLOY}/common/crds.yaml");
+    let checked_in = std::fs::read_to_string(&path).unwrap();
+    let generated = cutover::cli::crds_yaml().unwrap();
+    assert!(
+        checked_in == generated,
+        "{path} differs from what the code generates; run `cargo run -- crd > deploy/common/crds.yaml`"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_k_deploys_the_controller_and_the_member_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = SimFleet::start(SimOptions {
+        scenario: Scenario::default_fleet(),
+        time_scale: 60.0,
+        dir: dir.path().join("fleet"),
+    })
+    .await
+    .unwrap();
+    let kubectl = |cluster: &str| Kubectl {
+        bin: kubectl_binary().unwrap(),
+        kubeconfig: fleet.kubeconfig_path().to_path_buf(),
+        cache: dir.path().join("cache"),
+        context: context_name(cluster),
+    };
+    let home = kubectl("prod-a");
+    let out = home.run(&["apply", "-k", DEPLOY]).await;
+    for created in [
+        "namespace/cutover-system",
+        "customresourcedefinition.apiextensions.k8s.io/releases.cutover.dev",
+        "clusterrole.rbac.authorization.k8s.io/cutover-controller",
+        "clusterrole.rbac.authorization.k8s.io/cutover-member",
+        "role.rbac.authorization.k8s.io/cutover-controller-credentials",
+        "serviceaccount/cutover-controller",
+        "deployment.apps/cutover-controller",
+        "poddisruptionbudget.policy/cutover-controller",
+    ] {
+        assert!(
+            out.contains(&format!("{created} created")),
+            "{created} in\n{out}"
+        );
+    }
+    // Applying again changes nothing.
+    let again = home.run(&["apply", "-k", DEPLOY]).await;
+    assert!(!again.contains(" created"), "{again}");
+    // The CRD serves: Releases can be listed.
+    home.run(&["get", "releases", "-A"]).await;
+
+    let client = common::sim_client(&fleet, "prod-a").await;
+    let d = Api::<Deployment>::namespaced(client.clone(), "cutover-system")
+        .get("cutover-controller")
+        .await
+        .unwrap();
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    let spread = pod.topology_spread_constraints.unwrap();
+    assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    let c = &pod.containers[0];
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
+    assert!(c.resources.as_ref().unwrap().requests.is_some());
+    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), "cutover-system")
+        .get("cutover-controller")
+        .await
+        .unwrap();
+    assert!(pdb.spec.unwrap().min_available.is_some());
+    // No cluster-wide Secret read: Secrets only by name, in cutover's namespace.
+    for role in Api::<ClusterRole>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        for rule in role.rules.unwrap_or_default() {
+            assert!(
+                !rule
+                    .resources
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|r| r == "secrets"),
+                "{:?} grants Secrets cluster-wide",
+                role.metadata.name
+            );
+        }
+    }
+    let creds = Api::<Role>::namespaced(client, "cutover-system")
+        .get("cutover-controller-credentials")
+        .await
+        .unwrap();
+    assert!(
+        creds.rules.unwrap()[0].resource_names.is_some(),
+        "Secrets are named"
+    );
+
+    let member = kubectl("prod-b")
+        .run(&["apply", "-k", &format!("{DEPLOY}/member")])
+        .await;
+    for created in [
+        "clusterrole.rbac.authorization.k8s.io/cutover-member",
+        "clusterrolebinding.rbac.authorization.k8s.io/cutover-member",
+        "serviceaccount/cutover-member",
+        "customresourcedefinition.apiextensions.k8s.io/deployfreezes.cutover.dev",
+    ] {
+        assert!(
+            member.contains(&format!("{created} created")),
+            "{created} in\n{member}"
+        );
+    }
+    assert!(!member.contains("deployment.apps"), "{member}");
+}
