@@ -32,10 +32,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// Fleet time: `origin + (wall - origin) × scale`.
+/// Fleet time: `start + (wall - origin) × scale`; `start` is `origin` unless
+/// the fleet begins at another moment (a rehearsal set on a given morning).
 #[derive(Debug, Clone, Copy)]
 pub struct ScaledClock {
     origin: Timestamp,
+    start: Timestamp,
     scale: f64,
 }
 
@@ -47,11 +49,28 @@ impl ScaledClock {
         } else {
             1.0
         };
-        ScaledClock { origin, scale }
+        ScaledClock {
+            origin,
+            start: origin,
+            scale,
+        }
+    }
+
+    /// A clock whose fleet time is `start` at wall time `origin`.
+    pub fn starting_at(origin: Timestamp, start: Timestamp, scale: f64) -> ScaledClock {
+        ScaledClock {
+            start,
+            ..ScaledClock::new(origin, scale)
+        }
     }
 
     pub fn origin(&self) -> Timestamp {
         self.origin
+    }
+
+    /// Fleet time at the origin.
+    pub fn start(&self) -> Timestamp {
+        self.start
     }
 
     /// Fleet time at a given wall-clock time.
@@ -59,7 +78,7 @@ impl ScaledClock {
         let real = wall.duration_since(self.origin);
         let scaled = SignedDuration::try_from_secs_f64(real.as_secs_f64() * self.scale)
             .unwrap_or(SignedDuration::MAX);
-        self.origin.checked_add(scaled).unwrap_or(Timestamp::MAX)
+        self.start.checked_add(scaled).unwrap_or(Timestamp::MAX)
     }
 }
 

@@ -22,7 +22,7 @@ use crate::fleet::state::ReleaseStore;
 use crate::fleet::workload::Slots;
 use crate::fleet::{self, FleetClients, replica_ratio, router, workload};
 use crate::gates::analysis::{Analysis, Context};
-use crate::spec::status::{Phase, Transition};
+use crate::spec::status::{GateSeries, Phase, Transition};
 use crate::spec::{Fleet, Release, ReleaseStatus, ResolvedRelease, RouterKind, TierPolicyFile};
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +162,12 @@ impl Driver {
         let cache = FleetCache::start(&self.fleet, &first);
         self.wait_for_caches(&cache).await;
         let mut analysis = Analysis::default();
+        // Gate values over the release, kept in memory between status writes.
+        let mut series: Vec<GateSeries> = current
+            .status
+            .as_ref()
+            .map(|s| s.gate_series.clone())
+            .unwrap_or_default();
         let mut last_applied: Option<(Vec<Action>, Instant)> = None;
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -188,6 +194,7 @@ impl Driver {
                 .tick(&ctx, status.step, status.analysis_epoch, now)
                 .await;
             obs.gate = Some(gate);
+            record_series(&mut series, &reports);
             // Gate reports reach the status when a verdict changes, not on every measurement.
             let mut input = status.clone();
             // After a rollback began, the reports that caused it stay on record.
@@ -221,6 +228,8 @@ impl Driver {
             }
             if d.status != status {
                 lease.check(name)?;
+                let mut d = d.clone();
+                d.status.gate_series = series.clone();
                 match store.write_status(&current, &d.status).await {
                     Ok(written) => {
                         for t in d.status.history.iter().skip(status.history.len()) {
@@ -288,24 +297,16 @@ impl Driver {
 
     fn resolve(&self, r: &Release) -> std::result::Result<ResolvedRelease, Outcome> {
         let name = r.metadata.name.clone().unwrap_or_default();
-        ResolvedRelease::resolve(
+        admit(
             &name,
             r.metadata.namespace.as_deref(),
             &r.spec,
             &self.fleet_spec,
             &self.policy,
         )
-        .map_err(|findings| {
-            let breaks_policy = findings.iter().all(|f| f.breaks_policy);
-            let message = findings
-                .iter()
-                .map(|f| format!("field `{}`: {}", f.field, f.problem))
-                .collect::<Vec<_>>()
-                .join("; ");
-            Outcome::Invalid {
-                message,
-                breaks_policy,
-            }
+        .map_err(|(message, breaks_policy)| Outcome::Invalid {
+            message,
+            breaks_policy,
         })
     }
 
@@ -389,6 +390,70 @@ impl Driver {
                 None => Ok(()),
             },
         }
+    }
+}
+
+/// Resolves a release against its fleet and tier and checks the tier's static
+/// rules: what every driver (CLI, controller, demo) requires before acting.
+/// On refusal: why, and whether only the tier's rules are broken.
+pub fn admit(
+    name: &str,
+    namespace: Option<&str>,
+    spec: &crate::spec::ReleaseSpec,
+    fleet: &Fleet,
+    policy: &TierPolicyFile,
+) -> std::result::Result<ResolvedRelease, (String, bool)> {
+    let rel =
+        ResolvedRelease::resolve(name, namespace, spec, fleet, policy).map_err(|findings| {
+            let breaks_policy = findings.iter().all(|f| f.breaks_policy);
+            let message = findings
+                .iter()
+                .map(|f| format!("field `{}`: {}", f.field, f.problem))
+                .collect::<Vec<_>>()
+                .join("; ");
+            (message, breaks_policy)
+        })?;
+    let report = crate::policy::rules::check(&rel);
+    if !report.passes() {
+        return Err((
+            format!(
+                "{name} breaks {} policy: {}",
+                rel.tier_name,
+                report.failure_summary()
+            ),
+            true,
+        ));
+    }
+    Ok(rel)
+}
+
+/// Adds each report's newest measured value to its metric's series.
+fn record_series(series: &mut Vec<GateSeries>, reports: &[crate::gates::MetricReport]) {
+    for r in reports {
+        let Some((at, value)) = r
+            .measurements
+            .iter()
+            .rev()
+            .find_map(|m| Some((m.at.as_second(), m.value?)))
+        else {
+            continue;
+        };
+        let i = match series
+            .iter()
+            .position(|s| s.name == r.name && s.cluster == r.cluster)
+        {
+            Some(i) => i,
+            None => {
+                series.push(GateSeries {
+                    name: r.name.clone(),
+                    cluster: r.cluster.clone(),
+                    threshold: r.threshold.clone(),
+                    points: Vec::new(),
+                });
+                series.len() - 1
+            }
+        };
+        series[i].push(at, value);
     }
 }
 

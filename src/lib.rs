@@ -6,6 +6,7 @@
 //! that speaks the Kubernetes API. See the README for the lifecycle.
 #![forbid(unsafe_code)]
 
+pub mod chart;
 pub mod cli;
 pub mod clock;
 pub mod controller;

@@ -16,7 +16,13 @@ fn check(w: &World) -> tokio::process::Command {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_live_passes_on_a_healthy_fleet_and_names_a_lost_zone() {
     // The zone outage of the scenario starts 20 minutes in: 2 s of wall time at 600x.
-    let w = World::start(Some("zone-outage"), 600.0, common::RELEASE).await;
+    let scenario = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/scenarios/zone-outage.yaml"
+    ))
+    .unwrap()
+    .replace("whenReleaseStep: soak prod-a", "after: 20m");
+    let w = World::start(Some(&scenario), 600.0, common::RELEASE).await;
     // Blue's pods become ready and spread before the outage.
     let mut healthy = None;
     for _ in 0..40 {

@@ -72,6 +72,27 @@ async fn a_full_tier1_lifecycle_ends_with_green_everywhere_and_blue_gone() {
         before,
         "Services and routes are never deleted or recreated"
     );
+    // The timeline picture, from the Release's status.
+    let svg = w.dir.path().join("checkout.svg");
+    let report = format!("--report={}", svg.display());
+    let (code, out, err) = finish(
+        w.cutover(&["status", "checkout", "-n", common::NS, &report])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    for needle in [
+        "release checkout 2.14.0: Completed",
+        "staging",
+        "prod-b",
+        "error-ratio",
+        "cluster-health",
+        "completed",
+    ] {
+        assert!(picture.contains(needle), "{needle} in the timeline");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,7 +56,11 @@ pub async fn connect(
 /// The fleet's clock: scaled for a simulated fleet, the system clock otherwise.
 pub fn clock_of(fleet: &Fleet) -> SharedClock {
     match &fleet.clock {
-        Some(c) => Arc::new(ScaledClock::new(c.origin, c.time_scale)),
+        Some(c) => Arc::new(ScaledClock::starting_at(
+            c.origin,
+            c.starts_at.unwrap_or(c.origin),
+            c.time_scale,
+        )),
         None => Arc::new(SystemClock),
     }
 }

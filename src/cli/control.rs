@@ -26,8 +26,20 @@ pub struct StatusArgs {
     /// Keep printing as the release moves, until it ends.
     #[arg(short = 'w', long)]
     pub watch: bool,
+    /// Draw the release's timeline (traffic, gate values, events) into this SVG
+    /// file; with --watch, once the release ends.
+    #[arg(long, value_name = "FILE.svg")]
+    pub report: Option<std::path::PathBuf>,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
+}
+
+fn write_report(args: &StatusArgs, s: &crate::spec::ReleaseStatus) -> CliResult<()> {
+    if let Some(path) = &args.report {
+        let svg = crate::chart::timeline_svg(&args.name, s);
+        std::fs::write(path, svg).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -85,6 +97,7 @@ pub async fn status(args: &StatusArgs) -> CliResult {
     reporter.status(&r);
     let mut last = r.status.clone().unwrap_or_default();
     if !args.watch || last.phase.is_terminal() {
+        write_report(args, &last)?;
         return Ok(exit_of_status(&last));
     }
     let config = watcher::Config::default().fields(&format!("metadata.name={}", args.name));
@@ -104,10 +117,12 @@ pub async fn status(args: &StatusArgs) -> CliResult {
         }
         reporter.progress(&crate::driver::Progress::Status(Box::new(s.clone())));
         if s.phase.is_terminal() {
+            write_report(args, &s)?;
             return Ok(exit_of_status(&s));
         }
         last = s;
     }
+    write_report(args, &last)?;
     Ok(exit_of_status(&last))
 }
 

@@ -13,17 +13,17 @@ use tokio::sync::mpsc;
 
 use super::Output;
 use super::connect::{connect, read_fleet};
-use super::exit::CliResult;
+use super::exit::{CliResult, Exit};
 use super::report::Reporter;
 use super::run::exit_of;
-use crate::driver::{DriveOptions, Driver, Progress};
+use crate::driver::{DriveOptions, Driver, Outcome, Progress};
 use crate::engine::timeline::span_of;
 use crate::fleet::bootstrap;
 use crate::fleet::state::ReleaseStore;
 use crate::sim::{Scenario, SimFleet, SimOptions};
 use crate::spec::release::ReleaseDocument;
 use crate::spec::status::{StepKind, TransitionEvent};
-use crate::spec::{ResolvedRelease, Source, TierPolicyFile};
+use crate::spec::{Fleet, InputErrors, ReleaseStatus, ResolvedRelease, Source, TierPolicyFile};
 
 const RELEASE: &str = include_str!("../../examples/checkout/release.yaml");
 /// The version serving before the demo's release.
@@ -34,11 +34,22 @@ pub struct DemoArgs {
     /// A scenario: a name from examples/scenarios (e.g. bad-canary) or a file.
     #[arg(long)]
     pub scenario: Option<String>,
+    /// List the scenarios, one line each, and exit.
+    #[arg(long, conflicts_with = "scenario")]
+    pub list: bool,
     /// How much faster than the wall clock fleet time runs.
     #[arg(long, default_value_t = 600.0)]
     pub time_scale: f64,
+    /// Draw the release's timeline into this SVG file at the end.
+    #[arg(long, value_name = "FILE.svg")]
+    pub report: Option<PathBuf>,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
+}
+
+/// Where the scenarios shipped with cutover live.
+pub fn scenarios_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios")
 }
 
 fn scenario_path(name: &str) -> PathBuf {
@@ -46,109 +57,336 @@ fn scenario_path(name: &str) -> PathBuf {
     if p.exists() || name.ends_with(".yaml") {
         return p;
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/scenarios")
-        .join(format!("{name}.yaml"))
+    scenarios_dir().join(format!("{name}.yaml"))
+}
+
+/// Reads a scenario by name (from examples/scenarios) or path.
+pub fn load_scenario(name: &str) -> CliResult<Scenario> {
+    let path = scenario_path(name);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read scenario {}", path.display()))?;
+    Ok(Scenario::parse(&path.display().to_string(), &text)?)
+}
+
+/// Every shipped scenario: its name and one line on what it replays.
+pub fn list_scenarios() -> CliResult<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(scenarios_dir())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let name = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let s = load_scenario(&p.display().to_string())?;
+        let line = s
+            .rehearsal
+            .as_ref()
+            .map(|r| r.summary.clone())
+            .or(s.description.clone())
+            .unwrap_or_default();
+        out.push((name, line));
+    }
+    Ok(out)
 }
 
 pub async fn run(args: &DemoArgs) -> CliResult {
+    if args.list {
+        let all = list_scenarios()?;
+        let width = all.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        for (name, line) in all {
+            println!("{name:<width$}  {line}");
+        }
+        return Ok(Exit::Ok);
+    }
     let scenario = match &args.scenario {
         None => Scenario::default_fleet(),
-        Some(name) => {
-            let path = scenario_path(name);
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read scenario {}", path.display()))?;
-            Scenario::parse(&path.display().to_string(), &text)?
+        Some(name) => load_scenario(name)?,
+    };
+    let clock_tty = std::io::stdout().is_terminal();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let time_scale = args.time_scale;
+    let output = args.output;
+    let rehearsal = tokio::spawn(async move {
+        rehearse(&scenario, time_scale, Some(tx), |sim, rel| {
+            if output == Output::Text {
+                println!(
+                    "simulated fleet: {} (kubeconfig {})",
+                    sim.cluster_names().join(", "),
+                    sim.kubeconfig_path().display()
+                );
+                println!(
+                    "installing CRDs and {} {BLUE_VERSION} (blue) on every cluster",
+                    rel.app
+                );
+            }
+        })
+        .await
+    });
+    let mut reporter: Option<Reporter> = None;
+    let mut last_status = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            p = rx.recv() => match p {
+                Some(Event::Started { release, clock }) => {
+                    let mut r = Reporter::new(args.output, clock_tty, clock);
+                    r.submitted(&release, "demo");
+                    reporter = Some(r);
+                }
+                Some(Event::Progress(p)) => {
+                    if let Progress::Status(s) = &p {
+                        last_status = Some(s.clone());
+                    }
+                    if let Some(r) = reporter.as_mut() {
+                        r.progress(&p);
+                    }
+                }
+                None => break,
+            },
+            _ = ticker.tick() => if let Some(r) = reporter.as_mut() { r.tick() },
         }
+    }
+    let done = rehearsal
+        .await
+        .map_err(|e| anyhow!("rehearsal task: {e}"))??;
+    if let Some(refusal) = &done.refusal {
+        eprintln!("error: {refusal}");
+    }
+    if let (Some(r), Some(o)) = (reporter.as_mut(), &done.outcome) {
+        r.outcome(o);
+    }
+    let status = done.status.clone().or(last_status.map(|b| *b));
+    if let (Output::Text, Some(s)) = (args.output, &status) {
+        println!("{}", summary(s));
+    }
+    if let (Some(path), Some(s)) = (&args.report, &status) {
+        let svg = crate::chart::timeline_svg(&done.name, s);
+        std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))?;
+        if args.output == Output::Text {
+            println!("timeline: {}", path.display());
+        }
+    }
+    let exit = done.exit;
+    done.sim.shutdown().await;
+    Ok(exit)
+}
+
+/// What a rehearsal reports as it goes.
+pub enum Event {
+    /// The Release was submitted; the fleet's clock, for progress lines.
+    Started {
+        release: Box<crate::spec::Release>,
+        clock: crate::clock::SharedClock,
+    },
+    Progress(Progress),
+}
+
+/// A finished rehearsal, its fleet still running for inspection.
+pub struct Rehearsed {
+    pub sim: SimFleet,
+    pub dir: tempfile::TempDir,
+    pub fleet: Fleet,
+    pub name: String,
+    /// The release as resolved; none when it was refused.
+    pub release: Option<ResolvedRelease>,
+    pub exit: Exit,
+    /// How the drive ended; none when the release was refused before it started.
+    pub outcome: Option<Outcome>,
+    /// The Release's final status.
+    pub status: Option<ReleaseStatus>,
+    /// Why the release was refused before any write, when it was.
+    pub refusal: Option<String>,
+    /// The scenario's objects as created before the release.
+    pub objects: Vec<SharedObject>,
+}
+
+/// An object a scenario created beside the app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedObject {
+    pub cluster: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// The example release as the scenario changes it, as YAML text.
+pub fn scenario_release(scenario: &Scenario) -> CliResult<String> {
+    let Some(patch) = scenario.rehearsal.as_ref().and_then(|r| r.release.as_ref()) else {
+        return Ok(RELEASE.to_string());
+    };
+    let mut doc: serde_json::Value = serde_saphyr::from_str(RELEASE)?;
+    json_patch::merge(&mut doc, patch);
+    Ok(serde_saphyr::to_string(&doc)?)
+}
+
+/// Runs the example release through `scenario` on a new simulated fleet:
+/// installs the CRDs and blue, creates the scenario's objects, submits the
+/// release and drives it to its end. `ready` is told once the fleet is up.
+pub async fn rehearse(
+    scenario: &Scenario,
+    time_scale: f64,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    ready: impl FnOnce(&SimFleet, &ResolvedRelease),
+) -> CliResult<Rehearsed> {
+    let release_text = scenario_release(scenario)?;
+    let source_name = if scenario
+        .rehearsal
+        .as_ref()
+        .is_some_and(|r| r.release.is_some())
+    {
+        "examples/checkout/release.yaml (as the scenario changes it)"
+    } else {
+        "examples/checkout/release.yaml"
+    };
+    let src = Source::new(source_name, &release_text);
+    let doc: ReleaseDocument = src.decode().map_err(|e| InputErrors(vec![e]))?;
+    let windows = match scenario.rehearsal.as_ref().map(|r| &r.freeze_windows) {
+        Some(w) if !w.is_empty() => {
+            let file = serde_json::json!({
+                "apiVersion": crate::spec::API_VERSION,
+                "kind": "FreezeWindows",
+                "windows": w,
+            });
+            crate::freeze::window::parse(
+                "the scenario's freezeWindows",
+                &serde_saphyr::to_string(&file)?,
+            )?
+        }
+        _ => Vec::new(),
     };
     let dir = tempfile::tempdir()?;
     let sim = SimFleet::start(SimOptions {
-        scenario,
-        time_scale: args.time_scale,
+        scenario: scenario.clone(),
+        time_scale,
         dir: dir.path().to_path_buf(),
     })
     .await
     .map_err(|e| anyhow!("starting the simulated fleet: {e}"))?;
-    let result = demo(args, &sim).await;
-    sim.shutdown().await;
-    result
-}
-
-async fn demo(args: &DemoArgs, sim: &SimFleet) -> CliResult {
     let fleet = read_fleet(sim.fleet_path())?;
     let policy = TierPolicyFile::builtin();
-    let doc: ReleaseDocument = Source::new("examples/checkout/release.yaml", RELEASE).decode()?;
-    let rel = ResolvedRelease::resolve(
+    let resolved = ResolvedRelease::resolve(
         &doc.metadata.name,
         doc.metadata.namespace.as_deref(),
         &doc.spec,
         &fleet,
         &policy,
     )
-    .map_err(|f| anyhow!("the example does not fit the simulated fleet: {f:?}"))?;
+    .map_err(|findings| {
+        let breaks_policy = findings.iter().all(|f| f.breaks_policy);
+        let errors = InputErrors(findings.iter().map(|f| f.locate(&src)).collect());
+        (errors.to_string(), breaks_policy)
+    })
+    .and_then(|rel| {
+        let report = crate::policy::rules::check(&rel);
+        if report.passes() {
+            Ok(rel)
+        } else {
+            Err((
+                format!(
+                    "{} breaks {} policy, nothing was touched: {}",
+                    rel.name,
+                    rel.tier_name,
+                    report.failure_summary()
+                ),
+                true,
+            ))
+        }
+    });
+    let rel = match resolved {
+        Ok(r) => r,
+        Err((refusal, breaks_policy)) => {
+            // Refused as `cutover run` refuses it: before any request.
+            let exit = if breaks_policy {
+                Exit::Policy
+            } else {
+                Exit::Error
+            };
+            return Ok(Rehearsed {
+                sim,
+                dir,
+                fleet,
+                name: doc.metadata.name.clone(),
+                release: None,
+                exit,
+                outcome: None,
+                status: None,
+                refusal: Some(refusal),
+                objects: Vec::new(),
+            });
+        }
+    };
+    ready(&sim, &rel);
     let conn = connect(fleet.clone(), Some(sim.kubeconfig_path()), &rel.namespace).await?;
-    let mut reporter = Reporter::new(
-        args.output,
-        std::io::stdout().is_terminal(),
-        conn.clock.clone(),
-    );
-    if args.output == Output::Text {
-        println!(
-            "simulated fleet: {} (kubeconfig {})",
-            sim.cluster_names().join(", "),
-            sim.kubeconfig_path().display()
-        );
-        println!(
-            "installing CRDs and {} {BLUE_VERSION} (blue) on every cluster",
-            rel.app
-        );
-    }
     for c in &rel.clusters {
         bootstrap::install_crds(conn.clients.get(&c.name)?).await?;
         bootstrap::install_serving(conn.clients.get(&c.name)?, &rel, BLUE_VERSION).await?;
     }
+    let mut objects = Vec::new();
+    for o in scenario.rehearsal.iter().flat_map(|r| r.objects.iter()) {
+        let uid =
+            bootstrap::install_object(conn.clients.get(&o.cluster)?, &rel.namespace, &o.object)
+                .await?;
+        objects.push(SharedObject {
+            cluster: o.cluster.clone(),
+            kind: o.object["kind"].as_str().unwrap_or_default().to_string(),
+            name: o.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            uid,
+        });
+    }
     let store = ReleaseStore::new(conn.clients.home(), &rel.namespace);
     let live = store.upsert(&doc).await?;
-    reporter.submitted(&live, "demo");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    if let Some(events) = &events {
+        let _ = events.send(Event::Started {
+            release: Box::new(live),
+            clock: conn.clock.clone(),
+        });
+    }
     let driver = Driver {
         fleet: conn.clients.clone(),
-        fleet_spec: fleet,
+        fleet_spec: fleet.clone(),
         policy,
         clock: conn.clock.clone(),
-        windows: Vec::new(),
+        windows,
         identity: crate::driver::identity("demo"),
         lease_duration: Duration::from_secs(15),
         idle: Duration::from_millis(500),
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
     let (name, ns) = (rel.name.clone(), rel.namespace.clone());
-    let drive = tokio::spawn(async move {
+    let forward = async {
+        while let Some(p) = rx.recv().await {
+            if let Some(events) = &events {
+                let _ = events.send(Event::Progress(p));
+            }
+        }
+    };
+    let drive = async {
         driver
             .drive(&ns, &name, DriveOptions::default(), Some(tx))
             .await
-    });
-    let mut last_status = None;
-    let mut ticker = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            p = rx.recv() => match p {
-                Some(p) => {
-                    if let Progress::Status(s) = &p {
-                        last_status = Some(s.clone());
-                    }
-                    reporter.progress(&p);
-                }
-                None => break,
-            },
-            _ = ticker.tick() => reporter.tick(),
-        }
-    }
-    let outcome = drive.await.map_err(|e| anyhow!("driver task: {e}"))??;
-    reporter.outcome(&outcome);
-    if let (Output::Text, Some(s)) = (args.output, last_status) {
-        println!("{}", summary(&s));
-    }
-    Ok(exit_of(&outcome))
+    };
+    let (outcome, ()) = tokio::join!(drive, forward);
+    let outcome = outcome?;
+    let status = store.get(&rel.name).await?.and_then(|r| r.status);
+    Ok(Rehearsed {
+        sim,
+        dir,
+        fleet,
+        exit: exit_of(&outcome),
+        name: rel.name.clone(),
+        release: Some(rel),
+        outcome: Some(outcome),
+        status,
+        refusal: None,
+        objects,
+    })
 }
 
 /// Per cluster: green's final share; per stage: how long it took in fleet time.

@@ -5,7 +5,7 @@ mod check;
 mod connect;
 mod control;
 mod controller;
-mod demo;
+pub mod demo;
 pub mod exit;
 mod freeze;
 pub mod load;

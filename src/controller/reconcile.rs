@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 
 use super::metrics::Metrics;
 use crate::driver::{DriveOptions, Driver, Outcome, Progress};
+use crate::spec::Release;
 use crate::spec::status::{PlannedStep, TransitionEvent};
-use crate::spec::{Release, ResolvedRelease};
 
 /// A release's driver task, or how it ended.
 enum Task {
@@ -310,23 +310,18 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     if status.phase.is_terminal() {
         return Ok(Action::await_change());
     }
-    if let Err(findings) = ResolvedRelease::resolve(
+    if let Err((message, breaks_policy)) = crate::driver::admit(
         &name,
         Some(&ns),
         &release.spec,
         &ctx.driver.fleet_spec,
         &ctx.driver.policy,
     ) {
-        let reason = if findings.iter().all(|f| f.breaks_policy) {
+        let reason = if breaks_policy {
             "PolicyViolation"
         } else {
             "InvalidSpec"
         };
-        let message = findings
-            .iter()
-            .map(|f| format!("field `{}`: {}", f.field, f.problem))
-            .collect::<Vec<_>>()
-            .join("; ");
         ctx.set_invalid(&obj, Some((reason, &message))).await?;
         return Ok(Action::await_change());
     }

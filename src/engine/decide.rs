@@ -10,7 +10,7 @@ use super::observe::{ClusterView, GateVerdict, Observation, PlacementView};
 use super::{Action, Decision, plan};
 use crate::spec::status::{
     AbortReason, AbortStage, AbortStatus, HISTORY_LIMIT, Hold, HoldReason, Mode, Phase,
-    PlannedStep, StepKind, Transition, TransitionEvent,
+    PlannedStep, StepKind, Transition, TransitionEvent, WeightChange,
 };
 use crate::spec::{Percent, ReleaseStatus, ResolvedRelease};
 
@@ -779,14 +779,27 @@ impl Pass<'_> {
 
     /// Keeps green's confirmed share per cluster in the status, for people.
     fn record_weights(&mut self) {
-        for c in &self.rel.clusters {
-            if let Some(route) = self
-                .view(&c.name)
-                .filter(|v| v.reachable)
-                .and_then(|v| v.route.as_ref())
-            {
-                self.st.weights.insert(c.name.clone(), route.green);
+        let seen: Vec<(String, Percent)> = self
+            .rel
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                let v = self.view(&c.name).filter(|v| v.reachable)?;
+                Some((c.name.clone(), v.route.as_ref()?.green))
+            })
+            .collect();
+        for (cluster, green) in seen {
+            if self.st.weights.get(&cluster) != Some(&green) {
+                self.st.traffic.push(WeightChange {
+                    at: self.now,
+                    cluster: cluster.clone(),
+                    green,
+                });
+                if self.st.traffic.len() > HISTORY_LIMIT {
+                    self.st.traffic.remove(0);
+                }
             }
+            self.st.weights.insert(cluster, green);
         }
     }
 

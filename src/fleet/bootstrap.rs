@@ -118,3 +118,43 @@ pub async fn install_serving(
         .map_err(Error::api(&c.name))?;
     Ok(())
 }
+
+/// Creates or updates one object of any kind the cluster serves (server-side
+/// apply as `platform`), in `namespace` unless it names its own. The plural is
+/// the kind in lower case plus `s` (Service, ConfigMap, PersistentVolumeClaim, Secret).
+/// Returns the object's UID.
+pub async fn install_object(
+    c: &ClusterHandle,
+    namespace: &str,
+    object: &serde_json::Value,
+) -> Result<String> {
+    let api_version = object["apiVersion"].as_str().unwrap_or("v1");
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    if kind.is_empty() || name.is_empty() {
+        return Err(Error::Refused(format!(
+            "{}: an object needs `kind` and `metadata.name`: {object}",
+            c.name
+        )));
+    }
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let ar = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk(group, version, kind),
+        &format!("{}s", kind.to_lowercase()),
+    );
+    let ns = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or(namespace);
+    let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), ns, &ar);
+    let mut obj = object.clone();
+    obj["metadata"]["namespace"] = json!(ns);
+    let created = api
+        .patch(
+            name,
+            &PatchParams::apply("platform").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .map_err(Error::api(&c.name))?;
+    Ok(created.metadata.uid.unwrap_or_default())
+}

@@ -112,7 +112,8 @@ impl SimFleet {
             return Err(SimError::TimeScale(opts.time_scale));
         }
         let origin = Timestamp::now();
-        let clock = Arc::new(ScaledClock::new(origin, opts.time_scale));
+        let start = opts.scenario.starts_at.unwrap_or(origin);
+        let clock = Arc::new(ScaledClock::starting_at(origin, start, opts.time_scale));
         let shared_clock: SharedClock = clock.clone();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let behaviours = Arc::new(Behaviours::new(&opts.scenario.behaviour));
@@ -148,7 +149,7 @@ impl SimFleet {
             .iter()
             .map(|c| (c.name.clone(), c.clone()))
             .collect();
-        let timeline = timeline::Timeline::new(&opts.scenario, origin, by_name, behaviours);
+        let timeline = timeline::Timeline::new(&opts.scenario, start, by_name, behaviours);
         fleet.tasks.push(tokio::spawn(timeline.run(stop_rx)));
         tracing::info!(clusters = ?fleet.cluster_names(), kubeconfig = %fleet.kubeconfig.display(), "simulated fleet started");
         Ok(fleet)
@@ -187,6 +188,7 @@ impl SimFleet {
             clock: Some(FleetClock {
                 origin: self.clock.origin(),
                 time_scale: opts.time_scale,
+                starts_at: (self.clock.start() != self.clock.origin()).then(|| self.clock.start()),
             }),
         };
         let yaml =

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::cluster::SimCluster;
@@ -17,6 +18,7 @@ use super::controllers::nodes::{self, NodeHealth};
 use super::faults::{ApiFault, Behaviours};
 use super::gateway;
 use super::scenario::{EventSpec, Scenario};
+use super::store::{Target, WriteOptions};
 
 /// How often triggers are checked (wall clock).
 const POLL: Duration = Duration::from_millis(50);
@@ -206,10 +208,54 @@ impl Timeline {
         if let Some(a) = &e.api_unreachable {
             fault(&a.cluster, ApiFault::Unreachable(a.mode));
         }
+        if let Some(f) = &e.deploy_freeze {
+            let spec = json!({"reason": f.reason, "author": f.author, "scope": {}});
+            self.write_freeze(i, |_| spec.clone());
+        }
+    }
+
+    /// Writes the scenario's DeployFreeze `i` in every cluster that has the CRD.
+    fn write_freeze(&self, i: usize, spec: impl Fn(Option<&Value>) -> Value) {
+        let name = format!("scenario-freeze-{i}");
+        for c in self.clusters.values() {
+            let Some(kind) = c.store.kind_of("cutover.dev", "deployfreezes") else {
+                continue;
+            };
+            let _ = c.store.modify(
+                &kind,
+                "",
+                &name,
+                Target::Main,
+                true,
+                &WriteOptions::default(),
+                |cur| {
+                    let mut obj = cur.cloned().unwrap_or_else(|| {
+                        json!({"apiVersion": "cutover.dev/v1alpha1", "kind": "DeployFreeze", "metadata": {"name": name}})
+                    });
+                    obj["spec"] = spec(cur.map(|c| &c["spec"]));
+                    Ok(obj)
+                },
+            );
+        }
     }
 
     fn clear(&self, i: usize, e: &EventSpec, s: &mut EventState) {
         self.behaviours.clear(i);
+        if let Some(f) = &e.deploy_freeze {
+            let now = self
+                .clusters
+                .values()
+                .next()
+                .map(|c| c.ctx.clock.now())
+                .unwrap_or_else(Timestamp::now);
+            let lifted =
+                json!({"by": f.author, "reason": "the incident is over", "at": now.to_string()});
+            self.write_freeze(i, |cur| {
+                let mut spec = cur.cloned().unwrap_or_default();
+                spec["lifted"] = lifted.clone();
+                spec
+            });
+        }
         let cluster = e
             .zone_outage
             .as_ref()

@@ -29,6 +29,9 @@ pub struct Fleet {
 pub struct FleetClock {
     pub origin: jiff::Timestamp,
     pub time_scale: f64,
+    /// Fleet time at the origin, when it is not the origin itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<jiff::Timestamp>,
 }
 
 /// One cluster of the fleet.

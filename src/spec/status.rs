@@ -81,6 +81,15 @@ pub struct ReleaseStatus {
     /// (malformed, or against the tier's rules), with the reason and fix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    /// Each change of green's confirmed share in a cluster, oldest first (for
+    /// the timeline picture).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<WeightChange>,
+    /// Each gate metric's values over the release, downsampled to a bounded
+    /// number of points (for the timeline picture). Values measured after the
+    /// last status write are lost if the driver dies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gate_series: Vec<GateSeries>,
     /// Every transition, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Transition>,
@@ -296,4 +305,46 @@ pub enum TransitionEvent {
     Aborted,
     Completed,
     Failed,
+}
+
+/// Green's share of a cluster's traffic from `at` on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightChange {
+    #[schemars(with = "String")]
+    pub at: Timestamp,
+    pub cluster: String,
+    pub green: Percent,
+}
+
+/// One gate metric's measured values in one cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateSeries {
+    pub name: String,
+    pub cluster: String,
+    /// As the gate states it, e.g. `≤ 0.02`.
+    pub threshold: String,
+    /// `[unix seconds, value]`, oldest first.
+    pub points: Vec<(i64, f64)>,
+}
+
+impl GateSeries {
+    /// Most points kept; past it every other point is dropped.
+    pub const MAX_POINTS: usize = 240;
+
+    /// Adds a point later than the last one, halving the resolution when full.
+    pub fn push(&mut self, at: i64, value: f64) {
+        if self.points.last().is_some_and(|(t, _)| *t >= at) || !value.is_finite() {
+            return;
+        }
+        self.points.push((at, value));
+        if self.points.len() > Self::MAX_POINTS {
+            let mut i = 0;
+            self.points.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+        }
+    }
 }

@@ -70,8 +70,16 @@ pub fn assess(
             .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
             .map(|c| c.status.as_str());
         if ready != Some("True") {
-            h.not_ready_nodes
-                .push(format!("{} ({})", n.name_any(), ready.unwrap_or("Unknown")));
+            let zone = n
+                .labels()
+                .get(crate::labels::ZONE)
+                .map(|z| format!(", zone {z}"))
+                .unwrap_or_default();
+            h.not_ready_nodes.push(format!(
+                "{} ({}{zone})",
+                n.name_any(),
+                ready.unwrap_or("Unknown")
+            ));
         }
     }
     h

@@ -39,6 +39,17 @@ pub struct EventSpec {
     pub api_latency: Option<ApiLatency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_unreachable: Option<ApiUnreachable>,
+    /// A person on call freezes every deploy (a DeployFreeze in every cluster);
+    /// lifted when the event clears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_freeze: Option<DeployFreezeEvent>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeployFreezeEvent {
+    pub reason: String,
+    pub author: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -160,11 +171,12 @@ impl Scenario {
             e.api_errors.is_some(),
             e.api_latency.is_some(),
             e.api_unreachable.is_some(),
+            e.deploy_freeze.is_some(),
         ];
         if effects.iter().filter(|t| **t).count() != 1 {
             out.push((
                 String::new(),
-                "give exactly one of `behaviour`, `zoneOutage`, `nodesNotReady`, `apiErrors`, `apiLatency`, `apiUnreachable`".into(),
+                "give exactly one of `behaviour`, `zoneOutage`, `nodesNotReady`, `apiErrors`, `apiLatency`, `apiUnreachable`, `deployFreeze`".into(),
             ));
         }
         if let Some(t) = &e.when_green_weight {

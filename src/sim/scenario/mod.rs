@@ -12,8 +12,8 @@ use crate::spec::{Percent, Span};
 mod events;
 
 pub use events::{
-    ApiErrors, ApiLatency, ApiUnreachable, BehaviourChange, EventSpec, GreenWeightTrigger,
-    NodesNotReady, UnreachableMode, ZoneOutage,
+    ApiErrors, ApiLatency, ApiUnreachable, BehaviourChange, DeployFreezeEvent, EventSpec,
+    GreenWeightTrigger, NodesNotReady, UnreachableMode, ZoneOutage,
 };
 
 /// A simulated fleet and what happens to it.
@@ -41,6 +41,41 @@ pub struct Scenario {
     pub api_server: ApiServerSpec,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventSpec>,
+    /// Fleet time when the scenario starts (RFC 3339); the wall clock's now when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<jiff::Timestamp>,
+    /// How `cutover demo` rehearses a release on this fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rehearsal: Option<Rehearsal>,
+}
+
+/// What `cutover demo --scenario` does beyond running the example release:
+/// changes to the release, scheduled freeze windows, objects that exist
+/// before it, and what cutover must make of it all.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rehearsal {
+    /// One line for `cutover demo --list`.
+    pub summary: String,
+    /// The outcome cutover must produce (the scenario's test asserts it).
+    pub expect: String,
+    /// A JSON merge patch applied to `examples/checkout/release.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<serde_json::Value>,
+    /// Scheduled freeze windows, as in a policies directory's freezes.yaml.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze_windows: Vec<serde_json::Value>,
+    /// Objects created before the release, e.g. resources the app shares.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<ClusterObject>,
+}
+
+/// A Kubernetes object in one cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterObject {
+    pub cluster: String,
+    pub object: serde_json::Value,
 }
 
 fn api_version() -> String {
@@ -214,6 +249,8 @@ impl Scenario {
             pods: PodSpec::default(),
             api_server: ApiServerSpec::default(),
             events: Vec::new(),
+            starts_at: None,
+            rehearsal: None,
         }
     }
 
@@ -411,6 +448,7 @@ events:
         .unwrap();
         let mut default = Scenario::default_fleet();
         default.description = healthy.description.clone();
+        default.rehearsal = healthy.rehearsal.clone();
         assert_eq!(healthy, default);
         assert_eq!(
             default.clusters[2].zones,
@@ -419,32 +457,24 @@ events:
     }
 
     #[test]
-    fn every_example_scenario_parses() {
-        let examples = [
-            (
-                "zone-outage.yaml",
-                include_str!("../../../examples/scenarios/zone-outage.yaml"),
-            ),
-            (
-                "bad-canary.yaml",
-                include_str!("../../../examples/scenarios/bad-canary.yaml"),
-            ),
-            (
-                "nodes-not-ready.yaml",
-                include_str!("../../../examples/scenarios/nodes-not-ready.yaml"),
-            ),
-            (
-                "api-flaky.yaml",
-                include_str!("../../../examples/scenarios/api-flaky.yaml"),
-            ),
-        ];
-        for (file, text) in examples {
-            let s = Scenario::parse(file, text).unwrap_or_else(|e| panic!("{e}"));
-            assert!(!s.events.is_empty(), "{file}");
+    fn every_example_scenario_parses_and_says_what_it_replays() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let file = path.display().to_string();
+            let s = Scenario::parse(&file, &text).unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 text.starts_with("# Replays"),
                 "{file} must say what it replays"
             );
+            let r = s
+                .rehearsal
+                .unwrap_or_else(|| panic!("{file} has no rehearsal"));
+            assert!(!r.summary.is_empty() && !r.expect.is_empty(), "{file}");
+            seen += 1;
         }
+        assert!(seen >= 11, "{seen} scenarios");
     }
 }

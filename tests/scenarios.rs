@@ -1,0 +1,345 @@
+//! The incident library: every scenario of `examples/scenarios` rehearsed
+//! the way `cutover demo --scenario NAME` runs it, with its outcome asserted
+//! (exit code, final traffic per cluster, what was and was not deleted, the
+//! transition history) and its timing bounds checked in fleet time.
+
+mod common;
+
+use cutover::cli::Exit;
+use cutover::cli::demo::{Rehearsed, load_scenario, rehearse};
+use cutover::fleet::router::{http_route_resource, route_view};
+use cutover::fleet::workload::Colour;
+use cutover::spec::status::{StepKind, Transition, TransitionEvent};
+use cutover::spec::{Percent, ReleaseStatus};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DynamicObject};
+
+const NS: &str = "shop";
+
+async fn run(name: &str, scale: f64) -> Rehearsed {
+    let scenario = load_scenario(name).unwrap();
+    rehearse(&scenario, scale, None, |_, _| {}).await.unwrap()
+}
+
+fn status(r: &Rehearsed) -> &ReleaseStatus {
+    r.status.as_ref().expect("the release has a status")
+}
+
+async fn client(r: &Rehearsed, cluster: &str) -> kube::Client {
+    common::sim_client(&r.sim, cluster).await
+}
+
+async fn green_share(r: &Rehearsed, cluster: &str) -> Percent {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client(r, cluster).await, NS, &http_route_resource());
+    let route = serde_json::to_value(api.get("checkout").await.unwrap()).unwrap();
+    route_view(&route, "checkout", Colour::Green).green
+}
+
+async fn deployment(r: &Rehearsed, cluster: &str, name: &str) -> Option<Deployment> {
+    Api::<Deployment>::namespaced(client(r, cluster).await, NS)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+const CLUSTERS: [&str; 3] = ["staging", "prod-a", "prod-b"];
+
+/// Every route on blue, blue still running at full size, nothing cleaned up.
+async fn assert_rolled_back_whole(r: &Rehearsed) {
+    let s = status(r);
+    for c in CLUSTERS {
+        assert_eq!(green_share(r, c).await, Percent::ZERO, "{c} back on blue");
+        let blue = deployment(r, c, "checkout-blue")
+            .await
+            .unwrap_or_else(|| panic!("blue kept on {c}"));
+        let want = r
+            .release
+            .as_ref()
+            .unwrap()
+            .cluster(c)
+            .map(|t| t.replicas as i32);
+        assert_eq!(
+            blue.spec.unwrap().replicas,
+            want,
+            "blue at full size on {c}"
+        );
+    }
+    assert!(
+        !started_kinds(s).contains(&StepKind::Cleanup),
+        "nothing cleaned up: {:#?}",
+        s.history
+    );
+}
+
+async fn assert_all_on_green(r: &Rehearsed) {
+    for c in CLUSTERS {
+        assert_eq!(green_share(r, c).await, Percent::HUNDRED, "{c} on green");
+        assert!(
+            deployment(r, c, "checkout-blue").await.is_none(),
+            "blue gone on {c}"
+        );
+    }
+}
+
+fn started_kinds(s: &ReleaseStatus) -> Vec<StepKind> {
+    s.history
+        .iter()
+        .filter(|t| t.event == TransitionEvent::StepStarted)
+        .filter_map(|t| s.plan.get(t.step as usize).map(|p| p.kind))
+        .collect()
+}
+
+fn first(s: &ReleaseStatus, event: TransitionEvent) -> &Transition {
+    s.history
+        .iter()
+        .find(|t| t.event == event)
+        .unwrap_or_else(|| panic!("a {event:?} in {:#?}", s.history))
+}
+
+/// When the step named `name` started.
+fn step_started(s: &ReleaseStatus, name: &str) -> Timestamp {
+    let index = s
+        .plan
+        .iter()
+        .position(|p| p.to_string() == name)
+        .unwrap_or_else(|| panic!("no step {name:?} in the plan"));
+    s.history
+        .iter()
+        .find(|t| t.event == TransitionEvent::StepStarted && t.step == index as u32)
+        .unwrap_or_else(|| panic!("step {name:?} never started"))
+        .at
+}
+
+/// Every step completed exactly once, in order.
+fn assert_each_step_once(s: &ReleaseStatus) {
+    assert_eq!(
+        common::completed_steps(s),
+        (0..s.plan.len() as u32).collect::<Vec<_>>(),
+        "{:#?}",
+        s.history
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_cluster_tier1_is_refused_before_any_write() {
+    let r = run("single-cluster-tier1", 600.0).await;
+    assert_eq!(r.exit, Exit::Policy);
+    let why = r.refusal.as_deref().unwrap();
+    for needle in ["min-clusters", "tier-1 requires 2", "spec.clusters"] {
+        assert!(why.contains(needle), "{needle} in {why}");
+    }
+    assert!(r.status.is_none());
+    assert_eq!(r.sim.requests().user_agent("cutover/").total(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_completes_everywhere() {
+    let r = run("healthy", 1000.0).await;
+    assert_eq!(r.exit, Exit::Ok, "{:?}", r.outcome);
+    assert_each_step_once(status(&r));
+    assert_all_on_green(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_canary_rolls_back_within_one_gate_interval() {
+    // One wall second is one fleet minute here, so the bound is not noise.
+    let r = run("bad-canary", 60.0).await;
+    assert_eq!(r.exit, Exit::RolledBack, "{:?}", r.outcome);
+    let s = status(&r);
+    let canary = s
+        .traffic
+        .iter()
+        .find(|w| w.cluster == "prod-a" && w.green > Percent::ZERO)
+        .expect("prod-a took canary traffic")
+        .at;
+    let abort = first(s, TransitionEvent::AbortStarted);
+    let took = abort.at.duration_since(canary);
+    // The gate interval is 1m; a measurement may land just before the
+    // canary's traffic, so the next one decides: at most one interval plus
+    // the time to serve and read it.
+    assert!(
+        took <= SignedDuration::from_secs(90),
+        "rolled back {took:?} after the canary took traffic"
+    );
+    assert!(abort.message.contains("error-ratio"), "{}", abort.message);
+    assert_rolled_back_whole(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_not_ready_stop_the_canary_through_cluster_health() {
+    let r = run("nodes-not-ready", 300.0).await;
+    assert_eq!(r.exit, Exit::RolledBack, "{:?}", r.outcome);
+    let s = status(&r);
+    let abort = first(s, TransitionEvent::AbortStarted);
+    assert_eq!(
+        s.plan[abort.step as usize].kind,
+        StepKind::Canary,
+        "{}",
+        abort.message
+    );
+    assert!(
+        abort.message.contains("cluster-health") && abort.message.contains("not ready"),
+        "{}",
+        abort.message
+    );
+    assert_rolled_back_whole(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_regression_returns_everything_to_blue_from_the_bake() {
+    let r = run("late-regression", 1000.0).await;
+    assert_eq!(r.exit, Exit::RolledBack, "{:?}", r.outcome);
+    let s = status(&r);
+    let abort = first(s, TransitionEvent::AbortStarted);
+    assert_eq!(s.plan[abort.step as usize].kind, StepKind::Bake);
+    // Every cluster had been on green before the regression.
+    for c in CLUSTERS {
+        assert!(
+            s.traffic
+                .iter()
+                .any(|w| w.cluster == c && w.green == Percent::HUNDRED && w.at < abort.at),
+            "{c} was on green before the bake failed"
+        );
+    }
+    assert_rolled_back_whole(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_outage_during_soak_rolls_back_naming_the_zone() {
+    let r = run("zone-outage", 600.0).await;
+    assert_eq!(r.exit, Exit::RolledBack, "{:?}", r.outcome);
+    let s = status(&r);
+    let abort = first(s, TransitionEvent::AbortStarted);
+    assert_eq!(s.plan[abort.step as usize].kind, StepKind::Soak);
+    assert!(abort.message.contains("eu-west-1b"), "{}", abort.message);
+    assert!(
+        !s.traffic
+            .iter()
+            .any(|w| w.cluster == "prod-b" && w.green > Percent::ZERO),
+        "prod-b never took green traffic"
+    );
+    assert_rolled_back_whole(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_freeze_holds_then_completes_after_the_unfreeze() {
+    let r = run("incident-freeze", 1000.0).await;
+    assert_eq!(r.exit, Exit::Ok, "{:?}", r.outcome);
+    let s = status(&r);
+    let held = s
+        .history
+        .iter()
+        .find(|t| t.event == TransitionEvent::HoldStarted && t.message.contains("INC-4711"))
+        .unwrap_or_else(|| panic!("a freeze hold in {:#?}", s.history));
+    let cleared = s
+        .history
+        .iter()
+        .find(|t| t.event == TransitionEvent::HoldCleared && t.at >= held.at)
+        .expect("the hold cleared");
+    // The freeze lasts 30 minutes of fleet time; nothing moved meanwhile.
+    assert!(cleared.at.duration_since(held.at) >= SignedDuration::from_mins(25));
+    assert!(
+        !s.traffic
+            .iter()
+            .any(|w| w.at > held.at && w.at < cleared.at),
+        "no traffic moved while frozen"
+    );
+    assert_each_step_once(s);
+    assert_all_on_green(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_window_holds_inside_it_and_resumes_after() {
+    let r = run("maintenance-window", 1000.0).await;
+    assert_eq!(r.exit, Exit::Ok, "{:?}", r.outcome);
+    let s = status(&r);
+    let from: Timestamp = "2026-03-02T06:00:00Z".parse().unwrap();
+    let to: Timestamp = "2026-03-02T07:00:00Z".parse().unwrap();
+    assert!(
+        s.history
+            .iter()
+            .any(|t| t.event == TransitionEvent::HoldStarted
+                && t.message.contains("node-maintenance")
+                && t.at >= from
+                && t.at < from + SignedDuration::from_mins(2)),
+        "a hold names the window as it begins: {:#?}",
+        s.history
+    );
+    assert!(
+        !s.traffic.iter().any(|w| w.at >= from && w.at < to),
+        "no traffic moved inside the window: {:#?}",
+        s.traffic
+    );
+    assert!(s.finished_at.unwrap() > to);
+    assert_each_step_once(s);
+    assert_all_on_green(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_resources_keep_their_uids() {
+    let r = run("shared-resources", 1000.0).await;
+    assert_eq!(r.exit, Exit::Ok, "{:?}", r.outcome);
+    assert_eq!(r.objects.len(), 6);
+    for o in &r.objects {
+        let plural = format!("{}s", o.kind.to_lowercase());
+        let ar = kube::api::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("", "v1", &o.kind),
+            &plural,
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(client(&r, &o.cluster).await, NS, &ar);
+        let now = api
+            .get_opt(&o.name)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} {} on {} survives", o.kind, o.name, o.cluster));
+        assert_eq!(now.metadata.uid.as_deref(), Some(o.uid.as_str()), "{o:?}");
+    }
+    assert_all_on_green(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_degraded_holds_and_never_reaches_prod_b_early() {
+    let r = run("control-plane-degraded", 600.0).await;
+    assert_eq!(r.exit, Exit::Ok, "{:?}", r.outcome);
+    let s = status(&r);
+    let degraded = step_started(s, "ramp prod-a 20%");
+    let recovered = degraded + SignedDuration::from_mins(20);
+    // prod-a is also the home cluster: while its API server fails, even the
+    // Release cannot be written, so the hold shows in what did not happen.
+    // The 20% step (5 minutes when healthy) ends only after the recovery,
+    // and no traffic moves anywhere in between.
+    let done = s
+        .history
+        .iter()
+        .find(|t| {
+            t.event == TransitionEvent::StepCompleted
+                && s.plan[t.step as usize].to_string() == "ramp prod-a 20%"
+        })
+        .unwrap();
+    assert!(done.at >= recovered, "{:?} < {recovered:?}", done.at);
+    let settled = degraded + SignedDuration::from_mins(2);
+    assert!(
+        !s.traffic.iter().any(|w| w.at > settled && w.at < recovered),
+        "no traffic moved while prod-a was degraded: {:#?}",
+        s.traffic
+    );
+    assert!(
+        !s.history
+            .iter()
+            .any(|t| t.event == TransitionEvent::AbortStarted),
+        "nothing destructive"
+    );
+    assert!(step_started(s, "deploy green on prod-b") >= recovered);
+    assert_each_step_once(s);
+    assert_all_on_green(&r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_flaky_completes_without_repeating_a_step() {
+    let r = run("api-flaky", 1000.0).await;
+    assert_eq!(r.exit, Exit::Ok, "{:?}", r.outcome);
+    assert_each_step_once(status(&r));
+    assert_all_on_green(&r).await;
+}
