@@ -1,0 +1,429 @@
+//! `cargo bench --bench fleet`: how fast cutover stops a bad release, how
+//! few API requests it makes, how fast a whole lifecycle can be rehearsed,
+//! and what a controller costs while it drives many releases. Prints one
+//! line per figure, `name value unit`, to be read by people and scripts.
+//!
+//! `CUTOVER_BENCH_RELEASES` sets how many releases the controller drives
+//! (default 50).
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cutover::cli::Exit;
+use cutover::cli::demo::{load_scenario, rehearse};
+use cutover::sim::Scenario;
+use cutover::sim::scenario::Rehearsal;
+use cutover::sim::store::Store;
+use cutover::spec::status::TransitionEvent;
+use cutover::spec::{ReleaseStatus, Span};
+use serde_json::json;
+
+fn figure(name: &str, value: f64, unit: &str) {
+    println!("{name} {value:.2} {unit}");
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` builds this
+    // target too but must not spend minutes measuring.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("the fleet benchmark runs with `cargo bench --bench fleet`");
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        reaction().await;
+        economy().await;
+        idle().await;
+        lifecycle().await;
+        controller().await;
+    });
+}
+
+/// The example release as a tier-2 release on prod-a and prod-b; with
+/// `fast_gates`, its one gate checked every second and failing on the first
+/// failure.
+fn tier2_scenario(bad_after_canary: bool, fast_gates: bool) -> Scenario {
+    let mut s = Scenario::default_fleet();
+    let gate = |name: &str, provider: serde_json::Value, max: f64| json!({"name": name, "provider": provider, "interval": "1s", "max": max, "failureLimit": 0});
+    s.rehearsal = Some(Rehearsal {
+        summary: "reaction".into(),
+        expect: "rolls back".into(),
+        release: Some({
+            let mut spec = json!({
+                "tier": "tier-2",
+                "clusters": [{"name": "prod-a", "role": "production"}, {"name": "prod-b", "role": "production"}],
+                "plan": null,
+            });
+            if fast_gates {
+                spec["gates"] = json!([gate(
+                    "error-ratio",
+                    json!({"scrape": {"measure": "errorRatio", "metric": "http_requests_total"}}),
+                    0.02
+                )]);
+            }
+            json!({ "spec": spec })
+        }),
+        ..Default::default()
+    });
+    if bad_after_canary {
+        let event: cutover::sim::scenario::EventSpec = serde_json::from_value(json!({
+            "name": "green fails",
+            "whenGreenWeight": {"cluster": "prod-a", "atLeast": "1%"},
+            "behaviour": {"colour": "green", "errorRatio": "50%"}
+        }))
+        .expect("an event");
+        s.events.push(event);
+    }
+    s
+}
+
+/// From green's error ratio breaching the gate to every route back on blue,
+/// as the simulated API server sees it, in real time (time scale 1).
+async fn reaction() {
+    let mut samples = Vec::new();
+    for _ in 0..3 {
+        let stores: Arc<Mutex<BTreeMap<String, Arc<Store>>>> = Arc::default();
+        let keep = stores.clone();
+        let scenario = tier2_scenario(true, true);
+        let run = tokio::spawn(async move {
+            rehearse(&scenario, 1.0, None, move |sim, _| {
+                for c in sim.cluster_names() {
+                    keep.lock()
+                        .unwrap()
+                        .insert(c.clone(), sim.cluster(&c).unwrap().store.clone());
+                }
+            })
+            .await
+        });
+        let green = |store: &Store| cutover::sim::gateway::green_weight(store, Some("checkout"));
+        // The scenario turns green bad once prod-a sends it traffic.
+        let breach = loop {
+            let hit = stores
+                .lock()
+                .unwrap()
+                .get("prod-a")
+                .and_then(|s| green(s))
+                .is_some_and(|w| w >= 1.0);
+            if hit {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let restored = loop {
+            let all_blue = stores
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(c, _)| *c != "staging")
+                .all(|(_, s)| green(s).unwrap_or(0.0) == 0.0);
+            if all_blue {
+                break Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let done = run.await.expect("task").expect("rehearsal");
+        assert_eq!(done.exit, Exit::RolledBack, "{:?}", done.outcome);
+        samples.push(restored.duration_since(breach).as_secs_f64() * 1000.0);
+        done.sim.shutdown().await;
+    }
+    samples.sort_by(f64::total_cmp);
+    let median = samples[samples.len() / 2];
+    figure("reaction_ms", median, "ms");
+    figure("reaction_over_interval", median / 1000.0, "intervals");
+}
+
+/// Writes and requests (watches excluded) per step over the default Tier-1
+/// lifecycle.
+async fn economy() {
+    let scenario = load_scenario("healthy").expect("the healthy scenario");
+    let done = rehearse(&scenario, 1000.0, None, |_, _| {})
+        .await
+        .expect("rehearsal");
+    assert_eq!(done.exit, Exit::Ok);
+    let steps = done.status.as_ref().map_or(1, |s| s.plan.len()) as f64;
+    let sent = done.sim.requests().user_agent("cutover/");
+    let requests = sent.filter(|k| k.verb != "watch").total() as f64;
+    figure("writes_per_step", sent.writes() as f64 / steps, "writes");
+    figure("requests_per_step", requests / steps, "requests");
+    done.sim.shutdown().await;
+}
+
+/// API requests per minute of wall time (watches and gate scrapes excluded)
+/// while a release waits in its bake with nothing to do.
+async fn idle() {
+    let scenario = tier2_scenario(false, false);
+    let stores: Arc<Mutex<Option<Arc<Store>>>> = Arc::default();
+    let counters: Arc<Mutex<Vec<Arc<cutover::sim::counters::RequestCounter>>>> = Arc::default();
+    let (keep, keep_counters) = (stores.clone(), counters.clone());
+    let run = tokio::spawn(async move {
+        rehearse(&scenario, 60.0, None, move |sim, _| {
+            let home = sim.cluster("prod-a").unwrap();
+            *keep.lock().unwrap() = Some(home.store.clone());
+            for c in sim.cluster_names() {
+                keep_counters
+                    .lock()
+                    .unwrap()
+                    .push(sim.cluster(&c).unwrap().counter.clone());
+            }
+        })
+        .await
+    });
+    let count = || {
+        counters
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c.snapshot()
+                    .user_agent("cutover/")
+                    .filter(|k| k.verb != "watch" && !k.resource.starts_with('/'))
+                    .total()
+            })
+            .sum::<u64>()
+    };
+    // Wait for the bake, then count for a while.
+    loop {
+        let baking = stores.lock().unwrap().as_ref().is_some_and(|home| {
+            home.all("cutover.dev", "releases").iter().any(|r| {
+                r["status"]["stepName"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("bake"))
+            })
+        });
+        if baking {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the step's own writes land first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = count();
+    let window = Duration::from_secs(20);
+    tokio::time::sleep(window).await;
+    let during = count() - before;
+    figure(
+        "idle_requests_per_min",
+        during as f64 / window.as_secs_f64() * 60.0,
+        "requests/min",
+    );
+    let done = run.await.expect("task").expect("rehearsal");
+    done.sim.shutdown().await;
+}
+
+/// Wall time of the default Tier-1 lifecycle at the highest time scale that
+/// still completes with every step once.
+async fn lifecycle() {
+    let scenario = load_scenario("healthy").expect("the healthy scenario");
+    let mut best = None;
+    for scale in [1000.0, 2000.0, 4000.0] {
+        let started = Instant::now();
+        let done = rehearse(&scenario, scale, None, |_, _| {})
+            .await
+            .expect("rehearsal");
+        let wall = started.elapsed().as_secs_f64();
+        let correct = done.exit == Exit::Ok
+            && done.status.as_ref().is_some_and(|s| {
+                let completed: Vec<u32> = s
+                    .history
+                    .iter()
+                    .filter(|t| t.event == TransitionEvent::StepCompleted)
+                    .map(|t| t.step)
+                    .collect();
+                completed == (0..s.plan.len() as u32).collect::<Vec<_>>()
+            });
+        done.sim.shutdown().await;
+        if !correct {
+            break;
+        }
+        best = Some((scale, wall));
+    }
+    let (scale, wall) = best.expect("the lifecycle completes at 1000x");
+    figure("lifecycle_wall_s", wall, "s");
+    figure("lifecycle_time_scale", scale, "x");
+}
+
+/// One controller process driving many releases on a simulated fleet that
+/// runs in a process of its own.
+async fn controller() {
+    let n: usize = std::env::var("CUTOVER_BENCH_RELEASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let scale = 120.0;
+    let bin = env!("CARGO_BIN_EXE_cutover");
+    let dir = tempfile::tempdir().expect("a directory");
+    let mut sim = tokio::process::Command::new(bin)
+        .args(["sim", "serve", "--time-scale", &scale.to_string(), "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cutover sim serve");
+    let fleet_path = dir.path().join("fleet.yaml");
+    let kubeconfig = dir.path().join("kubeconfig");
+    while !fleet_path.exists() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fleet =
+        cutover::spec::Fleet::parse("fleet.yaml", &std::fs::read_to_string(&fleet_path).unwrap())
+            .unwrap();
+    let clients = cutover::fleet::FleetClients::connect(
+        &fleet,
+        Some(&kubeconfig),
+        "shop",
+        cutover::fleet::ClientLimits::default(),
+    )
+    .await
+    .expect("clients");
+    let example = include_str!("../examples/checkout/release.yaml");
+    let cut = example.find("  plan:\n").unwrap();
+    let tier2 = example[..cut].replace("tier: tier-1", "tier: tier-2");
+    let policy = cutover::spec::TierPolicyFile::builtin();
+    for c in clients.iter() {
+        cutover::fleet::bootstrap::install_crds(c).await.unwrap();
+    }
+    let mut docs = Vec::new();
+    for i in 0..n {
+        let text = tier2
+            .replace("name: checkout\n", &format!("name: rel-{i}\n"))
+            .replace("app: checkout", &format!("app: app-{i}"))
+            .replace("route: checkout", &format!("route: app-{i}"));
+        let doc: cutover::spec::ReleaseDocument = cutover::spec::Source::new("release.yaml", &text)
+            .decode()
+            .unwrap();
+        let rel = cutover::spec::ResolvedRelease::resolve(
+            &doc.metadata.name,
+            doc.metadata.namespace.as_deref(),
+            &doc.spec,
+            &fleet,
+            &policy,
+        )
+        .unwrap();
+        for c in &rel.clusters {
+            cutover::fleet::bootstrap::install_serving(
+                clients.get(&c.name).unwrap(),
+                &rel,
+                "1.0.0",
+            )
+            .await
+            .unwrap();
+        }
+        docs.push(doc);
+    }
+    let store = cutover::fleet::state::ReleaseStore::new(clients.home(), "shop");
+    let mut ctl = tokio::process::Command::new(bin)
+        .args(["controller", "--fleet"])
+        .arg(&fleet_path)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--namespace", "shop", "--listen", "127.0.0.1:0"])
+        .args(["--lease-duration", "15s", "--log-format", "json"])
+        .env("CUTOVER_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("cutover controller");
+    let pid = ctl.id().expect("a pid");
+    for doc in &docs {
+        store.upsert(doc).await.unwrap();
+    }
+    let mut peak_rss_kb = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let statuses: Vec<ReleaseStatus> = loop {
+        peak_rss_kb = peak_rss_kb.max(rss_kb(pid));
+        let mut all = Vec::new();
+        for doc in &docs {
+            if let Some(s) = store
+                .get(&doc.metadata.name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.status)
+            {
+                all.push(s);
+            }
+        }
+        if all.len() == docs.len() && all.iter().all(|s| s.phase.is_terminal()) {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "the releases did not finish");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let cpu = cpu_seconds(pid);
+    let completed = statuses
+        .iter()
+        .filter(|s| s.phase == cutover::spec::status::Phase::Completed)
+        .count();
+    // From a timed step becoming due (ready + wait) to its completion's write.
+    let mut late: Vec<f64> = Vec::new();
+    for s in &statuses {
+        let mut ready = BTreeMap::new();
+        for t in &s.history {
+            match t.event {
+                TransitionEvent::StepReady => {
+                    ready.insert(t.step, t.at);
+                }
+                TransitionEvent::StepCompleted => {
+                    let wait = s.plan[t.step as usize].wait;
+                    if let (Some(r), false) = (ready.get(&t.step), wait == Span::ZERO) {
+                        let due = *r + wait.signed();
+                        let fleet = t.at.duration_since(due).as_secs_f64().max(0.0);
+                        late.push(fleet / scale * 1000.0);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    late.sort_by(f64::total_cmp);
+    let p99 = late
+        .get(((late.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0.0);
+    figure("controller_releases", n as f64, "releases");
+    figure(
+        "controller_releases_completed",
+        completed as f64,
+        "releases",
+    );
+    figure("controller_rss_mb", peak_rss_kb as f64 / 1024.0, "MiB");
+    figure("controller_cpu_s", cpu, "s");
+    figure("step_latency_p99_ms", p99, "ms");
+    let _ = ctl.start_kill();
+    let _ = sim.start_kill();
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
