@@ -169,6 +169,7 @@ impl Driver {
             .map(|s| s.gate_series.clone())
             .unwrap_or_default();
         let mut last_applied: Option<(Vec<Action>, Instant)> = None;
+        let mut unavailable: BTreeMap<String, String> = BTreeMap::new();
         let mut backoff = Duration::from_millis(200);
         loop {
             lease.check(name)?;
@@ -183,6 +184,29 @@ impl Driver {
             let now = self.clock.now();
             let observed = observe(&rel, &cache, &self.windows, now);
             let mut obs = observed.observation.clone();
+            // A cluster whose API server kept failing cutover's writes is
+            // unreachable for the engine (a hold that says so) until it
+            // answers again, even while its watches still stream.
+            let mut recovered = Vec::new();
+            for (cluster, why) in &unavailable {
+                let answers = match self.fleet.get(cluster) {
+                    Ok(c) => {
+                        tokio::time::timeout(Duration::from_secs(2), c.client.apiserver_version())
+                            .await
+                            .is_ok_and(|r| r.is_ok())
+                    }
+                    Err(_) => false,
+                };
+                if answers {
+                    recovered.push(cluster.clone());
+                } else if let Some(v) = obs.clusters.get_mut(cluster) {
+                    v.reachable = false;
+                    v.unreachable_because = Some(format!("its API server fails: {why}"));
+                }
+            }
+            for c in recovered {
+                unavailable.remove(&c);
+            }
             let ctx = Context {
                 rel: &rel,
                 fleet: &self.fleet_spec,
@@ -210,11 +234,13 @@ impl Driver {
             if !d.actions.is_empty() && !repeat {
                 for a in &d.actions {
                     lease.check(name)?;
-                    let error = self
-                        .apply(&rel, &observed, a)
-                        .await
-                        .err()
-                        .map(|e| e.to_string());
+                    let result = self.apply(&rel, &observed, a).await;
+                    if let Err(e) = &result
+                        && e.is_unavailable()
+                    {
+                        unavailable.insert(a.cluster().to_string(), e.to_string());
+                    }
+                    let error = result.err().map(|e| e.to_string());
                     if let Some(e) = &error {
                         tracing::warn!(release = name, cluster = a.cluster(), action = %a, error = %e, "action failed");
                         failed = true;

@@ -125,3 +125,45 @@ async fn killed_at_random_points_a_release_ends_as_if_it_never_was() {
     );
     w.assert_all_on_green("after the kills").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_down_is_no_promotion_and_rolls_back_as_provider_unreachable() {
+    // Nothing listens on port 9: every query fails to connect.
+    let base = tier2_release();
+    let gates_at = base.find("  gates:\n").unwrap();
+    let router_at = base.find("  router:\n").unwrap();
+    let release = format!(
+        "{}  gates:\n    - name: error-ratio\n      provider:\n        prometheus:\n          address: http://127.0.0.1:9\n          query: sum(rate(http_requests_total[1m]))\n      interval: 30s\n      max: 0.02\n{}",
+        &base[..gates_at],
+        &base[router_at..]
+    );
+    let w = World::start(None, 300.0, &release).await;
+    let (code, out, err) = finish(w.spawn_run(&[])).await;
+    assert_eq!(code, 3, "{out}\n{err}");
+    let s = w.status().await;
+    let abort = s
+        .history
+        .iter()
+        .find(|t| t.event == TransitionEvent::AbortStarted)
+        .expect("a rollback");
+    assert!(
+        abort.message.contains("provider unreachable"),
+        "{}",
+        abort.message
+    );
+    assert!(
+        !abort.message.contains("against at most"),
+        "not a metric failure: {}",
+        abort.message
+    );
+    // No step past the first gated one: nothing was promoted on a blind gate.
+    assert!(
+        !s.history
+            .iter()
+            .any(|t| t.event == TransitionEvent::StepCompleted
+                && s.plan[t.step as usize].wait > cutover::spec::Span::ZERO),
+        "{:#?}",
+        s.history
+    );
+    w.assert_all_on_blue("after a blind gate").await;
+}

@@ -64,6 +64,20 @@ impl Error {
         }
     }
 
+    /// Whether the cluster's API server failed to serve (no connection, a
+    /// timeout, 5xx or 429 after the client's retries), as opposed to refusing
+    /// the request itself.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Api { source, .. } => match source {
+                kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+                kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     pub fn api(cluster: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
         move |source| match &source {
             kube::Error::Api(s) if s.code == 409 => {
