@@ -4,7 +4,8 @@
 //! line per figure, `name value unit`, to be read by people and scripts.
 //!
 //! `CUTOVER_BENCH_RELEASES` sets how many releases the controller drives
-//! (default 50).
+//! (default 10); `CUTOVER_BENCH_ONLY=reaction,economy,idle,lifecycle,controller`
+//! runs some of the parts.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -35,12 +36,24 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
+    let only = std::env::var("CUTOVER_BENCH_ONLY").unwrap_or_default();
+    let wanted = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
     runtime.block_on(async {
-        reaction().await;
-        economy().await;
-        idle().await;
-        lifecycle().await;
-        controller().await;
+        if wanted("reaction") {
+            reaction().await;
+        }
+        if wanted("economy") {
+            economy().await;
+        }
+        if wanted("idle") {
+            idle().await;
+        }
+        if wanted("lifecycle") {
+            lifecycle().await;
+        }
+        if wanted("controller") {
+            controller().await;
+        }
     });
 }
 
@@ -253,7 +266,7 @@ async fn controller() {
     let n: usize = std::env::var("CUTOVER_BENCH_RELEASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(10);
     let scale = 120.0;
     let bin = env!("CARGO_BIN_EXE_cutover");
     let dir = tempfile::tempdir().expect("a directory");
@@ -292,7 +305,10 @@ async fn controller() {
     let mut docs = Vec::new();
     for i in 0..n {
         let text = tier2
-            .replace("name: checkout\n", &format!("name: rel-{i}\n"))
+            .replace(
+                "  name: checkout\n  namespace: shop",
+                &format!("  name: rel-{i}\n  namespace: shop"),
+            )
             .replace("app: checkout", &format!("app: app-{i}"))
             .replace("route: checkout", &format!("route: app-{i}"));
         let doc: cutover::spec::ReleaseDocument = cutover::spec::Source::new("release.yaml", &text)
