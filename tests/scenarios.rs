@@ -144,8 +144,8 @@ async fn healthy_completes_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_canary_rolls_back_within_one_gate_interval() {
-    // One wall second is one fleet minute here, so the bound is not noise.
-    let r = run("bad-canary", 60.0).await;
+    // One wall second is twenty fleet seconds here, so the bound is not noise.
+    let r = run("bad-canary", 20.0).await;
     assert_eq!(r.exit, Exit::RolledBack, "{:?}", r.outcome);
     let s = status(&r);
     let canary = s
@@ -319,10 +319,13 @@ async fn control_plane_degraded_holds_and_never_reaches_prod_b_early() {
         })
         .unwrap();
     assert!(done.at >= recovered, "{:?} < {recovered:?}", done.at);
-    let settled = degraded + SignedDuration::from_mins(2);
+    // The 20% step's own change may land late through the failing API
+    // server; nothing goes beyond it, and prod-b is not touched.
     assert!(
-        !s.traffic.iter().any(|w| w.at > settled && w.at < recovered),
-        "no traffic moved while prod-a was degraded: {:#?}",
+        !s.traffic.iter().any(|w| w.at > degraded
+            && w.at < recovered
+            && (w.cluster != "prod-a" || w.green > Percent::from_whole(20))),
+        "no traffic moved past the last safe weight while prod-a was degraded: {:#?}",
         s.traffic
     );
     assert!(
