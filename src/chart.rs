@@ -235,18 +235,12 @@ fn traffic(s: &ReleaseStatus, axis: &Axis) -> Group {
 /// One gate metric: its values and its threshold.
 fn gate_panel(series: &crate::spec::status::GateSeries, axis: &Axis, top: f64) -> Group {
     let limits = threshold_values(&series.threshold);
-    let max = series
+    let (min, max) = series
         .points
         .iter()
         .map(|(_, v)| *v)
         .chain(limits.iter().copied())
-        .fold(0.0f64, f64::max);
-    let min = series
-        .points
-        .iter()
-        .map(|(_, v)| *v)
-        .chain(limits.iter().copied())
-        .fold(0.0f64, f64::min);
+        .fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let span = if max - min > 0.0 {
         (max - min) * 1.15
     } else {

@@ -439,18 +439,10 @@ pub fn admit(
                 .join("; ");
             (message, breaks_policy)
         })?;
-    let report = crate::policy::rules::check(&rel);
-    if !report.passes() {
-        return Err((
-            format!(
-                "{name} breaks {} policy: {}",
-                rel.tier_name,
-                report.failure_summary()
-            ),
-            true,
-        ));
+    match crate::policy::rules::refusal(&rel, "") {
+        Some(why) => Err((why, true)),
+        None => Ok(rel),
     }
-    Ok(rel)
 }
 
 /// Adds each report's newest measured value to its metric's series.

@@ -45,15 +45,25 @@ async fn system_namespace(w: &World) {
 }
 
 fn start_controller(w: &World, identity: &str) -> Controller {
+    start_controller_with(w, identity, w.sim.fleet_path(), "text")
+}
+
+/// A controller process on `fleet`, logging to `<identity>.log` in the test's directory.
+fn start_controller_with(
+    w: &World,
+    identity: &str,
+    fleet: &std::path::Path,
+    log_format: &str,
+) -> Controller {
     let port = free_port();
     let log = std::fs::File::create(w.dir.path().join(format!("{identity}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args(["controller", "--fleet"])
-        .arg(w.sim.fleet_path())
+        .arg(fleet)
         .arg("--kubeconfig")
         .arg(w.sim.kubeconfig_path())
         .args(["--namespace", SYSTEM_NS, "--lease-duration", "2s"])
-        .args(["--identity", identity, "--log-format", "text"])
+        .args(["--identity", identity, "--log-format", log_format])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
@@ -371,22 +381,7 @@ async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_u
         .await
         .unwrap();
 
-    let port = free_port();
-    let log = std::fs::File::create(w.dir.path().join("ctl.log")).unwrap();
-    let _ctl = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(["controller", "--fleet"])
-        .arg(&fleet_path)
-        .arg("--kubeconfig")
-        .arg(w.sim.kubeconfig_path())
-        .args(["--namespace", SYSTEM_NS, "--lease-duration", "2s"])
-        .args(["--identity", "ctl", "--log-format", "json"])
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let _ctl = start_controller_with(&w, "ctl", &fleet_path, "json");
     let kubectl = w.kubectl(&w.fleet.home);
     kubectl
         .run(&["apply", "-f", w.release_path.to_str().unwrap()])

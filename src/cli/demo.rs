@@ -280,22 +280,12 @@ pub async fn rehearse(
         let errors = InputErrors(findings.iter().map(|f| f.locate(&src)).collect());
         (errors.to_string(), breaks_policy)
     })
-    .and_then(|rel| {
-        let report = crate::policy::rules::check(&rel);
-        if report.passes() {
-            Ok(rel)
-        } else {
-            Err((
-                format!(
-                    "{} breaks {} policy, nothing was touched: {}",
-                    rel.name,
-                    rel.tier_name,
-                    report.failure_summary()
-                ),
-                true,
-            ))
-        }
-    });
+    .and_then(
+        |rel| match crate::policy::rules::refusal(&rel, ", nothing was touched") {
+            Some(why) => Err((why, true)),
+            None => Ok(rel),
+        },
+    );
     let rel = match resolved {
         Ok(r) => r,
         Err((refusal, breaks_policy)) => {

@@ -78,17 +78,8 @@ pub async fn run(args: &RunArgs) -> CliResult {
             .resolve(loaded.document, loaded.fleet, loaded.policy)?;
     }
     let rel = &loaded.release;
-    let report = crate::policy::rules::check(rel);
-    if !report.passes() {
-        return Err(CliError::new(
-            Exit::Policy,
-            anyhow!(
-                "{} breaks {} policy, nothing was touched: {}",
-                rel.name,
-                rel.tier_name,
-                report.failure_summary()
-            ),
-        ));
+    if let Some(why) = crate::policy::rules::refusal(rel, ", nothing was touched") {
+        return Err(CliError::new(Exit::Policy, anyhow!(why)));
     }
     let conn = connect(
         loaded.fleet.clone(),

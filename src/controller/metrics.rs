@@ -240,13 +240,6 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Forgets a release that no longer exists.
-    pub fn forget(&self, key: &str) {
-        let mut seen = self.seen.lock().expect("metrics lock");
-        seen.remove(key);
-        self.refresh(&seen);
-    }
-
     /// Sets a release's phase as read from the API (before any driver ran).
     pub fn observed_phase(&self, key: &str, phase: Phase) {
         let mut seen = self.seen.lock().expect("metrics lock");

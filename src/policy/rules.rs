@@ -86,6 +86,20 @@ fn result(
     }
 }
 
+/// Why the release may not run under its tier's static rules, if it may
+/// not: `{name} breaks {tier} policy{note}: {failing rules}`.
+pub fn refusal(rel: &ResolvedRelease, note: &str) -> Option<String> {
+    let report = check(rel);
+    (!report.passes()).then(|| {
+        format!(
+            "{} breaks {} policy{note}: {}",
+            rel.name,
+            rel.tier_name,
+            report.failure_summary()
+        )
+    })
+}
+
 /// Checks the release against its tier's static rules.
 pub fn check(rel: &ResolvedRelease) -> StaticReport {
     let tier = &rel.tier;
