@@ -3,15 +3,12 @@
 //! engine decides; one applier acts; the status is written once per pass, and
 //! only under this driver's lease.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::clock::SharedClock;
 use crate::engine::{self, Action};
@@ -154,12 +151,17 @@ impl Driver {
             .get(name)
             .await?
             .ok_or_else(|| Error::NotFound(name.to_string()))?;
-        let (releases, wake) = watch_release(store.api.clone(), name);
         let first = match self.resolve(&current) {
             Ok(r) => r,
             Err(outcome) => return self.refuse(store, lease, &current, outcome, emit).await,
         };
         let cache = FleetCache::start(&self.fleet, &first);
+        // People's changes (pause, promote, abort) wake the driver.
+        let releases = self
+            .fleet
+            .watches
+            .releases(self.fleet.home(), &store.namespace);
+        releases.subscribe(name, &cache.notifier());
         self.wait_for_caches(&cache).await;
         let mut analysis = Analysis::default();
         // Gate values over the release, kept in memory between status writes.
@@ -173,7 +175,7 @@ impl Driver {
         let mut backoff = Duration::from_millis(200);
         loop {
             lease.check(name)?;
-            if let Some(newer) = newer_release(&releases, &current) {
+            if let Some(newer) = newer_release(&releases.get(name), &current) {
                 current = newer;
             }
             let rel = match self.resolve(&current) {
@@ -182,7 +184,10 @@ impl Driver {
             };
             let status = current.status.clone().unwrap_or_default();
             let now = self.clock.now();
-            let observed = observe(&rel, &cache, &self.windows, now);
+            // Until a version replaced in flight is back on blue, its
+            // workloads are the ones observed, measured and acted on.
+            let seen = in_flight(&rel, &status);
+            let observed = observe(&seen, &cache, &self.windows, now);
             let mut obs = observed.observation.clone();
             // A cluster whose API server kept failing cutover's writes is
             // unreachable for the engine (a hold that says so) until it
@@ -208,7 +213,7 @@ impl Driver {
                 unavailable.remove(&c);
             }
             let ctx = Context {
-                rel: &rel,
+                rel: &seen,
                 fleet: &self.fleet_spec,
                 cache: &cache,
                 slots: &observed.slots,
@@ -234,7 +239,7 @@ impl Driver {
             if !d.actions.is_empty() && !repeat {
                 for a in &d.actions {
                     lease.check(name)?;
-                    let result = self.apply(&rel, &observed, a).await;
+                    let result = self.apply(&seen, &observed, a).await;
                     if let Err(e) = &result
                         && e.is_unavailable()
                     {
@@ -315,7 +320,6 @@ impl Driver {
             }
             tokio::select! {
                 _ = cache.changed() => {}
-                _ = wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -445,6 +449,19 @@ pub fn admit(
     }
 }
 
+/// The release as it is in flight: with the version the status belongs to
+/// while a newer one waits for it to be withdrawn.
+fn in_flight<'a>(rel: &'a ResolvedRelease, status: &ReleaseStatus) -> Cow<'a, ResolvedRelease> {
+    match &status.version {
+        Some(v) if *v != rel.version && !status.phase.is_terminal() => {
+            let mut old = rel.clone();
+            old.version = v.clone();
+            Cow::Owned(old)
+        }
+        _ => Cow::Borrowed(rel),
+    }
+}
+
 /// Adds each report's newest measured value to its metric's series.
 fn record_series(series: &mut Vec<GateSeries>, reports: &[crate::gates::MetricReport]) {
     for r in reports {
@@ -475,26 +492,9 @@ fn record_series(series: &mut Vec<GateSeries>, reports: &[crate::gates::MetricRe
     }
 }
 
-/// Watches one Release, so people's changes (pause, promote, abort) wake the driver.
-fn watch_release(api: Api<Release>, name: &str) -> (Store<Release>, Arc<Notify>) {
-    let (reader, writer) = reflector::store();
-    let notify = Arc::new(Notify::new());
-    let wake = notify.clone();
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let stream = reflector::reflector(writer, watcher::watcher(api, config).default_backoff())
-        .applied_objects();
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while stream.next().await.is_some() {
-            wake.notify_one();
-        }
-    });
-    (reader, notify)
-}
-
 /// The cached Release when it is newer than the one in hand.
-fn newer_release(store: &Store<Release>, current: &Release) -> Option<Release> {
-    let cached = store.state().into_iter().next()?;
+fn newer_release(cached: &[Arc<Release>], current: &Release) -> Option<Release> {
+    let cached = cached.first()?;
     let rv = |r: &Release| {
         r.metadata
             .resource_version
@@ -502,10 +502,10 @@ fn newer_release(store: &Store<Release>, current: &Release) -> Option<Release> {
             .and_then(|v| v.parse::<u64>().ok())
     };
     match (rv(&cached), rv(current)) {
-        (Some(a), Some(b)) if a > b => Some((*cached).clone()),
+        (Some(a), Some(b)) if a > b => Some((**cached).clone()),
         (Some(_), Some(_)) => None,
         _ if cached.metadata.resource_version != current.metadata.resource_version => {
-            Some((*cached).clone())
+            Some((**cached).clone())
         }
         _ => None,
     }

@@ -70,6 +70,7 @@ impl Pass<'_> {
                 return;
             }
         }
+        self.supersede_if_replaced();
         if self.st.abort.is_none()
             && let Some(req) = &self.rel.abort
         {
@@ -186,6 +187,7 @@ impl Pass<'_> {
             }
             let mut holds = self.global_holds();
             self.restart_analysis_if_resumed(&holds);
+            self.account_suspension(&holds);
             let progress = if holds.is_empty() {
                 self.step_progress(&step)
             } else {
@@ -445,6 +447,7 @@ impl Pass<'_> {
         self.st.step_started_at = Some(self.now);
         self.st.step_ready_at = None;
         self.st.analysis_epoch = 0;
+        self.st.suspended_seconds = 0;
         match self.st.plan.get(index as usize) {
             Some(step) => {
                 let name = step.to_string();
@@ -548,6 +551,12 @@ impl Pass<'_> {
             k
         };
         let (before, after) = (key(&self.st.holds), key(&holds));
+        // A deadline hold that follows a freeze, pause or outage starts its own clock.
+        let was_suspended = self.st.holds.iter().any(|h| h.reason.restarts_analysis());
+        let suspended = holds.iter().any(|h| h.reason.restarts_analysis());
+        if was_suspended && !suspended && !holds.is_empty() {
+            self.st.hold_since = Some(self.now);
+        }
         let describe = |hs: &[Hold]| {
             hs.iter()
                 .map(|h| h.message.as_str())
@@ -596,10 +605,32 @@ impl Pass<'_> {
         }
     }
 
+    /// Time under a freeze, pause or outage is nobody's lack of progress: it
+    /// extends the step's deadline. Called before the step is looked at, so a
+    /// hold that clears on this pass already counts.
+    fn account_suspension(&mut self, global: &[Hold]) {
+        let was = self.st.holds.iter().any(|h| h.reason.restarts_analysis());
+        let is = global.iter().any(|h| h.reason.restarts_analysis());
+        match (was, is) {
+            (false, true) => self.st.suspended_since = Some(self.now),
+            (true, false) => {
+                if let Some(since) = self.st.suspended_since.take() {
+                    let secs = self.now.duration_since(since).as_secs().max(0) as u64;
+                    self.st.suspended_seconds += secs;
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn step_deadline(&self) -> Option<Timestamp> {
         let start = self.st.step_started_at?;
         start
             .checked_add(self.rel.timings.progress_deadline.signed())
+            .ok()?
+            .checked_add(jiff::SignedDuration::from_secs(
+                self.st.suspended_seconds.min(i64::MAX as u64) as i64,
+            ))
             .ok()
     }
 
@@ -711,6 +742,14 @@ impl Pass<'_> {
             self.note_abort_waiting(&waiting);
             return;
         }
+        if self
+            .st
+            .abort
+            .as_ref()
+            .is_some_and(|a| a.reason == AbortReason::Superseded)
+        {
+            return self.start_over();
+        }
         self.st.phase = Phase::Aborted;
         self.st.finished_at = Some(self.now);
         self.st.holds.clear();
@@ -726,6 +765,58 @@ impl Pass<'_> {
         );
         self.st.message = Some(msg.clone());
         self.record(TransitionEvent::Aborted, msg);
+    }
+
+    /// A version other than the one in flight was submitted: nothing of the
+    /// old one's analysis may promote the new one, so the old one goes back
+    /// the way an abort goes (traffic to blue, then green down) and the new
+    /// one starts over. Once blue is being deleted the old version is the new
+    /// stable: its cleanup finishes first.
+    fn supersede_if_replaced(&mut self) {
+        let Some(in_flight) = self.st.version.clone() else {
+            return;
+        };
+        let cleaning = self
+            .st
+            .plan
+            .get(self.st.step as usize)
+            .is_some_and(|s| s.kind == StepKind::Cleanup);
+        if in_flight == self.rel.version || self.st.abort.is_some() || cleaning {
+            return;
+        }
+        let step = self.st.step_name.clone().unwrap_or_default();
+        self.start_abort(
+            AbortReason::Superseded,
+            format!(
+                "{} was submitted while {in_flight} was at {step}; {in_flight} goes back to blue and {} starts over",
+                self.rel.version, self.rel.version
+            ),
+        );
+    }
+
+    /// After a superseded version is back on blue and scaled down: a fresh
+    /// state for the new version, keeping the record of what happened.
+    fn start_over(&mut self) {
+        let old = self.st.version.clone().unwrap_or_default();
+        let msg = format!(
+            "{old} withdrawn with every cluster back on {}; {} starts from preflight",
+            self.st.blue_version.as_deref().unwrap_or("nothing"),
+            self.rel.version
+        );
+        self.record(TransitionEvent::Superseded, msg.clone());
+        let kept = std::mem::take(&mut self.st);
+        self.st = ReleaseStatus {
+            message: Some(msg),
+            overridden_freezes: kept.overridden_freezes,
+            conditions: kept.conditions,
+            traffic: kept.traffic,
+            gate_series: kept.gate_series,
+            history: kept.history,
+            weights: kept.weights,
+            ..ReleaseStatus::default()
+        };
+        // The next pass runs preflight for the new version.
+        self.wake(Some(self.now));
     }
 
     fn note_abort_waiting(&mut self, unreachable: &[String]) {

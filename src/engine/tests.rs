@@ -689,3 +689,124 @@ fn a_route_edited_by_someone_else_holds_the_release() {
             .contains("not overwriting")
     );
 }
+
+#[test]
+fn time_under_an_outage_does_not_count_against_the_deploy_deadline() {
+    // prod-b goes dark as its deploy begins, for longer than the 15m deadline;
+    // when it answers again green is not well placed yet.
+    for (name, placed_after, aborts) in [
+        ("placed in time", Some(mins(10)), false),
+        ("never placed", None, true),
+    ] {
+        let mut h = Harness::new();
+        h.at_step(26);
+        assert_eq!(h.status.plan[26].kind, StepKind::Deploy, "{name}");
+        let started = h.status.step_started_at.unwrap();
+        let b = h.world.clusters.get_mut("prod-b").unwrap();
+        b.reachable = false;
+        b.placement = PlacementView::Unsatisfied("zones eu-central-1c=0".into());
+        for _ in 0..40 {
+            h.pass();
+            assert!(h.status.abort.is_none(), "{name}: {:?}", h.status.abort);
+            h.now += SignedDuration::from_secs(30);
+        }
+        assert_eq!(
+            h.status.holds[0].reason,
+            HoldReason::ClusterUnreachable,
+            "{name}"
+        );
+        h.world.clusters.get_mut("prod-b").unwrap().reachable = true;
+        h.pass();
+        assert!(h.status.abort.is_none(), "{name}: {:?}", h.status.abort);
+        assert_eq!(h.status.suspended_seconds, 20 * 60, "{name}");
+        if let Some(after) = placed_after {
+            h.now += after;
+            h.world.clusters.get_mut("prod-b").unwrap().placement = PlacementView::Satisfied;
+        }
+        h.run_until(|s| s.phase == Phase::Aborting || s.phase.is_terminal());
+        match aborts {
+            false => {
+                h.run_to_end();
+                assert_eq!(h.status.phase, Phase::Completed, "{name}");
+            }
+            true => {
+                let abort = h.status.abort.clone().expect("aborted");
+                assert_eq!(abort.reason, AbortReason::ProgressDeadline, "{name}");
+                assert_eq!(
+                    abort.at,
+                    started + mins(15) + mins(20),
+                    "{name}: the deadline moves by the outage"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_version_submitted_in_flight_sends_the_old_one_back_to_blue_and_starts_over() {
+    let steps = Harness::new().tap_plan_len();
+    for k in [4u32, 10, 26, 28] {
+        let mut h = Harness::new();
+        h.at_step(k);
+        let old = h.status.version.clone().unwrap();
+        h.rel.version = "2.15.0".into();
+        let before = h.log.len();
+        // Old traffic back to blue first, then the old green down; nothing new yet.
+        h.run_until(|s| s.phase == Phase::Pending);
+        let withdrawn: Vec<Action> = h.log[before..].iter().map(|(_, a)| a.clone()).collect();
+        assert!(
+            withdrawn.iter().all(|a| matches!(
+                a,
+                Action::SetWeight { green, .. } if *green == Percent::ZERO
+            ) || matches!(a, Action::ScaleDownGreen { .. })),
+            "step {k}: {withdrawn:?}"
+        );
+        let first_scale_down = withdrawn
+            .iter()
+            .position(|a| matches!(a, Action::ScaleDownGreen { .. }));
+        let last_weight = withdrawn
+            .iter()
+            .rposition(|a| matches!(a, Action::SetWeight { .. }));
+        assert!(first_scale_down > last_weight, "step {k}: {withdrawn:?}");
+        assert!(
+            h.world.weights().values().all(|w| *w == Percent::ZERO),
+            "step {k}"
+        );
+        assert_eq!(h.status.step, 0, "step {k}");
+        assert!(h.status.gates.is_empty() && h.status.plan.is_empty());
+        let superseded = h
+            .status
+            .history
+            .iter()
+            .rposition(|t| t.event == TransitionEvent::Superseded)
+            .expect("recorded");
+        assert!(
+            h.status.history[superseded].message.contains(&old),
+            "{:?}",
+            h.status.history[superseded]
+        );
+        // The new version then goes through every step, its own gates included.
+        h.world.version = "2.15.0".into();
+        h.run_to_end();
+        assert_eq!(h.status.phase, Phase::Completed, "step {k}");
+        assert_eq!(h.status.version.as_deref(), Some("2.15.0"));
+        let after: Vec<u32> = h.status.history[superseded..]
+            .iter()
+            .filter(|t| t.event == TransitionEvent::StepCompleted)
+            .map(|t| t.step)
+            .collect();
+        assert_eq!(after, (0..steps).collect::<Vec<_>>(), "step {k}");
+    }
+}
+
+#[test]
+fn a_version_submitted_during_cleanup_waits_for_it() {
+    let last = Harness::new().tap_plan_len() - 1;
+    let mut h = Harness::new();
+    h.at_step(last);
+    assert_eq!(h.status.plan[last as usize].kind, StepKind::Cleanup);
+    h.rel.version = "2.15.0".into();
+    h.run_to_end();
+    assert_eq!(h.status.phase, Phase::Completed);
+    assert_eq!(h.status.version.as_deref(), Some("2.14.0"));
+}

@@ -1,71 +1,133 @@
-//! Watch caches: per cluster, reflectors over the app's Deployments and pods,
-//! the nodes and the route, so a waiting step reads memory, not the API. A
-//! cluster is reachable while every one of its watches is healthy. Any event
-//! wakes the driver.
+//! A release's view of the shared watches (`watches`): per cluster, its app's
+//! Deployments and pods, the nodes, its route and the deploy freezes, so a
+//! waiting step reads memory, not the API. A cluster is reachable while every
+//! watch the release reads there is healthy. An event about the release's own
+//! objects (or nodes, freezes, a watch failing or recovering) wakes its driver;
+//! other releases' events do not.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DynamicObject};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, reflector::store::Writer};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
-use super::FleetClients;
 use super::router::http_route_resource;
+use super::watches::{self, Registry, SharedWatch};
+use super::{ClusterHandle, FleetClients};
+use crate::freeze::DeployFreeze;
 use crate::labels;
-use crate::spec::ResolvedRelease;
-use crate::spec::RouterKind;
+use crate::spec::{Release, ResolvedRelease, RouterKind};
 
-/// What one cluster's watches hold.
-#[derive(Clone)]
-pub struct ClusterCache {
-    pub deployments: Store<Deployment>,
-    pub pods: Store<Pod>,
-    pub nodes: Store<Node>,
-    pub routes: Store<DynamicObject>,
-    pub freezes: Store<crate::freeze::DeployFreeze>,
-    health: Arc<Mutex<BTreeMap<&'static str, WatchState>>>,
+/// Every shared watch of a process, by cluster (and namespace).
+#[derive(Default)]
+pub struct Watches {
+    deployments: Registry<(String, String), Deployment>,
+    pods: Registry<(String, String), Pod>,
+    routes: Registry<(String, String, &'static str), DynamicObject>,
+    nodes: Registry<String, Node>,
+    freezes: Registry<String, DeployFreeze>,
+    releases: Registry<(String, String), Release>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum WatchState {
-    Starting,
-    Healthy,
-    Failing(String),
-}
+impl Watches {
+    /// How many watches are running, for figures and tests.
+    pub fn running(&self) -> usize {
+        self.deployments.running()
+            + self.pods.running()
+            + self.routes.running()
+            + self.nodes.running()
+            + self.freezes.running()
+            + self.releases.running()
+    }
 
-impl ClusterCache {
-    /// `Ok` while every watch is healthy; otherwise why not.
-    pub fn reachable(&self) -> Result<(), String> {
-        let health = self.health.lock().expect("health lock");
-        for (kind, state) in health.iter().filter(|(k, _)| **k != FREEZES) {
-            match state {
-                WatchState::Healthy => {}
-                WatchState::Starting => return Err(format!("{kind} not listed yet")),
-                WatchState::Failing(e) => return Err(format!("{kind}: {e}")),
-            }
-        }
-        Ok(())
+    /// The Releases of `namespace` in the home cluster, indexed by name.
+    pub fn releases(&self, home: &ClusterHandle, namespace: &str) -> Arc<SharedWatch<Release>> {
+        let client = home.client.clone();
+        self.releases
+            .obtain((home.name.clone(), namespace.to_string()), || {
+                watches::start(
+                    "releases",
+                    Api::namespaced(client.clone(), namespace),
+                    watcher::Config::default(),
+                    |r: &Release| r.name_any(),
+                    |r: &mut Release| r.managed_fields_mut().clear(),
+                    client,
+                )
+            })
     }
 }
 
-const FREEZES: &str = "deployfreezes";
+fn by_app<K: Resource>(o: &K) -> String {
+    o.labels().get(labels::APP).cloned().unwrap_or_default()
+}
+
+fn everything<K>(_: &K) -> String {
+    String::new()
+}
+
+/// What one cluster's watches hold for one release.
+#[derive(Clone)]
+pub struct ClusterCache {
+    app: String,
+    route: String,
+    deployments: Arc<SharedWatch<Deployment>>,
+    pods: Arc<SharedWatch<Pod>>,
+    nodes: Arc<SharedWatch<Node>>,
+    routes: Arc<SharedWatch<DynamicObject>>,
+    freezes: Arc<SharedWatch<DeployFreeze>>,
+}
 
 impl ClusterCache {
+    /// `Ok` while every watch this release reads is healthy; otherwise why not.
+    pub fn reachable(&self) -> Result<(), String> {
+        self.deployments.healthy()?;
+        self.nodes.healthy()?;
+        self.pods.healthy()?;
+        self.routes.healthy()
+    }
+
     /// Whether this cluster's freezes are known (their watch is healthy).
     pub fn freezes_readable(&self) -> Result<(), String> {
-        match self.health.lock().expect("health lock").get(FREEZES) {
-            Some(WatchState::Healthy) => Ok(()),
-            Some(WatchState::Failing(e)) => Err(e.clone()),
-            _ => Err("not listed yet".into()),
+        match self.freezes.state() {
+            watches::WatchState::Healthy => Ok(()),
+            watches::WatchState::Failing(e) => Err(e),
+            watches::WatchState::Starting => Err("not listed yet".into()),
         }
+    }
+
+    /// The app's Deployments.
+    pub fn deployments(&self) -> Vec<Arc<Deployment>> {
+        self.deployments.get(&self.app)
+    }
+
+    /// The app's pods.
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.pods.get(&self.app)
+    }
+
+    pub fn nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.get("")
+    }
+
+    /// The release's route (or replica-ratio Service).
+    pub fn route(&self) -> Option<Arc<DynamicObject>> {
+        self.routes.get(&self.route).into_iter().next()
+    }
+
+    pub fn freezes(&self) -> Vec<Arc<DeployFreeze>> {
+        self.freezes.get("")
+    }
+
+    fn subscribe(&self, notify: &Arc<Notify>) {
+        self.deployments.subscribe(&self.app, notify);
+        self.pods.subscribe(&self.app, notify);
+        self.nodes.subscribe("", notify);
+        self.routes.subscribe(&self.route, notify);
+        self.freezes.subscribe("", notify);
     }
 }
 
@@ -73,115 +135,98 @@ impl ClusterCache {
 pub struct FleetCache {
     pub clusters: BTreeMap<String, ClusterCache>,
     changed: Arc<Notify>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for FleetCache {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
 }
 
 impl FleetCache {
-    /// Starts the watches of every cluster of `rel`.
+    /// The view of every cluster of `rel`, starting the watches no other release has started.
     pub fn start(fleet: &FleetClients, rel: &ResolvedRelease) -> FleetCache {
         let changed = Arc::new(Notify::new());
+        let w = &fleet.watches;
         let mut clusters = BTreeMap::new();
-        let mut tasks = Vec::new();
-        let app = format!("{}={}", labels::APP, rel.app);
         for target in &rel.clusters {
             let Ok(handle) = fleet.get(&target.name) else {
                 continue;
             };
             let client = handle.client.clone();
             let ns = rel.namespace.as_str();
-            let health = Arc::new(Mutex::new(BTreeMap::new()));
-            let strip = |o: &mut Deployment| o.managed_fields_mut().clear();
-            let deployments = watch(
-                "deployments",
-                Api::<Deployment>::namespaced(client.clone(), ns),
-                watcher::Config::default().labels(&app),
-                Writer::default(),
-                strip,
-                &health,
-                &changed,
-                &mut tasks,
-            );
-            let pods = watch(
-                "pods",
-                Api::<Pod>::namespaced(client.clone(), ns),
-                watcher::Config::default().labels(&app),
-                Writer::default(),
-                |o: &mut Pod| o.managed_fields_mut().clear(),
-                &health,
-                &changed,
-                &mut tasks,
-            );
-            let nodes = watch(
-                "nodes",
-                Api::<Node>::all(client.clone()),
-                watcher::Config::default(),
-                Writer::default(),
-                |o: &mut Node| {
-                    o.managed_fields_mut().clear();
-                    if let Some(s) = o.status.as_mut() {
-                        s.images = None;
-                    }
-                },
-                &health,
-                &changed,
-                &mut tasks,
-            );
+            let here = (target.name.clone(), ns.to_string());
+            // Every workload and pod of an app carries the app label; others are not kept.
+            let has_app = || watcher::Config::default().labels(labels::APP);
+            let deployments = w.deployments.obtain(here.clone(), || {
+                watches::start(
+                    "deployments",
+                    Api::namespaced(client.clone(), ns),
+                    has_app(),
+                    by_app,
+                    |o: &mut Deployment| o.managed_fields_mut().clear(),
+                    client.clone(),
+                )
+            });
+            let pods = w.pods.obtain(here.clone(), || {
+                watches::start(
+                    "pods",
+                    Api::namespaced(client.clone(), ns),
+                    has_app(),
+                    by_app,
+                    |o: &mut Pod| o.managed_fields_mut().clear(),
+                    client.clone(),
+                )
+            });
+            let nodes = w.nodes.obtain(target.name.clone(), || {
+                watches::start(
+                    "nodes",
+                    Api::all(client.clone()),
+                    watcher::Config::default(),
+                    everything,
+                    |o: &mut Node| {
+                        o.managed_fields_mut().clear();
+                        if let Some(s) = o.status.as_mut() {
+                            s.images = None;
+                        }
+                    },
+                    client.clone(),
+                )
+            });
             // The traffic router: an HTTPRoute, or the Service of a replica-ratio router.
-            let ar = match target.router.kind {
-                RouterKind::GatewayHttpRoute => http_route_resource(),
-                RouterKind::ReplicaRatio => super::replica_ratio::service_resource(),
+            let (ar, kind) = match target.router.kind {
+                RouterKind::GatewayHttpRoute => (http_route_resource(), "httproutes"),
+                RouterKind::ReplicaRatio => (super::replica_ratio::service_resource(), "services"),
             };
-            let routes = watch(
-                "routes",
-                Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
-                watcher::Config::default()
-                    .fields(&format!("metadata.name={}", target.router.route)),
-                Writer::new(ar.clone()),
-                |o: &mut DynamicObject| o.managed_fields_mut().clear(),
-                &health,
-                &changed,
-                &mut tasks,
-            );
-            let freezes = watch(
-                FREEZES,
-                Api::<crate::freeze::DeployFreeze>::all(client.clone()),
-                watcher::Config::default(),
-                Writer::default(),
-                |o: &mut crate::freeze::DeployFreeze| o.managed_fields_mut().clear(),
-                &health,
-                &changed,
-                &mut tasks,
-            );
-            tasks.push(tokio::spawn(probe_while_failing(
-                client.clone(),
-                health.clone(),
-                changed.clone(),
-            )));
-            clusters.insert(
-                target.name.clone(),
-                ClusterCache {
-                    deployments,
-                    pods,
-                    nodes,
-                    routes,
-                    freezes,
-                    health,
-                },
-            );
+            let routes = w
+                .routes
+                .obtain((target.name.clone(), ns.to_string(), kind), || {
+                    watches::start(
+                        "routes",
+                        Api::namespaced_with(client.clone(), ns, &ar),
+                        watcher::Config::default(),
+                        |o: &DynamicObject| o.name_any(),
+                        |o: &mut DynamicObject| o.managed_fields_mut().clear(),
+                        client.clone(),
+                    )
+                });
+            let freezes = w.freezes.obtain(target.name.clone(), || {
+                watches::start(
+                    "deployfreezes",
+                    Api::all(client.clone()),
+                    watcher::Config::default(),
+                    everything,
+                    |o: &mut DeployFreeze| o.managed_fields_mut().clear(),
+                    client.clone(),
+                )
+            });
+            let cc = ClusterCache {
+                app: rel.app.clone(),
+                route: target.router.route.clone(),
+                deployments,
+                pods,
+                nodes,
+                routes,
+                freezes,
+            };
+            cc.subscribe(&changed);
+            clusters.insert(target.name.clone(), cc);
         }
-        FleetCache {
-            clusters,
-            changed,
-            tasks,
-        }
+        FleetCache { clusters, changed }
     }
 
     /// Resolves when any watched object changed or a watch failed or recovered since the last call.
@@ -193,85 +238,4 @@ impl FleetCache {
     pub fn notifier(&self) -> Arc<Notify> {
         self.changed.clone()
     }
-}
-
-/// A watch that resumes after an outage says nothing until an object
-/// changes, so while any watch of a cluster is failing — and only then — the
-/// API server is asked for its version; an answer means the watches resume.
-async fn probe_while_failing(
-    client: kube::Client,
-    health: Arc<Mutex<BTreeMap<&'static str, WatchState>>>,
-    changed: Arc<Notify>,
-) {
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let failing = health
-            .lock()
-            .expect("health lock")
-            .values()
-            .any(|s| matches!(s, WatchState::Failing(_)));
-        if !failing || client.apiserver_version().await.is_err() {
-            continue;
-        }
-        let mut h = health.lock().expect("health lock");
-        for state in h.values_mut() {
-            if matches!(state, WatchState::Failing(_)) {
-                *state = WatchState::Healthy;
-            }
-        }
-        drop(h);
-        changed.notify_one();
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn watch<K>(
-    kind: &'static str,
-    api: Api<K>,
-    config: watcher::Config,
-    writer: Writer<K>,
-    trim: impl Fn(&mut K) + Send + Sync + 'static,
-    health: &Arc<Mutex<BTreeMap<&'static str, WatchState>>>,
-    changed: &Arc<Notify>,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> Store<K>
-where
-    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let store = writer.as_reader();
-    health
-        .lock()
-        .expect("health lock")
-        .insert(kind, WatchState::Starting);
-    let (health, changed) = (health.clone(), changed.clone());
-    let stream = reflector::reflector(
-        writer,
-        watcher::watcher(api, config)
-            .map(move |ev| ev.map(|e| e.modify(&trim)))
-            .default_backoff(),
-    );
-    tasks.push(tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            let state = match &item {
-                Ok(Event::InitDone) | Ok(Event::Apply(_)) | Ok(Event::Delete(_)) => {
-                    Some(WatchState::Healthy)
-                }
-                Ok(Event::Init) | Ok(Event::InitApply(_)) => None,
-                Err(e) => Some(WatchState::Failing(e.to_string())),
-            };
-            if let Some(state) = state {
-                let mut h = health.lock().expect("health lock");
-                let prev = h.insert(kind, state.clone());
-                // A watch that was healthy and stays healthy need only wake on real changes.
-                drop(h);
-                if prev != Some(state) || matches!(item, Ok(Event::Apply(_)) | Ok(Event::Delete(_)))
-                {
-                    changed.notify_one();
-                }
-            }
-        }
-    }));
-    store
 }

@@ -13,10 +13,12 @@ pub mod observe;
 pub mod replica_ratio;
 pub mod router;
 pub mod state;
+pub mod watches;
 pub mod workload;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use kube::Client;
 
@@ -100,11 +102,13 @@ pub struct ClusterHandle {
     pub client: Client,
 }
 
-/// Clients for every cluster of the fleet.
+/// Clients for every cluster of the fleet, and the watches every driver
+/// using them shares.
 #[derive(Clone)]
 pub struct FleetClients {
     clusters: BTreeMap<String, ClusterHandle>,
     home: String,
+    pub watches: Arc<cache::Watches>,
 }
 
 impl FleetClients {
@@ -135,6 +139,7 @@ impl FleetClients {
         Ok(FleetClients {
             clusters,
             home: fleet.home.clone(),
+            watches: Arc::default(),
         })
     }
 
@@ -243,6 +248,7 @@ impl FleetClients {
             FleetClients {
                 clusters,
                 home: fleet.home.clone(),
+                watches: Arc::default(),
             },
             versions,
         ))

@@ -39,7 +39,7 @@ pub fn observe(
             .get(&target.name)
             .map(|c| c.freezes_readable().map(|_| c))
         {
-            Some(Ok(c)) => freezes.extend(c.freezes.state().iter().map(|f| (**f).clone())),
+            Some(Ok(c)) => freezes.extend(c.freezes().iter().map(|f| (**f).clone())),
             _ => out.observation.freezes.unreadable.push(target.name.clone()),
         }
     }
@@ -73,10 +73,8 @@ fn cluster_view(
     cc: &ClusterCache,
 ) -> (ClusterView, Slots) {
     let workloads: Vec<SlotWorkload> = cc
-        .deployments
-        .state()
+        .deployments()
         .iter()
-        .filter(|d| d.labels().get(labels::APP) == Some(&rel.app))
         .filter_map(|d| SlotWorkload::from_deployment(d))
         .collect();
     let slots = assign_slots(&rel.version, &workloads);
@@ -86,9 +84,7 @@ fn cluster_view(
         available: w.available,
     };
     let route = cc
-        .routes
-        .state()
-        .first()
+        .route()
         .and_then(|r| serde_json::to_value(r.as_ref()).ok())
         .map(|v| match target.router.kind {
             RouterKind::GatewayHttpRoute => route_view(&v, &rel.app, slots.green),
@@ -104,11 +100,10 @@ fn cluster_view(
     let placement = match &slots.green_workload {
         None => PlacementView::Unknown,
         Some(_) => {
-            let nodes: Vec<NodeInfo> = cc.nodes.state().iter().map(|n| node_info(n)).collect();
+            let nodes: Vec<NodeInfo> = cc.nodes().iter().map(|n| node_info(n)).collect();
             let blue_version = slots.blue_workload.as_ref().map(|w| w.version.as_str());
             let pods: Vec<PodInfo> = cc
-                .pods
-                .state()
+                .pods()
                 .iter()
                 .map(|p| {
                     let mut info = pod_info(p, slots.green, &rel.version);

@@ -13,6 +13,7 @@ use crate::spec::{Release, ReleaseStatus};
 #[derive(Clone)]
 pub struct ReleaseStore {
     pub api: Api<Release>,
+    pub namespace: String,
     cluster: String,
 }
 
@@ -20,6 +21,7 @@ impl ReleaseStore {
     pub fn new(home: &ClusterHandle, namespace: &str) -> Self {
         ReleaseStore {
             api: Api::namespaced(home.client.clone(), namespace),
+            namespace: namespace.to_string(),
             cluster: home.name.clone(),
         }
     }

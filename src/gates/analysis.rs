@@ -43,7 +43,8 @@ pub struct Context<'a> {
 }
 
 pub struct Analysis {
-    key: Option<(u32, u32)>,
+    /// The run's step, epoch and version: a change of any starts a new run.
+    key: Option<(u32, u32, String)>,
     started: Timestamp,
     runs: BTreeMap<(usize, String), Run>,
     prometheus: BTreeMap<String, Prometheus>,
@@ -84,8 +85,9 @@ impl Analysis {
         epoch: u32,
         now: Timestamp,
     ) -> (GateReport, Vec<MetricReport>) {
-        if self.key != Some((step, epoch)) {
-            self.key = Some((step, epoch));
+        let key = (step, epoch, ctx.rel.version.clone());
+        if self.key.as_ref() != Some(&key) {
+            self.key = Some(key);
             self.started = now;
             self.runs.clear();
         }
@@ -280,7 +282,7 @@ async fn measure_one(
     }
     if let Some(q) = &g.provider.cluster_health {
         let cc = ctx.cache.clusters.get(cluster)?;
-        let h = health::assess(&cc.pods.state(), &cc.nodes.state(), green, &rel.version);
+        let h = health::assess(&cc.pods(), &cc.nodes(), green, &rel.version);
         let baseline = *run.baseline_restarts.get_or_insert(h.restarts);
         run.query = "cluster health".into();
         return Some(health::measure(q, &h, baseline, now));

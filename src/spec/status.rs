@@ -59,6 +59,14 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub hold_since: Option<Timestamp>,
+    /// When the current freeze, pause or unreachable-cluster hold began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub suspended_since: Option<Timestamp>,
+    /// Seconds the current step spent under freeze, pause or unreachable-cluster
+    /// holds before the present one: its progress deadline is extended by them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub suspended_seconds: u64,
     /// Set once a rollback begins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<AbortStatus>,
@@ -255,6 +263,9 @@ pub enum AbortReason {
     GateFailed,
     Requested,
     ProgressDeadline,
+    /// A new version was submitted while this one was in flight: this one's
+    /// traffic goes back to blue and the new version starts from the first step.
+    Superseded,
 }
 
 impl AbortReason {
@@ -264,6 +275,7 @@ impl AbortReason {
             AbortReason::GateFailed => "gate_failed",
             AbortReason::Requested => "requested",
             AbortReason::ProgressDeadline => "progress_deadline",
+            AbortReason::Superseded => "superseded",
         }
     }
 }
@@ -303,6 +315,8 @@ pub enum TransitionEvent {
     AbortStarted,
     TrafficRestored,
     Aborted,
+    /// The version in flight was withdrawn for a newer one, which starts over.
+    Superseded,
     Completed,
     Failed,
 }
@@ -347,4 +361,8 @@ impl GateSeries {
             });
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

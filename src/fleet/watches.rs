@@ -1,0 +1,375 @@
+//! Watches shared by every driver of a process: one watch per cluster,
+//! namespace and kind, whatever the number of releases, each indexed by the
+//! key a driver asks for (an app, a route, a Release's name), so a pass reads
+//! its own objects in memory without scanning everyone else's, and an event
+//! wakes only the drivers it concerns. A watch lives while some release's
+//! cache holds it.
+//!
+//! Owns no decision and writes nothing; `cache` builds each release's view on
+//! top of these.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+/// How a watch is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchState {
+    /// Not listed yet.
+    Starting,
+    Healthy,
+    Failing(String),
+}
+
+/// What a watch is indexed by.
+pub type IndexFn<K> = fn(&K) -> String;
+
+/// Objects of one kind in one cluster (and namespace), as the API server last
+/// told, grouped by index key.
+pub struct SharedWatch<K> {
+    pub kind: &'static str,
+    objects: RwLock<Objects<K>>,
+    state: Mutex<WatchState>,
+    wakers: Mutex<HashMap<String, Vec<Weak<Notify>>>>,
+    task: Mutex<Option<AbortHandle>>,
+}
+
+struct Objects<K> {
+    by_key: HashMap<String, BTreeMap<String, Arc<K>>>,
+    /// Each object's index key, so a relabelled object leaves its old group.
+    key_of: HashMap<String, String>,
+}
+
+impl<K> Default for Objects<K> {
+    fn default() -> Self {
+        Objects {
+            by_key: HashMap::new(),
+            key_of: HashMap::new(),
+        }
+    }
+}
+
+impl<K> Objects<K> {
+    /// Puts `obj` under `key`; returns the key it was under before, if another.
+    fn insert(&mut self, id: String, key: String, obj: Arc<K>) -> Option<String> {
+        let old = self.key_of.insert(id.clone(), key.clone());
+        let moved = old.filter(|o| *o != key);
+        if let Some(o) = &moved {
+            self.remove_from(o, &id);
+        }
+        self.by_key.entry(key).or_default().insert(id, obj);
+        moved
+    }
+
+    fn remove(&mut self, id: &str) -> Option<String> {
+        let key = self.key_of.remove(id)?;
+        self.remove_from(&key, id);
+        Some(key)
+    }
+
+    fn remove_from(&mut self, key: &str, id: &str) {
+        if let Some(group) = self.by_key.get_mut(key) {
+            group.remove(id);
+            if group.is_empty() {
+                self.by_key.remove(key);
+            }
+        }
+    }
+}
+
+impl<K> Drop for SharedWatch<K> {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.lock().expect("task lock").take() {
+            t.abort();
+        }
+    }
+}
+
+impl<K> SharedWatch<K> {
+    /// The objects under `key`, in name order.
+    pub fn get(&self, key: &str) -> Vec<Arc<K>> {
+        self.objects
+            .read()
+            .expect("objects lock")
+            .by_key
+            .get(key)
+            .map(|g| g.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn state(&self) -> WatchState {
+        self.state.lock().expect("state lock").clone()
+    }
+
+    /// `Ok` while the watch is healthy; otherwise why not.
+    pub fn healthy(&self) -> Result<(), String> {
+        match self.state() {
+            WatchState::Healthy => Ok(()),
+            WatchState::Starting => Err(format!("{} not listed yet", self.kind)),
+            WatchState::Failing(e) => Err(format!("{}: {e}", self.kind)),
+        }
+    }
+
+    /// Wakes `notify` whenever an object under `key` changes, and whenever the
+    /// watch fails, recovers or relists. Lasts as long as `notify` does.
+    pub fn subscribe(&self, key: &str, notify: &Arc<Notify>) {
+        let mut w = self.wakers.lock().expect("wakers lock");
+        let list = w.entry(key.to_string()).or_default();
+        list.retain(|n| n.strong_count() > 0);
+        list.push(Arc::downgrade(notify));
+    }
+
+    fn wake(&self, key: &str) {
+        let mut w = self.wakers.lock().expect("wakers lock");
+        if let Some(list) = w.get_mut(key) {
+            list.retain(|n| match n.upgrade() {
+                Some(n) => {
+                    n.notify_one();
+                    true
+                }
+                None => false,
+            });
+            if list.is_empty() {
+                w.remove(key);
+            }
+        }
+    }
+
+    fn wake_all(&self) {
+        let mut w = self.wakers.lock().expect("wakers lock");
+        w.retain(|_, list| {
+            list.retain(|n| match n.upgrade() {
+                Some(n) => {
+                    n.notify_one();
+                    true
+                }
+                None => false,
+            });
+            !list.is_empty()
+        });
+    }
+
+    /// Records the watch's state; wakes everyone when it changed.
+    fn set_state(&self, state: WatchState) {
+        let prev = std::mem::replace(&mut *self.state.lock().expect("state lock"), state.clone());
+        if prev != state {
+            self.wake_all();
+        }
+    }
+
+    /// The number of objects held, for figures.
+    pub fn len(&self) -> usize {
+        self.objects.read().expect("objects lock").key_of.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Starts a watch of `api` with `config`, indexed by `index`; `trim` drops
+/// what no reader needs before an object is kept.
+pub fn start<K>(
+    kind: &'static str,
+    api: Api<K>,
+    config: watcher::Config,
+    index: IndexFn<K>,
+    trim: fn(&mut K),
+    client: kube::Client,
+) -> Arc<SharedWatch<K>>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let shared = Arc::new(SharedWatch {
+        kind,
+        objects: RwLock::new(Objects::default()),
+        state: Mutex::new(WatchState::Starting),
+        wakers: Mutex::new(HashMap::new()),
+        task: Mutex::new(None),
+    });
+    let weak = Arc::downgrade(&shared);
+    let stream = watcher::watcher(api, config).default_backoff();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut relist: Option<Objects<K>> = None;
+        let mut probe = tokio::time::interval(Duration::from_secs(1));
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let item = tokio::select! {
+                item = stream.next() => match item {
+                    Some(item) => item,
+                    None => return,
+                },
+                _ = probe.tick() => {
+                    let Some(w) = weak.upgrade() else { return };
+                    probe_if_failing(&w, &client).await;
+                    continue;
+                }
+            };
+            let Some(w) = weak.upgrade() else { return };
+            let id = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+            match item {
+                Ok(Event::Init) => relist = Some(Objects::default()),
+                Ok(Event::InitApply(mut o)) => {
+                    trim(&mut o);
+                    let (i, k) = (id(&o), index(&o));
+                    relist
+                        .get_or_insert_with(Objects::default)
+                        .insert(i, k, Arc::new(o));
+                }
+                Ok(Event::InitDone) => {
+                    let fresh = relist.take().unwrap_or_default();
+                    *w.objects.write().expect("objects lock") = fresh;
+                    w.set_state(WatchState::Healthy);
+                    // A relist may have changed anything: everyone looks again.
+                    w.wake_all();
+                }
+                Ok(Event::Apply(mut o)) => {
+                    trim(&mut o);
+                    let (i, k) = (id(&o), index(&o));
+                    let moved = w
+                        .objects
+                        .write()
+                        .expect("objects lock")
+                        .insert(i, k.clone(), Arc::new(o));
+                    w.set_state(WatchState::Healthy);
+                    w.wake(&k);
+                    if let Some(old) = moved {
+                        w.wake(&old);
+                    }
+                }
+                Ok(Event::Delete(o)) => {
+                    let removed = w.objects.write().expect("objects lock").remove(&id(&o));
+                    w.set_state(WatchState::Healthy);
+                    w.wake(&removed.unwrap_or_else(|| index(&o)));
+                }
+                Err(e) => w.set_state(WatchState::Failing(e.to_string())),
+            }
+        }
+    });
+    *shared.task.lock().expect("task lock") = Some(task.abort_handle());
+    shared
+}
+
+/// A watch that resumes after an outage says nothing until an object
+/// changes, so while a watch is failing — and only then — the API server is
+/// asked for its version; an answer means the watch is back.
+async fn probe_if_failing<K>(w: &SharedWatch<K>, client: &kube::Client) {
+    if !matches!(w.state(), WatchState::Failing(_)) {
+        return;
+    }
+    let answered = tokio::time::timeout(Duration::from_secs(2), client.apiserver_version())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if answered {
+        w.set_state(WatchState::Healthy);
+    }
+}
+
+/// The shared watches of a process, by what they watch. Holds them weakly:
+/// a watch stops when the last cache using it is dropped.
+pub struct Registry<Key, K> {
+    watches: Mutex<HashMap<Key, Weak<SharedWatch<K>>>>,
+}
+
+impl<Key, K> Default for Registry<Key, K> {
+    fn default() -> Self {
+        Registry {
+            watches: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<Key: Eq + Hash, K> Registry<Key, K> {
+    /// The running watch for `key`, or a new one from `start`.
+    pub fn obtain(
+        &self,
+        key: Key,
+        start: impl FnOnce() -> Arc<SharedWatch<K>>,
+    ) -> Arc<SharedWatch<K>> {
+        let mut w = self.watches.lock().expect("registry lock");
+        if let Some(live) = w.get(&key).and_then(Weak::upgrade) {
+            return live;
+        }
+        w.retain(|_, v| v.strong_count() > 0);
+        let fresh = start();
+        w.insert(key, Arc::downgrade(&fresh));
+        fresh
+    }
+
+    /// How many watches are running.
+    pub fn running(&self) -> usize {
+        self.watches
+            .lock()
+            .expect("registry lock")
+            .values()
+            .filter(|v| v.strong_count() > 0)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_move_between_keys_and_leave_on_delete() {
+        let mut o: Objects<u32> = Objects::default();
+        assert_eq!(o.insert("ns/a".into(), "web".into(), Arc::new(1)), None);
+        assert_eq!(o.insert("ns/b".into(), "web".into(), Arc::new(2)), None);
+        assert_eq!(o.insert("ns/a".into(), "web".into(), Arc::new(3)), None);
+        assert_eq!(o.by_key["web"].len(), 2);
+        assert_eq!(*o.by_key["web"]["ns/a"], 3);
+        // Relabelled: the object leaves its old group.
+        assert_eq!(
+            o.insert("ns/a".into(), "api".into(), Arc::new(4)),
+            Some("web".into())
+        );
+        assert_eq!(o.by_key["web"].len(), 1);
+        assert_eq!(o.by_key["api"].len(), 1);
+        assert_eq!(o.remove("ns/b"), Some("web".into()));
+        assert!(!o.by_key.contains_key("web"));
+        assert_eq!(o.remove("ns/b"), None);
+    }
+
+    #[test]
+    fn wakers_reach_only_their_key_and_fade_with_their_owner() {
+        let w: SharedWatch<u32> = SharedWatch {
+            kind: "test",
+            objects: RwLock::new(Objects::default()),
+            state: Mutex::new(WatchState::Starting),
+            wakers: Mutex::new(HashMap::new()),
+            task: Mutex::new(None),
+        };
+        let (web, api) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        w.subscribe("web", &web);
+        w.subscribe("api", &api);
+        let woken = |n: &Arc<Notify>| {
+            let f = n.notified();
+            let mut f = std::pin::pin!(f);
+            // A stored permit completes the future at once.
+            f.as_mut().enable();
+            futures::FutureExt::now_or_never(f).is_some()
+        };
+        w.wake("web");
+        assert!(woken(&web));
+        assert!(!woken(&api));
+        w.set_state(WatchState::Healthy);
+        assert!(woken(&web) && woken(&api));
+        w.set_state(WatchState::Healthy);
+        assert!(!woken(&web) && !woken(&api), "no change, no wake");
+        drop(api);
+        w.wake_all();
+        assert_eq!(w.wakers.lock().unwrap().len(), 1, "a dropped waiter is forgotten");
+    }
+}
