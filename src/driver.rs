@@ -86,6 +86,9 @@ pub struct Driver {
     pub idle: Duration,
     /// Scheduled freeze windows from policy.
     pub windows: Vec<crate::freeze::Window>,
+    /// The lease each release's lease is held under (the controller's leader
+    /// lease), so it needs no renewals of its own; `None`: renewed per release.
+    pub under: Option<lease::Parent>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -117,7 +120,15 @@ impl Driver {
         let store = ReleaseStore::new(home, namespace);
         let mut told = false;
         let lease = loop {
-            match lease::acquire(home, namespace, name, &self.identity, self.lease_duration).await {
+            let taken = match &self.under {
+                Some(p) => {
+                    lease::acquire_under(home, namespace, name, p, self.lease_duration).await
+                }
+                None => {
+                    lease::acquire(home, namespace, name, &self.identity, self.lease_duration).await
+                }
+            };
+            match taken {
                 Ok(l) => break l,
                 Err(fleet::Error::LeaseHeld { release, holder }) if opts.wait_for_lease => {
                     if !told {
@@ -501,7 +512,7 @@ fn newer_release(cached: &[Arc<Release>], current: &Release) -> Option<Release> 
             .as_deref()
             .and_then(|v| v.parse::<u64>().ok())
     };
-    match (rv(&cached), rv(current)) {
+    match (rv(cached), rv(current)) {
         (Some(a), Some(b)) if a > b => Some((**cached).clone()),
         (Some(_), Some(_)) => None,
         _ if cached.metadata.resource_version != current.metadata.resource_version => {

@@ -137,6 +137,27 @@ async fn a_release_applied_with_kubectl_completes_though_its_leader_dies_mid_ram
         })
         .await;
     let first = leader(&w).await.unwrap();
+    // The release's Lease is held under the leader's: one renewal covers
+    // every release, and it needs none of its own.
+    let release_lease = || async {
+        Api::<Lease>::namespaced(w.readers[&w.fleet.home].clone(), NS)
+            .get("cutover-release-checkout")
+            .await
+            .unwrap()
+    };
+    let held = release_lease().await;
+    assert_eq!(
+        held.metadata.annotations.as_ref().unwrap()["cutover.dev/held-under"],
+        format!("{SYSTEM_NS}/cutover-controller")
+    );
+    let spec = held.spec.clone().unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some(first.as_str()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        release_lease().await.spec.unwrap().renew_time,
+        spec.renew_time,
+        "no renewals of the release's own lease"
+    );
     let (killed, standby) = if first == a.identity {
         (&mut a, &mut b)
     } else {

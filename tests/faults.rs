@@ -1,7 +1,8 @@
 //! Reliability under faults, end to end through the `cutover` binary on the
 //! simulated fleet: another writer storming the Release and the routes with
-//! conflicting edits, and the driver killed with SIGKILL at random points
-//! over a whole lifecycle (a seeded loop).
+//! conflicting edits, the driver killed with SIGKILL at random points over a
+//! whole lifecycle (a seeded loop), Prometheus down, watches dropped and
+//! expired mid-step, and a new version submitted while gates run.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use common::{NS, World, completed_steps, finish, tier2_release};
 use cutover::fleet::router::http_route_resource;
 use cutover::spec::Release;
-use cutover::spec::status::{Phase, TransitionEvent};
+use cutover::spec::status::{Phase, StepKind, TransitionEvent};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -166,4 +167,167 @@ async fn prometheus_down_is_no_promotion_and_rolls_back_as_provider_unreachable(
         s.history
     );
     w.assert_all_on_blue("after a blind gate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_submitted_while_gates_run_starts_over_and_is_never_promoted_unvalidated() {
+    let w = World::start(None, 300.0, &tier2_release()).await;
+    let first = w.spawn_run(&[]);
+    w.wait_for("the ramp on prod-a with its gates running", |s| {
+        s.plan
+            .get(s.step as usize)
+            .is_some_and(|p| p.kind == StepKind::Ramp)
+            && s.step_ready_at.is_some()
+            && !s.gates.is_empty()
+    })
+    .await;
+    // A pipeline submits the next version while the first one's gates run.
+    let (code, out, err) = finish(w.spawn_run(&["--version", "2.15.0", "--detach"])).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = finish(first).await;
+    assert_eq!(code, 0, "the new version completes: {out}\n{err}");
+    let s = w.status().await;
+    assert_eq!(s.phase, Phase::Completed);
+    assert_eq!(s.version.as_deref(), Some("2.15.0"));
+    let at = |event: TransitionEvent, text: &str| {
+        s.history
+            .iter()
+            .position(|t| t.event == event && t.message.contains(text))
+            .unwrap_or_else(|| panic!("{event:?} {text:?} in {:#?}", s.history))
+    };
+    let withdrawn = at(
+        TransitionEvent::AbortStarted,
+        "2.15.0 was submitted while 2.14.0",
+    );
+    let restored = at(TransitionEvent::TrafficRestored, "");
+    let over = at(TransitionEvent::Superseded, "2.14.0 withdrawn");
+    let started = at(TransitionEvent::Started, "2.15.0 replacing 2.13.0");
+    assert!(withdrawn < restored && restored < over && over < started);
+    let after: Vec<u32> = s.history[over..]
+        .iter()
+        .filter(|t| t.event == TransitionEvent::StepCompleted)
+        .map(|t| t.step)
+        .collect();
+    assert_eq!(
+        after,
+        (0..s.plan.len() as u32).collect::<Vec<_>>(),
+        "2.15.0 went through every step, its own gates included"
+    );
+    // Between the new version arriving and it being deployed, the old one's
+    // traffic only went back to blue and its pods only went down.
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let from = lines
+        .iter()
+        .position(|l| l.to_string().contains("was submitted while"))
+        .expect("the withdrawal is reported");
+    let to = lines[from..]
+        .iter()
+        .position(|l| l["event"] == "action" && l["action"]["action"] == "deployGreen")
+        .expect("2.15.0 deployed")
+        + from;
+    let between: Vec<&serde_json::Value> = lines[from..to]
+        .iter()
+        .filter(|l| l["event"] == "action")
+        .map(|l| &l["action"])
+        .collect();
+    assert!(!between.is_empty());
+    for a in &between {
+        let back = a["action"] == "setWeight" && a["green"] == "0%";
+        assert!(back || a["action"] == "scaleDownGreen", "{between:?}");
+    }
+    for c in &w.rel.clusters {
+        let green = w.deployment(&c.name, "checkout-green").await.unwrap();
+        assert_eq!(
+            green.metadata.labels.unwrap()["cutover.dev/version"],
+            "2.15.0",
+            "{}",
+            c.name
+        );
+    }
+    w.assert_all_on_green("after 2.15.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_dropped_and_expired_mid_step_relist_and_write_nothing_twice() {
+    // prod-a keeps only a few watch events, and closes every connection for
+    // a while as its ramp begins: cutover's watches come back to a history
+    // that has moved on (410 Gone) and must list again.
+    let scenario = r#"
+home: prod-a
+clusters:
+  - name: staging
+    region: eu-west-1
+    zones: [eu-west-1a, eu-west-1b, eu-west-1c]
+    trafficShare: 0%
+    requestsPerSecond: 5
+  - name: prod-a
+    region: eu-west-1
+    zones: [eu-west-1a, eu-west-1b, eu-west-1c]
+    trafficShare: 50%
+  - name: prod-b
+    region: eu-central-1
+    zones: [eu-central-1a, eu-central-1b, eu-central-1c]
+    trafficShare: 50%
+apiServer:
+  watchHistory: 5
+events:
+  - name: prod-a drops every connection as its ramp begins
+    whenReleaseStep: ramp
+    for: 1m
+    apiUnreachable: {cluster: prod-a, mode: close}
+"#;
+    let w = World::start(Some(scenario), 120.0, &tier2_release()).await;
+    w.sim.reset_requests();
+    let (code, out, err) = finish(w.spawn_run(&["--lease-duration", "30s"])).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let s = w.status().await;
+    assert_eq!(s.phase, Phase::Completed);
+    assert_eq!(
+        completed_steps(&s),
+        (0..s.plan.len() as u32).collect::<Vec<_>>()
+    );
+    let prod_a = w
+        .sim
+        .cluster("prod-a")
+        .unwrap()
+        .counter
+        .snapshot()
+        .user_agent("cutover/");
+    let lists = |resource: &str| {
+        prod_a
+            .filter(|k| k.verb == "list" && k.resource == resource)
+            .total()
+    };
+    println!(
+        "prod-a lists: {:?}",
+        prod_a.filter(|k| k.verb == "list").by_resource()
+    );
+    // The freeze watch saw no event since its first list, so its place in
+    // the history was long gone when it came back: exactly one relist.
+    assert_eq!(lists("deployfreezes"), 2, "one relist after the outage");
+    let all = w.sim.requests().user_agent("cutover/");
+    let by = |verb: &str, resource: &str| {
+        all.filter(|k| k.verb == verb && k.resource == resource)
+            .total()
+    };
+    let traffic_steps = s.plan.iter().filter(|p| p.is_traffic()).count() as u64;
+    let deploys = s.plan.iter().filter(|p| p.kind == StepKind::Deploy).count() as u64;
+    assert_eq!(
+        by("patch", "httproutes"),
+        traffic_steps,
+        "no route written twice"
+    );
+    assert_eq!(
+        by("patch", "deployments"),
+        deploys,
+        "no green applied twice"
+    );
+    assert_eq!(
+        by("delete", "deployments"),
+        deploys,
+        "no blue deleted twice"
+    );
 }

@@ -348,6 +348,7 @@ pub async fn rehearse(
         identity: crate::driver::identity("demo"),
         lease_duration: Duration::from_secs(15),
         idle: Duration::from_millis(500),
+        under: None,
     };
     let (name, ns) = (rel.name.clone(), rel.namespace.clone());
     let forward = async {

@@ -122,6 +122,7 @@ pub async fn run(args: &RunArgs) -> CliResult {
             .as_duration()
             .max(Duration::from_secs(1)),
         idle: Duration::from_secs(2),
+        under: None,
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let name = rel.name.clone();

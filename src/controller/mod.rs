@@ -105,6 +105,7 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
             lease_duration: settings.lease_duration,
             idle: Duration::from_secs(30),
             windows: settings.windows.clone(),
+            under: Some(guard.as_parent()),
         };
         let recorder = Recorder::new(
             clients.home().client.clone(),

@@ -16,11 +16,34 @@ use crate::labels;
 /// A held lease. Dropping it stops renewal; `release` hands it back at once.
 pub struct LeaseGuard {
     api: Api<Lease>,
+    namespace: String,
     name: String,
     identity: String,
     valid_until: Arc<Mutex<Instant>>,
-    renewer: JoinHandle<()>,
+    /// None for a lease held under a parent: the parent's renewals keep it.
+    renewer: Option<JoinHandle<()>>,
 }
+
+/// A lease other leases can be held under (the controller's leader lease):
+/// a release lease held under it needs no renewals of its own, since it is
+/// valid exactly while its holder still holds the parent. So a controller
+/// driving a thousand releases renews one lease, not a thousand.
+#[derive(Clone)]
+pub struct Parent {
+    namespace: String,
+    name: String,
+    identity: String,
+    valid_until: Arc<Mutex<Instant>>,
+}
+
+impl Parent {
+    fn reference(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Annotation on a lease held under a parent: the parent's `namespace/name`.
+pub const HELD_UNDER: &str = "cutover.dev/held-under";
 
 /// Name of the Lease that guards a release.
 pub fn lease_name(release: &str) -> String {
@@ -70,6 +93,27 @@ pub async fn acquire(
     .await
 }
 
+/// Takes the lease of `release` for the holder of `parent`, valid while it
+/// holds the parent; or says who holds it.
+pub async fn acquire_under(
+    home: &ClusterHandle,
+    namespace: &str,
+    release: &str,
+    parent: &Parent,
+    duration: Duration,
+) -> Result<LeaseGuard> {
+    take(
+        home,
+        namespace,
+        &lease_name(release),
+        release,
+        &parent.identity,
+        duration,
+        Some(parent),
+    )
+    .await
+}
+
 /// Takes the Lease `name` (guarding `what`) for `identity`, or says who holds it.
 /// The controller's leader election uses it with its own Lease.
 pub async fn acquire_named(
@@ -80,9 +124,61 @@ pub async fn acquire_named(
     identity: &str,
     duration: Duration,
 ) -> Result<LeaseGuard> {
+    take(home, namespace, name, what, identity, duration, None).await
+}
+
+/// Whether `l`, lapsed by its own renew time, is still held through the
+/// parent it names: the parent is live and held by the same holder. A parent
+/// that cannot be read counts as held: a lapse that cannot be proven is none.
+async fn held_through_parent(client: &kube::Client, l: &Lease, holder: &str) -> bool {
+    let Some(parent) = l
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HELD_UNDER))
+    else {
+        return false;
+    };
+    let Some((ns, name)) = parent.split_once('/') else {
+        return false;
+    };
+    let api: Api<Lease> = Api::namespaced(client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(p)) => {
+            let parent_holder = p.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
+            parent_holder == Some(holder) && !expired(&p, Duration::from_secs(15))
+        }
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
+async fn take(
+    home: &ClusterHandle,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    identity: &str,
+    duration: Duration,
+    parent: Option<&Parent>,
+) -> Result<LeaseGuard> {
     let api: Api<Lease> = Api::namespaced(home.client.clone(), namespace);
     let name = name.to_string();
     let release = what;
+    let mark = |meta: &mut ObjectMeta| {
+        let a = meta.annotations.get_or_insert_with(Default::default);
+        match parent {
+            Some(p) => {
+                a.insert(HELD_UNDER.to_string(), p.reference());
+            }
+            None => {
+                a.remove(HELD_UNDER);
+            }
+        }
+        if a.is_empty() {
+            meta.annotations = None;
+        }
+    };
     let spec = |transitions: i32, acquired: Option<MicroTime>| LeaseSpec {
         holder_identity: Some(identity.to_string()),
         lease_duration_seconds: Some(duration.as_secs().max(1) as i32),
@@ -94,7 +190,7 @@ pub async fn acquire_named(
     let started = Instant::now();
     let taken = match api.get_opt(&name).await.map_err(Error::api(&home.name))? {
         None => {
-            let lease = Lease {
+            let mut lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(name.clone()),
                     labels: Some(
@@ -108,6 +204,7 @@ pub async fn acquire_named(
                 },
                 spec: Some(spec(0, None)),
             };
+            mark(&mut lease.metadata);
             api.create(&PostParams::default(), &lease).await
         }
         Some(existing) => {
@@ -116,7 +213,10 @@ pub async fn acquire_named(
                 .as_ref()
                 .and_then(|s| s.holder_identity.clone())
                 .unwrap_or_default();
-            if held_by != identity && !expired(&existing, duration) {
+            if held_by != identity
+                && (!expired(&existing, duration)
+                    || held_through_parent(&home.client, &existing, &held_by).await)
+            {
                 return Err(Error::LeaseHeld {
                     release: release.to_string(),
                     holder: held_by,
@@ -138,6 +238,7 @@ pub async fn acquire_named(
                 if same { transitions } else { transitions + 1 },
                 acquired,
             ));
+            mark(&mut lease.metadata);
             api.replace(&name, &PostParams::default(), &lease).await
         }
     };
@@ -151,18 +252,25 @@ pub async fn acquire_named(
         }
         Err(e) => return Err(Error::api(&home.name)(e)),
     };
-    // Stop writing a third of the lease early: another driver may take over only once it is past.
-    let margin = duration / 3;
-    let valid_until = Arc::new(Mutex::new(started + duration - margin));
-    let renewer = tokio::spawn(renew(
-        api.clone(),
-        lease,
-        duration,
-        margin,
-        valid_until.clone(),
-    ));
+    let (valid_until, renewer) = match parent {
+        Some(p) => (p.valid_until.clone(), None),
+        None => {
+            // Stop writing a third of the lease early: another driver may take over only once it is past.
+            let margin = duration / 3;
+            let valid_until = Arc::new(Mutex::new(started + duration - margin));
+            let renewer = tokio::spawn(renew(
+                api.clone(),
+                lease,
+                duration,
+                margin,
+                valid_until.clone(),
+            ));
+            (valid_until, Some(renewer))
+        }
+    };
     Ok(LeaseGuard {
         api,
+        namespace: namespace.to_string(),
         name,
         identity: identity.to_string(),
         valid_until,
@@ -200,6 +308,16 @@ async fn renew(
 }
 
 impl LeaseGuard {
+    /// This lease as a parent for others.
+    pub fn as_parent(&self) -> Parent {
+        Parent {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            identity: self.identity.clone(),
+            valid_until: self.valid_until.clone(),
+        }
+    }
+
     /// Whether writes may still be made under this lease.
     pub fn is_valid(&self) -> bool {
         Instant::now() < *self.valid_until.lock().expect("lease lock")
@@ -215,8 +333,11 @@ impl LeaseGuard {
 
     /// Hands the lease back so the next driver need not wait for it to expire.
     pub async fn release(self) {
-        self.renewer.abort();
-        *self.valid_until.lock().expect("lease lock") = Instant::now();
+        // A lease held under a parent leaves the parent's validity alone.
+        if let Some(r) = &self.renewer {
+            r.abort();
+            *self.valid_until.lock().expect("lease lock") = Instant::now();
+        }
         if let Ok(Some(mut l)) = self.api.get_opt(&self.name).await
             && l.spec.as_ref().and_then(|s| s.holder_identity.as_deref())
                 == Some(self.identity.as_str())
@@ -234,6 +355,8 @@ impl LeaseGuard {
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        self.renewer.abort();
+        if let Some(r) = &self.renewer {
+            r.abort();
+        }
     }
 }

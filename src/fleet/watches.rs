@@ -237,11 +237,11 @@ where
                 Ok(Event::Apply(mut o)) => {
                     trim(&mut o);
                     let (i, k) = (id(&o), index(&o));
-                    let moved = w
-                        .objects
-                        .write()
-                        .expect("objects lock")
-                        .insert(i, k.clone(), Arc::new(o));
+                    let moved =
+                        w.objects
+                            .write()
+                            .expect("objects lock")
+                            .insert(i, k.clone(), Arc::new(o));
                     w.set_state(WatchState::Healthy);
                     w.wake(&k);
                     if let Some(old) = moved {
@@ -370,6 +370,10 @@ mod tests {
         assert!(!woken(&web) && !woken(&api), "no change, no wake");
         drop(api);
         w.wake_all();
-        assert_eq!(w.wakers.lock().unwrap().len(), 1, "a dropped waiter is forgotten");
+        assert_eq!(
+            w.wakers.lock().unwrap().len(),
+            1,
+            "a dropped waiter is forgotten"
+        );
     }
 }

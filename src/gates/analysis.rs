@@ -253,6 +253,8 @@ async fn measure_one(
                 ),
             ));
         };
+        // An endpoint per app (or a federation query) names the app in its address.
+        let url = fill(&url, &rel.version, green);
         let selector: BTreeMap<String, String> = q
             .selector
             .clone()

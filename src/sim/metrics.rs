@@ -49,6 +49,13 @@ pub struct AppMetrics {
 }
 
 impl AppMetrics {
+    /// Whether the last step was less than `secs` of fleet time before `now`.
+    pub fn stepped_within(&self, now: Timestamp, secs: f64) -> bool {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.last
+            .is_some_and(|last| (0.0..secs).contains(&now.duration_since(last).as_secs_f64()))
+    }
+
     /// Adds the requests of `flows` from the last step until `now`.
     pub fn advance(&self, now: Timestamp, flows: &[Flow], behaviour: impl Fn(&Flow) -> Behaviour) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -83,8 +90,9 @@ impl AppMetrics {
         }
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> String {
+    /// The exposition text: every app's series, or only `app`'s (as an
+    /// app's own endpoint, or a federation query, would serve them).
+    pub fn render(&self, app: Option<&str>) -> String {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
         let labels = |(app, version, colour): &SeriesKey| {
@@ -99,7 +107,8 @@ impl AppMetrics {
             "# HELP http_requests_total Requests received, by app version and HTTP status code.\n",
         );
         out.push_str("# TYPE http_requests_total counter\n");
-        for (key, s) in &st.series {
+        let wanted = |(a, _, _): &SeriesKey| app.is_none_or(|w| w == a);
+        for (key, s) in st.series.iter().filter(|(k, _)| wanted(k)) {
             for (code, v) in &s.codes {
                 let _ = writeln!(
                     out,
@@ -116,7 +125,7 @@ impl AppMetrics {
         for (key, s) in st
             .series
             .iter()
-            .filter(|(_, s)| s.codes.contains_key("200"))
+            .filter(|(k, s)| wanted(k) && s.codes.contains_key("200"))
         {
             let l = labels(key);
             for (le, v) in BUCKETS.iter().zip(s.buckets) {
@@ -192,10 +201,14 @@ impl Traffic {
         });
     }
 
-    /// Steps to now and renders.
-    pub fn scrape(&self) -> String {
-        self.step();
-        self.metrics.render()
+    /// Steps to now and renders every app's series, or only `app`'s. A step
+    /// reads the whole cluster, so scrapes less than a fleet second after the
+    /// last step (many apps' gates at once) share it.
+    pub fn scrape(&self, app: Option<&str>) -> String {
+        if !self.metrics.stepped_within(self.clock.now(), 1.0) {
+            self.step();
+        }
+        self.metrics.render(app)
     }
 }
 
@@ -230,7 +243,9 @@ mod tests {
         ];
         m.advance(t0, &flows, behave);
         m.advance(t0 + Duration::from_secs(100), &flows, behave);
-        let text = m.render();
+        let text = m.render(None);
+        assert_eq!(m.render(Some("web")), text, "every series is web's");
+        assert!(!m.render(Some("api")).contains("http_requests_total{"));
         let scrape =
             prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
         let value = |version: &str, code: &str| {

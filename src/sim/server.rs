@@ -275,8 +275,8 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
         }
         "/metrics" => {
             ctx.counter.record("get", "/metrics", &user_agent);
-            return Reply::Text(200, "text/plain; version=0.0.4", ctx.traffic.scrape())
-                .into_response();
+            let text = ctx.traffic.scrape(params.get("app"));
+            return Reply::Text(200, "text/plain; version=0.0.4", text).into_response();
         }
         _ => {}
     }

@@ -57,7 +57,8 @@ pub struct FleetCluster {
     /// The Prometheus server that monitors this cluster (for `prometheus` gates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<String>,
-    /// A Prometheus text endpoint with the app's metrics in this cluster (for `scrape` gates).
+    /// A Prometheus text endpoint with the app's metrics in this cluster (for
+    /// `scrape` gates); templated like queries, e.g. `…/metrics?app={{app}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
 }

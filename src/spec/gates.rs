@@ -143,6 +143,7 @@ pub struct ScrapeQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantile: Option<f64>,
     /// The endpoint; defaults to the cluster's `metricsUrl` in the fleet file.
+    /// Templated like queries (`{{app}}`, `{{cluster}}`, …), for an endpoint per app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
