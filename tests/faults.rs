@@ -255,31 +255,17 @@ async fn watches_dropped_and_expired_mid_step_relist_and_write_nothing_twice() {
     // prod-a keeps only a few watch events, and closes every connection for
     // a while as its ramp begins: cutover's watches come back to a history
     // that has moved on (410 Gone) and must list again.
-    let scenario = r#"
-home: prod-a
-clusters:
-  - name: staging
-    region: eu-west-1
-    zones: [eu-west-1a, eu-west-1b, eu-west-1c]
-    trafficShare: 0%
-    requestsPerSecond: 5
-  - name: prod-a
-    region: eu-west-1
-    zones: [eu-west-1a, eu-west-1b, eu-west-1c]
-    trafficShare: 50%
-  - name: prod-b
-    region: eu-central-1
-    zones: [eu-central-1a, eu-central-1b, eu-central-1c]
-    trafficShare: 50%
-apiServer:
+    let scenario = default_fleet_with(
+        r#"apiServer:
   watchHistory: 5
 events:
   - name: prod-a drops every connection as its ramp begins
     whenReleaseStep: ramp
     for: 1m
     apiUnreachable: {cluster: prod-a, mode: close}
-"#;
-    let w = World::start(Some(scenario), 120.0, &tier2_release()).await;
+"#,
+    );
+    let w = World::start(Some(&scenario), 120.0, &tier2_release()).await;
     w.sim.reset_requests();
     let (code, out, err) = finish(w.spawn_run(&["--lease-duration", "30s"])).await;
     assert_eq!(code, 0, "{out}\n{err}");
@@ -330,4 +316,86 @@ events:
         deploys,
         "no blue deleted twice"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_out_past_the_deadline_after_cluster_a_is_done_holds_and_resumes() {
+    // prod-b cannot be reached from the moment its deploy begins, for longer
+    // than tier-2's 10 minute progress deadline.
+    let scenario = default_fleet_with(
+        r#"events:
+  - name: prod-b out as its deploy begins
+    whenReleaseStep: deploy green on prod-b
+    for: 20m
+    apiUnreachable: {cluster: prod-b, mode: refuse}
+"#,
+    );
+    let w = World::start(Some(&scenario), 120.0, &tier2_release()).await;
+    let run = w.spawn_run(&[]);
+    let held = w
+        .wait_for("a hold on prod-b", |s| {
+            s.phase == Phase::Holding
+                && s.holds
+                    .iter()
+                    .any(|h| h.cluster.as_deref() == Some("prod-b"))
+        })
+        .await;
+    assert!(
+        held.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("prod-b is unreachable"),
+        "{:?}",
+        held.message
+    );
+    // Held: blue everywhere it was, nothing cleaned up, prod-a still on green.
+    for c in ["staging", "prod-a"] {
+        assert!(w.deployment(c, "checkout-blue").await.is_some(), "{c}");
+    }
+    let (code, out, err) = finish(run).await;
+    assert_eq!(code, 0, "resumes and completes: {out}\n{err}");
+    let s = w.status().await;
+    assert_eq!(s.phase, Phase::Completed);
+    assert!(s.abort.is_none());
+    assert_eq!(
+        completed_steps(&s),
+        (0..s.plan.len() as u32).collect::<Vec<_>>()
+    );
+    let hold = s
+        .history
+        .iter()
+        .find(|t| t.event == TransitionEvent::HoldStarted && t.message.contains("prod-b"))
+        .expect("the hold is on record");
+    let cleared = s
+        .history
+        .iter()
+        .find(|t| t.event == TransitionEvent::HoldCleared && t.at > hold.at)
+        .expect("and its end");
+    assert!(
+        cleared.at.duration_since(hold.at) > jiff::SignedDuration::from_mins(10),
+        "held past the progress deadline without rolling back"
+    );
+    w.assert_all_on_green("after prod-b came back").await;
+}
+
+/// The default fleet (staging, prod-a, prod-b) as a scenario, followed by `rest`.
+fn default_fleet_with(rest: &str) -> String {
+    format!(
+        r#"home: prod-a
+clusters:
+  - name: staging
+    region: eu-west-1
+    zones: [eu-west-1a, eu-west-1b, eu-west-1c]
+    trafficShare: 0%
+    requestsPerSecond: 5
+  - name: prod-a
+    region: eu-west-1
+    zones: [eu-west-1a, eu-west-1b, eu-west-1c]
+    trafficShare: 50%
+  - name: prod-b
+    region: eu-central-1
+    zones: [eu-central-1a, eu-central-1b, eu-central-1c]
+    trafficShare: 50%
+{rest}"#
+    )
 }

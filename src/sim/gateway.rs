@@ -8,7 +8,7 @@
 //!
 //! Pure reads of the store; the metrics turn flows into counters.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -32,22 +32,54 @@ struct Snapshot {
     routes: Vec<Arc<Value>>,
     services: Vec<Arc<Value>>,
     pods: Vec<Arc<Value>>,
+    /// Services by namespace and name.
+    service_at: HashMap<(String, String), usize>,
+    /// Pods by namespace and app label, and by namespace alone: a fleet of
+    /// many apps is read without matching every Service against every pod.
+    pods_of_app: HashMap<(String, String), Vec<usize>>,
+    pods_in: HashMap<String, Vec<usize>>,
 }
 
 impl Snapshot {
     fn read(store: &Store) -> Snapshot {
+        let services = store.all("", "services");
+        let pods = store.all("", "pods");
+        let service_at = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    (meta::namespace(s).to_string(), meta::name(s).to_string()),
+                    i,
+                )
+            })
+            .collect();
+        let mut pods_of_app: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        let mut pods_in: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, p) in pods.iter().enumerate() {
+            let ns = meta::namespace(p).to_string();
+            if let Some(app) = p["metadata"]["labels"][APP].as_str() {
+                pods_of_app
+                    .entry((ns.clone(), app.to_string()))
+                    .or_default()
+                    .push(i);
+            }
+            pods_in.entry(ns).or_default().push(i);
+        }
         Snapshot {
             routes: store.all("gateway.networking.k8s.io", "httproutes"),
-            services: store.all("", "services"),
-            pods: store.all("", "pods"),
+            services,
+            pods,
+            service_at,
+            pods_of_app,
+            pods_in,
         }
     }
 
     fn service(&self, ns: &str, name: &str) -> Option<&Value> {
-        self.services
-            .iter()
-            .map(|s| &**s)
-            .find(|s| meta::namespace(s) == ns && meta::name(s) == name)
+        self.service_at
+            .get(&(ns.to_string(), name.to_string()))
+            .map(|i| &*self.services[*i])
     }
 
     /// Pods a Service selects (an empty selector selects none, as for endpoints).
@@ -55,11 +87,18 @@ impl Snapshot {
         let sel = svc["spec"]["selector"]
             .as_object()
             .filter(|m| !m.is_empty());
-        self.pods.iter().map(|p| &**p).filter(move |p| {
+        let ns = meta::namespace(svc).to_string();
+        let candidates: &[usize] = match sel.and_then(|s| s.get(APP)).and_then(Value::as_str) {
+            _ if sel.is_none() => &[],
+            Some(app) => self
+                .pods_of_app
+                .get(&(ns, app.to_string()))
+                .map_or(&[], Vec::as_slice),
+            None => self.pods_in.get(&ns).map_or(&[], Vec::as_slice),
+        };
+        candidates.iter().map(|i| &*self.pods[*i]).filter(move |p| {
             let Some(sel) = sel else { return false };
-            meta::namespace(p) == meta::namespace(svc)
-                && !meta::is_terminating(p)
-                && sel.iter().all(|(k, v)| p["metadata"]["labels"][k] == *v)
+            !meta::is_terminating(p) && sel.iter().all(|(k, v)| p["metadata"]["labels"][k] == *v)
         })
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! There are no ReplicaSets: pods are owned by the Deployment directly.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -20,12 +21,30 @@ pub const TEMPLATE_HASH: &str = "pod-template-hash";
 /// One pass over every Deployment; returns when a progress deadline falls due.
 pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
     let pods = ctx.store.all("", "pods");
+    // Each Deployment's live pods, by owner: one pass over the pods, not one per Deployment.
+    let mut owned: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for p in pods
+        .iter()
+        .map(|p| &**p)
+        .filter(|p| !meta::is_terminating(p))
+    {
+        for o in p["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let Some(uid) = o["uid"].as_str() {
+                owned.entry(uid).or_default().push(p);
+            }
+        }
+    }
     let mut next: Option<Timestamp> = None;
     for d in ctx.store.all("apps", "deployments") {
         if meta::is_terminating(&d) {
             continue;
         }
-        if let Some(t) = reconcile_one(ctx, &d, &pods) {
+        let mine = owned.get(meta::uid(&d)).map_or(&[][..], Vec::as_slice);
+        if let Some(t) = reconcile_one(ctx, &d, mine) {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
     }
@@ -71,19 +90,15 @@ fn removal_order(pods: &mut [&Value]) {
     });
 }
 
-fn reconcile_one(ctx: &Ctx, d: &Value, all_pods: &[Arc<Value>]) -> Option<Timestamp> {
-    let (ns, uid) = (meta::namespace(d), meta::uid(d));
+/// Brings one Deployment's pods (`owned`: its live pods) to its spec.
+fn reconcile_one(ctx: &Ctx, d: &Value, owned: &[&Value]) -> Option<Timestamp> {
+    let ns = meta::namespace(d);
     let template = &d["spec"]["template"];
     let hash = meta::short_hash(template);
-    let owned: Vec<&Value> = all_pods
+    let owned: Vec<&Value> = owned
         .iter()
-        .map(|p| &**p)
-        .filter(|p| meta::namespace(p) == ns && !meta::is_terminating(p))
-        .filter(|p| {
-            p["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|o| o["uid"] == uid))
-        })
+        .copied()
+        .filter(|p| meta::namespace(p) == ns)
         .collect();
     let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
     let (mut new, mut old): (Vec<&Value>, Vec<&Value>) = owned
@@ -106,7 +121,10 @@ fn reconcile_one(ctx: &Ctx, d: &Value, all_pods: &[Arc<Value>]) -> Option<Timest
         surge = 1;
     }
     let pods_kind = ctx.kind("", "pods");
+    // Whether a pod was created or deleted: only then are the pods read again for the status.
+    let changed = std::cell::Cell::new(false);
     let delete = |p: &Value| {
+        changed.set(true);
         let _ = ctx
             .store
             .delete(&pods_kind, ns, meta::name(p), &Default::default());
@@ -123,6 +141,7 @@ fn reconcile_one(ctx: &Ctx, d: &Value, all_pods: &[Arc<Value>]) -> Option<Timest
                 replicas + surge - (new.len() + old.len()) as i64
             };
             for _ in 0..missing.min(room).max(0) {
+                changed.set(true);
                 let _ = create_pod(ctx, d, &hash);
             }
             if new.len() as i64 > replicas {
@@ -149,7 +168,27 @@ fn reconcile_one(ctx: &Ctx, d: &Value, all_pods: &[Arc<Value>]) -> Option<Timest
             }
         }
     }
-    write_status(ctx, d, &hash, replicas, unavailable)
+    let fresh = changed.get().then(|| live_pods(ctx, d));
+    let pods: Vec<&Value> = match &fresh {
+        Some(f) => f.iter().map(|p| &**p).collect(),
+        None => owned,
+    };
+    write_status(ctx, d, &pods, &hash, replicas, unavailable)
+}
+
+/// The Deployment's pods that are not terminating, read from the store.
+fn live_pods(ctx: &Ctx, d: &Value) -> Vec<Arc<Value>> {
+    let uid = meta::uid(d);
+    ctx.store
+        .all("", "pods")
+        .into_iter()
+        .filter(|p| meta::namespace(p) == meta::namespace(d) && !meta::is_terminating(p))
+        .filter(|p| {
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|o| o["uid"] == uid))
+        })
+        .collect()
 }
 
 fn create_pod(
@@ -186,22 +225,11 @@ fn create_pod(
 fn write_status(
     ctx: &Ctx,
     d: &Value,
+    pods: &[&Value],
     hash: &str,
     replicas: i64,
     max_unavailable: i64,
 ) -> Option<Timestamp> {
-    let uid = meta::uid(d);
-    let pods: Vec<Arc<Value>> = ctx
-        .store
-        .all("", "pods")
-        .into_iter()
-        .filter(|p| meta::namespace(p) == meta::namespace(d) && !meta::is_terminating(p))
-        .filter(|p| {
-            p["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|o| o["uid"] == uid))
-        })
-        .collect();
     let total = pods.len() as i64;
     let updated = pods
         .iter()
