@@ -4,8 +4,10 @@
 //! line per figure, `name value unit`, to be read by people and scripts.
 //!
 //! `CUTOVER_BENCH_RELEASES` sets how many releases the controller drives
-//! (default 10); `CUTOVER_BENCH_ONLY=reaction,economy,idle,lifecycle,controller`
-//! runs some of the parts.
+//! (default 10), `CUTOVER_BENCH_SCALE` its fleet's time scale (default: slower
+//! the more releases), `CUTOVER_BENCH_LOG=FILE` keeps the controller's warnings;
+//! `CUTOVER_BENCH_ONLY=reaction,economy,idle,lifecycle,controller` runs some of
+//! the parts.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -273,7 +275,7 @@ async fn controller() {
     let scale: f64 = std::env::var("CUTOVER_BENCH_SCALE")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or((1200.0 / n as f64).clamp(10.0, 120.0));
+        .unwrap_or((1200.0 / n as f64).clamp(4.0, 120.0));
     let bin = env!("CARGO_BIN_EXE_cutover");
     let dir = tempfile::tempdir().expect("a directory");
     let mut sim = tokio::process::Command::new(bin)
@@ -306,9 +308,13 @@ async fn controller() {
     .expect("clients");
     let example = include_str!("../examples/checkout/release.yaml");
     let cut = example.find("  plan:\n").unwrap();
+    // Tier-2 at its shortest timings (about 25 minutes of fleet time), the
+    // gates measured every 30 s: the cost of driving releases, not of waiting.
     let tier2 = example[..cut]
         .replace("tier: tier-1", "tier: tier-2")
-        .replace("  replicas: 6\n", "  replicas: 3\n");
+        .replace("  replicas: 6\n", "  replicas: 3\n")
+        .replace("interval: 1m", "interval: 30s")
+        + "  plan:\n    canary: {weight: 5%, duration: 1m}\n    ramp: {step: 25%, interval: 30s}\n    soak: 5m\n    bake: 10m\n    stagingVerify: 1m\n";
     let policy = cutover::spec::TierPolicyFile::builtin();
     for c in clients.iter() {
         cutover::fleet::bootstrap::install_crds(c).await.unwrap();
@@ -356,7 +362,11 @@ async fn controller() {
         .args(["--lease-duration", "15s", "--log-format", "json"])
         .env("CUTOVER_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // `CUTOVER_BENCH_LOG=FILE` keeps the controller's warnings.
+        .stderr(match std::env::var_os("CUTOVER_BENCH_LOG") {
+            Some(path) => std::fs::File::create(path).expect("the log file").into(),
+            None => Stdio::null(),
+        })
         .kill_on_drop(true)
         .spawn()
         .expect("cutover controller");

@@ -90,7 +90,8 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
         health.set_ready(true);
         let credentials_changed = secrets_changed(clients.home(), &settings.namespace, versions);
         tokio::pin!(credentials_changed);
-        let Some(guard) = lead(&settings, clients.home(), &mut credentials_changed).await else {
+        let Some(guard) = lead(&settings, &clients.elections, &mut credentials_changed).await
+        else {
             tracing::info!("fleet credentials changed; reconnecting");
             continue;
         };

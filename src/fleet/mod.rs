@@ -108,6 +108,10 @@ pub struct ClusterHandle {
 pub struct FleetClients {
     clusters: BTreeMap<String, ClusterHandle>,
     home: String,
+    /// A client of the home cluster of its own (its own rate limit), for the
+    /// controller's leader lease: its renewals must never queue behind the
+    /// requests of a thousand drivers.
+    pub elections: ClusterHandle,
     pub watches: Arc<cache::Watches>,
 }
 
@@ -120,6 +124,7 @@ impl FleetClients {
         limits: ClientLimits,
     ) -> Result<Self> {
         let mut clusters = BTreeMap::new();
+        let mut elections = None;
         for c in &fleet.clusters {
             let Some(context) = &c.context else {
                 return Err(Error::Kubeconfig(format!(
@@ -128,6 +133,13 @@ impl FleetClients {
                 )));
             };
             let client = client::connect(&c.name, kubeconfig, context, namespace, limits).await?;
+            if c.name == fleet.home {
+                elections = Some(ClusterHandle {
+                    name: c.name.clone(),
+                    client: client::connect(&c.name, kubeconfig, context, namespace, limits)
+                        .await?,
+                });
+            }
             clusters.insert(
                 c.name.clone(),
                 ClusterHandle {
@@ -139,6 +151,7 @@ impl FleetClients {
         Ok(FleetClients {
             clusters,
             home: fleet.home.clone(),
+            elections: elections.ok_or_else(|| Error::UnknownCluster(fleet.home.clone()))?,
             watches: Arc::default(),
         })
     }
@@ -158,19 +171,26 @@ impl FleetClients {
         let home_spec = fleet
             .cluster(&fleet.home)
             .ok_or_else(|| Error::UnknownCluster(fleet.home.clone()))?;
-        let home = match &home_spec.context {
-            Some(ctx) if kubeconfig.is_some() || std::env::var_os("KUBECONFIG").is_some() => {
-                client::connect(&fleet.home, kubeconfig, ctx, "default", limits).await?
+        let home_client = || async {
+            match &home_spec.context {
+                Some(ctx) if kubeconfig.is_some() || std::env::var_os("KUBECONFIG").is_some() => {
+                    client::connect(&fleet.home, kubeconfig, ctx, "default", limits).await
+                }
+                _ => {
+                    let config = kube::Config::infer().await.map_err(|e| {
+                        Error::Kubeconfig(format!(
+                            "home cluster {}: no kubeconfig context and no in-cluster service account: {e}",
+                            fleet.home
+                        ))
+                    })?;
+                    client::build(&fleet.home, config, limits)
+                }
             }
-            _ => {
-                let config = kube::Config::infer().await.map_err(|e| {
-                    Error::Kubeconfig(format!(
-                        "home cluster {}: no kubeconfig context and no in-cluster service account: {e}",
-                        fleet.home
-                    ))
-                })?;
-                client::build(&fleet.home, config, limits)?
-            }
+        };
+        let home = home_client().await?;
+        let elections = ClusterHandle {
+            name: fleet.home.clone(),
+            client: home_client().await?,
         };
         let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
             kube::Api::namespaced(home.clone(), secrets_namespace);
@@ -248,6 +268,7 @@ impl FleetClients {
             FleetClients {
                 clusters,
                 home: fleet.home.clone(),
+                elections,
                 watches: Arc::default(),
             },
             versions,

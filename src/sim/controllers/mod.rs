@@ -82,6 +82,7 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let mut changed = ctx.store.changed();
     loop {
         changed.borrow_and_update();
+        let started = std::time::Instant::now();
         let next = [
             deployments::reconcile(&ctx),
             scheduler::reconcile(&ctx),
@@ -97,11 +98,17 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             Some(_) => Duration::from_millis(5),
             None => Duration::from_secs(1),
         };
-        let wait = wait.clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let took = started.elapsed();
+        let wait = wait
+            .clamp(Duration::from_millis(5), Duration::from_secs(1))
+            .max(took);
         tokio::select! {
             _ = changed.changed() => {
-                // Let a burst of writes land before the next pass.
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                // Let a burst of writes land before the next pass; a pass
+                // over a big fleet waits as long as it took, so the
+                // controllers take at most half of a core however much is
+                // written.
+                tokio::time::sleep(took.max(Duration::from_millis(2))).await;
             }
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
