@@ -186,8 +186,7 @@ impl Pass<'_> {
                 return self.roll_back();
             }
             let mut holds = self.global_holds();
-            self.restart_analysis_if_resumed(&holds);
-            self.account_suspension(&holds);
+            self.note_suspension(&holds);
             let progress = if holds.is_empty() {
                 self.step_progress(&step)
             } else {
@@ -552,9 +551,7 @@ impl Pass<'_> {
         };
         let (before, after) = (key(&self.st.holds), key(&holds));
         // A deadline hold that follows a freeze, pause or outage starts its own clock.
-        let was_suspended = self.st.holds.iter().any(|h| h.reason.restarts_analysis());
-        let suspended = holds.iter().any(|h| h.reason.restarts_analysis());
-        if was_suspended && !suspended && !holds.is_empty() {
+        if Self::suspends(&self.st.holds) && !Self::suspends(&holds) && !holds.is_empty() {
             self.st.hold_since = Some(self.now);
         }
         let describe = |hs: &[Hold]| {
@@ -568,7 +565,7 @@ impl Pass<'_> {
                 self.st.hold_since = Some(self.now);
                 self.record(TransitionEvent::HoldStarted, describe(&holds));
             } else if after.is_empty() {
-                let restart = self.st.holds.iter().any(|h| h.reason.restarts_analysis());
+                let restart = Self::suspends(&self.st.holds);
                 self.st.hold_since = None;
                 let again = if restart {
                     "; gates run again before the next advance"
@@ -595,25 +592,22 @@ impl Pass<'_> {
         self.st.holds = holds;
     }
 
-    /// When a freeze, pause or outage has just cleared, the step's gates start a
-    /// new run: verdicts from before the hold no longer count.
-    fn restart_analysis_if_resumed(&mut self, global: &[Hold]) {
-        let had = self.st.holds.iter().any(|h| h.reason.restarts_analysis());
-        let has = global.iter().any(|h| h.reason.restarts_analysis());
-        if had && !has {
-            self.st.analysis_epoch += 1;
-        }
+    /// Whether any of `holds` is a freeze, pause or outage: a suspension of
+    /// the step rather than a lack of progress.
+    fn suspends(holds: &[Hold]) -> bool {
+        holds.iter().any(|h| h.reason.restarts_analysis())
     }
 
-    /// Time under a freeze, pause or outage is nobody's lack of progress: it
-    /// extends the step's deadline. Called before the step is looked at, so a
-    /// hold that clears on this pass already counts.
-    fn account_suspension(&mut self, global: &[Hold]) {
-        let was = self.st.holds.iter().any(|h| h.reason.restarts_analysis());
-        let is = global.iter().any(|h| h.reason.restarts_analysis());
-        match (was, is) {
+    /// When a freeze, pause or outage begins or ends. On its end the step's
+    /// gates start a new run (verdicts from before it no longer count) and
+    /// its length extends the step's deadline: it is nobody's lack of
+    /// progress. Called before the step is looked at, so a suspension that
+    /// ends on this pass already counts.
+    fn note_suspension(&mut self, global: &[Hold]) {
+        match (Self::suspends(&self.st.holds), Self::suspends(global)) {
             (false, true) => self.st.suspended_since = Some(self.now),
             (true, false) => {
+                self.st.analysis_epoch += 1;
                 if let Some(since) = self.st.suspended_since.take() {
                     let secs = self.now.duration_since(since).as_secs().max(0) as u64;
                     self.st.suspended_seconds += secs;

@@ -34,16 +34,6 @@ pub struct Watches {
 }
 
 impl Watches {
-    /// How many watches are running, for figures and tests.
-    pub fn running(&self) -> usize {
-        self.deployments.running()
-            + self.pods.running()
-            + self.routes.running()
-            + self.nodes.running()
-            + self.freezes.running()
-            + self.releases.running()
-    }
-
     /// The Releases of `namespace` in the home cluster, indexed by name.
     pub fn releases(&self, home: &ClusterHandle, namespace: &str) -> Arc<SharedWatch<Release>> {
         let client = home.client.clone();

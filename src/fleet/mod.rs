@@ -108,9 +108,10 @@ pub struct ClusterHandle {
 pub struct FleetClients {
     clusters: BTreeMap<String, ClusterHandle>,
     home: String,
-    /// A client of the home cluster of its own (its own rate limit), for the
-    /// controller's leader lease: its renewals must never queue behind the
-    /// requests of a thousand drivers.
+    /// For the controller's leader lease, a client of the home cluster of its
+    /// own (its own rate limit): its renewals must never queue behind the
+    /// requests of a thousand drivers. Elsewhere, holding no leader lease, the
+    /// home cluster's client itself.
     pub elections: ClusterHandle,
     pub watches: Arc<cache::Watches>,
 }
@@ -124,7 +125,6 @@ impl FleetClients {
         limits: ClientLimits,
     ) -> Result<Self> {
         let mut clusters = BTreeMap::new();
-        let mut elections = None;
         for c in &fleet.clusters {
             let Some(context) = &c.context else {
                 return Err(Error::Kubeconfig(format!(
@@ -133,13 +133,6 @@ impl FleetClients {
                 )));
             };
             let client = client::connect(&c.name, kubeconfig, context, namespace, limits).await?;
-            if c.name == fleet.home {
-                elections = Some(ClusterHandle {
-                    name: c.name.clone(),
-                    client: client::connect(&c.name, kubeconfig, context, namespace, limits)
-                        .await?,
-                });
-            }
             clusters.insert(
                 c.name.clone(),
                 ClusterHandle {
@@ -148,10 +141,14 @@ impl FleetClients {
                 },
             );
         }
+        let elections = clusters
+            .get(&fleet.home)
+            .cloned()
+            .ok_or_else(|| Error::UnknownCluster(fleet.home.clone()))?;
         Ok(FleetClients {
             clusters,
             home: fleet.home.clone(),
-            elections: elections.ok_or_else(|| Error::UnknownCluster(fleet.home.clone()))?,
+            elections,
             watches: Arc::default(),
         })
     }

@@ -166,15 +166,6 @@ impl<K> SharedWatch<K> {
             self.wake_all();
         }
     }
-
-    /// The number of objects held, for figures.
-    pub fn len(&self) -> usize {
-        self.objects.read().expect("objects lock").key_of.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Starts a watch of `api` with `config`, indexed by `index`; `trim` drops
@@ -305,16 +296,6 @@ impl<Key: Eq + Hash, K> Registry<Key, K> {
         let fresh = start();
         w.insert(key, Arc::downgrade(&fresh));
         fresh
-    }
-
-    /// How many watches are running.
-    pub fn running(&self) -> usize {
-        self.watches
-            .lock()
-            .expect("registry lock")
-            .values()
-            .filter(|v| v.strong_count() > 0)
-            .count()
     }
 }
 

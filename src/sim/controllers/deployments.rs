@@ -28,14 +28,8 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
         .map(|p| &**p)
         .filter(|p| !meta::is_terminating(p))
     {
-        for o in p["metadata"]["ownerReferences"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            if let Some(uid) = o["uid"].as_str() {
-                owned.entry(uid).or_default().push(p);
-            }
+        for uid in owner_uids(p) {
+            owned.entry(uid).or_default().push(p);
         }
     }
     let mut next: Option<Timestamp> = None;
@@ -183,12 +177,17 @@ fn live_pods(ctx: &Ctx, d: &Value) -> Vec<Arc<Value>> {
         .all("", "pods")
         .into_iter()
         .filter(|p| meta::namespace(p) == meta::namespace(d) && !meta::is_terminating(p))
-        .filter(|p| {
-            p["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|o| o["uid"] == uid))
-        })
+        .filter(|p| owner_uids(p).any(|o| o == uid))
         .collect()
+}
+
+/// The UIDs of a pod's owners.
+fn owner_uids(p: &Value) -> impl Iterator<Item = &str> {
+    p["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["uid"].as_str())
 }
 
 fn create_pod(
