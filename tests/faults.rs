@@ -252,17 +252,15 @@ async fn a_version_submitted_while_gates_run_starts_over_and_is_never_promoted_u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_dropped_and_expired_mid_step_relist_and_write_nothing_twice() {
-    // prod-a keeps only a few watch events, and closes every connection for
-    // a while as its ramp begins: cutover's watches come back to a history
-    // that has moved on (410 Gone) and must list again.
+    // prod-a closes every connection for a while as its ramp begins, and
+    // comes back restarted with its watch history gone: cutover's watches
+    // resume from before the restart (410 Expired) and must list again.
     let scenario = default_fleet_with(
-        r#"apiServer:
-  watchHistory: 5
-events:
-  - name: prod-a drops every connection as its ramp begins
+        r#"events:
+  - name: prod-a drops every connection as its ramp begins, then restarts
     whenReleaseStep: ramp
     for: 1m
-    apiUnreachable: {cluster: prod-a, mode: close}
+    apiUnreachable: {cluster: prod-a, mode: close, restarts: true}
 "#,
     );
     let w = World::start(Some(&scenario), 120.0, &tier2_release()).await;
@@ -275,25 +273,32 @@ events:
         completed_steps(&s),
         (0..s.plan.len() as u32).collect::<Vec<_>>()
     );
-    let prod_a = w
-        .sim
-        .cluster("prod-a")
-        .unwrap()
-        .counter
-        .snapshot()
-        .user_agent("cutover/");
-    let lists = |resource: &str| {
-        prod_a
-            .filter(|k| k.verb == "list" && k.resource == resource)
-            .total()
-    };
-    println!(
-        "prod-a lists: {:?}",
-        prod_a.filter(|k| k.verb == "list").by_resource()
-    );
-    // The freeze watch saw no event since its first list, so its place in
-    // the history was long gone when it came back: exactly one relist.
-    assert_eq!(lists("deployfreezes"), 2, "one relist after the outage");
+    let counter = &w.sim.cluster("prod-a").unwrap().counter;
+    let prod_a = counter.snapshot().user_agent("cutover/");
+    let lists = prod_a.filter(|k| k.verb == "list").by_resource();
+    println!("prod-a lists: {lists:?}");
+    for watched in [
+        "deployfreezes",
+        "deployments",
+        "httproutes",
+        "pods",
+        "releases",
+    ] {
+        assert!(lists.contains_key(watched), "{watched} listed: {lists:?}");
+    }
+    // Every watch came back to a history that begins after the restart:
+    // each was told so once and listed once more, no relist storm. (The run
+    // also lists the freezes once before it starts, to refuse if frozen.)
+    for (resource, n) in lists {
+        let expired = counter.expired(&resource, "cutover/");
+        assert!(expired >= 1, "{resource}: the restart expired its watch");
+        let before_start = u64::from(resource == "deployfreezes");
+        assert_eq!(
+            n,
+            before_start + 1 + expired,
+            "{resource}: one list, then one per expired watch"
+        );
+    }
     let all = w.sim.requests().user_agent("cutover/");
     let by = |verb: &str, resource: &str| {
         all.filter(|k| k.verb == verb && k.resource == resource)

@@ -124,6 +124,9 @@ impl RequestCounts {
 pub struct RequestCounter {
     cluster: String,
     counts: Mutex<BTreeMap<RequestKey, u64>>,
+    /// Watches answered 410 Expired as they began, by (resource, user agent):
+    /// each should cost its client exactly one list.
+    expired: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl RequestCounter {
@@ -131,7 +134,30 @@ impl RequestCounter {
         RequestCounter {
             cluster: cluster.to_string(),
             counts: Mutex::new(BTreeMap::new()),
+            expired: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// A watch of `resource` that began with 410 Expired.
+    pub fn record_expired(&self, resource: &str, user_agent: &str) {
+        *self
+            .expired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((resource.to_string(), user_agent.to_string()))
+            .or_insert(0) += 1;
+    }
+
+    /// Watches of `resource` from clients whose user agent starts with
+    /// `prefix` that began with 410 Expired.
+    pub fn expired(&self, resource: &str, prefix: &str) -> u64 {
+        self.expired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|((r, ua), _)| r == resource && ua.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     pub fn record(&self, verb: &str, resource: &str, user_agent: &str) {
@@ -164,6 +190,10 @@ impl RequestCounter {
 
     pub fn reset(&self) {
         self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.expired
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();

@@ -178,8 +178,11 @@ fn watch(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, call: &Call) -> 
         initial_events: call.params.flag("sendInitialEvents"),
         table: call.table.then(|| printer(ctx, kind, call)),
     };
-    let rx = watch::start(ctx.store.clone(), kind.clone(), req, ctx.stop.clone())?;
-    Ok(Reply::Stream(rx))
+    let started = watch::start(ctx.store.clone(), kind.clone(), req, ctx.stop.clone())?;
+    if started.expired {
+        ctx.counter.record_expired(&rp.plural, call.user_agent);
+    }
+    Ok(Reply::Stream(started.events))
 }
 
 /// A request body: JSON, or YAML for apply patches (and kubectl's occasional YAML).

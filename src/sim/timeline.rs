@@ -267,6 +267,11 @@ impl Timeline {
                 let _ = nodes::set_health(&c.ctx, &name, NodeHealth::Ready);
             }
         }
+        if let Some(a) = e.api_unreachable.as_ref().filter(|a| a.restarts)
+            && let Some(c) = self.clusters.get(&a.cluster)
+        {
+            c.store.restart();
+        }
         for c in self.clusters.values() {
             c.faults.clear(i);
         }

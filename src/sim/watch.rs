@@ -39,6 +39,13 @@ pub struct WatchRequest {
     pub table: Option<Printer>,
 }
 
+/// A started watch: its events, and whether it begins with 410 Expired
+/// because the history no longer reaches back to where it asked to start.
+pub struct Started {
+    pub events: mpsc::Receiver<Bytes>,
+    pub expired: bool,
+}
+
 /// Starts a watch; events arrive on the returned channel, one JSON line per chunk.
 /// The stream ends when the client goes away, the timeout passes or `stop` fires.
 pub fn start(
@@ -46,7 +53,7 @@ pub fn start(
     kind: Arc<Kind>,
     req: WatchRequest,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+) -> Result<Started, ApiError> {
     let start = match req.resource_version.as_deref() {
         None | Some("") | Some("0") => Start::Snapshot,
         Some(_) if req.initial_events => Start::Snapshot,
@@ -57,6 +64,7 @@ pub fn start(
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let sub = store.subscribe(&kind, start);
+    let expired = sub.as_ref().is_err_and(|e| e.code == 410);
     tokio::spawn(async move {
         let clock = store.clock().clone();
         let mut w = Watcher {
@@ -130,7 +138,10 @@ pub fn start(
             }
         }
     });
-    Ok(rx)
+    Ok(Started {
+        events: rx,
+        expired,
+    })
 }
 
 struct Watcher {

@@ -140,6 +140,10 @@ pub struct ApiUnreachable {
     /// `refuse` (connections refused) or `close` (accepted, then closed).
     #[serde(default)]
     pub mode: UnreachableMode,
+    /// The API server comes back restarted, its watch history gone: every
+    /// watch resuming from before the outage gets 410 Expired and relists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarts: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -223,6 +223,35 @@ impl Store {
         );
     }
 
+    /// The API server restarts: it renews its identity Lease (as a real one
+    /// does), and its watch history begins after that, so a watch resuming
+    /// from any earlier resourceVersion gets 410 Expired.
+    pub fn restart(&self) {
+        if let Some(kind) = self.kind_of("coordination.k8s.io", "leases") {
+            let now = self.clock().now().to_string();
+            let _ = self.modify(
+                &kind,
+                "kube-system",
+                "kube-apiserver",
+                Target::Main,
+                true,
+                &WriteOptions::default(),
+                |cur| {
+                    let mut lease = cur.cloned().unwrap_or_else(|| {
+                        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                            "metadata": {"name": "kube-apiserver", "namespace": "kube-system"},
+                            "spec": {"holderIdentity": "kube-apiserver"}})
+                    });
+                    lease["spec"]["renewTime"] = now.clone().into();
+                    Ok(lease)
+                },
+            );
+        }
+        let mut inner = self.lock();
+        inner.compacted = inner.rv;
+        inner.history.clear();
+    }
+
     fn record(
         &self,
         inner: &mut Inner,

@@ -235,3 +235,39 @@ fn deleting_an_owner_deletes_or_orphans_its_dependents() {
         }
     }
 }
+
+#[test]
+fn a_restart_forgets_the_history_so_every_older_watch_relists() {
+    let s = store(1000);
+    let ns = kind(&s, "", "namespaces");
+    let w = WriteOptions::default();
+    s.create(
+        &ns,
+        "",
+        json!({"metadata": {"name": "kube-system"}}),
+        Target::Main,
+        &w,
+    )
+    .unwrap();
+    let cm = kind(&s, "", "configmaps");
+    s.create(
+        &cm,
+        "default",
+        json!({"metadata": {"name": "a"}}),
+        Target::Main,
+        &w,
+    )
+    .unwrap();
+    let before = s.resource_version();
+    assert!(s.subscribe(&cm, Start::After(before)).is_ok());
+    s.restart();
+    // The restarted server wrote its identity Lease: even a watch that was
+    // up to date is from before the restart.
+    assert_eq!(s.resource_version(), before + 1);
+    let err = s.subscribe(&cm, Start::After(before)).err().unwrap();
+    assert_eq!((err.code, err.reason), (410, "Expired"));
+    let sub = s
+        .subscribe(&cm, Start::After(s.resource_version()))
+        .unwrap();
+    assert!(sub.backlog.is_empty());
+}
