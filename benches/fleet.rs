@@ -278,8 +278,27 @@ async fn controller() {
         .unwrap_or((1200.0 / n as f64).clamp(4.0, 120.0));
     let bin = env!("CARGO_BIN_EXE_cutover");
     let dir = tempfile::tempdir().expect("a directory");
+    // The default fleet, with nodes enough for every release's blue and
+    // green (three replicas each, one more surging) at 110 pods a node, as
+    // a real fleet running that many apps would have.
+    let mut scenario = Scenario::default_fleet();
+    for c in &mut scenario.clusters {
+        let per_zone = (7 * n as u32).div_ceil(c.zones.len() as u32 * c.pods_per_node);
+        c.nodes_per_zone = c.nodes_per_zone.max(per_zone);
+    }
+    let scenario_path = dir.path().join("scenario.yaml");
+    // JSON is YAML.
+    std::fs::write(&scenario_path, serde_json::to_string(&scenario).unwrap()).unwrap();
     let mut sim = tokio::process::Command::new(bin)
-        .args(["sim", "serve", "--time-scale", &scale.to_string(), "--dir"])
+        .args([
+            "sim",
+            "serve",
+            "--time-scale",
+            &scale.to_string(),
+            "--scenario",
+        ])
+        .arg(&scenario_path)
+        .arg("--dir")
         .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -360,6 +379,10 @@ async fn controller() {
         .arg(&kubeconfig)
         .args(["--namespace", "shop", "--listen", "127.0.0.1:0"])
         .args(["--lease-duration", "15s", "--log-format", "json"])
+        // A few requests per release and step, steps every few seconds of
+        // wall time: the default 50 a second per cluster is for tens of
+        // releases, not a thousand.
+        .args(["--qps", &n.max(50).to_string()])
         .env("CUTOVER_LOG", "warn")
         .stdout(Stdio::null())
         // `CUTOVER_BENCH_LOG=FILE` keeps the controller's warnings.
@@ -394,7 +417,8 @@ async fn controller() {
                 open.first().map(|s| &s.message)
             );
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Listing a thousand releases is work for the fleet too: not too often.
+        tokio::time::sleep(Duration::from_secs(3)).await;
     };
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid);

@@ -43,6 +43,11 @@ pub struct ControllerArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Requests per second the controller may send to each cluster (watches
+    /// have a budget of their own). Every release in flight makes a few
+    /// requests per step: raise it with the number of releases driven at once.
+    #[arg(long, default_value_t = ClientLimits::default().qps, value_parser = clap::value_parser!(u64).range(1..))]
+    pub qps: u64,
     /// Log lines as JSON objects (for log pipelines) or as text.
     #[arg(long, value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -82,7 +87,10 @@ pub async fn run(args: &ControllerArgs) -> CliResult {
             .as_duration()
             .max(Duration::from_secs(1)),
         listen: args.listen,
-        limits: ClientLimits::default(),
+        limits: ClientLimits {
+            qps: args.qps,
+            ..ClientLimits::default()
+        },
     };
     controller::run(settings).await?;
     Ok(Exit::Ok)

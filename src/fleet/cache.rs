@@ -36,7 +36,7 @@ pub struct Watches {
 impl Watches {
     /// The Releases of `namespace` in the home cluster, indexed by name.
     pub fn releases(&self, home: &ClusterHandle, namespace: &str) -> Arc<SharedWatch<Release>> {
-        let client = home.client.clone();
+        let client = home.watches.clone();
         self.releases
             .obtain((home.name.clone(), namespace.to_string()), || {
                 watches::start(
@@ -137,7 +137,7 @@ impl FleetCache {
             let Ok(handle) = fleet.get(&target.name) else {
                 continue;
             };
-            let client = handle.client.clone();
+            let client = handle.watches.clone();
             let ns = rel.namespace.as_str();
             let here = (target.name.clone(), ns.to_string());
             // Every workload and pod of an app carries the app label; others are not kept.

@@ -95,14 +95,13 @@ pub fn verb_of(req: &Request<Body>) -> &'static str {
     }
 }
 
-/// A client for `context` of the kubeconfig at `path` (or the default kubeconfig).
-pub async fn connect(
-    cluster: &str,
+/// The config of `context` in the kubeconfig at `path` (or the default kubeconfig).
+pub async fn config(
     kubeconfig: Option<&Path>,
     context: &str,
     namespace: &str,
     limits: ClientLimits,
-) -> Result<Client> {
+) -> Result<Config> {
     let kc = match kubeconfig {
         Some(p) => Kubeconfig::read_from(p),
         None => Kubeconfig::read(),
@@ -117,7 +116,7 @@ pub async fn connect(
         .map_err(|e| Error::Kubeconfig(format!("context {context:?}: {e}")))?;
     config.connect_timeout = Some(limits.connect_timeout);
     config.default_namespace = namespace.to_string();
-    build(cluster, config, limits)
+    Ok(config)
 }
 
 /// A client over an already-built config, with cutover's layers.

@@ -95,12 +95,40 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A client for one cluster of the fleet.
+/// Clients for one cluster of the fleet.
 #[derive(Clone)]
 pub struct ClusterHandle {
     pub name: String,
+    /// Every read and write a driver makes, within the cluster's request budget.
     pub client: Client,
+    /// The shared watches' lists, watches and probes, on a budget of their
+    /// own: a relist must never queue behind a thousand drivers' writes
+    /// (behind them it comes back to a history that has moved on, 410, and
+    /// lists again), and there are only a few watches per cluster.
+    pub watches: Client,
 }
+
+impl ClusterHandle {
+    /// Both clients of a cluster from one config.
+    pub fn build(name: &str, config: kube::Config, limits: ClientLimits) -> Result<ClusterHandle> {
+        Ok(ClusterHandle {
+            name: name.to_string(),
+            client: client::build(name, config.clone(), limits)?,
+            watches: client::build(
+                name,
+                config,
+                ClientLimits {
+                    qps: limits.qps.max(WATCH_QPS),
+                    ..limits
+                },
+            )?,
+        })
+    }
+}
+
+/// Requests per second the watches of one cluster may make: a handful of
+/// watches that relist rarely; the bound only stops a relist storm.
+const WATCH_QPS: u64 = 200;
 
 /// Clients for every cluster of the fleet, and the watches every driver
 /// using them shares.
@@ -132,13 +160,10 @@ impl FleetClients {
                     c.name
                 )));
             };
-            let client = client::connect(&c.name, kubeconfig, context, namespace, limits).await?;
+            let config = client::config(kubeconfig, context, namespace, limits).await?;
             clusters.insert(
                 c.name.clone(),
-                ClusterHandle {
-                    name: c.name.clone(),
-                    client,
-                },
+                ClusterHandle::build(&c.name, config, limits)?,
             );
         }
         let elections = clusters
@@ -168,40 +193,31 @@ impl FleetClients {
         let home_spec = fleet
             .cluster(&fleet.home)
             .ok_or_else(|| Error::UnknownCluster(fleet.home.clone()))?;
-        let home_client = || async {
-            match &home_spec.context {
-                Some(ctx) if kubeconfig.is_some() || std::env::var_os("KUBECONFIG").is_some() => {
-                    client::connect(&fleet.home, kubeconfig, ctx, "default", limits).await
-                }
-                _ => {
-                    let config = kube::Config::infer().await.map_err(|e| {
-                        Error::Kubeconfig(format!(
-                            "home cluster {}: no kubeconfig context and no in-cluster service account: {e}",
-                            fleet.home
-                        ))
-                    })?;
-                    client::build(&fleet.home, config, limits)
-                }
+        let home_config = match &home_spec.context {
+            Some(ctx) if kubeconfig.is_some() || std::env::var_os("KUBECONFIG").is_some() => {
+                client::config(kubeconfig, ctx, "default", limits).await?
+            }
+            _ => {
+                let mut config = kube::Config::infer().await.map_err(|e| {
+                    Error::Kubeconfig(format!(
+                        "home cluster {}: no kubeconfig context and no in-cluster service account: {e}",
+                        fleet.home
+                    ))
+                })?;
+                config.connect_timeout = Some(limits.connect_timeout);
+                config
             }
         };
-        let home = home_client().await?;
-        let elections = ClusterHandle {
-            name: fleet.home.clone(),
-            client: home_client().await?,
-        };
+        let home_handle = ClusterHandle::build(&fleet.home, home_config.clone(), limits)?;
+        let home = home_handle.client.clone();
+        let elections = ClusterHandle::build(&fleet.home, home_config, limits)?;
         let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
             kube::Api::namespaced(home.clone(), secrets_namespace);
         let mut clusters = BTreeMap::new();
         let mut versions = BTreeMap::new();
-        clusters.insert(
-            fleet.home.clone(),
-            ClusterHandle {
-                name: fleet.home.clone(),
-                client: home.clone(),
-            },
-        );
+        clusters.insert(fleet.home.clone(), home_handle);
         for c in fleet.clusters.iter().filter(|c| c.name != fleet.home) {
-            let client = match (&c.kubeconfig_secret, &c.context) {
+            let config = match (&c.kubeconfig_secret, &c.context) {
                 (Some(r), _) => {
                     let where_ = format!(
                         "cluster {}: Secret {secrets_namespace}/{} key {:?}",
@@ -241,11 +257,9 @@ impl FleetClients {
                         Error::Kubeconfig(format!("{where_}: its current context cannot be used"))
                     })?;
                     config.connect_timeout = Some(limits.connect_timeout);
-                    client::build(&c.name, config, limits)?
+                    config
                 }
-                (None, Some(ctx)) => {
-                    client::connect(&c.name, kubeconfig, ctx, "default", limits).await?
-                }
+                (None, Some(ctx)) => client::config(kubeconfig, ctx, "default", limits).await?,
                 (None, None) => {
                     return Err(Error::Kubeconfig(format!(
                         "cluster {} has neither `context` nor `kubeconfigSecret`",
@@ -255,10 +269,7 @@ impl FleetClients {
             };
             clusters.insert(
                 c.name.clone(),
-                ClusterHandle {
-                    name: c.name.clone(),
-                    client,
-                },
+                ClusterHandle::build(&c.name, config, limits)?,
             );
         }
         Ok((

@@ -244,12 +244,23 @@ where
                     w.set_state(WatchState::Healthy);
                     w.wake(&removed.unwrap_or_else(|| index(&o)));
                 }
+                // 410: the history moved on and the watcher lists again at
+                // once. What is kept is as of the last event, not lost: the
+                // cluster answers, so nothing holds for it. Only a failing
+                // list or watch makes the watch Failing.
+                Err(e) if is_expired(&e) => {}
                 Err(e) => w.set_state(WatchState::Failing(e.to_string())),
             }
         }
     });
     *shared.task.lock().expect("task lock") = Some(task.abort_handle());
     shared
+}
+
+/// Whether a watch error says only that its resourceVersion is too old (a
+/// 410 Expired event in the stream, after which the watcher lists again).
+fn is_expired(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchError(status) if status.code == 410)
 }
 
 /// A watch that resumes after an outage says nothing until an object
@@ -356,5 +367,15 @@ mod tests {
             1,
             "a dropped waiter is forgotten"
         );
+    }
+
+    #[test]
+    fn only_an_expired_event_is_benign() {
+        let status = |code| kube::core::Status::failure("too old", "Expired").with_code(code);
+        assert!(is_expired(&watcher::Error::WatchError(status(410).boxed())));
+        assert!(!is_expired(&watcher::Error::WatchError(
+            status(500).boxed()
+        )));
+        assert!(!is_expired(&watcher::Error::NoResourceVersion));
     }
 }

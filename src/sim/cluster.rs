@@ -65,6 +65,7 @@ impl SimCluster {
             behaviours: shared.behaviours.clone(),
             readiness_delay: shared.scenario.pods.readiness_delay.as_duration(),
             evict_after: shared.scenario.pods.evict_after.as_duration(),
+            deployments: Default::default(),
         });
         boot(&ctx, index, spec).map_err(|e| SimError::Boot {
             cluster: spec.name.clone(),
@@ -81,6 +82,7 @@ impl SimCluster {
             behaviours: shared.behaviours.clone(),
             clock: shared.clock.clone(),
             metrics: AppMetrics::default(),
+            flows: Default::default(),
         });
         let faults = Arc::new(ApiFaults::default());
         let counter = Arc::new(RequestCounter::new(&spec.name));

@@ -184,12 +184,35 @@ pub struct Traffic {
     pub behaviours: Arc<Behaviours>,
     pub clock: SharedClock,
     pub metrics: AppMetrics,
+    pub flows: Mutex<Option<ReadFlows>>,
 }
 
+/// The last flows, and the versions of the routes, Services and pods they were read from.
+pub type ReadFlows = ([u64; 3], Arc<Vec<Flow>>);
+
 impl Traffic {
+    /// Where requests go: read again only when a route, Service or pod changed.
+    fn flows(&self) -> Arc<Vec<Flow>> {
+        let versions = [
+            ("gateway.networking.k8s.io", "httproutes"),
+            ("", "services"),
+            ("", "pods"),
+        ]
+        .map(|(group, resource)| self.store.last_change(group, resource));
+        let mut last = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, flows)) = &*last
+            && *seen == versions
+        {
+            return flows.clone();
+        }
+        let flows = Arc::new(gateway::flows(&self.store, self.rps));
+        *last = Some((versions, flows.clone()));
+        flows
+    }
+
     /// Counts the requests since the last step, routed as the cluster is now.
     pub fn step(&self) {
-        let flows = gateway::flows(&self.store, self.rps);
+        let flows = self.flows();
         let now = self.clock.now();
         self.metrics.advance(now, &flows, |f| {
             self.behaviours.of(Workload {

@@ -88,6 +88,15 @@ impl LabelSelector {
         self.0.is_empty()
     }
 
+    /// A label the selector requires to equal a value (the first such), by
+    /// which candidates can be looked up rather than all matched.
+    pub fn an_equality(&self) -> Option<(&str, &str)> {
+        self.0.iter().find_map(|r| match r {
+            Requirement::Eq(k, v) => Some((k.as_str(), v.as_str())),
+            _ => None,
+        })
+    }
+
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
         let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         self.0.iter().all(|r| match r {

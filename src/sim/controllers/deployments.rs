@@ -6,7 +6,8 @@
 //! There are no ReplicaSets: pods are owned by the Deployment directly.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -17,6 +18,31 @@ use crate::sim::meta;
 use crate::sim::store::{Target, WriteOptions};
 
 pub const TEMPLATE_HASH: &str = "pod-template-hash";
+
+/// What the last pass made of one Deployment: the versions of it and its
+/// pods it saw, and when its progress deadline falls due.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seen {
+    versions: u64,
+    due: Option<Timestamp>,
+}
+
+/// What the last pass saw, by Deployment uid: a Deployment whose object and
+/// pods have not changed since, and whose deadline is not yet due, would
+/// come out the same, so a pass over a big fleet skips it.
+#[derive(Debug, Default)]
+pub struct Memo(Mutex<HashMap<String, Seen>>);
+
+/// The versions of a Deployment and its pods, as one number.
+fn versions(d: &Value, pods: &[&Value]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    meta::resource_version(d).hash(&mut h);
+    for p in pods {
+        meta::uid(p).hash(&mut h);
+        meta::resource_version(p).hash(&mut h);
+    }
+    h.finish()
+}
 
 /// One pass over every Deployment; returns when a progress deadline falls due.
 pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
@@ -32,16 +58,28 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
             owned.entry(uid).or_default().push(p);
         }
     }
+    let now = ctx.now();
+    let mut memo = ctx.deployments.0.lock().unwrap_or_else(|p| p.into_inner());
+    let mut seen_now = HashMap::with_capacity(memo.len());
     let mut next: Option<Timestamp> = None;
     for d in ctx.store.all("apps", "deployments") {
         if meta::is_terminating(&d) {
             continue;
         }
-        let mine = owned.get(meta::uid(&d)).map_or(&[][..], Vec::as_slice);
-        if let Some(t) = reconcile_one(ctx, &d, mine) {
+        let uid = meta::uid(&d);
+        let mine = owned.get(uid).map_or(&[][..], Vec::as_slice);
+        let versions = versions(&d, mine);
+        let due = match memo.get(uid) {
+            Some(seen) if seen.versions == versions && seen.due.is_none_or(|t| now < t) => seen.due,
+            _ => reconcile_one(ctx, &d, mine),
+        };
+        // What it wrote comes back as a change and is looked at next pass.
+        seen_now.insert(uid.to_string(), Seen { versions, due });
+        if let Some(t) = due {
             next = Some(next.map_or(t, |n| n.min(t)));
         }
     }
+    *memo = seen_now;
     next
 }
 
@@ -334,8 +372,12 @@ fn write_status(
     {
         c["lastUpdateTime"] = json!(update_stamp);
     }
-    let _ = ctx.update(&ctx.kind("apps", "deployments"), d, |o| {
-        o["status"] = status
-    });
+    // Most passes change nothing: compare here rather than have the store
+    // copy and compare the whole Deployment.
+    if status != d["status"] {
+        let _ = ctx.update(&ctx.kind("apps", "deployments"), d, |o| {
+            o["status"] = status
+        });
+    }
     due
 }

@@ -37,6 +37,8 @@ pub struct Ctx {
     pub readiness_delay: Duration,
     /// Fleet time a pod may stay on a NotReady node before it is evicted.
     pub evict_after: Duration,
+    /// What the deployment controller's last pass saw.
+    pub deployments: deployments::Memo,
 }
 
 impl Ctx {

@@ -6,7 +6,7 @@
 //! over zones and nodes. A pod that fits nowhere stays Pending with
 //! `PodScheduled=False` and a `FailedScheduling` Event.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -18,28 +18,100 @@ use crate::sim::meta;
 use crate::sim::selectors::LabelSelector;
 use crate::sim::store::{Target, WriteOptions};
 
-/// A pod already placed: its namespace, labels, node and owner.
+/// The pods already placed, indexed for one pass: pods per node, each
+/// placed pod by namespace and by owner, and (built when a spread
+/// constraint first asks) by the value of one label in one namespace, so
+/// that placing a pod reads only the pods that can matter to it, not the
+/// whole cluster's.
+#[derive(Default)]
 struct Placed {
-    ns: String,
-    pod: Arc<Value>,
-    node: String,
+    pods: Vec<(Arc<Value>, String)>,
+    per_node: BTreeMap<String, usize>,
+    in_ns: HashMap<String, Vec<usize>>,
+    of_owner: HashMap<String, Vec<usize>>,
+    /// (namespace, label key) → label value → pods.
+    by_label: HashMap<(String, String), HashMap<String, Vec<usize>>>,
+}
+
+impl Placed {
+    fn add(&mut self, pod: Arc<Value>, node: String) {
+        let i = self.pods.len();
+        let ns = meta::namespace(&pod);
+        *self.per_node.entry(node.clone()).or_default() += 1;
+        self.in_ns.entry(ns.to_string()).or_default().push(i);
+        if let Some(owner) = owner(&pod) {
+            self.of_owner.entry(owner.to_string()).or_default().push(i);
+        }
+        for ((in_ns, key), values) in &mut self.by_label {
+            if in_ns == ns
+                && let Some(v) = meta::label(&pod, key)
+            {
+                values.entry(v.to_string()).or_default().push(i);
+            }
+        }
+        self.pods.push((pod, node));
+    }
+
+    fn on_node(&self, node: &str) -> usize {
+        self.per_node.get(node).copied().unwrap_or(0)
+    }
+
+    /// Placed pods in `ns` that `selector` selects, with their nodes.
+    fn selected<'a>(
+        &'a mut self,
+        ns: &str,
+        selector: &'a LabelSelector,
+    ) -> impl Iterator<Item = (&'a Value, &'a str)> + 'a {
+        let candidates: &[usize] = match selector.an_equality() {
+            Some((key, value)) => {
+                let pods = &self.pods;
+                let in_ns = &self.in_ns;
+                self.by_label
+                    .entry((ns.to_string(), key.to_string()))
+                    .or_insert_with(|| {
+                        let mut values: HashMap<String, Vec<usize>> = HashMap::new();
+                        for i in in_ns.get(ns).into_iter().flatten() {
+                            if let Some(v) = meta::label(&pods[*i].0, key) {
+                                values.entry(v.to_string()).or_default().push(*i);
+                            }
+                        }
+                        values
+                    })
+                    .get(value)
+                    .map_or(&[], Vec::as_slice)
+            }
+            None => self.in_ns.get(ns).map_or(&[], Vec::as_slice),
+        };
+        let pods = &self.pods;
+        candidates
+            .iter()
+            .map(move |i| (&*pods[*i].0, pods[*i].1.as_str()))
+            .filter(move |(p, _)| selector.matches_object(p))
+    }
+
+    fn of_owner<'a>(&'a self, owner: &str) -> impl Iterator<Item = &'a str> + 'a {
+        self.of_owner
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .map(|i| self.pods[*i].1.as_str())
+    }
+}
+
+/// The pod's controlling owner (its Deployment).
+fn owner(pod: &Value) -> Option<&str> {
+    pod["metadata"]["ownerReferences"][0]["uid"].as_str()
 }
 
 pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
     let nodes = ctx.store.all("", "nodes");
     let pods = ctx.store.all("", "pods");
-    let mut placed: Vec<Placed> = pods
-        .iter()
-        .filter(|p| !meta::is_terminating(p))
-        .filter_map(|p| {
-            let node = p["spec"]["nodeName"].as_str()?.to_string();
-            Some(Placed {
-                ns: meta::namespace(p).to_string(),
-                pod: p.clone(),
-                node,
-            })
-        })
-        .collect();
+    let mut placed = Placed::default();
+    for p in pods.iter().filter(|p| !meta::is_terminating(p)) {
+        if let Some(node) = p["spec"]["nodeName"].as_str() {
+            placed.add(p.clone(), node.to_string());
+        }
+    }
     let mut pending: Vec<&Arc<Value>> = pods
         .iter()
         .filter(|p| p["spec"]["nodeName"].is_null() && !meta::is_terminating(p))
@@ -59,14 +131,10 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
         )
     });
     for pod in pending {
-        match choose(pod, &nodes, &placed) {
+        match choose(pod, &nodes, &mut placed) {
             Ok(node) => {
                 if bind(ctx, pod, &node).is_ok() {
-                    placed.push(Placed {
-                        ns: meta::namespace(pod).to_string(),
-                        pod: pod.clone(),
-                        node,
-                    });
+                    placed.add(pod.clone(), node);
                 }
             }
             Err(why) => unschedulable(ctx, pod, &why),
@@ -173,31 +241,42 @@ fn constraints(pod: &Value) -> Vec<Constraint> {
 }
 
 /// The node to bind to, or the scheduler's message explaining why there is none.
-fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &[Placed]) -> Result<String, String> {
+fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &mut Placed) -> Result<String, String> {
     let ns = meta::namespace(pod);
-    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
-    for p in placed {
-        *per_node.entry(p.node.as_str()).or_default() += 1;
-    }
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut feasible: Vec<&Value> = Vec::new();
     for n in nodes {
-        match node_filter(pod, n, per_node.get(meta::name(n)).copied().unwrap_or(0)) {
+        match node_filter(pod, n, placed.on_node(meta::name(n))) {
             Ok(()) => feasible.push(n),
             Err(r) => *reasons.entry(r).or_default() += 1,
         }
     }
     let node_of: BTreeMap<&str, &Value> = nodes.iter().map(|n| (meta::name(n), &**n)).collect();
-    let cons = constraints(pod);
+    // Each constraint's matching pods per domain (the topology values of the
+    // feasible nodes): the same whichever node is being scored.
+    let spreads: Vec<(Constraint, BTreeMap<&str, i64>)> = constraints(pod)
+        .into_iter()
+        .map(|c| {
+            let mut counts: BTreeMap<&str, i64> = feasible
+                .iter()
+                .filter_map(|f| node_label(f, &c.key))
+                .map(|d| (d, 0))
+                .collect();
+            for (_, node) in placed.selected(ns, &c.selector) {
+                if let Some(d) = node_of.get(node).and_then(|pn| node_label(pn, &c.key))
+                    && let Some(slot) = counts.get_mut(d)
+                {
+                    *slot += 1;
+                }
+            }
+            (c, counts)
+        })
+        .collect();
     let mut scored: Vec<(i64, usize, usize, &str)> = Vec::new();
     let mut spread_rejects = 0;
     'nodes: for n in &feasible {
         let mut soft_skew = 0;
-        for c in &cons {
-            let domains: BTreeSet<&str> = feasible
-                .iter()
-                .filter_map(|f| node_label(f, &c.key))
-                .collect();
+        for (c, counts) in &spreads {
             let Some(here) = node_label(n, &c.key) else {
                 if c.hard {
                     spread_rejects += 1;
@@ -205,19 +284,6 @@ fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &[Placed]) -> Result<String
                 }
                 continue;
             };
-            let mut counts: BTreeMap<&str, i64> = domains.iter().map(|d| (*d, 0)).collect();
-            for p in placed
-                .iter()
-                .filter(|p| p.ns == ns && c.selector.matches_object(&p.pod))
-            {
-                if let Some(d) = node_of
-                    .get(p.node.as_str())
-                    .and_then(|pn| node_label(pn, &c.key))
-                    && let Some(slot) = counts.get_mut(d)
-                {
-                    *slot += 1;
-                }
-            }
             let min = counts.values().copied().min().unwrap_or(0);
             let me = i64::from(c.selector.matches_object(pod));
             let skew = counts.get(here).copied().unwrap_or(0) + me - min;
@@ -228,11 +294,10 @@ fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &[Placed]) -> Result<String
             soft_skew += skew;
         }
         let (zone_peers, node_peers) = peers(pod, n, &node_of, placed);
-        let load = per_node.get(meta::name(n)).copied().unwrap_or(0);
         scored.push((
             soft_skew,
             zone_peers * 1000 + node_peers,
-            load,
+            placed.on_node(meta::name(n)),
             meta::name(n),
         ));
     }
@@ -260,26 +325,19 @@ fn peers(
     pod: &Value,
     node: &Value,
     node_of: &BTreeMap<&str, &Value>,
-    placed: &[Placed],
+    placed: &Placed,
 ) -> (usize, usize) {
-    let owner = pod["metadata"]["ownerReferences"][0]["uid"].as_str();
-    let Some(owner) = owner else { return (0, 0) };
+    let Some(owner) = owner(pod) else {
+        return (0, 0);
+    };
     let zone = node_label(node, ZONE);
     let mut same_zone = 0;
     let mut same_node = 0;
-    for p in placed
-        .iter()
-        .filter(|p| p.pod["metadata"]["ownerReferences"][0]["uid"].as_str() == Some(owner))
-    {
-        if p.node == meta::name(node) {
+    for on in placed.of_owner(owner) {
+        if on == meta::name(node) {
             same_node += 1;
         }
-        if zone.is_some()
-            && node_of
-                .get(p.node.as_str())
-                .and_then(|n| node_label(n, ZONE))
-                == zone
-        {
+        if zone.is_some() && node_of.get(on).and_then(|n| node_label(n, ZONE)) == zone {
             same_zone += 1;
         }
     }

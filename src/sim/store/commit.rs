@@ -268,6 +268,7 @@ impl Store {
             object,
             previous,
         });
+        inner.last_change.insert(gr(kind), inner.rv);
         inner.history.push_back(c.clone());
         while inner.history.len() > self.history_limit {
             if let Some(old) = inner.history.pop_front() {

@@ -89,6 +89,8 @@ struct Inner {
     history: VecDeque<Arc<Change>>,
     /// The newest resourceVersion no longer in `history`: watches from before it get 410 Gone.
     compacted: u64,
+    /// The resourceVersion of each resource's last change.
+    last_change: HashMap<Key, u64>,
 }
 
 /// A cluster's objects. Cheap to share; every method is synchronous and short.
@@ -138,6 +140,7 @@ impl Store {
                 objects: HashMap::new(),
                 history: VecDeque::new(),
                 compacted: 0,
+                last_change: HashMap::new(),
             }),
             changes,
             latest,
@@ -175,6 +178,17 @@ impl Store {
 
     pub fn resource_version(&self) -> u64 {
         self.lock().rv
+    }
+
+    /// The resourceVersion of the last change to any object of a resource
+    /// (0 when none changed yet): whoever derives something from a few
+    /// resources can tell whether it is still current.
+    pub fn last_change(&self, group: &str, resource: &str) -> u64 {
+        self.lock()
+            .last_change
+            .get(&(group.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn get(&self, kind: &Kind, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
