@@ -11,16 +11,32 @@ use crate::clock::{ScaledClock, SharedClock};
 fn store(history: usize) -> Store {
     let clock: SharedClock = Arc::new(ScaledClock::new(jiff::Timestamp::now(), 1.0));
     let s = Store::new(clock, history);
+    namespace(&s, "default");
+    s
+}
+
+fn namespace(s: &Store, name: &str) {
     let ns = s.kind_of("", "namespaces").unwrap();
     s.create(
         &ns,
         "",
-        json!({"metadata": {"name": "default"}}),
+        json!({"metadata": {"name": name}}),
         Target::Main,
         &WriteOptions::default(),
     )
     .unwrap();
-    s
+}
+
+/// An empty ConfigMap in `default`.
+fn config_map(s: &Store, name: &str) -> Arc<Value> {
+    s.create(
+        &kind(s, "", "configmaps"),
+        "default",
+        json!({"metadata": {"name": name}}),
+        Target::Main,
+        &WriteOptions::default(),
+    )
+    .unwrap()
 }
 
 fn kind(s: &Store, group: &str, plural: &str) -> Arc<Kind> {
@@ -172,15 +188,7 @@ fn history_is_bounded_and_replayed_in_order() {
     let s = store(5);
     let cm = kind(&s, "", "configmaps");
     let w = WriteOptions::default();
-    let first = s
-        .create(
-            &cm,
-            "default",
-            json!({"metadata": {"name": "a"}}),
-            Target::Main,
-            &w,
-        )
-        .unwrap();
+    let first = config_map(&s, "a");
     for i in 0..10 {
         s.modify(&cm, "default", "a", Target::Main, false, &w, |c| {
             let mut n = c.unwrap().clone();
@@ -206,15 +214,7 @@ fn deleting_an_owner_deletes_or_orphans_its_dependents() {
     let cm = kind(&s, "", "configmaps");
     let w = WriteOptions::default();
     for (owner, orphan) in [("o1", false), ("o2", true)] {
-        let o = s
-            .create(
-                &cm,
-                "default",
-                json!({"metadata": {"name": owner}}),
-                Target::Main,
-                &w,
-            )
-            .unwrap();
+        let o = config_map(&s, owner);
         let dep = json!({"metadata": {"name": format!("{owner}-dep"), "ownerReferences": [
             {"apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": meta::uid(&o)}]}});
         s.create(&cm, "default", dep, Target::Main, &w).unwrap();
@@ -239,25 +239,9 @@ fn deleting_an_owner_deletes_or_orphans_its_dependents() {
 #[test]
 fn a_restart_forgets_the_history_so_every_older_watch_relists() {
     let s = store(1000);
-    let ns = kind(&s, "", "namespaces");
-    let w = WriteOptions::default();
-    s.create(
-        &ns,
-        "",
-        json!({"metadata": {"name": "kube-system"}}),
-        Target::Main,
-        &w,
-    )
-    .unwrap();
+    namespace(&s, "kube-system");
     let cm = kind(&s, "", "configmaps");
-    s.create(
-        &cm,
-        "default",
-        json!({"metadata": {"name": "a"}}),
-        Target::Main,
-        &w,
-    )
-    .unwrap();
+    config_map(&s, "a");
     let before = s.resource_version();
     assert!(s.subscribe(&cm, Start::After(before)).is_ok());
     s.restart();
