@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{NS, World, completed_steps, finish, tier2_release};
 use cutover::fleet::router::http_route_resource;
 use cutover::spec::Release;
-use cutover::spec::status::{Phase, StepKind, TransitionEvent};
+use cutover::spec::status::{HoldReason, Phase, StepKind, TransitionEvent};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -337,12 +337,15 @@ async fn a_cluster_out_past_the_deadline_after_cluster_a_is_done_holds_and_resum
     );
     let w = World::start(Some(&scenario), 120.0, &tier2_release()).await;
     let run = w.spawn_run(&[]);
+    // Its freezes' watch may fail before its workloads' watches do, so the
+    // first hold can be "cannot prove unfrozen"; the outage hold follows.
     let held = w
-        .wait_for("a hold on prod-b", |s| {
+        .wait_for("prod-b held as unreachable", |s| {
             s.phase == Phase::Holding
-                && s.holds
-                    .iter()
-                    .any(|h| h.cluster.as_deref() == Some("prod-b"))
+                && s.holds.iter().any(|h| {
+                    h.reason == HoldReason::ClusterUnreachable
+                        && h.cluster.as_deref() == Some("prod-b")
+                })
         })
         .await;
     assert!(
@@ -353,6 +356,13 @@ async fn a_cluster_out_past_the_deadline_after_cluster_a_is_done_holds_and_resum
         "{:?}",
         held.message
     );
+    for h in held.holds.iter().filter(|h| h.reason == HoldReason::Freeze) {
+        assert_eq!(h.cluster.as_deref(), Some("prod-b"), "{h:?}");
+        assert!(
+            h.message.contains("cannot read deploy freezes on prod-b ("),
+            "{h:?}"
+        );
+    }
     // Held: blue everywhere it was, nothing cleaned up, prod-a still on green.
     for c in ["staging", "prod-a"] {
         assert!(w.deployment(c, "checkout-blue").await.is_some(), "{c}");
@@ -366,19 +376,39 @@ async fn a_cluster_out_past_the_deadline_after_cluster_a_is_done_holds_and_resum
         completed_steps(&s),
         (0..s.plan.len() as u32).collect::<Vec<_>>()
     );
-    let hold = s
-        .history
+    // The step outlived the progress deadline (it cannot be ready before
+    // prod-b answers again) and was held, not rolled back.
+    let step = s
+        .plan
         .iter()
-        .find(|t| t.event == TransitionEvent::HoldStarted && t.message.contains("prod-b"))
-        .expect("the hold is on record");
-    let cleared = s
-        .history
-        .iter()
-        .find(|t| t.event == TransitionEvent::HoldCleared && t.at > hold.at)
-        .expect("and its end");
+        .position(|p| p.to_string() == "deploy green on prod-b")
+        .expect("the step is planned") as u32;
+    let at = |event: TransitionEvent| {
+        s.history
+            .iter()
+            .find(|t| t.step == step && t.event == event)
+            .unwrap_or_else(|| panic!("no {event:?} for the step: {:#?}", s.history))
+            .at
+    };
+    let (started, ready) = (
+        at(TransitionEvent::StepStarted),
+        at(TransitionEvent::StepReady),
+    );
     assert!(
-        cleared.at.duration_since(hold.at) > jiff::SignedDuration::from_mins(10),
-        "held past the progress deadline without rolling back"
+        ready.duration_since(started) > jiff::SignedDuration::from_mins(10),
+        "held past the progress deadline without rolling back: {:#?}",
+        s.history
+    );
+    let held_in_step = |event: TransitionEvent, text: &str| {
+        s.history
+            .iter()
+            .any(|t| t.step == step && t.event == event && t.message.contains(text))
+    };
+    assert!(
+        held_in_step(TransitionEvent::HoldStarted, "prod-b")
+            && held_in_step(TransitionEvent::HoldCleared, "resumed"),
+        "{:#?}",
+        s.history
     );
     w.assert_all_on_green("after prod-b came back").await;
 }

@@ -406,6 +406,38 @@ async fn a_zone_outage_when_the_release_soaks_takes_that_zone_out() {
     fleet.shutdown().await;
 }
 
+#[tokio::test]
+async fn an_event_on_a_release_step_is_in_force_before_the_writer_asks_again() {
+    // However short the step, the event triggered by the write that enters
+    // it is in force when the writer's next request arrives.
+    let events =
+        "events:\n  - whenReleaseStep: deploy green\n    apiErrors: {cluster: one, code: 503}\n";
+    let (fleet, client, _dir) = start(one_cluster(events), 1.0).await;
+    let releases = install_release_crd(&client).await;
+    let mut config = common::sim_config(&fleet, "one").await;
+    config.default_retry = false;
+    let nodes: Api<Node> = Api::all(Client::try_from(config).unwrap());
+    assert!(nodes.list(&ListParams::default()).await.is_ok());
+    releases
+        .patch_status(
+            "web-v2",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"phase": "Progressing", "stepName": "deploy green on one"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    match nodes.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 503),
+        other => panic!(
+            "the next request was not failed: {:?}",
+            other.map(|l| l.items.len())
+        ),
+    }
+    fleet.shutdown().await;
+}
+
 fn ready_status(n: &Node) -> String {
     n.status
         .as_ref()

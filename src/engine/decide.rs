@@ -499,12 +499,12 @@ impl Pass<'_> {
                 });
             }
         }
-        for c in &self.obs.freezes.unreadable {
+        for (c, why) in &self.obs.freezes.unreadable {
             holds.push(Hold {
                 reason: HoldReason::Freeze,
                 cluster: Some(c.clone()),
                 message: format!(
-                    "cannot read deploy freezes on {c}, so cannot prove the release is unfrozen"
+                    "cannot read deploy freezes on {c} ({why}), so cannot prove the release is unfrozen"
                 ),
             });
         }

@@ -67,8 +67,9 @@ pub enum PlacementView {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FreezeView {
     pub active: Vec<FreezeNotice>,
-    /// Clusters whose freezes could not be read: the release cannot prove it is unfrozen.
-    pub unreadable: Vec<String>,
+    /// Clusters whose freezes could not be read, and why: the release
+    /// cannot prove it is unfrozen.
+    pub unreadable: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

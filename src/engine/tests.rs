@@ -289,7 +289,12 @@ const HOLDS: [Cause; 5] = [
     ),
     (
         "unreadable freezes",
-        |h| h.world.freezes.unreadable.push("prod-b".into()),
+        |h| {
+            h.world
+                .freezes
+                .unreadable
+                .insert("prod-b".into(), "connection refused".into());
+        },
         |h| h.world.freezes.unreadable.clear(),
     ),
     ("pause", |h| h.rel.paused = true, |h| h.rel.paused = false),

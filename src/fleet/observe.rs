@@ -34,13 +34,16 @@ pub fn observe(
     };
     let mut freezes = Vec::new();
     for target in &rel.clusters {
-        match cache
-            .clusters
-            .get(&target.name)
-            .map(|c| c.freezes_readable().map(|_| c))
-        {
-            Some(Ok(c)) => freezes.extend(c.freezes().iter().map(|f| (**f).clone())),
-            _ => out.observation.freezes.unreadable.push(target.name.clone()),
+        let readable = match cache.clusters.get(&target.name) {
+            None => Err("no client for this cluster".to_string()),
+            Some(cc) => cc.freezes_readable().map(|_| cc),
+        };
+        match readable {
+            Ok(cc) => freezes.extend(cc.freezes().iter().map(|f| (**f).clone())),
+            Err(why) => {
+                let unreadable = &mut out.observation.freezes.unreadable;
+                unreadable.insert(target.name.clone(), why);
+            }
         }
     }
     out.observation.freezes.active = crate::freeze::applicable(rel, &freezes, windows, now);

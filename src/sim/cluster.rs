@@ -35,6 +35,8 @@ pub struct SimCluster {
     pub counter: Arc<RequestCounter>,
     pub traffic: Arc<Traffic>,
     pub ctx: Arc<Ctx>,
+    /// What its API server answers with.
+    pub api: Arc<ApiContext>,
 }
 
 /// What every cluster of a fleet shares.
@@ -94,8 +96,9 @@ impl SimCluster {
             traffic: traffic.clone(),
             stop: shared.stop.clone(),
             address: format!("127.0.0.1:{port}"),
+            after_write: Default::default(),
         });
-        tasks.push(tokio::spawn(server::serve(api, listener, port)));
+        tasks.push(tokio::spawn(server::serve(api.clone(), listener, port)));
         tasks.push(tokio::spawn(controllers::run(
             ctx.clone(),
             shared.stop.clone(),
@@ -112,6 +115,7 @@ impl SimCluster {
             counter,
             traffic,
             ctx,
+            api,
         })
     }
 

@@ -150,7 +150,9 @@ impl SimFleet {
             .map(|c| (c.name.clone(), c.clone()))
             .collect();
         let timeline = timeline::Timeline::new(&opts.scenario, start, by_name, behaviours);
-        fleet.tasks.push(tokio::spawn(timeline.run(stop_rx)));
+        fleet
+            .tasks
+            .push(tokio::spawn(Arc::new(timeline).run(stop_rx)));
         tracing::info!(clusters = ?fleet.cluster_names(), kubeconfig = %fleet.kubeconfig.display(), "simulated fleet started");
         Ok(fleet)
     }

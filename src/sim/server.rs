@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,7 +39,6 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 const MAX_BODY: usize = 16 << 20;
 
 /// Everything one API server serves from.
-#[derive(Debug)]
 pub struct ApiContext {
     pub cluster: String,
     pub store: Arc<Store>,
@@ -49,6 +48,21 @@ pub struct ApiContext {
     pub stop: watch::Receiver<bool>,
     /// `127.0.0.1:<port>`.
     pub address: String,
+    /// Runs after every write this server accepted, before it answers.
+    pub after_write: OnceLock<AfterWrite>,
+}
+
+/// What runs after each accepted write (the scenario's timeline looking at
+/// its triggers).
+pub type AfterWrite = Arc<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for ApiContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiContext")
+            .field("cluster", &self.cluster)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An answer: a JSON document, plain text, or a stream of watch events.
@@ -303,6 +317,7 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
         v.map(|v| Reply::json(200, v))
             .ok_or_else(|| ApiError::no_such_resource(&path))
     };
+    let writes = !matches!(parts.method, Method::GET | Method::HEAD);
     let reply = match route {
         Route::Version => Ok(Reply::json(200, discovery::version())),
         Route::Health => Ok(Reply::Text(200, "text/plain", "ok".into())),
@@ -334,6 +349,12 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
         }
         Route::Unknown => Err(ApiError::no_such_resource(&path)),
     };
+    if writes
+        && reply.is_ok()
+        && let Some(after) = ctx.after_write.get()
+    {
+        after();
+    }
     match reply {
         Ok(r) => r.into_response(),
         Err(e) => {

@@ -6,7 +6,7 @@
 //! Owns the event lifecycle; the effects themselves live in faults and nodes.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -38,6 +38,7 @@ pub struct Timeline {
     pub home: String,
     pub clusters: BTreeMap<String, Arc<SimCluster>>,
     pub behaviours: Arc<Behaviours>,
+    states: Mutex<Vec<EventState>>,
 }
 
 impl Timeline {
@@ -48,6 +49,13 @@ impl Timeline {
         behaviours: Arc<Behaviours>,
     ) -> Timeline {
         Timeline {
+            states: Mutex::new(
+                scenario
+                    .events
+                    .iter()
+                    .map(|_| EventState::default())
+                    .collect(),
+            ),
             events: scenario.events.clone(),
             start,
             home: scenario.home.clone(),
@@ -56,25 +64,23 @@ impl Timeline {
         }
     }
 
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Looks at every trigger every [`POLL`], and after every write any
+    /// API server answers (see [`Timeline::look`]), until every event is over.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         if self.events.is_empty() {
             return;
         }
-        let mut states: Vec<EventState> =
-            self.events.iter().map(|_| EventState::default()).collect();
-        let Some(any) = self.clusters.values().next() else {
-            return;
-        };
-        let clock = any.ctx.clock.clone();
-        loop {
-            let now = clock.now();
-            for (i, e) in self.events.iter().enumerate() {
-                self.step(i, e, &mut states[i], now);
-            }
-            let finished = states.iter().zip(&self.events).all(|(s, e)| {
-                s.cleared || (s.fired.is_some() && e.lasts.is_none() && !self.progressive(e, s))
+        for c in self.clusters.values() {
+            let weak = Arc::downgrade(&self);
+            let hook: super::server::AfterWrite = Arc::new(move || {
+                if let Some(t) = weak.upgrade() {
+                    t.look();
+                }
             });
-            if finished {
+            let _ = c.api.after_write.set(hook);
+        }
+        loop {
+            if self.look() {
                 return;
             }
             tokio::select! {
@@ -82,6 +88,24 @@ impl Timeline {
                 _ = stop.changed() => return,
             }
         }
+    }
+
+    /// Fires and clears the events due now; whether every event is over.
+    /// Also called before an API server answers a write, so an event
+    /// triggered by it (a Release entering a step, a route reaching a weight)
+    /// is in force before the writer's next request, however short the step.
+    pub fn look(&self) -> bool {
+        let Some(any) = self.clusters.values().next() else {
+            return true;
+        };
+        let now = any.ctx.clock.now();
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, e) in self.events.iter().enumerate() {
+            self.step(i, e, &mut states[i], now);
+        }
+        states.iter().zip(&self.events).all(|(s, e)| {
+            s.cleared || (s.fired.is_some() && e.lasts.is_none() && !self.progressive(e, s))
+        })
     }
 
     /// Whether a fired event still has nodes to take down.

@@ -21,7 +21,9 @@ pub struct EventSpec {
     /// When green's share of a cluster's route reaches a weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when_green_weight: Option<GreenWeightTrigger>,
-    /// When a Release in the home cluster reaches a step whose name starts with this.
+    /// When a Release in the home cluster reaches a step whose name starts
+    /// with this. In force before the API server answers the write that
+    /// entered the step, so even a step shorter than a poll is caught.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when_release_step: Option<String>,
     /// How long the effect lasts; forever when unset.
