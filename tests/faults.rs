@@ -1,8 +1,9 @@
 //! Reliability under faults, end to end through the `cutover` binary on the
 //! simulated fleet: another writer storming the Release and the routes with
 //! conflicting edits, the driver killed with SIGKILL at random points over a
-//! whole lifecycle (a seeded loop), Prometheus down, watches dropped and
-//! expired mid-step, and a new version submitted while gates run.
+//! whole lifecycle (a seeded loop), Prometheus down, silent or garbled,
+//! watches dropped and expired mid-step, and a new version submitted while
+//! gates run.
 
 mod common;
 
@@ -127,46 +128,110 @@ async fn killed_at_random_points_a_release_ends_as_if_it_never_was() {
     w.assert_all_on_green("after the kills").await;
 }
 
+/// A Prometheus that misbehaves on 127.0.0.1: answers every request with
+/// `answer`, or with nothing at all (the connection held open, never answered).
+async fn bad_prometheus(answer: Option<&'static str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                match answer {
+                    Some(body) => {
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = socket.write_all(reply.as_bytes()).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(3600)).await,
+                }
+            });
+        }
+    });
+    address
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_down_is_no_promotion_and_rolls_back_as_provider_unreachable() {
-    // Nothing listens on port 9: every query fails to connect.
-    let base = tier2_release();
-    let gates_at = base.find("  gates:\n").unwrap();
-    let router_at = base.find("  router:\n").unwrap();
-    let release = format!(
-        "{}  gates:\n    - name: error-ratio\n      provider:\n        prometheus:\n          address: http://127.0.0.1:9\n          query: sum(rate(http_requests_total[1m]))\n      interval: 30s\n      max: 0.02\n{}",
-        &base[..gates_at],
-        &base[router_at..]
-    );
-    let w = World::start(None, 300.0, &release).await;
-    let (code, out, err) = finish(w.spawn_run(&[])).await;
-    assert_eq!(code, 3, "{out}\n{err}");
-    let s = w.status().await;
-    let abort = s
-        .history
-        .iter()
-        .find(|t| t.event == TransitionEvent::AbortStarted)
-        .expect("a rollback");
-    assert!(
-        abort.message.contains("provider unreachable"),
-        "{}",
-        abort.message
-    );
-    assert!(
-        !abort.message.contains("against at most"),
-        "not a metric failure: {}",
-        abort.message
-    );
-    // No step past the first gated one: nothing was promoted on a blind gate.
-    assert!(
-        !s.history
+async fn prometheus_down_silent_or_garbled_is_no_promotion_and_rolls_back_as_provider_unreachable()
+{
+    // Down: nothing listens on port 9, every query fails to connect. Silent:
+    // every query times out (three tries of 1 s + 2 s each, so a limit of one
+    // error in a row is enough to show it; the fleet runs slower so the wait
+    // is a few fleet minutes). Garbled: a 200 whose body is not the API's.
+    let cases = [
+        (
+            "down",
+            "http://127.0.0.1:9".to_string(),
+            300.0,
+            4,
+            "(Connect)",
+        ),
+        (
+            "silent",
+            bad_prometheus(None).await,
+            30.0,
+            1,
+            "no answer within 3s",
+        ),
+        (
+            "garbled",
+            bad_prometheus(Some("<html><body>502 Bad Gateway</body></html>")).await,
+            300.0,
+            4,
+            "unreadable response: HTTP 200",
+        ),
+    ];
+    for (case, address, scale, errors, why) in cases {
+        let base = tier2_release();
+        let gates_at = base.find("  gates:\n").unwrap();
+        let router_at = base.find("  router:\n").unwrap();
+        let release = format!(
+            "{}  gates:\n    - name: error-ratio\n      provider:\n        prometheus:\n          address: {address}\n          query: sum(rate(http_requests_total[1m]))\n          timeout: 1s\n      interval: 30s\n      max: 0.02\n      consecutiveErrorLimit: {errors}\n{}",
+            &base[..gates_at],
+            &base[router_at..]
+        );
+        let w = World::start(None, scale, &release).await;
+        let (code, out, err) = finish(w.spawn_run(&[])).await;
+        assert_eq!(code, 3, "{case}: {out}\n{err}");
+        let s = w.status().await;
+        let abort = s
+            .history
             .iter()
-            .any(|t| t.event == TransitionEvent::StepCompleted
-                && s.plan[t.step as usize].wait > cutover::spec::Span::ZERO),
-        "{:#?}",
-        s.history
-    );
-    w.assert_all_on_blue("after a blind gate").await;
+            .find(|t| t.event == TransitionEvent::AbortStarted)
+            .expect("a rollback");
+        assert!(
+            abort.message.contains("provider unreachable")
+                && abort
+                    .message
+                    .contains(&format!("errors in a row (limit {errors})"))
+                && abort.message.contains(why)
+                && abort.message.matches(&address).count() == 1,
+            "{case}: {}",
+            abort.message
+        );
+        assert!(
+            !abort.message.contains("against at most"),
+            "{case}: not a metric failure: {}",
+            abort.message
+        );
+        // No step past the first gated one: nothing was promoted on a blind gate.
+        assert!(
+            !s.history
+                .iter()
+                .any(|t| t.event == TransitionEvent::StepCompleted
+                    && s.plan[t.step as usize].wait > cutover::spec::Span::ZERO),
+            "{case}: {:#?}",
+            s.history
+        );
+        w.assert_all_on_blue(case).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,7 +234,7 @@ async fn measure_one(
             (Some(_), false) => Some(
                 prom.query(&fill(&q.query, &blue_version, blue_colour), at, timeout)
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| format!("{address}: {e}")),
             ),
             _ => None,
         };

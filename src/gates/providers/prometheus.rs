@@ -250,13 +250,8 @@ impl Prometheus {
         let client_timeout = timeout + Duration::from_secs(2);
         let resp = tokio::time::timeout(client_timeout, self.client.request(req))
             .await
-            .map_err(|_| {
-                QueryError::Unavailable(format!(
-                    "no answer from {} within {client_timeout:?}",
-                    self.base
-                ))
-            })?
-            .map_err(|e| QueryError::Unavailable(format!("{}: {e}", self.base)))?;
+            .map_err(|_| QueryError::Unavailable(format!("no answer within {client_timeout:?}")))?
+            .map_err(|e| QueryError::Unavailable(e.to_string()))?;
         let status = resp.status().as_u16();
         let body = tokio::time::timeout(client_timeout, resp.into_body().collect())
             .await
