@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use cutover::cli::Exit;
 use cutover::cli::demo::{load_scenario, rehearse};
-use cutover::sim::Scenario;
-use cutover::sim::scenario::Rehearsal;
-use cutover::sim::store::Store;
+use cutover_sim::Scenario;
+use cutover_sim::scenario::Rehearsal;
+use cutover_sim::store::Store;
 use cutover::spec::status::TransitionEvent;
 use cutover::spec::{ReleaseStatus, Span};
 use futures::StreamExt;
@@ -87,7 +87,7 @@ fn tier2_scenario(bad_after_canary: bool, fast_gates: bool) -> Scenario {
         ..Default::default()
     });
     if bad_after_canary {
-        let event: cutover::sim::scenario::EventSpec = serde_json::from_value(json!({
+        let event: cutover_sim::scenario::EventSpec = serde_json::from_value(json!({
             "name": "green fails",
             "whenGreenWeight": {"cluster": "prod-a", "atLeast": "1%"},
             "behaviour": {"colour": "green", "errorRatio": "50%"}
@@ -116,7 +116,7 @@ async fn reaction() {
             })
             .await
         });
-        let green = |store: &Store| cutover::sim::gateway::green_weight(store, Some("checkout"));
+        let green = |store: &Store| cutover_sim::gateway::green_weight(store, Some("checkout"));
         // The scenario turns green bad once prod-a sends it traffic.
         let breach = loop {
             let hit = stores
@@ -174,7 +174,7 @@ async fn economy() {
 async fn idle() {
     let scenario = tier2_scenario(false, false);
     let stores: Arc<Mutex<Option<Arc<Store>>>> = Arc::default();
-    let counters: Arc<Mutex<Vec<Arc<cutover::sim::counters::RequestCounter>>>> = Arc::default();
+    let counters: Arc<Mutex<Vec<Arc<cutover_sim::counters::RequestCounter>>>> = Arc::default();
     let (keep, keep_counters) = (stores.clone(), counters.clone());
     let run = tokio::spawn(async move {
         rehearse(&scenario, 60.0, None, move |sim, _| {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Kubectl, kubectl_binary};
-use cutover::sim::{Scenario, SimFleet, SimOptions, context_name};
+use cutover_sim::{Scenario, SimFleet, SimOptions, context_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};

@@ -24,7 +24,7 @@ async fn waits_do_not_poll_and_writes_per_step_are_exact() {
                     .all(|g| g.verdict == cutover::gates::MetricVerdict::Pass)
         })
         .await;
-    let ours = |c: cutover::sim::counters::RequestCounts| c.user_agent("cutover/");
+    let ours = |c: cutover_sim::counters::RequestCounts| c.user_agent("cutover/");
     let at_soak = ours(w.sim.requests());
     // The soak lasts 10 minutes of fleet time (5 s of wall time at 120x); sample inside it.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -37,7 +37,7 @@ async fn waits_do_not_poll_and_writes_per_step_are_exact() {
         all.total() > 0,
         "the binary's requests are told apart by its user agent"
     );
-    let not_watch_or_lease = |c: &cutover::sim::counters::RequestCounts| {
+    let not_watch_or_lease = |c: &cutover_sim::counters::RequestCounts| {
         c.filter(|k| k.verb != "watch" && k.resource != "leases")
             .total()
     };

@@ -5,19 +5,25 @@ mod check;
 mod connect;
 mod control;
 mod controller;
+#[cfg(feature = "rehearsal")]
 pub mod demo;
+#[cfg(not(feature = "rehearsal"))]
+mod demo_absent;
 pub mod exit;
 mod freeze;
 pub mod load;
 mod plan;
 mod report;
 mod run;
+#[cfg(feature = "rehearsal")]
 mod sim;
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+#[cfg(not(feature = "rehearsal"))]
+use demo_absent as demo;
 
 pub use exit::{CliError, CliResult, Exit};
 
@@ -59,6 +65,7 @@ pub enum Command {
     /// Print the CustomResourceDefinitions cutover uses (as in deploy/common/crds.yaml).
     Crd,
     /// Run a simulated fleet to rehearse on.
+    #[cfg(feature = "rehearsal")]
     Sim(sim::SimArgs),
 }
 
@@ -88,6 +95,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Crd => crd(),
+        #[cfg(feature = "rehearsal")]
         Command::Sim(args) => sim::run(&args),
         other => run_async(other),
     };
@@ -117,9 +125,9 @@ fn run_async(command: Command) -> CliResult {
             Command::Controller(args) => controller::run(&args).await,
             Command::Freeze(args) => freeze::freeze(&args).await,
             Command::Unfreeze(args) => freeze::unfreeze(&args).await,
-            Command::Plan(_) | Command::Crd | Command::Sim(_) => {
-                unreachable!("handled without a runtime")
-            }
+            Command::Plan(_) | Command::Crd => unreachable!("handled without a runtime"),
+            #[cfg(feature = "rehearsal")]
+            Command::Sim(_) => unreachable!("handled without a runtime"),
         }
     })
 }

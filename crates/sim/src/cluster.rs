@@ -1,0 +1,220 @@
+//! One simulated cluster: its store, booted with namespaces, nodes and the
+//! Gateway API HTTPRoute CRD; its API server on a free loopback port; its
+//! controllers; and the ticker that advances its application metrics.
+//!
+//! Owns assembly and boot; the parts own their behaviour.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::SimError;
+use super::controllers::{self, Ctx, nodes};
+use super::counters::RequestCounter;
+use super::faults::{ApiFaults, Behaviours};
+use super::metrics::{AppMetrics, Traffic};
+use super::scenario::{ClusterSpec, Scenario};
+use super::server::{self, ApiContext};
+use super::store::{Store, Target, WriteOptions};
+use cutover_core::clock::SharedClock;
+
+/// How often the metrics ticker counts requests (wall clock).
+const METRICS_TICK: Duration = Duration::from_millis(250);
+
+/// A running simulated cluster.
+#[derive(Debug)]
+pub struct SimCluster {
+    pub name: String,
+    pub port: u16,
+    pub store: Arc<Store>,
+    pub faults: Arc<ApiFaults>,
+    pub counter: Arc<RequestCounter>,
+    pub traffic: Arc<Traffic>,
+    pub ctx: Arc<Ctx>,
+    /// What its API server answers with.
+    pub api: Arc<ApiContext>,
+}
+
+/// What every cluster of a fleet shares.
+pub struct Shared<'a> {
+    pub scenario: &'a Scenario,
+    pub clock: SharedClock,
+    pub behaviours: Arc<Behaviours>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl SimCluster {
+    /// Boots the cluster and starts its tasks (pushed onto `tasks`).
+    pub async fn start(
+        index: usize,
+        spec: &ClusterSpec,
+        shared: &Shared<'_>,
+        tasks: &mut Vec<JoinHandle<()>>,
+    ) -> Result<SimCluster, SimError> {
+        let store = Arc::new(Store::new(
+            shared.clock.clone(),
+            shared.scenario.api_server.watch_history,
+        ));
+        let ctx = Arc::new(Ctx {
+            cluster: spec.name.clone(),
+            index,
+            store: store.clone(),
+            clock: shared.clock.clone(),
+            behaviours: shared.behaviours.clone(),
+            readiness_delay: shared.scenario.pods.readiness_delay.as_duration(),
+            evict_after: shared.scenario.pods.evict_after.as_duration(),
+            deployments: Default::default(),
+        });
+        boot(&ctx, index, spec).map_err(|e| SimError::Boot {
+            cluster: spec.name.clone(),
+            problem: e.to_string(),
+        })?;
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(SimError::Bind)?;
+        let port = listener.local_addr().map_err(SimError::Bind)?.port();
+        let traffic = Arc::new(Traffic {
+            cluster: spec.name.clone(),
+            rps: shared.scenario.rate_of(spec),
+            store: store.clone(),
+            behaviours: shared.behaviours.clone(),
+            clock: shared.clock.clone(),
+            metrics: AppMetrics::default(),
+            flows: Default::default(),
+        });
+        let faults = Arc::new(ApiFaults::default());
+        let counter = Arc::new(RequestCounter::new(&spec.name));
+        let api = Arc::new(ApiContext {
+            cluster: spec.name.clone(),
+            store: store.clone(),
+            faults: faults.clone(),
+            counter: counter.clone(),
+            traffic: traffic.clone(),
+            stop: shared.stop.clone(),
+            address: format!("127.0.0.1:{port}"),
+            after_write: Default::default(),
+        });
+        tasks.push(tokio::spawn(server::serve(api.clone(), listener, port)));
+        tasks.push(tokio::spawn(controllers::run(
+            ctx.clone(),
+            shared.stop.clone(),
+        )));
+        tasks.push(tokio::spawn(tick_metrics(
+            traffic.clone(),
+            shared.stop.clone(),
+        )));
+        Ok(SimCluster {
+            name: spec.name.clone(),
+            port,
+            store,
+            faults,
+            counter,
+            traffic,
+            ctx,
+            api,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+async fn tick_metrics(traffic: Arc<Traffic>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(METRICS_TICK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => traffic.step(),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn create(
+    ctx: &Ctx,
+    group: &str,
+    plural: &str,
+    ns: &str,
+    obj: Value,
+) -> Result<(), super::api_error::ApiError> {
+    let kind = ctx.kind(group, plural);
+    ctx.store
+        .create(&kind, ns, obj, Target::All, &WriteOptions::default())
+        .map(|_| ())
+}
+
+/// Namespaces, nodes, the `kubernetes` Service and the HTTPRoute CRD.
+fn boot(ctx: &Ctx, index: usize, spec: &ClusterSpec) -> Result<(), super::api_error::ApiError> {
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        create(ctx, "", "namespaces", "", json!({"metadata": {"name": ns}}))?;
+    }
+    let now = ctx.now();
+    for (zone_index, zone) in spec.zones.iter().enumerate() {
+        for number in 1..=spec.nodes_per_zone as usize {
+            let place = nodes::NodePlace {
+                cluster_index: index,
+                region: &spec.region,
+                zone,
+                zone_index,
+                number,
+                pods: spec.pods_per_node,
+            };
+            let node = nodes::make_node(&spec.name, place, now);
+            let lease = json!({"metadata": {"name": nodes::node_name(&spec.name, zone, number)},
+                               "spec": {"holderIdentity": nodes::node_name(&spec.name, zone, number), "leaseDurationSeconds": 40,
+                                        "renewTime": super::meta::micro_time(now)}});
+            create(ctx, "", "nodes", "", node)?;
+            create(
+                ctx,
+                "coordination.k8s.io",
+                "leases",
+                "kube-node-lease",
+                lease,
+            )?;
+        }
+    }
+    create(
+        ctx,
+        "",
+        "services",
+        "default",
+        json!({"metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+               "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "targetPort": 6443}]}}),
+    )?;
+    create(
+        ctx,
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+        "",
+        httproute_crd(),
+    )
+}
+
+/// The Gateway API HTTPRoute CRD, schema left open.
+fn httproute_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "httproutes.gateway.networking.k8s.io",
+                     "annotations": {"gateway.networking.k8s.io/bundle-version": "v1.2.0"}},
+        "spec": {
+            "group": "gateway.networking.k8s.io",
+            "names": {"plural": "httproutes", "singular": "httproute", "kind": "HTTPRoute", "listKind": "HTTPRouteList",
+                      "categories": ["gateway-api"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Hostnames", "type": "string", "jsonPath": ".spec.hostnames"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+            }],
+        },
+    })
+}

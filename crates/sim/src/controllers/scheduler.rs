@@ -1,0 +1,424 @@
+//! The scheduler: places pending pods on Ready, schedulable nodes that fit
+//! (nodeSelector, tolerated taints, pod capacity), honouring
+//! `topologySpreadConstraints` (maxSkew, DoNotSchedule / ScheduleAnyway,
+//! labelSelector and matchLabelKeys; domains are the topology values of the
+//! nodes the pod could go to) and otherwise spreading a workload's pods
+//! over zones and nodes. A pod that fits nowhere stays Pending with
+//! `PodScheduled=False` and a `FailedScheduling` Event.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::Ctx;
+use cutover_core::labels::ZONE;
+use crate::meta;
+use crate::selectors::LabelSelector;
+use crate::store::{Target, WriteOptions};
+
+/// The pods already placed, indexed for one pass: pods per node, each
+/// placed pod by namespace and by owner, and (built when a spread
+/// constraint first asks) by the value of one label in one namespace, so
+/// that placing a pod reads only the pods that can matter to it, not the
+/// whole cluster's.
+#[derive(Default)]
+struct Placed {
+    pods: Vec<(Arc<Value>, String)>,
+    per_node: BTreeMap<String, usize>,
+    in_ns: HashMap<String, Vec<usize>>,
+    of_owner: HashMap<String, Vec<usize>>,
+    /// (namespace, label key) → label value → pods.
+    by_label: HashMap<(String, String), HashMap<String, Vec<usize>>>,
+}
+
+impl Placed {
+    fn add(&mut self, pod: Arc<Value>, node: String) {
+        let i = self.pods.len();
+        let ns = meta::namespace(&pod);
+        *self.per_node.entry(node.clone()).or_default() += 1;
+        self.in_ns.entry(ns.to_string()).or_default().push(i);
+        if let Some(owner) = owner(&pod) {
+            self.of_owner.entry(owner.to_string()).or_default().push(i);
+        }
+        for ((in_ns, key), values) in &mut self.by_label {
+            if in_ns == ns
+                && let Some(v) = meta::label(&pod, key)
+            {
+                values.entry(v.to_string()).or_default().push(i);
+            }
+        }
+        self.pods.push((pod, node));
+    }
+
+    fn on_node(&self, node: &str) -> usize {
+        self.per_node.get(node).copied().unwrap_or(0)
+    }
+
+    /// Placed pods in `ns` that `selector` selects, with their nodes.
+    fn selected<'a>(
+        &'a mut self,
+        ns: &str,
+        selector: &'a LabelSelector,
+    ) -> impl Iterator<Item = (&'a Value, &'a str)> + 'a {
+        let candidates: &[usize] = match selector.an_equality() {
+            Some((key, value)) => {
+                let pods = &self.pods;
+                let in_ns = &self.in_ns;
+                self.by_label
+                    .entry((ns.to_string(), key.to_string()))
+                    .or_insert_with(|| {
+                        let mut values: HashMap<String, Vec<usize>> = HashMap::new();
+                        for i in in_ns.get(ns).into_iter().flatten() {
+                            if let Some(v) = meta::label(&pods[*i].0, key) {
+                                values.entry(v.to_string()).or_default().push(*i);
+                            }
+                        }
+                        values
+                    })
+                    .get(value)
+                    .map_or(&[], Vec::as_slice)
+            }
+            None => self.in_ns.get(ns).map_or(&[], Vec::as_slice),
+        };
+        let pods = &self.pods;
+        candidates
+            .iter()
+            .map(move |i| (&*pods[*i].0, pods[*i].1.as_str()))
+            .filter(move |(p, _)| selector.matches_object(p))
+    }
+
+    fn of_owner<'a>(&'a self, owner: &str) -> impl Iterator<Item = &'a str> + 'a {
+        self.of_owner
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .map(|i| self.pods[*i].1.as_str())
+    }
+}
+
+/// The pod's controlling owner (its Deployment).
+fn owner(pod: &Value) -> Option<&str> {
+    pod["metadata"]["ownerReferences"][0]["uid"].as_str()
+}
+
+pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
+    let nodes = ctx.store.all("", "nodes");
+    let pods = ctx.store.all("", "pods");
+    let mut placed = Placed::default();
+    for p in pods.iter().filter(|p| !meta::is_terminating(p)) {
+        if let Some(node) = p["spec"]["nodeName"].as_str() {
+            placed.add(p.clone(), node.to_string());
+        }
+    }
+    let mut pending: Vec<&Arc<Value>> = pods
+        .iter()
+        .filter(|p| p["spec"]["nodeName"].is_null() && !meta::is_terminating(p))
+        .filter(|p| {
+            p["spec"]["schedulerName"]
+                .as_str()
+                .is_none_or(|s| s == "default-scheduler")
+        })
+        .collect();
+    pending.sort_by_key(|p| {
+        (
+            p["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            meta::name(p).to_string(),
+        )
+    });
+    for pod in pending {
+        match choose(pod, &nodes, &mut placed) {
+            Ok(node) => {
+                if bind(ctx, pod, &node).is_ok() {
+                    placed.add(pod.clone(), node);
+                }
+            }
+            Err(why) => unschedulable(ctx, pod, &why),
+        }
+    }
+    None
+}
+
+fn node_label<'a>(node: &'a Value, key: &str) -> Option<&'a str> {
+    node["metadata"]["labels"][key].as_str()
+}
+
+fn tolerates(pod: &Value, taint: &Value) -> bool {
+    pod["spec"]["tolerations"].as_array().is_some_and(|ts| {
+        ts.iter().any(|t| {
+            let key_ok = match t["key"].as_str() {
+                None | Some("") => t["operator"] == "Exists",
+                Some(k) => taint["key"] == k,
+            };
+            let value_ok = t["operator"] == "Exists"
+                || t["value"].as_str().unwrap_or_default()
+                    == taint["value"].as_str().unwrap_or_default();
+            let effect_ok = t["effect"]
+                .as_str()
+                .is_none_or(|e| e.is_empty() || taint["effect"] == e);
+            key_ok && value_ok && effect_ok
+        })
+    })
+}
+
+/// Why a node cannot take the pod, in the scheduler's words.
+fn node_filter(pod: &Value, node: &Value, on_node: usize) -> Result<(), String> {
+    if node["spec"]["unschedulable"] == true {
+        return Err("node(s) were unschedulable".into());
+    }
+    if let Some(t) = node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute")) && !tolerates(pod, t)
+        })
+    {
+        return Err(format!(
+            "node(s) had untolerated taint {{{}: {}}}",
+            t["key"].as_str().unwrap_or_default(),
+            t["value"].as_str().unwrap_or_default()
+        ));
+    }
+    if !meta::condition_true(node, "Ready") {
+        return Err("node(s) were not ready".into());
+    }
+    if let Some(sel) = pod["spec"]["nodeSelector"].as_object()
+        && !sel.iter().all(|(k, v)| node["metadata"]["labels"][k] == *v)
+    {
+        return Err("node(s) didn't match Pod's node affinity/selector".into());
+    }
+    let capacity = node["status"]["allocatable"]["pods"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(110usize);
+    if on_node >= capacity {
+        return Err("Too many pods".into());
+    }
+    Ok(())
+}
+
+struct Constraint {
+    key: String,
+    max_skew: i64,
+    hard: bool,
+    selector: LabelSelector,
+}
+
+fn constraints(pod: &Value) -> Vec<Constraint> {
+    let labels = &pod["metadata"]["labels"];
+    pod["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let mut selector = LabelSelector::from_object(&c["labelSelector"]).ok()?;
+            if c["labelSelector"].is_null() {
+                return None;
+            }
+            for k in c["matchLabelKeys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                if let Some(v) = labels[k].as_str() {
+                    selector = selector.and_equals(k, v);
+                }
+            }
+            Some(Constraint {
+                key: c["topologyKey"].as_str()?.to_string(),
+                max_skew: c["maxSkew"].as_i64().unwrap_or(1).max(1),
+                hard: c["whenUnsatisfiable"].as_str().unwrap_or("DoNotSchedule") == "DoNotSchedule",
+                selector,
+            })
+        })
+        .collect()
+}
+
+/// The node to bind to, or the scheduler's message explaining why there is none.
+fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &mut Placed) -> Result<String, String> {
+    let ns = meta::namespace(pod);
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut feasible: Vec<&Value> = Vec::new();
+    for n in nodes {
+        match node_filter(pod, n, placed.on_node(meta::name(n))) {
+            Ok(()) => feasible.push(n),
+            Err(r) => *reasons.entry(r).or_default() += 1,
+        }
+    }
+    let node_of: BTreeMap<&str, &Value> = nodes.iter().map(|n| (meta::name(n), &**n)).collect();
+    // Each constraint's matching pods per domain (the topology values of the
+    // feasible nodes): the same whichever node is being scored.
+    let spreads: Vec<(Constraint, BTreeMap<&str, i64>)> = constraints(pod)
+        .into_iter()
+        .map(|c| {
+            let mut counts: BTreeMap<&str, i64> = feasible
+                .iter()
+                .filter_map(|f| node_label(f, &c.key))
+                .map(|d| (d, 0))
+                .collect();
+            for (_, node) in placed.selected(ns, &c.selector) {
+                if let Some(d) = node_of.get(node).and_then(|pn| node_label(pn, &c.key))
+                    && let Some(slot) = counts.get_mut(d)
+                {
+                    *slot += 1;
+                }
+            }
+            (c, counts)
+        })
+        .collect();
+    let mut scored: Vec<(i64, usize, usize, &str)> = Vec::new();
+    let mut spread_rejects = 0;
+    'nodes: for n in &feasible {
+        let mut soft_skew = 0;
+        for (c, counts) in &spreads {
+            let Some(here) = node_label(n, &c.key) else {
+                if c.hard {
+                    spread_rejects += 1;
+                    continue 'nodes;
+                }
+                continue;
+            };
+            let min = counts.values().copied().min().unwrap_or(0);
+            let me = i64::from(c.selector.matches_object(pod));
+            let skew = counts.get(here).copied().unwrap_or(0) + me - min;
+            if c.hard && skew > c.max_skew {
+                spread_rejects += 1;
+                continue 'nodes;
+            }
+            soft_skew += skew;
+        }
+        let (zone_peers, node_peers) = peers(pod, n, &node_of, placed);
+        scored.push((
+            soft_skew,
+            zone_peers * 1000 + node_peers,
+            placed.on_node(meta::name(n)),
+            meta::name(n),
+        ));
+    }
+    if spread_rejects > 0 {
+        *reasons
+            .entry("node(s) didn't match pod topology spread constraints".into())
+            .or_default() += spread_rejects;
+    }
+    scored.sort();
+    match scored.first() {
+        Some((.., name)) => Ok(name.to_string()),
+        None => {
+            let detail: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            Err(format!(
+                "0/{} nodes are available: {}.",
+                nodes.len(),
+                detail.join(", ")
+            ))
+        }
+    }
+}
+
+/// Pods of the same owner already in the node's zone and on the node (default spreading).
+fn peers(
+    pod: &Value,
+    node: &Value,
+    node_of: &BTreeMap<&str, &Value>,
+    placed: &Placed,
+) -> (usize, usize) {
+    let Some(owner) = owner(pod) else {
+        return (0, 0);
+    };
+    let zone = node_label(node, ZONE);
+    let mut same_zone = 0;
+    let mut same_node = 0;
+    for on in placed.of_owner(owner) {
+        if on == meta::name(node) {
+            same_node += 1;
+        }
+        if zone.is_some() && node_of.get(on).and_then(|n| node_label(n, ZONE)) == zone {
+            same_zone += 1;
+        }
+    }
+    (same_zone, same_node)
+}
+
+fn bind(ctx: &Ctx, pod: &Value, node: &str) -> Result<(), crate::api_error::ApiError> {
+    let stamp = meta::time(ctx.now());
+    ctx.update(&ctx.kind("", "pods"), pod, |p| {
+        p["spec"]["nodeName"] = json!(node);
+        meta::set_condition(
+            p,
+            "PodScheduled",
+            "True",
+            "",
+            "",
+            &stamp,
+            &["lastProbeTime"],
+        );
+    })?;
+    Ok(())
+}
+
+/// Fleet time between two reports of the same scheduling failure.
+const REPORT_EVERY: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+fn unschedulable(ctx: &Ctx, pod: &Value, why: &str) {
+    let now = ctx.now();
+    let stamp = meta::time(now);
+    let already = meta::condition(pod, "PodScheduled")
+        .is_some_and(|c| c["status"] == "False" && c["message"] == why);
+    if !already {
+        let _ = ctx.update(&ctx.kind("", "pods"), pod, |p| {
+            meta::set_condition(
+                p,
+                "PodScheduled",
+                "False",
+                "Unschedulable",
+                why,
+                &stamp,
+                &[],
+            );
+            p["status"]["phase"] = json!("Pending");
+        });
+    }
+    report(ctx, pod, why, now);
+}
+
+/// A `FailedScheduling` Event for the pod: created, or counted again every few minutes.
+fn report(ctx: &Ctx, pod: &Value, why: &str, now: Timestamp) {
+    let kind = ctx.kind("", "events");
+    let ns = meta::namespace(pod);
+    let name = format!(
+        "{}.{}",
+        meta::name(pod),
+        meta::short_hash(&json!(meta::uid(pod)))
+    );
+    let stamp = meta::time(now);
+    let _ = ctx.store.modify(&kind, ns, &name, Target::All, true, &WriteOptions::default(), |cur| {
+        let mut e = match cur {
+            Some(e) => e.clone(),
+            None => json!({
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": ns},
+                "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": meta::name(pod), "uid": meta::uid(pod)},
+                "reason": "FailedScheduling",
+                "type": "Warning",
+                "source": {"component": "default-scheduler"},
+                "reportingComponent": "default-scheduler",
+                "firstTimestamp": stamp,
+                "count": 0,
+            }),
+        };
+        let last = e["lastTimestamp"].as_str().and_then(meta::parse_time);
+        let due = last.is_none_or(|t| t.checked_add(REPORT_EVERY).is_ok_and(|d| d <= now));
+        if due || e["message"] != why {
+            e["count"] = json!(e["count"].as_i64().unwrap_or(0) + 1);
+            e["lastTimestamp"] = json!(stamp);
+            e["message"] = json!(why);
+        }
+        Ok(e)
+    });
+}

@@ -1,0 +1,286 @@
+//! The simulated fleet: in-process Kubernetes API servers on loopback, one
+//! per cluster of a scenario, that the real `kube` client and `kubectl`
+//! talk to. Behind each: a store with watch, patch and status semantics, a
+//! deployment controller, a scheduler and kubelets on a scaled clock, nodes
+//! that fail as the scenario says, a gateway splitting traffic by HTTPRoute
+//! weights, and Prometheus metrics per app version.
+//!
+//! `SimFleet::start` boots it and writes a kubeconfig (one context
+//! `sim-<cluster>` per cluster) and a fleet file for cutover to use. It must
+//! not be used for anything but rehearsal and tests: there is no auth.
+
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod api_error;
+pub mod cluster;
+pub mod controllers;
+pub mod counters;
+pub mod discovery;
+pub mod faults;
+pub mod gateway;
+pub mod handlers;
+pub mod kinds;
+pub mod meta;
+pub mod metrics;
+pub mod patch;
+pub mod scenario;
+pub mod selectors;
+pub mod server;
+pub mod store;
+pub mod table;
+pub mod timeline;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::task::JoinHandle;
+
+pub use counters::{RequestCount, RequestCounts, RequestKey};
+pub use scenario::Scenario;
+
+use cutover_core::clock::{ScaledClock, SharedClock};
+use cutover_core::spec::fleet::{Fleet, FleetClock, FleetCluster};
+use cluster::{Shared, SimCluster};
+use faults::Behaviours;
+
+/// How to run a simulated fleet.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub scenario: Scenario,
+    /// Fleet time runs this many times faster than the wall clock.
+    pub time_scale: f64,
+    /// Where the kubeconfig and fleet file are written.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on a loopback port: {0}")]
+    Bind(std::io::Error),
+    #[error("the time scale must be a number above 0, got {0}")]
+    TimeScale(f64),
+    #[error("cluster {cluster} failed to boot: {problem}")]
+    Boot { cluster: String, problem: String },
+    #[error("cannot write the fleet file: {0}")]
+    Serialize(String),
+}
+
+impl SimError {
+    /// A short category for logs and metric labels.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            SimError::Write { .. } => "write",
+            SimError::Bind(_) => "bind",
+            SimError::TimeScale(_) => "time_scale",
+            SimError::Boot { .. } => "boot",
+            SimError::Serialize(_) => "serialize",
+        }
+    }
+}
+
+/// A running simulated fleet. Dropping it stops everything too; `shutdown` waits for it.
+pub struct SimFleet {
+    clusters: Vec<Arc<SimCluster>>,
+    clock: Arc<ScaledClock>,
+    kubeconfig: PathBuf,
+    fleet: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SimFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimFleet")
+            .field("clusters", &self.cluster_names())
+            .field("kubeconfig", &self.kubeconfig)
+            .finish()
+    }
+}
+
+impl SimFleet {
+    /// Boots every cluster of the scenario and writes the kubeconfig and fleet file.
+    pub async fn start(opts: SimOptions) -> Result<SimFleet, SimError> {
+        if !(opts.time_scale.is_finite() && opts.time_scale > 0.0) {
+            return Err(SimError::TimeScale(opts.time_scale));
+        }
+        let origin = Timestamp::now();
+        let start = opts.scenario.starts_at.unwrap_or(origin);
+        let clock = Arc::new(ScaledClock::starting_at(origin, start, opts.time_scale));
+        let shared_clock: SharedClock = clock.clone();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let behaviours = Arc::new(Behaviours::new(&opts.scenario.behaviour));
+        let shared = Shared {
+            scenario: &opts.scenario,
+            clock: shared_clock,
+            behaviours: behaviours.clone(),
+            stop: stop_rx.clone(),
+        };
+        let mut tasks = Vec::new();
+        let mut clusters = Vec::new();
+        for (i, spec) in opts.scenario.clusters.iter().enumerate() {
+            match SimCluster::start(i, spec, &shared, &mut tasks).await {
+                Ok(c) => clusters.push(Arc::new(c)),
+                Err(e) => {
+                    let _ = stop.send(true);
+                    tasks.iter().for_each(JoinHandle::abort);
+                    return Err(e);
+                }
+            }
+        }
+        let mut fleet = SimFleet {
+            clusters,
+            clock,
+            kubeconfig: opts.dir.join("kubeconfig"),
+            fleet: opts.dir.join("fleet.yaml"),
+            stop,
+            tasks,
+        };
+        fleet.write_files(&opts)?;
+        let by_name: BTreeMap<String, Arc<SimCluster>> = fleet
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), c.clone()))
+            .collect();
+        let timeline = timeline::Timeline::new(&opts.scenario, start, by_name, behaviours);
+        fleet
+            .tasks
+            .push(tokio::spawn(Arc::new(timeline).run(stop_rx)));
+        tracing::info!(clusters = ?fleet.cluster_names(), kubeconfig = %fleet.kubeconfig.display(), "simulated fleet started");
+        Ok(fleet)
+    }
+
+    fn write_files(&self, opts: &SimOptions) -> Result<(), SimError> {
+        let write = |path: &Path, text: &str| {
+            std::fs::create_dir_all(&opts.dir)
+                .and_then(|_| std::fs::write(path, text))
+                .map_err(|source| SimError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        };
+        write(&self.kubeconfig, &self.kubeconfig_text(&opts.scenario.home))?;
+        let fleet = Fleet {
+            api_version: cutover_core::spec::API_VERSION.to_string(),
+            kind: "Fleet".to_string(),
+            home: opts.scenario.home.clone(),
+            clusters: opts
+                .scenario
+                .clusters
+                .iter()
+                .map(|c| FleetCluster {
+                    name: c.name.clone(),
+                    context: Some(context_name(&c.name)),
+                    kubeconfig_secret: None,
+                    region: c.region.clone(),
+                    zones: c.zones.clone(),
+                    physical_zones: BTreeMap::new(),
+                    traffic_share: c.traffic_share,
+                    prometheus: None,
+                    metrics_url: self.url(&c.name).map(|u| format!("{u}/metrics")),
+                })
+                .collect(),
+            clock: Some(FleetClock {
+                origin: self.clock.origin(),
+                time_scale: opts.time_scale,
+                starts_at: (self.clock.start() != self.clock.origin()).then(|| self.clock.start()),
+            }),
+        };
+        let yaml =
+            serde_saphyr::to_string(&fleet).map_err(|e| SimError::Serialize(e.to_string()))?;
+        let header = "# The simulated fleet written by `cutover sim serve`; contexts are in the kubeconfig beside it.\n";
+        write(&self.fleet, &format!("{header}{yaml}"))
+    }
+
+    fn kubeconfig_text(&self, home: &str) -> String {
+        let mut clusters = String::new();
+        let mut contexts = String::new();
+        for c in &self.clusters {
+            let name = context_name(&c.name);
+            clusters.push_str(&format!(
+                "- name: {name}\n  cluster:\n    server: {}\n",
+                c.url()
+            ));
+            contexts.push_str(&format!("- name: {name}\n  context:\n    cluster: {name}\n    user: sim\n    namespace: default\n"));
+        }
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}current-context: {}\nusers:\n- name: sim\n  user: {{}}\npreferences: {{}}\n",
+            context_name(home)
+        )
+    }
+
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn fleet_path(&self) -> &Path {
+        &self.fleet
+    }
+
+    pub fn clock(&self) -> SharedClock {
+        self.clock.clone()
+    }
+
+    pub fn cluster_names(&self) -> Vec<String> {
+        self.clusters.iter().map(|c| c.name.clone()).collect()
+    }
+
+    /// `http://127.0.0.1:<port>` of a cluster's API server (which also serves `/metrics`).
+    pub fn url(&self, cluster: &str) -> Option<String> {
+        self.cluster(cluster).map(|c| c.url())
+    }
+
+    /// A snapshot of the API requests every cluster has served.
+    pub fn requests(&self) -> RequestCounts {
+        let mut all = RequestCounts::default();
+        for c in &self.clusters {
+            all.extend(c.counter.snapshot());
+        }
+        all
+    }
+
+    pub fn reset_requests(&self) {
+        self.clusters.iter().for_each(|c| c.counter.reset());
+    }
+
+    /// A cluster's internals, for tests that look behind the API.
+    pub fn cluster(&self, name: &str) -> Option<&SimCluster> {
+        self.clusters.iter().find(|c| c.name == name).map(|c| &**c)
+    }
+
+    /// Stops every server, controller and ticker and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for t in std::mem::take(&mut self.tasks) {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a simulated fleet task did not stop in time");
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for SimFleet {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+/// The kubeconfig context of a simulated cluster.
+pub fn context_name(cluster: &str) -> String {
+    format!("sim-{cluster}")
+}

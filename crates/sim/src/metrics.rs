@@ -1,0 +1,320 @@
+//! Application metrics of a simulated cluster, as Prometheus text (format
+//! 0.0.4): `http_requests_total{app,version,colour,code}` and the histogram
+//! `http_request_duration_seconds{app,version,colour}`, advanced with fleet
+//! time from the gateway's flows and each version's behaviour.
+//!
+//! Counters only grow: each step adds `rate × elapsed fleet seconds`, split
+//! by the behaviour in force during that step. Owns the accumulators and the
+//! text format; traffic routing belongs to the gateway.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+
+use super::faults::{Behaviour, Behaviours, Workload};
+use super::gateway::{self, Flow};
+use super::store::Store;
+use cutover_core::clock::SharedClock;
+
+/// Upper bounds of the latency histogram, in seconds.
+pub const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Spread of the log-normal latency distribution (p99 ≈ 3.2 × the median).
+const SIGMA: f64 = 0.5;
+
+#[derive(Debug, Default, Clone)]
+struct Series {
+    codes: BTreeMap<&'static str, f64>,
+    buckets: [f64; BUCKETS.len()],
+    count: f64,
+    sum: f64,
+}
+
+type SeriesKey = (String, String, String);
+
+#[derive(Debug, Default)]
+struct State {
+    last: Option<Timestamp>,
+    series: BTreeMap<SeriesKey, Series>,
+}
+
+/// The counters of one cluster.
+#[derive(Debug, Default)]
+pub struct AppMetrics {
+    state: Mutex<State>,
+}
+
+impl AppMetrics {
+    /// Whether the last step was less than `secs` of fleet time before `now`.
+    pub fn stepped_within(&self, now: Timestamp, secs: f64) -> bool {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.last
+            .is_some_and(|last| (0.0..secs).contains(&now.duration_since(last).as_secs_f64()))
+    }
+
+    /// Adds the requests of `flows` from the last step until `now`.
+    pub fn advance(&self, now: Timestamp, flows: &[Flow], behaviour: impl Fn(&Flow) -> Behaviour) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let dt = match st.last {
+            Some(last) => now.duration_since(last).as_secs_f64(),
+            None => 0.0,
+        };
+        if dt < 0.0 {
+            return;
+        }
+        st.last = Some(now);
+        for f in flows {
+            let s = st
+                .series
+                .entry((f.app.clone(), f.version.clone(), f.colour.clone()))
+                .or_default();
+            let n = f.rps * dt;
+            if !f.served {
+                *s.codes.entry("503").or_default() += n;
+                continue;
+            }
+            let b = behaviour(f);
+            let errors = n * b.error_ratio.clamp(0.0, 1.0);
+            *s.codes.entry("200").or_default() += n - errors;
+            *s.codes.entry("500").or_default() += errors;
+            let median = b.latency.as_secs_f64().max(1e-6);
+            for (slot, le) in s.buckets.iter_mut().zip(BUCKETS) {
+                *slot += n * lognormal_cdf(le, median);
+            }
+            s.count += n;
+            s.sum += n * median * (SIGMA * SIGMA / 2.0).exp();
+        }
+    }
+
+    /// The exposition text: every app's series, or only `app`'s (as an
+    /// app's own endpoint, or a federation query, would serve them).
+    pub fn render(&self, app: Option<&str>) -> String {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        let labels = |(app, version, colour): &SeriesKey| {
+            format!(
+                "app=\"{}\",version=\"{}\",colour=\"{}\"",
+                escape(app),
+                escape(version),
+                escape(colour)
+            )
+        };
+        out.push_str(
+            "# HELP http_requests_total Requests received, by app version and HTTP status code.\n",
+        );
+        out.push_str("# TYPE http_requests_total counter\n");
+        let wanted = |(a, _, _): &SeriesKey| app.is_none_or(|w| w == a);
+        for (key, s) in st.series.iter().filter(|(k, _)| wanted(k)) {
+            for (code, v) in &s.codes {
+                let _ = writeln!(
+                    out,
+                    "http_requests_total{{{},code=\"{code}\"}} {}",
+                    labels(key),
+                    v.floor()
+                );
+            }
+        }
+        out.push_str(
+            "# HELP http_request_duration_seconds Latency of requests served by app version.\n",
+        );
+        out.push_str("# TYPE http_request_duration_seconds histogram\n");
+        for (key, s) in st
+            .series
+            .iter()
+            .filter(|(k, s)| wanted(k) && s.codes.contains_key("200"))
+        {
+            let l = labels(key);
+            for (le, v) in BUCKETS.iter().zip(s.buckets) {
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {}",
+                    v.floor()
+                );
+            }
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
+                s.count.floor()
+            );
+            let _ = writeln!(out, "http_request_duration_seconds_sum{{{l}}} {:.3}", s.sum);
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_count{{{l}}} {}",
+                s.count.floor()
+            );
+        }
+        out
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// P(latency ≤ x) for a log-normal latency with this median.
+fn lognormal_cdf(x: f64, median: f64) -> f64 {
+    let z = (x.ln() - median.ln()) / SIGMA;
+    0.5 * (1.0 + erf(z / std::f64::consts::SQRT_2))
+}
+
+/// Abramowitz and Stegun 7.1.26 (error below 1.5e-7).
+fn erf(x: f64) -> f64 {
+    let sign = x.signum();
+    let x = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    sign * (1.0 - poly * (-x * x).exp())
+}
+
+/// A cluster's traffic: its rate, routes and behaviours, feeding its metrics.
+#[derive(Debug)]
+pub struct Traffic {
+    pub cluster: String,
+    pub rps: f64,
+    pub store: Arc<Store>,
+    pub behaviours: Arc<Behaviours>,
+    pub clock: SharedClock,
+    pub metrics: AppMetrics,
+    pub flows: Mutex<Option<ReadFlows>>,
+}
+
+/// The last flows, and the versions of the routes, Services and pods they were read from.
+pub type ReadFlows = ([u64; 3], Arc<Vec<Flow>>);
+
+impl Traffic {
+    /// Where requests go: read again only when a route, Service or pod changed.
+    fn flows(&self) -> Arc<Vec<Flow>> {
+        let versions = [
+            ("gateway.networking.k8s.io", "httproutes"),
+            ("", "services"),
+            ("", "pods"),
+        ]
+        .map(|(group, resource)| self.store.last_change(group, resource));
+        let mut last = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, flows)) = &*last
+            && *seen == versions
+        {
+            return flows.clone();
+        }
+        let flows = Arc::new(gateway::flows(&self.store, self.rps));
+        *last = Some((versions, flows.clone()));
+        flows
+    }
+
+    /// Counts the requests since the last step, routed as the cluster is now.
+    pub fn step(&self) {
+        let flows = self.flows();
+        let now = self.clock.now();
+        self.metrics.advance(now, &flows, |f| {
+            self.behaviours.of(Workload {
+                cluster: &self.cluster,
+                app: &f.app,
+                version: &f.version,
+                colour: &f.colour,
+            })
+        });
+    }
+
+    /// Steps to now and renders every app's series, or only `app`'s. A step
+    /// reads the whole cluster, so scrapes less than a fleet second after the
+    /// last step (many apps' gates at once) share it.
+    pub fn scrape(&self, app: Option<&str>) -> String {
+        if !self.metrics.stepped_within(self.clock.now(), 1.0) {
+            self.step();
+        }
+        self.metrics.render(app)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn flow(version: &str, colour: &str, rps: f64, served: bool) -> Flow {
+        Flow {
+            app: "web".into(),
+            version: version.into(),
+            colour: colour.into(),
+            rps,
+            served,
+        }
+    }
+
+    #[test]
+    fn counters_follow_rates_errors_and_time() {
+        let m = AppMetrics::default();
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let behave = |f: &Flow| Behaviour {
+            error_ratio: if f.colour == "green" { 0.2 } else { 0.0 },
+            latency: Duration::from_millis(40),
+            crash_loop: false,
+        };
+        let flows = [
+            flow("v1", "blue", 90.0, true),
+            flow("v2", "green", 10.0, true),
+            flow("v3", "red", 5.0, false),
+        ];
+        m.advance(t0, &flows, behave);
+        m.advance(t0 + Duration::from_secs(100), &flows, behave);
+        let text = m.render(None);
+        assert_eq!(m.render(Some("web")), text, "every series is web's");
+        assert!(!m.render(Some("api")).contains("http_requests_total{"));
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let value = |version: &str, code: &str| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| {
+                    s.metric == "http_requests_total"
+                        && s.labels.get("version") == Some(version)
+                        && s.labels.get("code") == Some(code)
+                })
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                })
+        };
+        assert_eq!(value("v1", "200"), Some(9000.0));
+        assert_eq!(value("v1", "500"), Some(0.0));
+        assert_eq!(value("v2", "500"), Some(200.0));
+        assert_eq!(value("v2", "200"), Some(800.0));
+        assert_eq!(value("v3", "503"), Some(500.0));
+        assert!(text.contains("http_request_duration_seconds_bucket{app=\"web\",version=\"v1\",colour=\"blue\",le=\"+Inf\"} 9000"), "{text}");
+        assert!(
+            !text.contains("version=\"v3\",colour=\"red\",le="),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn latency_buckets_are_cumulative_around_the_median() {
+        let m = AppMetrics::default();
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let slow = |_: &Flow| Behaviour {
+            error_ratio: 0.0,
+            latency: Duration::from_millis(400),
+            crash_loop: false,
+        };
+        let flows = [flow("v1", "blue", 100.0, true)];
+        m.advance(t0, &flows, slow);
+        m.advance(t0 + Duration::from_secs(10), &flows, slow);
+        let st = m.state.lock().unwrap();
+        let s = st.series.values().next().unwrap();
+        assert!(s.buckets.windows(2).all(|w| w[0] <= w[1]));
+        let at = |le: f64| s.buckets[BUCKETS.iter().position(|b| *b == le).unwrap()] / s.count;
+        assert!(at(0.25) < 0.5 && at(0.5) > 0.5, "{} {}", at(0.25), at(0.5));
+        assert!(at(10.0) > 0.999);
+        assert!((lognormal_cdf(0.4, 0.4) - 0.5).abs() < 1e-6);
+    }
+}

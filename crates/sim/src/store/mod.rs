@@ -1,0 +1,436 @@
+//! One cluster's object store: every object as JSON keyed by resource,
+//! namespace and name, one monotonically increasing `resourceVersion`, a
+//! bounded history of changes for watches, and a broadcast of each change.
+//!
+//! Owns write semantics (uid, generation, resourceVersion, status
+//! subresource, conflicts, finalizers, owner garbage collection). It never
+//! speaks HTTP and runs no controller.
+
+mod commit;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+use super::api_error::{ApiError, ApiResult};
+use super::kinds::{Kind, Registry};
+use super::meta;
+use super::selectors::{FieldSelector, LabelSelector};
+use cutover_core::clock::SharedClock;
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::Added => "ADDED",
+            ChangeType::Modified => "MODIFIED",
+            ChangeType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change, as watches replay it.
+#[derive(Debug)]
+pub struct Change {
+    pub rv: u64,
+    pub group: String,
+    pub resource: String,
+    pub change: ChangeType,
+    pub object: Arc<Value>,
+    /// The object before a modification, so a filtered watch can tell an object left its selection.
+    pub previous: Option<Arc<Value>>,
+}
+
+/// Which part of an object a write may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The main resource: `.status` is kept as stored when the kind has a status subresource.
+    Main,
+    /// The `/status` subresource: only `.status` changes.
+    Status,
+    /// Everything (the simulated controllers' own writes).
+    All,
+}
+
+/// Options every write takes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+}
+
+/// Options of a delete.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub dry_run: bool,
+    /// `Orphan` keeps dependents; anything else deletes them.
+    pub orphan: bool,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+}
+
+type Key = (String, String);
+type Objects = BTreeMap<Key, Arc<Value>>;
+
+struct Inner {
+    rv: u64,
+    registry: Registry,
+    objects: HashMap<Key, Objects>,
+    history: VecDeque<Arc<Change>>,
+    /// The newest resourceVersion no longer in `history`: watches from before it get 410 Gone.
+    compacted: u64,
+    /// The resourceVersion of each resource's last change.
+    last_change: HashMap<Key, u64>,
+}
+
+/// A cluster's objects. Cheap to share; every method is synchronous and short.
+pub struct Store {
+    inner: Mutex<Inner>,
+    changes: broadcast::Sender<Arc<Change>>,
+    latest: watch::Sender<u64>,
+    clock: SharedClock,
+    history_limit: usize,
+}
+
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Only changes from now on.
+    Now,
+    /// The objects stored now (as ADDED), then changes.
+    Snapshot,
+    /// Changes after this resourceVersion (410 Gone if history no longer reaches back).
+    After(u64),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("resource_version", &self.resource_version())
+            .finish()
+    }
+}
+
+/// A watch's starting point: the objects or changes to replay, then live changes.
+pub struct Subscription {
+    pub initial: Vec<Arc<Value>>,
+    pub backlog: Vec<Arc<Change>>,
+    pub live: broadcast::Receiver<Arc<Change>>,
+    pub rv: u64,
+}
+
+impl Store {
+    pub fn new(clock: SharedClock, history_limit: usize) -> Store {
+        let (changes, _) = broadcast::channel(4096);
+        let (latest, _) = watch::channel(0);
+        Store {
+            inner: Mutex::new(Inner {
+                rv: 0,
+                registry: Registry::with_builtins(),
+                objects: HashMap::new(),
+                history: VecDeque::new(),
+                compacted: 0,
+                last_change: HashMap::new(),
+            }),
+            changes,
+            latest,
+            clock,
+            history_limit: history_limit.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Wakes whenever anything changes; the value is the newest resourceVersion.
+    pub fn changed(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    pub fn registry(&self) -> Registry {
+        self.lock().registry.clone()
+    }
+
+    pub fn find_kind(&self, group: &str, version: &str, plural: &str) -> Option<Arc<Kind>> {
+        self.lock().registry.find(group, version, plural)
+    }
+
+    pub fn kind_of(&self, group: &str, plural: &str) -> Option<Arc<Kind>> {
+        self.lock().registry.by_resource(group, plural)
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// The resourceVersion of the last change to any object of a resource
+    /// (0 when none changed yet): whoever derives something from a few
+    /// resources can tell whether it is still current.
+    pub fn last_change(&self, group: &str, resource: &str) -> u64 {
+        self.lock()
+            .last_change
+            .get(&(group.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn get(&self, kind: &Kind, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+        let inner = self.lock();
+        let key = (scope(kind, ns), name.to_string());
+        inner
+            .objects
+            .get(&gr(kind))
+            .and_then(|m| m.get(&key))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&kind.group, &kind.plural, name))
+    }
+
+    /// Objects of a kind (in one namespace, or all when `ns` is `None`) and the list's resourceVersion.
+    pub fn list(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> (Vec<Arc<Value>>, u64) {
+        let inner = self.lock();
+        let items = inner
+            .objects
+            .get(&gr(kind))
+            .map(|m| {
+                m.iter()
+                    .filter(|((n, _), _)| ns.is_none_or(|want| !kind.namespaced || n == want))
+                    .map(|(_, o)| o)
+                    .filter(|o| labels.matches_object(o) && fields.matches(o))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        (items, inner.rv)
+    }
+
+    /// Every object of a resource, for the simulated controllers.
+    pub fn all(&self, group: &str, resource: &str) -> Vec<Arc<Value>> {
+        let inner = self.lock();
+        let key = (group.to_string(), resource.to_string());
+        inner
+            .objects
+            .get(&key)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Creates an object; `name` may come from `metadata.generateName`.
+    pub fn create(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        mut obj: Value,
+        target: Target,
+        opts: &WriteOptions,
+    ) -> ApiResult<Arc<Value>> {
+        let mut inner = self.lock();
+        if !obj["metadata"].is_object() {
+            obj["metadata"] = json!({});
+        }
+        if meta::name(&obj).is_empty()
+            && let Some(prefix) = obj["metadata"]["generateName"].as_str()
+        {
+            obj["metadata"]["name"] = json!(format!("{prefix}{}", meta::random_suffix(5)));
+        }
+        let name = meta::name(&obj).to_string();
+        self.commit(&mut inner, kind, ns, &name, None, obj, target, opts)
+    }
+
+    /// Replaces an object (PUT). A `resourceVersion` in the body must match the stored one.
+    pub fn update(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        target: Target,
+        opts: &WriteOptions,
+    ) -> ApiResult<Arc<Value>> {
+        let mut inner = self.lock();
+        let current = lookup(&inner, kind, ns, name)?;
+        if let Some(rv) = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            && Some(rv) != current["metadata"]["resourceVersion"].as_str()
+        {
+            return Err(ApiError::conflict(&kind.group, &kind.plural, name));
+        }
+        self.commit(&mut inner, kind, ns, name, Some(current), obj, target, opts)
+    }
+
+    /// Read-modify-write under the store's lock (patches, apply, controllers). `f` sees the
+    /// current object (or `None` when `create` allows creating it) and returns the new one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn modify<F>(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        target: Target,
+        create: bool,
+        opts: &WriteOptions,
+        f: F,
+    ) -> ApiResult<Arc<Value>>
+    where
+        F: FnOnce(Option<&Value>) -> ApiResult<Value>,
+    {
+        let mut inner = self.lock();
+        let current = match lookup(&inner, kind, ns, name) {
+            Ok(c) => Some(c),
+            Err(e) if !create => return Err(e),
+            Err(_) => None,
+        };
+        let mut next = f(current.as_deref())?;
+        if let Some(cur) = &current {
+            let asked = next["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default();
+            if !asked.is_empty() && Some(asked) != cur["metadata"]["resourceVersion"].as_str() {
+                return Err(ApiError::conflict(&kind.group, &kind.plural, name));
+            }
+        } else if !next["metadata"].is_object() {
+            next["metadata"] = json!({});
+        }
+        next["metadata"]["name"] = json!(name);
+        self.commit(&mut inner, kind, ns, name, current, next, target, opts)
+    }
+
+    /// Deletes an object. With finalizers it is only marked (`deletionTimestamp`) until they
+    /// are removed. Dependents (by owner reference) are deleted too unless orphaned.
+    pub fn delete(
+        &self,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Arc<Value>> {
+        let mut inner = self.lock();
+        let current = lookup(&inner, kind, ns, name)?;
+        if opts
+            .precondition_uid
+            .as_deref()
+            .is_some_and(|u| u != meta::uid(&current))
+            || opts
+                .precondition_rv
+                .as_deref()
+                .is_some_and(|r| Some(r) != current["metadata"]["resourceVersion"].as_str())
+        {
+            return Err(ApiError::conflict(&kind.group, &kind.plural, name));
+        }
+        if opts.dry_run {
+            return Ok(current);
+        }
+        let finalizers = current["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if finalizers {
+            if meta::is_terminating(&current) {
+                return Ok(current);
+            }
+            let mut marked = (*current).clone();
+            marked["metadata"]["deletionTimestamp"] = json!(meta::time(self.clock.now()));
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            return self.commit(
+                &mut inner,
+                kind,
+                ns,
+                name,
+                Some(current),
+                marked,
+                Target::All,
+                &WriteOptions::default(),
+            );
+        }
+        Ok(self.remove(&mut inner, kind, ns, name, opts.orphan))
+    }
+
+    /// Subscribes to changes of one resource. `Start::Snapshot` also returns the objects
+    /// stored now, consistent with the live changes that follow them.
+    pub fn subscribe(&self, kind: &Kind, start: Start) -> ApiResult<Subscription> {
+        let inner = self.lock();
+        let live = self.changes.subscribe();
+        let mut sub = Subscription {
+            initial: Vec::new(),
+            backlog: Vec::new(),
+            live,
+            rv: inner.rv,
+        };
+        match start {
+            Start::Now => {}
+            Start::Snapshot => {
+                sub.initial = inner
+                    .objects
+                    .get(&gr(kind))
+                    .map(|m| m.values().cloned().collect())
+                    .unwrap_or_default();
+            }
+            Start::After(from) => {
+                if from < inner.compacted {
+                    return Err(ApiError::expired(format!(
+                        "too old resource version: {from} ({})",
+                        inner.compacted + 1
+                    )));
+                }
+                sub.backlog = inner
+                    .history
+                    .iter()
+                    .filter(|c| c.rv > from && c.group == kind.group && c.resource == kind.plural)
+                    .cloned()
+                    .collect();
+            }
+        }
+        Ok(sub)
+    }
+}
+
+fn gr(kind: &Kind) -> Key {
+    (kind.group.clone(), kind.plural.clone())
+}
+
+/// The namespace part of a key: empty for cluster-scoped kinds.
+fn scope(kind: &Kind, ns: &str) -> String {
+    if kind.namespaced {
+        ns.to_string()
+    } else {
+        String::new()
+    }
+}
+
+fn lookup(inner: &Inner, kind: &Kind, ns: &str, name: &str) -> ApiResult<Arc<Value>> {
+    inner
+        .objects
+        .get(&gr(kind))
+        .and_then(|m| m.get(&(scope(kind, ns), name.to_string())))
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&kind.group, &kind.plural, name))
+}
+
+fn namespace_exists(inner: &Inner, ns: &str) -> bool {
+    inner
+        .objects
+        .get(&(String::new(), "namespaces".to_string()))
+        .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
+}

@@ -1,0 +1,257 @@
+//! Store semantics without HTTP: versions, generation, status, conflicts,
+//! history bounds, garbage collection.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::*;
+use cutover_core::clock::{ScaledClock, SharedClock};
+
+fn store(history: usize) -> Store {
+    let clock: SharedClock = Arc::new(ScaledClock::new(jiff::Timestamp::now(), 1.0));
+    let s = Store::new(clock, history);
+    namespace(&s, "default");
+    s
+}
+
+fn namespace(s: &Store, name: &str) {
+    let ns = s.kind_of("", "namespaces").unwrap();
+    s.create(
+        &ns,
+        "",
+        json!({"metadata": {"name": name}}),
+        Target::Main,
+        &WriteOptions::default(),
+    )
+    .unwrap();
+}
+
+/// An empty ConfigMap in `default`.
+fn config_map(s: &Store, name: &str) -> Arc<Value> {
+    s.create(
+        &kind(s, "", "configmaps"),
+        "default",
+        json!({"metadata": {"name": name}}),
+        Target::Main,
+        &WriteOptions::default(),
+    )
+    .unwrap()
+}
+
+fn kind(s: &Store, group: &str, plural: &str) -> Arc<Kind> {
+    s.kind_of(group, plural).unwrap()
+}
+
+fn rv(o: &Value) -> u64 {
+    meta::resource_version(o).unwrap()
+}
+
+fn deployment(replicas: i64) -> Value {
+    json!({"metadata": {"name": "web"}, "spec": {"replicas": replicas, "selector": {"matchLabels": {"a": "b"}},
+           "template": {"metadata": {"labels": {"a": "b"}}}}})
+}
+
+#[test]
+fn generation_follows_the_spec_and_no_op_writes_change_nothing() {
+    let s = store(100);
+    let d = kind(&s, "apps", "deployments");
+    let w = WriteOptions::default();
+    let created = s
+        .create(&d, "default", deployment(1), Target::Main, &w)
+        .unwrap();
+    assert_eq!(created["metadata"]["generation"], 1);
+    let same = s
+        .update(&d, "default", "web", (*created).clone(), Target::Main, &w)
+        .unwrap();
+    assert_eq!(
+        rv(&same),
+        rv(&created),
+        "a no-op write keeps the resourceVersion"
+    );
+    let mut labelled = (*created).clone();
+    labelled["metadata"]["labels"] = json!({"x": "y"});
+    let labelled = s
+        .update(&d, "default", "web", labelled, Target::Main, &w)
+        .unwrap();
+    assert_eq!(
+        (
+            labelled["metadata"]["generation"].as_i64(),
+            rv(&labelled) > rv(&created)
+        ),
+        (Some(1), true)
+    );
+    let scaled = s.modify(&d, "default", "web", Target::Main, false, &w, |c| {
+        let mut n = c.unwrap().clone();
+        n["spec"]["replicas"] = json!(3);
+        n["status"] = json!({"replicas": 42});
+        Ok(n)
+    });
+    let scaled = scaled.unwrap();
+    assert_eq!(scaled["metadata"]["generation"], 2);
+    assert!(
+        scaled["status"].get("replicas").is_none(),
+        "the main resource ignores status"
+    );
+    let status = s.update(
+        &d,
+        "default",
+        "web",
+        json!({"status": {"replicas": 3}, "spec": {"replicas": 9}}),
+        Target::Status,
+        &w,
+    );
+    let status = status.unwrap();
+    assert_eq!(
+        (
+            status["status"]["replicas"].as_i64(),
+            status["spec"]["replicas"].as_i64()
+        ),
+        (Some(3), Some(3))
+    );
+    assert_eq!(status["metadata"]["generation"], 2);
+}
+
+#[test]
+fn stale_writes_conflict_and_names_are_checked() {
+    let s = store(100);
+    let cm = kind(&s, "", "configmaps");
+    let w = WriteOptions::default();
+    let a = s
+        .create(
+            &cm,
+            "default",
+            json!({"metadata": {"name": "a"}, "data": {"k": "1"}}),
+            Target::Main,
+            &w,
+        )
+        .unwrap();
+    let mut newer = (*a).clone();
+    newer["data"]["k"] = json!("2");
+    s.update(&cm, "default", "a", newer, Target::Main, &w)
+        .unwrap();
+    let mut stale = (*a).clone();
+    stale["data"]["k"] = json!("3");
+    assert_eq!(
+        s.update(&cm, "default", "a", stale, Target::Main, &w)
+            .unwrap_err()
+            .reason,
+        "Conflict"
+    );
+    let dup = s
+        .create(
+            &cm,
+            "default",
+            json!({"metadata": {"name": "a"}}),
+            Target::Main,
+            &w,
+        )
+        .unwrap_err();
+    assert_eq!((dup.code, dup.reason), (409, "AlreadyExists"));
+    let bad = s
+        .create(
+            &cm,
+            "default",
+            json!({"metadata": {"name": "Not_OK"}}),
+            Target::Main,
+            &w,
+        )
+        .unwrap_err();
+    assert_eq!(bad.code, 422);
+    let generated = s
+        .create(
+            &cm,
+            "default",
+            json!({"metadata": {"generateName": "gen-"}}),
+            Target::Main,
+            &w,
+        )
+        .unwrap();
+    assert!(meta::name(&generated).starts_with("gen-") && meta::name(&generated).len() == 9);
+    let nowhere = s
+        .create(
+            &cm,
+            "nowhere",
+            json!({"metadata": {"name": "x"}}),
+            Target::Main,
+            &w,
+        )
+        .unwrap_err();
+    assert_eq!(
+        (nowhere.code, nowhere.message.as_str()),
+        (404, "namespaces \"nowhere\" not found")
+    );
+}
+
+#[test]
+fn history_is_bounded_and_replayed_in_order() {
+    let s = store(5);
+    let cm = kind(&s, "", "configmaps");
+    let w = WriteOptions::default();
+    let first = config_map(&s, "a");
+    for i in 0..10 {
+        s.modify(&cm, "default", "a", Target::Main, false, &w, |c| {
+            let mut n = c.unwrap().clone();
+            n["data"] = json!({"i": i.to_string()});
+            Ok(n)
+        })
+        .unwrap();
+    }
+    let err = s.subscribe(&cm, Start::After(rv(&first))).err().unwrap();
+    assert_eq!((err.code, err.reason), (410, "Expired"));
+    let now = s.resource_version();
+    let sub = s.subscribe(&cm, Start::After(now - 3)).unwrap();
+    let rvs: Vec<u64> = sub.backlog.iter().map(|c| c.rv).collect();
+    assert_eq!(rvs, [now - 2, now - 1, now]);
+    assert!(sub.backlog.iter().all(|c| c.change == ChangeType::Modified));
+    let snap = s.subscribe(&cm, Start::Snapshot).unwrap();
+    assert_eq!(snap.initial.len(), 1);
+}
+
+#[test]
+fn deleting_an_owner_deletes_or_orphans_its_dependents() {
+    let s = store(100);
+    let cm = kind(&s, "", "configmaps");
+    let w = WriteOptions::default();
+    for (owner, orphan) in [("o1", false), ("o2", true)] {
+        let o = config_map(&s, owner);
+        let dep = json!({"metadata": {"name": format!("{owner}-dep"), "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": owner, "uid": meta::uid(&o)}]}});
+        s.create(&cm, "default", dep, Target::Main, &w).unwrap();
+        s.delete(
+            &cm,
+            "default",
+            owner,
+            &DeleteOptions {
+                orphan,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let left = s.get(&cm, "default", &format!("{owner}-dep"));
+        match orphan {
+            false => assert_eq!(left.unwrap_err().code, 404),
+            true => assert_eq!(left.unwrap()["metadata"]["ownerReferences"], json!([])),
+        }
+    }
+}
+
+#[test]
+fn a_restart_forgets_the_history_so_every_older_watch_relists() {
+    let s = store(1000);
+    namespace(&s, "kube-system");
+    let cm = kind(&s, "", "configmaps");
+    config_map(&s, "a");
+    let before = s.resource_version();
+    assert!(s.subscribe(&cm, Start::After(before)).is_ok());
+    s.restart();
+    // The restarted server wrote its identity Lease: even a watch that was
+    // up to date is from before the restart.
+    assert_eq!(s.resource_version(), before + 1);
+    let err = s.subscribe(&cm, Start::After(before)).err().unwrap();
+    assert_eq!((err.code, err.reason), (410, "Expired"));
+    let sub = s
+        .subscribe(&cm, Start::After(s.resource_version()))
+        .unwrap();
+    assert!(sub.backlog.is_empty());
+}

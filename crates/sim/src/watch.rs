@@ -1,0 +1,232 @@
+//! Watches: a stream of newline-delimited `{"type", "object"}` events for one
+//! resource, from a resourceVersion (or from the current objects), filtered
+//! by namespace and selectors, with bookmarks, a timeout, and a 410 `Expired`
+//! ERROR event when the history no longer reaches back far enough or the
+//! watcher fell too far behind.
+//!
+//! Owns the event stream; the store owns the history it replays.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::api_error::ApiError;
+use super::kinds::Kind;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::store::{Change, ChangeType, Start, Store};
+use super::table::Printer;
+
+/// How often a watch that asked for bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
+
+/// What a watch request asked for.
+#[derive(Debug, Clone, Default)]
+pub struct WatchRequest {
+    pub namespace: Option<String>,
+    pub version: String,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    /// `resourceVersion`: `None`, `""` or `"0"` start with the current objects.
+    pub resource_version: Option<String>,
+    pub timeout: Option<Duration>,
+    pub bookmarks: bool,
+    /// `sendInitialEvents=true`: current objects, then a bookmark marking their end.
+    pub initial_events: bool,
+    /// Send each object as a one-row Table (kubectl's `get --watch`).
+    pub table: Option<Printer>,
+}
+
+/// A started watch: its events, and whether it begins with 410 Expired
+/// because the history no longer reaches back to where it asked to start.
+pub struct Started {
+    pub events: mpsc::Receiver<Bytes>,
+    pub expired: bool,
+}
+
+/// Starts a watch; events arrive on the returned channel, one JSON line per chunk.
+/// The stream ends when the client goes away, the timeout passes or `stop` fires.
+pub fn start(
+    store: Arc<Store>,
+    kind: Arc<Kind>,
+    req: WatchRequest,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Started, ApiError> {
+    let start = match req.resource_version.as_deref() {
+        None | Some("") | Some("0") => Start::Snapshot,
+        Some(_) if req.initial_events => Start::Snapshot,
+        Some(rv) => Start::After(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?,
+        ),
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let sub = store.subscribe(&kind, start);
+    let expired = sub.as_ref().is_err_and(|e| e.code == 410);
+    tokio::spawn(async move {
+        let clock = store.clock().clone();
+        let mut w = Watcher {
+            tx,
+            kind,
+            req,
+            sent_rv: 0,
+            columns_sent: false,
+            clock,
+        };
+        let mut sub = match sub {
+            Ok(s) => s,
+            Err(e) => {
+                w.error(&e).await;
+                return;
+            }
+        };
+        w.sent_rv = sub.rv;
+        for obj in &sub.initial {
+            if w.selects(obj) && !w.send("ADDED", obj).await {
+                return;
+            }
+        }
+        if w.req.initial_events {
+            let rv = sub.rv;
+            if !w.bookmark(rv, true).await {
+                return;
+            }
+        }
+        if let Start::After(from) = start {
+            w.sent_rv = from;
+        }
+        for change in std::mem::take(&mut sub.backlog) {
+            if !w.deliver(&change).await {
+                return;
+            }
+        }
+        w.sent_rv = w.sent_rv.max(sub.rv);
+        let deadline = w.req.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+        ticker.tick().await;
+        loop {
+            let until_deadline = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                change = sub.live.recv() => match change {
+                    Ok(c) => {
+                        if !w.deliver(&c).await {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        w.error(&ApiError::expired("the watch fell too far behind; relist")).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = ticker.tick(), if w.req.bookmarks => {
+                    let rv = w.sent_rv;
+                    if !w.bookmark(rv, false).await {
+                        return;
+                    }
+                }
+                _ = until_deadline => return,
+                _ = w.tx.closed() => return,
+                _ = stop.changed() => return,
+            }
+        }
+    });
+    Ok(Started {
+        events: rx,
+        expired,
+    })
+}
+
+struct Watcher {
+    tx: mpsc::Sender<Bytes>,
+    kind: Arc<Kind>,
+    req: WatchRequest,
+    /// Every change up to here has been delivered or filtered out.
+    sent_rv: u64,
+    /// Table column definitions go with the first event only.
+    columns_sent: bool,
+    clock: cutover_core::clock::SharedClock,
+}
+
+impl Watcher {
+    fn selects(&self, obj: &Value) -> bool {
+        let ns_ok = match &self.req.namespace {
+            Some(ns) if self.kind.namespaced => obj["metadata"]["namespace"].as_str() == Some(ns),
+            _ => true,
+        };
+        ns_ok && self.req.labels.matches_object(obj) && self.req.fields.matches(obj)
+    }
+
+    /// Sends what a change means to this watcher; `false` once the client is gone.
+    async fn deliver(&mut self, c: &Change) -> bool {
+        if c.rv <= self.sent_rv {
+            return true;
+        }
+        self.sent_rv = c.rv;
+        if c.group != self.kind.group || c.resource != self.kind.plural {
+            return true;
+        }
+        let now = self.selects(&c.object);
+        let event = match c.change {
+            ChangeType::Added => now.then_some("ADDED"),
+            ChangeType::Deleted => now.then_some("DELETED"),
+            ChangeType::Modified => {
+                let before = c.previous.as_ref().is_some_and(|p| self.selects(p));
+                match (before, now) {
+                    (true, true) => Some("MODIFIED"),
+                    (false, true) => Some("ADDED"),
+                    (true, false) => Some("DELETED"),
+                    (false, false) => None,
+                }
+            }
+        };
+        match event {
+            Some(t) => {
+                let obj = c.object.clone();
+                self.send(t, &obj).await
+            }
+            None => true,
+        }
+    }
+
+    async fn send(&mut self, kind: &str, obj: &Value) -> bool {
+        let mut obj = obj.clone();
+        obj["apiVersion"] = json!(self.kind.api_version(&self.req.version));
+        if let Some(printer) = &self.req.table {
+            let rv = super::meta::resource_version(&obj).unwrap_or(self.sent_rv);
+            obj = printer
+                .at(self.clock.now())
+                .table(&[Arc::new(obj)], rv, !self.columns_sent);
+            self.columns_sent = true;
+        }
+        self.line(json!({"type": kind, "object": obj})).await
+    }
+
+    async fn bookmark(&self, rv: u64, initial_end: bool) -> bool {
+        let mut md = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            md["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let obj = json!({"kind": self.kind.kind, "apiVersion": self.kind.api_version(&self.req.version), "metadata": md});
+        self.line(json!({"type": "BOOKMARK", "object": obj})).await
+    }
+
+    async fn error(&self, e: &ApiError) {
+        let _ = self
+            .line(json!({"type": "ERROR", "object": e.status()}))
+            .await;
+    }
+
+    async fn line(&self, v: Value) -> bool {
+        let mut text = v.to_string();
+        text.push('\n');
+        self.tx.send(Bytes::from(text)).await.is_ok()
+    }
+}

@@ -1,0 +1,142 @@
+//! Helpers shared by the simulated fleet's tests and the product's end-to-end
+//! tests (which include this file): start a fleet, reach it with kube's own
+//! client or the system kubectl, read kubectl's tables and API errors.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use cutover_sim::{Scenario, SimFleet, SimOptions};
+
+/// A simulated fleet in a fresh directory of its own.
+pub async fn start_sim(scenario: Scenario, scale: f64) -> (SimFleet, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = SimFleet::start(SimOptions {
+        scenario,
+        time_scale: scale,
+        dir: dir.path().to_path_buf(),
+    })
+    .await
+    .unwrap();
+    (fleet, dir)
+}
+
+/// kube's own configuration for one simulated cluster (kube's defaults, not cutover's layers).
+pub async fn sim_config(fleet: &SimFleet, cluster: &str) -> kube::Config {
+    let kc = kube::config::Kubeconfig::read_from(fleet.kubeconfig_path()).unwrap();
+    let opts = kube::config::KubeConfigOptions {
+        context: Some(cutover_sim::context_name(cluster)),
+        ..Default::default()
+    };
+    kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .unwrap()
+}
+
+/// A plain kube client for one simulated cluster.
+pub async fn sim_client(fleet: &SimFleet, cluster: &str) -> kube::Client {
+    kube::Client::try_from(sim_config(fleet, cluster).await).unwrap()
+}
+
+/// A fleet of one cluster, `one`, keeping `history` watch events.
+pub fn one_cluster_with_history(history: usize) -> Scenario {
+    let text = format!(
+        "home: one\nclusters:\n  - name: one\n    region: r\n    zones: [r-a, r-b, r-c]\n    trafficShare: 100%\napiServer:\n  watchHistory: {history}\n"
+    );
+    Scenario::parse("test.yaml", &text).unwrap()
+}
+
+/// The code, reason and message of an API error; anything else fails the test.
+pub fn api_error(e: kube::Error) -> (u16, String, String) {
+    match e {
+        kube::Error::Api(s) => (s.code, s.reason.clone(), s.message.clone()),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+pub fn kubectl_binary() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file());
+    // ./scripts/test installs kubectl when it is missing: its absence is a failure, not a skip.
+    assert!(
+        found.is_some(),
+        "kubectl is not on PATH; run the tests with ./scripts/test"
+    );
+    found
+}
+
+/// The system kubectl, pointed at one context of a kubeconfig.
+pub struct Kubectl {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub cache: PathBuf,
+    pub context: String,
+}
+
+impl Kubectl {
+    /// Runs kubectl; panics with its output when it fails.
+    pub async fn run(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.try_run(args).await;
+        assert!(ok, "kubectl {} failed:\n{out}\n{err}", args.join(" "));
+        out
+    }
+
+    pub async fn try_run(&self, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = std::process::Command::new(&self.bin);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.cache.parent().unwrap())
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .arg("--context")
+            .arg(&self.context)
+            .args(args);
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// Rows of a kubectl table, as maps from header to cell. Columns start where
+/// the header's names do (names may hold single spaces: `NOMINATED NODE`).
+pub fn table(out: &str) -> Vec<BTreeMap<String, String>> {
+    let mut lines = out.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else {
+        return Vec::new();
+    };
+    let mut starts = Vec::new();
+    let bytes = header.as_bytes();
+    for i in 0..bytes.len() {
+        let begins = bytes[i] != b' '
+            && (i == 0 || (i >= 2 && bytes[i - 1] == b' ' && bytes[i - 2] == b' '));
+        if begins {
+            starts.push(i);
+        }
+    }
+    let cell = |line: &str, i: usize| {
+        let end = starts
+            .get(i + 1)
+            .copied()
+            .unwrap_or(line.len())
+            .min(line.len());
+        line.get(starts[i].min(line.len())..end)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    lines
+        .map(|l| {
+            (0..starts.len())
+                .map(|i| (cell(header, i), cell(l, i)))
+                .collect()
+        })
+        .collect()
+}
