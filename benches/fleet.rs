@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use cutover::cli::Exit;
 use cutover::cli::demo::{load_scenario, rehearse};
+use cutover::spec::status::TransitionEvent;
+use cutover::spec::{ReleaseStatus, Span};
 use cutover_sim::Scenario;
 use cutover_sim::scenario::Rehearsal;
 use cutover_sim::store::Store;
-use cutover::spec::status::TransitionEvent;
-use cutover::spec::{ReleaseStatus, Span};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -402,8 +402,8 @@ async fn controller() {
     let deadline = started + Duration::from_secs(1800);
     let statuses: Vec<ReleaseStatus> = loop {
         peak_rss_kb = peak_rss_kb.max(rss_kb(pid));
-        let all: Vec<ReleaseStatus> = match store.api.list(&Default::default()).await {
-            Ok(list) => list.items.into_iter().filter_map(|r| r.status).collect(),
+        let all: Vec<ReleaseStatus> = match store.list().await {
+            Ok(list) => list.into_iter().filter_map(|r| r.status).collect(),
             Err(_) => Vec::new(),
         };
         if all.len() == docs.len() && all.iter().all(|s| s.phase.is_terminal()) {

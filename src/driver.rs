@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::admission;
 use crate::clock::SharedClock;
 use crate::engine::{self, Action};
 use crate::fleet::cache::FleetCache;
@@ -206,11 +207,7 @@ impl Driver {
             let mut recovered = Vec::new();
             for (cluster, why) in &unavailable {
                 let answers = match self.fleet.get(cluster) {
-                    Ok(c) => {
-                        tokio::time::timeout(Duration::from_secs(2), c.client.apiserver_version())
-                            .await
-                            .is_ok_and(|r| r.is_ok())
-                    }
+                    Ok(c) => c.answers(Duration::from_secs(2)).await,
                     Err(_) => false,
                 };
                 if answers {
@@ -434,9 +431,9 @@ impl Driver {
     }
 }
 
-/// Resolves a release against its fleet and tier and checks the tier's static
-/// rules: what every driver (CLI, controller, demo) requires before acting.
-/// On refusal: why, and whether only the tier's rules are broken.
+/// Admits a release for a driver (CLI, controller, demo) before it acts: the
+/// core's one admission, without freezes (in flight a freeze holds rather than
+/// refuses). On refusal: why, and whether only the tier's rules are broken.
 pub fn admit(
     name: &str,
     namespace: Option<&str>,
@@ -444,20 +441,17 @@ pub fn admit(
     fleet: &Fleet,
     policy: &TierPolicyFile,
 ) -> std::result::Result<ResolvedRelease, (String, bool)> {
-    let rel =
-        ResolvedRelease::resolve(name, namespace, spec, fleet, policy).map_err(|findings| {
-            let breaks_policy = findings.iter().all(|f| f.breaks_policy);
-            let message = findings
-                .iter()
-                .map(|f| format!("field `{}`: {}", f.field, f.problem))
-                .collect::<Vec<_>>()
-                .join("; ");
-            (message, breaks_policy)
-        })?;
-    match crate::policy::rules::refusal(&rel, "") {
-        Some(why) => Err((why, true)),
-        None => Ok(rel),
-    }
+    let request = admission::Request {
+        name,
+        namespace,
+        spec,
+        fleet,
+        policy,
+        freezes: None,
+    };
+    admission::admit(&request)
+        .admitted(name)
+        .map_err(|refused| (refused.message(None, ""), refused.breaks_policy()))
 }
 
 /// The release as it is in flight: with the version the status belongs to

@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::{World, finish, tier2_release};
+use cutover::spec::status::{HoldReason, Phase, StepKind, TransitionEvent};
 use cutover_sim::faults::ApiFault;
 use cutover_sim::scenario::UnreachableMode;
-use cutover::spec::status::{HoldReason, Phase, StepKind, TransitionEvent};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams};
 

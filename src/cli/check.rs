@@ -7,19 +7,14 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::api::{Api, ListParams};
 use serde::Serialize;
 
 use super::Output;
 use super::connect::connect;
 use super::exit::{CliResult, Exit};
 use super::load::Inputs;
-use crate::fleet::observe::{node_info, pod_info};
-use crate::fleet::workload::SlotWorkload;
-use crate::fleet::{ClusterHandle, Error};
-use crate::labels;
+use crate::fleet::ClusterHandle;
+use crate::fleet::live::LiveCluster;
 use crate::policy::placement;
 use crate::policy::rules::{self, RuleResult, RuleVerdict};
 use crate::spec::{ResolvedCluster, ResolvedRelease};
@@ -162,36 +157,11 @@ async fn live(
     rel: &ResolvedRelease,
     target: &ResolvedCluster,
 ) -> crate::fleet::Result<(Vec<RuleResult>, String, Option<placement::PlacementReport>)> {
-    let err = Error::api(&c.name);
-    let uid = Api::<Namespace>::all(c.client.clone())
-        .get("kube-system")
-        .await
-        .map_err(err)?
-        .metadata
-        .uid
-        .unwrap_or_default();
-    let nodes: Vec<_> = Api::<Node>::all(c.client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::api(&c.name))?
-        .items
-        .iter()
-        .map(node_info)
-        .collect();
-    let app = ListParams::default().labels(&format!("{}={}", labels::APP, rel.app));
-    let deployments = Api::<Deployment>::namespaced(c.client.clone(), &rel.namespace)
-        .list(&app)
-        .await
-        .map_err(Error::api(&c.name))?;
-    let serving = deployments
-        .items
-        .iter()
-        .filter_map(SlotWorkload::from_deployment)
-        .find(|w| w.replicas > 0);
-    let pods = Api::<Pod>::namespaced(c.client.clone(), &rel.namespace)
-        .list(&app)
-        .await
-        .map_err(Error::api(&c.name))?;
+    let LiveCluster {
+        uid,
+        nodes,
+        serving,
+    } = crate::fleet::live::read(c, rel).await?;
     let mut out = Vec::new();
     let zones_ok: Vec<_> = target
         .zones
@@ -219,12 +189,7 @@ async fn live(
         fix: (!missing.is_empty()).then(|| "an infrastructure problem, not the manifest: restore the zone's nodes or wait for it".into()),
     });
     let mut kept = None;
-    if let Some(w) = serving {
-        let pods: Vec<_> = pods
-            .items
-            .iter()
-            .map(|p| pod_info(p, w.colour, &w.version))
-            .collect();
+    if let Some((w, pods)) = serving {
         let report = placement::evaluate(
             &rel.tier.placement,
             &target.zones,

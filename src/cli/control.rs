@@ -102,7 +102,7 @@ pub async fn status(args: &StatusArgs) -> CliResult {
     }
     let config = watcher::Config::default().fields(&format!("metadata.name={}", args.name));
     let mut stream = std::pin::pin!(
-        watcher::watcher(store.api.clone(), config)
+        watcher::watcher(store.watch_api(), config)
             .default_backoff()
             .applied_objects()
     );

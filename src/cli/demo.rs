@@ -14,8 +14,10 @@ use tokio::sync::mpsc;
 use super::Output;
 use super::connect::{connect, read_fleet};
 use super::exit::{CliResult, Exit};
+use super::load::exit_of_refusal;
 use super::report::Reporter;
 use super::run::exit_of;
+use crate::admission;
 use crate::driver::{DriveOptions, Driver, Outcome, Progress};
 use crate::engine::timeline::span_of;
 use crate::fleet::bootstrap;
@@ -204,6 +206,24 @@ pub struct Rehearsed {
     pub objects: Vec<SharedObject>,
 }
 
+impl Rehearsed {
+    /// A rehearsal whose release was refused before it was submitted.
+    fn refused(sim: SimFleet, dir: tempfile::TempDir, fleet: Fleet, name: &str) -> Rehearsed {
+        Rehearsed {
+            sim,
+            dir,
+            fleet,
+            name: name.to_string(),
+            release: None,
+            exit: Exit::Error,
+            outcome: None,
+            status: None,
+            refusal: None,
+            objects: Vec::new(),
+        }
+    }
+}
+
 /// An object a scenario created beside the app.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedObject {
@@ -268,44 +288,16 @@ pub async fn rehearse(
     .map_err(|e| anyhow!("starting the simulated fleet: {e}"))?;
     let fleet = read_fleet(sim.fleet_path())?;
     let policy = TierPolicyFile::builtin();
-    let resolved = ResolvedRelease::resolve(
-        &doc.metadata.name,
-        doc.metadata.namespace.as_deref(),
-        &doc.spec,
-        &fleet,
-        &policy,
-    )
-    .map_err(|findings| {
-        let breaks_policy = findings.iter().all(|f| f.breaks_policy);
-        let errors = InputErrors(findings.iter().map(|f| f.locate(&src)).collect());
-        (errors.to_string(), breaks_policy)
-    })
-    .and_then(
-        |rel| match crate::policy::rules::refusal(&rel, ", nothing was touched") {
-            Some(why) => Err((why, true)),
-            None => Ok(rel),
-        },
-    );
-    let rel = match resolved {
+    // Refused as `cutover run` refuses it: before any request.
+    let rel = match admission::admit(&admission::Request::of(&doc, &fleet, &policy, None))
+        .admitted(&doc.metadata.name)
+    {
         Ok(r) => r,
-        Err((refusal, breaks_policy)) => {
-            // Refused as `cutover run` refuses it: before any request.
-            let exit = if breaks_policy {
-                Exit::Policy
-            } else {
-                Exit::Error
-            };
+        Err(refused) => {
             return Ok(Rehearsed {
-                sim,
-                dir,
-                fleet,
-                name: doc.metadata.name.clone(),
-                release: None,
-                exit,
-                outcome: None,
-                status: None,
-                refusal: Some(refusal),
-                objects: Vec::new(),
+                exit: exit_of_refusal(refused.refusal()),
+                refusal: Some(refused.message(Some(&src), ", nothing was touched")),
+                ..Rehearsed::refused(sim, dir, fleet, &doc.metadata.name)
             });
         }
     };
@@ -328,6 +320,24 @@ pub async fn rehearse(
                 .unwrap_or_default()
                 .to_string(),
             uid,
+        });
+    }
+    // And, as `cutover run` does, it does not start while a freeze applies.
+    let clusters: Vec<&str> = rel.clusters.iter().map(|c| c.name.as_str()).collect();
+    let (freezes, unreadable) = crate::fleet::freezes::read_all(&conn.clients, &clusters).await?;
+    let reading = admission::FreezeReading {
+        freezes: &freezes,
+        unreadable: &unreadable,
+        windows: &windows,
+        now: conn.clock.now(),
+    };
+    let request = admission::Request::of(&doc, &fleet, &policy, Some(reading));
+    if let Err(refused) = admission::admit(&request).admitted(&rel.name) {
+        return Ok(Rehearsed {
+            exit: exit_of_refusal(refused.refusal()),
+            refusal: Some(refused.message(Some(&src), ", nothing was touched")),
+            objects,
+            ..Rehearsed::refused(sim, dir, fleet, &rel.name)
         });
     }
     let store = ReleaseStore::new(conn.clients.home(), &rel.namespace);

@@ -241,12 +241,13 @@ async fn status(args: &StatusArgs) -> CliResult {
         }
     }
     let store = ReleaseStore::new(conn.clients.home(), &args.fleet.namespace);
-    let releases = store
-        .api
-        .list(&Default::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
+    let releases = match store.list().await {
+        Ok(list) => list,
+        Err(e) => {
+            unreadable.push(format!("releases holding for a freeze: {e}"));
+            Vec::new()
+        }
+    };
     let holding: Vec<(String, String)> = releases
         .iter()
         .filter_map(|r| {

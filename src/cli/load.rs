@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::exit::{CliError, CliResult, Exit};
+use crate::admission::{self, FreezeReading, Refusal, Refused};
 use crate::spec::release::ReleaseDocument;
 use crate::spec::{Fleet, InputErrors, ResolvedRelease, Source, TierPolicyFile};
 
@@ -31,6 +32,39 @@ pub struct Loaded {
     pub fleet: Fleet,
     pub policy: TierPolicyFile,
     pub release: ResolvedRelease,
+    /// The release file as read, to place findings in it.
+    pub source: (String, String),
+}
+
+impl Loaded {
+    /// Admits the release (see `cutover_core::admission`): with `freezes`, as
+    /// a release about to start. Every refusal comes with its exit code and
+    /// nothing is written; spec findings are placed in the release file.
+    pub fn admit(&self, freezes: Option<FreezeReading<'_>>) -> CliResult<ResolvedRelease> {
+        let request = admission::Request::of(&self.document, &self.fleet, &self.policy, freezes);
+        admission::admit(&request)
+            .admitted(&self.document.metadata.name)
+            .map_err(|refused| {
+                let src = Source::new(&self.source.0, &self.source.1);
+                refused_error(&refused, &src)
+            })
+    }
+}
+
+/// A refusal as the CLI reports it: the exit code of its class, every
+/// finding of that class, and that nothing was touched.
+pub fn refused_error(refused: &Refused, src: &Source) -> CliError {
+    let message = refused.message(Some(src), ", nothing was touched");
+    CliError::new(exit_of_refusal(refused.refusal()), anyhow::anyhow!(message))
+}
+
+/// The exit code a pipeline sees for a refusal.
+pub fn exit_of_refusal(refusal: Refusal) -> Exit {
+    match refusal {
+        Refusal::Invalid => Exit::Error,
+        Refusal::Policy => Exit::Policy,
+        Refusal::Frozen => Exit::Frozen,
+    }
 }
 
 impl Inputs {
@@ -94,23 +128,19 @@ impl Inputs {
         let text = read(&self.release)?;
         let src = Source::new(&name, &text);
         let meta = &document.metadata;
-        let release = ResolvedRelease::resolve(
-            &meta.name,
-            meta.namespace.as_deref(),
-            &document.spec,
-            &fleet,
-            &policy,
-        )
-        .map_err(|findings| {
-            let policy_only = findings.iter().all(|f| f.breaks_policy);
-            let errors = InputErrors(findings.iter().map(|f| f.locate(&src)).collect());
-            let exit = if policy_only {
-                Exit::Policy
-            } else {
-                Exit::Error
-            };
-            CliError::new(exit, errors)
-        })?;
+        // The spec must resolve; the tier's rules and freezes are each
+        // command's to weigh (`check` reports them, `run` refuses on them).
+        let admission = admission::admit(&admission::Request::of(&document, &fleet, &policy, None));
+        let release = match admission.release {
+            Some(release) => release,
+            None => {
+                let refused = Refused {
+                    findings: admission.findings,
+                    name: meta.name.clone(),
+                };
+                return Err(refused_error(&refused, &src));
+            }
+        };
         let windows = self.windows()?;
         Ok(Loaded {
             document,
@@ -118,6 +148,7 @@ impl Inputs {
             fleet,
             policy,
             release,
+            source: (name, text),
         })
     }
 }

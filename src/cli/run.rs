@@ -13,6 +13,7 @@ use super::connect::{connect, user};
 use super::exit::{CliError, CliResult, Exit};
 use super::load::Inputs;
 use super::report::Reporter;
+use crate::admission::{FreezeReading, overridden_objects};
 use crate::driver::{DriveOptions, Driver, Outcome};
 use crate::fleet::state::ReleaseStore;
 
@@ -77,10 +78,9 @@ pub async fn run(args: &RunArgs) -> CliResult {
             .inputs
             .resolve(loaded.document, loaded.fleet, loaded.policy)?;
     }
-    let rel = &loaded.release;
-    if let Some(why) = crate::policy::rules::refusal(rel, ", nothing was touched") {
-        return Err(CliError::new(Exit::Policy, anyhow!(why)));
-    }
+    // Every refusal that needs no cluster comes before the first request.
+    let admitted = loaded.admit(None)?;
+    let rel = &admitted;
     let conn = connect(
         loaded.fleet.clone(),
         args.kubeconfig.as_deref(),
@@ -95,7 +95,16 @@ pub async fn run(args: &RunArgs) -> CliResult {
             .is_none_or(|s| s.phase == crate::spec::status::Phase::Pending)
     });
     if starting {
-        refuse_if_frozen(&conn, rel, &loaded.windows).await?;
+        // A release does not start while a freeze applies: exit 4, nothing written.
+        let clusters: Vec<&str> = rel.clusters.iter().map(|c| c.name.as_str()).collect();
+        let (freezes, unreadable) =
+            crate::fleet::freezes::read_all(&conn.clients, &clusters).await?;
+        loaded.admit(Some(FreezeReading {
+            freezes: &freezes,
+            unreadable: &unreadable,
+            windows: &loaded.windows,
+            now: conn.clock.now(),
+        }))?;
     }
     if let Some(o) = &rel.override_freezes {
         authorize_override(&conn, o).await?;
@@ -156,62 +165,6 @@ pub async fn run(args: &RunArgs) -> CliResult {
     Ok(exit_of(&outcome))
 }
 
-/// A release does not start while a freeze applies: exit 4, nothing written.
-/// An override must name every active freeze.
-async fn refuse_if_frozen(
-    conn: &super::connect::Connected,
-    rel: &crate::spec::ResolvedRelease,
-    windows: &[crate::freeze::Window],
-) -> CliResult<()> {
-    let mut all = Vec::new();
-    let mut unreadable = Vec::new();
-    for c in &rel.clusters {
-        match crate::fleet::freezes::list(conn.clients.get(&c.name)?).await {
-            Ok(list) => all.extend(list),
-            Err(e) => unreadable.push(format!("{}: {e}", c.name)),
-        }
-    }
-    if !unreadable.is_empty() {
-        return Err(CliError::new(
-            Exit::Frozen,
-            anyhow!(
-                "cannot prove the release is unfrozen, so it does not start; freezes unreadable on {}",
-                unreadable.join("; ")
-            ),
-        ));
-    }
-    let active = crate::freeze::applicable(rel, &all, windows, conn.clock.now());
-    if active.is_empty() {
-        return Ok(());
-    }
-    let named = rel
-        .override_freezes
-        .as_ref()
-        .map(|o| o.ids.clone())
-        .unwrap_or_default();
-    let unnamed: Vec<_> = active.iter().filter(|f| !named.contains(&f.id)).collect();
-    if unnamed.is_empty() {
-        return Ok(());
-    }
-    let list: Vec<_> = unnamed
-        .iter()
-        .map(|f| format!("{} ({})", f.id, f.message))
-        .collect();
-    let hint = if named.is_empty() {
-        "wait for it to be lifted, or override with --override-freeze ID --reason TEXT".to_string()
-    } else {
-        "an override must name every active freeze".to_string()
-    };
-    Err(CliError::new(
-        Exit::Frozen,
-        anyhow!(
-            "{} is frozen, nothing was written: {}; {hint}",
-            rel.name,
-            list.join("; ")
-        ),
-    ))
-}
-
 /// Break-glass is its own permission: every named freeze must be overridable
 /// by the caller, and each override is recorded as an Event on the freeze.
 async fn authorize_override(
@@ -219,13 +172,7 @@ async fn authorize_override(
     o: &crate::spec::release::FreezeOverride,
 ) -> CliResult<()> {
     let home = conn.clients.home();
-    if o.reason.trim().is_empty() {
-        return Err(CliError::new(
-            Exit::Usage,
-            anyhow!("--override-freeze needs --reason: say why the freeze is overridden"),
-        ));
-    }
-    for id in o.ids.iter().filter(|id| !id.starts_with("window/")) {
+    for id in overridden_objects(o) {
         if let Err(why) = crate::fleet::freezes::may_override(home, id).await? {
             return Err(CliError::new(
                 Exit::Frozen,
@@ -234,7 +181,7 @@ async fn authorize_override(
         }
     }
     let by = o.by.clone().unwrap_or_else(user);
-    for id in o.ids.iter().filter(|id| !id.starts_with("window/")) {
+    for id in overridden_objects(o) {
         crate::fleet::freezes::record_override(
             home,
             id,

@@ -14,25 +14,18 @@ pub mod metrics;
 mod reconcile;
 pub mod server;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{WatchStreamExt, watcher};
-
 use crate::clock::SharedClock;
 use crate::driver::Driver;
 use crate::fleet::lease::{self, LeaseGuard};
+pub use crate::fleet::state::release_resource;
 use crate::fleet::{self, ClientLimits, ClusterHandle, FleetClients};
 use crate::spec::{Fleet, TierPolicyFile};
 pub use metrics::Metrics;
-pub use reconcile::release_resource;
 pub use server::Health;
 
 /// Name of the leader-election Lease (in the controller's namespace).
@@ -88,7 +81,8 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
         };
         backoff = Duration::from_secs(1);
         health.set_ready(true);
-        let credentials_changed = secrets_changed(clients.home(), &settings.namespace, versions);
+        let credentials_changed =
+            fleet::credentials_changed(clients.home(), &settings.namespace, versions);
         tokio::pin!(credentials_changed);
         let Some(guard) = lead(&settings, &clients.elections, &mut credentials_changed).await
         else {
@@ -108,13 +102,7 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
             windows: settings.windows.clone(),
             under: Some(guard.as_parent()),
         };
-        let recorder = Recorder::new(
-            clients.home().client.clone(),
-            Reporter {
-                controller: "cutover".into(),
-                instance: Some(settings.identity.clone()),
-            },
-        );
+        let recorder = fleet::state::event_recorder(clients.home(), &settings.identity);
         let reconciler = reconcile::Reconciler::new(driver, metrics.clone(), recorder);
         let work = reconciler.clone().run(settings.watch_namespace.as_deref());
         tokio::select! {
@@ -166,39 +154,5 @@ async fn lead(
 async fn lost(guard: &LeaseGuard) {
     while guard.is_valid() {
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Resolves when one of the Secrets read changes or goes away. Watches each
-/// by name only: the controller needs no right to list other Secrets.
-async fn secrets_changed(
-    home: &ClusterHandle,
-    namespace: &str,
-    versions: BTreeMap<String, String>,
-) {
-    if versions.is_empty() {
-        return std::future::pending().await;
-    }
-    let api: Api<Secret> = Api::namespaced(home.client.clone(), namespace);
-    let watches = versions.into_iter().map(|(name, version)| {
-        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        watcher::watcher(api.clone(), config)
-            .default_backoff()
-            .filter_map(move |e| {
-                let changed = match e {
-                    Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                        s.metadata.resource_version.as_deref() != Some(version.as_str())
-                    }
-                    Ok(watcher::Event::Delete(_)) => true,
-                    _ => false,
-                };
-                let name = name.clone();
-                async move { changed.then_some(name) }
-            })
-            .boxed()
-    });
-    let mut all = futures::stream::select_all(watches);
-    if let Some(name) = all.next().await {
-        tracing::info!(secret = %name, "credentials Secret changed");
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::metrics::Metrics;
 use crate::driver::{DriveOptions, Driver, Outcome, Progress};
+use crate::fleet::state::{ReleaseStore, release_resource, untyped_releases};
 use crate::spec::Release;
 use crate::spec::status::{PlannedStep, TransitionEvent};
 
@@ -49,22 +50,14 @@ pub enum Error {
     #[error("driving {0} failed: {1}; retrying")]
     Drive(String, String),
     #[error("recording the state of {0}: {1}")]
-    Record(String, kube::Error),
-}
-
-pub fn release_resource() -> ApiResource {
-    ApiResource::erase::<Release>(&())
+    Record(String, crate::fleet::Error),
 }
 
 impl Reconciler {
     /// Reconciles Releases in `namespace` (all when `None`) until dropped;
     /// the tasks it started run on until `stop_all`.
     pub async fn run(self: Arc<Self>, namespace: Option<&str>) {
-        let client = self.driver.fleet.home().client.clone();
-        let api: Api<DynamicObject> = match namespace {
-            Some(ns) => Api::namespaced_with(client, ns, &self.resource),
-            None => Api::all_with(client, &self.resource),
-        };
+        let api = untyped_releases(self.driver.fleet.home(), namespace);
         Controller::new_with(api, watcher::Config::default(), self.resource.clone())
             .run(reconcile, error_policy, self.clone())
             .for_each(|r| async move {
@@ -263,20 +256,19 @@ impl Reconciler {
                 "the spec resolves against the fleet and its tier",
             ),
         };
-        let mut patch = json!({"status": {"conditions": [{
+        let mut patch = json!({"conditions": [{
             "type": "Invalid",
             "status": status,
             "reason": reason,
             "message": message,
             "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
             "observedGeneration": obj.metadata.generation.unwrap_or(0),
-        }]}});
+        }]});
         if invalid.is_some() {
-            patch["status"]["message"] = json!(message);
+            patch["message"] = json!(message);
         }
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.driver.fleet.home().client.clone(), &ns, &self.resource);
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        ReleaseStore::new(self.driver.fleet.home(), &ns)
+            .patch_status(&name, patch)
             .await
             .map_err(|e| Error::Record(format!("{ns}/{name}"), e))?;
         if let Some((reason, message)) = invalid {

@@ -122,6 +122,23 @@ pub async fn list(c: &ClusterHandle) -> std::result::Result<Vec<DeployFreeze>, S
     .await
 }
 
+/// The freezes on each of `clusters`, and the clusters whose freezes could
+/// not be read (with why): what admission weighs before a release starts.
+pub async fn read_all(
+    fleet: &FleetClients,
+    clusters: &[&str],
+) -> Result<(Vec<DeployFreeze>, Vec<(String, String)>)> {
+    let mut all = Vec::new();
+    let mut unreadable = Vec::new();
+    for &name in clusters {
+        match list(fleet.get(name)?).await {
+            Ok(found) => all.extend(found),
+            Err(why) => unreadable.push((name.to_string(), why)),
+        }
+    }
+    Ok((all, unreadable))
+}
+
 /// Records an override on the freezes it overrode, on one cluster.
 pub async fn record_override(c: &ClusterHandle, id: &str, by: &str, message: &str) -> Result<()> {
     let api: Api<DeployFreeze> = Api::all(c.client.clone());

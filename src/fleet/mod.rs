@@ -9,6 +9,7 @@ pub mod cache;
 pub mod client;
 pub mod freezes;
 pub mod lease;
+pub mod live;
 pub mod observe;
 pub mod replica_ratio;
 pub mod router;
@@ -20,7 +21,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
+use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::spec::Fleet;
 pub use client::ClientLimits;
@@ -109,6 +113,13 @@ pub struct ClusterHandle {
 }
 
 impl ClusterHandle {
+    /// Whether the cluster's API server answers (its version) within `within`.
+    pub async fn answers(&self, within: std::time::Duration) -> bool {
+        tokio::time::timeout(within, self.client.apiserver_version())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// Both clients of a cluster from one config.
     pub fn build(name: &str, config: kube::Config, limits: ClientLimits) -> Result<ClusterHandle> {
         Ok(ClusterHandle {
@@ -295,5 +306,39 @@ impl FleetClients {
 
     pub fn iter(&self) -> impl Iterator<Item = &ClusterHandle> {
         self.clusters.values()
+    }
+}
+
+/// Resolves when one of the Secrets read changes or goes away. Watches each
+/// by name only: the controller needs no right to list other Secrets.
+pub async fn credentials_changed(
+    home: &ClusterHandle,
+    namespace: &str,
+    versions: BTreeMap<String, String>,
+) {
+    if versions.is_empty() {
+        return std::future::pending().await;
+    }
+    let api: kube::Api<Secret> = kube::Api::namespaced(home.client.clone(), namespace);
+    let watches = versions.into_iter().map(|(name, version)| {
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        watcher::watcher(api.clone(), config)
+            .default_backoff()
+            .filter_map(move |e| {
+                let changed = match e {
+                    Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                        s.metadata.resource_version.as_deref() != Some(version.as_str())
+                    }
+                    Ok(watcher::Event::Delete(_)) => true,
+                    _ => false,
+                };
+                let name = name.clone();
+                async move { changed.then_some(name) }
+            })
+            .boxed()
+    });
+    let mut all = futures::stream::select_all(watches);
+    if let Some(name) = all.next().await {
+        tracing::info!(secret = %name, "credentials Secret changed");
     }
 }

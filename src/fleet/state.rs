@@ -2,7 +2,8 @@
 //! people ask for) and its status (the engine's state), written with
 //! optimistic concurrency so two writers never lose each other's fields.
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Recorder, Reporter};
 use serde_json::Value;
 
 use super::{ClusterHandle, Error, Result};
@@ -12,7 +13,7 @@ use crate::spec::{Release, ReleaseStatus};
 /// The Releases of one namespace of the home cluster.
 #[derive(Clone)]
 pub struct ReleaseStore {
-    pub api: Api<Release>,
+    api: Api<Release>,
     pub namespace: String,
     cluster: String,
 }
@@ -30,6 +31,31 @@ impl ReleaseStore {
         self.api
             .get_opt(name)
             .await
+            .map_err(Error::api(&self.cluster))
+    }
+
+    /// Every Release of the namespace.
+    pub async fn list(&self) -> Result<Vec<Release>> {
+        self.api
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .map_err(Error::api(&self.cluster))
+    }
+
+    /// The API of this namespace's Releases, for a watch.
+    pub fn watch_api(&self) -> Api<Release> {
+        self.api.clone()
+    }
+
+    /// Merges `status_patch` into a Release's status (the controller's
+    /// conditions); the engine's state is written only by `write_status`.
+    pub async fn patch_status(&self, name: &str, status_patch: Value) -> Result<()> {
+        let patch = serde_json::json!({ "status": status_patch });
+        self.api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
             .map_err(Error::api(&self.cluster))
     }
 
@@ -116,4 +142,30 @@ fn same_intent(live: &crate::spec::ReleaseSpec, file: &crate::spec::ReleaseSpec)
         s
     };
     strip(live) == strip(file)
+}
+
+/// Releases as untyped objects, so one malformed Release cannot stop a watch:
+/// the API the controller's reconciler watches, in `namespace` or in all.
+pub fn untyped_releases(home: &ClusterHandle, namespace: Option<&str>) -> Api<DynamicObject> {
+    let resource = release_resource();
+    match namespace {
+        Some(ns) => Api::namespaced_with(home.client.clone(), ns, &resource),
+        None => Api::all_with(home.client.clone(), &resource),
+    }
+}
+
+/// The Release kind as an untyped resource.
+pub fn release_resource() -> ApiResource {
+    ApiResource::erase::<Release>(&())
+}
+
+/// A recorder of Kubernetes Events on the home cluster, as `instance`.
+pub fn event_recorder(home: &ClusterHandle, instance: &str) -> Recorder {
+    Recorder::new(
+        home.client.clone(),
+        Reporter {
+            controller: "cutover".into(),
+            instance: Some(instance.to_string()),
+        },
+    )
 }

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use cutover::fleet::router::{http_route_resource, route_view};
 use cutover::fleet::workload::Colour;
 use cutover::fleet::{ClientLimits, FleetClients, bootstrap};
-use cutover_sim::{Scenario, SimFleet, SimOptions};
 use cutover::spec::release::ReleaseDocument;
 use cutover::spec::{
     Fleet, Percent, Release, ReleaseStatus, ResolvedRelease, Source, TierPolicyFile,
 };
+use cutover_sim::{Scenario, SimFleet, SimOptions};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject};
 use tokio::process::{Child, Command};

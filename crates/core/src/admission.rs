@@ -13,7 +13,7 @@ use jiff::Timestamp;
 
 use crate::engine::FreezeNotice;
 use crate::freeze::{self, DeployFreeze, Window};
-use crate::spec::release::FreezeOverride;
+use crate::spec::release::{FreezeOverride, ReleaseDocument};
 use crate::spec::resolve::Finding as SpecFinding;
 use crate::spec::{Fleet, ReleaseSpec, ResolvedRelease, Source, TierPolicyFile};
 
@@ -28,6 +28,25 @@ pub struct Request<'a> {
     /// release in flight: there a freeze holds it (the engine's part) rather
     /// than refusing it.
     pub freezes: Option<FreezeReading<'a>>,
+}
+
+impl<'a> Request<'a> {
+    /// The request for a Release document as written.
+    pub fn of(
+        doc: &'a ReleaseDocument,
+        fleet: &'a Fleet,
+        policy: &'a TierPolicyFile,
+        freezes: Option<FreezeReading<'a>>,
+    ) -> Request<'a> {
+        Request {
+            name: &doc.metadata.name,
+            namespace: doc.metadata.namespace.as_deref(),
+            spec: &doc.spec,
+            fleet,
+            policy,
+            freezes,
+        }
+    }
 }
 
 /// The freezes that could stop a release, as read from its clusters.
@@ -149,71 +168,69 @@ impl Refused {
         self.refusal() == Refusal::Policy
     }
 
-    /// Every finding of the most serious class, one a line where placed in a
-    /// file, else joined with "; ". `note` follows a tier refusal's first
-    /// words (", nothing was touched").
+    /// The refusal in words. Spec findings (which come alone: nothing else is
+    /// asked of a spec that does not resolve) are listed one a line, placed
+    /// in the file when `src` is given. Otherwise every finding of the most
+    /// serious class; `note` follows a tier refusal's first words
+    /// (", nothing was touched").
     pub fn message(&self, src: Option<&Source>, note: &str) -> String {
+        if self.findings.iter().all(|f| matches!(f, Finding::Spec(_))) {
+            let sep = if src.is_some() { "\n" } else { "; " };
+            return self
+                .findings
+                .iter()
+                .map(|f| f.describe(src))
+                .collect::<Vec<_>>()
+                .join(sep);
+        }
         let class = self.refusal();
         let mine: Vec<&Finding> = self
             .findings
             .iter()
             .filter(|f| f.refusal() == class)
             .collect();
-        match class {
-            Refusal::Invalid | Refusal::Policy
-                if mine.iter().all(|f| matches!(f, Finding::Spec(_))) && src.is_some() =>
-            {
-                mine.iter()
-                    .map(|f| f.describe(src))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            }
-            Refusal::Frozen => {
-                let named_some = mine.iter().any(|f| {
-                    matches!(
-                        f,
-                        Finding::Frozen {
-                            partial_override: true,
-                            ..
-                        }
-                    )
-                });
-                let unreadable = mine
-                    .iter()
-                    .any(|f| matches!(f, Finding::FreezesUnreadable { .. }));
-                let list = mine
-                    .iter()
-                    .map(|f| match f {
-                        Finding::Frozen { freeze, .. } => {
-                            format!("{} ({})", freeze.id, freeze.message)
-                        }
-                        other => other.describe(None),
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                let hint = if unreadable {
-                    "it starts once every cluster's freezes can be read"
-                } else if named_some {
-                    "an override must name every active freeze"
-                } else {
-                    "wait for it to be lifted, or override with --override-freeze ID --reason TEXT"
-                };
-                // Freezes are read only before a release starts: nothing was written yet.
-                format!("{} is frozen, nothing was written: {list}; {hint}", self.name)
-            }
-            _ => mine
+        if class != Refusal::Frozen {
+            return mine
                 .iter()
                 .map(|f| match f {
-                    Finding::Tier(_) => f.describe(src).replacen(
-                        " policy:",
-                        &format!(" policy{note}:"),
-                        1,
-                    ),
+                    Finding::Tier(why) => why.replacen(" policy:", &format!(" policy{note}:"), 1),
                     _ => f.describe(src),
                 })
                 .collect::<Vec<_>>()
-                .join("; "),
+                .join("; ");
         }
+        let partial = mine.iter().any(|f| {
+            matches!(
+                f,
+                Finding::Frozen {
+                    partial_override: true,
+                    ..
+                }
+            )
+        });
+        let unreadable = mine
+            .iter()
+            .any(|f| matches!(f, Finding::FreezesUnreadable { .. }));
+        let list = mine
+            .iter()
+            .map(|f| match f {
+                Finding::Frozen { freeze, .. } => format!("{} ({})", freeze.id, freeze.message),
+                other => other.describe(None),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let hint = if unreadable {
+            "it starts once every cluster's freezes can be read"
+        } else if partial {
+            "an override must name every active freeze"
+        } else {
+            "wait for it to be lifted, or override with --override-freeze ID --reason TEXT"
+        };
+        // Freezes are read only before a release starts: nothing was written yet.
+        format!(
+            "{} is frozen, nothing was written: {list}; {hint}",
+            self.name
+        )
     }
 }
 
@@ -240,21 +257,16 @@ impl Admission {
 /// tier's static rules; then, for a release about to start, the freezes that
 /// apply and the override's own findings.
 pub fn admit(req: &Request<'_>) -> Admission {
-    let rel = match ResolvedRelease::resolve(
-        req.name,
-        req.namespace,
-        req.spec,
-        req.fleet,
-        req.policy,
-    ) {
-        Ok(rel) => rel,
-        Err(findings) => {
-            return Admission {
-                release: None,
-                findings: findings.into_iter().map(Finding::Spec).collect(),
-            };
-        }
-    };
+    let rel =
+        match ResolvedRelease::resolve(req.name, req.namespace, req.spec, req.fleet, req.policy) {
+            Ok(rel) => rel,
+            Err(findings) => {
+                return Admission {
+                    release: None,
+                    findings: findings.into_iter().map(Finding::Spec).collect(),
+                };
+            }
+        };
     let mut findings = Vec::new();
     if let Some(why) = crate::policy::rules::refusal(&rel, "") {
         findings.push(Finding::Tier(why));

@@ -322,8 +322,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use cutover_core::clock::{ScaledClock, SharedClock};
     use crate::store::{Target, WriteOptions};
+    use cutover_core::clock::{ScaledClock, SharedClock};
 
     fn put(s: &Store, group: &str, plural: &str, obj: Value) {
         let kind = s.kind_of(group, plural).unwrap();

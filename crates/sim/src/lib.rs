@@ -43,9 +43,9 @@ use tokio::task::JoinHandle;
 pub use counters::{RequestCount, RequestCounts, RequestKey};
 pub use scenario::Scenario;
 
+use cluster::{Shared, SimCluster};
 use cutover_core::clock::{ScaledClock, SharedClock};
 use cutover_core::spec::fleet::{Fleet, FleetClock, FleetCluster};
-use cluster::{Shared, SimCluster};
 use faults::Behaviours;
 
 /// How to run a simulated fleet.

@@ -558,8 +558,8 @@ async fn the_written_fleet_file_and_kubeconfig_describe_the_fleet() {
     let fleet = SimFleet::start(opts).await.unwrap();
     assert_eq!(fleet.cluster_names(), ["staging", "prod-a", "prod-b"]);
     let text = std::fs::read_to_string(fleet.fleet_path()).unwrap();
-    let parsed =
-        cutover_core::spec::Fleet::parse("fleet.yaml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let parsed = cutover_core::spec::Fleet::parse("fleet.yaml", &text)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(parsed.home, "prod-a");
     let a = parsed.cluster("prod-a").unwrap();
     assert_eq!(a.context.as_deref(), Some("sim-prod-a"));

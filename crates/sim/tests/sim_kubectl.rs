@@ -9,9 +9,9 @@ use std::path::Path;
 
 mod support;
 
-use support::{Kubectl, kubectl_binary, table};
 use cutover_sim::{Scenario, SimFleet, SimOptions};
 use kube::CustomResourceExt;
+use support::{Kubectl, kubectl_binary, table};
 
 async fn start() -> Option<(SimFleet, Kubectl, tempfile::TempDir)> {
     let bin = kubectl_binary()?;

@@ -49,10 +49,10 @@ fn mk_override(ids: &[&str], reason: &str) -> Option<FreezeOverride> {
     })
 }
 
-fn admit_with(
-    doc: &ReleaseDocument,
-    freezes: Option<(&[DeployFreeze], &[(String, String)])>,
-) -> Admission {
+/// Freezes read and clusters unreadable, as a test row gives them.
+type Read<'a> = Option<(&'a [DeployFreeze], &'a [(String, String)])>;
+
+fn admit_with(doc: &ReleaseDocument, freezes: Read<'_>) -> Admission {
     let fleet = Fleet::parse("fleet.yaml", FLEET).unwrap();
     let policy = TierPolicyFile::builtin();
     admit(&Request {
@@ -98,13 +98,44 @@ fn admission_table() {
     let unreadable = [("prod-b".to_string(), "connection refused".to_string())];
     type Edit = fn(&mut ReleaseDocument);
     let none: Edit = |_| {};
-    let rows: Vec<(&str, Edit, Option<(&[DeployFreeze], &[(String, String)])>, Vec<&str>, Option<Refusal>)> = vec![
+    type Row<'a> = (&'a str, Edit, Read<'a>, Vec<&'a str>, Option<Refusal>);
+    let rows: Vec<Row<'_>> = vec![
         ("the example as shipped", none, None, vec![], None),
-        ("no freezes read at all (in flight)", none, Some((&[], &[])), vec![], None),
-        ("a freeze of another app", none, Some((&elsewhere, &[])), vec![], None),
-        ("a bad version field", |d| d.spec.version = String::new(), None, vec!["spec"], Some(Refusal::Invalid)),
-        ("a soak shorter than the tier allows", |d| d.spec.plan.soak = Some(mk_span("1m")), None, vec!["spec-policy"], Some(Refusal::Policy)),
-        ("too few replicas for the tier", |d| d.spec.replicas = 2, None, vec!["tier"], Some(Refusal::Policy)),
+        (
+            "no freezes read at all (in flight)",
+            none,
+            Some((&[], &[])),
+            vec![],
+            None,
+        ),
+        (
+            "a freeze of another app",
+            none,
+            Some((&elsewhere, &[])),
+            vec![],
+            None,
+        ),
+        (
+            "a bad version field",
+            |d| d.spec.version = String::new(),
+            None,
+            vec!["spec"],
+            Some(Refusal::Invalid),
+        ),
+        (
+            "a soak shorter than the tier allows",
+            |d| d.spec.plan.soak = Some(mk_span("1m")),
+            None,
+            vec!["spec-policy"],
+            Some(Refusal::Policy),
+        ),
+        (
+            "too few replicas for the tier",
+            |d| d.spec.replicas = 2,
+            None,
+            vec!["tier"],
+            Some(Refusal::Policy),
+        ),
         (
             "the tier's rules and a freeze: the policy refusal is the one given",
             |d| d.spec.replicas = 2,
@@ -112,8 +143,20 @@ fn admission_table() {
             vec!["tier", "frozen"],
             Some(Refusal::Policy),
         ),
-        ("frozen", none, Some((&one, &[])), vec!["frozen"], Some(Refusal::Frozen)),
-        ("two freezes, both listed", none, Some((&two, &[])), vec!["frozen", "frozen"], Some(Refusal::Frozen)),
+        (
+            "frozen",
+            none,
+            Some((&one, &[])),
+            vec!["frozen"],
+            Some(Refusal::Frozen),
+        ),
+        (
+            "two freezes, both listed",
+            none,
+            Some((&two, &[])),
+            vec!["frozen", "frozen"],
+            Some(Refusal::Frozen),
+        ),
         (
             "an override naming one of two",
             |d| d.spec.override_freezes = mk_override(&["one"], "security fix"),

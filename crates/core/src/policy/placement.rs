@@ -261,9 +261,11 @@ mod tests {
 
     #[test]
     fn fleet_zone_loss_follows_physical_zones() {
-        let fleet =
-            crate::spec::Fleet::parse("f", include_str!("../../../../examples/checkout/fleet.yaml"))
-                .unwrap();
+        let fleet = crate::spec::Fleet::parse(
+            "f",
+            include_str!("../../../../examples/checkout/fleet.yaml"),
+        )
+        .unwrap();
         let (a, b) = (
             fleet.cluster("prod-a").unwrap(),
             fleet.cluster("prod-b").unwrap(),

@@ -332,12 +332,18 @@ mod tests {
     use crate::spec::{Fleet, Source, TierPolicyFile};
 
     fn rel(edit: impl Fn(&mut ReleaseDocument)) -> ResolvedRelease {
-        let mut doc: ReleaseDocument =
-            Source::new("r", include_str!("../../../../examples/checkout/release.yaml"))
-                .decode()
-                .unwrap();
+        let mut doc: ReleaseDocument = Source::new(
+            "r",
+            include_str!("../../../../examples/checkout/release.yaml"),
+        )
+        .decode()
+        .unwrap();
         edit(&mut doc);
-        let fleet = Fleet::parse("f", include_str!("../../../../examples/checkout/fleet.yaml")).unwrap();
+        let fleet = Fleet::parse(
+            "f",
+            include_str!("../../../../examples/checkout/fleet.yaml"),
+        )
+        .unwrap();
         ResolvedRelease::resolve(
             "checkout",
             None,
@@ -475,13 +481,18 @@ mod tests {
 
     #[test]
     fn two_entries_on_one_context_count_once() {
-        let mut fleet =
-            Fleet::parse("f", include_str!("../../../../examples/checkout/fleet.yaml")).unwrap();
+        let mut fleet = Fleet::parse(
+            "f",
+            include_str!("../../../../examples/checkout/fleet.yaml"),
+        )
+        .unwrap();
         fleet.clusters[2].context = fleet.clusters[1].context.clone();
-        let doc: ReleaseDocument =
-            Source::new("r", include_str!("../../../../examples/checkout/release.yaml"))
-                .decode()
-                .unwrap();
+        let doc: ReleaseDocument = Source::new(
+            "r",
+            include_str!("../../../../examples/checkout/release.yaml"),
+        )
+        .decode()
+        .unwrap();
         let rel = ResolvedRelease::resolve(
             "checkout",
             None,

@@ -228,11 +228,7 @@ fn owner_uids(p: &Value) -> impl Iterator<Item = &str> {
         .filter_map(|o| o["uid"].as_str())
 }
 
-fn create_pod(
-    ctx: &Ctx,
-    d: &Value,
-    hash: &str,
-) -> Result<Arc<Value>, crate::api_error::ApiError> {
+fn create_pod(ctx: &Ctx, d: &Value, hash: &str) -> Result<Arc<Value>, crate::api_error::ApiError> {
     let t = &d["spec"]["template"];
     let mut labels = t["metadata"]["labels"].clone();
     labels[TEMPLATE_HASH] = json!(hash);

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::nodes::POD_CIDR;
-use cutover_core::labels::{APP, COLOUR, VERSION};
 use crate::faults::Workload;
 use crate::meta;
+use cutover_core::labels::{APP, COLOUR, VERSION};
 
 /// Fleet time between two restarts of a crash-looping container.
 const RESTART_EVERY: Duration = Duration::from_secs(30);

@@ -8,9 +8,9 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use cutover_core::labels::ZONE;
 use crate::api_error::ApiResult;
 use crate::meta;
+use cutover_core::labels::ZONE;
 
 /// Annotation holding the node's pod address range (`10.x.y.0/24`).
 pub const POD_CIDR: &str = "sim.cutover.dev/pod-cidr";

@@ -13,10 +13,10 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use cutover_core::labels::ZONE;
 use crate::meta;
 use crate::selectors::LabelSelector;
 use crate::store::{Target, WriteOptions};
+use cutover_core::labels::ZONE;
 
 /// The pods already placed, indexed for one pass: pods per node, each
 /// placed pod by namespace and by owner, and (built when a spread

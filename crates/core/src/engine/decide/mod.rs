@@ -1,0 +1,245 @@
+//! The lifecycle state machine: `decide(release, status, observation, now)`.
+//!
+//! Level-triggered: every pass derives what to do from the persisted status and
+//! what is observed, so a pass may be repeated after a crash at any point. A
+//! step only moves forward once its effect is seen in the cluster.
+
+mod holds;
+mod progress;
+mod rollback;
+
+use jiff::Timestamp;
+
+use super::observe::{ClusterView, GateVerdict, Observation, PlacementView};
+use super::{Action, Decision, plan};
+use crate::admission::Finding;
+use crate::spec::status::{
+    AbortReason, AbortStage, AbortStatus, HISTORY_LIMIT, Hold, HoldReason, Mode, Phase,
+    PlannedStep, StepKind, Transition, TransitionEvent, WeightChange,
+};
+use crate::spec::{Percent, ReleaseStatus, ResolvedRelease};
+
+/// Decides the next actions of a release. Pure: no I/O, no clock.
+pub fn decide(
+    rel: &ResolvedRelease,
+    status: &ReleaseStatus,
+    obs: &Observation,
+    now: Timestamp,
+) -> Decision {
+    let mut pass = Pass {
+        rel,
+        obs,
+        now,
+        st: status.clone(),
+        actions: Vec::new(),
+        wake_at: None,
+    };
+    pass.run();
+    Decision {
+        status: pass.st,
+        actions: pass.actions,
+        wake_at: pass.wake_at,
+    }
+}
+
+struct Pass<'a> {
+    rel: &'a ResolvedRelease,
+    obs: &'a Observation,
+    now: Timestamp,
+    st: ReleaseStatus,
+    actions: Vec<Action>,
+    wake_at: Option<Timestamp>,
+}
+
+/// Where the current step stands after looking at the world.
+enum StepProgress {
+    /// Changes to make before the step can go on.
+    Act(Vec<Action>),
+    /// Nothing to do until this time (or until something changes).
+    Wait(Option<Timestamp>),
+    /// Cannot go on until these causes clear.
+    Blocked(Vec<Hold>),
+    Done,
+}
+
+impl Pass<'_> {
+    fn run(&mut self) {
+        if self.st.phase.is_terminal() {
+            return;
+        }
+        self.record_weights();
+        self.note_override();
+        if self.st.phase == Phase::Pending {
+            self.preflight();
+            if self.st.phase != Phase::Progressing {
+                return;
+            }
+        }
+        self.supersede_if_replaced();
+        if self.st.abort.is_none()
+            && let Some(req) = &self.rel.abort
+        {
+            let by = req
+                .by
+                .as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default();
+            self.start_abort(
+                AbortReason::Requested,
+                format!("abort requested{by}: {}", req.reason),
+            );
+        }
+        if self.st.abort.is_some() {
+            self.roll_back();
+        } else {
+            self.advance();
+        }
+    }
+
+    // ---- preflight -------------------------------------------------------
+
+    fn preflight(&mut self) {
+        let holds = self.global_holds();
+        if !holds.is_empty() {
+            self.set_holds(holds);
+            return;
+        }
+        self.set_holds(Vec::new());
+        let mut blues = Vec::new();
+        let mut missing = Vec::new();
+        for c in &self.rel.clusters {
+            match self.view(&c.name).and_then(|v| v.blue.as_ref()) {
+                Some(b) => blues.push((c.name.as_str(), b.version.as_str())),
+                None => missing.push(c.name.as_str()),
+            }
+        }
+        let mode = if blues.is_empty() {
+            Mode::FirstInstall
+        } else if missing.is_empty() {
+            Mode::BlueGreen
+        } else {
+            let serving: Vec<_> = blues.iter().map(|(c, v)| format!("{v} on {c}")).collect();
+            return self.fail(format!(
+                "a version serves on some clusters but not on {}: {}; install it there first or remove it everywhere",
+                missing.join(", "),
+                serving.join(", ")
+            ));
+        };
+        let versions: std::collections::BTreeSet<_> = blues.iter().map(|(_, v)| *v).collect();
+        if versions.len() > 1 {
+            let serving: Vec<_> = blues.iter().map(|(c, v)| format!("{v} on {c}")).collect();
+            return self.fail(format!(
+                "the clusters serve different versions ({}); bring them to one version before a release",
+                serving.join(", ")
+            ));
+        }
+        let blue_version = versions.into_iter().next().map(str::to_string);
+        if blue_version.as_deref() == Some(self.rel.version.as_str()) {
+            self.st.phase = Phase::Completed;
+            self.st.version = Some(self.rel.version.clone());
+            self.st.finished_at = Some(self.now);
+            let msg = format!(
+                "{} already serves on every cluster; nothing to do",
+                self.rel.version
+            );
+            self.record(TransitionEvent::Completed, msg.clone());
+            self.st.message = Some(msg);
+            return;
+        }
+        self.st.plan = plan::build(self.rel, mode);
+        self.st.mode = Some(mode);
+        self.st.blue_version = blue_version.clone();
+        self.st.version = Some(self.rel.version.clone());
+        self.st.started_at = Some(self.now);
+        self.st.phase = Phase::Progressing;
+        let from = blue_version
+            .map(|b| format!(" replacing {b}"))
+            .unwrap_or_else(|| " (first install)".into());
+        self.record(
+            TransitionEvent::Started,
+            format!(
+                "release of {} {}{from}: {} steps",
+                self.rel.app,
+                self.rel.version,
+                self.st.plan.len()
+            ),
+        );
+        self.enter_step(0);
+    }
+
+    fn fail(&mut self, message: String) {
+        self.st.phase = Phase::Failed;
+        self.st.finished_at = Some(self.now);
+        self.st.message = Some(message.clone());
+        self.record(TransitionEvent::Failed, message);
+    }
+    // ---- helpers ---------------------------------------------------------
+
+    /// Records, once, that a person overrode every freeze that applies.
+    pub(super) fn note_override(&mut self) {
+        let Some(o) = &self.rel.override_freezes else {
+            return;
+        };
+        let notices = &self.obs.freezes.active;
+        let mut active: Vec<String> = notices.iter().map(|f| f.id.clone()).collect();
+        active.sort();
+        if !crate::freeze::blocking(notices, Some(o)).overridden(notices)
+            || self.st.overridden_freezes == active
+        {
+            return;
+        }
+        let by = o.by.as_deref().unwrap_or("someone");
+        let msg = format!("{by} overrode {}: {}", active.join(", "), o.reason);
+        self.st.overridden_freezes = active;
+        self.record(TransitionEvent::FreezeOverridden, msg);
+    }
+
+    /// Keeps green's confirmed share per cluster in the status, for people.
+    pub(super) fn record_weights(&mut self) {
+        let seen: Vec<(String, Percent)> = self
+            .rel
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                let v = self.view(&c.name).filter(|v| v.reachable)?;
+                Some((c.name.clone(), v.route.as_ref()?.green))
+            })
+            .collect();
+        for (cluster, green) in seen {
+            if self.st.weights.get(&cluster) != Some(&green) {
+                self.st.traffic.push(WeightChange {
+                    at: self.now,
+                    cluster: cluster.clone(),
+                    green,
+                });
+                if self.st.traffic.len() > HISTORY_LIMIT {
+                    self.st.traffic.remove(0);
+                }
+            }
+            self.st.weights.insert(cluster, green);
+        }
+    }
+
+    pub(super) fn view(&self, cluster: &str) -> Option<&ClusterView> {
+        self.obs.clusters.get(cluster)
+    }
+
+    pub(super) fn wake(&mut self, at: Option<Timestamp>) {
+        if let Some(at) = at {
+            self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+        }
+    }
+
+    pub(super) fn record(&mut self, event: TransitionEvent, message: String) {
+        self.st.history.push(Transition {
+            at: self.now,
+            step: self.st.step,
+            event,
+            message,
+        });
+        if self.st.history.len() > HISTORY_LIMIT {
+            let excess = self.st.history.len() - HISTORY_LIMIT;
+            self.st.history.drain(..excess);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Timings and weights within the tier's bounds, and the gates' own rules.
+
+use super::*;
+
+pub(super) fn resolve_timings(
+    spec: &ReleaseSpec,
+    tier: &Tier,
+    clusters: &[ResolvedCluster],
+    out: &mut Vec<Finding>,
+) -> Option<Timings> {
+    let r = &tier.rollout;
+    let p = &spec.plan;
+    let before = out.len();
+    let tier_name = &spec.tier;
+    let mut pick_span = |b: &crate::spec::policy::Bounded<Span>, v: Option<Span>, field: &str| {
+        b.pick(v).unwrap_or_else(|e| {
+            out.push(Finding::policy(
+                field,
+                format!(
+                    "{e} for {tier_name}; raise it or remove it to get the tier's default of {}",
+                    b.default
+                ),
+            ));
+            b.default
+        })
+    };
+    let canary = p.canary.clone().unwrap_or_default();
+    let ramp = p.ramp.clone().unwrap_or_default();
+    let canary_duration = pick_span(
+        &r.canary.duration,
+        canary.duration,
+        "spec.plan.canary.duration",
+    );
+    let ramp_interval = pick_span(&r.ramp.interval, ramp.interval, "spec.plan.ramp.interval");
+    let soak = pick_span(&r.soak, p.soak, "spec.plan.soak");
+    let staging_verify = pick_span(
+        &r.staging_verify,
+        p.staging_verify,
+        "spec.plan.stagingVerify",
+    );
+    let bake = pick_span(&r.bake, p.bake, "spec.plan.bake");
+    let progress_deadline = pick_span(
+        &r.progress_deadline,
+        p.progress_deadline,
+        "spec.plan.progressDeadline",
+    );
+    let mut pick_weight =
+        |b: &crate::spec::policy::Bounded<Percent>, v: Option<Percent>, field: &str, what: &str| {
+            if v.is_some_and(|w| w == Percent::ZERO || w > Percent::HUNDRED) {
+                out.push(Finding::input(
+                    field,
+                    format!("{what} must be above 0% and at most 100%"),
+                ));
+                return b.default;
+            }
+            b.pick(v).unwrap_or_else(|e| {
+                out.push(Finding::policy(
+                    field,
+                    format!("{what} of {e} for {tier_name}"),
+                ));
+                b.default
+            })
+        };
+    let canary_weight = pick_weight(
+        &r.canary.weight,
+        canary.weight,
+        "spec.plan.canary.weight",
+        "a canary (share of total traffic)",
+    );
+    let ramp_step = pick_weight(
+        &r.ramp.step,
+        ramp.step,
+        "spec.plan.ramp.step",
+        "a ramp step",
+    );
+    if let Some(first) = clusters.iter().find(|c| c.role == ClusterRole::Production) {
+        match canary_weight.within(first.traffic_share) {
+            None => out.push(Finding::input(
+                "spec.clusters",
+                format!("{} is the first production cluster but carries 0% of traffic; the canary needs traffic", first.name),
+            )),
+            Some(w) if w > Percent::HUNDRED => out.push(Finding::input(
+                "spec.plan.canary.weight",
+                format!(
+                    "a canary of {canary_weight} of total traffic is more than {} carries ({}); lower the canary or start with a larger cluster",
+                    first.name, first.traffic_share
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    if out.len() != before {
+        return None;
+    }
+    Some(Timings {
+        canary_weight,
+        canary_duration,
+        ramp_step,
+        ramp_interval,
+        soak,
+        staging_verify,
+        bake,
+        progress_deadline,
+        later_clusters: p.later_clusters.unwrap_or(r.later_clusters),
+    })
+}
+
+pub(super) fn check_gates(gates: &[crate::spec::gates::MetricGate], out: &mut Vec<Finding>) {
+    let mut names = BTreeSet::new();
+    for (i, g) in gates.iter().enumerate() {
+        let at = format!("spec.gates[{i}]");
+        if !names.insert(g.name.as_str()) {
+            out.push(Finding::input(
+                format!("{at}.name"),
+                format!("gate {:?} is listed twice", g.name),
+            ));
+        }
+        let p = &g.provider;
+        let n = [
+            p.prometheus.is_some(),
+            p.scrape.is_some(),
+            p.cluster_health.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if n != 1 {
+            out.push(Finding::input(
+                format!("{at}.provider"),
+                "set exactly one of `prometheus`, `scrape` or `clusterHealth`",
+            ));
+        }
+        if p.cluster_health.is_none() && g.max.is_none() && g.min.is_none() {
+            out.push(Finding::input(
+                at.clone(),
+                "a metric needs a threshold: set `max`, `min` or both",
+            ));
+        }
+        if let (Some(lo), Some(hi)) = (g.min, g.max)
+            && lo > hi
+        {
+            out.push(Finding::input(
+                format!("{at}.min"),
+                format!("min {lo} is above max {hi}"),
+            ));
+        }
+        if g.interval.as_duration().is_zero() {
+            out.push(Finding::input(
+                format!("{at}.interval"),
+                "must be above zero",
+            ));
+        }
+        if let Some(w) = g.window
+            && (w.failures == 0 || w.failures > w.of)
+        {
+            out.push(Finding::input(
+                format!("{at}.window"),
+                "`failures` must be between 1 and `of`",
+            ));
+        }
+        if let Some(s) = &p.scrape
+            && s.measure == crate::spec::gates::ScrapeMeasure::Quantile
+            && !s.quantile.is_some_and(|q| q > 0.0 && q < 1.0)
+        {
+            out.push(Finding::input(
+                format!("{at}.provider.scrape.quantile"),
+                "set a quantile between 0 and 1, e.g. 0.99",
+            ));
+        }
+        if let Some(q) = &p.prometheus
+            && q.query.trim().is_empty()
+        {
+            out.push(Finding::input(
+                format!("{at}.provider.prometheus.query"),
+                "the query is empty",
+            ));
+        }
+    }
+}

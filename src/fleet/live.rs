@@ -1,0 +1,79 @@
+//! Live reads for `cutover check --live` and admission: what a cluster holds
+//! now (its identity, its nodes, the app's serving workload and pods), read
+//! once with plain requests. Must not judge: the tier rules and placement
+//! math that weigh these readings live in the core.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, ListParams};
+
+use super::observe::{node_info, pod_info};
+use super::workload::SlotWorkload;
+use super::{ClusterHandle, Error, Result};
+use crate::labels;
+use crate::policy::{NodeInfo, PodInfo};
+use crate::spec::ResolvedRelease;
+
+/// One cluster as it is now, for the release's app.
+pub struct LiveCluster {
+    /// The UID of the cluster's `kube-system` namespace: two fleet entries
+    /// with the same UID reach one cluster.
+    pub uid: String,
+    pub nodes: Vec<NodeInfo>,
+    /// The workload serving the app (the first of its slots with replicas),
+    /// and its pods as placement sees them.
+    pub serving: Option<(SlotWorkload, Vec<PodInfo>)>,
+}
+
+/// The UID of the cluster's `kube-system` namespace, which names the cluster.
+pub async fn cluster_uid(c: &ClusterHandle) -> Result<String> {
+    Ok(Api::<Namespace>::all(c.client.clone())
+        .get("kube-system")
+        .await
+        .map_err(Error::api(&c.name))?
+        .metadata
+        .uid
+        .unwrap_or_default())
+}
+
+/// Reads `c` for `rel`'s app.
+pub async fn read(c: &ClusterHandle, rel: &ResolvedRelease) -> Result<LiveCluster> {
+    let uid = cluster_uid(c).await?;
+    let nodes: Vec<NodeInfo> = Api::<Node>::all(c.client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::api(&c.name))?
+        .items
+        .iter()
+        .map(node_info)
+        .collect();
+    let app = ListParams::default().labels(&format!("{}={}", labels::APP, rel.app));
+    let deployments = Api::<Deployment>::namespaced(c.client.clone(), &rel.namespace)
+        .list(&app)
+        .await
+        .map_err(Error::api(&c.name))?;
+    let serving = deployments
+        .items
+        .iter()
+        .filter_map(SlotWorkload::from_deployment)
+        .find(|w| w.replicas > 0);
+    let serving = match serving {
+        None => None,
+        Some(w) => {
+            let pods = Api::<Pod>::namespaced(c.client.clone(), &rel.namespace)
+                .list(&app)
+                .await
+                .map_err(Error::api(&c.name))?
+                .items
+                .iter()
+                .map(|p| pod_info(p, w.colour, &w.version))
+                .collect();
+            Some((w, pods))
+        }
+    };
+    Ok(LiveCluster {
+        uid,
+        nodes,
+        serving,
+    })
+}
