@@ -56,6 +56,9 @@ pub enum Outcome {
     },
     /// Paused by a person (only when asked to stop there).
     Paused,
+    /// Told to stop (a signal): stopped between passes, the lease released;
+    /// running it again resumes where it stood.
+    Stopped,
 }
 
 /// What a driver reports as it goes.
@@ -98,6 +101,9 @@ pub struct DriveOptions {
     pub stop_when_paused: bool,
     /// When another driver holds the release's lease, wait for it instead of failing.
     pub wait_for_lease: bool,
+    /// Becomes true when the driver must stop at its next safe point: between
+    /// passes, never in the middle of applying a pass's actions.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// How long an applied action is given to show up in the caches before it is applied again.
@@ -131,6 +137,9 @@ impl Driver {
             };
             match taken {
                 Ok(l) => break l,
+                Err(fleet::Error::LeaseHeld { .. }) if stopping(&opts) => {
+                    return Ok(Outcome::Stopped);
+                }
                 Err(fleet::Error::LeaseHeld { release, holder }) if opts.wait_for_lease => {
                     if !told {
                         emit(Progress::Note(format!(
@@ -138,7 +147,11 @@ impl Driver {
                         )));
                         told = true;
                     }
-                    tokio::time::sleep(self.lease_duration / 3).await;
+                    let mut stop = opts.stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.lease_duration / 3) => {}
+                        _ = stop_requested(&mut stop) => {}
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -186,6 +199,9 @@ impl Driver {
         let mut unavailable: BTreeMap<String, String> = BTreeMap::new();
         let mut backoff = Duration::from_millis(200);
         loop {
+            if stopping(&opts) {
+                return Ok(Outcome::Stopped);
+            }
             lease.check(name)?;
             if let Some(newer) = newer_release(&releases.get(name), &current) {
                 current = newer;
@@ -326,9 +342,11 @@ impl Driver {
                 // Acted: look again as soon as the effect shows.
                 wait = wait.min(SETTLE);
             }
+            let mut stop = opts.stop.clone();
             tokio::select! {
                 _ = cache.changed() => {}
                 _ = tokio::time::sleep(wait) => {}
+                _ = stop_requested(&mut stop) => {}
             }
         }
     }
@@ -513,6 +531,46 @@ fn newer_release(cached: &[Arc<Release>], current: &Release) -> Option<Release> 
             Some((**cached).clone())
         }
         _ => None,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Whether the driver was told to stop.
+fn stopping(opts: &DriveOptions) -> bool {
+    opts.stop.as_ref().is_some_and(|s| *s.borrow())
+}
+
+/// Resolves once the driver is told to stop; never without a stop channel.
+async fn stop_requested(stop: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match stop {
+        Some(rx) => {
+            if rx.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

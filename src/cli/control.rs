@@ -139,7 +139,7 @@ pub async fn promote(args: &NameArgs) -> CliResult {
     store
         .patch_spec(
             &args.name,
-            json!({"promote": {"step": s.step, "by": user()}}),
+            json!({"promote": {"step": s.step, "by": user(), "version": s.version}}),
         )
         .await?;
     println!(
@@ -154,16 +154,19 @@ pub async fn promote(args: &NameArgs) -> CliResult {
 pub async fn abort(args: &AbortArgs) -> CliResult {
     let (store, _) = store(&args.fleet).await?;
     let r = get(&store, &args.name).await?;
-    if r.status.as_ref().is_some_and(|s| s.phase.is_terminal()) {
+    let s = r.status.unwrap_or_default();
+    if s.phase.is_terminal() {
         return Err(CliError::new(
             Exit::Error,
             anyhow!("release {} has already ended", args.name),
         ));
     }
+    // Tied to the version in flight: left on the Release, it never aborts a later one.
+    let version = s.version.or(Some(r.spec.version));
     store
         .patch_spec(
             &args.name,
-            json!({"abort": {"reason": args.reason, "by": user()}}),
+            json!({"abort": {"reason": args.reason, "by": user(), "version": version}}),
         )
         .await?;
     println!(

@@ -11,6 +11,7 @@ pub mod demo;
 mod demo_absent;
 pub mod exit;
 mod freeze;
+mod history;
 pub mod load;
 mod plan;
 mod report;
@@ -46,6 +47,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show where a release stands.
     Status(control::StatusArgs),
+    /// List the revisions a release has run: version, outcome, when, why.
+    History(history::HistoryArgs),
+    /// Release an earlier revision again, through the whole lifecycle and its gates.
+    Undo(history::UndoArgs),
     /// Skip the rest of the current step's wait (its gates must still pass).
     Promote(control::NameArgs),
     /// Roll a release back: traffic to blue everywhere, then green down.
@@ -117,6 +122,8 @@ fn run_async(command: Command) -> CliResult {
             Command::Check(args) => check::run(&args).await,
             Command::Run(args) => run::run(&args).await,
             Command::Status(args) => control::status(&args).await,
+            Command::History(args) => history::history(&args).await,
+            Command::Undo(args) => history::undo(&args).await,
             Command::Promote(args) => control::promote(&args).await,
             Command::Abort(args) => control::abort(&args).await,
             Command::Pause(args) => control::pause(&args, true).await,

@@ -73,9 +73,12 @@ impl Reporter {
 
     pub fn submitted(&mut self, r: &Release, by: &str) {
         let name = r.metadata.name.clone().unwrap_or_default();
+        // A status that belongs to another version is the previous revision's:
+        // this version has not started yet.
         let phase = r
             .status
             .as_ref()
+            .filter(|s| s.version.as_deref().is_none_or(|v| v == r.spec.version))
             .map(|s| s.phase.to_string())
             .unwrap_or_else(|| "Pending".into());
         match self.output {
@@ -137,6 +140,11 @@ impl Reporter {
             Outcome::Failed(m) => ("failed", m.clone()),
             Outcome::Invalid { message, .. } => ("refused", message.clone()),
             Outcome::Paused => ("paused", "resume with `cutover resume`".to_string()),
+            Outcome::Stopped => (
+                "stopped",
+                "stopped at a safe point and released the lease; run the same command again to resume"
+                    .to_string(),
+            ),
         };
         match self.output {
             Output::Json => {

@@ -13,7 +13,7 @@ use super::connect::{connect, user};
 use super::exit::{CliError, CliResult, Exit};
 use super::load::Inputs;
 use super::report::Reporter;
-use crate::admission::{FreezeReading, overridden_objects};
+use crate::admission::{self, FreezeReading, Intent, overridden_objects};
 use crate::driver::{DriveOptions, Driver, Outcome};
 use crate::fleet::state::ReleaseStore;
 
@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Override a container's image: NAME=IMAGE (repeatable).
     #[arg(long = "image", value_name = "NAME=IMAGE")]
     pub images: Vec<String>,
+    /// Replace the version in flight with --version's (only an explicit
+    /// newer intent replaces a release in flight; a stale file never does).
+    #[arg(long, requires = "version")]
+    pub supersede: bool,
     /// Submit the release for the controller to drive, and return.
     #[arg(long)]
     pub detach: bool,
@@ -89,11 +93,11 @@ pub async fn run(args: &RunArgs) -> CliResult {
     .await?;
     let store = ReleaseStore::new(conn.clients.home(), &rel.namespace);
     let existing = store.get(&rel.name).await?;
-    let starting = existing.as_ref().is_none_or(|r| {
-        r.status
-            .as_ref()
-            .is_none_or(|s| s.phase == crate::spec::status::Phase::Pending)
-    });
+    let status = existing.as_ref().and_then(|r| r.status.as_ref());
+    let intent = admission::intent(&rel.name, status, &rel.version, args.supersede)
+        .map_err(|why| CliError::new(Exit::Error, anyhow!(why)))?;
+    let starting = matches!(intent, Intent::Start | Intent::NextRevision)
+        || status.is_none_or(|s| s.phase == crate::spec::status::Phase::Pending);
     if starting {
         // A release does not start while a freeze applies: exit 4, nothing written.
         let clusters: Vec<&str> = rel.clusters.iter().map(|c| c.name.as_str()).collect();
@@ -133,9 +137,21 @@ pub async fn run(args: &RunArgs) -> CliResult {
         idle: Duration::from_secs(2),
         under: None,
     };
+    drive_and_report(driver, &rel.namespace, &rel.name, reporter).await
+}
+
+/// Drives a release in this process with live progress until it ends, a
+/// person pauses it, or SIGINT/SIGTERM asks it to stop: then it stops
+/// between passes, releases its lease and says how to resume.
+pub async fn drive_and_report(
+    driver: Driver,
+    namespace: &str,
+    name: &str,
+    mut reporter: Reporter,
+) -> CliResult {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let name = rel.name.clone();
-    let ns = rel.namespace.clone();
+    let (ns, name) = (namespace.to_string(), name.to_string());
     let drive = tokio::spawn(async move {
         driver
             .drive(
@@ -144,12 +160,14 @@ pub async fn run(args: &RunArgs) -> CliResult {
                 DriveOptions {
                     stop_when_paused: true,
                     wait_for_lease: true,
+                    stop: Some(stop_rx),
                 },
                 Some(tx),
             )
             .await
     });
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let mut signals = std::pin::pin!(crate::driver::stop_signal());
     loop {
         tokio::select! {
             p = rx.recv() => match p {
@@ -157,6 +175,9 @@ pub async fn run(args: &RunArgs) -> CliResult {
                 None => break,
             },
             _ = ticker.tick() => reporter.tick(),
+            _ = &mut signals, if !*stop_tx.borrow() => {
+                let _ = stop_tx.send(true);
+            }
         }
     }
     let outcome = drive.await.map_err(|e| anyhow!("driver task: {e}"))??;
@@ -204,7 +225,7 @@ pub fn exit_of(outcome: &Outcome) -> Exit {
             ..
         } => Exit::Policy,
         Outcome::Invalid { .. } => Exit::Error,
-        Outcome::Paused => Exit::Waiting,
+        Outcome::Paused | Outcome::Stopped => Exit::Waiting,
     }
 }
 

@@ -61,6 +61,10 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
     let bound = server::serve(settings.listen, metrics.clone(), health.clone()).await?;
     tracing::info!(listen = %bound, identity = %settings.identity, "serving /metrics, /healthz and /readyz");
     let mut backoff = Duration::from_secs(1);
+    // SIGINT or SIGTERM (a rollout of the controller, a node drained): stop
+    // every driver between passes and give the leader Lease back at once, so
+    // a standby takes over without waiting out the lease.
+    let mut shutdown = std::pin::pin!(crate::driver::stop_signal());
     loop {
         let connected = FleetClients::connect_with_secrets(
             &settings.fleet,
@@ -84,8 +88,14 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
         let credentials_changed =
             fleet::credentials_changed(clients.home(), &settings.namespace, versions);
         tokio::pin!(credentials_changed);
-        let Some(guard) = lead(&settings, &clients.elections, &mut credentials_changed).await
-        else {
+        let led = tokio::select! {
+            led = lead(&settings, &clients.elections, &mut credentials_changed) => led,
+            _ = &mut shutdown => {
+                tracing::info!("shutting down: not leading");
+                return Ok(());
+            }
+        };
+        let Some(guard) = led else {
             tracing::info!("fleet credentials changed; reconnecting");
             continue;
         };
@@ -105,14 +115,22 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
         let recorder = fleet::state::event_recorder(clients.home(), &settings.identity);
         let reconciler = reconcile::Reconciler::new(driver, metrics.clone(), recorder);
         let work = reconciler.clone().run(settings.watch_namespace.as_deref());
+        let mut stopping = false;
         tokio::select! {
             _ = work => tracing::warn!("the Release watch ended; starting over"),
             _ = lost(&guard) => tracing::warn!("lost leadership: every driver stopped"),
             _ = &mut credentials_changed => tracing::info!("fleet credentials changed; reconnecting"),
+            _ = &mut shutdown => {
+                tracing::info!("shutting down: stopping every driver and giving up the leader lease");
+                stopping = true;
+            }
         }
         reconciler.stop_all();
         metrics.leader.set(0);
         guard.release().await;
+        if stopping {
+            return Ok(());
+        }
     }
 }
 

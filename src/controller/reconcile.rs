@@ -120,6 +120,7 @@ impl Reconciler {
         let opts = DriveOptions {
             stop_when_paused: false,
             wait_for_lease: true,
+            stop: None,
         };
         let reference = ObjectReference {
             api_version: Some(Release::api_version(&()).into_owned()),
@@ -299,7 +300,10 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     let status = release.status.clone().unwrap_or_default();
     ctx.metrics
         .observed_phase(&format!("{ns}/{name}"), status.phase);
-    if status.phase.is_terminal() {
+    // A release that ended waits for a new version: that starts its next revision.
+    if status.phase.is_terminal()
+        && status.version.as_deref() == Some(release.spec.version.as_str())
+    {
         return Ok(Action::await_change());
     }
     if let Err((message, breaks_policy)) = crate::driver::admit(

@@ -78,11 +78,14 @@ impl ReleaseStore {
                 }
                 Some(existing) if same_intent(&existing.spec, &doc.spec) => return Ok(existing),
                 Some(mut existing) => {
-                    // Keep what people set on the live object (pause, promote, abort).
+                    // Keep what people set on the live object (pause, promote,
+                    // abort); a request about another version is left behind.
                     let mut spec = doc.spec.clone();
                     spec.paused |= existing.spec.paused;
-                    spec.promote = spec.promote.or(existing.spec.promote.clone());
-                    spec.abort = spec.abort.or(existing.spec.abort.clone());
+                    if existing.spec.version == doc.spec.version {
+                        spec.promote = spec.promote.or(existing.spec.promote.clone());
+                        spec.abort = spec.abort.or(existing.spec.abort.clone());
+                    }
                     existing.spec = spec;
                     match self
                         .api

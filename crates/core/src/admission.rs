@@ -7,6 +7,8 @@
 //! well formed) and how each finding maps to an exit class. Must not touch:
 //! clusters or files; callers read freezes and pass them in.
 
+mod intent;
+
 use std::fmt;
 
 use jiff::Timestamp;
@@ -16,6 +18,7 @@ use crate::freeze::{self, DeployFreeze, Window};
 use crate::spec::release::{FreezeOverride, ReleaseDocument};
 use crate::spec::resolve::Finding as SpecFinding;
 use crate::spec::{Fleet, ReleaseSpec, ResolvedRelease, Source, TierPolicyFile};
+pub use intent::{Intent, intent};
 
 /// What a release is admitted against.
 pub struct Request<'a> {

@@ -212,6 +212,28 @@ impl World {
         }
     }
 
+    /// A new version is asked for: what serves now (green, or blue where
+    /// green never took traffic) is the next release's blue.
+    #[cfg(test)]
+    pub(crate) fn next_version(&mut self, version: &str) {
+        for c in self.clusters.values_mut() {
+            let green_serves = c.route.as_ref().is_some_and(|r| r.green > Percent::ZERO);
+            if green_serves && let Some(g) = c.green.take() {
+                c.blue = Some(g);
+            }
+            c.green = None;
+            c.route = c.route.as_ref().map(|r| RouteView {
+                green: rest(r.green),
+                target: r.target.map(rest),
+                ..r.clone()
+            });
+        }
+        self.version = version.to_string();
+        fn rest(p: Percent) -> Percent {
+            Percent::from_basis_points(Percent::HUNDRED.basis_points() - p.basis_points())
+        }
+    }
+
     pub(crate) fn weights(&self) -> BTreeMap<String, Percent> {
         self.clusters
             .iter()

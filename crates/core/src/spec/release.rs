@@ -208,6 +208,10 @@ pub struct PromoteRequest {
     pub step: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// The version in flight when it was asked, so a request left on the
+    /// Release never acts on a later revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A break-glass override of named freezes.
@@ -228,6 +232,16 @@ pub struct AbortRequest {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// The version in flight when it was asked, so a request left on the
+    /// Release never aborts a later revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Whether a person's request made while `asked_of` was in flight applies to
+/// the version in flight now.
+pub fn request_applies(asked_of: Option<&str>, in_flight: Option<&str>) -> bool {
+    asked_of.is_none_or(|v| Some(v) == in_flight)
 }
 
 /// A Release as written in a file: `apiVersion`, `kind`, `metadata`, `spec`.

@@ -12,12 +12,18 @@ use super::quantity::{Percent, Span};
 
 /// Most transitions kept; older ones are dropped first (a full lifecycle needs about 60).
 pub const HISTORY_LIMIT: usize = 400;
+/// Most earlier revisions kept in `revisions`; older ones are dropped first.
+pub const REVISION_LIMIT: usize = 10;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseStatus {
     #[serde(default)]
     pub phase: Phase,
+    /// Which revision of the app this state belongs to: 1 for the first
+    /// version released through this Release, one more for each after it.
+    #[serde(default, skip_serializing_if = "no_revision")]
+    pub revision: u32,
     /// The version this state belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -101,6 +107,51 @@ pub struct ReleaseStatus {
     /// Every transition, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Transition>,
+    /// The images this revision runs, by container (for its history and `undo`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+    /// Earlier revisions that ended, oldest first, at most `REVISION_LIMIT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revisions: Vec<Revision>,
+}
+
+fn no_revision(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One version's lifecycle that ended, as the history keeps it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    pub revision: u32,
+    pub version: String,
+    /// The images it ran, by container.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+    /// `Completed`, `Aborted` or `Failed`.
+    pub outcome: Phase,
+    /// The version it replaced, if one served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub finished_at: Option<Timestamp>,
+    /// Why it ended, in words.
+    pub reason: String,
+    /// Its gates when it ended: each metric per cluster and how it stood.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gates: String,
+}
+
+impl ReleaseStatus {
+    /// The revision number this state belongs to (states written before
+    /// revisions were kept count as the first).
+    pub fn revision_number(&self) -> u32 {
+        self.revision.max(1)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]

@@ -6,6 +6,7 @@
 
 mod holds;
 mod progress;
+mod revisions;
 mod rollback;
 
 use jiff::Timestamp;
@@ -64,7 +65,7 @@ enum StepProgress {
 
 impl Pass<'_> {
     fn run(&mut self) {
-        if self.st.phase.is_terminal() {
+        if self.st.phase.is_terminal() && !self.next_revision() {
             return;
         }
         self.record_weights();
@@ -78,6 +79,10 @@ impl Pass<'_> {
         self.supersede_if_replaced();
         if self.st.abort.is_none()
             && let Some(req) = &self.rel.abort
+            && crate::spec::release::request_applies(
+                req.version.as_deref(),
+                self.st.version.as_deref(),
+            )
         {
             let by = req
                 .by
@@ -105,6 +110,15 @@ impl Pass<'_> {
             return;
         }
         self.set_holds(Vec::new());
+        if self
+            .rel
+            .clusters
+            .iter()
+            .all(|c| self.view(&c.name).is_some_and(|v| v.blue.is_none()))
+            && self.green_already_serves()
+        {
+            return;
+        }
         let mut blues = Vec::new();
         let mut missing = Vec::new();
         for c in &self.rel.clusters {
@@ -148,6 +162,8 @@ impl Pass<'_> {
         }
         self.st.plan = plan::build(self.rel, mode);
         self.st.mode = Some(mode);
+        self.st.revision = self.st.revision_number();
+        self.st.images = self.rel.images();
         self.st.blue_version = blue_version.clone();
         self.st.version = Some(self.rel.version.clone());
         self.st.started_at = Some(self.now);
@@ -167,8 +183,54 @@ impl Pass<'_> {
         self.enter_step(0);
     }
 
+    /// With no other version serving anywhere, whether this release's own
+    /// version already takes traffic: a first install is only for clusters
+    /// where nothing serves. Serving everywhere, there is nothing to do;
+    /// serving on some clusters only, no lifecycle can start from it.
+    fn green_already_serves(&mut self) -> bool {
+        let serving: Vec<(&str, Percent)> = self
+            .rel
+            .clusters
+            .iter()
+            .filter_map(|c| {
+                let v = self.view(&c.name)?;
+                let share = v.route.as_ref()?.green;
+                let runs = v.green.as_ref().is_some_and(|g| g.replicas > 0);
+                (runs && share > Percent::ZERO).then_some((c.name.as_str(), share))
+            })
+            .collect();
+        if serving.is_empty() {
+            return false;
+        }
+        let everywhere = serving.len() == self.rel.clusters.len()
+            && serving.iter().all(|(_, s)| *s == Percent::HUNDRED);
+        if everywhere {
+            self.st.version = Some(self.rel.version.clone());
+            self.st.revision = self.st.revision_number();
+            self.st.images = self.rel.images();
+            self.st.phase = Phase::Completed;
+            self.st.finished_at = Some(self.now);
+            let msg = format!(
+                "{} already serves on every cluster; nothing to do",
+                self.rel.version
+            );
+            self.record(TransitionEvent::Completed, msg.clone());
+            self.st.message = Some(msg);
+        } else {
+            let on: Vec<_> = serving.iter().map(|(c, s)| format!("{s} on {c}")).collect();
+            self.fail(format!(
+                "{} already takes traffic ({}) but not on every cluster, and no release of it is in flight; \
+                 bring every cluster to one serving version before a release",
+                self.rel.version,
+                on.join(", ")
+            ));
+        }
+        true
+    }
+
     fn fail(&mut self, message: String) {
         self.st.phase = Phase::Failed;
+        self.st.version = Some(self.rel.version.clone());
         self.st.finished_at = Some(self.now);
         self.st.message = Some(message.clone());
         self.record(TransitionEvent::Failed, message);

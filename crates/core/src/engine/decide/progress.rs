@@ -2,6 +2,7 @@
 //! waits with gates, cleanup) and entering the next step.
 
 use super::*;
+use crate::spec::release::request_applies;
 
 impl Pass<'_> {
     // ---- progress --------------------------------------------------------
@@ -216,7 +217,8 @@ impl Pass<'_> {
         let Some(req) = &self.rel.promote else {
             return false;
         };
-        if req.step != self.st.step {
+        let this_version = request_applies(req.version.as_deref(), self.st.version.as_deref());
+        if req.step != self.st.step || !this_version {
             return false;
         }
         if self.st.promoted_step != Some(self.st.step) {

@@ -55,6 +55,7 @@ fn promote_skips_the_wait_but_never_a_gate() {
     h.rel.promote = Some(PromoteRequest {
         step: 4,
         by: Some("alice".into()),
+        version: None,
     });
     h.world.gate = GateVerdict::Pending;
     h.pass();
@@ -79,7 +80,11 @@ fn promote_skips_the_wait_but_never_a_gate() {
     // A failing gate is never promoted past.
     let mut h = Harness::new();
     h.at_step(4);
-    h.rel.promote = Some(PromoteRequest { step: 4, by: None });
+    h.rel.promote = Some(PromoteRequest {
+        step: 4,
+        by: None,
+        version: None,
+    });
     h.world.gate = GateVerdict::Fail;
     h.pass();
     assert_eq!(h.status.phase, Phase::Aborting);

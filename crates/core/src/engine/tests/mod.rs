@@ -12,6 +12,7 @@ use crate::spec::{Fleet, Percent, ReleaseStatus, ResolvedRelease, Source, TierPo
 
 mod holds;
 mod lifecycle;
+mod revisions;
 mod rollback;
 
 const RELEASE: &str = include_str!("../../../../../examples/checkout/release.yaml");

@@ -19,6 +19,7 @@ fn abort_from_every_stage_restores_blue_everywhere_before_anything_else() {
                     h.rel.abort = Some(AbortRequest {
                         reason: "bad deploy".into(),
                         by: Some("oncall".into()),
+                        version: None,
                     })
                 }
             }

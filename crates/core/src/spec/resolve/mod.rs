@@ -122,6 +122,16 @@ impl Finding {
 }
 
 impl ResolvedRelease {
+    /// The image each container runs, by container name.
+    pub fn images(&self) -> std::collections::BTreeMap<String, String> {
+        self.template
+            .spec
+            .iter()
+            .flat_map(|p| p.containers.iter())
+            .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+            .collect()
+    }
+
     /// Resolves `spec` (named `name` in `namespace`) against the fleet and tier policy.
     /// Returns every problem found, not only the first.
     pub fn resolve(
