@@ -18,7 +18,7 @@ use crate::fleet::lease::{self, LeaseGuard};
 use crate::fleet::observe::{Observed, observe};
 use crate::fleet::state::ReleaseStore;
 use crate::fleet::workload::Slots;
-use crate::fleet::{self, FleetClients, replica_ratio, router, workload};
+use crate::fleet::{self, FleetClients, guard, replica_ratio, router, workload};
 use crate::gates::analysis::{Analysis, Context};
 use crate::spec::status::{GateSeries, Phase, Transition};
 use crate::spec::{Fleet, Release, ReleaseStatus, ResolvedRelease, RouterKind, TierPolicyFile};
@@ -197,6 +197,8 @@ impl Driver {
             .unwrap_or_default();
         let mut last_applied: Option<(Vec<Action>, Instant)> = None;
         let mut unavailable: BTreeMap<String, String> = BTreeMap::new();
+        // Actions the applier's guard refused, by cluster: the release holds on them.
+        let mut defects: BTreeMap<String, String> = BTreeMap::new();
         let mut backoff = Duration::from_millis(200);
         loop {
             if stopping(&opts) {
@@ -217,6 +219,7 @@ impl Driver {
             let seen = in_flight(&rel, &status);
             let observed = observe(&seen, &cache, &self.windows, now);
             let mut obs = observed.observation.clone();
+            obs.defects = defects.clone();
             // A cluster whose API server kept failing cutover's writes is
             // unreachable for the engine (a hold that says so) until it
             // answers again, even while its watches still stream.
@@ -263,7 +266,16 @@ impl Driver {
             if !d.actions.is_empty() && !repeat {
                 for a in &d.actions {
                     lease.check(name)?;
-                    let result = self.apply(&seen, &observed, a).await;
+                    let result = self.apply(&seen, &observed, &cache, a).await;
+                    match &result {
+                        Err(fleet::Error::Unsafe(why)) => {
+                            defects.insert(a.cluster().to_string(), why.clone());
+                        }
+                        Ok(()) => {
+                            defects.remove(a.cluster());
+                        }
+                        Err(_) => {}
+                    }
                     if let Err(e) = &result
                         && e.is_unavailable()
                     {
@@ -406,6 +418,7 @@ impl Driver {
         &self,
         rel: &ResolvedRelease,
         observed: &Observed,
+        cache: &FleetCache,
         action: &Action,
     ) -> fleet::Result<()> {
         let cluster = action.cluster();
@@ -417,6 +430,14 @@ impl Driver {
             observed.slots.get(cluster).cloned().ok_or_else(|| {
                 fleet::Error::Refused(format!("{cluster} has not been observed yet"))
             })?;
+        let route = cache
+            .clusters
+            .get(cluster)
+            .and_then(|c| c.route())
+            .and_then(|r| serde_json::to_value(&*r).ok());
+        if let Some(why) = guard::unsafe_because(action, rel, target, &slots, route.as_ref()) {
+            return Err(fleet::Error::Unsafe(why));
+        }
         match action {
             Action::DeployGreen { replicas, .. } => {
                 workload::deploy_green(handle, rel, slots.green, *replicas, target.router.port)

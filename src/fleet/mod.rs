@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod client;
 pub mod freezes;
+pub mod guard;
 pub mod lease;
 pub mod live;
 pub mod observe;
@@ -47,6 +48,10 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Refused(String),
+    /// The applier's own guard refused an action that would take capacity
+    /// from a workload that serves: a defect, never carried out.
+    #[error("refused as unsafe: {0}")]
+    Unsafe(String),
     #[error(
         "release {release} is driven by {holder}; follow it with `cutover status {release} --watch`"
     )]
@@ -65,6 +70,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::Refused(_) => "refused",
+            Error::Unsafe(_) => "unsafe",
             Error::LeaseHeld { .. } => "lease_held",
             Error::LeaseLost(_) => "lease_lost",
         }

@@ -56,6 +56,17 @@ fn selects(svc: &Value, app: &str) -> Selects {
     }
 }
 
+/// Whether the app's Service sends traffic to `colour`'s pods: it selects
+/// that colour, or both colours while `colour` runs pods. A selector cutover
+/// does not write may select anything: it counts as sending.
+pub fn sends_to(svc: &Value, app: &str, colour: Colour, runs_pods: bool) -> bool {
+    match selects(svc, app) {
+        Selects::Colour(c) => c == colour,
+        Selects::Both => runs_pods,
+        Selects::Other => true,
+    }
+}
+
 fn selector_value(app: &str, s: Selects) -> Value {
     match s {
         Selects::Colour(c) => json!({ labels::APP: app, labels::COLOUR: c.as_str() }),

@@ -57,6 +57,11 @@ fn backend_weights(route: &Value, app: &str, green: Colour) -> Option<Weights> {
     found.then_some(w)
 }
 
+/// Whether the route sends any traffic to `colour`'s slot Service of the app.
+pub fn sends_to(route: &Value, app: &str, colour: Colour) -> bool {
+    backend_weights(route, app, colour).is_some_and(|w| w.green > 0)
+}
+
 fn share(w: Weights) -> Percent {
     let total = w.blue + w.green;
     if total == 0 {

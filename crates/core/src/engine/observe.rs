@@ -14,6 +14,9 @@ pub struct Observation {
     pub freezes: FreezeView,
     /// The latest verdict of the current step's gates.
     pub gate: Option<GateReport>,
+    /// Actions the applier's own guard refused as unsafe, by cluster: a
+    /// defect the release holds on, never carried out.
+    pub defects: BTreeMap<String, String>,
 }
 
 /// One cluster as last seen.

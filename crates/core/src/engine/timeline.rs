@@ -122,6 +122,8 @@ pub(crate) struct World {
     pub(crate) freezes: FreezeView,
     /// The verdict every gate run reports.
     pub(crate) gate: GateVerdict,
+    /// Actions an applier's guard refused, by cluster.
+    pub(crate) defects: BTreeMap<String, String>,
 }
 
 impl World {
@@ -155,6 +157,7 @@ impl World {
             clusters,
             freezes: FreezeView::default(),
             gate: GateVerdict::Pass,
+            defects: BTreeMap::new(),
         }
     }
 
@@ -174,6 +177,7 @@ impl World {
                 verdict: self.gate,
                 message: format!("every gate reports {:?}", self.gate),
             }),
+            defects: self.defects.clone(),
         }
     }
 

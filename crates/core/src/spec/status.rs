@@ -282,6 +282,9 @@ pub enum HoldReason {
     GateInconclusive,
     /// Someone else changed the traffic route.
     RouteDrift,
+    /// The applier refused an action that would have taken traffic away from
+    /// what serves (a defect): nothing was done, a person must look.
+    UnsafeAction,
 }
 
 impl HoldReason {

@@ -30,6 +30,13 @@ impl Pass<'_> {
                 .describe(None),
             });
         }
+        for (c, why) in &self.obs.defects {
+            holds.push(Hold {
+                reason: HoldReason::UnsafeAction,
+                cluster: Some(c.clone()),
+                message: format!("{why}; the applier refused it and the release holds"),
+            });
+        }
         for (c, why) in &self.obs.freezes.unreadable {
             holds.push(Hold {
                 reason: HoldReason::Freeze,

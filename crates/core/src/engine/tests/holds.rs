@@ -229,3 +229,29 @@ fn time_under_an_outage_does_not_count_against_the_deploy_deadline() {
         }
     }
 }
+
+#[test]
+fn an_action_the_applier_refused_holds_the_release_and_says_why() {
+    let mut h = Harness::new();
+    h.at_step(4);
+    let before = h.weight("prod-a");
+    h.world.defects.insert(
+        "prod-a".into(),
+        "prod-a: deleting checkout-blue while checkout sends it traffic".into(),
+    );
+    h.now += mins(30);
+    let d = h.pass();
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(h.status.phase, Phase::Holding);
+    let hold = &h.status.holds[0];
+    assert_eq!(hold.reason, HoldReason::UnsafeAction);
+    assert!(
+        hold.message.contains("the applier refused it"),
+        "{}",
+        hold.message
+    );
+    assert_eq!(h.weight("prod-a"), before);
+    h.world.defects.clear();
+    h.run_to_end();
+    assert_eq!(h.status.phase, Phase::Completed);
+}
