@@ -180,6 +180,21 @@ impl Driver {
             Ok(r) => r,
             Err(outcome) => return self.refuse(store, lease, &current, outcome, emit).await,
         };
+        let names: Vec<&str> = first.clusters.iter().map(|c| c.name.as_str()).collect();
+        let mut uids = fleet::live::cluster_uids(&self.fleet, &names).await;
+        if let Some(why) = crate::policy::not_distinct(&uids) {
+            let outcome = Outcome::Invalid {
+                message: why,
+                breaks_policy: true,
+            };
+            let started = current
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase != Phase::Pending);
+            if !started {
+                return self.refuse(store, lease, &current, outcome, emit).await;
+            }
+        }
         let cache = FleetCache::start(&self.fleet, &first);
         // People's changes (pause, promote, abort) wake the driver.
         let releases = self
@@ -218,6 +233,20 @@ impl Driver {
             // workloads are the ones observed, measured and acted on.
             let seen = in_flight(&rel, &status);
             let observed = observe(&seen, &cache, &self.windows, now);
+            // Clusters not identified yet are asked each pass until they answer;
+            // entries found to reach one cluster hold the release.
+            if uids.len() < rel.clusters.len() {
+                let missing: Vec<&str> = rel
+                    .clusters
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .filter(|c| !uids.contains_key(*c))
+                    .collect();
+                uids.extend(fleet::live::cluster_uids(&self.fleet, &missing).await);
+            }
+            if let Some(why) = crate::policy::not_distinct(&uids) {
+                defects.insert(self.fleet_spec.home.clone(), why);
+            }
             let mut obs = observed.observation.clone();
             obs.defects = defects.clone();
             // A cluster whose API server kept failing cutover's writes is

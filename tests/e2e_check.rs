@@ -83,3 +83,46 @@ async fn a_tier1_release_on_one_production_cluster_is_refused_before_any_write()
         "{out}"
     );
 }
+
+/// Two fleet entries whose contexts differ but reach one cluster: `run`
+/// refuses before writing anything (the static rule only sees context names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_two_entries_that_reach_one_cluster_before_any_write() {
+    let w = World::start(None, 120.0, &common::tier2_release()).await;
+    // A second context for prod-a, and prod-b's entry pointed at it.
+    let text = std::fs::read_to_string(w.sim.kubeconfig_path()).unwrap();
+    let mut kc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let contexts = kc["contexts"].as_array_mut().unwrap();
+    let mut alias = contexts
+        .iter()
+        .find(|c| c["name"] == "sim-prod-a")
+        .unwrap()
+        .clone();
+    alias["name"] = "alias-of-prod-a".into();
+    contexts.push(alias);
+    let kubeconfig = w.dir.path().join("aliased-kubeconfig.yaml");
+    std::fs::write(&kubeconfig, serde_saphyr::to_string(&kc).unwrap()).unwrap();
+    let fleet = std::fs::read_to_string(w.sim.fleet_path())
+        .unwrap()
+        .replace("context: sim-prod-b", "context: alias-of-prod-a");
+    let fleet_path = w.dir.path().join("aliased-fleet.yaml");
+    std::fs::write(&fleet_path, fleet).unwrap();
+    w.sim.reset_requests();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["run", "-f", w.release_path.to_str().unwrap()])
+        .arg("--fleet")
+        .arg(&fleet_path)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("prod-a = prod-b") && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(w.sim.requests().user_agent("cutover/").writes(), 0);
+    assert!(w.release().await.is_none());
+}

@@ -52,7 +52,7 @@ pub async fn run(args: &CheckArgs) -> CliResult {
             &rel.namespace,
         )
         .await?;
-        let mut uids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut uids: BTreeMap<String, String> = BTreeMap::new();
         let mut placements = Vec::new();
         for c in &rel.clusters {
             let handle = conn.clients.get(&c.name)?;
@@ -62,7 +62,7 @@ pub async fn run(args: &CheckArgs) -> CliResult {
                     if let (Some(r), crate::spec::ClusterRole::Production) = (report, c.role) {
                         placements.push((c.name.clone(), r));
                     }
-                    uids.entry(uid).or_default().push(c.name.clone());
+                    uids.insert(c.name.clone(), uid);
                 }
                 Err(e) => results.push(RuleResult {
                     rule: "reachable",
@@ -92,11 +92,7 @@ pub async fn run(args: &CheckArgs) -> CliResult {
                 });
             }
         }
-        let same: Vec<_> = uids
-            .values()
-            .filter(|v| v.len() > 1)
-            .map(|v| v.join(" = "))
-            .collect();
+        let same = crate::policy::same_clusters(&uids);
         results.push(RuleResult {
             rule: "distinct-clusters",
             verdict: if same.is_empty() {

@@ -91,6 +91,15 @@ pub async fn run(args: &RunArgs) -> CliResult {
         &rel.namespace,
     )
     .await?;
+    // Two fleet entries that reach one cluster would move its traffic twice.
+    let clusters: Vec<&str> = rel.clusters.iter().map(|c| c.name.as_str()).collect();
+    let uids = crate::fleet::live::cluster_uids(&conn.clients, &clusters).await;
+    if let Some(why) = crate::policy::not_distinct(&uids) {
+        return Err(CliError::new(
+            Exit::Policy,
+            anyhow!("{}: {why}; nothing was written", rel.name),
+        ));
+    }
     let store = ReleaseStore::new(conn.clients.home(), &rel.namespace);
     let existing = store.get(&rel.name).await?;
     let status = existing.as_ref().and_then(|r| r.status.as_ref());

@@ -36,6 +36,23 @@ pub async fn cluster_uid(c: &ClusterHandle) -> Result<String> {
         .unwrap_or_default())
 }
 
+/// The `kube-system` UID of each of `clusters` that answers; those that do
+/// not are left out (they are asked again later).
+pub async fn cluster_uids(
+    fleet: &super::FleetClients,
+    clusters: &[&str],
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for &name in clusters {
+        if let Ok(c) = fleet.get(name)
+            && let Ok(uid) = cluster_uid(c).await
+        {
+            out.insert(name.to_string(), uid);
+        }
+    }
+    out
+}
+
 /// Reads `c` for `rel`'s app.
 pub async fn read(c: &ClusterHandle, rel: &ResolvedRelease) -> Result<LiveCluster> {
     let uid = cluster_uid(c).await?;
