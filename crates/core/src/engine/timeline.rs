@@ -146,7 +146,13 @@ impl World {
                         available: c.replicas,
                         ..blue.clone()
                     }),
-                    route: None,
+                    // The route (or Service) exists before the release: blue takes it all.
+                    route: Some(RouteView {
+                        green: Percent::ZERO,
+                        target: None,
+                        drift: None,
+                        settled: true,
+                    }),
                     placement: PlacementView::Satisfied,
                 };
                 (c.name.clone(), view)

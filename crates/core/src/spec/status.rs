@@ -296,9 +296,14 @@ impl HoldReason {
         )
     }
 
-    /// Holds that count against the progress deadline.
+    /// Holds that count against the progress deadline: no hold that no
+    /// person asked for lasts for ever. A gate without data past the deadline
+    /// rolls back, naming the gate and what it lacked.
     pub fn has_deadline(self) -> bool {
-        matches!(self, HoldReason::Placement | HoldReason::GreenNotReady)
+        matches!(
+            self,
+            HoldReason::Placement | HoldReason::GreenNotReady | HoldReason::GateInconclusive
+        )
     }
 }
 

@@ -110,6 +110,30 @@ impl Pass<'_> {
             return;
         }
         self.set_holds(Vec::new());
+        let no_route: Vec<String> = self
+            .rel
+            .clusters
+            .iter()
+            .filter(|c| self.view(&c.name).is_some_and(|v| v.route.is_none()))
+            .map(|c| {
+                let what = match c.router.kind {
+                    crate::spec::RouterKind::GatewayHttpRoute => "HTTPRoute",
+                    crate::spec::RouterKind::ReplicaRatio => "Service",
+                };
+                format!(
+                    "{} ({what} {}/{})",
+                    c.name, self.rel.namespace, c.router.route
+                )
+            })
+            .collect();
+        if !no_route.is_empty() {
+            return self.fail(format!(
+                "no traffic route on {}: cutover moves traffic through an existing route (an \
+                 HTTPRoute's backend weights, or the app's Service with replicaRatio); create it, \
+                 or name the right one in spec.router.route",
+                no_route.join(", ")
+            ));
+        }
         if self
             .rel
             .clusters

@@ -208,8 +208,31 @@ impl Pass<'_> {
                 cluster: None,
                 message: gate.map(|g| g.message.clone()).unwrap_or_default(),
             }]),
-            // Pending, or no verdict for this run yet: wait for the gates.
-            _ => StepProgress::Wait(None),
+            // Pending, or no verdict for this run yet: wait for the gates, but
+            // not for ever. Time under a freeze, pause or outage is not counted.
+            _ => {
+                let suspended = jiff::SignedDuration::from_secs(
+                    self.st.suspended_seconds.min(i64::MAX as u64) as i64,
+                );
+                let deadline = until
+                    .checked_add(self.rel.timings.progress_deadline.signed())
+                    .and_then(|t| t.checked_add(suspended))
+                    .unwrap_or(Timestamp::MAX);
+                if self.now < deadline {
+                    return StepProgress::Wait(Some(deadline));
+                }
+                let what = gate
+                    .map(|g| g.message.clone())
+                    .unwrap_or_else(|| "no measurement came back".into());
+                self.start_abort(
+                    AbortReason::ProgressDeadline,
+                    format!(
+                        "{step} made no progress within {}: its gates reached no verdict after its wait ({what})",
+                        self.rel.timings.progress_deadline
+                    ),
+                );
+                StepProgress::Wait(None)
+            }
         }
     }
 

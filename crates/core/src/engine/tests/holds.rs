@@ -74,9 +74,40 @@ fn an_inconclusive_gate_holds_a_gated_step() {
             HoldReason::GateInconclusive,
             "{step}"
         );
+        h.now += mins(10);
+        let d = h.pass();
+        assert!(d.actions.is_empty(), "{step}: still within the deadline");
         h.world.gate = GateVerdict::Pass;
         h.run_to_end();
         assert_eq!(h.status.phase, Phase::Completed, "{step}");
+    }
+}
+
+#[test]
+fn an_inconclusive_gate_past_the_progress_deadline_rolls_back_naming_the_gate() {
+    let mut h = Harness::new();
+    h.at_step(4);
+    h.pass();
+    h.world.gate = GateVerdict::Inconclusive;
+    h.now += mins(10); // the canary's wait is over; its gates cannot decide
+    h.pass();
+    assert_eq!(h.status.holds[0].reason, HoldReason::GateInconclusive);
+    h.now += mins(14);
+    assert!(h.pass().actions.is_empty(), "within the deadline it holds");
+    h.now += mins(1);
+    h.pass();
+    let abort = h.status.abort.clone().expect("rolled back at the deadline");
+    assert_eq!(abort.reason, AbortReason::ProgressDeadline);
+    assert!(
+        abort.message.contains("made no progress within 15m")
+            && abort.message.contains("every gate reports Inconclusive"),
+        "{}",
+        abort.message
+    );
+    h.run_to_end();
+    assert_eq!(h.status.phase, Phase::Aborted);
+    for c in ["staging", "prod-a", "prod-b"] {
+        assert_eq!(h.weight(c), pct(0), "{c} back on blue");
     }
 }
 
@@ -254,4 +285,24 @@ fn an_action_the_applier_refused_holds_the_release_and_says_why() {
     h.world.defects.clear();
     h.run_to_end();
     assert_eq!(h.status.phase, Phase::Completed);
+}
+
+#[test]
+fn gates_that_never_reach_a_verdict_roll_back_at_the_deadline_after_the_wait() {
+    let mut h = Harness::new();
+    h.at_step(4);
+    h.pass();
+    h.world.gate = GateVerdict::Pending;
+    h.now += mins(10 + 14);
+    assert!(h.pass().actions.is_empty(), "still waiting for its gates");
+    assert!(h.status.abort.is_none());
+    h.now += mins(1);
+    h.pass();
+    let abort = h.status.abort.clone().expect("rolled back");
+    assert_eq!(abort.reason, AbortReason::ProgressDeadline);
+    assert!(
+        abort.message.contains("reached no verdict") && abort.message.contains("Pending"),
+        "{}",
+        abort.message
+    );
 }
