@@ -246,8 +246,12 @@ async fn a_version_submitted_while_gates_run_starts_over_and_is_never_promoted_u
             && !s.gates.is_empty()
     })
     .await;
-    // A pipeline submits the next version while the first one's gates run.
-    let (code, out, err) = finish(w.spawn_run(&["--version", "2.15.0", "--detach"])).await;
+    // Without --supersede the next version is refused while one is in flight.
+    let (code, _, err) = finish(w.spawn_run(&["--version", "2.15.0", "--detach"])).await;
+    assert_eq!(code, 1, "{err}");
+    // A pipeline submits the next version, saying it replaces the one in flight.
+    let (code, out, err) =
+        finish(w.spawn_run(&["--version", "2.15.0", "--supersede", "--detach"])).await;
     assert_eq!(code, 0, "{out}\n{err}");
     let (code, out, err) = finish(first).await;
     assert_eq!(code, 0, "the new version completes: {out}\n{err}");

@@ -143,6 +143,7 @@ impl Analysis {
             GateReport {
                 step,
                 epoch,
+                since: Some(self.started),
                 verdict,
                 message,
             },

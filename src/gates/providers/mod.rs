@@ -13,3 +13,24 @@ pub fn template(text: &str, vars: &[(&str, &str)]) -> String {
     }
     out
 }
+
+/// The largest response body a provider reads; past it the measurement is an
+/// error, and nothing more is read into memory.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// Reads a response body of at most `MAX_BODY` bytes.
+pub async fn read_body<B>(body: B) -> Result<bytes::Bytes, String>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(format!(
+            "the response is larger than {} MiB",
+            MAX_BODY >> 20
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -247,17 +247,25 @@ impl Prometheus {
             .body(Full::new(Bytes::from(form)))
             .map_err(|e| QueryError::Garbage(e.to_string()))?;
         // The client waits a little longer than the server is told to, so the server's timeout wins.
+        // One deadline over the whole exchange, body included, and a bounded body.
         let client_timeout = timeout + Duration::from_secs(2);
-        let resp = tokio::time::timeout(client_timeout, self.client.request(req))
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| QueryError::Unavailable(e.to_string()))?;
+            let status = resp.status().as_u16();
+            let body = super::read_body(resp.into_body())
+                .await
+                .map_err(QueryError::Unavailable)?;
+            Ok::<_, QueryError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(client_timeout, exchange)
             .await
-            .map_err(|_| QueryError::Unavailable(format!("no answer within {client_timeout:?}")))?
-            .map_err(|e| QueryError::Unavailable(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let body = tokio::time::timeout(client_timeout, resp.into_body().collect())
-            .await
-            .map_err(|_| QueryError::Unavailable("response body timed out".into()))?
-            .map_err(|e| QueryError::Unavailable(e.to_string()))?
-            .to_bytes();
+            .map_err(|_| {
+                QueryError::Unavailable(format!("no answer within {client_timeout:?}"))
+            })??;
         decode(status, &body)
     }
 }

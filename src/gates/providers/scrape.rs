@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -291,28 +291,37 @@ impl Default for Scraper {
 }
 
 impl Scraper {
+    /// Reads a metrics page: one deadline over the whole exchange (connect,
+    /// headers and body, so an endpoint that trickles its body cannot hold
+    /// the driver) and a bounded size.
     pub async fn fetch(&self, url: &str) -> Result<String, String> {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("bad scrape url {url:?}: {e}"))?;
-        let fut = self.client.get(uri);
-        let resp = tokio::time::timeout(Duration::from_secs(10), fut)
+        let exchange = async {
+            let resp = self
+                .client
+                .get(uri)
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            let status = resp.status();
+            let body = super::read_body(resp.into_body())
+                .await
+                .map_err(|e| format!("{url}: {e}"))?;
+            Ok::<_, String>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(SCRAPE_DEADLINE, exchange)
             .await
-            .map_err(|_| format!("{url}: no answer within 10s"))?
-            .map_err(|e| format!("{url}: {e}"))?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("{url}: {e}"))?
-            .to_bytes();
+            .map_err(|_| format!("{url}: no complete answer within {SCRAPE_DEADLINE:?}"))??;
         if !status.is_success() {
             return Err(format!("{url}: HTTP {status}"));
         }
         String::from_utf8(body.to_vec()).map_err(|_| format!("{url}: not UTF-8"))
     }
 }
+
+/// The longest a scrape may take, from connecting to the last byte.
+const SCRAPE_DEADLINE: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

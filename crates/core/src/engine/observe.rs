@@ -88,6 +88,10 @@ pub struct FreezeNotice {
 pub struct GateReport {
     pub step: u32,
     pub epoch: u32,
+    /// When this run of the gates began measuring (a driver that took over
+    /// starts a new run): a deadline for a verdict counts from here at the
+    /// earliest.
+    pub since: Option<jiff::Timestamp>,
     pub verdict: GateVerdict,
     /// Which gate, query, value, threshold and cluster decided.
     pub message: String,

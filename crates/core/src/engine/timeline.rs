@@ -180,6 +180,7 @@ impl World {
             gate: Some(GateReport {
                 step: status.step,
                 epoch: status.analysis_epoch,
+                since: None,
                 verdict: self.gate,
                 message: format!("every gate reports {:?}", self.gate),
             }),

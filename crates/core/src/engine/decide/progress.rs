@@ -214,7 +214,8 @@ impl Pass<'_> {
                 let suspended = jiff::SignedDuration::from_secs(
                     self.st.suspended_seconds.min(i64::MAX as u64) as i64,
                 );
-                let deadline = until
+                let measuring_since = gate.and_then(|g| g.since).map_or(until, |s| s.max(until));
+                let deadline = measuring_since
                     .checked_add(self.rel.timings.progress_deadline.signed())
                     .and_then(|t| t.checked_add(suspended))
                     .unwrap_or(Timestamp::MAX);
