@@ -27,10 +27,30 @@ where
     use http_body_util::BodyExt;
     match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(format!(
-            "the response is larger than {} MiB",
-            MAX_BODY >> 20
-        )),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(format!(
+                "the response is larger than {} MiB",
+                MAX_BODY >> 20
+            ))
+        }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_an_error_not_a_read() {
+        let big = Full::new(Bytes::from(vec![b'x'; super::MAX_BODY + 1]));
+        let err = super::read_body(big).await.unwrap_err();
+        assert!(err.contains("larger than 16 MiB"), "{err}");
+        let small = Full::new(Bytes::from_static(b"up 1\n"));
+        assert_eq!(super::read_body(small).await.unwrap(), "up 1\n");
     }
 }

@@ -326,6 +326,37 @@ const SCRAPE_DEADLINE: Duration = Duration::from_secs(10);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An endpoint that sends its headers and then one byte every half
+    /// second never finishes: the scrape gives up at its deadline.
+    #[tokio::test]
+    async fn a_trickling_endpoint_cannot_hold_a_scrape_past_its_deadline() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await;
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\n";
+            sock.write_all(head.as_bytes()).await.unwrap();
+            for _ in 0..100 {
+                if sock.write_all(b"#").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        let started = std::time::Instant::now();
+        let err = Scraper::default().fetch(&url).await.unwrap_err();
+        assert!(err.contains("no complete answer within 10s"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+    }
     use crate::spec::Source;
 
     fn q(measure: &str) -> ScrapeQuery {
