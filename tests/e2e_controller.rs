@@ -497,3 +497,77 @@ async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_u
         .collect();
     assert!(unused.is_empty(), "granted but never used: {unused:?}");
 }
+
+/// Release after release through the controller: `kubectl apply` of a new
+/// version on a completed Release runs its next revision to the end, and
+/// SIGTERM makes the controller give its leader Lease back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_applied_to_a_completed_release_runs_its_next_revision() {
+    let w = World::start(None, 600.0, &tier2_release()).await;
+    system_namespace(&w).await;
+    let mut c = start_controller(&w, "ctl-a");
+    wait_until("a leader", || async { leader(&w).await.is_some() }).await;
+    let kubectl = w.kubectl(&w.fleet.home);
+    kubectl
+        .run(&["apply", "-f", w.release_path.to_str().unwrap()])
+        .await;
+    let first = w
+        .wait_for("the first version to complete", |s| s.phase.is_terminal())
+        .await;
+    assert_eq!(first.phase, Phase::Completed, "{:?}", first.message);
+    let next = tier2_release().replace("version: 2.14.0", "version: 2.15.0");
+    let path = w.dir.path().join("next.yaml");
+    std::fs::write(&path, next).unwrap();
+    kubectl.run(&["apply", "-f", path.to_str().unwrap()]).await;
+    let done = w
+        .wait_for("the next revision to complete", |s| {
+            s.revision == 2 && s.phase.is_terminal()
+        })
+        .await;
+    assert_eq!(
+        (
+            done.phase,
+            done.version.as_deref(),
+            done.blue_version.as_deref()
+        ),
+        (Phase::Completed, Some("2.15.0"), Some("2.14.0")),
+        "{:?}\n{}",
+        done.message,
+        log_of(&w, &c)
+    );
+    assert_eq!(done.revisions.len(), 1);
+    assert_eq!(done.revisions[0].version, "2.14.0");
+    // What kubectl shows is what serves: 2.15.0 takes all of every cluster's traffic.
+    for cluster in &w.rel.clusters {
+        let blue = w.deployment(&cluster.name, "checkout-blue").await.unwrap();
+        assert_eq!(
+            blue.metadata.labels.unwrap()["cutover.dev/version"],
+            "2.15.0"
+        );
+        assert!(
+            w.deployment(&cluster.name, "checkout-green")
+                .await
+                .is_none()
+        );
+        assert_eq!(
+            w.green_share(&cluster.name, cutover::fleet::workload::Colour::Blue)
+                .await,
+            cutover::spec::Percent::HUNDRED
+        );
+    }
+    // SIGTERM: the controller exits and gives its leader Lease back.
+    let pid = c.child.id().unwrap();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), c.child.wait())
+        .await
+        .expect("the controller exits on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{}", log_of(&w, &c));
+    assert_eq!(leader(&w).await, None, "the leader Lease is given back");
+}

@@ -173,16 +173,7 @@ impl Pass<'_> {
         }
         let blue_version = versions.into_iter().next().map(str::to_string);
         if blue_version.as_deref() == Some(self.rel.version.as_str()) {
-            self.st.phase = Phase::Completed;
-            self.st.version = Some(self.rel.version.clone());
-            self.st.finished_at = Some(self.now);
-            let msg = format!(
-                "{} already serves on every cluster; nothing to do",
-                self.rel.version
-            );
-            self.record(TransitionEvent::Completed, msg.clone());
-            self.st.message = Some(msg);
-            return;
+            return self.already_serves();
         }
         self.st.plan = plan::build(self.rel, mode);
         self.st.mode = Some(mode);
@@ -229,17 +220,7 @@ impl Pass<'_> {
         let everywhere = serving.len() == self.rel.clusters.len()
             && serving.iter().all(|(_, s)| *s == Percent::HUNDRED);
         if everywhere {
-            self.st.version = Some(self.rel.version.clone());
-            self.st.revision = self.st.revision_number();
-            self.st.images = self.rel.images();
-            self.st.phase = Phase::Completed;
-            self.st.finished_at = Some(self.now);
-            let msg = format!(
-                "{} already serves on every cluster; nothing to do",
-                self.rel.version
-            );
-            self.record(TransitionEvent::Completed, msg.clone());
-            self.st.message = Some(msg);
+            self.already_serves();
         } else {
             let on: Vec<_> = serving.iter().map(|(c, s)| format!("{s} on {c}")).collect();
             self.fail(format!(
@@ -250,6 +231,21 @@ impl Pass<'_> {
             ));
         }
         true
+    }
+
+    /// The version asked for is the one serving everywhere: nothing to do.
+    fn already_serves(&mut self) {
+        self.st.version = Some(self.rel.version.clone());
+        self.st.revision = self.st.revision_number();
+        self.st.images = self.rel.images();
+        self.st.phase = Phase::Completed;
+        self.st.finished_at = Some(self.now);
+        let msg = format!(
+            "{} already serves on every cluster; nothing to do",
+            self.rel.version
+        );
+        self.record(TransitionEvent::Completed, msg.clone());
+        self.st.message = Some(msg);
     }
 
     fn fail(&mut self, message: String) {

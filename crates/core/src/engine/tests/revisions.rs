@@ -4,6 +4,21 @@
 
 use super::*;
 
+/// `version` runs in the green slot and takes all of the cluster's traffic.
+fn serve_green(c: &mut crate::engine::ClusterView, version: &str) {
+    c.green = Some(crate::engine::WorkloadView {
+        version: version.into(),
+        replicas: 6,
+        available: 6,
+    });
+    c.route = Some(crate::engine::RouteView {
+        green: pct(100),
+        target: None,
+        drift: None,
+        settled: true,
+    });
+}
+
 fn next(h: &mut Harness, version: &str) {
     h.rel.version = version.into();
     h.world.next_version(version);
@@ -98,18 +113,9 @@ fn the_serving_version_is_never_taken_for_a_first_install() {
     // A fresh Release for the version that already serves everywhere (green
     // in the slot holding it, nothing in the other): nothing to do.
     let mut h = Harness::with(mk_release(), true);
+    let version = h.rel.version.clone();
     for c in h.world.clusters.values_mut() {
-        c.green = Some(crate::engine::WorkloadView {
-            version: h.rel.version.clone(),
-            replicas: 6,
-            available: 6,
-        });
-        c.route = Some(crate::engine::RouteView {
-            green: pct(100),
-            target: None,
-            drift: None,
-            settled: true,
-        });
+        serve_green(c, &version);
     }
     let d = h.pass();
     assert!(d.actions.is_empty(), "{:?}", d.actions);
@@ -123,18 +129,8 @@ fn the_serving_version_is_never_taken_for_a_first_install() {
     );
     // Serving on one cluster only: no lifecycle can start from that.
     let mut h = Harness::with(mk_release(), true);
-    let c = h.world.clusters.get_mut("prod-a").unwrap();
-    c.green = Some(crate::engine::WorkloadView {
-        version: h.rel.version.clone(),
-        replicas: 6,
-        available: 6,
-    });
-    c.route = Some(crate::engine::RouteView {
-        green: pct(100),
-        target: None,
-        drift: None,
-        settled: true,
-    });
+    let version = h.rel.version.clone();
+    serve_green(h.world.clusters.get_mut("prod-a").unwrap(), &version);
     let d = h.pass();
     assert!(d.actions.is_empty());
     assert_eq!(h.status.phase, Phase::Failed);
