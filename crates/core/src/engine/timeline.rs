@@ -228,16 +228,17 @@ impl World {
     #[cfg(test)]
     pub(crate) fn next_version(&mut self, version: &str) {
         for c in self.clusters.values_mut() {
+            // The slots swap only where green took the traffic.
             let green_serves = c.route.as_ref().is_some_and(|r| r.green > Percent::ZERO);
             if green_serves && let Some(g) = c.green.take() {
                 c.blue = Some(g);
+                c.route = c.route.as_ref().map(|r| RouteView {
+                    green: rest(r.green),
+                    target: r.target.map(rest),
+                    ..r.clone()
+                });
             }
             c.green = None;
-            c.route = c.route.as_ref().map(|r| RouteView {
-                green: rest(r.green),
-                target: r.target.map(rest),
-                ..r.clone()
-            });
         }
         self.version = version.to_string();
         fn rest(p: Percent) -> Percent {

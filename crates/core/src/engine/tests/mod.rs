@@ -12,6 +12,7 @@ use crate::spec::{Fleet, Percent, ReleaseStatus, ResolvedRelease, Source, TierPo
 
 mod holds;
 mod lifecycle;
+mod model;
 mod revisions;
 mod rollback;
 
