@@ -181,7 +181,6 @@ pub async fn undo(args: &UndoArgs) -> CliResult {
             ),
         ));
     }
-    // Admitted as `run` admits a release: tier rules and freezes, before any write.
     let policy = tier_policy(args.policies.as_deref())?;
     let windows = windows(args.policies.as_deref())?;
     let mut spec = release.spec.clone();
@@ -190,44 +189,33 @@ pub async fn undo(args: &UndoArgs) -> CliResult {
     spec.abort = None;
     spec.promote = None;
     let ns = args.fleet.namespace.clone();
-    let admitted = admission::admit(&admission::Request {
-        name: &args.name,
-        namespace: Some(&ns),
-        spec: &spec,
-        fleet: &conn.fleet,
-        policy: &policy,
-        freezes: None,
-    })
-    .admitted(&args.name);
-    let rel = admitted.map_err(|r| {
-        CliError::new(
-            exit_of_refusal(r.refusal()),
-            anyhow!(r.message(None, ", nothing was touched")),
-        )
-    })?;
+    // Admitted as `run` admits a release: the tier's rules first, then freezes.
+    let admit = |freezes| {
+        admission::admit(&admission::Request {
+            name: &args.name,
+            namespace: Some(&ns),
+            spec: &spec,
+            fleet: &conn.fleet,
+            policy: &policy,
+            freezes,
+        })
+        .admitted(&args.name)
+        .map_err(|r| {
+            CliError::new(
+                exit_of_refusal(r.refusal()),
+                anyhow!(r.message(None, ", nothing was touched")),
+            )
+        })
+    };
+    let rel = admit(None)?;
     let clusters: Vec<&str> = rel.clusters.iter().map(|c| c.name.as_str()).collect();
     let (freezes, unreadable) = crate::fleet::freezes::read_all(&conn.clients, &clusters).await?;
-    let reading = FreezeReading {
+    admit(Some(FreezeReading {
         freezes: &freezes,
         unreadable: &unreadable,
         windows: &windows,
         now: conn.clock.now(),
-    };
-    let frozen = admission::admit(&admission::Request {
-        name: &args.name,
-        namespace: Some(&ns),
-        spec: &spec,
-        fleet: &conn.fleet,
-        policy: &policy,
-        freezes: Some(reading),
-    })
-    .admitted(&args.name);
-    if let Err(r) = frozen {
-        return Err(CliError::new(
-            exit_of_refusal(r.refusal()),
-            anyhow!(r.message(None, ", nothing was touched")),
-        ));
-    }
+    }))?;
     let store = ReleaseStore::new(conn.clients.home(), &ns);
     store
         .patch_spec(

@@ -208,13 +208,16 @@ impl Pass<'_> {
                 cluster: None,
                 message: gate.map(|g| g.message.clone()).unwrap_or_default(),
             }]),
-            // Pending, or no verdict for this run yet: wait for the gates, but
-            // not for ever. Time under a freeze, pause or outage is not counted.
-            _ => {
+            // Pending: wait for the gates, but not for ever. The deadline counts
+            // from the end of the wait or from when this run of the gates began
+            // measuring, whichever is later; time under a freeze, pause or
+            // outage is not counted.
+            Some(GateVerdict::Pending) => {
+                let g = gate.expect("a verdict comes with its report");
                 let suspended = jiff::SignedDuration::from_secs(
                     self.st.suspended_seconds.min(i64::MAX as u64) as i64,
                 );
-                let measuring_since = gate.and_then(|g| g.since).map_or(until, |s| s.max(until));
+                let measuring_since = g.since.map_or(until, |s| s.max(until));
                 let deadline = measuring_since
                     .checked_add(self.rel.timings.progress_deadline.signed())
                     .and_then(|t| t.checked_add(suspended))
@@ -222,18 +225,18 @@ impl Pass<'_> {
                 if self.now < deadline {
                     return StepProgress::Wait(Some(deadline));
                 }
-                let what = gate
-                    .map(|g| g.message.clone())
-                    .unwrap_or_else(|| "no measurement came back".into());
                 self.start_abort(
                     AbortReason::ProgressDeadline,
                     format!(
-                        "{step} made no progress within {}: its gates reached no verdict after its wait ({what})",
-                        self.rel.timings.progress_deadline
+                        "{step} made no progress within {}: its gates reached no verdict after its wait ({})",
+                        self.rel.timings.progress_deadline, g.message
                     ),
                 );
                 StepProgress::Wait(None)
             }
+            // No report for this run of the gates yet (a driver that just
+            // started, an epoch that just began): the next pass brings one.
+            _ => StepProgress::Wait(None),
         }
     }
 
