@@ -3,12 +3,18 @@
 //! engine decides; one applier acts; the status is written once per pass, and
 //! only under this driver's lease.
 
+mod apply;
+mod stop;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+
+pub use stop::stop_signal;
+use stop::{stop_requested, stopping};
 
 use crate::admission;
 use crate::clock::SharedClock;
@@ -441,62 +447,6 @@ impl Driver {
             }
         }
     }
-
-    /// Carries out one action in its cluster.
-    async fn apply(
-        &self,
-        rel: &ResolvedRelease,
-        observed: &Observed,
-        cache: &FleetCache,
-        action: &Action,
-    ) -> fleet::Result<()> {
-        let cluster = action.cluster();
-        let handle = self.fleet.get(cluster)?;
-        let target = rel
-            .cluster(cluster)
-            .ok_or_else(|| fleet::Error::UnknownCluster(cluster.to_string()))?;
-        let slots: Slots =
-            observed.slots.get(cluster).cloned().ok_or_else(|| {
-                fleet::Error::Refused(format!("{cluster} has not been observed yet"))
-            })?;
-        let route = cache
-            .clusters
-            .get(cluster)
-            .and_then(|c| c.route())
-            .and_then(|r| serde_json::to_value(&*r).ok());
-        if let Some(why) = guard::unsafe_because(action, rel, target, &slots, route.as_ref()) {
-            return Err(fleet::Error::Unsafe(why));
-        }
-        match action {
-            Action::DeployGreen { replicas, .. } => {
-                workload::deploy_green(handle, rel, slots.green, *replicas, target.router.port)
-                    .await
-            }
-            Action::SetWeight { green, .. } => match target.router.kind {
-                RouterKind::GatewayHttpRoute => router::set_weight(
-                    handle,
-                    &rel.namespace,
-                    &target.router.route,
-                    &rel.app,
-                    slots.green,
-                    *green,
-                )
-                .await
-                .map(|_| ()),
-                RouterKind::ReplicaRatio => {
-                    replica_ratio::set_weight(handle, rel, target, &slots, *green).await
-                }
-            },
-            Action::ScaleDownGreen { .. } => match &slots.green_workload {
-                Some(w) => workload::scale_down(handle, &rel.namespace, w).await,
-                None => Ok(()),
-            },
-            Action::DeleteBlue { .. } => match &slots.blue_workload {
-                Some(w) => workload::delete_blue(handle, &rel.namespace, w).await,
-                None => Ok(()),
-            },
-        }
-    }
 }
 
 /// Admits a release for a driver (CLI, controller, demo) before it acts: the
@@ -581,46 +531,6 @@ fn newer_release(cached: &[Arc<Release>], current: &Release) -> Option<Release> 
             Some((**cached).clone())
         }
         _ => None,
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Whether the driver was told to stop.
-fn stopping(opts: &DriveOptions) -> bool {
-    opts.stop.as_ref().is_some_and(|s| *s.borrow())
-}
-
-/// Resolves once the driver is told to stop; never without a stop channel.
-async fn stop_requested(stop: &mut Option<tokio::sync::watch::Receiver<bool>>) {
-    match stop {
-        Some(rx) => {
-            if rx.wait_for(|s| *s).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
     }
 }
 
