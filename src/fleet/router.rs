@@ -82,17 +82,7 @@ fn recorded(route: &Value) -> Option<(Colour, Percent)> {
 
 /// Green's share as cutover last recorded it on `object` (a route or a Service).
 pub fn recorded_share(object: &Value, green: Colour) -> Option<Percent> {
-    recorded(object).map(|(c, p)| {
-        if c == green {
-            p
-        } else {
-            Percent::from_basis_points(
-                Percent::HUNDRED
-                    .basis_points()
-                    .saturating_sub(p.basis_points()),
-            )
-        }
-    })
+    recorded(object).map(|(c, p)| if c == green { p } else { p.rest() })
 }
 
 /// What the route says about green's share, against what cutover last set.

@@ -233,17 +233,14 @@ impl World {
             if green_serves && let Some(g) = c.green.take() {
                 c.blue = Some(g);
                 c.route = c.route.as_ref().map(|r| RouteView {
-                    green: rest(r.green),
-                    target: r.target.map(rest),
+                    green: r.green.rest(),
+                    target: r.target.map(Percent::rest),
                     ..r.clone()
                 });
             }
             c.green = None;
         }
         self.version = version.to_string();
-        fn rest(p: Percent) -> Percent {
-            Percent::from_basis_points(Percent::HUNDRED.basis_points() - p.basis_points())
-        }
     }
 
     pub(crate) fn weights(&self) -> BTreeMap<String, Percent> {

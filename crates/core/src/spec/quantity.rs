@@ -90,6 +90,11 @@ impl Percent {
         Ok(Percent(bp as u32))
     }
 
+    /// What is left of the whole: blue's share when green has `self`.
+    pub fn rest(self) -> Percent {
+        Percent(Percent::HUNDRED.0.saturating_sub(self.0))
+    }
+
     /// `self` of `total`, e.g. 10% of a cluster that carries 50% is 5% of all traffic.
     pub fn of(self, total: Percent) -> Percent {
         Percent(((u64::from(self.0) * u64::from(total.0) + 5_000) / 10_000) as u32)
@@ -350,6 +355,8 @@ mod tests {
         );
         assert_eq!(Percent::from_whole(10).of(half), Percent::from_whole(5));
         assert_eq!(two.within(Percent::ZERO), None);
+        assert_eq!(two.rest(), Percent::from_whole(98));
+        assert_eq!(Percent::HUNDRED.rest(), Percent::ZERO);
     }
 
     #[test]

@@ -75,7 +75,7 @@ fn check_action(h: &Harness, a: &Action, before: &BTreeMap<String, ClusterView>)
     let share = view.route.as_ref().map_or(Percent::ZERO, |r| r.green);
     match a {
         Action::DeleteBlue { .. } if share < Percent::HUNDRED => {
-            out.push(format!("{c}: blue deleted while it takes {}", rest(share)));
+            out.push(format!("{c}: blue deleted while it takes {}", share.rest()));
         }
         Action::ScaleDownGreen { .. } if share > Percent::ZERO => {
             out.push(format!("{c}: green scaled down while it takes {share}"));
@@ -99,10 +99,6 @@ fn check_action(h: &Harness, a: &Action, before: &BTreeMap<String, ClusterView>)
     out
 }
 
-fn rest(p: Percent) -> Percent {
-    Percent::from_basis_points(Percent::HUNDRED.basis_points() - p.basis_points())
-}
-
 /// The invariants on the world and the status as they stand.
 fn check_state(h: &Harness) -> Vec<String> {
     let mut out = Vec::new();
@@ -120,7 +116,7 @@ fn check_state(h: &Harness) -> Vec<String> {
         if share < Percent::HUNDRED && !available(&c.blue) {
             out.push(format!(
                 "{name}: {} goes to a blue with no available pods",
-                rest(share)
+                share.rest()
             ));
         }
     }
