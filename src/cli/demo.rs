@@ -207,19 +207,27 @@ pub struct Rehearsed {
 }
 
 impl Rehearsed {
-    /// A rehearsal whose release was refused before it was submitted.
-    fn refused(sim: SimFleet, dir: tempfile::TempDir, fleet: Fleet, name: &str) -> Rehearsed {
+    /// A rehearsal whose release was refused before it was submitted, as
+    /// `cutover run` refuses it: the same exit code and words.
+    fn refused(
+        sim: SimFleet,
+        dir: tempfile::TempDir,
+        fleet: Fleet,
+        why: &admission::Refused,
+        src: &Source,
+        objects: Vec<SharedObject>,
+    ) -> Rehearsed {
         Rehearsed {
             sim,
             dir,
             fleet,
-            name: name.to_string(),
+            name: why.name.clone(),
             release: None,
-            exit: Exit::Error,
+            exit: exit_of_refusal(why.refusal()),
             outcome: None,
             status: None,
-            refusal: None,
-            objects: Vec::new(),
+            refusal: Some(why.message(Some(src), ", nothing was touched")),
+            objects,
         }
     }
 }
@@ -294,11 +302,14 @@ pub async fn rehearse(
     {
         Ok(r) => r,
         Err(refused) => {
-            return Ok(Rehearsed {
-                exit: exit_of_refusal(refused.refusal()),
-                refusal: Some(refused.message(Some(&src), ", nothing was touched")),
-                ..Rehearsed::refused(sim, dir, fleet, &doc.metadata.name)
-            });
+            return Ok(Rehearsed::refused(
+                sim,
+                dir,
+                fleet,
+                &refused,
+                &src,
+                Vec::new(),
+            ));
         }
     };
     ready(&sim, &rel);
@@ -323,7 +334,7 @@ pub async fn rehearse(
         });
     }
     // And, as `cutover run` does, it does not start while a freeze applies.
-    let clusters: Vec<&str> = rel.clusters.iter().map(|c| c.name.as_str()).collect();
+    let clusters = rel.cluster_names();
     let (freezes, unreadable) = crate::fleet::freezes::read_all(&conn.clients, &clusters).await?;
     let reading = admission::FreezeReading {
         freezes: &freezes,
@@ -333,12 +344,7 @@ pub async fn rehearse(
     };
     let request = admission::Request::of(&doc, &fleet, &policy, Some(reading));
     if let Err(refused) = admission::admit(&request).admitted(&rel.name) {
-        return Ok(Rehearsed {
-            exit: exit_of_refusal(refused.refusal()),
-            refusal: Some(refused.message(Some(&src), ", nothing was touched")),
-            objects,
-            ..Rehearsed::refused(sim, dir, fleet, &rel.name)
-        });
+        return Ok(Rehearsed::refused(sim, dir, fleet, &refused, &src, objects));
     }
     let store = ReleaseStore::new(conn.clients.home(), &rel.namespace);
     let live = store.upsert(&doc).await?;

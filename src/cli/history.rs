@@ -208,7 +208,7 @@ pub async fn undo(args: &UndoArgs) -> CliResult {
         })
     };
     let rel = admit(None)?;
-    let clusters: Vec<&str> = rel.clusters.iter().map(|c| c.name.as_str()).collect();
+    let clusters = rel.cluster_names();
     let (freezes, unreadable) = crate::fleet::freezes::read_all(&conn.clients, &clusters).await?;
     admit(Some(FreezeReading {
         freezes: &freezes,

@@ -92,7 +92,7 @@ pub async fn run(args: &RunArgs) -> CliResult {
     )
     .await?;
     // Two fleet entries that reach one cluster would move its traffic twice.
-    let clusters: Vec<&str> = rel.clusters.iter().map(|c| c.name.as_str()).collect();
+    let clusters = rel.cluster_names();
     let uids = crate::fleet::live::cluster_uids(&conn.clients, &clusters).await;
     if let Some(why) = crate::policy::not_distinct(&uids) {
         return Err(CliError::new(
@@ -109,7 +109,6 @@ pub async fn run(args: &RunArgs) -> CliResult {
         || status.is_none_or(|s| s.phase == crate::spec::status::Phase::Pending);
     if starting {
         // A release does not start while a freeze applies: exit 4, nothing written.
-        let clusters: Vec<&str> = rel.clusters.iter().map(|c| c.name.as_str()).collect();
         let (freezes, unreadable) =
             crate::fleet::freezes::read_all(&conn.clients, &clusters).await?;
         loaded.admit(Some(FreezeReading {

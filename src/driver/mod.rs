@@ -186,8 +186,7 @@ impl Driver {
             Ok(r) => r,
             Err(outcome) => return self.refuse(store, lease, &current, outcome, emit).await,
         };
-        let names: Vec<&str> = first.clusters.iter().map(|c| c.name.as_str()).collect();
-        let mut uids = fleet::live::cluster_uids(&self.fleet, &names).await;
+        let mut uids = fleet::live::cluster_uids(&self.fleet, &first.cluster_names()).await;
         if let Some(why) = crate::policy::not_distinct(&uids) {
             let outcome = Outcome::Invalid {
                 message: why,
@@ -242,19 +241,15 @@ impl Driver {
             // Clusters not identified yet are asked each pass until they answer;
             // entries found to reach one cluster hold the release.
             if uids.len() < rel.clusters.len() {
-                let missing: Vec<&str> = rel
-                    .clusters
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .filter(|c| !uids.contains_key(*c))
-                    .collect();
+                let mut missing = rel.cluster_names();
+                missing.retain(|c| !uids.contains_key(*c));
                 uids.extend(fleet::live::cluster_uids(&self.fleet, &missing).await);
-            }
-            if let Some(why) = crate::policy::not_distinct(&uids) {
-                defects.insert(self.fleet_spec.home.clone(), why);
             }
             let mut obs = observed.observation.clone();
             obs.defects = defects.clone();
+            if let Some(why) = crate::policy::not_distinct(&uids) {
+                obs.defects.insert(self.fleet_spec.home.clone(), why);
+            }
             // A cluster whose API server kept failing cutover's writes is
             // unreachable for the engine (a hold that says so) until it
             // answers again, even while its watches still stream.

@@ -202,6 +202,11 @@ impl ResolvedRelease {
         self.clusters.iter().find(|c| c.name == name)
     }
 
+    /// The names of the release's clusters, in plan order.
+    pub fn cluster_names(&self) -> Vec<&str> {
+        self.clusters.iter().map(|c| c.name.as_str()).collect()
+    }
+
     /// The canary weight on the first production cluster: the canary's share of
     /// total traffic divided by that cluster's share.
     pub fn canary_weight_on_first(&self) -> Percent {
