@@ -6,7 +6,7 @@
 //! `CUTOVER_BENCH_RELEASES` sets how many releases the controller drives
 //! (default 10), `CUTOVER_BENCH_SCALE` its fleet's time scale (default: slower
 //! the more releases), `CUTOVER_BENCH_LOG=FILE` keeps the controller's warnings;
-//! `CUTOVER_BENCH_ONLY=reaction,economy,idle,lifecycle,controller` runs some of
+//! `CUTOVER_BENCH_ONLY=reaction,abort,economy,idle,lifecycle,controller` runs some of
 //! the parts.
 
 use std::collections::BTreeMap;
@@ -44,6 +44,9 @@ fn main() {
     runtime.block_on(async {
         if wanted("reaction") {
             reaction().await;
+        }
+        if wanted("abort") {
+            abort_to_route().await;
         }
         if wanted("economy") {
             economy().await;
@@ -151,6 +154,85 @@ async fn reaction() {
     let median = samples[samples.len() / 2];
     figure("reaction_ms", median, "ms");
     figure("reaction_over_interval", median / 1000.0, "intervals");
+}
+
+/// From a person's abort written to the Release to cutover's first route
+/// write, in real time, while every cluster's metrics endpoint hangs after
+/// its headers (so each gate measurement is stuck until its deadline): the
+/// driver acts on the abort without waiting for them. p50 and p99 over
+/// `CUTOVER_BENCH_ABORTS` rehearsals (default 20), each aborted at its canary.
+async fn abort_to_route() {
+    let runs: usize = std::env::var("CUTOVER_BENCH_ABORTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let stores: Arc<Mutex<BTreeMap<String, Arc<Store>>>> = Arc::default();
+        let keep = stores.clone();
+        let scenario = tier2_scenario(false, true);
+        let run = tokio::spawn(async move {
+            rehearse(&scenario, 20.0, None, move |sim, _| {
+                for c in sim.cluster_names() {
+                    let cluster = sim.cluster(&c).unwrap();
+                    cluster.faults.stall_metrics(true);
+                    keep.lock()
+                        .unwrap()
+                        .insert(c.clone(), cluster.store.clone());
+                }
+            })
+            .await
+        });
+        let store = |name: &str| loop {
+            if let Some(s) = stores.lock().unwrap().get(name) {
+                return s.clone();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let prod_a = store("prod-a");
+        while !cutover_sim::gateway::green_weight(&prod_a, Some("checkout"))
+            .is_some_and(|w| w > 0.0)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let routes = ("gateway.networking.k8s.io", "httproutes");
+        let kind = prod_a.kind_of("cutover.dev", "releases").expect("releases");
+        let release = prod_a.all("cutover.dev", "releases")[0].clone();
+        let ns = release["metadata"]["namespace"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let name = release["metadata"]["name"].as_str().unwrap().to_string();
+        let before = prod_a.last_change(routes.0, routes.1);
+        prod_a
+            .modify(
+                &kind,
+                &ns,
+                &name,
+                cutover_sim::store::Target::Main,
+                false,
+                &Default::default(),
+                |cur| {
+                    let mut next = cur.cloned().unwrap_or_default();
+                    next["spec"]["abort"] = json!({"reason": "bench", "by": "bench"});
+                    next["metadata"]["resourceVersion"] = serde_json::Value::Null;
+                    Ok(next)
+                },
+            )
+            .expect("the abort is written");
+        let written = Instant::now();
+        while prod_a.last_change(routes.0, routes.1) == before {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        samples.push(written.elapsed().as_secs_f64() * 1000.0);
+        let done = run.await.expect("task").expect("rehearsal");
+        done.sim.shutdown().await;
+    }
+    samples.sort_by(f64::total_cmp);
+    let at =
+        |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
+    figure("abort_to_route_p50_ms", at(0.5), "ms");
+    figure("abort_to_route_ms", at(0.99), "ms (p99)");
 }
 
 /// Writes and requests (watches excluded) per step over the default Tier-1

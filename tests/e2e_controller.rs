@@ -5,78 +5,17 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::controller::{
+    Controller, SYSTEM_NS, leader, start_controller, start_controller_with, system_namespace,
+};
 use common::{NS, World, completed_steps, tier2_release};
 use cutover::spec::status::{Phase, StepKind, TransitionEvent};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
-use tokio::process::{Child, Command};
-
-const SYSTEM_NS: &str = "cutover-system";
-
-struct Controller {
-    child: Child,
-    identity: String,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn system_namespace(w: &World) {
-    let path = w.dir.path().join("namespace.yaml");
-    std::fs::write(
-        &path,
-        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {SYSTEM_NS}\n"),
-    )
-    .unwrap();
-    w.kubectl(&w.fleet.home)
-        .run(&["apply", "-f", path.to_str().unwrap()])
-        .await;
-}
-
-fn start_controller(w: &World, identity: &str) -> Controller {
-    start_controller_with(w, identity, w.sim.fleet_path(), "text")
-}
-
-/// A controller process on `fleet`, logging to `<identity>.log` in the test's directory.
-fn start_controller_with(
-    w: &World,
-    identity: &str,
-    fleet: &std::path::Path,
-    log_format: &str,
-) -> Controller {
-    let port = free_port();
-    let log = std::fs::File::create(w.dir.path().join(format!("{identity}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(["controller", "--fleet"])
-        .arg(fleet)
-        .arg("--kubeconfig")
-        .arg(w.sim.kubeconfig_path())
-        .args(["--namespace", SYSTEM_NS, "--lease-duration", "2s"])
-        .args(["--identity", identity, "--log-format", log_format])
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start cutover controller");
-    Controller {
-        child,
-        identity: identity.to_string(),
-        port,
-    }
-}
 
 /// A plain HTTP GET on loopback: `(status, body)`.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -91,14 +30,6 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n")?.1.to_string();
     Some((status, body))
-}
-
-async fn leader(w: &World) -> Option<String> {
-    Api::<Lease>::namespaced(w.readers[&w.fleet.home].clone(), SYSTEM_NS)
-        .get_opt("cutover-controller")
-        .await
-        .unwrap()
-        .and_then(|l| l.spec?.holder_identity)
 }
 
 async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {

@@ -35,6 +35,54 @@ async fn gates_without_data_roll_back_at_the_progress_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_that_holds_without_a_verdict_shows_the_hold_in_status_and_kubectl() {
+    let release = tier2_release().replace("minRequestRate: 1", "minRequestRate: 1000000");
+    let w = World::start(None, 600.0, &release).await;
+    // The built-in tiers, with tier-2 holding instead of rolling back.
+    let tiers = include_str!("../policies/tiers.yaml");
+    let at = tiers.find("  tier-2:").expect("tier-2 in the policy");
+    let held = format!(
+        "{}{}",
+        &tiers[..at],
+        tiers[at..].replacen("withoutVerdict: roll-back", "withoutVerdict: hold", 1)
+    );
+    assert_ne!(held, tiers, "the policy file names tier-2's choice");
+    let policies = w.dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("tiers.yaml"), held).unwrap();
+    let run = w.spawn_run(&["--policies", policies.to_str().unwrap()]);
+    let s = w
+        .wait_for("a hold past the deadline", |s| {
+            s.holds
+                .iter()
+                .any(|h| h.message.contains("holds instead of rolling back"))
+        })
+        .await;
+    assert_eq!(s.phase, Phase::Holding);
+    assert!(s.abort.is_none());
+    let hold = &s.holds[0];
+    assert!(
+        hold.message.contains("error-ratio") && hold.message.contains("withoutVerdict: hold"),
+        "{}",
+        hold.message
+    );
+    let (code, out, err) = finish(
+        w.cutover(&["status", "checkout", "-n", common::NS])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("holds instead of rolling back"), "{out}");
+    let table = w
+        .kubectl(&w.fleet.home)
+        .run(&["get", "releases", "-n", common::NS])
+        .await;
+    assert!(table.contains("Holding"), "{table}");
+    drop(run);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_route_fails_preflight_with_a_clear_error() {
     let w = World::start(None, 600.0, &tier2_release()).await;
     let routes: Api<DynamicObject> = Api::namespaced_with(

@@ -8,7 +8,7 @@ mod common;
 use common::{BLUE, World, finish, tier2_release};
 use cutover::fleet::workload::Colour;
 use cutover::spec::Percent;
-use cutover::spec::status::Phase;
+use cutover::spec::status::{Phase, StepKind};
 
 /// Every cluster serves `version` alone: the slot running it takes all the
 /// traffic and the other slot's Deployment is gone.
@@ -127,6 +127,26 @@ async fn three_versions_in_a_row_each_run_their_lifecycle_and_undo_brings_one_ba
     );
     let versions: Vec<_> = s.revisions.iter().map(|r| r.version.as_str()).collect();
     assert_eq!(versions, ["2.14.0", "2.15.0"]);
+    // tier-2's policy gives an undo shorter timings: its soak and bake, not the tier's defaults.
+    let wait = |kind: StepKind| {
+        s.plan
+            .iter()
+            .find(|p| p.kind == kind)
+            .map(|p| p.wait.to_string())
+            .unwrap()
+    };
+    assert_eq!(
+        (wait(StepKind::Soak), wait(StepKind::Bake)),
+        ("5m".to_string(), "10m".to_string())
+    );
+
+    // The next version after the undo runs the tier's full plan again.
+    let (code, out, err) = finish(w.spawn_run(&["--version", "2.16.0"])).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let s = w.status().await;
+    assert_eq!(s.version.as_deref(), Some("2.16.0"));
+    let soak = s.plan.iter().find(|p| p.kind == StepKind::Soak).unwrap();
+    assert_eq!(soak.wait.to_string(), "10m");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

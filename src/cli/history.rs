@@ -17,6 +17,7 @@ use super::run::drive_and_report;
 use crate::admission::{self, FreezeReading};
 use crate::driver::Driver;
 use crate::fleet::state::ReleaseStore;
+use crate::spec::release::UndoOf;
 use crate::spec::status::{Phase, Revision};
 use crate::spec::{Release, ReleaseStatus};
 
@@ -186,6 +187,10 @@ pub async fn undo(args: &UndoArgs) -> CliResult {
     let mut spec = release.spec.clone();
     spec.version = target.version.clone();
     spec.images = target.images.clone();
+    spec.undo_of = Some(UndoOf {
+        revision: target.revision,
+        version: target.version.clone(),
+    });
     spec.abort = None;
     spec.promote = None;
     let ns = args.fleet.namespace.clone();
@@ -220,7 +225,8 @@ pub async fn undo(args: &UndoArgs) -> CliResult {
     store
         .patch_spec(
             &args.name,
-            json!({"version": target.version, "images": target.images, "abort": null, "promote": null}),
+            json!({"version": target.version, "images": target.images, "abort": null, "promote": null,
+                   "undoOf": spec.undo_of}),
         )
         .await?;
     let reporter = Reporter::new(

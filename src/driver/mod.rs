@@ -276,9 +276,7 @@ impl Driver {
                 slots: &observed.slots,
                 clusters: gate_scope(&status),
             };
-            let (gate, reports) = analysis
-                .tick(&ctx, status.step, status.analysis_epoch, now)
-                .await;
+            let (gate, reports) = analysis.tick(&ctx, status.step, status.analysis_epoch, now);
             obs.gate = Some(gate);
             record_series(&mut series, &reports);
             // Gate reports reach the status when a verdict changes, not on every measurement.
@@ -387,6 +385,7 @@ impl Driver {
             let mut stop = opts.stop.clone();
             tokio::select! {
                 _ = cache.changed() => {}
+                _ = analysis.landed() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop_requested(&mut stop) => {}
             }

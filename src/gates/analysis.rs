@@ -2,11 +2,20 @@
 //! traffic, measured on its interval from the step's start (or from the end of
 //! a freeze or outage: each run is keyed by step and epoch), rolled up into
 //! the gate's verdict for the engine.
+//!
+//! Measurements that ask a provider over the network run beside the driver's
+//! loop, each under one deadline: a pass never waits for one, and a slow or
+//! hanging endpoint delays only its own metric. Their results land between
+//! passes and wake the loop (`landed`).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::providers::health;
 use super::providers::prometheus::Prometheus;
@@ -17,11 +26,15 @@ use super::{KEPT_MEASUREMENTS, MetricReport, gate_verdict};
 use crate::engine::GateReport;
 use crate::fleet::cache::FleetCache;
 use crate::fleet::workload::Slots;
-use crate::spec::gates::MetricGate;
+use crate::spec::gates::{MetricGate, ScrapeQuery};
 use crate::spec::{Fleet, ResolvedRelease};
 
 /// Measurements kept per metric and cluster while a step runs.
 const HISTORY: usize = 100;
+
+/// The longest a measurement may run beside the loop, whatever its provider's
+/// own deadlines (a Prometheus query is retried within this too).
+const MEASUREMENT_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Run {
@@ -30,6 +43,39 @@ struct Run {
     next_at: Option<Timestamp>,
     baseline_restarts: Option<u32>,
     query: String,
+    /// A measurement of this run is under way: the next waits for it.
+    in_flight: bool,
+}
+
+/// A metric of one cluster: the gate's index and the cluster.
+type RunKey = (usize, String);
+
+/// What a measurement beside the loop brings back.
+enum Fetched {
+    Measured(Measurement),
+    /// A metrics page, read against the run's previous page when it lands.
+    Scraped {
+        text: Result<String, String>,
+        query: ScrapeQuery,
+        selector: BTreeMap<String, String>,
+    },
+}
+
+struct Landed {
+    run: RunKey,
+    generation: u64,
+    at: Timestamp,
+    fetched: Fetched,
+}
+
+type Request = Pin<Box<dyn Future<Output = Fetched> + Send>>;
+
+/// How one measurement is taken.
+enum Probe {
+    /// Measured on the spot from what the driver already holds (or nothing to measure).
+    Now(Option<Measurement>),
+    /// A request to a provider, run beside the loop.
+    Later(Request),
 }
 
 /// What the analysis needs to know of the world on one pass.
@@ -46,19 +92,31 @@ pub struct Analysis {
     /// The run's step, epoch and version: a change of any starts a new run.
     key: Option<(u32, u32, String)>,
     started: Timestamp,
-    runs: BTreeMap<(usize, String), Run>,
+    runs: BTreeMap<RunKey, Run>,
     prometheus: BTreeMap<String, Prometheus>,
     scraper: Scraper,
+    /// Bumped with the key: what lands from an earlier run is dropped.
+    generation: u64,
+    requests: JoinSet<()>,
+    landed_tx: mpsc::UnboundedSender<Landed>,
+    landed_rx: mpsc::UnboundedReceiver<Landed>,
+    inbox: Vec<Landed>,
 }
 
 impl Default for Analysis {
     fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
         Analysis {
             key: None,
             started: Timestamp::UNIX_EPOCH,
             runs: BTreeMap::new(),
             prometheus: BTreeMap::new(),
             scraper: Scraper::default(),
+            generation: 0,
+            requests: JoinSet::new(),
+            landed_tx: tx,
+            landed_rx: rx,
+            inbox: Vec::new(),
         }
     }
 }
@@ -77,8 +135,9 @@ fn threshold(g: &MetricGate) -> String {
 }
 
 impl Analysis {
-    /// Measures what is due and returns the gate's verdict for `step`/`epoch`.
-    pub async fn tick(
+    /// Takes in what landed, starts what is due, and returns the gate's
+    /// verdict for `step`/`epoch`. Never waits for a provider.
+    pub fn tick(
         &mut self,
         ctx: &Context<'_>,
         step: u32,
@@ -90,6 +149,22 @@ impl Analysis {
             self.key = Some(key);
             self.started = now;
             self.runs.clear();
+            self.generation += 1;
+            self.requests.abort_all();
+        }
+        while self.requests.try_join_next().is_some() {}
+        while let Ok(l) = self.landed_rx.try_recv() {
+            self.inbox.push(l);
+        }
+        for l in std::mem::take(&mut self.inbox) {
+            if l.generation == self.generation
+                && let Some(run) = self.runs.get_mut(&l.run)
+            {
+                run.in_flight = false;
+                if let Some(m) = land(run, l.at, l.fetched, &ctx.rel.gates[l.run.0]) {
+                    record(run, m);
+                }
+            }
         }
         for (i, g) in ctx.rel.gates.iter().enumerate() {
             for cluster in &ctx.clusters {
@@ -98,11 +173,11 @@ impl Analysis {
                     .checked_add(g.initial_delay.unwrap_or_default().signed())
                     .unwrap_or(self.started);
                 let run = self.runs.entry((i, cluster.clone())).or_default();
-                if now < run.next_at.unwrap_or(first) {
+                if run.in_flight || now < run.next_at.unwrap_or(first) {
                     continue;
                 }
                 run.next_at = now.checked_add(g.interval.signed()).ok();
-                let m = measure_one(
+                match probe(
                     g,
                     ctx,
                     cluster,
@@ -110,12 +185,29 @@ impl Analysis {
                     &mut self.prometheus,
                     &self.scraper,
                     now,
-                )
-                .await;
-                if let Some(m) = m {
-                    run.measurements.push(m);
-                    if run.measurements.len() > HISTORY {
-                        run.measurements.remove(0);
+                ) {
+                    Probe::Now(Some(m)) => record(run, m),
+                    Probe::Now(None) => {}
+                    Probe::Later(request) => {
+                        run.in_flight = true;
+                        let tx = self.landed_tx.clone();
+                        let (run, generation) = ((i, cluster.clone()), self.generation);
+                        self.requests.spawn(async move {
+                            let fetched = tokio::time::timeout(MEASUREMENT_DEADLINE, request)
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Fetched::Measured(error(
+                                        now,
+                                        format!("no answer within {MEASUREMENT_DEADLINE:?}"),
+                                    ))
+                                });
+                            let _ = tx.send(Landed {
+                                run,
+                                generation,
+                                at: now,
+                                fetched,
+                            });
+                        });
                     }
                 }
             }
@@ -155,9 +247,45 @@ impl Analysis {
     pub fn next_due(&self) -> Option<Timestamp> {
         self.runs.values().filter_map(|r| r.next_at).min()
     }
+
+    /// Resolves when a measurement lands (never while none is under way).
+    /// Safe to drop unfinished: nothing that landed is lost.
+    pub async fn landed(&mut self) {
+        if let Some(l) = self.landed_rx.recv().await {
+            self.inbox.push(l);
+        }
+    }
 }
 
-async fn measure_one(
+fn record(run: &mut Run, m: Measurement) {
+    run.measurements.push(m);
+    if run.measurements.len() > HISTORY {
+        run.measurements.remove(0);
+    }
+}
+
+/// A measurement that landed, as the gate measures it.
+fn land(run: &mut Run, at: Timestamp, fetched: Fetched, g: &MetricGate) -> Option<Measurement> {
+    let (text, q, selector) = match fetched {
+        Fetched::Measured(m) => return Some(m),
+        Fetched::Scraped {
+            text,
+            query,
+            selector,
+        } => (text, query, selector),
+    };
+    let parsed = match text.and_then(|t| scrape::parse(&t, at)) {
+        Ok(s) => s,
+        Err(e) => return Some(error(at, e)),
+    };
+    let reading = scrape::read(&parsed, &q, &selector, at);
+    let before = run.reading.replace(reading.clone())?;
+    let result: Result<RawResult, String> = scrape::compute(&q, &before, &reading);
+    Some(measure(g, at, result, None))
+}
+
+/// How to take one measurement of `g` in `cluster` now.
+fn probe(
     g: &MetricGate,
     ctx: &Context<'_>,
     cluster: &str,
@@ -165,7 +293,7 @@ async fn measure_one(
     proms: &mut BTreeMap<String, Prometheus>,
     scraper: &Scraper,
     now: Timestamp,
-) -> Option<Measurement> {
+) -> Probe {
     let rel = ctx.rel;
     let slots = ctx.slots.get(cluster);
     let green = slots.map(|s| s.green.as_str()).unwrap_or("green");
@@ -195,51 +323,60 @@ async fn measure_one(
             .clone()
             .or_else(|| fc.and_then(|c| c.prometheus.clone()))
         else {
-            return Some(error(
+            return Probe::Now(Some(error(
                 now,
                 format!(
                     "no Prometheus for {cluster}: set `prometheus` for it in the fleet file or `address` on the gate"
                 ),
-            ));
+            )));
         };
         let prom = proms
             .entry(address.clone())
-            .or_insert_with(|| Prometheus::new(&address));
+            .or_insert_with(|| Prometheus::new(&address))
+            .clone();
         let query = fill(&q.query, &rel.version, green);
         run.query = query.clone();
-        // Prometheus keeps samples on the wall clock, whatever clock the fleet runs on.
-        let at = Timestamp::now();
-        let timeout = q.timeout.as_duration().max(Duration::from_secs(1));
-        let mut result = prom
-            .query(&query, at, timeout)
-            .await
-            .map_err(|e| format!("{address}: {e}"));
-        if let (Some(rq), Ok(r)) = (&q.request_rate_query, result.as_mut()) {
-            match prom
-                .query(&fill(rq, &rel.version, green), at, timeout)
-                .await
-            {
-                Ok(rate) => {
-                    r.request_rate = Some(
-                        rate.series
-                            .iter()
-                            .map(|s| s.value)
-                            .filter(|v| v.is_finite())
-                            .sum(),
-                    )
-                }
-                Err(e) => result = Err(format!("{address}: request rate: {e}")),
-            }
-        }
-        let blue = match (&g.compare_to_blue, blue_version.is_empty()) {
-            (Some(_), false) => Some(
-                prom.query(&fill(&q.query, &blue_version, blue_colour), at, timeout)
-                    .await
-                    .map_err(|e| format!("{address}: {e}")),
-            ),
+        let rate_query = q
+            .request_rate_query
+            .as_ref()
+            .map(|rq| fill(rq, &rel.version, green));
+        let blue_query = match (&g.compare_to_blue, blue_version.is_empty()) {
+            (Some(_), false) => Some(fill(&q.query, &blue_version, blue_colour)),
             _ => None,
         };
-        return Some(measure(g, now, result, blue));
+        let timeout = q.timeout.as_duration().max(Duration::from_secs(1));
+        let g = g.clone();
+        return Probe::Later(Box::pin(async move {
+            // Prometheus keeps samples on the wall clock, whatever clock the fleet runs on.
+            let at = Timestamp::now();
+            let mut result = prom
+                .query(&query, at, timeout)
+                .await
+                .map_err(|e| format!("{address}: {e}"));
+            if let (Some(rq), Ok(r)) = (&rate_query, result.as_mut()) {
+                match prom.query(rq, at, timeout).await {
+                    Ok(rate) => {
+                        r.request_rate = Some(
+                            rate.series
+                                .iter()
+                                .map(|s| s.value)
+                                .filter(|v| v.is_finite())
+                                .sum(),
+                        )
+                    }
+                    Err(e) => result = Err(format!("{address}: request rate: {e}")),
+                }
+            }
+            let blue = match &blue_query {
+                Some(bq) => Some(
+                    prom.query(bq, at, timeout)
+                        .await
+                        .map_err(|e| format!("{address}: {e}")),
+                ),
+                None => None,
+            };
+            Fetched::Measured(measure(&g, now, result, blue))
+        }));
     }
     if let Some(q) = &g.provider.scrape {
         let Some(url) = q
@@ -247,12 +384,12 @@ async fn measure_one(
             .clone()
             .or_else(|| fc.and_then(|c| c.metrics_url.clone()))
         else {
-            return Some(error(
+            return Probe::Now(Some(error(
                 now,
                 format!(
                     "no metrics endpoint for {cluster}: set `metricsUrl` for it in the fleet file or `url` on the gate"
                 ),
-            ));
+            )));
         };
         // An endpoint per app (or a federation query) names the app in its address.
         let url = fill(&url, &rel.version, green);
@@ -269,28 +406,25 @@ async fn measure_one(
             .map(|(k, v)| (k, fill(&v, &rel.version, green)))
             .collect();
         run.query = format!("{:?} of {} {selector:?} at {url}", q.measure, q.metric);
-        let text = match scraper.fetch(&url).await {
-            Ok(t) => t,
-            Err(e) => return Some(error(now, e)),
-        };
-        let parsed = match scrape::parse(&text, now) {
-            Ok(s) => s,
-            Err(e) => return Some(error(now, e)),
-        };
-        let reading = scrape::read(&parsed, q, &selector, now);
-        let previous = run.reading.replace(reading.clone());
-        let before = previous?;
-        let result: Result<RawResult, String> = scrape::compute(q, &before, &reading);
-        return Some(measure(g, now, result, None));
+        let (scraper, query) = (scraper.clone(), q.clone());
+        return Probe::Later(Box::pin(async move {
+            Fetched::Scraped {
+                text: scraper.fetch(&url).await,
+                query,
+                selector,
+            }
+        }));
     }
     if let Some(q) = &g.provider.cluster_health {
-        let cc = ctx.cache.clusters.get(cluster)?;
+        let Some(cc) = ctx.cache.clusters.get(cluster) else {
+            return Probe::Now(None);
+        };
         let h = health::assess(&cc.pods(), &cc.nodes(), green, &rel.version);
         let baseline = *run.baseline_restarts.get_or_insert(h.restarts);
         run.query = "cluster health".into();
-        return Some(health::measure(q, &h, baseline, now));
+        return Probe::Now(Some(health::measure(q, &h, baseline, now)));
     }
-    None
+    Probe::Now(None)
 }
 
 fn error(at: Timestamp, detail: String) -> Measurement {

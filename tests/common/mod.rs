@@ -2,6 +2,8 @@
 //! `cutover` binary pointed at it. Shared by the end-to-end tests.
 #![allow(dead_code)]
 
+pub mod controller;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};

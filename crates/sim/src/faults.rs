@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -39,6 +40,8 @@ pub struct Verdict {
 pub struct ApiFaults {
     active: Mutex<BTreeMap<usize, ApiFault>>,
     unreachable: watch::Sender<Option<UnreachableMode>>,
+    /// `/metrics` sends its headers, then trickles until this is lifted.
+    metrics_stalled: AtomicBool,
 }
 
 impl Default for ApiFaults {
@@ -46,6 +49,7 @@ impl Default for ApiFaults {
         ApiFaults {
             active: Mutex::new(BTreeMap::new()),
             unreachable: watch::channel(None).0,
+            metrics_stalled: AtomicBool::new(false),
         }
     }
 }
@@ -73,6 +77,15 @@ impl ApiFaults {
             *cur = mode;
             changed
         });
+    }
+
+    /// Makes `/metrics` hang after its headers (a slow exporter), or lifts that.
+    pub fn stall_metrics(&self, stalled: bool) {
+        self.metrics_stalled.store(stalled, Ordering::Relaxed);
+    }
+
+    pub fn metrics_stalled(&self) -> bool {
+        self.metrics_stalled.load(Ordering::Relaxed)
     }
 
     /// Whether (and how) the server is unreachable; changes are signalled.

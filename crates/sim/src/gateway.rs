@@ -42,8 +42,14 @@ struct Snapshot {
 
 impl Snapshot {
     fn read(store: &Store) -> Snapshot {
-        let services = store.all("", "services");
-        let pods = store.all("", "pods");
+        Snapshot::of(
+            store.all("gateway.networking.k8s.io", "httproutes"),
+            store.all("", "services"),
+            store.all("", "pods"),
+        )
+    }
+
+    fn of(routes: Vec<Arc<Value>>, services: Vec<Arc<Value>>, pods: Vec<Arc<Value>>) -> Snapshot {
         let service_at = services
             .iter()
             .enumerate()
@@ -67,7 +73,7 @@ impl Snapshot {
             pods_in.entry(ns).or_default().push(i);
         }
         Snapshot {
-            routes: store.all("gateway.networking.k8s.io", "httproutes"),
+            routes,
             services,
             pods,
             service_at,
@@ -204,12 +210,26 @@ fn route_app(snap: &Snapshot, route: &Value) -> String {
 
 /// Where `rps` requests per second go in this cluster, per app.
 pub fn flows(store: &Store, rps: f64) -> Vec<Flow> {
-    let snap = Snapshot::read(store);
+    flows_in(&Snapshot::read(store), rps)
+}
+
+/// Where `rps` requests per second go among these routes, Services and pods
+/// (a copy of a cluster's, as of one change).
+pub fn flows_of(
+    routes: Vec<Arc<Value>>,
+    services: Vec<Arc<Value>>,
+    pods: Vec<Arc<Value>>,
+    rps: f64,
+) -> Vec<Flow> {
+    flows_in(&Snapshot::of(routes, services, pods), rps)
+}
+
+fn flows_in(snap: &Snapshot, rps: f64) -> Vec<Flow> {
     let mut out = Vec::new();
     let mut routed_apps = BTreeSet::new();
     let mut referenced = BTreeSet::new();
     for route in &snap.routes {
-        let app = route_app(&snap, route);
+        let app = route_app(snap, route);
         routed_apps.insert(app.clone());
         let rules: Vec<&Value> = route["spec"]["rules"]
             .as_array()
@@ -225,7 +245,7 @@ pub fn flows(store: &Store, rps: f64) -> Vec<Flow> {
                 }
                 let share = rps / rules.len() as f64 * w / total;
                 match snap.service(ns, name) {
-                    Some(svc) => service_flows(&snap, svc, &app, share, &mut out),
+                    Some(svc) => service_flows(snap, svc, &app, share, &mut out),
                     None => out.push(Flow {
                         app: app.clone(),
                         version: "unknown".into(),
@@ -262,7 +282,7 @@ pub fn flows(store: &Store, rps: f64) -> Vec<Flow> {
         }
         let share = rps / svcs.len() as f64;
         for svc in svcs {
-            service_flows(&snap, svc, &app, share, &mut out);
+            service_flows(snap, svc, &app, share, &mut out);
         }
     }
     out

@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod api_error;
+pub mod audit;
 pub mod cluster;
 pub mod controllers;
 pub mod counters;
@@ -96,6 +97,7 @@ pub struct SimFleet {
     fleet: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    behaviours: Arc<Behaviours>,
 }
 
 impl std::fmt::Debug for SimFleet {
@@ -144,6 +146,7 @@ impl SimFleet {
             fleet: opts.dir.join("fleet.yaml"),
             stop,
             tasks,
+            behaviours: behaviours.clone(),
         };
         fleet.write_files(&opts)?;
         let by_name: BTreeMap<String, Arc<SimCluster>> = fleet
@@ -250,6 +253,57 @@ impl SimFleet {
 
     pub fn reset_requests(&self) {
         self.clusters.iter().for_each(|c| c.counter.reset());
+    }
+
+    /// Starts recording, from every cluster's stream of changes, each moment
+    /// requests found no Ready pod, each deletion, and each version's
+    /// largest share of traffic (see `audit`). Call once, when the fleet serves.
+    pub fn audit(&mut self) -> Arc<audit::Audit> {
+        let record = Arc::new(audit::Audit::default());
+        for c in &self.clusters {
+            self.tasks.push(tokio::spawn(record.clone().follow(
+                c.name.clone(),
+                c.traffic.rps,
+                c.store.clone(),
+                self.stop.subscribe(),
+            )));
+        }
+        record
+    }
+
+    /// Where `app`'s requests go in each cluster now: version → share (0..=1),
+    /// over the requests that find a Ready pod and those that do not.
+    pub fn shares(&self, app: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
+        let mut out = BTreeMap::new();
+        for c in &self.clusters {
+            let flows = gateway::flows(&c.store, c.traffic.rps);
+            let flows: Vec<_> = flows
+                .iter()
+                .filter(|f| f.app == app && f.rps > 0.0)
+                .collect();
+            let total: f64 = flows.iter().map(|f| f.rps).sum();
+            let mut by_version: BTreeMap<String, f64> = BTreeMap::new();
+            for f in flows {
+                *by_version.entry(f.version.clone()).or_default() += f.rps / total;
+            }
+            out.insert(c.name.clone(), by_version);
+        }
+        out
+    }
+
+    /// Requests per second of `app` that find no Ready pod, over every cluster.
+    pub fn unserved_rps(&self, app: &str) -> f64 {
+        self.clusters
+            .iter()
+            .flat_map(|c| gateway::flows(&c.store, c.traffic.rps))
+            .filter(|f| f.app == app && !f.served)
+            .map(|f| f.rps)
+            .sum()
+    }
+
+    /// How app versions serve, for tests that change it as a scenario event would.
+    pub fn behaviours(&self) -> &Behaviours {
+        &self.behaviours
     }
 
     /// A cluster's internals, for tests that look behind the API.

@@ -70,6 +70,8 @@ pub enum Reply {
     Json(u16, Value),
     Text(u16, &'static str, String),
     Stream(mpsc::Receiver<Bytes>),
+    /// Plain text sent as it comes.
+    TextStream(mpsc::Receiver<Bytes>),
 }
 
 impl Reply {
@@ -85,18 +87,8 @@ impl Reply {
                 Full::new(Bytes::from(v.to_string())).boxed_unsync(),
             ),
             Reply::Text(code, ct, text) => (code, ct, Full::new(Bytes::from(text)).boxed_unsync()),
-            Reply::Stream(rx) => {
-                let frames = futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv()
-                        .await
-                        .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
-                });
-                (
-                    200,
-                    "application/json",
-                    StreamBody::new(frames.boxed()).boxed_unsync(),
-                )
-            }
+            Reply::Stream(rx) => (200, "application/json", stream_body(rx)),
+            Reply::TextStream(rx) => (200, "text/plain; version=0.0.4", stream_body(rx)),
         };
         let mut resp = Response::new(body);
         *resp.status_mut() =
@@ -105,6 +97,35 @@ impl Reply {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         resp
     }
+}
+
+fn stream_body(rx: mpsc::Receiver<Bytes>) -> Body {
+    let frames = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    StreamBody::new(frames.boxed()).boxed_unsync()
+}
+
+/// While the metrics endpoint stalls: the headers at once, then a comment
+/// line now and then, and the exposition only once the stall is over.
+fn trickle(ctx: &Arc<ApiContext>, app: Option<&str>) -> Reply {
+    let (tx, rx) = mpsc::channel(4);
+    let ctx = ctx.clone();
+    let app = app.map(str::to_string);
+    tokio::spawn(async move {
+        while ctx.faults.metrics_stalled() {
+            if tx.send(Bytes::from_static(b"# stalled\n")).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _ = tx
+            .send(Bytes::from(ctx.traffic.scrape(app.as_deref())))
+            .await;
+    });
+    Reply::TextStream(rx)
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
@@ -289,6 +310,9 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
         }
         "/metrics" => {
             ctx.counter.record("get", "/metrics", &user_agent);
+            if ctx.faults.metrics_stalled() {
+                return trickle(&ctx, params.get("app")).into_response();
+            }
             let text = ctx.traffic.scrape(params.get("app"));
             return Reply::Text(200, "text/plain; version=0.0.4", text).into_response();
         }

@@ -279,3 +279,89 @@ async fn a_backend_without_ready_pods_answers_503() {
     assert_eq!(sum(&d, "green", Some("200")), 0.0);
     fleet.shutdown().await;
 }
+
+/// Waits (bounded) until the audit has looked at more changes than `seen`.
+async fn audited_past(audit: &cutover_sim::audit::Audit, seen: u64) {
+    for _ in 0..400 {
+        if audit.changes() > seen {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the audit saw no change");
+}
+
+#[tokio::test]
+async fn the_audit_records_shares_requests_without_a_pod_and_deletions_of_what_serves() {
+    let text = "home: one\nclusters:\n  - {name: one, region: r, zones: [r-a, r-b, r-c], trafficShare: 100%}\ntraffic:\n  requestsPerSecond: 1000\n";
+    let (mut fleet, _dir) = start(Scenario::parse("t.yaml", text).unwrap()).await;
+    let client = support::sim_client(&fleet, "one").await;
+    deploy_colours(&client).await;
+    set_weights(&client, 100, 0).await;
+    let audit = fleet.audit();
+    assert_eq!(fleet.unserved_rps("web"), 0.0);
+
+    let seen = audit.changes();
+    set_weights(&client, 90, 10).await;
+    audited_past(&audit, seen).await;
+    assert!((audit.peak_share("one", "web", "v2") - 0.1).abs() < 1e-9);
+    assert_eq!(audit.peak_share("one", "web", "v1"), 1.0);
+    assert!(audit.unserved().is_empty(), "{:?}", audit.unserved());
+    assert_eq!(fleet.shares("web")["one"]["v2"], 0.1);
+
+    // Green goes to zero replicas while it still takes a tenth: its requests find no pod.
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .patch(
+            "web-v2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    for _ in 0..400 {
+        if audit.unserved_changes() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let unserved = audit.unserved();
+    assert!(
+        unserved.iter().any(|u| u.colour == "green" && u.rps > 0.0),
+        "{unserved:?}"
+    );
+    assert!(fleet.unserved_rps("web") > 0.0);
+
+    // Blue's Deployment deleted while it serves: recorded as such.
+    let seen = audit.changes();
+    deploys.delete("web-v1", &Default::default()).await.unwrap();
+    audited_past(&audit, seen).await;
+    let gone = audit
+        .deletions()
+        .into_iter()
+        .find(|d| d.name == "web-v1")
+        .expect("the deletion was recorded");
+    assert!(gone.serving && !gone.managed, "{gone:?}");
+    assert_eq!(gone.resource, "deployments");
+    assert_eq!(audit.lost(), 0);
+}
+
+#[tokio::test]
+async fn a_stalled_metrics_endpoint_sends_headers_then_trickles_until_lifted() {
+    let text = "home: one\nclusters:\n  - {name: one, region: r, zones: [r-a, r-b, r-c], trafficShare: 100%}\n";
+    let (fleet, _dir) = start(Scenario::parse("t.yaml", text).unwrap()).await;
+    let faults = fleet.cluster("one").unwrap().faults.clone();
+    faults.stall_metrics(true);
+    let url = format!("{}/metrics", fleet.url("one").unwrap());
+    let body = tokio::spawn(async move { http_get(&url).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!body.is_finished(), "the body is still coming");
+    faults.stall_metrics(false);
+    let text = tokio::time::timeout(Duration::from_secs(10), body)
+        .await
+        .expect("the body ends once the stall is lifted")
+        .unwrap();
+    assert!(text.starts_with("# stalled\n"), "{text}");
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("still valid exposition text");
+}

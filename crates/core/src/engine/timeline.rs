@@ -116,6 +116,7 @@ pub fn simulate(rel: &ResolvedRelease, first_install: bool) -> Result<Timeline, 
 }
 
 /// A fleet where every change lands at once. Tests steer it through its fields.
+#[derive(Clone)]
 pub(crate) struct World {
     pub(crate) version: String,
     pub(crate) clusters: BTreeMap<String, ClusterView>,

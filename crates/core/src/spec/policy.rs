@@ -105,6 +105,57 @@ pub struct RolloutRules {
     pub bake: Bounded<Span>,
     pub progress_deadline: Bounded<Span>,
     pub later_clusters: LaterClusters,
+    /// What happens when gates reach no verdict (no data, inconclusive) past
+    /// the progress deadline: roll back (the default) or hold, shown as a hold.
+    #[serde(default)]
+    pub without_verdict: WithoutVerdict,
+    /// Shorter timings for an undo (`cutover undo`), which brings back a
+    /// version that completed before: each replaces the tier's default and
+    /// lowers its minimum. Absent: an undo runs the full plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<UndoTimings>,
+}
+
+/// The timings an undo may run with.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UndoTimings {
+    #[serde(default)]
+    pub canary_duration: Option<Span>,
+    #[serde(default)]
+    pub ramp_interval: Option<Span>,
+    #[serde(default)]
+    pub soak: Option<Span>,
+    #[serde(default)]
+    pub staging_verify: Option<Span>,
+    #[serde(default)]
+    pub bake: Option<Span>,
+}
+
+impl Bounded<Span> {
+    /// These bounds with `undo` as the default and no minimum above it.
+    pub fn for_undo(&self, undo: Option<Span>) -> Bounded<Span> {
+        let Some(u) = undo else {
+            return *self;
+        };
+        Bounded {
+            default: u,
+            min: self.min.map(|m| if u < m { u } else { m }),
+            max: self.max,
+        }
+    }
+}
+
+/// What a release does when its gates stay without a verdict past the deadline.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum WithoutVerdict {
+    /// Roll back, naming the gate and what was missing.
+    #[default]
+    RollBack,
+    /// Hold where it is until the gates decide or a person does; the hold is
+    /// shown with its reason like any other.
+    Hold,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -74,6 +74,11 @@ pub struct ReleaseSpec {
     /// Roll back: traffic to blue everywhere, then green scaled down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<AbortRequest>,
+    /// Set by `cutover undo`: this spec brings back an earlier revision whose
+    /// version completed. While `version` matches it, the tier's undo timings
+    /// (`rollout.undo` in the tier policy) apply; otherwise it is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo_of: Option<UndoOf>,
 }
 
 /// What to run. Exactly one of the two is set.
@@ -236,6 +241,14 @@ pub struct AbortRequest {
     /// Release never aborts a later revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+}
+
+/// The earlier revision an undo brings back.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UndoOf {
+    pub revision: u32,
+    pub version: String,
 }
 
 /// Whether a person's request made while `asked_of` was in flight applies to

@@ -79,7 +79,11 @@ pub struct DeleteOptions {
     pub precondition_rv: Option<String>,
 }
 
-type Key = (String, String);
+/// Every change committed after a subscription.
+pub type Changes = broadcast::Receiver<Arc<Change>>;
+
+/// A resource (group, plural), or an object's (namespace, name).
+pub type Key = (String, String);
 type Objects = BTreeMap<Key, Arc<Value>>;
 
 struct Inner {
@@ -365,6 +369,24 @@ impl Store {
             );
         }
         Ok(self.remove(&mut inner, kind, ns, name, opts.orphan))
+    }
+
+    /// The objects of some resources as stored now, and every change after
+    /// them (of any resource: the receiver filters), consistent with each other.
+    pub fn subscribe_to(
+        &self,
+        resources: &[(&str, &str)],
+    ) -> (Vec<(Key, Arc<Value>)>, Changes) {
+        let inner = self.lock();
+        let live = self.changes.subscribe();
+        let mut initial = Vec::new();
+        for (group, resource) in resources {
+            let key = (group.to_string(), resource.to_string());
+            for obj in inner.objects.get(&key).into_iter().flat_map(|m| m.values()) {
+                initial.push((key.clone(), obj.clone()));
+            }
+        }
+        (initial, live)
     }
 
     /// Subscribes to changes of one resource. `Start::Snapshot` also returns the objects

@@ -175,13 +175,29 @@ impl Pass<'_> {
             .ok()
     }
 
+    /// Whether the tier holds, rather than rolls back, when gates stay without a verdict.
+    pub(super) fn holds_without_verdict(&self) -> bool {
+        self.rel.tier.rollout.without_verdict == WithoutVerdict::Hold
+    }
+
+    /// The words of a hold kept past the deadline because the tier says so.
+    pub(super) fn held_without_verdict(&self, why: &str) -> String {
+        format!(
+            "{why}; {} holds instead of rolling back (withoutVerdict: hold): fix the gates' data, \
+             or roll back with `cutover abort`",
+            self.rel.tier_name
+        )
+    }
+
     /// Starts a rollback when waiting for pods or placement has lasted past the deadline.
     pub(super) fn deadline_passed(&mut self, step: &PlannedStep) -> bool {
+        let keep_holding = self.holds_without_verdict();
         let waiting: Vec<_> = self
             .st
             .holds
             .iter()
             .filter(|h| h.reason.has_deadline())
+            .filter(|h| !(keep_holding && h.reason == HoldReason::GateInconclusive))
             .cloned()
             .collect();
         if waiting.is_empty() {

@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use super::observe::{ClusterView, GateVerdict, Observation, PlacementView};
 use super::{Action, Decision, plan};
 use crate::admission::Finding;
+use crate::spec::policy::WithoutVerdict;
 use crate::spec::status::{
     AbortReason, AbortStage, AbortStatus, HISTORY_LIMIT, Hold, HoldReason, Mode, Phase,
     PlannedStep, StepKind, Transition, TransitionEvent, WeightChange,
@@ -110,6 +111,9 @@ impl Pass<'_> {
             return;
         }
         self.set_holds(Vec::new());
+        if let Some(why) = self.undo_refused() {
+            return self.fail(why);
+        }
         let no_route: Vec<String> = self
             .rel
             .clusters

@@ -203,11 +203,21 @@ impl Pass<'_> {
             .filter(|g| g.step == self.st.step && g.epoch == self.st.analysis_epoch);
         match gate.map(|g| g.verdict) {
             Some(GateVerdict::Pass) => StepProgress::Done,
-            Some(GateVerdict::Inconclusive) => StepProgress::Blocked(vec![Hold {
-                reason: HoldReason::GateInconclusive,
-                cluster: None,
-                message: gate.map(|g| g.message.clone()).unwrap_or_default(),
-            }]),
+            Some(GateVerdict::Inconclusive) => {
+                let mut message = gate.map(|g| g.message.clone()).unwrap_or_default();
+                let past = self.hold_deadline().is_some_and(|d| self.now >= d);
+                if past && self.holds_without_verdict() {
+                    message = self.held_without_verdict(&format!(
+                        "{step}'s gates stayed inconclusive past {}: {message}",
+                        self.rel.timings.progress_deadline
+                    ));
+                }
+                StepProgress::Blocked(vec![Hold {
+                    reason: HoldReason::GateInconclusive,
+                    cluster: None,
+                    message,
+                }])
+            }
             // Pending: wait for the gates, but not for ever. The deadline counts
             // from the end of the wait or from when this run of the gates began
             // measuring, whichever is later; time under a freeze, pause or
@@ -225,13 +235,18 @@ impl Pass<'_> {
                 if self.now < deadline {
                     return StepProgress::Wait(Some(deadline));
                 }
-                self.start_abort(
-                    AbortReason::ProgressDeadline,
-                    format!(
-                        "{step} made no progress within {}: its gates reached no verdict after its wait ({})",
-                        self.rel.timings.progress_deadline, g.message
-                    ),
+                let why = format!(
+                    "{step} made no progress within {}: its gates reached no verdict after its wait ({})",
+                    self.rel.timings.progress_deadline, g.message
                 );
+                if self.holds_without_verdict() {
+                    return StepProgress::Blocked(vec![Hold {
+                        reason: HoldReason::GateInconclusive,
+                        cluster: None,
+                        message: self.held_without_verdict(&why),
+                    }]);
+                }
+                self.start_abort(AbortReason::ProgressDeadline, why);
                 StepProgress::Wait(None)
             }
             // No report for this run of the gates yet (a driver that just

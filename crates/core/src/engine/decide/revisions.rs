@@ -52,6 +52,36 @@ impl Pass<'_> {
     }
 }
 
+impl Pass<'_> {
+    /// An undo's shorter plan is for a version that completed here before:
+    /// why this one may not have it, if it may not.
+    pub(super) fn undo_refused(&self) -> Option<String> {
+        let of = self.rel.undo_of.as_ref()?;
+        let found = self.st.revisions.iter().find(|r| r.revision == of.revision);
+        let why = match found {
+            None => format!("there is no revision {} in the history", of.revision),
+            Some(r) if r.version != of.version => {
+                format!(
+                    "revision {} ran {}, not {}",
+                    r.revision, r.version, of.version
+                )
+            }
+            Some(r) if r.outcome != Phase::Completed => {
+                format!(
+                    "revision {} ({}) ended {}, not Completed",
+                    r.revision, r.version, r.outcome
+                )
+            }
+            Some(_) => return None,
+        };
+        Some(format!(
+            "spec.undoOf asks for the tier's undo timings, but {why}: only a version that \
+             completed may come back on the shorter plan. Remove spec.undoOf to run the full \
+             plan, or `cutover undo` to a revision `cutover history` lists as Completed"
+        ))
+    }
+}
+
 /// How the gates stood when a revision ended, in one line.
 fn gate_summary(st: &ReleaseStatus) -> String {
     if st.gates.is_empty() {

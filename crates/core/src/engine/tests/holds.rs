@@ -306,3 +306,37 @@ fn gates_that_never_reach_a_verdict_roll_back_at_the_deadline_after_the_wait() {
         abort.message
     );
 }
+
+#[test]
+fn a_tier_that_holds_without_a_verdict_holds_past_the_deadline_and_says_so() {
+    for verdict in [GateVerdict::Pending, GateVerdict::Inconclusive] {
+        let mut h = Harness::new();
+        h.rel.tier.rollout.without_verdict = crate::spec::policy::WithoutVerdict::Hold;
+        h.at_step(4);
+        h.pass();
+        let weight = h.weight("prod-a");
+        h.world.gate = verdict;
+        for _ in 0..12 {
+            h.now += mins(10);
+            assert!(h.pass().actions.is_empty(), "{verdict:?}: traffic stays");
+        }
+        assert!(
+            h.status.abort.is_none(),
+            "{verdict:?}: {:?}",
+            h.status.abort
+        );
+        assert_eq!(h.status.phase, Phase::Holding, "{verdict:?}");
+        let hold = &h.status.holds[0];
+        assert_eq!(hold.reason, HoldReason::GateInconclusive, "{verdict:?}");
+        assert!(
+            hold.message.contains("holds instead of rolling back"),
+            "{verdict:?}: {}",
+            hold.message
+        );
+        assert_eq!(h.weight("prod-a"), weight);
+        // The gates decide at last: the release goes on.
+        h.world.gate = GateVerdict::Pass;
+        h.run_to_end();
+        assert_eq!(h.status.phase, Phase::Completed, "{verdict:?}");
+    }
+}

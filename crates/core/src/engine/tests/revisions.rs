@@ -168,3 +168,74 @@ fn a_request_left_on_the_release_never_acts_on_a_later_revision() {
     h.run_to_end();
     assert_eq!(h.status.phase, Phase::Completed, "{:?}", h.status.message);
 }
+
+#[test]
+fn an_undo_runs_its_shorter_plan_only_for_a_version_that_completed() {
+    use crate::spec::release::UndoOf;
+    // Revision 1 (2.14.0) completes, revision 2 (2.15.0) is rolled back.
+    let mut h = Harness::new();
+    h.run_to_end();
+    next(&mut h, "2.15.0");
+    h.world.gate = GateVerdict::Fail;
+    h.run_until(|s| s.phase.is_terminal());
+    assert_eq!(h.status.phase, Phase::Aborted);
+    h.world.gate = GateVerdict::Pass;
+    // Revision 3 (2.16.0) completes and serves.
+    next(&mut h, "2.16.0");
+    h.run_to_end();
+    assert_eq!(h.status.phase, Phase::Completed);
+    for (of, refused) in [
+        (
+            UndoOf {
+                revision: 9,
+                version: "2.14.0".into(),
+            },
+            Some("there is no revision 9"),
+        ),
+        (
+            UndoOf {
+                revision: 2,
+                version: "2.15.0".into(),
+            },
+            Some("ended Aborted, not Completed"),
+        ),
+        (
+            UndoOf {
+                revision: 1,
+                version: "2.13.0".into(),
+            },
+            Some("ran 2.14.0, not 2.13.0"),
+        ),
+        (
+            UndoOf {
+                revision: 1,
+                version: "2.14.0".into(),
+            },
+            None,
+        ),
+    ] {
+        let mut h2 = Harness::with(h.rel.clone(), false);
+        h2.status = h.status.clone();
+        h2.world = h.world.clone();
+        h2.now = h.now;
+        h2.rel.version = of.version.clone();
+        h2.rel.undo_of = Some(of.clone());
+        h2.world.next_version(&of.version);
+        h2.log.clear();
+        h2.pass();
+        match refused {
+            Some(why) => {
+                assert_eq!(h2.status.phase, Phase::Failed, "{of:?}");
+                let msg = h2.status.message.clone().unwrap_or_default();
+                assert!(msg.contains(why) && msg.contains("spec.undoOf"), "{msg}");
+                assert!(h2.log.is_empty(), "{of:?}: nothing written: {:?}", h2.log);
+            }
+            None => assert_eq!(
+                h2.status.phase,
+                Phase::Progressing,
+                "{:?}",
+                h2.status.message
+            ),
+        }
+    }
+}

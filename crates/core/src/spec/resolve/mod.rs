@@ -41,6 +41,8 @@ pub struct ResolvedRelease {
     pub override_freezes: Option<super::release::FreezeOverride>,
     pub promote: Option<PromoteRequest>,
     pub abort: Option<AbortRequest>,
+    /// The earlier revision this release brings back (an undo of this version).
+    pub undo_of: Option<crate::spec::release::UndoOf>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -185,6 +187,7 @@ impl ResolvedRelease {
                 override_freezes: spec.override_freezes.clone(),
                 promote: spec.promote.clone(),
                 abort: spec.abort.clone(),
+                undo_of: spec.undo_of.clone().filter(|u| u.version == spec.version),
             }),
             _ => Err(out),
         }

@@ -8,7 +8,21 @@ pub(super) fn resolve_timings(
     clusters: &[ResolvedCluster],
     out: &mut Vec<Finding>,
 ) -> Option<Timings> {
-    let r = &tier.rollout;
+    let undo_rules;
+    let r = match (&tier.rollout.undo, &spec.undo_of) {
+        // An undo of the version it names runs the tier's undo timings.
+        (Some(u), Some(of)) if of.version == spec.version => {
+            let mut rules = tier.rollout.clone();
+            rules.canary.duration = rules.canary.duration.for_undo(u.canary_duration);
+            rules.ramp.interval = rules.ramp.interval.for_undo(u.ramp_interval);
+            rules.soak = rules.soak.for_undo(u.soak);
+            rules.staging_verify = rules.staging_verify.for_undo(u.staging_verify);
+            rules.bake = rules.bake.for_undo(u.bake);
+            undo_rules = rules;
+            &undo_rules
+        }
+        _ => &tier.rollout,
+    };
     let p = &spec.plan;
     let before = out.len();
     let tier_name = &spec.tier;
