@@ -183,16 +183,20 @@ async fn abort_to_route() {
             })
             .await
         });
-        let store = |name: &str| loop {
-            if let Some(s) = stores.lock().unwrap().get(name) {
-                return s.clone();
+        let prod_a = loop {
+            if let Some(s) = stores.lock().unwrap().get("prod-a") {
+                break s.clone();
             }
-            std::thread::sleep(Duration::from_millis(1));
+            tokio::time::sleep(Duration::from_millis(1)).await;
         };
-        let prod_a = store("prod-a");
+        let deadline = Instant::now() + Duration::from_secs(120);
         while !cutover_sim::gateway::green_weight(&prod_a, Some("checkout"))
             .is_some_and(|w| w > 0.0)
         {
+            assert!(
+                Instant::now() < deadline,
+                "no canary on prod-a within 2 minutes"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let routes = ("gateway.networking.k8s.io", "httproutes");
@@ -222,10 +226,18 @@ async fn abort_to_route() {
             .expect("the abort is written");
         let written = Instant::now();
         while prod_a.last_change(routes.0, routes.1) == before {
+            assert!(
+                written.elapsed() < Duration::from_secs(60),
+                "no route write within a minute of the abort"
+            );
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         samples.push(written.elapsed().as_secs_f64() * 1000.0);
-        let done = run.await.expect("task").expect("rehearsal");
+        let done = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("the rehearsal ends within 2 minutes of the abort")
+            .expect("task")
+            .expect("rehearsal");
         done.sim.shutdown().await;
     }
     samples.sort_by(f64::total_cmp);

@@ -91,7 +91,7 @@ pub fn timeline_svg(name: &str, s: &ReleaseStatus) -> String {
     times.extend(
         s.gate_series
             .iter()
-            .flat_map(|g| g.points.iter().map(|(t, _)| *t)),
+            .flat_map(|g| g.points.iter().map(|p| p.at)),
     );
     let start = s
         .started_at
@@ -238,7 +238,7 @@ fn gate_panel(series: &crate::spec::status::GateSeries, axis: &Axis, top: f64) -
     let (min, max) = series
         .points
         .iter()
-        .map(|(_, v)| *v)
+        .map(|p| p.value)
         .chain(limits.iter().copied())
         .fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let span = if max - min > 0.0 {
@@ -301,7 +301,7 @@ fn gate_panel(series: &crate::spec::status::GateSeries, axis: &Axis, top: f64) -
     let pts: Vec<(f64, f64)> = series
         .points
         .iter()
-        .map(|(t, v)| (axis.x(*t), y(*v)))
+        .map(|p| (axis.x(p.at), y(p.value)))
         .collect();
     if pts.len() == 1 {
         g = g.add(
@@ -506,7 +506,16 @@ mod tests {
                 name: "error-ratio".into(),
                 cluster: "prod-a".into(),
                 threshold: "≤ 0.02".into(),
-                points: vec![(at(11).as_second(), 0.001), (at(20).as_second(), 0.2)],
+                points: vec![
+                    crate::spec::status::Point {
+                        at: at(11).as_second(),
+                        value: 0.001,
+                    },
+                    crate::spec::status::Point {
+                        at: at(20).as_second(),
+                        value: 0.2,
+                    },
+                ],
             }],
             history: vec![Transition {
                 at: at(20),

@@ -137,7 +137,9 @@ async fn a_release_applied_with_kubectl_completes_though_its_leader_dies_mid_ram
         })
         .filter_map(|e| e.reason.clone())
         .collect();
-    for r in ["Started", "StepCompleted", "Completed"] {
+    // Events expire after an hour of fleet time (12 s here, as a real
+    // cluster's --event-ttl would): the first ones may be gone on a slow run.
+    for r in ["StepCompleted", "Completed"] {
         assert!(reasons.iter().any(|x| x == r), "{r} in {reasons:?}");
     }
 

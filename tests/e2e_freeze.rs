@@ -192,3 +192,34 @@ async fn a_new_release_refuses_to_start_during_a_freeze_and_override_must_name_e
             >= 2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reason_freezes_every_cluster_and_its_events_carry_what_fits() {
+    let w = World::start(None, 60.0, &tier2_release()).await;
+    // Longer than an Event message may be (1 KiB once eventTime is set).
+    let reason = format!(
+        "payments incident: {}",
+        "ledger drift in eu-central ".repeat(80)
+    );
+    assert!(reason.len() > 2000);
+    let (code, out, err) = freeze(&w, &reason).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        !err.contains("not frozen") && !out.contains("could not"),
+        "{out}\n{err}"
+    );
+    let id = freeze_id(&out);
+    let freezes: Api<cutover::freeze::DeployFreeze> = Api::all(w.readers["prod-a"].clone());
+    let f = freezes.get(&id).await.unwrap();
+    assert_eq!(f.spec.reason, reason, "the freeze keeps the whole reason");
+    let events = events_about(&w, &id).await;
+    assert!(!events.is_empty(), "the freeze was recorded as an Event");
+    for e in events {
+        let message = e.message.unwrap_or_default();
+        assert!(
+            message.len() <= 1024 && message.ends_with('…'),
+            "{}",
+            message.len()
+        );
+    }
+}

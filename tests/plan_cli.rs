@@ -96,6 +96,26 @@ fn bad_input_names_file_line_column_and_field() {
             &["release.yaml:", "field `spec.plan.soak`", "duration"],
         ),
         (
+            // A Service name is a DNS-1035 label (kube-apiserver: ValidateServiceName).
+            "app starting with a digit",
+            "  app: checkout\n",
+            "  app: 2checkout\n",
+            1,
+            &[
+                "field `spec.app`",
+                "2checkout-green",
+                "DNS-1035",
+                "start the app with a letter",
+            ],
+        ),
+        (
+            "app too long for its slot Services",
+            "  app: checkout\n",
+            "  app: checkout-service-of-the-shop-that-sells-things-to-people-x\n",
+            1,
+            &["field `spec.app`", "at most 57 characters"],
+        ),
+        (
             "bare number duration",
             "    bake: 2h\n",
             "    bake: 7200\n",

@@ -185,14 +185,9 @@ impl Reconciler {
                         | TransitionEvent::Aborted
                         | TransitionEvent::Failed
                 );
-                let mut note = t.message.clone();
-                if note.len() > 1000 {
-                    let mut cut = 1000;
-                    while !note.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    note.truncate(cut);
-                }
+                // The whole message stays in the Release's history.
+                let note =
+                    crate::fleet::state::clip(&t.message, crate::fleet::state::EVENT_NOTE_LIMIT);
                 let ev = Event {
                     type_: if warning {
                         EventType::Warning

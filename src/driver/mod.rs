@@ -6,8 +6,7 @@
 mod apply;
 mod stop;
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -236,7 +235,7 @@ impl Driver {
             let now = self.clock.now();
             // Until a version replaced in flight is back on blue, its
             // workloads are the ones observed, measured and acted on.
-            let seen = in_flight(&rel, &status);
+            let seen = engine::drive::in_flight(&rel, &status);
             let observed = observe(&seen, &cache, &self.windows, now);
             // Clusters not identified yet are asked each pass until they answer;
             // entries found to reach one cluster hold the release.
@@ -253,19 +252,16 @@ impl Driver {
             // A cluster whose API server kept failing cutover's writes is
             // unreachable for the engine (a hold that says so) until it
             // answers again, even while its watches still stream.
-            let mut recovered = Vec::new();
-            for (cluster, why) in &unavailable {
-                let answers = match self.fleet.get(cluster) {
-                    Ok(c) => c.answers(Duration::from_secs(2)).await,
-                    Err(_) => false,
-                };
-                if answers {
-                    recovered.push(cluster.clone());
-                } else if let Some(v) = obs.clusters.get_mut(cluster) {
-                    v.reachable = false;
-                    v.unreachable_because = Some(format!("its API server fails: {why}"));
+            let mut answering = BTreeSet::new();
+            for cluster in unavailable.keys() {
+                if let Ok(c) = self.fleet.get(cluster)
+                    && c.answers(Duration::from_secs(2)).await
+                {
+                    answering.insert(cluster.clone());
                 }
             }
+            let recovered =
+                engine::drive::mark_unreachable(&mut obs, &unavailable, |c| answering.contains(c));
             for c in recovered {
                 unavailable.remove(&c);
             }
@@ -274,18 +270,12 @@ impl Driver {
                 fleet: &self.fleet_spec,
                 cache: &cache,
                 slots: &observed.slots,
-                clusters: gate_scope(&status),
+                clusters: engine::drive::gate_scope(&status),
             };
             let (gate, reports) = analysis.tick(&ctx, status.step, status.analysis_epoch, now);
             obs.gate = Some(gate);
             record_series(&mut series, &reports);
-            // Gate reports reach the status when a verdict changes, not on every measurement.
-            let mut input = status.clone();
-            // After a rollback began, the reports that caused it stay on record.
-            let analysing = input.abort.is_none() && !input.phase.is_terminal();
-            if analysing && verdicts(&input.gates) != verdicts(&reports) {
-                input.gates = reports;
-            }
+            let input = engine::drive::with_reports(&status, reports);
             let d = engine::decide(&rel, &input, &obs, now);
             let repeat = last_applied
                 .as_ref()
@@ -466,19 +456,6 @@ pub fn admit(
         .map_err(|refused| (refused.message(None, ""), refused.breaks_policy()))
 }
 
-/// The release as it is in flight: with the version the status belongs to
-/// while a newer one waits for it to be withdrawn.
-fn in_flight<'a>(rel: &'a ResolvedRelease, status: &ReleaseStatus) -> Cow<'a, ResolvedRelease> {
-    match &status.version {
-        Some(v) if *v != rel.version && !status.phase.is_terminal() => {
-            let mut old = rel.clone();
-            old.version = v.clone();
-            Cow::Owned(old)
-        }
-        _ => Cow::Borrowed(rel),
-    }
-}
-
 /// Adds each report's newest measured value to its metric's series.
 fn record_series(series: &mut Vec<GateSeries>, reports: &[crate::gates::MetricReport]) {
     for r in reports {
@@ -526,36 +503,6 @@ fn newer_release(cached: &[Arc<Release>], current: &Release) -> Option<Release> 
         }
         _ => None,
     }
-}
-
-/// Clusters whose green takes traffic now, or is about to in the current step.
-fn gate_scope(status: &ReleaseStatus) -> Vec<String> {
-    if status.abort.is_some() || status.phase.is_terminal() {
-        return Vec::new();
-    }
-    let mut clusters: Vec<String> = status
-        .weights
-        .iter()
-        .filter(|(_, w)| w.basis_points() > 0)
-        .map(|(c, _)| c.clone())
-        .collect();
-    if let Some(step) = status.plan.get(status.step as usize)
-        && step.is_traffic()
-        && let Some(c) = &step.cluster
-        && !clusters.contains(c)
-    {
-        clusters.push(c.clone());
-    }
-    clusters
-}
-
-fn verdicts(
-    reports: &[crate::gates::MetricReport],
-) -> Vec<(String, String, crate::gates::MetricVerdict)> {
-    reports
-        .iter()
-        .map(|r| (r.name.clone(), r.cluster.clone(), r.verdict.clone()))
-        .collect()
 }
 
 /// A driver identity: host, process and a random suffix.

@@ -187,7 +187,8 @@ async fn record(
             ..Default::default()
         },
         reason: Some(format!("Freeze{action}")),
-        message: Some(message.to_string()),
+        // The whole message is in the freeze's history above; the Event takes what fits.
+        message: Some(super::state::clip(message, super::state::EVENT_NOTE_LIMIT)),
         type_: Some(if action == "Overridden" {
             "Warning".into()
         } else {
@@ -201,7 +202,7 @@ async fn record(
         last_timestamp: Some(Time(t)),
         event_time: Some(MicroTime(t)),
         reporting_component: Some("cutover".into()),
-        reporting_instance: Some(by.to_string()),
+        reporting_instance: Some(super::state::clip(by, super::state::EVENT_FIELD_LIMIT)),
         action: Some(action.to_string()),
         count: Some(1),
         ..Default::default()

@@ -162,13 +162,47 @@ pub fn release_resource() -> ApiResource {
     ApiResource::erase::<Release>(&())
 }
 
+/// The longest Event message (`note`) a server accepts once `eventTime` is
+/// set: 1 KiB (kube-apiserver's Event validation, `NoteLengthLimit`).
+pub const EVENT_NOTE_LIMIT: usize = 1024;
+/// The longest `reportingInstance` (and `action`, `reason`): 128 characters.
+pub const EVENT_FIELD_LIMIT: usize = 128;
+
+/// `text` cut to at most `limit` bytes on a character boundary, marked with
+/// `…` when cut. Events carry this; the full text stays on the object.
+pub fn clip(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut cut = limit.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
+
 /// A recorder of Kubernetes Events on the home cluster, as `instance`.
 pub fn event_recorder(home: &ClusterHandle, instance: &str) -> Recorder {
     Recorder::new(
         home.client.clone(),
         Reporter {
             controller: "cutover".into(),
-            instance: Some(instance.to_string()),
+            instance: Some(clip(instance, EVENT_FIELD_LIMIT)),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_on_a_character_boundary() {
+        assert_eq!(clip("frozen", 10), "frozen");
+        let long = "é".repeat(700);
+        let cut = clip(&long, EVENT_NOTE_LIMIT);
+        assert!(cut.len() <= EVENT_NOTE_LIMIT, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(long.starts_with(cut.trim_end_matches('…')));
+    }
 }

@@ -42,7 +42,9 @@ pub fn admit(
         ("", "secrets") => secret_string_data(obj),
         ("apps", "deployments") => deployment_defaults(kind, old, obj)?,
         ("apiextensions.k8s.io", "customresourcedefinitions") => crd_status(obj, registry)?,
+        ("events.k8s.io", "events") => event_limits(kind, obj)?,
         ("", "events") => {
+            event_limits(kind, obj)?;
             if obj["firstTimestamp"].is_null() && obj["eventTime"].is_null() {
                 obj["firstTimestamp"] = json!(meta::time(now));
             }
@@ -110,6 +112,89 @@ fn pod_defaults(obj: &mut Value, create: bool) {
     if create && obj["status"].is_null() {
         obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
     }
+}
+
+/// The rules of a structural schema that apiextensions checks when a CRD is
+/// written (apiextensions-apiserver `validation.go` and `structural`):
+/// `items` is one schema object, never a list of them; every node states its
+/// `type` unless it preserves unknown fields or is int-or-string (nodes inside
+/// `anyOf`, `allOf`, `oneOf` and `not` may leave it out).
+fn structural(node: &Value, path: &str, in_junctor: bool, out: &mut Vec<String>) {
+    let Some(map) = node.as_object() else {
+        return;
+    };
+    let exempt = map.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true))
+        || map.get("x-kubernetes-int-or-string") == Some(&json!(true));
+    if !in_junctor && !exempt && !map.contains_key("type") {
+        out.push(format!(
+            "{path}.type: Required value: must not be empty for specified object fields"
+        ));
+    }
+    match map.get("items") {
+        Some(Value::Array(_)) => out.push(format!(
+            "{path}.items: Forbidden: items must be a schema object and not an array"
+        )),
+        Some(items) => structural(items, &format!("{path}.items"), false, out),
+        None => {}
+    }
+    for (name, prop) in map
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        structural(prop, &format!("{path}.properties[{name}]"), false, out);
+    }
+    if let Some(extra) = map.get("additionalProperties").filter(|v| v.is_object()) {
+        structural(extra, &format!("{path}.additionalProperties"), false, out);
+    }
+    for junctor in ["anyOf", "allOf", "oneOf"] {
+        for (i, n) in map
+            .get(junctor)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            structural(n, &format!("{path}.{junctor}[{i}]"), true, out);
+        }
+    }
+}
+
+/// Event fields a real server limits (kube-apiserver
+/// `pkg/apis/core/validation/events.go`: `ReportingInstanceLengthLimit`,
+/// `ActionLengthLimit`, `ReasonLengthLimit` 128; `NoteLengthLimit` 1024 once
+/// `eventTime` is set, as it always is for events.k8s.io/v1).
+fn event_limits(kind: &Kind, obj: &Value) -> ApiResult<()> {
+    let note = if kind.group == "events.k8s.io" {
+        "note"
+    } else {
+        "message"
+    };
+    let new_style = kind.group == "events.k8s.io" || !obj["eventTime"].is_null();
+    let mut limits = vec![("reportingInstance", 128), ("action", 128), ("reason", 128)];
+    if kind.group == "events.k8s.io" {
+        limits.push(("reportingController", 253));
+    }
+    if new_style {
+        limits.push((note, 1024));
+    }
+    let problems: Vec<String> = limits
+        .into_iter()
+        .filter_map(|(field, limit)| {
+            let len = obj[field].as_str().map_or(0, str::len);
+            (len > limit).then(|| format!("{field}: Too long: may not be more than {limit} bytes"))
+        })
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        &kind.group,
+        &kind.plural,
+        meta::name(obj),
+        format!("[{}]", problems.join(", ")),
+    ))
 }
 
 fn service_defaults(obj: &mut Value, old: Option<&Value>) {
@@ -199,6 +284,24 @@ fn deployment_defaults(kind: &Kind, old: Option<&Value>, obj: &mut Value) -> Api
 
 fn crd_status(obj: &mut Value, registry: &Registry) -> ApiResult<()> {
     let k = Kind::from_crd(obj)?;
+    let mut problems = Vec::new();
+    for (i, v) in obj["spec"]["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
+        structural(&v["schema"]["openAPIV3Schema"], &path, false, &mut problems);
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::invalid(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            meta::name(obj),
+            format!("[{}]", problems.join(", ")),
+        ));
+    }
     if registry
         .by_resource(&k.group, &k.plural)
         .is_some_and(|existing| !existing.custom)

@@ -6,6 +6,7 @@
 //! cleanup only after the bake) and is tested as tables without a cluster.
 
 mod decide;
+pub mod drive;
 pub mod observe;
 pub mod plan;
 pub mod timeline;

@@ -398,8 +398,32 @@ pub struct GateSeries {
     pub cluster: String,
     /// As the gate states it, e.g. `≤ 0.02`.
     pub threshold: String,
-    /// `[unix seconds, value]`, oldest first.
-    pub points: Vec<(i64, f64)>,
+    /// Oldest first.
+    pub points: Vec<Point>,
+}
+
+/// One measured value. Written as `{at, value}` (a CRD schema's `items` must
+/// be one schema, so no tuples); the `[at, value]` pairs of earlier statuses
+/// are still read.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, JsonSchema)]
+pub struct Point {
+    /// Unix seconds.
+    pub at: i64,
+    pub value: f64,
+}
+
+impl<'de> Deserialize<'de> for Point {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Object { at: i64, value: f64 },
+            Pair(i64, f64),
+        }
+        Ok(match Written::deserialize(d)? {
+            Written::Object { at, value } | Written::Pair(at, value) => Point { at, value },
+        })
+    }
 }
 
 impl GateSeries {
@@ -408,10 +432,10 @@ impl GateSeries {
 
     /// Adds a point later than the last one, halving the resolution when full.
     pub fn push(&mut self, at: i64, value: f64) {
-        if self.points.last().is_some_and(|(t, _)| *t >= at) || !value.is_finite() {
+        if self.points.last().is_some_and(|p| p.at >= at) || !value.is_finite() {
             return;
         }
-        self.points.push((at, value));
+        self.points.push(Point { at, value });
         if self.points.len() > Self::MAX_POINTS {
             let mut i = 0;
             self.points.retain(|_| {
@@ -424,4 +448,25 @@ impl GateSeries {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_points_are_written_as_objects_and_earlier_pairs_still_read() {
+        let p = Point {
+            at: 1_800_000_000,
+            value: 0.25,
+        };
+        let written = serde_json::to_value(p).unwrap();
+        assert_eq!(
+            written,
+            serde_json::json!({"at": 1_800_000_000, "value": 0.25})
+        );
+        assert_eq!(serde_json::from_value::<Point>(written).unwrap(), p);
+        let pair: Point = serde_json::from_value(serde_json::json!([1_800_000_000, 0.25])).unwrap();
+        assert_eq!(pair, p);
+    }
 }

@@ -373,10 +373,7 @@ impl Store {
 
     /// The objects of some resources as stored now, and every change after
     /// them (of any resource: the receiver filters), consistent with each other.
-    pub fn subscribe_to(
-        &self,
-        resources: &[(&str, &str)],
-    ) -> (Vec<(Key, Arc<Value>)>, Changes) {
+    pub fn subscribe_to(&self, resources: &[(&str, &str)]) -> (Vec<(Key, Arc<Value>)>, Changes) {
         let inner = self.lock();
         let live = self.changes.subscribe();
         let mut initial = Vec::new();

@@ -19,7 +19,7 @@ mod rollback;
 const RELEASE: &str = include_str!("../../../../../examples/checkout/release.yaml");
 const FLEET: &str = include_str!("../../../../../examples/checkout/fleet.yaml");
 
-fn mk_release() -> ResolvedRelease {
+pub(crate) fn mk_release() -> ResolvedRelease {
     let doc: ReleaseDocument = Source::new("release.yaml", RELEASE).decode().unwrap();
     let fleet = Fleet::parse("fleet.yaml", FLEET).unwrap();
     ResolvedRelease::resolve(

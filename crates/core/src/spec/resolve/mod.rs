@@ -147,7 +147,9 @@ impl ResolvedRelease {
         if let Err(e) = crate::spec::check_dns_label(name) {
             out.push(Finding::input("metadata.name", e));
         }
-        if let Err(e) = crate::spec::check_dns_label(&spec.app) {
+        if let Err(e) = crate::spec::check_dns_label(&spec.app)
+            .and_then(|()| crate::spec::check_slot_names(&spec.app))
+        {
             out.push(Finding::input("spec.app", e));
         }
         if let Err(e) = check_label_value(&spec.version) {
