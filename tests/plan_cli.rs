@@ -113,7 +113,7 @@ fn bad_input_names_file_line_column_and_field() {
             "  app: checkout\n",
             "  app: checkout-service-of-the-shop-that-sells-things-to-people-x\n",
             1,
-            &["field `spec.app`", "at most 57 characters"],
+            &["field `spec.app`", "57 characters at most"],
         ),
         (
             "bare number duration",

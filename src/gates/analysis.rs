@@ -32,6 +32,9 @@ use crate::spec::{Fleet, ResolvedRelease};
 /// Measurements kept per metric and cluster while a step runs.
 const HISTORY: usize = 100;
 
+/// Intervals without a pass after which a run of the gates starts over.
+const BLIND_INTERVALS: u32 = 3;
+
 /// The longest a measurement may run beside the loop, whatever its provider's
 /// own deadlines (a Prometheus query is retried within this too).
 const MEASUREMENT_DEADLINE: Duration = Duration::from_secs(30);
@@ -97,6 +100,8 @@ pub struct Analysis {
     scraper: Scraper,
     /// Bumped with the key: what lands from an earlier run is dropped.
     generation: u64,
+    /// When the driver last looked.
+    last_tick: Option<Timestamp>,
     requests: JoinSet<()>,
     landed_tx: mpsc::UnboundedSender<Landed>,
     landed_rx: mpsc::UnboundedReceiver<Landed>,
@@ -113,6 +118,7 @@ impl Default for Analysis {
             prometheus: BTreeMap::new(),
             scraper: Scraper::default(),
             generation: 0,
+            last_tick: None,
             requests: JoinSet::new(),
             landed_tx: tx,
             landed_rx: rx,
@@ -145,7 +151,22 @@ impl Analysis {
         now: Timestamp,
     ) -> (GateReport, Vec<MetricReport>) {
         let key = (step, epoch, ctx.rel.version.clone());
-        if self.key.as_ref() != Some(&key) {
+        // A driver that could not look for several intervals (its home
+        // cluster failing, say) measured nothing meanwhile: the run starts
+        // over rather than judge a gap, or run out its deadline, unmeasured.
+        let shortest = ctx
+            .rel
+            .gates
+            .iter()
+            .map(|g| g.interval.as_duration())
+            .min()
+            .unwrap_or(Duration::from_secs(60));
+        let blind = self.last_tick.is_some_and(|t| {
+            now.duration_since(t).unsigned_abs()
+                > (shortest * BLIND_INTERVALS).max(Duration::from_secs(60))
+        });
+        self.last_tick = Some(now);
+        if self.key.as_ref() != Some(&key) || blind {
             self.key = Some(key);
             self.started = now;
             self.runs.clear();

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::api_error::{ApiError, ApiResult};
 use super::kinds::{Kind, Registry};
 use super::meta;
+use super::request::FieldValidation;
 use super::selectors::LabelSelector;
 
 /// Defaults and checks before a write is committed.
@@ -57,7 +58,48 @@ pub fn admit(
         }
         _ => {}
     }
+    if let Some(schema) = &kind.schema {
+        custom_resource(kind, schema, obj)?;
+    }
     Ok(())
+}
+
+/// A custom resource through its CRD's schema: unknown fields pruned (or
+/// refused under `fieldValidation=Strict`), defaults applied, then validated.
+fn custom_resource(kind: &Kind, schema: &Value, obj: &mut Value) -> ApiResult<()> {
+    let checked = super::schema::check(schema, obj);
+    if !checked.unknown.is_empty() {
+        match super::request::field_validation() {
+            FieldValidation::Strict => {
+                let fields: Vec<String> = checked
+                    .unknown
+                    .iter()
+                    .map(|u| u.trim_start_matches("unknown field ").to_string())
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "{} in version {:?} cannot be handled as a {}: strict decoding error: unknown field {}",
+                    kind.kind,
+                    kind.storage_version(),
+                    kind.kind,
+                    fields.join(", unknown field ")
+                )));
+            }
+            FieldValidation::Warn => checked
+                .unknown
+                .iter()
+                .for_each(|u| super::request::warn(u.clone())),
+            FieldValidation::Ignore => {}
+        }
+    }
+    if checked.errors.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid_fields(
+        &kind.group,
+        &kind.plural,
+        meta::name(obj),
+        &checked.errors,
+    ))
 }
 
 /// After a write: a CRD's kind becomes servable.
@@ -189,11 +231,11 @@ fn event_limits(kind: &Kind, obj: &Value) -> ApiResult<()> {
     if problems.is_empty() {
         return Ok(());
     }
-    Err(ApiError::invalid(
+    Err(ApiError::invalid_fields(
         &kind.group,
         &kind.plural,
         meta::name(obj),
-        format!("[{}]", problems.join(", ")),
+        &problems,
     ))
 }
 
@@ -295,11 +337,11 @@ fn crd_status(obj: &mut Value, registry: &Registry) -> ApiResult<()> {
         structural(&v["schema"]["openAPIV3Schema"], &path, false, &mut problems);
     }
     if !problems.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(ApiError::invalid_fields(
             "apiextensions.k8s.io",
             "customresourcedefinitions",
             meta::name(obj),
-            format!("[{}]", problems.join(", ")),
+            &problems,
         ));
     }
     if registry

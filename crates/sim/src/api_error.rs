@@ -16,6 +16,9 @@ pub struct ApiError {
     pub details: Option<Box<(String, String, String)>>,
     /// Seconds a client should wait before retrying (429 and some 5xx).
     pub retry_after: Option<u64>,
+    /// `(field, message)` of each problem of a 422, as `details.causes`
+    /// (kubectl prints them).
+    pub causes: Vec<(String, String)>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -37,6 +40,7 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            causes: Vec::new(),
         }
     }
 
@@ -99,6 +103,28 @@ impl ApiError {
         .about(name, group, resource)
     }
 
+    /// A 422 with one cause per problem, each written `field: message`.
+    pub fn invalid_fields(
+        group: &str,
+        resource: &str,
+        name: &str,
+        problems: &[String],
+    ) -> ApiError {
+        let joined = match problems {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let mut e = ApiError::invalid(group, resource, name, joined);
+        e.causes = problems
+            .iter()
+            .map(|p| match p.split_once(": ") {
+                Some((field, message)) => (field.to_string(), message.to_string()),
+                None => (String::new(), p.clone()),
+            })
+            .collect();
+        e
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }
@@ -155,6 +181,28 @@ impl ApiError {
         });
         if let Some((name, group, kind)) = self.details.as_deref() {
             s["details"] = json!({ "name": name, "group": group, "kind": kind });
+        }
+        if !self.causes.is_empty() {
+            s["details"]["causes"] = self
+                .causes
+                .iter()
+                .map(|(field, message)| {
+                    let reason = if message.starts_with("Required value") {
+                        "FieldValueRequired"
+                    } else if message.starts_with("Unsupported value") {
+                        "FieldValueNotSupported"
+                    } else if message.starts_with("Too long") {
+                        "FieldValueTooLong"
+                    } else if message.starts_with("Too many") {
+                        "FieldValueTooMany"
+                    } else if message.starts_with("Forbidden") {
+                        "FieldValueForbidden"
+                    } else {
+                        "FieldValueInvalid"
+                    };
+                    json!({"reason": reason, "message": message, "field": field})
+                })
+                .collect();
         }
         if let Some(secs) = self.retry_after {
             // Indexing a missing key of an object inserts it.

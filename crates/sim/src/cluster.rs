@@ -194,7 +194,80 @@ fn boot(ctx: &Ctx, index: usize, spec: &ClusterSpec) -> Result<(), super::api_er
     )
 }
 
-/// The Gateway API HTTPRoute CRD, schema left open.
+/// The schema of `gateway.networking.k8s.io/v1` HTTPRoute for the fields
+/// cutover reads and writes, as the Gateway API v1.2 standard-channel CRD
+/// states them: at most 16 rules and 16 backendRefs a rule, weights 0 to
+/// 1,000,000 defaulting to 1, ports 1 to 65535, a backend's group defaulting
+/// to "" and kind to "Service". Matches, filters, timeouts and the status are
+/// kept as sent. (The CRD's CEL rules, such as a Service backend needing a
+/// port, are not evaluated.)
+fn httproute_schema() -> Value {
+    let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    let open_list = |max: u32| json!({"type": "array", "maxItems": max, "items": open.clone()});
+    let name = json!({"type": "string", "minLength": 1, "maxLength": 253});
+    let port = json!({"type": "integer", "format": "int32", "minimum": 1, "maximum": 65535});
+    let backend = json!({
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "group": {"type": "string", "maxLength": 253, "default": ""},
+            "kind": {"type": "string", "minLength": 1, "maxLength": 63, "default": "Service"},
+            "name": name,
+            "namespace": {"type": "string", "minLength": 1, "maxLength": 63},
+            "port": port,
+            "weight": {"type": "integer", "format": "int32", "minimum": 0, "maximum": 1_000_000, "default": 1},
+            "filters": open_list(16),
+        },
+    });
+    let parent = json!({
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "group": {"type": "string", "maxLength": 253, "default": "gateway.networking.k8s.io"},
+            "kind": {"type": "string", "minLength": 1, "maxLength": 63, "default": "Gateway"},
+            "namespace": {"type": "string", "minLength": 1, "maxLength": 63},
+            "name": name,
+            "sectionName": {"type": "string", "minLength": 1, "maxLength": 253},
+            "port": port,
+        },
+    });
+    let path_prefix = json!([{"path": {"type": "PathPrefix", "value": "/"}}]);
+    json!({
+        "type": "object",
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "parentRefs": {"type": "array", "maxItems": 32, "items": parent},
+                    "hostnames": {"type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1, "maxLength": 253}},
+                    "rules": {
+                        "type": "array",
+                        "maxItems": 16,
+                        "default": [{"matches": path_prefix}],
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1, "maxLength": 253},
+                                "matches": {"type": "array", "maxItems": 64, "default": path_prefix, "items": open.clone()},
+                                "filters": open_list(16),
+                                "backendRefs": {"type": "array", "maxItems": 16, "items": backend},
+                                "timeouts": open.clone(),
+                                "sessionPersistence": open.clone(),
+                                "retry": open.clone(),
+                            },
+                        },
+                    },
+                },
+            },
+            "status": open,
+        },
+    })
+}
+
+/// The Gateway API HTTPRoute CRD.
 fn httproute_crd() -> Value {
     json!({
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -208,7 +281,7 @@ fn httproute_crd() -> Value {
             "scope": "Namespaced",
             "versions": [{
                 "name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                "schema": {"openAPIV3Schema": httproute_schema()},
                 "subresources": {"status": {}},
                 "additionalPrinterColumns": [
                     {"name": "Hostnames", "type": "string", "jsonPath": ".spec.hostnames"},

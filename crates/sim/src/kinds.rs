@@ -28,6 +28,9 @@ pub struct Kind {
     pub scale: bool,
     /// Served from a CRD: lists are atomic and strategic merge is refused.
     pub custom: bool,
+    /// A CRD's OpenAPI v3 schema of the storage version: objects are pruned,
+    /// defaulted and validated against it.
+    pub schema: Option<Arc<Value>>,
 }
 
 impl Kind {
@@ -68,6 +71,7 @@ impl Kind {
             status,
             scale: false,
             custom: false,
+            schema: None,
         }
     }
 
@@ -258,6 +262,9 @@ impl Kind {
             status: storage["subresources"]["status"].is_object(),
             scale: storage["subresources"]["scale"].is_object(),
             custom: true,
+            schema: storage["schema"]["openAPIV3Schema"]
+                .is_object()
+                .then(|| Arc::new(storage["schema"]["openAPIV3Schema"].clone())),
         })
     }
 }

@@ -30,6 +30,7 @@ use super::discovery;
 use super::faults::ApiFaults;
 use super::handlers::{self, Call, ResourcePath};
 use super::metrics::Traffic;
+use super::request::{self, FieldValidation};
 use super::scenario::UnreachableMode;
 use super::store::Store;
 
@@ -97,6 +98,44 @@ impl Reply {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         resp
     }
+}
+
+/// A write's `dryRun` and `fieldValidation` parameters, validated as
+/// kube-apiserver's handlers do (`ValidateCreateOptions` and its siblings:
+/// `dryRun` may only be `All`): a 422 about the options kind otherwise.
+fn write_options(method: &Method, params: &Params) -> Result<FieldValidation, ApiError> {
+    let options = match *method {
+        Method::POST => "CreateOptions",
+        Method::PUT => "UpdateOptions",
+        Method::PATCH => "PatchOptions",
+        Method::DELETE => "DeleteOptions",
+        _ => return Ok(FieldValidation::default()),
+    };
+    let mut problems = Vec::new();
+    if let Some(dry) = params.get("dryRun")
+        && dry != "All"
+    {
+        problems.push(format!(
+            "dryRun: Unsupported value: []string{{{dry:?}}}: supported values: \"All\""
+        ));
+    }
+    let validation = if *method == Method::DELETE {
+        FieldValidation::default()
+    } else {
+        FieldValidation::parse(params.get("fieldValidation")).unwrap_or_else(|e| {
+            problems.push(e);
+            FieldValidation::default()
+        })
+    };
+    if problems.is_empty() {
+        return Ok(validation);
+    }
+    Err(ApiError::invalid_fields(
+        "meta.k8s.io",
+        options,
+        "",
+        &problems,
+    ))
 }
 
 fn stream_body(rx: mpsc::Receiver<Bytes>) -> Body {
@@ -342,6 +381,11 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
             .ok_or_else(|| ApiError::no_such_resource(&path))
     };
     let writes = !matches!(parts.method, Method::GET | Method::HEAD);
+    let validation = match write_options(&parts.method, &params) {
+        Ok(v) => v,
+        Err(e) => return error_response(&e),
+    };
+    let mut warnings = Vec::new();
     let reply = match route {
         Route::Version => Ok(Reply::json(200, discovery::version())),
         Route::Health => Ok(Reply::Text(200, "text/plain", "ok".into())),
@@ -369,7 +413,10 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
                 user_agent: &user_agent,
                 body,
             };
-            handlers::handle(&ctx, &rp, call).await
+            let (reply, raised) =
+                request::scoped(validation, handlers::handle(&ctx, &rp, call)).await;
+            warnings = raised;
+            reply
         }
         Route::Unknown => Err(ApiError::no_such_resource(&path)),
     };
@@ -379,8 +426,18 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
     {
         after();
     }
+    let with_warnings = |mut resp: Response<Body>| {
+        for w in &warnings {
+            // RFC 7234 warn-code 299 with the agent "-", as kube-apiserver sends them.
+            let text = format!("299 - {}", serde_json::Value::String(w.clone()));
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                resp.headers_mut().append(header::WARNING, v);
+            }
+        }
+        resp
+    };
     match reply {
-        Ok(r) => r.into_response(),
+        Ok(r) => with_warnings(r.into_response()),
         Err(e) => {
             tracing::debug!(cluster = %ctx.cluster, %path, code = e.code, reason = e.reason, "request failed");
             error_response(&e)

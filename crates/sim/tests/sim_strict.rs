@@ -117,3 +117,173 @@ async fn events_past_their_field_limits_are_refused() {
     assert_eq!(code, 422);
     assert!(message.contains("message: Too long"), "{message}");
 }
+
+fn routes(client: &kube::Client) -> Api<kube::api::DynamicObject> {
+    let gvk = kube::core::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    Api::namespaced_with(
+        client.clone(),
+        "default",
+        &kube::core::ApiResource::from_gvk_with_plural(&gvk, "httproutes"),
+    )
+}
+
+fn route(name: &str, backends: Value) -> kube::api::DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": backends}]},
+    }))
+    .unwrap()
+}
+
+/// The simulated HTTPRoute CRD follows the Gateway API v1 schema for what
+/// cutover touches: weights 0..=1,000,000 and at most 16 backendRefs a rule
+/// (both refused with 422 naming the field), defaults for group, kind and weight.
+#[tokio::test]
+async fn httproutes_are_validated_and_defaulted_as_the_gateway_api_crd_says() {
+    let (fleet, _dir) = support::start_sim(support::one_cluster_with_history(100), 600.0).await;
+    let client = support::sim_client(&fleet, "one").await;
+    let api = routes(&client);
+    let heavy = route(
+        "heavy",
+        json!([{"name": "web-blue", "port": 80, "weight": 1_000_001}]),
+    );
+    let (code, reason, message) = support::api_error(
+        api.create(&PostParams::default(), &heavy)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert!(
+        message.contains("spec.rules[0].backendRefs[0].weight: Invalid value: 1000001")
+            && message.contains("less than or equal to 1000000"),
+        "{message}"
+    );
+    let many: Vec<Value> = (0..17)
+        .map(|i| json!({"name": format!("web-{i}"), "port": 80}))
+        .collect();
+    let (code, _, message) = support::api_error(
+        api.create(&PostParams::default(), &route("many", json!(many)))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("spec.rules[0].backendRefs: Too many: 17: must have at most 16 items"),
+        "{message}"
+    );
+    let made = api
+        .create(
+            &PostParams::default(),
+            &route("web", json!([{"name": "web-blue", "port": 80}])),
+        )
+        .await
+        .unwrap();
+    let backend = &made.data["spec"]["rules"][0]["backendRefs"][0];
+    assert_eq!(
+        (&backend["group"], &backend["kind"], &backend["weight"]),
+        (&json!(""), &json!("Service"), &json!(1)),
+        "defaults applied: {backend}"
+    );
+}
+
+/// Fields a CRD's schema does not declare are pruned with a warning, and
+/// refused under fieldValidation=Strict (400, as kube-apiserver's strict decoding).
+#[tokio::test]
+async fn unknown_fields_are_pruned_with_a_warning_or_refused_when_strict() {
+    let (fleet, _dir) = support::start_sim(support::one_cluster_with_history(100), 600.0).await;
+    let url = format!(
+        "{}/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes",
+        fleet.url("one").unwrap()
+    );
+    let body = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web"},
+        "spec": {"rules": [{"backendRefs": [{"name": "web-blue", "port": 80, "colour": "blue"}]}]}});
+    let strict = post(&format!("{url}?fieldValidation=Strict"), &body).await;
+    assert_eq!(strict.0, 400, "{strict:?}");
+    assert!(
+        strict.2.contains(
+            "strict decoding error: unknown field \\\"spec.rules[0].backendRefs[0].colour\\\""
+        ),
+        "{strict:?}"
+    );
+    let (code, warnings, text) = post(&url, &body).await;
+    assert_eq!(code, 201, "{text}");
+    assert_eq!(
+        warnings,
+        ["299 - \"unknown field \\\"spec.rules[0].backendRefs[0].colour\\\"\""]
+    );
+    let stored: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        stored["spec"]["rules"][0]["backendRefs"][0]
+            .get("colour")
+            .is_none()
+    );
+}
+
+/// A POST over plain HTTP: status, Warning headers, body.
+async fn post(url: &str, body: &Value) -> (u16, Vec<String>, String) {
+    use http_body_util::{BodyExt, Full};
+    let uri: http::Uri = url.parse().unwrap();
+    let stream = tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(uri.path_and_query().unwrap().as_str())
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let code = resp.status().as_u16();
+    let warnings = resp
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    (code, warnings, text)
+}
+
+/// `dryRun` may only be `All` (kube-apiserver's `ValidateDryRun`): anything
+/// else is a 422 about the request's options, and nothing is written.
+#[tokio::test]
+async fn a_dry_run_value_other_than_all_is_refused_and_writes_nothing() {
+    let (fleet, _dir) = support::start_sim(support::one_cluster_with_history(100), 600.0).await;
+    let base = format!(
+        "{}/api/v1/namespaces/default/configmaps",
+        fleet.url("one").unwrap()
+    );
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}});
+    let (code, _, text) = post(&format!("{base}?dryRun=true"), &cm).await;
+    assert_eq!(code, 422, "{text}");
+    assert!(
+        text.contains(r#"CreateOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: []string{\"true\"}: supported values: \"All\""#),
+        "{text}"
+    );
+    let client = support::sim_client(&fleet, "one").await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "default");
+    assert!(
+        cms.get_opt("settings").await.unwrap().is_none(),
+        "nothing written"
+    );
+    let (code, _, text) = post(&format!("{base}?dryRun=All"), &cm).await;
+    assert_eq!(code, 201, "{text}");
+    assert!(
+        cms.get_opt("settings").await.unwrap().is_none(),
+        "a dry run writes nothing"
+    );
+}
