@@ -383,9 +383,12 @@ fn patch(
     };
     let update_manager = manager(call).to_string();
     let create = apply_manager.is_some() && target == Target::Main && !scale;
+    // An apply that creates answers 201, as kube-apiserver's does.
+    let created = std::cell::Cell::new(false);
     let result = ctx
         .store
         .modify(kind, ns, name, target, create, &opts, |cur| {
+            created.set(cur.is_none());
             let base = match (cur, scale) {
                 (Some(c), true) => scale_of(c),
                 (Some(c), false) => c.clone(),
@@ -436,7 +439,8 @@ fn patch(
     if scale {
         return Ok(Reply::json(200, scale_of(&result)));
     }
-    Ok(Reply::json(200, served(kind, &rp.version, &result)))
+    let code = if created.get() { 201 } else { 200 };
+    Ok(Reply::json(code, served(kind, &rp.version, &result)))
 }
 
 fn delete_options(call: &Call) -> ApiResult<DeleteOptions> {

@@ -287,3 +287,73 @@ async fn a_dry_run_value_other_than_all_is_refused_and_writes_nothing() {
         "a dry run writes nothing"
     );
 }
+
+/// Object metadata as kube-apiserver validates it: a Service's name is a
+/// DNS-1035 label, label values follow the label syntax.
+#[tokio::test]
+async fn service_names_and_labels_are_validated_as_kube_apiserver_does() {
+    let (fleet, _dir) = support::start_sim(support::one_cluster_with_history(100), 600.0).await;
+    let client = support::sim_client(&fleet, "one").await;
+    let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), "default");
+    let svc = |name: &str, label: &str| -> k8s_openapi::api::core::v1::Service {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": label}},
+            "spec": {"ports": [{"port": 80}]}}))
+        .unwrap()
+    };
+    let (code, _, message) = support::api_error(
+        svcs.create(&PostParams::default(), &svc("2web-green", "web"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("metadata.name: Invalid value: \"2web-green\": a DNS-1035 label"),
+        "{message}"
+    );
+    let (code, _, message) = support::api_error(
+        svcs.create(&PostParams::default(), &svc("web-green", "not ok!"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("metadata.labels: Invalid value: \"not ok!\": a valid label"),
+        "{message}"
+    );
+    svcs.create(&PostParams::default(), &svc("web-green", "web"))
+        .await
+        .expect("a valid Service");
+}
+
+/// A server-side apply that creates the object answers 201; applying it again, 200.
+#[tokio::test]
+async fn an_apply_that_creates_answers_201() {
+    use http_body_util::{BodyExt, Full};
+    let (fleet, _dir) = support::start_sim(support::one_cluster_with_history(100), 600.0).await;
+    let url = format!(
+        "{}/api/v1/namespaces/default/configmaps/settings?fieldManager=test",
+        fleet.url("one").unwrap()
+    );
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}});
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        let uri: http::Uri = url.parse().unwrap();
+        let stream = tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::patch(uri.path_and_query().unwrap().as_str())
+            .header("host", "localhost")
+            .header("content-type", "application/apply-patch+yaml")
+            .body(Full::new(bytes::Bytes::from(body.to_string())))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        codes.push(resp.status().as_u16());
+        let _ = resp.into_body().collect().await;
+    }
+    assert_eq!(codes, [201, 200]);
+}

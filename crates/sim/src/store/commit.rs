@@ -31,6 +31,15 @@ impl Store {
         if let Err(problem) = check_name(kind, name) {
             return Err(ApiError::invalid(&kind.group, &kind.plural, name, problem));
         }
+        let problems = super::metadata::check(&next["metadata"]);
+        if !problems.is_empty() {
+            return Err(ApiError::invalid_fields(
+                &kind.group,
+                &kind.plural,
+                name,
+                &problems,
+            ));
+        }
         if kind.namespaced && ns.is_empty() {
             return Err(ApiError::bad_request(
                 "the namespace of the object must be set",
@@ -304,10 +313,23 @@ fn dependents(inner: &Inner, kind: &Kind, owner: &Value) -> Vec<(Kind, String, S
     out
 }
 
-/// Kubernetes object names: DNS subdomains (RBAC names may also hold `:`).
+/// Kubernetes object names: DNS subdomains (RBAC names may also hold `:`);
+/// a Service's name is a DNS-1035 label and a Namespace's a DNS-1123 label
+/// (kube-apiserver's `ValidateServiceName`, `ValidateNamespaceName`).
 fn check_name(kind: &Kind, name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("metadata.name: Required value: name or generateName is required".into());
+    }
+    match (kind.group.as_str(), kind.plural.as_str()) {
+        ("", "services") => {
+            return super::metadata::dns1035_label(name)
+                .map_err(|e| format!("metadata.name: Invalid value: {name:?}: {e}"));
+        }
+        ("", "namespaces") => {
+            return super::metadata::dns1123_label(name)
+                .map_err(|e| format!("metadata.name: Invalid value: {name:?}: {e}"));
+        }
+        _ => {}
     }
     let rbac = kind.group == "rbac.authorization.k8s.io";
     let ok = name.len() <= 253

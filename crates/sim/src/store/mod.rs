@@ -7,6 +7,7 @@
 //! speaks HTTP and runs no controller.
 
 mod commit;
+mod metadata;
 #[cfg(test)]
 mod tests;
 
