@@ -202,6 +202,21 @@ impl Sequence {
         self.cutover(&args).await
     }
 
+    /// `version` answers 40 % errors from now on, in `cluster` or everywhere.
+    fn fail(&mut self, version: &str, cluster: Option<String>) {
+        self.faults += 1;
+        self.w.sim.behaviours().activate(
+            self.faults,
+            BehaviourChange {
+                app: Some("checkout".into()),
+                version: Some(version.into()),
+                cluster,
+                error_ratio: Some(Percent::from_whole(40)),
+                ..Default::default()
+            },
+        );
+    }
+
     async fn apply(&mut self, e: Event) -> String {
         let name = "checkout";
         match e {
@@ -211,17 +226,7 @@ impl Sequence {
                     // Fine on staging, failing under production's traffic:
                     // only the canary's gates can stop it.
                     for c in self.production.clone() {
-                        self.faults += 1;
-                        self.w.sim.behaviours().activate(
-                            self.faults,
-                            BehaviourChange {
-                                app: Some(name.into()),
-                                version: Some(v.clone()),
-                                cluster: Some(c),
-                                error_ratio: Some(Percent::from_whole(40)),
-                                ..Default::default()
-                            },
-                        );
+                        self.fail(&v, Some(c));
                     }
                     self.bad_from_birth.insert(v.clone());
                 }
@@ -339,16 +344,7 @@ impl Sequence {
                 let Some((v, _)) = self.status().await else {
                     return "gate fails: no release yet".into();
                 };
-                self.faults += 1;
-                self.w.sim.behaviours().activate(
-                    self.faults,
-                    BehaviourChange {
-                        app: Some(name.into()),
-                        version: Some(v.clone()),
-                        error_ratio: Some(Percent::from_whole(40)),
-                        ..Default::default()
-                    },
-                );
+                self.fail(&v, None);
                 format!("{v} starts failing its gates")
             }
             Event::MetricsHang => {

@@ -4,9 +4,6 @@
 //! selectors are in `sim_watch.rs`.
 
 mod support;
-
-use std::time::Duration;
-
 use cutover_sim::{Scenario, SimFleet, SimOptions};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -508,43 +505,13 @@ async fn requests_are_counted_by_verb_resource_and_user_agent() {
 
     // The same numbers over HTTP.
     let url = format!("{}/sim/requests", fleet.url("one").unwrap());
-    let served: cutover_sim::RequestCounts = serde_json::from_str(&http_get(&url).await).unwrap();
+    let served: cutover_sim::RequestCounts =
+        serde_json::from_str(&support::http_get(&url).await).unwrap();
     assert_eq!(served.resource("configmaps").writes(), 3);
     assert_eq!(served.resource("configmaps").total(), 6);
     fleet.reset_requests();
     assert_eq!(fleet.requests().total(), 0);
     fleet.shutdown().await;
-}
-
-/// A plain HTTP GET with hyper, returning the body.
-async fn http_get(url: &str) -> String {
-    use http_body_util::{BodyExt, Empty};
-    let uri: http::Uri = url.parse().unwrap();
-    let stream = tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get(uri.path())
-        .header("host", "localhost")
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
-        .await
-        .unwrap()
-        .unwrap();
-    String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
 }
 
 #[tokio::test]

@@ -20,32 +20,11 @@ async fn start(scenario: Scenario) -> (SimFleet, tempfile::TempDir) {
     support::start_sim(scenario, 600.0).await
 }
 
+/// A metrics page, served as Prometheus text.
 async fn http_get(url: &str) -> String {
-    use http_body_util::{BodyExt, Empty};
-    let uri: http::Uri = url.parse().unwrap();
-    let stream = tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get(uri.path())
-        .header("host", "localhost")
-        .body(Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
-    String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
+    let reply = support::http(http::Method::GET, url, None, String::new()).await;
+    assert_eq!(reply.content_type, "text/plain; version=0.0.4");
+    reply.body
 }
 
 /// `http_requests_total` by (version, colour, code).

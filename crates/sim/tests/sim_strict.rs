@@ -221,41 +221,16 @@ async fn unknown_fields_are_pruned_with_a_warning_or_refused_when_strict() {
     );
 }
 
-/// A POST over plain HTTP: status, Warning headers, body.
+/// A JSON POST: status, Warning headers, body.
 async fn post(url: &str, body: &Value) -> (u16, Vec<String>, String) {
-    use http_body_util::{BodyExt, Full};
-    let uri: http::Uri = url.parse().unwrap();
-    let stream = tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
-        .await
-        .unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::post(uri.path_and_query().unwrap().as_str())
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let code = resp.status().as_u16();
-    let warnings = resp
-        .headers()
-        .get_all("warning")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
-    let text = String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
+    let r = support::http(
+        http::Method::POST,
+        url,
+        Some("application/json"),
+        body.to_string(),
     )
-    .unwrap();
-    (code, warnings, text)
+    .await;
+    (r.code, r.warnings, r.body)
 }
 
 /// `dryRun` may only be `All` (kube-apiserver's `ValidateDryRun`): anything
@@ -328,7 +303,6 @@ async fn service_names_and_labels_are_validated_as_kube_apiserver_does() {
 /// A server-side apply that creates the object answers 201; applying it again, 200.
 #[tokio::test]
 async fn an_apply_that_creates_answers_201() {
-    use http_body_util::{BodyExt, Full};
     let (fleet, _dir) = support::start_sim(support::one_cluster_with_history(100), 600.0).await;
     let url = format!(
         "{}/api/v1/namespaces/default/configmaps/settings?fieldManager=test",
@@ -337,23 +311,14 @@ async fn an_apply_that_creates_answers_201() {
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}});
     let mut codes = Vec::new();
     for _ in 0..2 {
-        let uri: http::Uri = url.parse().unwrap();
-        let stream = tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
-            .await
-            .unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::patch(uri.path_and_query().unwrap().as_str())
-            .header("host", "localhost")
-            .header("content-type", "application/apply-patch+yaml")
-            .body(Full::new(bytes::Bytes::from(body.to_string())))
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        codes.push(resp.status().as_u16());
-        let _ = resp.into_body().collect().await;
+        let apply = support::http(
+            http::Method::PATCH,
+            &url,
+            Some("application/apply-patch+yaml"),
+            body.to_string(),
+        )
+        .await;
+        codes.push(apply.code);
     }
     assert_eq!(codes, [201, 200]);
 }

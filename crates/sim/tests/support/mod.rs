@@ -140,3 +140,67 @@ pub fn table(out: &str) -> Vec<BTreeMap<String, String>> {
         })
         .collect()
 }
+
+/// What a plain HTTP request got back: what kube's client would not show.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub code: u16,
+    pub content_type: String,
+    /// Every `Warning` header, as sent.
+    pub warnings: Vec<String>,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request on loopback with hyper (bounded at 30 s wall).
+pub async fn http(
+    method: http::Method,
+    url: &str,
+    content_type: Option<&str>,
+    body: String,
+) -> HttpReply {
+    use http_body_util::{BodyExt, Full};
+    let uri: http::Uri = url.parse().unwrap();
+    let stream = tokio::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap()))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().unwrap().as_str())
+        .header("host", "localhost");
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let req = req.body(Full::new(bytes::Bytes::from(body))).unwrap();
+    let exchange = async {
+        let resp = sender.send_request(req).await.unwrap();
+        let header = |name: &str| {
+            resp.headers()
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let (content_type, warnings) = (header("content-type").join(", "), header("warning"));
+        let code = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        HttpReply {
+            code,
+            content_type,
+            warnings,
+            body: String::from_utf8(bytes.to_vec()).unwrap(),
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), exchange)
+        .await
+        .expect("an answer within 30 s")
+}
+
+/// A plain GET's body.
+pub async fn http_get(url: &str) -> String {
+    http(http::Method::GET, url, None, String::new()).await.body
+}
