@@ -469,8 +469,9 @@ async fn controller() {
     let mut ctl = tokio::process::Command::new(bin)
         .args(["controller", "--fleet"])
         .arg(&fleet_path)
+        // Under the roles deploy/ ships, as every test runs it.
         .arg("--kubeconfig")
-        .arg(&kubeconfig)
+        .arg(dir.path().join("kubeconfig-cutover"))
         .args(["--namespace", "shop", "--listen", "127.0.0.1:0"])
         .args(["--lease-duration", "15s", "--log-format", "json"])
         // A few requests per release and step, steps every few seconds of

@@ -90,7 +90,7 @@ async fn a_tier1_release_on_one_production_cluster_is_refused_before_any_write()
 async fn run_refuses_two_entries_that_reach_one_cluster_before_any_write() {
     let w = World::start(None, 120.0, &common::tier2_release()).await;
     // A second context for prod-a, and prod-b's entry pointed at it.
-    let text = std::fs::read_to_string(w.sim.kubeconfig_path()).unwrap();
+    let text = std::fs::read_to_string(w.sim.kubeconfig_as("pipeline")).unwrap();
     let mut kc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
     let contexts = kc["contexts"].as_array_mut().unwrap();
     let mut alias = contexts

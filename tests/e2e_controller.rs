@@ -252,38 +252,6 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
     );
 }
 
-/// `(verb, resource)` pairs granted by the named roles of some manifests.
-fn grants(files: &[&str], roles: &[&str]) -> std::collections::BTreeSet<(String, String)> {
-    let mut out = std::collections::BTreeSet::new();
-    for f in files {
-        let path = format!("{}/deploy/{f}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        for doc in text.split("\n---\n") {
-            let v: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
-            let kind = v["kind"].as_str().unwrap_or_default();
-            let name = v["metadata"]["name"].as_str().unwrap_or_default();
-            if !matches!(kind, "ClusterRole" | "Role") || !roles.contains(&name) {
-                continue;
-            }
-            for rule in v["rules"].as_array().unwrap() {
-                let targets = rule["resources"]
-                    .as_array()
-                    .or(rule["nonResourceURLs"].as_array())
-                    .unwrap();
-                for t in targets {
-                    for verb in rule["verbs"].as_array().unwrap() {
-                        out.insert((
-                            verb.as_str().unwrap().to_string(),
-                            t.as_str().unwrap().to_string(),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_used() {
     use cutover::fleet::workload::Colour;
@@ -328,14 +296,15 @@ async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_u
     });
     let fleet_path = w.dir.path().join("fleet-secrets.yaml");
     std::fs::write(&fleet_path, serde_saphyr::to_string(&fleet).unwrap()).unwrap();
-    let kubeconfig = std::fs::read_to_string(w.sim.kubeconfig_path()).unwrap();
+    // The member identity's kubeconfig for prod-b, as `deploy/member/` sets it up.
+    let kubeconfig = std::fs::read_to_string(w.sim.kubeconfig_as("cutover")).unwrap();
     let current = kubeconfig
         .lines()
         .find(|l| l.starts_with("current-context:"))
         .unwrap();
     let for_b = kubeconfig.replace(current, "current-context: sim-prod-b");
-    let b_url = w.sim.url("prod-b").unwrap();
-    let broken = for_b.replace(&b_url, "http://127.0.0.1:9");
+    let b_url = w.sim.api_url("prod-b").unwrap();
+    let broken = for_b.replace(&b_url, "https://127.0.0.1:9");
     let secrets: Api<Secret> = Api::namespaced(home, SYSTEM_NS);
     let mut secret = Secret {
         metadata: kube::api::ObjectMeta {
@@ -394,18 +363,39 @@ async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_u
             .unwrap_or_else(|e| panic!("a structured log line: {e}: {line}"));
     }
 
-    // Every request the controller sent, by cluster, against the shipped roles:
-    // each cluster's requests are granted there, and every grant was used
-    // somewhere in the fleet.
-    let sent = w.sim.requests().user_agent("cutover/");
-    let pairs = |keep: &dyn Fn(&str) -> bool| -> std::collections::BTreeSet<(String, String)> {
-        sent.requests
-            .iter()
-            .filter(|r| keep(&r.key.cluster))
-            .map(|r| (r.key.verb.clone(), r.key.resource.clone()))
-            .collect()
-    };
-    let home_roles = grants(
+    // Every decision the clusters' RBAC made on the controller's requests,
+    // under the identities deploy/ sets up: none was refused, and every rule
+    // of the shipped roles allowed something somewhere in the fleet (an apply
+    // that created counts as the create it was authorized as).
+    let controller = "system:serviceaccount:cutover-system:cutover-controller";
+    let member = "system:serviceaccount:cutover-system:cutover-member";
+    let decided: Vec<_> = w
+        .sim
+        .authorizations()
+        .into_iter()
+        .filter(|(cluster, d)| {
+            d.user
+                == if *cluster == w.fleet.home {
+                    controller
+                } else {
+                    member
+                }
+        })
+        .collect();
+    let refused: Vec<_> = decided.iter().filter(|(_, d)| !d.allowed).collect();
+    assert!(
+        refused.is_empty(),
+        "refused by the shipped roles: {refused:?}"
+    );
+    let used: std::collections::BTreeSet<(String, String)> = decided
+        .iter()
+        .map(|(_, d)| (d.verb.clone(), d.resource.clone()))
+        .collect();
+    assert!(
+        used.contains(&("create".into(), "deployments".into())),
+        "green's first apply is authorized as a create: {used:?}"
+    );
+    let home_roles = common::grants(
         &["controller/rbac.yaml", "common/member-role.yaml"],
         &[
             "cutover-controller",
@@ -413,32 +403,11 @@ async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_u
             "cutover-member",
         ],
     );
-    let member_role = grants(&["common/member-role.yaml"], &["cutover-member"]);
-    let in_home = pairs(&|c| c == w.fleet.home);
-    let in_members = pairs(&|c| c != w.fleet.home);
-    let missing: Vec<_> = in_home.difference(&home_roles).collect();
-    assert!(
-        missing.is_empty(),
-        "home cluster: used but not granted: {missing:?}"
-    );
-    let missing: Vec<_> = in_members.difference(&member_role).collect();
-    assert!(
-        missing.is_empty(),
-        "member clusters: used but not granted: {missing:?}"
-    );
-    let used: std::collections::BTreeSet<_> = in_home.union(&in_members).cloned().collect();
-    let not_exercised = [
-        (
-            "get",
-            "/version",
-            "asked only while a cluster's watches fail",
-        ),
-        (
-            "patch",
-            "events",
-            "a repeated Event is patched into a series",
-        ),
-    ];
+    let not_exercised = [(
+        "patch",
+        "events",
+        "a repeated Event is patched into a series",
+    )];
     let unused: Vec<_> = home_roles
         .difference(&used)
         .filter(|(v, r)| !not_exercised.iter().any(|(nv, nr, _)| nv == v && nr == r))

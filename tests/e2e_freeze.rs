@@ -64,10 +64,13 @@ async fn a_freeze_during_an_outage_holds_a_release_until_it_is_lifted() {
         .find(|e| e.reason.as_deref() == Some("FreezeCreated"))
         .expect("a FreezeCreated event");
     let message = created.message.clone().unwrap();
+    // Who: the user the home cluster says the caller is (a
+    // SelfSubjectReview), not what the caller's environment claims.
     assert!(
-        message.contains("tester") && message.contains("node upgrade"),
+        message.contains("oncall@example.com") && message.contains("node upgrade"),
         "who and why: {message}"
     );
+    assert!(!message.contains("tester"), "{message}");
     assert!(created.event_time.is_some(), "and when");
     prod_b.clear(9_000);
     let held = w
@@ -152,8 +155,36 @@ async fn a_new_release_refuses_to_start_during_a_freeze_and_override_must_name_e
         "{err}"
     );
     assert_eq!(w.sim.requests().user_agent("cutover/").writes(), 0);
-    // Naming both goes on, and the override is on record.
+    // The pipeline may ship releases but holds no `override` verb on
+    // deployfreezes: the home cluster's SelfSubjectAccessReview says no, and
+    // nothing is written.
     let both = format!("{a},{b}");
+    let (code, _, err) = finish(
+        w.cutover_as(
+            "pipeline",
+            &[
+                "run",
+                "-f",
+                w.release_path.to_str().unwrap(),
+                "--override-freeze",
+                &both,
+                "--reason",
+                "security fix",
+            ],
+        )
+        .spawn()
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains(&format!("you may not override freeze {a}"))
+            && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(w.sim.requests().user_agent("cutover/").writes(), 0);
+    assert!(w.release().await.is_none());
+    // The release manager, naming both, goes on, and the override is on record.
     let (code, out, err) =
         finish(w.spawn_run(&["--override-freeze", &both, "--reason", "security fix"])).await;
     assert_eq!(code, 0, "{out}\n{err}");
@@ -164,7 +195,7 @@ async fn a_new_release_refuses_to_start_during_a_freeze_and_override_must_name_e
         .find(|t| t.event == TransitionEvent::FreezeOverridden)
         .expect("override recorded");
     assert!(
-        o.message.contains("tester")
+        o.message.contains("release-manager@example.com")
             && o.message.contains("security fix")
             && o.message.contains(&a)
             && o.message.contains(&b),
@@ -180,7 +211,7 @@ async fn a_new_release_refuses_to_start_during_a_freeze_and_override_must_name_e
         .find(|h| h.action == "Overridden")
         .expect("the override is on the freeze's record");
     assert!(
-        o.by == "tester" && o.message.contains("security fix"),
+        o.by == "release-manager@example.com" && o.message.contains("security fix"),
         "{o:?}"
     );
     // The override was authorized by the cluster before anything was written.

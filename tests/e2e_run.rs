@@ -126,7 +126,7 @@ async fn abort_mid_ramp_restores_blue_everywhere_before_green_is_scaled_down() {
     assert_eq!(s.phase, Phase::Aborted);
     let abort = s.abort.as_ref().unwrap();
     assert!(
-        abort.message.contains("latency alarm") && abort.message.contains("tester"),
+        abort.message.contains("latency alarm") && abort.message.contains("ci-pipeline"),
         "{}",
         abort.message
     );

@@ -25,6 +25,14 @@ pub struct FleetArgs {
     pub namespace: String,
 }
 
+impl FleetArgs {
+    /// Reads the fleet file and connects to every cluster of it.
+    pub async fn connect(&self) -> CliResult<Connected> {
+        let fleet = read_fleet(&self.fleet)?;
+        connect(fleet, self.kubeconfig.as_deref(), &self.namespace).await
+    }
+}
+
 /// Clients for every cluster, and the fleet's clock.
 pub struct Connected {
     pub fleet: Fleet,
@@ -65,7 +73,17 @@ pub fn clock_of(fleet: &Fleet) -> SharedClock {
     }
 }
 
-/// Who is acting, for records on the Release.
+impl Connected {
+    /// Who is acting, for records on the Release and freezes: the user the
+    /// home cluster says the caller is (a SelfSubjectReview), else `user()`.
+    pub async fn acting_user(&self) -> String {
+        crate::fleet::freezes::caller(self.clients.home())
+            .await
+            .unwrap_or_else(user)
+    }
+}
+
+/// Who is acting, when the cluster cannot say: `$CUTOVER_USER`, else `$USER`.
 pub fn user() -> String {
     std::env::var("CUTOVER_USER")
         .or_else(|_| std::env::var("USER"))

@@ -10,7 +10,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use super::Output;
-use super::connect::{FleetArgs, connect, read_fleet, user};
+use super::connect::FleetArgs;
 use super::exit::{CliError, CliResult, Exit};
 use super::report::Reporter;
 use crate::fleet::state::ReleaseStore;
@@ -62,12 +62,18 @@ pub struct AbortArgs {
 }
 
 async fn store(args: &FleetArgs) -> CliResult<(ReleaseStore, crate::clock::SharedClock)> {
-    let fleet = read_fleet(&args.fleet)?;
-    let conn = connect(fleet, args.kubeconfig.as_deref(), &args.namespace).await?;
+    let conn = args.connect().await?;
     Ok((
         ReleaseStore::new(conn.clients.home(), &args.namespace),
         conn.clock,
     ))
+}
+
+/// The home cluster's Releases and who the cluster says is acting.
+async fn store_as_user(args: &FleetArgs) -> CliResult<(ReleaseStore, String)> {
+    let conn = args.connect().await?;
+    let who = conn.acting_user().await;
+    Ok((ReleaseStore::new(conn.clients.home(), &args.namespace), who))
 }
 
 async fn get(store: &ReleaseStore, name: &str) -> CliResult<Release> {
@@ -91,10 +97,18 @@ pub fn exit_of_status(s: &ReleaseStatus) -> Exit {
 }
 
 pub async fn status(args: &StatusArgs) -> CliResult {
-    let (store, clock) = store(&args.fleet).await?;
-    let mut reporter = Reporter::new(args.output, std::io::stdout().is_terminal(), clock);
+    let conn = args.fleet.connect().await?;
+    let store = ReleaseStore::new(conn.clients.home(), &args.fleet.namespace);
+    let mut reporter = Reporter::new(
+        args.output,
+        std::io::stdout().is_terminal(),
+        conn.clock.clone(),
+    );
     let r = get(&store, &args.name).await?;
-    reporter.status(&r);
+    // Who drives it: a release in flight that nobody drives does not move.
+    let driver =
+        crate::fleet::lease::holder(conn.clients.home(), &args.fleet.namespace, &args.name).await?;
+    reporter.status(&r, driver.as_ref());
     let mut last = r.status.clone().unwrap_or_default();
     if !args.watch || last.phase.is_terminal() {
         write_report(args, &last)?;
@@ -127,7 +141,7 @@ pub async fn status(args: &StatusArgs) -> CliResult {
 }
 
 pub async fn promote(args: &NameArgs) -> CliResult {
-    let (store, _) = store(&args.fleet).await?;
+    let (store, who) = store_as_user(&args.fleet).await?;
     let r = get(&store, &args.name).await?;
     let s = r.status.unwrap_or_default();
     if s.phase.is_terminal() || s.plan.is_empty() {
@@ -139,7 +153,7 @@ pub async fn promote(args: &NameArgs) -> CliResult {
     store
         .patch_spec(
             &args.name,
-            json!({"promote": {"step": s.step, "by": user(), "version": s.version}}),
+            json!({"promote": {"step": s.step, "by": who, "version": s.version}}),
         )
         .await?;
     println!(
@@ -152,7 +166,7 @@ pub async fn promote(args: &NameArgs) -> CliResult {
 }
 
 pub async fn abort(args: &AbortArgs) -> CliResult {
-    let (store, _) = store(&args.fleet).await?;
+    let (store, who) = store_as_user(&args.fleet).await?;
     let r = get(&store, &args.name).await?;
     let s = r.status.unwrap_or_default();
     if s.phase.is_terminal() {
@@ -166,7 +180,7 @@ pub async fn abort(args: &AbortArgs) -> CliResult {
     store
         .patch_spec(
             &args.name,
-            json!({"abort": {"reason": args.reason, "by": user(), "version": version}}),
+            json!({"abort": {"reason": args.reason, "by": who, "version": version}}),
         )
         .await?;
     println!(

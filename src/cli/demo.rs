@@ -346,6 +346,15 @@ pub async fn rehearse(
     if let Err(refused) = admission::admit(&request).admitted(&rel.name) {
         return Ok(Rehearsed::refused(sim, dir, fleet, &refused, &src, objects));
     }
+    // The release itself runs as a delivery pipeline would run `cutover
+    // run`: under the roles deploy/ ships (cutover-release at home,
+    // cutover-member everywhere), not as the administrator who set up.
+    let conn = connect(
+        fleet.clone(),
+        Some(&sim.kubeconfig_as("pipeline")),
+        &rel.namespace,
+    )
+    .await?;
     let store = ReleaseStore::new(conn.clients.home(), &rel.namespace);
     let live = store.upsert(&doc).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();

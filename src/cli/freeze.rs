@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use serde_json::json;
 
 use super::Output;
-use super::connect::{FleetArgs, connect, read_fleet, user};
+use super::connect::{FleetArgs, connect, read_fleet};
 use super::exit::{CliError, CliResult, Exit};
 use crate::fleet::freezes::{self, PerCluster};
 use crate::fleet::state::ReleaseStore;
@@ -101,9 +101,13 @@ fn report(what: &str, id: &str, home: &str, results: &PerCluster) -> CliResult {
         }
         Ok(Exit::Ok)
     } else {
+        let why = match results.get(home) {
+            Some(Err(e)) => e.to_string(),
+            _ => "it was not asked".to_string(),
+        };
         Err(CliError::new(
             Exit::Error,
-            anyhow!("the home cluster {home} was not reached: {id} is not on record there"),
+            anyhow!("{id} is not on record in the home cluster {home}: {why}"),
         ))
     }
 }
@@ -147,9 +151,7 @@ pub async fn freeze(args: &FreezeArgs) -> CliResult {
         reason,
         author: match &args.author {
             Some(a) => a.clone(),
-            None => freezes::caller(conn.clients.home())
-                .await
-                .unwrap_or_else(user),
+            None => conn.acting_user().await,
         },
         ticket: args.ticket.clone(),
         scope: Scope {
@@ -207,21 +209,16 @@ pub async fn unfreeze(args: &UnfreezeArgs) -> CliResult {
         return Ok(Exit::Ok);
     }
     let mut exit = Exit::Ok;
+    let who = conn.acting_user().await;
     for id in ids {
-        let results = freezes::unfreeze(&conn.clients, &id, &user(), &args.reason).await;
+        let results = freezes::unfreeze(&conn.clients, &id, &who, &args.reason).await;
         exit = report("lifted", &id, &home, &results)?;
     }
     Ok(exit)
 }
 
 async fn status(args: &StatusArgs) -> CliResult {
-    let fleet = read_fleet(&args.fleet.fleet)?;
-    let conn = connect(
-        fleet,
-        args.fleet.kubeconfig.as_deref(),
-        &args.fleet.namespace,
-    )
-    .await?;
+    let conn = args.fleet.connect().await?;
     let now = jiff::Timestamp::now();
     let mut active: BTreeMap<String, (DeployFreeze, Vec<String>)> = BTreeMap::new();
     let mut unreadable = Vec::new();

@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use serde_json::json;
 
 use super::Output;
-use super::connect::{FleetArgs, connect, read_fleet, user};
+use super::connect::FleetArgs;
 use super::exit::{CliError, CliResult, Exit};
 use super::load::{exit_of_refusal, tier_policy, windows};
 use super::report::Reporter;
@@ -52,8 +52,7 @@ pub struct UndoArgs {
 }
 
 async fn read(args: &FleetArgs, name: &str) -> CliResult<(super::connect::Connected, Release)> {
-    let fleet = read_fleet(&args.fleet)?;
-    let conn = connect(fleet, args.kubeconfig.as_deref(), &args.namespace).await?;
+    let conn = args.connect().await?;
     let store = ReleaseStore::new(conn.clients.home(), &args.namespace);
     let release = store.get(name).await?.ok_or_else(|| {
         CliError::new(
@@ -238,7 +237,7 @@ pub async fn undo(args: &UndoArgs) -> CliResult {
         Output::Json => println!(
             "{}",
             json!({"event": "undo", "release": args.name, "toRevision": target.revision,
-                   "version": target.version, "replacing": current, "by": user()})
+                   "version": target.version, "replacing": current, "by": conn.acting_user().await})
         ),
         Output::Text => println!(
             "undo {}: revision {} ({}) comes back as revision {}, replacing {current}, through every step and its gates",

@@ -155,14 +155,46 @@ impl Reporter {
         }
     }
 
-    /// A full account of a release, for `status`.
-    pub fn status(&mut self, r: &Release) {
+    /// A full account of a release and who drives it, for `status`.
+    pub fn status(&mut self, r: &Release, driver: Option<&crate::fleet::lease::Holder>) {
         let s = r.status.clone().unwrap_or_default();
         if self.output == Output::Json {
-            self.json(json!({"release": r.metadata.name, "spec": r.spec, "status": s}));
+            let driver = driver.map(|d| {
+                json!({"identity": d.identity, "live": d.live,
+                       "renewed": d.renewed.map(|t| t.to_string())})
+            });
+            self.json(
+                json!({"release": r.metadata.name, "spec": r.spec, "status": s, "driver": driver}),
+            );
             return;
         }
         self.line(&describe(r, &s));
+        if !s.phase.is_terminal() {
+            self.line(&driver_line(driver, jiff::Timestamp::now()));
+        }
+    }
+}
+
+/// Who drives a release in flight, from its Lease (wall-clock times).
+pub fn driver_line(driver: Option<&crate::fleet::lease::Holder>, now: jiff::Timestamp) -> String {
+    let ago = |t: Option<jiff::Timestamp>| {
+        t.map(|t| {
+            let secs = now.duration_since(t).as_secs().max(0) as u64;
+            format!(
+                ", renewed {} ago",
+                crate::spec::Span(std::time::Duration::from_secs(secs))
+            )
+        })
+        .unwrap_or_default()
+    };
+    match driver {
+        Some(d) if d.live => format!("driven by {}{}", d.identity, ago(d.renewed)),
+        Some(d) => format!(
+            "NOT driven: the lease of its last driver, {}, has lapsed{}; start `cutover run` again or check the controller",
+            d.identity,
+            ago(d.renewed)
+        ),
+        None => "NOT driven yet: no driver has taken its lease; start `cutover run` or check the controller".to_string(),
     }
 }
 

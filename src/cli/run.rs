@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use tokio::sync::mpsc;
 
 use super::Output;
-use super::connect::{connect, user};
+use super::connect::connect;
 use super::exit::{CliError, CliResult, Exit};
 use super::load::Inputs;
 use super::report::Reporter;
@@ -61,7 +61,8 @@ pub async fn run(args: &RunArgs) -> CliResult {
         loaded.document.spec.override_freezes = Some(crate::spec::release::FreezeOverride {
             ids: args.override_freeze.clone(),
             reason: args.reason.clone().unwrap_or_default(),
-            by: Some(user()),
+            // Set from the cluster's answer once connected.
+            by: None,
         });
     }
     if args.version.is_some() || !args.images.is_empty() || !args.override_freeze.is_empty() {
@@ -118,8 +119,12 @@ pub async fn run(args: &RunArgs) -> CliResult {
             now: conn.clock.now(),
         }))?;
     }
+    let who = conn.acting_user().await;
     if let Some(o) = &rel.override_freezes {
-        authorize_override(&conn, o).await?;
+        authorize_override(&conn, o, &who).await?;
+    }
+    if let Some(o) = loaded.document.spec.override_freezes.as_mut() {
+        o.by = Some(who.clone());
     }
     let live = store.upsert(&loaded.document).await?;
     let mut reporter = Reporter::new(
@@ -127,7 +132,7 @@ pub async fn run(args: &RunArgs) -> CliResult {
         std::io::stdout().is_terminal(),
         conn.clock.clone(),
     );
-    reporter.submitted(&live, &user());
+    reporter.submitted(&live, &who);
     if args.detach {
         return Ok(Exit::Ok);
     }
@@ -199,6 +204,7 @@ pub async fn drive_and_report(
 async fn authorize_override(
     conn: &super::connect::Connected,
     o: &crate::spec::release::FreezeOverride,
+    who: &str,
 ) -> CliResult<()> {
     let home = conn.clients.home();
     for id in overridden_objects(o) {
@@ -209,7 +215,7 @@ async fn authorize_override(
             ));
         }
     }
-    let by = o.by.clone().unwrap_or_else(user);
+    let by = o.by.clone().unwrap_or_else(|| who.to_string());
     for id in overridden_objects(o) {
         crate::fleet::freezes::record_override(
             home,

@@ -94,10 +94,40 @@ fn print_usage(fleet: &SimFleet, kubeconfig: &std::path::Path, scale: f64) -> st
         "Simulated fleet running (fleet time x{scale}); Ctrl-C stops it."
     )?;
     for name in fleet.cluster_names() {
+        let api = fleet.api_url(&name).unwrap_or_default();
         let url = fleet.url(&name).unwrap_or_default();
         writeln!(
             out,
-            "  {name:<10} context sim-{name:<10} {url}  (metrics: {url}/metrics)"
+            "  {name:<10} context sim-{name:<10} {api}  (metrics: {url}/metrics)"
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Every request is authenticated and authorized by RBAC. This kubeconfig is the"
+    )?;
+    writeln!(
+        out,
+        "administrator's (system:masters); cutover's own identities and the people's are beside it:"
+    )?;
+    writeln!(
+        out,
+        "  {}  (the controller's ServiceAccount at home, cutover-member elsewhere)",
+        fleet.kubeconfig_as("cutover").display()
+    )?;
+    for person in cutover_sim::auth::bootstrap::PEOPLE {
+        writeln!(
+            out,
+            "  {}  ({}: {})",
+            fleet.kubeconfig_as(person.key).display(),
+            person.user,
+            person
+                .everywhere
+                .iter()
+                .chain(person.at_home)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
         )?;
     }
     writeln!(out)?;

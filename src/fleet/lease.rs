@@ -50,6 +50,62 @@ pub fn lease_name(release: &str) -> String {
     format!("cutover-release-{release}")
 }
 
+/// Who drives a release, as its Lease (or, for a lease held under a
+/// controller's, that controller's) says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holder {
+    pub identity: String,
+    /// Renewed within its duration: the driver is alive.
+    pub live: bool,
+    pub renewed: Option<jiff::Timestamp>,
+}
+
+fn holder_of(l: &Lease) -> Holder {
+    let spec = l.spec.clone().unwrap_or_default();
+    Holder {
+        identity: spec.holder_identity.unwrap_or_default(),
+        live: !expired(l, Duration::from_secs(15)),
+        renewed: spec.renew_time.map(|t| t.0),
+    }
+}
+
+/// The holder of `release`'s Lease in `namespace`; `None` when no driver
+/// ever took it.
+pub async fn holder(c: &ClusterHandle, namespace: &str, release: &str) -> Result<Option<Holder>> {
+    let api: Api<Lease> = Api::namespaced(c.client.clone(), namespace);
+    let Some(lease) = api
+        .get_opt(&lease_name(release))
+        .await
+        .map_err(Error::api(&c.name))?
+    else {
+        return Ok(None);
+    };
+    let parent = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HELD_UNDER))
+        .and_then(|p| p.split_once('/'));
+    if let Some((ns, name)) = parent {
+        let parents: Api<Lease> = Api::namespaced(c.client.clone(), ns);
+        if let Some(p) = parents.get_opt(name).await.map_err(Error::api(&c.name))? {
+            let mut h = holder_of(&p);
+            // Held under a leader that has changed since: nobody drives it.
+            if h.identity
+                != lease
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.holder_identity.clone())
+                    .unwrap_or_default()
+            {
+                h.live = false;
+            }
+            return Ok(Some(h));
+        }
+    }
+    Ok(Some(holder_of(&lease)))
+}
+
 fn now_micro() -> MicroTime {
     MicroTime(jiff::Timestamp::now())
 }

@@ -33,7 +33,7 @@ pub async fn system_namespace(w: &World) {
         format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {SYSTEM_NS}\n"),
     )
     .unwrap();
-    w.kubectl(&w.fleet.home)
+    w.kubectl_as("admin", &w.fleet.home)
         .run(&["apply", "-f", path.to_str().unwrap()])
         .await;
 }
@@ -54,8 +54,9 @@ pub fn start_controller_with(
     let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args(["controller", "--fleet"])
         .arg(fleet)
+        // The controller's ServiceAccount at home, the member one elsewhere.
         .arg("--kubeconfig")
-        .arg(w.sim.kubeconfig_path())
+        .arg(w.sim.kubeconfig_as("cutover"))
         .args(["--namespace", SYSTEM_NS, "--lease-duration", "2s"])
         .args(["--identity", identity, "--log-format", log_format])
         .arg("--listen")

@@ -112,14 +112,30 @@ impl World {
         }
     }
 
-    /// `cutover ARGS --fleet F --kubeconfig K` (for commands that take them).
+    /// `cutover ARGS --fleet F --kubeconfig K` (for commands that take
+    /// them), as the person whose job the command is, under the roles
+    /// `deploy/` ships: `freeze` as on call, `unfreeze` as the incident
+    /// commander, a break-glass `run --override-freeze` as the release
+    /// manager, everything else as the delivery pipeline.
     pub fn cutover(&self, args: &[&str]) -> Command {
+        let who = match args.first().copied() {
+            Some("freeze") => "oncall",
+            Some("unfreeze") => "incident-commander",
+            Some("run") if args.contains(&"--override-freeze") => "release-manager",
+            _ => "pipeline",
+        };
+        self.cutover_as(who, args)
+    }
+
+    /// `cutover ARGS` as one identity of the simulated fleet (a person of
+    /// `cutover_sim::auth::bootstrap::PEOPLE`, or `cutover` itself).
+    pub fn cutover_as(&self, who: &str, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
         c.args(args)
             .arg("--fleet")
             .arg(self.sim.fleet_path())
             .arg("--kubeconfig")
-            .arg(self.sim.kubeconfig_path())
+            .arg(self.sim.kubeconfig_as(who))
             .env("CUTOVER_USER", "tester")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -199,6 +215,38 @@ impl World {
     }
 }
 
+/// `(verb, resource)` pairs granted by the named roles of some manifests.
+pub fn grants(files: &[&str], roles: &[&str]) -> std::collections::BTreeSet<(String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for f in files {
+        let path = format!("{}/deploy/{f}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in text.split("\n---\n") {
+            let v: serde_json::Value = serde_saphyr::from_str(doc).unwrap();
+            let kind = v["kind"].as_str().unwrap_or_default();
+            let name = v["metadata"]["name"].as_str().unwrap_or_default();
+            if !matches!(kind, "ClusterRole" | "Role") || !roles.contains(&name) {
+                continue;
+            }
+            for rule in v["rules"].as_array().unwrap() {
+                let targets = rule["resources"]
+                    .as_array()
+                    .or(rule["nonResourceURLs"].as_array())
+                    .unwrap();
+                for t in targets {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        out.insert((
+                            verb.as_str().unwrap().to_string(),
+                            t.as_str().unwrap().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Waits for a child to exit and returns its code, stdout and stderr.
 pub async fn finish(child: Child) -> (i32, String, String) {
     let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
@@ -223,11 +271,22 @@ pub fn completed_steps(s: &ReleaseStatus) -> Vec<u32> {
 }
 
 impl World {
-    /// kubectl pointed at one simulated cluster.
+    /// kubectl pointed at one simulated cluster, as the delivery pipeline
+    /// (the shipped cutover-release role at home, cutover-member everywhere).
     pub fn kubectl(&self, cluster: &str) -> Kubectl {
+        self.kubectl_as("pipeline", cluster)
+    }
+
+    /// kubectl as one identity of the simulated fleet; `admin` is
+    /// `system:masters`, for setup.
+    pub fn kubectl_as(&self, who: &str, cluster: &str) -> Kubectl {
+        let kubeconfig = match who {
+            "admin" => self.sim.kubeconfig_path().to_path_buf(),
+            other => self.sim.kubeconfig_as(other),
+        };
         Kubectl {
             bin: kubectl_binary().expect("kubectl"),
-            kubeconfig: self.sim.kubeconfig_path().to_path_buf(),
+            kubeconfig,
             cache: self.dir.path().join("kube-cache"),
             context: cutover_sim::context_name(cluster),
         }

@@ -125,6 +125,24 @@ impl ApiError {
         e
     }
 
+    /// 401, as kube-apiserver answers a request no authenticator accepts.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// 403 for a denied request, worded as kube-apiserver's
+    /// `responsewriters.Forbidden` (`apierrors.NewForbidden` around
+    /// `forbiddenMessage`): `deployments.apps "web" is forbidden: User ...`.
+    pub fn forbidden(group: &str, resource: &str, name: &str, why: &str) -> ApiError {
+        let q = qualified(group, resource);
+        let message = match (resource.is_empty(), name.is_empty()) {
+            (true, _) => format!("forbidden: {why}"),
+            (false, true) => format!("{q} is forbidden: {why}"),
+            (false, false) => format!("{q} {name:?} is forbidden: {why}"),
+        };
+        ApiError::new(403, "Forbidden", message).about(name, group, resource)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }

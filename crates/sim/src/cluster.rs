@@ -13,6 +13,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::SimError;
+use super::auth::Authenticator;
+use super::auth::bootstrap::{self, BootTokens};
 use super::controllers::{self, Ctx, nodes};
 use super::counters::RequestCounter;
 use super::faults::{ApiFaults, Behaviours};
@@ -37,10 +39,14 @@ pub struct SimCluster {
     pub ctx: Arc<Ctx>,
     /// What its API server answers with.
     pub api: Arc<ApiContext>,
+    /// The tokens of its administrator, of cutover's identity here and of
+    /// the simulated people.
+    pub tokens: BootTokens,
 }
 
 /// What every cluster of a fleet shares.
 pub struct Shared<'a> {
+    pub tls: Arc<super::tls::FleetTls>,
     pub scenario: &'a Scenario,
     pub clock: SharedClock,
     pub behaviours: Arc<Behaviours>,
@@ -69,10 +75,14 @@ impl SimCluster {
             evict_after: shared.scenario.pods.evict_after.as_duration(),
             deployments: Default::default(),
         });
-        boot(&ctx, index, spec).map_err(|e| SimError::Boot {
+        let auth = Arc::new(Authenticator::default());
+        let boot_error = |e: super::api_error::ApiError| SimError::Boot {
             cluster: spec.name.clone(),
             problem: e.to_string(),
-        })?;
+        };
+        boot(&ctx, index, spec).map_err(boot_error)?;
+        let tokens = bootstrap::install(&store, &auth, shared.scenario.home == spec.name)
+            .map_err(boot_error)?;
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(SimError::Bind)?;
@@ -97,6 +107,8 @@ impl SimCluster {
             stop: shared.stop.clone(),
             address: format!("127.0.0.1:{port}"),
             after_write: Default::default(),
+            auth,
+            tls: shared.tls.clone(),
         });
         tasks.push(tokio::spawn(server::serve(api.clone(), listener, port)));
         tasks.push(tokio::spawn(controllers::run(
@@ -116,11 +128,18 @@ impl SimCluster {
             traffic,
             ctx,
             api,
+            tokens,
         })
     }
 
+    /// `http://127.0.0.1:<port>`: its metrics and, with a token, its API.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `https://127.0.0.1:<port>`: its API server as kubeconfigs name it.
+    pub fn api_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
     }
 }
 

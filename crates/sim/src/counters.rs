@@ -45,10 +45,17 @@ impl RequestCounts {
         self.requests.iter().map(|r| r.count).sum()
     }
 
-    /// Requests that change something: create, update, patch, delete.
+    /// Requests that change something: create, update, patch, delete (not
+    /// the creates of reviews, which are answered and never stored).
     pub fn writes(&self) -> u64 {
-        self.filter(|k| WRITE_VERBS.contains(&k.verb.as_str()))
-            .total()
+        self.filter(|k| {
+            WRITE_VERBS.contains(&k.verb.as_str())
+                && !matches!(
+                    k.resource.as_str(),
+                    "selfsubjectaccessreviews" | "subjectaccessreviews" | "selfsubjectreviews"
+                )
+        })
+        .total()
     }
 
     pub fn cluster(&self, cluster: &str) -> RequestCounts {

@@ -389,6 +389,12 @@ fn patch(
         .store
         .modify(kind, ns, name, target, create, &opts, |cur| {
             created.set(cur.is_none());
+            if cur.is_none()
+                && create
+                && let Some(refused) = super::request::may_not_create()
+            {
+                return Err(refused);
+            }
             let base = match (cur, scale) {
                 (Some(c), true) => scale_of(c),
                 (Some(c), false) => c.clone(),

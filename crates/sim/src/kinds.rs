@@ -108,11 +108,28 @@ impl Kind {
             // Served so clients that look for ReplicaSets find none: pods belong to Deployments here.
             b("apps", "replicasets", "ReplicaSet", true, &["rs"], true),
             b("coordination.k8s.io", "leases", "Lease", true, &[], false),
-            // Answered, never kept: the simulated fleet authorizes everything.
+            // Reviews are answered from the same authorization every
+            // request meets, and never kept (`auth::reviews`).
             b(
                 "authorization.k8s.io",
                 "selfsubjectaccessreviews",
                 "SelfSubjectAccessReview",
+                false,
+                &[],
+                false,
+            ),
+            b(
+                "authorization.k8s.io",
+                "subjectaccessreviews",
+                "SubjectAccessReview",
+                false,
+                &[],
+                false,
+            ),
+            b(
+                "authentication.k8s.io",
+                "selfsubjectreviews",
+                "SelfSubjectReview",
                 false,
                 &[],
                 false,

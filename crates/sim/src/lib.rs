@@ -5,15 +5,19 @@
 //! that fail as the scenario says, a gateway splitting traffic by HTTPRoute
 //! weights, and Prometheus metrics per app version.
 //!
-//! `SimFleet::start` boots it and writes a kubeconfig (one context
-//! `sim-<cluster>` per cluster) and a fleet file for cutover to use. It must
-//! not be used for anything but rehearsal and tests: there is no auth.
+//! `SimFleet::start` boots it and writes kubeconfigs (one context
+//! `sim-<cluster>` per cluster: the administrator's, cutover's identities as
+//! `deploy/` defines them, and one per simulated person) and a fleet file for
+//! cutover to use. Requests are authenticated by bearer token and authorized
+//! by RBAC (`auth`). It must not be used for anything but rehearsal and
+//! tests: the tokens are written in plain files and served over plain HTTP.
 
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod api_error;
 pub mod audit;
+pub mod auth;
 pub mod cluster;
 pub mod controllers;
 pub mod counters;
@@ -33,6 +37,7 @@ pub mod server;
 pub mod store;
 pub mod table;
 pub mod timeline;
+pub mod tls;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -93,6 +98,7 @@ impl SimError {
 
 /// A running simulated fleet. Dropping it stops everything too; `shutdown` waits for it.
 pub struct SimFleet {
+    tls: Arc<tls::FleetTls>,
     clusters: Vec<Arc<SimCluster>>,
     clock: Arc<ScaledClock>,
     kubeconfig: PathBuf,
@@ -123,7 +129,12 @@ impl SimFleet {
         let shared_clock: SharedClock = clock.clone();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let behaviours = Arc::new(Behaviours::new(&opts.scenario.behaviour));
+        let tls = Arc::new(tls::FleetTls::new().map_err(|problem| SimError::Boot {
+            cluster: "(the fleet's certificates)".to_string(),
+            problem,
+        })?);
         let shared = Shared {
+            tls: tls.clone(),
             scenario: &opts.scenario,
             clock: shared_clock,
             behaviours: behaviours.clone(),
@@ -142,6 +153,7 @@ impl SimFleet {
             }
         }
         let mut fleet = SimFleet {
+            tls,
             clusters,
             clock,
             kubeconfig: opts.dir.join("kubeconfig"),
@@ -173,7 +185,36 @@ impl SimFleet {
                     source,
                 })
         };
-        write(&self.kubeconfig, &self.kubeconfig_text(&opts.scenario.home))?;
+        let home = &opts.scenario.home;
+        let admin = format!(
+            "client-certificate-data: {}\n    client-key-data: {}",
+            tls::base64(self.tls.admin.cert_pem.as_bytes()),
+            tls::base64(self.tls.admin.key_pem.as_bytes())
+        );
+        write(
+            &self.kubeconfig,
+            &self.kubeconfig_text(home, |_| ("admin", admin.clone())),
+        )?;
+        let token = |t: &str| format!("token: {t}");
+        write(
+            &self.kubeconfig_as("cutover"),
+            &self.kubeconfig_text(home, |c| ("cutover", token(&c.tokens.cutover))),
+        )?;
+        for person in auth::bootstrap::PEOPLE {
+            write(
+                &self.kubeconfig_as(person.key),
+                &self.kubeconfig_text(home, |c| {
+                    let token = c
+                        .tokens
+                        .people
+                        .iter()
+                        .find(|(k, _)| *k == person.key)
+                        .map(|(_, t)| token(t))
+                        .unwrap_or_default();
+                    (person.key, token)
+                }),
+            )?;
+        }
         let fleet = Fleet {
             api_version: cutover_core::spec::API_VERSION.to_string(),
             kind: "Fleet".to_string(),
@@ -206,25 +247,72 @@ impl SimFleet {
         write(&self.fleet, &format!("{header}{yaml}"))
     }
 
-    fn kubeconfig_text(&self, home: &str) -> String {
+    /// A kubeconfig with one context per cluster (its API server over TLS,
+    /// trusting the fleet's CA), each holding the credentials `who` picks
+    /// for that cluster (kubeconfig `user` fields).
+    fn kubeconfig_text(
+        &self,
+        home: &str,
+        who: impl Fn(&SimCluster) -> (&'static str, String),
+    ) -> String {
+        let ca = tls::base64(self.tls.ca_pem.as_bytes());
         let mut clusters = String::new();
         let mut contexts = String::new();
+        let mut users = String::new();
         for c in &self.clusters {
             let name = context_name(&c.name);
+            let (role, credentials) = who(c);
+            let user = format!("{role}@{}", c.name);
             clusters.push_str(&format!(
-                "- name: {name}\n  cluster:\n    server: {}\n",
-                c.url()
+                "- name: {name}\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n",
+                c.api_url()
             ));
-            contexts.push_str(&format!("- name: {name}\n  context:\n    cluster: {name}\n    user: sim\n    namespace: default\n"));
+            contexts.push_str(&format!("- name: {name}\n  context:\n    cluster: {name}\n    user: {user}\n    namespace: default\n"));
+            users.push_str(&format!("- name: {user}\n  user:\n    {credentials}\n"));
         }
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}current-context: {}\nusers:\n- name: sim\n  user: {{}}\npreferences: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}current-context: {}\nusers:\n{users}preferences: {{}}\n",
             context_name(home)
         )
     }
 
+    /// The administrator's kubeconfig (`system:masters` in every cluster):
+    /// for setting a rehearsal up and for reading it, as a cluster admin would.
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The kubeconfig of one identity, with the same contexts as the
+    /// administrator's: `cutover` (the controller's ServiceAccount in the home
+    /// cluster, the member ServiceAccount in the others, as `deploy/` sets
+    /// them up) or a person of `auth::bootstrap::PEOPLE` by key.
+    pub fn kubeconfig_as(&self, who: &str) -> PathBuf {
+        let dir = self.kubeconfig.parent().unwrap_or(Path::new("."));
+        dir.join(format!("kubeconfig-{who}"))
+    }
+
+    /// `https://127.0.0.1:<port>`: a cluster's API server as kubeconfigs name it.
+    pub fn api_url(&self, cluster: &str) -> Option<String> {
+        self.cluster(cluster).map(|c| c.api_url())
+    }
+
+    /// Every distinct authorization decision each cluster made, by cluster.
+    pub fn authorizations(&self) -> Vec<(String, auth::Decided)> {
+        self.clusters
+            .iter()
+            .flat_map(|c| {
+                c.api
+                    .auth
+                    .decisions()
+                    .into_iter()
+                    .map(|d| (c.name.clone(), d))
+            })
+            .collect()
+    }
+
+    /// A cluster's administrator token, for plain HTTP requests.
+    pub fn admin_token(&self, cluster: &str) -> Option<String> {
+        self.cluster(cluster).map(|c| c.tokens.admin.clone())
     }
 
     pub fn fleet_path(&self) -> &Path {

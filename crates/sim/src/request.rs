@@ -1,5 +1,6 @@
 //! What one API request carries past the handlers into admission: its
-//! `fieldValidation` directive, and the warnings the answer brings back in
+//! `fieldValidation` directive, whether its user may create what a
+//! server-side apply would create, and the warnings the answer brings back in
 //! `Warning` headers (as kube-apiserver sends them, e.g. for pruned fields).
 //!
 //! A task-local scope set by the server around each request; writes made
@@ -36,7 +37,19 @@ impl FieldValidation {
 
 struct Scope {
     validation: FieldValidation,
+    creating: Option<crate::api_error::ApiError>,
     warnings: RefCell<Vec<String>>,
+}
+
+/// What a request brings to its handlers.
+#[derive(Debug, Default)]
+pub struct RequestScope {
+    pub validation: FieldValidation,
+    /// The 403 a write that turns out to create would get: a patch is
+    /// authorized as `patch`, and a server-side apply of a missing object
+    /// also as `create` (apiserver/pkg/endpoints/handlers/patch.go,
+    /// `withAuthorization` around the create validation).
+    pub creating: Option<crate::api_error::ApiError>,
 }
 
 tokio::task_local! {
@@ -44,9 +57,10 @@ tokio::task_local! {
 }
 
 /// Runs `f` as one request; returns its output and the warnings it raised.
-pub async fn scoped<F: Future>(validation: FieldValidation, f: F) -> (F::Output, Vec<String>) {
+pub async fn scoped<F: Future>(request: RequestScope, f: F) -> (F::Output, Vec<String>) {
     let scope = Scope {
-        validation,
+        validation: request.validation,
+        creating: request.creating,
         warnings: RefCell::new(Vec::new()),
     };
     SCOPE
@@ -68,4 +82,9 @@ pub fn field_validation() -> FieldValidation {
 /// Adds a warning to the current request's answer.
 pub fn warn(text: String) {
     let _ = SCOPE.try_with(|s| s.warnings.borrow_mut().push(text));
+}
+
+/// Why the current request may not create (`None`: it may, or it is not a request).
+pub fn may_not_create() -> Option<crate::api_error::ApiError> {
+    SCOPE.try_with(|s| s.creating.clone()).ok().flatten()
 }

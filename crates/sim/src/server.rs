@@ -25,12 +25,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use super::api_error::ApiError;
+use super::auth::rbac::{self, Attributes, Decision};
+use super::auth::{self, Authenticator, UserInfo, reviews};
 use super::counters::RequestCounter;
 use super::discovery;
 use super::faults::ApiFaults;
 use super::handlers::{self, Call, ResourcePath};
 use super::metrics::Traffic;
-use super::request::{self, FieldValidation};
+use super::request::{self, FieldValidation, RequestScope};
 use super::scenario::UnreachableMode;
 use super::store::Store;
 
@@ -51,6 +53,10 @@ pub struct ApiContext {
     pub address: String,
     /// Runs after every write this server accepted, before it answers.
     pub after_write: OnceLock<AfterWrite>,
+    /// The bearer tokens this server accepts.
+    pub auth: Arc<Authenticator>,
+    /// Its serving certificate and the client certificates it knows.
+    pub tls: Arc<super::tls::FleetTls>,
 }
 
 /// What runs after each accepted write (the scenario's timeline looking at
@@ -295,6 +301,67 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Route {
     }
 }
 
+/// What the authorizer is asked about a request (the API server's
+/// `RequestInfo`): for a resource, its verb, group, resource, subresource,
+/// namespace and name (a namespace's own name is its namespace; a list or
+/// watch of one `metadata.name` names it); otherwise the path and the
+/// method as verb.
+fn attributes(method: &Method, route: &Route, params: &Params, path: &str) -> Attributes {
+    let Route::Resource(rp) = route else {
+        return Attributes {
+            verb: method.as_str().to_lowercase(),
+            path: Some(path.to_string()),
+            ..Default::default()
+        };
+    };
+    let (verb, _) = count_as(method, route, params, path);
+    let mut name = rp.name.clone().unwrap_or_default();
+    if name.is_empty()
+        && matches!(verb, "list" | "watch")
+        && let Some(one) = params
+            .get("fieldSelector")
+            .and_then(|f| f.strip_prefix("metadata.name="))
+            .filter(|n| !n.contains(','))
+    {
+        name = one.to_string();
+    }
+    let mut namespace = rp.namespace.clone().unwrap_or_default();
+    if rp.group.is_empty() && rp.plural == "namespaces" {
+        namespace = name.clone();
+    }
+    Attributes {
+        verb: verb.to_string(),
+        group: rp.group.clone(),
+        resource: rp.plural.clone(),
+        subresource: rp.sub.clone().unwrap_or_default(),
+        namespace,
+        name,
+        path: None,
+    }
+}
+
+/// The caller: the user its client certificate names, else its bearer
+/// token's; then whoever it may impersonate.
+fn caller(
+    ctx: &ApiContext,
+    peer: Option<&UserInfo>,
+    headers: &http::HeaderMap,
+) -> Result<UserInfo, ApiError> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let real = match peer {
+        Some(user) => user.clone(),
+        None => ctx
+            .auth
+            .authenticate(text(header::AUTHORIZATION.as_str()), &ctx.store)?,
+    };
+    let groups: Vec<String> = headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    auth::impersonate(real, text("impersonate-user"), &groups, &ctx.store)
+}
+
 /// The verb and resource a request is counted under.
 fn count_as(method: &Method, route: &Route, params: &Params, path: &str) -> (&'static str, String) {
     match route {
@@ -322,7 +389,11 @@ fn count_as(method: &Method, route: &Route, params: &Params, path: &str) -> (&'s
     }
 }
 
-async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    ctx: Arc<ApiContext>,
+    req: Request<Incoming>,
+    peer: Option<Arc<UserInfo>>,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let params = Params::parse(parts.uri.query().unwrap_or_default());
@@ -367,6 +438,33 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
     if let Some(code) = verdict.fail {
         return error_response(&ApiError::injected(code));
     }
+    let user = match caller(&ctx, peer.as_deref(), &parts.headers) {
+        Ok(u) => u,
+        Err(e) => return error_response(&e),
+    };
+    let attrs = attributes(&parts.method, &route, &params, &path);
+    if let Decision::Deny(why) = rbac::authorize(&ctx.store, &user, &attrs) {
+        tracing::debug!(cluster = %ctx.cluster, user = %user.name, ?attrs, "forbidden");
+        ctx.auth.record(&user, &attrs, false);
+        return error_response(&attrs.forbidden(&user, &why));
+    }
+    ctx.auth.record(&user, &attrs, true);
+    // A server-side apply creates what is missing: that needs `create` too.
+    let creating = (parts.method == Method::PATCH
+        && content_type.starts_with("application/apply-patch")
+        && attrs.subresource.is_empty()
+        && attrs.path.is_none())
+    .then(|| Attributes {
+        verb: "create".to_string(),
+        ..attrs.clone()
+    });
+    let refused_create =
+        creating
+            .as_ref()
+            .and_then(|create| match rbac::authorize(&ctx.store, &user, create) {
+                Decision::Allow => None,
+                Decision::Deny(why) => Some(create.forbidden(&user, &why)),
+            });
     let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -404,6 +502,41 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
             ))
         }
         Route::OpenApiV2 => Ok(Reply::json(200, discovery::openapi_v2_json())),
+        Route::Resource(rp)
+            if parts.method == Method::POST && reviews::is_review(&rp.group, &rp.plural) =>
+        {
+            serde_json::from_slice::<Value>(&body)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+                .and_then(|b| {
+                    reviews::answer(
+                        &ctx.store,
+                        &ctx.auth,
+                        &user,
+                        &rp.group,
+                        &rp.plural,
+                        &rp.version,
+                        b,
+                    )
+                })
+                .map(|v| Reply::json(201, v))
+        }
+        Route::Resource(rp)
+            if parts.method == Method::POST
+                && rp.group.is_empty()
+                && rp.plural == "serviceaccounts"
+                && rp.sub.as_deref() == Some("token") =>
+        {
+            let b = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+            reviews::token_request(
+                &ctx.store,
+                &ctx.auth,
+                rp.namespace.as_deref().unwrap_or_default(),
+                rp.name.as_deref().unwrap_or_default(),
+                b,
+                ctx.store.clock().now(),
+            )
+            .map(|v| Reply::json(201, v))
+        }
         Route::Resource(rp) => {
             let call = Call {
                 method: &parts.method,
@@ -413,13 +546,28 @@ async fn handle(ctx: Arc<ApiContext>, req: Request<Incoming>) -> Response<Body> 
                 user_agent: &user_agent,
                 body,
             };
-            let (reply, raised) =
-                request::scoped(validation, handlers::handle(&ctx, &rp, call)).await;
+            let (reply, raised) = request::scoped(
+                RequestScope {
+                    validation,
+                    creating: refused_create.clone(),
+                },
+                handlers::handle(&ctx, &rp, call),
+            )
+            .await;
             warnings = raised;
             reply
         }
         Route::Unknown => Err(ApiError::no_such_resource(&path)),
     };
+    // An apply that created was authorized as a create as well; one refused
+    // for that reason was denied one.
+    if let Some(create) = &creating {
+        match &reply {
+            Ok(Reply::Json(201, _)) => ctx.auth.record(&user, create, true),
+            Err(e) if refused_create.as_ref() == Some(e) => ctx.auth.record(&user, create, false),
+            _ => {}
+        }
+    }
     if writes
         && reply.is_ok()
         && let Some(after) = ctx.after_write.get()
@@ -496,16 +644,44 @@ async fn rebind(port: u16, stop: &mut watch::Receiver<bool>) -> Option<TcpListen
     }
 }
 
+/// One connection: TLS when it starts with a handshake record (its client
+/// certificate, if any, naming the user of every request on it), plain HTTP
+/// otherwise.
 async fn connection(ctx: Arc<ApiContext>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    let mut first = [0u8; 1];
+    let tls = matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 0x16);
+    if !tls {
+        return serve_io(ctx, stream, None).await;
+    }
+    let accepted =
+        tokio::time::timeout(Duration::from_secs(10), ctx.tls.acceptor().accept(stream)).await;
+    let Ok(Ok(stream)) = accepted else {
+        return;
+    };
+    let peer = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| ctx.tls.client_user(cert))
+        .map(Arc::new);
+    serve_io(ctx, stream, peer).await
+}
+
+async fn serve_io<I>(ctx: Arc<ApiContext>, io: I, peer: Option<Arc<UserInfo>>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut unreachable = ctx.faults.unreachable();
     let mut stop = ctx.stop.clone();
     let svc_ctx = ctx.clone();
     let svc = service_fn(move |req| {
         let ctx = svc_ctx.clone();
-        async move { Ok::<_, Infallible>(handle(ctx, req).await) }
+        let peer = peer.clone();
+        async move { Ok::<_, Infallible>(handle(ctx, req, peer).await) }
     });
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     loop {
         tokio::select! {

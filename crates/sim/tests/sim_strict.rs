@@ -199,7 +199,7 @@ async fn unknown_fields_are_pruned_with_a_warning_or_refused_when_strict() {
     let body = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"name": "web"},
         "spec": {"rules": [{"backendRefs": [{"name": "web-blue", "port": 80, "colour": "blue"}]}]}});
-    let strict = post(&format!("{url}?fieldValidation=Strict"), &body).await;
+    let strict = post(&fleet, &format!("{url}?fieldValidation=Strict"), &body).await;
     assert_eq!(strict.0, 400, "{strict:?}");
     assert!(
         strict.2.contains(
@@ -207,7 +207,7 @@ async fn unknown_fields_are_pruned_with_a_warning_or_refused_when_strict() {
         ),
         "{strict:?}"
     );
-    let (code, warnings, text) = post(&url, &body).await;
+    let (code, warnings, text) = post(&fleet, &url, &body).await;
     assert_eq!(code, 201, "{text}");
     assert_eq!(
         warnings,
@@ -221,9 +221,15 @@ async fn unknown_fields_are_pruned_with_a_warning_or_refused_when_strict() {
     );
 }
 
-/// A JSON POST: status, Warning headers, body.
-async fn post(url: &str, body: &Value) -> (u16, Vec<String>, String) {
-    let r = support::http(
+/// A JSON POST as cluster one's administrator: status, Warning headers, body.
+async fn post(
+    fleet: &cutover_sim::SimFleet,
+    url: &str,
+    body: &Value,
+) -> (u16, Vec<String>, String) {
+    let token = fleet.admin_token("one").unwrap();
+    let r = support::http_as(
+        Some(&token),
         http::Method::POST,
         url,
         Some("application/json"),
@@ -243,7 +249,7 @@ async fn a_dry_run_value_other_than_all_is_refused_and_writes_nothing() {
         fleet.url("one").unwrap()
     );
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}});
-    let (code, _, text) = post(&format!("{base}?dryRun=true"), &cm).await;
+    let (code, _, text) = post(&fleet, &format!("{base}?dryRun=true"), &cm).await;
     assert_eq!(code, 422, "{text}");
     assert!(
         text.contains(r#"CreateOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: []string{\"true\"}: supported values: \"All\""#),
@@ -255,7 +261,7 @@ async fn a_dry_run_value_other_than_all_is_refused_and_writes_nothing() {
         cms.get_opt("settings").await.unwrap().is_none(),
         "nothing written"
     );
-    let (code, _, text) = post(&format!("{base}?dryRun=All"), &cm).await;
+    let (code, _, text) = post(&fleet, &format!("{base}?dryRun=All"), &cm).await;
     assert_eq!(code, 201, "{text}");
     assert!(
         cms.get_opt("settings").await.unwrap().is_none(),
@@ -311,7 +317,8 @@ async fn an_apply_that_creates_answers_201() {
     let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}});
     let mut codes = Vec::new();
     for _ in 0..2 {
-        let apply = support::http(
+        let apply = support::http_as(
+            fleet.admin_token("one").as_deref(),
             http::Method::PATCH,
             &url,
             Some("application/apply-patch+yaml"),

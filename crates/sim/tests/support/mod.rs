@@ -151,8 +151,20 @@ pub struct HttpReply {
     pub body: String,
 }
 
-/// One HTTP/1.1 request on loopback with hyper (bounded at 30 s wall).
+/// One HTTP/1.1 request on loopback with hyper (bounded at 30 s wall),
+/// without credentials (the metrics and request-count endpoints need none).
 pub async fn http(
+    method: http::Method,
+    url: &str,
+    content_type: Option<&str>,
+    body: String,
+) -> HttpReply {
+    http_as(None, method, url, content_type, body).await
+}
+
+/// `http` with a bearer token.
+pub async fn http_as(
+    token: Option<&str>,
     method: http::Method,
     url: &str,
     content_type: Option<&str>,
@@ -174,6 +186,9 @@ pub async fn http(
         .header("host", "localhost");
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
+    }
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
     }
     let req = req.body(Full::new(bytes::Bytes::from(body))).unwrap();
     let exchange = async {
