@@ -143,6 +143,41 @@ impl ApiError {
         ApiError::new(403, "Forbidden", message).about(name, group, resource)
     }
 
+    /// 409 for a server-side apply that would change fields other managers
+    /// own, worded as kube-apiserver's `NewConflictError`
+    /// (apimachinery's managedfields/internal/conflict.go), one cause each.
+    pub fn apply_conflict(found: &[crate::patch::Conflict]) -> ApiError {
+        let message = match found {
+            [one] => format!(
+                "Apply failed with 1 conflict: conflict with {}: {}",
+                one.manager, one.path
+            ),
+            many => {
+                let mut managers: Vec<&str> = many.iter().map(|c| c.manager.as_str()).collect();
+                managers.sort_unstable();
+                managers.dedup();
+                let mut lines = Vec::new();
+                for m in managers {
+                    lines.push(format!("conflicts with {m}:"));
+                    for c in many.iter().filter(|c| c.manager == m) {
+                        lines.push(format!("- {}", c.path));
+                    }
+                }
+                format!(
+                    "Apply failed with {} conflicts: {}",
+                    many.len(),
+                    lines.join("\n")
+                )
+            }
+        };
+        let mut e = ApiError::new(409, "Conflict", message);
+        e.causes = found
+            .iter()
+            .map(|c| (c.path.clone(), format!("conflict with {}", c.manager)))
+            .collect();
+        e
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }
@@ -215,6 +250,8 @@ impl ApiError {
                         "FieldValueTooMany"
                     } else if message.starts_with("Forbidden") {
                         "FieldValueForbidden"
+                    } else if message.starts_with("conflict with") {
+                        "FieldManagerConflict"
                     } else {
                         "FieldValueInvalid"
                     };

@@ -416,7 +416,7 @@ fn patch(
                 })?,
                 PatchKind::Apply => {
                     let m = apply_manager.as_deref().unwrap_or_default();
-                    next = patch::apply(
+                    next = patch::apply_checked(
                         cur.map(|c| if scale { scale_of(c) } else { c.clone() })
                             .as_ref(),
                         &body,
@@ -424,7 +424,9 @@ fn patch(
                         keyed,
                         &av,
                         &stamp,
-                    );
+                        call.params.flag("force"),
+                    )
+                    .map_err(|found| ApiError::apply_conflict(&found))?;
                 }
             }
             if scale {

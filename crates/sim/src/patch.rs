@@ -277,6 +277,199 @@ fn remove_child(obj: &mut Value, field: &str) {
     }
 }
 
+/// A field another manager owns and an apply would change: who, and the
+/// field's path as structured-merge-diff prints it (`.spec.replicas`,
+/// `.spec.template.spec.containers[name="web"].image`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// As kube-apiserver's `printManager`: `"kubectl"`, or
+    /// `"kubectl" using apps/v1 at <time>` for an Update.
+    pub manager: String,
+    pub path: String,
+}
+
+fn print_manager(entry: &Value) -> String {
+    let name = format!("{:?}", entry["manager"].as_str().unwrap_or_default());
+    if entry["operation"] == "Update" {
+        let version = entry["apiVersion"].as_str().unwrap_or_default();
+        return match entry["time"].as_str() {
+            Some(t) => format!("{name} using {version} at {t}"),
+            None => format!("{name} using {version}"),
+        };
+    }
+    name
+}
+
+fn print_element(element: &str) -> String {
+    if let Some(name) = element.strip_prefix("f:") {
+        return format!(".{name}");
+    }
+    let key: Map<String, Value> = element
+        .strip_prefix("k:")
+        .and_then(|k| serde_json::from_str(k).ok())
+        .unwrap_or_default();
+    let parts: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("[{}]", parts.join(","))
+}
+
+/// The value at a `fieldsV1` path of an object.
+fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut at = obj;
+    for element in path {
+        at = if let Some(name) = element.strip_prefix("f:") {
+            at.get(name)?
+        } else {
+            let key: Map<String, Value> = serde_json::from_str(element.strip_prefix("k:")?).ok()?;
+            at.as_array()?
+                .iter()
+                .find(|item| key.iter().all(|(k, v)| &item[k] == v))?
+        };
+    }
+    Some(at)
+}
+
+/// The leaf paths of a `fieldsV1` tree.
+fn leaves(tree: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    let children: Vec<(&String, &Value)> = tree
+        .as_object()
+        .map(|m| m.iter().filter(|(k, _)| k.as_str() != ".").collect())
+        .unwrap_or_default();
+    if children.is_empty() {
+        if !prefix.is_empty() {
+            out.push(prefix.clone());
+        }
+        return;
+    }
+    for (k, sub) in children {
+        prefix.push(k.clone());
+        leaves(sub, prefix, out);
+        prefix.pop();
+    }
+}
+
+fn owns(tree: &Value, path: &[String]) -> bool {
+    let mut at = tree;
+    for element in path {
+        match at.get(element) {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Removes a path from a `fieldsV1` tree, and the parents it leaves empty.
+fn disown(tree: &mut Value, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(m) = tree.as_object_mut() else {
+        return;
+    };
+    if rest.is_empty() {
+        m.remove(first);
+        return;
+    }
+    if let Some(child) = m.get_mut(first) {
+        disown(child, rest);
+        if child
+            .as_object()
+            .is_some_and(|c| c.keys().all(|k| k == "."))
+        {
+            m.remove(first);
+        }
+    }
+}
+
+/// The fields `manager`'s apply of `applied` would change that other
+/// managers own (structured-merge-diff's conflict rule: a field set to a
+/// value other than the live one, owned by someone else). With `force`,
+/// the caller takes them over instead.
+pub fn conflicts(current: &Value, applied: &Value, manager: &str, keyed: bool) -> Vec<Conflict> {
+    let mut paths = Vec::new();
+    leaves(&fields_of(applied, keyed), &mut Vec::new(), &mut paths);
+    let entries = current["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for path in paths {
+        let wanted = value_at(applied, &path);
+        // A map with nothing owned inside (metadata with only a name) is a
+        // structure, not a value: only values conflict.
+        let structure = wanted.is_some_and(|w| w.as_object().is_some_and(|m| !m.is_empty()));
+        if wanted.is_none() || structure || value_at(current, &path) == wanted {
+            continue;
+        }
+        for e in &entries {
+            let mine = e["manager"] == manager && e["operation"] == "Apply";
+            if !mine && owns(&e["fieldsV1"], &path) {
+                out.push(Conflict {
+                    manager: print_manager(e),
+                    path: path.iter().map(|p| print_element(p)).collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Takes `paths` (as `conflicts` found them) away from every other manager
+/// of `obj`; an entry left owning nothing goes.
+fn take_over(obj: &mut Value, applied: &Value, manager: &str, keyed: bool) {
+    let mut paths = Vec::new();
+    leaves(&fields_of(applied, keyed), &mut Vec::new(), &mut paths);
+    let Some(entries) = obj["metadata"]["managedFields"].as_array_mut() else {
+        return;
+    };
+    for e in entries.iter_mut() {
+        if e["manager"] == manager && e["operation"] == "Apply" {
+            continue;
+        }
+        for path in &paths {
+            disown(&mut e["fieldsV1"], path);
+        }
+    }
+    entries.retain(|e| {
+        e["fieldsV1"]
+            .as_object()
+            .is_some_and(|m| m.keys().any(|k| k != "."))
+    });
+}
+
+/// Server-side apply: the object after `manager` applies `applied` over
+/// `current`. Other managers' fields it changes are conflicts (the 409's
+/// list), unless `force` takes them over.
+pub fn apply_checked(
+    current: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    keyed: bool,
+    api_version: &str,
+    now: &str,
+    force: bool,
+) -> Result<Value, Vec<Conflict>> {
+    let Some(live) = current else {
+        return Ok(apply(None, applied, manager, keyed, api_version, now));
+    };
+    let found = conflicts(live, applied, manager, keyed);
+    if !found.is_empty() && !force {
+        return Err(found);
+    }
+    let mut live = live.clone();
+    if force {
+        take_over(&mut live, applied, manager, keyed);
+    }
+    Ok(apply(
+        Some(&live),
+        applied,
+        manager,
+        keyed,
+        api_version,
+        now,
+    ))
+}
+
 /// Server-side apply: the object after `manager` applies `applied` over `current`.
 pub fn apply(
     current: Option<&Value>,
@@ -481,6 +674,48 @@ mod tests {
             obj["spec"]["containers"],
             json!([{"name": "a", "image": "a2"}])
         );
+    }
+
+    #[test]
+    fn an_apply_conflicts_on_changed_fields_others_own_and_force_takes_them() {
+        let first = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "web", "image": "a"}]}}}});
+        let live = apply(None, &first, "cutover", true, "apps/v1", "t0");
+        let mut second = first.clone();
+        second["spec"]["replicas"] = json!(3);
+        second["spec"]["template"]["spec"]["containers"][0]["image"] = json!("b");
+        let found = conflicts(&live, &second, "kubectl", true);
+        assert_eq!(
+            found,
+            [Conflict {
+                manager: "\"cutover\"".into(),
+                path: ".spec.template.spec.containers[name=\"web\"].image".into()
+            }],
+            "replicas keeps its value: shared, not a conflict"
+        );
+        assert!(
+            apply_checked(
+                Some(&live),
+                &second,
+                "kubectl",
+                true,
+                "apps/v1",
+                "t1",
+                false
+            )
+            .is_err()
+        );
+        let taken =
+            apply_checked(Some(&live), &second, "kubectl", true, "apps/v1", "t1", true).unwrap();
+        assert_eq!(
+            taken["spec"]["template"]["spec"]["containers"][0]["image"],
+            "b"
+        );
+        // cutover no longer owns the image: its own apply of another image
+        // now conflicts with kubectl.
+        let back = conflicts(&taken, &first, "cutover", true);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].manager, "\"kubectl\"");
     }
 
     #[test]

@@ -329,3 +329,76 @@ async fn an_apply_that_creates_answers_201() {
     }
     assert_eq!(codes, [201, 200]);
 }
+
+/// Server-side apply keeps field ownership: a person's apply that changes a
+/// field cutover owns is a 409 naming the manager and the field (as
+/// apimachinery's managedfields conflict error words it), and changes
+/// nothing; `--force-conflicts` takes the field over, and cutover, which
+/// always forces, takes it back. Applying the value a field already has is
+/// no conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_that_changes_another_managers_field_is_a_409_unless_forced() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    let (fleet, dir) = support::start_sim(support::one_cluster_with_history(1000), 600.0).await;
+    let client = support::sim_client(&fleet, "one").await;
+    let deployments: Api<Deployment> = Api::namespaced(client, "default");
+    let web = |replicas: u32| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+               "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]}}}})
+    };
+    let cutover = PatchParams::apply("cutover").force();
+    deployments
+        .patch("web", &cutover, &Patch::Apply(web(3)))
+        .await
+        .unwrap();
+
+    let kubectl = support::Kubectl {
+        bin: support::kubectl_binary().unwrap(),
+        kubeconfig: fleet.kubeconfig_path().to_path_buf(),
+        cache: dir.path().join("cache"),
+        context: cutover_sim::context_name("one"),
+    };
+    let file = |replicas: u32| {
+        let path = dir.path().join(format!("web-{replicas}.json"));
+        std::fs::write(&path, web(replicas).to_string()).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    // The same value: shared, no conflict.
+    let same = file(3);
+    kubectl.run(&["apply", "--server-side", "-f", &same]).await;
+    let five = file(5);
+    let (ok, _, err) = kubectl
+        .try_run(&["apply", "--server-side", "-f", &five])
+        .await;
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(r#"Apply failed with 1 conflict: conflict with "cutover": .spec.replicas"#),
+        "{err}"
+    );
+    let replicas = |d: Deployment| d.spec.unwrap().replicas;
+    assert_eq!(replicas(deployments.get("web").await.unwrap()), Some(3));
+
+    kubectl
+        .run(&["apply", "--server-side", "--force-conflicts", "-f", &five])
+        .await;
+    assert_eq!(replicas(deployments.get("web").await.unwrap()), Some(5));
+    // Now kubectl owns the field: cutover without force would conflict with it.
+    let err = deployments
+        .patch("web", &PatchParams::apply("cutover"), &Patch::Apply(web(3)))
+        .await
+        .unwrap_err();
+    let (code, reason, message) = support::api_error(err);
+    assert_eq!((code, reason.as_str()), (409, "Conflict"), "{message}");
+    assert!(
+        message.contains(r#"conflict with "kubectl": .spec.replicas"#),
+        "{message}"
+    );
+    deployments
+        .patch("web", &cutover, &Patch::Apply(web(3)))
+        .await
+        .unwrap();
+    assert_eq!(replicas(deployments.get("web").await.unwrap()), Some(3));
+}
