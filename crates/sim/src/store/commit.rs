@@ -108,7 +108,12 @@ impl Store {
                 if target == Target::Status {
                     md["managedFields"] = cur["metadata"]["managedFields"].clone();
                 }
-                if spec_changed(cur, &obj) {
+                // A Deployment's annotations bump it too: they are copied to
+                // its ReplicaSets (deploymentStrategy.PrepareForUpdate).
+                let annotations_changed = kind.group == "apps"
+                    && kind.plural == "deployments"
+                    && cur["metadata"]["annotations"] != obj["metadata"]["annotations"];
+                if spec_changed(cur, &obj) || annotations_changed {
                     let g = cur["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
                     obj["metadata"]["generation"] = json!(g);
                 }
