@@ -178,6 +178,20 @@ impl ApiError {
         e
     }
 
+    /// 504 for a read from a resourceVersion the server has not reached
+    /// (apiserver storage's `NewTooLargeResourceVersionError`: a Timeout
+    /// with a `ResourceVersionTooLarge` cause, retry after 1 s).
+    pub fn too_large_resource_version(wanted: u64, current: u64) -> ApiError {
+        let mut e = ApiError::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {wanted}, current: {current}"),
+        );
+        e.causes = vec![(String::new(), "Too large resource version".to_string())];
+        e.retry_after = Some(1);
+        e
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }
@@ -252,6 +266,8 @@ impl ApiError {
                         "FieldValueForbidden"
                     } else if message.starts_with("conflict with") {
                         "FieldManagerConflict"
+                    } else if message.starts_with("Too large resource version") {
+                        "ResourceVersionTooLarge"
                     } else {
                         "FieldValueInvalid"
                     };

@@ -67,7 +67,10 @@ pub async fn handle(ctx: &ApiContext, rp: &ResourcePath, call: Call<'_>) -> ApiR
     let method = call.method.as_str();
     match (method, rp.name.as_deref()) {
         ("GET", Some(name)) => get(ctx, &kind, rp, &ns, name, &call),
-        ("GET", None) if call.params.flag("watch") => watch(ctx, &kind, rp, &call),
+        ("GET", None) if call.params.flag("watch") => {
+            caught_up(ctx, call.params.get("resourceVersion")).await?;
+            watch(ctx, &kind, rp, &call)
+        }
         ("GET", None) => list(ctx, &kind, rp, &call),
         ("POST", None) => create(ctx, &kind, rp, &ns, &call),
         ("PUT", Some(name)) => update(ctx, &kind, rp, &ns, name, &call),
@@ -78,6 +81,33 @@ pub async fn handle(ctx: &ApiContext, rp: &ResourcePath, call: Call<'_>) -> ApiR
             "the server does not allow this method on the requested resource ({method})"
         ))),
     }
+}
+
+/// How long a watch from a resourceVersion the server has not reached waits
+/// for it: the watch cache's `blockTimeout`.
+const TOO_LARGE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A watch from a resourceVersion ahead of the server's waits a little for
+/// it, then is refused with a 504 (`Too large resource version`), as the
+/// API server's watch cache does; a client then relists.
+async fn caught_up(ctx: &ApiContext, rv: Option<&str>) -> ApiResult<()> {
+    let Some(want) = rv.and_then(|v| v.parse::<u64>().ok()) else {
+        return Ok(());
+    };
+    let mut changed = ctx.store.changed();
+    let reached = tokio::time::timeout(TOO_LARGE_WAIT, async {
+        while *changed.borrow_and_update() < want {
+            if changed.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    let current = ctx.store.resource_version();
+    if reached.is_err() || current < want {
+        return Err(ApiError::too_large_resource_version(want, current));
+    }
+    Ok(())
 }
 
 /// The object as served at the requested version.

@@ -351,3 +351,32 @@ async fn streaming_lists_end_their_initial_events_with_a_marked_bookmark() {
     assert_eq!(added, ["a", "b"]);
     fleet.shutdown().await;
 }
+
+/// A watch from a resourceVersion the server has not reached waits a few
+/// seconds for it, then is a 504 `Too large resource version` with a retry
+/// hint (the watch cache's `blockTimeout`), not a watch that never ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_a_resource_version_ahead_of_the_server_is_a_504() {
+    let (fleet, _client, _dir) = start(8).await;
+    let url = format!(
+        "{}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=999999",
+        fleet.url("one").unwrap()
+    );
+    let token = fleet.admin_token("one").unwrap();
+    let r = support::http_as(Some(&token), http::Method::GET, &url, None, String::new()).await;
+    assert_eq!(r.code, 504, "{}", r.body);
+    let status: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(status["reason"], "Timeout");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Too large resource version: 999999, current: "),
+        "{status}"
+    );
+    assert_eq!(
+        status["details"]["causes"][0]["reason"],
+        "ResourceVersionTooLarge"
+    );
+    assert_eq!(status["details"]["retryAfterSeconds"], 1);
+}
