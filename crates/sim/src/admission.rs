@@ -24,6 +24,7 @@ pub fn admit(
     registry: &Registry,
     now: Timestamp,
 ) -> ApiResult<()> {
+    time_precision(kind, obj)?;
     match (kind.group.as_str(), kind.plural.as_str()) {
         ("", "namespaces") => {
             let name = meta::name(obj).to_string();
@@ -54,6 +55,56 @@ pub fn admit(
     }
     if let Some(schema) = &kind.schema {
         custom_resource(kind, schema, obj)?;
+    }
+    Ok(())
+}
+
+/// Built-in time fields as the API server stores them: `metav1.MicroTime`
+/// with microseconds, `metav1.Time` with whole seconds (both truncated, as
+/// their JSON marshalling does), and a 400 for a value that is no RFC 3339
+/// time. A client that compares a time it wrote with the one it reads back
+/// meets the same precision here as on a real cluster.
+fn time_precision(kind: &Kind, obj: &mut Value) -> ApiResult<()> {
+    const MICRO: bool = true;
+    const SECONDS: bool = false;
+    let fields: &[(&[&str], bool)] = match (kind.group.as_str(), kind.plural.as_str()) {
+        ("coordination.k8s.io", "leases") => &[
+            (&["spec", "acquireTime"], MICRO),
+            (&["spec", "renewTime"], MICRO),
+        ],
+        ("events.k8s.io", "events") => &[
+            (&["eventTime"], MICRO),
+            (&["series", "lastObservedTime"], MICRO),
+            (&["deprecatedFirstTimestamp"], SECONDS),
+            (&["deprecatedLastTimestamp"], SECONDS),
+        ],
+        ("", "events") => &[
+            (&["eventTime"], MICRO),
+            (&["series", "lastObservedTime"], MICRO),
+            (&["firstTimestamp"], SECONDS),
+            (&["lastTimestamp"], SECONDS),
+        ],
+        _ => &[],
+    };
+    for (path, micro) in fields {
+        let Some(at) = obj.pointer_mut(&format!("/{}", path.join("/"))) else {
+            continue;
+        };
+        let Some(text) = at.as_str() else { continue };
+        let ts = meta::parse_time(text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: parsing time {text:?} as RFC 3339: {}: cannot parse",
+                kind.kind,
+                kind.storage_version(),
+                kind.kind,
+                path.join(".")
+            ))
+        })?;
+        *at = json!(if *micro {
+            meta::micro_time(ts)
+        } else {
+            meta::time(ts)
+        });
     }
     Ok(())
 }

@@ -402,3 +402,68 @@ async fn an_apply_that_changes_another_managers_field_is_a_409_unless_forced() {
         .unwrap();
     assert_eq!(replicas(deployments.get("web").await.unwrap()), Some(3));
 }
+
+/// Lease and Event times come back with the precision kube-apiserver keeps:
+/// microseconds for `MicroTime` (a Lease's renewTime, an Event's eventTime),
+/// whole seconds for `Time`; a value that is no time is a 400.
+#[tokio::test]
+async fn micro_times_keep_microseconds_and_times_whole_seconds() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let (fleet, _dir) = support::start_sim(support::one_cluster_with_history(100), 600.0).await;
+    let client = support::sim_client(&fleet, "one").await;
+    let leases: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &kube::api::ApiResource::erase::<Lease>(&()),
+    );
+    let lease = |renew: &str| {
+        serde_json::from_value(
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": format!("l{}", renew.len())},
+            "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15, "renewTime": renew}}),
+        )
+        .unwrap()
+    };
+    let stored = leases
+        .create(
+            &PostParams::default(),
+            &lease("2026-12-03T21:15:00.123456789Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.data["spec"]["renewTime"],
+        "2026-12-03T21:15:00.123456Z"
+    );
+    let err = leases
+        .create(&PostParams::default(), &lease("yesterday"))
+        .await
+        .unwrap_err();
+    let (code, _, message) = support::api_error(err);
+    assert_eq!(code, 400, "{message}");
+
+    let events: Api<CoreEvent> = Api::namespaced(client, "default");
+    let event: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "e"}, "involvedObject": {"kind": "Lease", "name": "l", "namespace": "default"},
+        "reason": "Test", "message": "m", "type": "Normal",
+        "firstTimestamp": "2026-12-03T21:15:00.987Z", "lastTimestamp": "2026-12-03T21:15:01.5Z",
+        "eventTime": "2026-12-03T21:15:00.987654321Z", "reportingComponent": "t", "reportingInstance": "t",
+        "action": "Test"
+    }))
+    .unwrap();
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        events.into_client(),
+        "default",
+        &kube::api::ApiResource::erase::<CoreEvent>(&()),
+    );
+    let stored = raw
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.data["eventTime"], "2026-12-03T21:15:00.987654Z");
+    assert_eq!(stored.data["firstTimestamp"], "2026-12-03T21:15:00Z");
+    assert_eq!(stored.data["lastTimestamp"], "2026-12-03T21:15:01Z");
+}
