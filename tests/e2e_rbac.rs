@@ -18,7 +18,7 @@ async fn as_person(w: &World, who: &str, args: &[&str]) -> (i32, String, String)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_do_their_jobs_under_the_shipped_roles_and_each_rule_is_needed() {
-    let w = World::start(None, 300.0, &tier2_release()).await;
+    let w = World::start(None, 150.0, &tier2_release()).await;
     let release = w.release_path.to_str().unwrap();
 
     // On call freezes the fleet during an incident and checks what it holds.
