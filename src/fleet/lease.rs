@@ -80,28 +80,22 @@ pub async fn holder(c: &ClusterHandle, namespace: &str, release: &str) -> Result
     else {
         return Ok(None);
     };
-    let parent = lease
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(HELD_UNDER))
-        .and_then(|p| p.split_once('/'));
-    if let Some((ns, name)) = parent {
-        let parents: Api<Lease> = Api::namespaced(c.client.clone(), ns);
-        if let Some(p) = parents.get_opt(name).await.map_err(Error::api(&c.name))? {
-            let mut h = holder_of(&p);
-            // Held under a leader that has changed since: nobody drives it.
-            if h.identity
-                != lease
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.holder_identity.clone())
-                    .unwrap_or_default()
-            {
-                h.live = false;
-            }
-            return Ok(Some(h));
+    if let Some(p) = parent_of(&c.client, &lease)
+        .await
+        .map_err(Error::api(&c.name))?
+    {
+        let mut h = holder_of(&p);
+        // Held under a leader that has changed since: nobody drives it.
+        if h.identity
+            != lease
+                .spec
+                .as_ref()
+                .and_then(|s| s.holder_identity.clone())
+                .unwrap_or_default()
+        {
+            h.live = false;
         }
+        return Ok(Some(h));
     }
     Ok(Some(holder_of(&lease)))
 }
@@ -187,19 +181,7 @@ pub async fn acquire_named(
 /// parent it names: the parent is live and held by the same holder. A parent
 /// that cannot be read counts as held: a lapse that cannot be proven is none.
 async fn held_through_parent(client: &kube::Client, l: &Lease, holder: &str) -> bool {
-    let Some(parent) = l
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(HELD_UNDER))
-    else {
-        return false;
-    };
-    let Some((ns, name)) = parent.split_once('/') else {
-        return false;
-    };
-    let api: Api<Lease> = Api::namespaced(client.clone(), ns);
-    match api.get_opt(name).await {
+    match parent_of(client, l).await {
         Ok(Some(p)) => {
             let parent_holder = p.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
             parent_holder == Some(holder) && !expired(&p, Duration::from_secs(15))
@@ -207,6 +189,22 @@ async fn held_through_parent(client: &kube::Client, l: &Lease, holder: &str) -> 
         Ok(None) => false,
         Err(_) => true,
     }
+}
+
+/// The Lease `l` is held under, when it names one that exists.
+async fn parent_of(client: &kube::Client, l: &Lease) -> kube::Result<Option<Lease>> {
+    let parent = l
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HELD_UNDER))
+        .and_then(|p| p.split_once('/'));
+    let Some((ns, name)) = parent else {
+        return Ok(None);
+    };
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
 }
 
 async fn take(

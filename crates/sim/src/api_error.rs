@@ -5,6 +5,17 @@
 
 use serde_json::{Value, json};
 
+/// A cause's reason, by how its message starts (`FieldValueInvalid` otherwise).
+const CAUSE_REASONS: [(&str, &str); 7] = [
+    ("Required value", "FieldValueRequired"),
+    ("Unsupported value", "FieldValueNotSupported"),
+    ("Too long", "FieldValueTooLong"),
+    ("Too many", "FieldValueTooMany"),
+    ("Forbidden", "FieldValueForbidden"),
+    ("conflict with", "FieldManagerConflict"),
+    ("Too large resource version", "ResourceVersionTooLarge"),
+];
+
 /// A failed API call, as the client will see it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{code} {reason}: {message}")]
@@ -254,23 +265,10 @@ impl ApiError {
                 .causes
                 .iter()
                 .map(|(field, message)| {
-                    let reason = if message.starts_with("Required value") {
-                        "FieldValueRequired"
-                    } else if message.starts_with("Unsupported value") {
-                        "FieldValueNotSupported"
-                    } else if message.starts_with("Too long") {
-                        "FieldValueTooLong"
-                    } else if message.starts_with("Too many") {
-                        "FieldValueTooMany"
-                    } else if message.starts_with("Forbidden") {
-                        "FieldValueForbidden"
-                    } else if message.starts_with("conflict with") {
-                        "FieldManagerConflict"
-                    } else if message.starts_with("Too large resource version") {
-                        "ResourceVersionTooLarge"
-                    } else {
-                        "FieldValueInvalid"
-                    };
+                    let reason = CAUSE_REASONS
+                        .iter()
+                        .find(|(prefix, _)| message.starts_with(prefix))
+                        .map_or("FieldValueInvalid", |(_, reason)| reason);
                     json!({"reason": reason, "message": message, "field": field})
                 })
                 .collect();

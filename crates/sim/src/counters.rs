@@ -48,14 +48,13 @@ impl RequestCounts {
     /// Requests that change something: create, update, patch, delete (not
     /// the creates of reviews, which are answered and never stored).
     pub fn writes(&self) -> u64 {
-        self.filter(|k| {
-            WRITE_VERBS.contains(&k.verb.as_str())
-                && !matches!(
-                    k.resource.as_str(),
-                    "selfsubjectaccessreviews" | "subjectaccessreviews" | "selfsubjectreviews"
-                )
-        })
-        .total()
+        let review = |resource: &str| {
+            crate::auth::reviews::REVIEWS
+                .iter()
+                .any(|(_, plural)| *plural == resource)
+        };
+        self.filter(|k| WRITE_VERBS.contains(&k.verb.as_str()) && !review(&k.resource))
+            .total()
     }
 
     pub fn cluster(&self, cluster: &str) -> RequestCounts {

@@ -443,12 +443,10 @@ async fn handle(
         Err(e) => return error_response(&e),
     };
     let attrs = attributes(&parts.method, &route, &params, &path);
-    if let Decision::Deny(why) = rbac::authorize(&ctx.store, &user, &attrs) {
+    if let Decision::Deny(why) = ctx.auth.decide(&ctx.store, &user, &attrs) {
         tracing::debug!(cluster = %ctx.cluster, user = %user.name, ?attrs, "forbidden");
-        ctx.auth.record(&user, &attrs, false);
         return error_response(&attrs.forbidden(&user, &why));
     }
-    ctx.auth.record(&user, &attrs, true);
     // A server-side apply creates what is missing: that needs `create` too.
     let creating = (parts.method == Method::PATCH
         && content_type.starts_with("application/apply-patch")

@@ -135,6 +135,18 @@ impl Authenticator {
             });
     }
 
+    /// Authorizes a request's `attrs` for `user` and notes the decision.
+    pub fn decide(
+        &self,
+        store: &Store,
+        user: &UserInfo,
+        attrs: &rbac::Attributes,
+    ) -> rbac::Decision {
+        let decision = rbac::authorize(store, user, attrs);
+        self.record(user, attrs, decision == rbac::Decision::Allow);
+        decision
+    }
+
     /// Every distinct decision made so far.
     pub fn decisions(&self) -> Vec<Decided> {
         self.decided

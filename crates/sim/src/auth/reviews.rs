@@ -8,20 +8,21 @@
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::rbac::{self, Attributes, Decision};
+use super::rbac::{Attributes, Decision};
 use super::{Authenticator, UserInfo};
 use crate::api_error::{ApiError, ApiResult};
 use crate::store::Store;
 
+/// The reviews this module answers, by group and resource.
+pub const REVIEWS: [(&str, &str); 3] = [
+    ("authorization.k8s.io", "selfsubjectaccessreviews"),
+    ("authorization.k8s.io", "subjectaccessreviews"),
+    ("authentication.k8s.io", "selfsubjectreviews"),
+];
+
 /// Whether a create at `group/plural` is a review this module answers.
 pub fn is_review(group: &str, plural: &str) -> bool {
-    matches!(
-        (group, plural),
-        (
-            "authorization.k8s.io",
-            "selfsubjectaccessreviews" | "subjectaccessreviews"
-        ) | ("authentication.k8s.io", "selfsubjectreviews")
-    )
+    REVIEWS.contains(&(group, plural))
 }
 
 /// The answer to a review created by `user`.
@@ -119,9 +120,7 @@ fn access(
             ));
         }
     };
-    let decision = rbac::authorize(store, user, &attrs);
-    log.record(user, &attrs, decision == Decision::Allow);
-    Ok(match decision {
+    Ok(match log.decide(store, user, &attrs) {
         Decision::Allow => json!({"allowed": true}),
         Decision::Deny(reason) => json!({"allowed": false, "reason": reason}),
     })
