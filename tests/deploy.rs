@@ -139,3 +139,137 @@ async fn kubectl_apply_k_deploys_the_controller_and_the_member_role() {
     }
     assert!(!member.contains("deployment.apps"), "{member}");
 }
+
+/// Every CRD cutover ships and the Gateway API HTTPRoute CRD pass the strict
+/// server's CRD admission (structural schema, rules that compile), and the
+/// shipped CRDs' CEL rules then hold: a Release's app cannot change, and a
+/// lifted freeze cannot be un-lifted or have its reason rewritten, whoever
+/// edits them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_crds_and_the_httproute_crd_are_admitted_and_their_cel_rules_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = SimFleet::start(SimOptions {
+        scenario: Scenario::default_fleet(),
+        time_scale: 60.0,
+        dir: dir.path().join("fleet"),
+    })
+    .await
+    .unwrap();
+    let k = Kubectl {
+        bin: kubectl_binary().unwrap(),
+        kubeconfig: fleet.kubeconfig_path().to_path_buf(),
+        cache: dir.path().join("cache"),
+        context: context_name("prod-a"),
+    };
+    let out = k
+        .run(&["apply", "-f", &format!("{DEPLOY}/common/crds.yaml")])
+        .await;
+    assert!(
+        out.contains("releases.cutover.dev created")
+            && out.contains("deployfreezes.cutover.dev created"),
+        "{out}"
+    );
+    // The HTTPRoute CRD the cluster booted with goes through admission again.
+    let route_crd = dir.path().join("httproute-crd.json");
+    let json = k
+        .run(&[
+            "get",
+            "crd",
+            "httproutes.gateway.networking.k8s.io",
+            "-o",
+            "json",
+        ])
+        .await;
+    let mut crd: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(
+        json.contains("Must have port for Service reference"),
+        "the CRD carries its CEL rules"
+    );
+    crd["metadata"] = serde_json::json!({"name": crd["metadata"]["name"]});
+    crd.as_object_mut().unwrap().remove("status");
+    std::fs::write(&route_crd, crd.to_string()).unwrap();
+    k.run(&["delete", "crd", "httproutes.gateway.networking.k8s.io"])
+        .await;
+    let out = k.run(&["create", "-f", route_crd.to_str().unwrap()]).await;
+    assert!(out.contains("created"), "{out}");
+
+    let manifests = dir.path().join("objects.yaml");
+    std::fs::write(
+        &manifests,
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n{}\n---\n{}",
+            std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/checkout/release.yaml"
+            ))
+            .unwrap(),
+            "apiVersion: cutover.dev/v1alpha1\nkind: DeployFreeze\nmetadata:\n  name: incident-42\n\
+             spec:\n  reason: payments down\n  author: oncall@example.com\n  \
+             lifted:\n    at: \"2026-12-03T10:00:00Z\"\n    by: oncall@example.com\n    reason: fixed\n"
+        ),
+    )
+    .unwrap();
+    k.run(&["create", "-f", manifests.to_str().unwrap()]).await;
+    let refused = |args: &'static [&'static str]| {
+        let k = &k;
+        async move {
+            let (ok, out, err) = k.try_run(args).await;
+            assert!(!ok, "kubectl {args:?} was accepted: {out}");
+            err
+        }
+    };
+    let err = refused(&[
+        "patch",
+        "release",
+        "checkout",
+        "-n",
+        "shop",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"app":"payments"}}"#,
+    ])
+    .await;
+    assert!(
+        err.contains("is invalid: spec.app: Invalid value: \"object\": app is immutable"),
+        "{err}"
+    );
+    let err = refused(&[
+        "patch",
+        "deployfreeze",
+        "incident-42",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/lifted"}]"#,
+    ])
+    .await;
+    assert!(
+        err.contains("spec.lifted: Forbidden: a lifted freeze stays lifted"),
+        "{err}"
+    );
+    let err = refused(&[
+        "patch",
+        "deployfreeze",
+        "incident-42",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"reason":"nothing happened"}}"#,
+    ])
+    .await;
+    assert!(err.contains("reason and author are immutable"), "{err}");
+    // What the rules allow still goes through.
+    k.run(&[
+        "patch",
+        "release",
+        "checkout",
+        "-n",
+        "shop",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"version":"2.15.0"}}"#,
+    ])
+    .await;
+}

@@ -54,7 +54,7 @@ pub fn admit(
         _ => {}
     }
     if let Some(schema) = &kind.schema {
-        custom_resource(kind, schema, obj)?;
+        custom_resource(kind, schema, old, obj)?;
     }
     Ok(())
 }
@@ -110,9 +110,15 @@ fn time_precision(kind: &Kind, obj: &mut Value) -> ApiResult<()> {
 }
 
 /// A custom resource through its CRD's schema: unknown fields pruned (or
-/// refused under `fieldValidation=Strict`), defaults applied, then validated.
-fn custom_resource(kind: &Kind, schema: &Value, obj: &mut Value) -> ApiResult<()> {
-    let checked = super::schema::check(schema, obj);
+/// refused under `fieldValidation=Strict`), defaults applied, then validated,
+/// then its CEL rules (`oldSelf` is the object before an update).
+fn custom_resource(
+    kind: &Kind,
+    schema: &Value,
+    old: Option<&Value>,
+    obj: &mut Value,
+) -> ApiResult<()> {
+    let mut checked = super::schema::check(schema, obj);
     if !checked.unknown.is_empty() {
         match super::request::field_validation() {
             FieldValidation::Strict => {
@@ -135,6 +141,11 @@ fn custom_resource(kind: &Kind, schema: &Value, obj: &mut Value) -> ApiResult<()
                 .for_each(|u| super::request::warn(u.clone())),
             FieldValidation::Ignore => {}
         }
+    }
+    if checked.errors.is_empty()
+        && let Some(rules) = &kind.rules
+    {
+        checked.errors = rules.check(obj, old);
     }
     if checked.errors.is_empty() {
         return Ok(());
@@ -380,6 +391,7 @@ fn crd_status(obj: &mut Value, registry: &Registry) -> ApiResult<()> {
     {
         let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
         structural(&v["schema"]["openAPIV3Schema"], &path, false, &mut problems);
+        super::cel::compile_problems(&v["schema"]["openAPIV3Schema"], &path, &mut problems);
     }
     if !problems.is_empty() {
         return Err(ApiError::invalid_fields(

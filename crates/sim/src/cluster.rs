@@ -217,39 +217,63 @@ fn boot(ctx: &Ctx, index: usize, spec: &ClusterSpec) -> Result<(), super::api_er
 /// cutover reads and writes, as the Gateway API v1.2 standard-channel CRD
 /// states them: at most 16 rules and 16 backendRefs a rule, weights 0 to
 /// 1,000,000 defaulting to 1, ports 1 to 65535, a backend's group defaulting
-/// to "" and kind to "Service". Matches, filters, timeouts and the status are
-/// kept as sent. (The CRD's CEL rules, such as a Service backend needing a
-/// port, are not evaluated.)
+/// to "" and kind to "Service", the names' patterns, and the CEL rules on
+/// those fields: a Service backend needs a port, two references to one parent
+/// need distinct section names, rule names are unique, and a redirect is not
+/// combined with backends. Matches, filters, timeouts and the status are kept
+/// as sent.
 fn httproute_schema() -> Value {
     let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
     let open_list = |max: u32| json!({"type": "array", "maxItems": max, "items": open.clone()});
     let name = json!({"type": "string", "minLength": 1, "maxLength": 253});
     let port = json!({"type": "integer", "format": "int32", "minimum": 1, "maximum": 65535});
+    let dns_subdomain = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+    let group = |default: &str| json!({"type": "string", "maxLength": 253, "default": default, "pattern": format!("^$|{dns_subdomain}")});
+    let kind = |default: &str| {
+        json!({"type": "string", "minLength": 1, "maxLength": 63, "default": default,
+                                      "pattern": "^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"})
+    };
+    let namespace = json!({"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"});
     let backend = json!({
         "type": "object",
         "required": ["name"],
         "properties": {
-            "group": {"type": "string", "maxLength": 253, "default": ""},
-            "kind": {"type": "string", "minLength": 1, "maxLength": 63, "default": "Service"},
+            "group": group(""),
+            "kind": kind("Service"),
             "name": name,
-            "namespace": {"type": "string", "minLength": 1, "maxLength": 63},
+            "namespace": namespace,
             "port": port,
             "weight": {"type": "integer", "format": "int32", "minimum": 0, "maximum": 1_000_000, "default": 1},
             "filters": open_list(16),
         },
+        "x-kubernetes-validations": [
+            {"message": "Must have port for Service reference",
+             "rule": "(size(self.group) == 0 && self.kind == 'Service') ? has(self.port) : true"},
+        ],
     });
     let parent = json!({
         "type": "object",
         "required": ["name"],
         "properties": {
-            "group": {"type": "string", "maxLength": 253, "default": "gateway.networking.k8s.io"},
-            "kind": {"type": "string", "minLength": 1, "maxLength": 63, "default": "Gateway"},
-            "namespace": {"type": "string", "minLength": 1, "maxLength": 63},
+            "group": group("gateway.networking.k8s.io"),
+            "kind": kind("Gateway"),
+            "namespace": namespace,
             "name": name,
-            "sectionName": {"type": "string", "minLength": 1, "maxLength": 253},
+            "sectionName": {"type": "string", "minLength": 1, "maxLength": 253, "pattern": dns_subdomain},
             "port": port,
         },
     });
+    // Two references to one parent: the same group, kind, name and namespace
+    // (an unset namespace counts as the route's own).
+    let same_parent = "p1.group == p2.group && p1.kind == p2.kind && p1.name == p2.name && \
+        (((!has(p1.__namespace__) || p1.__namespace__ == '') && (!has(p2.__namespace__) || p2.__namespace__ == '')) || \
+        (has(p1.__namespace__) && has(p2.__namespace__) && p1.__namespace__ == p2.__namespace__))";
+    let parent_rules = json!([
+        {"message": "sectionName must be specified when parentRefs includes 2 or more references to the same parent",
+         "rule": format!("self.all(p1, self.all(p2, {same_parent} ? ((!has(p1.sectionName) || p1.sectionName == '') == (!has(p2.sectionName) || p2.sectionName == '')) : true))")},
+        {"message": "sectionName must be unique when parentRefs includes 2 or more references to the same parent",
+         "rule": format!("self.all(p1, self.exists_one(p2, {same_parent} && (((!has(p1.sectionName) || p1.sectionName == '') && (!has(p2.sectionName) || p2.sectionName == '')) || (has(p1.sectionName) && has(p2.sectionName) && p1.sectionName == p2.sectionName))))")},
+    ]);
     let path_prefix = json!([{"path": {"type": "PathPrefix", "value": "/"}}]);
     json!({
         "type": "object",
@@ -260,14 +284,23 @@ fn httproute_schema() -> Value {
             "spec": {
                 "type": "object",
                 "properties": {
-                    "parentRefs": {"type": "array", "maxItems": 32, "items": parent},
-                    "hostnames": {"type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1, "maxLength": 253}},
+                    "parentRefs": {"type": "array", "maxItems": 32, "items": parent, "x-kubernetes-validations": parent_rules},
+                    "hostnames": {"type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1, "maxLength": 253,
+                                  "pattern": "^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"}},
                     "rules": {
                         "type": "array",
                         "maxItems": 16,
                         "default": [{"matches": path_prefix}],
+                        "x-kubernetes-validations": [
+                            {"message": "Rule name must be unique within the route",
+                             "rule": "self.all(l1, !has(l1.name) || self.exists_one(l2, has(l2.name) && l1.name == l2.name))"},
+                        ],
                         "items": {
                             "type": "object",
+                            "x-kubernetes-validations": [
+                                {"message": "RequestRedirect filter must not be used together with backendRefs",
+                                 "rule": "(has(self.backendRefs) && size(self.backendRefs) > 0) ? (!has(self.filters) || self.filters.all(f, !has(f.requestRedirect))) : true"},
+                            ],
                             "properties": {
                                 "name": {"type": "string", "minLength": 1, "maxLength": 253},
                                 "matches": {"type": "array", "maxItems": 64, "default": path_prefix, "items": open.clone()},

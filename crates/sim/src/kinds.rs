@@ -31,6 +31,8 @@ pub struct Kind {
     /// A CRD's OpenAPI v3 schema of the storage version: objects are pruned,
     /// defaulted and validated against it.
     pub schema: Option<Arc<Value>>,
+    /// The schema's `x-kubernetes-validations`, compiled when the CRD is written.
+    pub rules: Option<super::cel::Rules>,
 }
 
 impl Kind {
@@ -72,6 +74,7 @@ impl Kind {
             scale: false,
             custom: false,
             schema: None,
+            rules: None,
         }
     }
 
@@ -282,6 +285,7 @@ impl Kind {
             schema: storage["schema"]["openAPIV3Schema"]
                 .is_object()
                 .then(|| Arc::new(storage["schema"]["openAPIV3Schema"].clone())),
+            rules: super::cel::Rules::of(&storage["schema"]["openAPIV3Schema"]),
         })
     }
 }

@@ -18,6 +18,7 @@ pub mod admission;
 pub mod api_error;
 pub mod audit;
 pub mod auth;
+pub mod cel;
 pub mod cluster;
 pub mod controllers;
 pub mod counters;

@@ -4,11 +4,16 @@
 //! `fieldValidation=Strict` they are refused), defaults are applied, then the
 //! object is validated: types, `nullable`, `enum`, `required`, `minimum` and
 //! `maximum`, `minLength` and `maxLength`, `minItems` and `maxItems`,
-//! `minProperties` and `maxProperties`, int-or-string, `anyOf`. Errors are
-//! field paths in kube-apiserver's words (`k8s.io/apimachinery` field errors,
-//! `k8s.io/kube-openapi` validation messages).
+//! `minProperties` and `maxProperties`, int-or-string, `anyOf`, `pattern`
+//! (RE2 syntax, as Go's regexp reads it) and the string formats below. Errors
+//! are field paths in kube-apiserver's words (`k8s.io/apimachinery` field
+//! errors, `k8s.io/kube-openapi` validation messages). CEL rules are
+//! `cel.rs`'s, run after this.
 //!
-//! Not evaluated: `pattern`, `format`, `x-kubernetes-validations` (CEL).
+//! Formats: `date-time`, `date`, `byte`, `uuid`, `ipv4`, `ipv6`, `cidr` and
+//! `hostname` are checked, as apiextensions' format registry checks them.
+//! Other formats (`int32`, `double`, `uint32`, ...) are not validated, as a
+//! real server ignores formats it does not know.
 
 use serde_json::{Map, Value};
 
@@ -183,7 +188,92 @@ fn walk(schema: &Value, v: &mut Value, path: &str, out: &mut Checked) {
     }
 }
 
+/// `pattern` and `format`, for strings.
+fn string_rules(schema: &Value, s: &str, path: &str, out: &mut Checked) {
+    if let Some(pattern) = schema["pattern"].as_str() {
+        let matched = PATTERNS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let re = cache
+                .entry(pattern.to_string())
+                .or_insert_with(|| regex::Regex::new(pattern).ok());
+            re.as_ref().is_none_or(|re| re.is_match(s))
+        });
+        if !matched {
+            out.errors.push(format!(
+                "{path}: Invalid value: {s:?}: {path} in body should match '{pattern}'"
+            ));
+        }
+    }
+    if let Some(format) = schema["format"].as_str()
+        && !format_fits(format, s)
+    {
+        out.errors.push(format!(
+            "{path}: Invalid value: {s:?}: {path} in body must be of type {format}: {s:?}"
+        ));
+    }
+}
+
+thread_local! {
+    /// Compiled `pattern`s: a schema's are few and met on every write.
+    static PATTERNS: std::cell::RefCell<std::collections::HashMap<String, Option<regex::Regex>>> =
+        Default::default();
+}
+
+/// Whether `s` is a `format` the server checks; unknown formats always fit.
+fn format_fits(format: &str, s: &str) -> bool {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    match format {
+        "date-time" | "datetime" => s.parse::<jiff::Timestamp>().is_ok(),
+        "date" => s.len() == 10 && s.parse::<jiff::civil::Date>().is_ok(),
+        "byte" => is_base64(s),
+        "uuid" => is_uuid(s),
+        "ipv4" => s.parse::<Ipv4Addr>().is_ok(),
+        "ipv6" => s.parse::<Ipv6Addr>().is_ok(),
+        "cidr" => s.split_once('/').is_some_and(|(ip, bits)| {
+            let max = if ip.parse::<Ipv4Addr>().is_ok() {
+                32
+            } else if ip.parse::<Ipv6Addr>().is_ok() {
+                128
+            } else {
+                return false;
+            };
+            bits.parse::<u8>().is_ok_and(|b| b <= max)
+        }),
+        "hostname" => {
+            s.len() <= 255
+                && s.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                })
+        }
+        _ => true,
+    }
+}
+
+fn is_base64(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    s.len() % 4 == 0
+        && s.len() - body.len() <= 2
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 fn bounds(schema: &Value, v: &Value, path: &str, out: &mut Checked) {
+    if let Value::String(s) = v {
+        string_rules(schema, s, path, out);
+    }
     if let Some(options) = schema["enum"].as_array()
         && !options.contains(v)
     {
@@ -263,6 +353,10 @@ mod tests {
                     "weight": {"type": "integer", "minimum": 0, "maximum": 1000000, "default": 1}}}},
                 "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "share": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]{1,2})?%?$"},
+                "at": {"type": "string", "format": "date-time"},
+                "id": {"type": "string", "format": "uuid"},
+                "count": {"type": "integer", "format": "uint32"},
             }},
             "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
         }})
@@ -327,10 +421,25 @@ mod tests {
                 "spec.refs[0].weight: Invalid value: 1000001: spec.refs[0].weight in body should be less than or equal to 1000000",
             ),
             (
+                json!({"app": "web", "share": "12.345%"}),
+                "spec.share: Invalid value: \"12.345%\": spec.share in body should match '^[0-9]+(\\.[0-9]{1,2})?%?$'",
+            ),
+            (
+                json!({"app": "web", "at": "yesterday"}),
+                "spec.at: Invalid value: \"yesterday\": spec.at in body must be of type date-time: \"yesterday\"",
+            ),
+            (
+                json!({"app": "web", "id": "not-a-uuid"}),
+                "spec.id: Invalid value: \"not-a-uuid\": spec.id in body must be of type uuid: \"not-a-uuid\"",
+            ),
+            (
                 json!({"app": "web", "labels": {"k": 1}}),
                 "spec.labels.k: Invalid value: \"integer\": spec.labels.k in body must be of type string: \"integer\"",
             ),
         ];
+        let mut fine = json!({"spec": {"app": "web", "share": "2.5%", "at": "2026-12-03T10:00:00Z",
+                                       "id": "123e4567-e89b-12d3-a456-426614174000", "count": 7}});
+        assert_eq!(check(&schema(), &mut fine).errors, Vec::<String>::new());
         for (spec, expected) in cases {
             let mut obj = json!({"spec": spec});
             let c = check(&schema(), &mut obj);

@@ -57,6 +57,20 @@ async fn a_crd_with_tuple_items_or_an_untyped_node_is_refused_naming_the_path() 
         message.contains("properties[points].type: Required value"),
         "{message}"
     );
+    let broken_rule = json!({"type": "array", "items": {"type": "integer"},
+        "x-kubernetes-validations": [{"rule": "self.all(p, p >", "message": "points rise"}]});
+    let (code, _, message) = support::api_error(
+        crds.create(&PostParams::default(), &crd(broken_rule))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 422);
+    assert!(
+        message.contains(
+            "properties[points].x-kubernetes-validations[0].rule: Invalid value: \"self.all(p, p >\": compilation failed"
+        ),
+        "{message}"
+    );
     let objects = json!({"type": "array", "items": {"type": "object", "properties": {
         "at": {"type": "integer"}, "value": {"type": "number"}}}});
     crds.create(&PostParams::default(), &crd(objects))
@@ -185,6 +199,71 @@ async fn httproutes_are_validated_and_defaulted_as_the_gateway_api_crd_says() {
         (&json!(""), &json!("Service"), &json!(1)),
         "defaults applied: {backend}"
     );
+}
+
+/// The HTTPRoute CRD's CEL rules (`x-kubernetes-validations`), as the Gateway
+/// API v1 CRD declares them, refuse a route with 422 at the rule's node.
+#[tokio::test]
+async fn httproute_cel_rules_refuse_what_the_gateway_api_crd_refuses() {
+    let (fleet, _dir) = support::start_sim(support::one_cluster_with_history(100), 600.0).await;
+    let client = support::sim_client(&fleet, "one").await;
+    let api = routes(&client);
+    let refused = |spec: Value| {
+        let api = api.clone();
+        async move {
+            let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": "bad"}, "spec": spec}))
+            .unwrap();
+            support::api_error(api.create(&PostParams::default(), &obj).await.unwrap_err())
+        }
+    };
+    let cases = [
+        (
+            json!({"rules": [{"backendRefs": [{"name": "web-blue", "port": 80}, {"name": "web-green"}]}]}),
+            "spec.rules[0].backendRefs[1]: Invalid value: \"object\": Must have port for Service reference",
+        ),
+        (
+            json!({"parentRefs": [{"name": "gw"}, {"name": "gw"}], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}),
+            "spec.parentRefs: Invalid value: \"array\": sectionName must be unique when parentRefs includes 2 or more references to the same parent",
+        ),
+        (
+            json!({"parentRefs": [{"name": "gw", "sectionName": "https"}, {"name": "gw"}]}),
+            "spec.parentRefs: Invalid value: \"array\": sectionName must be specified when parentRefs includes 2 or more references to the same parent",
+        ),
+        (
+            json!({"rules": [{"name": "main", "backendRefs": [{"name": "web", "port": 80}]}, {"name": "main"}]}),
+            "spec.rules: Invalid value: \"array\": Rule name must be unique within the route",
+        ),
+        (
+            json!({"rules": [{"filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https"}}],
+                              "backendRefs": [{"name": "web", "port": 80}]}]}),
+            "spec.rules[0]: Invalid value: \"object\": RequestRedirect filter must not be used together with backendRefs",
+        ),
+        (
+            json!({"hostnames": ["Shop.Example.com"]}),
+            "spec.hostnames[0]: Invalid value: \"Shop.Example.com\": spec.hostnames[0] in body should match",
+        ),
+    ];
+    for (spec, expected) in cases {
+        let (code, reason, message) = refused(spec.clone()).await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (422, "Invalid"),
+            "{spec}: {message}"
+        );
+        assert!(message.contains(expected), "{spec}: {message}");
+    }
+    let fine = json!({"parentRefs": [{"name": "gw", "sectionName": "http"}, {"name": "gw", "sectionName": "https"}],
+        "rules": [{"name": "main", "backendRefs": [{"name": "web-blue", "port": 80, "weight": 99},
+                                                   {"name": "web-green", "port": 80, "weight": 1}]}]});
+    let obj: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web"}, "spec": fine}))
+    .unwrap();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("a route that keeps the rules is stored");
 }
 
 /// Fields a CRD's schema does not declare are pruned with a warning, and

@@ -29,6 +29,18 @@ pub use window::Window;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(oldSelf.lifted) || has(self.lifted)",
+        "fieldPath": ".lifted",
+        "reason": "FieldValueForbidden",
+        "message": "a lifted freeze stays lifted: it is the record of the freeze; create a new DeployFreeze to freeze again",
+    },
+    {
+        "rule": "self.reason == oldSelf.reason && self.author == oldSelf.author",
+        "message": "reason and author are immutable: they record who froze deploys and why",
+    },
+]))]
 pub struct DeployFreezeSpec {
     /// Why deploys are frozen. Required.
     pub reason: String,

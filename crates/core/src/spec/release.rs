@@ -32,6 +32,11 @@ use super::status::ReleaseStatus;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.app == oldSelf.app",
+    "fieldPath": ".app",
+    "message": "app is immutable: a Release follows one app for its whole life; create another Release for another app",
+}]))]
 pub struct ReleaseSpec {
     /// The app; names its workloads (`<app>-<version>`), Services and route.
     pub app: String,
