@@ -30,6 +30,8 @@ pub struct ApiError {
     /// `(field, message)` of each problem of a 422, as `details.causes`
     /// (kubectl prints them).
     pub causes: Vec<(String, String)>,
+    /// A 410 for an expired continue token carries a token to go on with.
+    pub continue_token: Option<String>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -52,6 +54,7 @@ impl ApiError {
             details: None,
             retry_after: None,
             causes: Vec::new(),
+            continue_token: None,
         }
     }
 
@@ -272,6 +275,9 @@ impl ApiError {
                     json!({"reason": reason, "message": message, "field": field})
                 })
                 .collect();
+        }
+        if let Some(token) = &self.continue_token {
+            s["metadata"]["continue"] = json!(token);
         }
         if let Some(secs) = self.retry_after {
             // Indexing a missing key of an object inserts it.

@@ -21,7 +21,7 @@ use super::faults::{ApiFaults, Behaviours};
 use super::metrics::{AppMetrics, Traffic};
 use super::scenario::{ClusterSpec, Scenario};
 use super::server::{self, ApiContext};
-use super::store::{Store, Target, WriteOptions};
+use super::store::{HistoryBounds, Store, Target, WriteOptions};
 use cutover_core::clock::SharedClock;
 
 /// How often the metrics ticker counts requests (wall clock).
@@ -61,9 +61,13 @@ impl SimCluster {
         shared: &Shared<'_>,
         tasks: &mut Vec<JoinHandle<()>>,
     ) -> Result<SimCluster, SimError> {
-        let store = Arc::new(Store::new(
+        let api_server = &shared.scenario.api_server;
+        let store = Arc::new(Store::with_history(
             shared.clock.clone(),
-            shared.scenario.api_server.watch_history,
+            HistoryBounds {
+                min: api_server.watch_history,
+                window: api_server.watch_history_window.as_duration(),
+            },
         ));
         let ctx = Arc::new(Ctx {
             cluster: spec.name.clone(),
@@ -109,6 +113,7 @@ impl SimCluster {
             after_write: Default::default(),
             auth,
             tls: shared.tls.clone(),
+            bookmark_every: api_server.bookmark_every.as_duration(),
         });
         tasks.push(tokio::spawn(server::serve(api.clone(), listener, port)));
         tasks.push(tokio::spawn(controllers::run(

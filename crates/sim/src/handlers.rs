@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::api_error::{ApiError, ApiResult};
 use super::kinds::Kind;
+use super::lists::{self, ListOptions, Read};
 use super::meta;
 use super::patch::{self, PatchKind};
 use super::selectors::{FieldSelector, LabelSelector};
@@ -71,7 +72,13 @@ pub async fn handle(ctx: &ApiContext, rp: &ResourcePath, call: Call<'_>) -> ApiR
             caught_up(ctx, call.params.get("resourceVersion")).await?;
             watch(ctx, &kind, rp, &call)
         }
-        ("GET", None) => list(ctx, &kind, rp, &call),
+        ("GET", None) => {
+            let opts = ListOptions::parse(call.params)?;
+            if let Read::NotOlderThan(rv) = opts.read {
+                caught_up(ctx, Some(&rv.to_string())).await?;
+            }
+            list(ctx, &kind, rp, &call, &opts)
+        }
         ("POST", None) => create(ctx, &kind, rp, &ns, &call),
         ("PUT", Some(name)) => update(ctx, &kind, rp, &ns, name, &call),
         ("PATCH", Some(name)) => patch(ctx, &kind, rp, &ns, name, &call),
@@ -167,24 +174,58 @@ fn selectors(params: &Params) -> ApiResult<(LabelSelector, FieldSelector)> {
     Ok((labels, fields))
 }
 
-fn list(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, call: &Call) -> ApiResult<Reply> {
+fn list(
+    ctx: &ApiContext,
+    kind: &Arc<Kind>,
+    rp: &ResourcePath,
+    call: &Call,
+    opts: &ListOptions,
+) -> ApiResult<Reply> {
     let (labels, fields) = selectors(call.params)?;
-    let (items, rv) = ctx
-        .store
-        .list(kind, rp.namespace.as_deref(), &labels, &fields);
-    if call.table {
-        return Ok(Reply::json(
-            200,
-            printer(ctx, kind, call).table(&items, rv, true),
-        ));
+    let ns = rp.namespace.as_deref();
+    let (items, rv) = match opts.read {
+        Read::Latest | Read::NotOlderThan(_) => ctx.store.list(kind, ns, &labels, &fields),
+        Read::Exact(at) => {
+            let items =
+                ctx.store
+                    .list_at(kind, ns, at)
+                    .map_err(|e| match (&opts.start, e.code) {
+                        (Some(start), 410) if opts.continued => lists::continue_expired(start),
+                        _ => e,
+                    })?;
+            let items = items
+                .into_iter()
+                .filter(|o| labels.matches_object(o) && fields.matches(o))
+                .collect();
+            (items, at)
+        }
+    };
+    let filtered = !labels.is_empty() || !fields.is_empty();
+    let across = kind.namespaced && ns.is_none();
+    let page = lists::page(items, opts, rv, across, filtered);
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if let Some(token) = &page.continue_token {
+        metadata["continue"] = json!(token);
     }
-    let items: Vec<Value> = items.iter().map(|o| served(kind, &rp.version, o)).collect();
+    if let Some(n) = page.remaining {
+        metadata["remainingItemCount"] = json!(n);
+    }
+    if call.table {
+        let mut table = printer(ctx, kind, call).table(&page.items, rv, true);
+        table["metadata"] = metadata;
+        return Ok(Reply::json(200, table));
+    }
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|o| served(kind, &rp.version, o))
+        .collect();
     Ok(Reply::json(
         200,
         json!({
             "apiVersion": kind.api_version(&rp.version),
             "kind": format!("{}List", kind.kind),
-            "metadata": {"resourceVersion": rv.to_string()},
+            "metadata": metadata,
             "items": items,
         }),
     ))
@@ -205,6 +246,7 @@ fn watch(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, call: &Call) -> 
         resource_version: call.params.get("resourceVersion").map(str::to_string),
         timeout,
         bookmarks: call.params.flag("allowWatchBookmarks"),
+        bookmark_every: ctx.bookmark_every,
         initial_events: call.params.flag("sendInitialEvents"),
         table: call.table.then(|| printer(ctx, kind, call)),
     };

@@ -27,6 +27,7 @@ pub mod faults;
 pub mod gateway;
 pub mod handlers;
 pub mod kinds;
+pub mod lists;
 pub mod meta;
 pub mod metrics;
 pub mod patch;

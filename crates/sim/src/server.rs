@@ -57,6 +57,8 @@ pub struct ApiContext {
     pub auth: Arc<Authenticator>,
     /// Its serving certificate and the client certificates it knows.
     pub tls: Arc<super::tls::FleetTls>,
+    /// How often a watch that allows bookmarks gets one.
+    pub bookmark_every: std::time::Duration,
 }
 
 /// What runs after each accepted write (the scenario's timeline looking at

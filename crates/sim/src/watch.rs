@@ -19,8 +19,10 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{Change, ChangeType, Start, Store};
 use super::table::Printer;
 
-/// How often a watch that asked for bookmarks gets one.
-const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
+/// A watch with a deadline gets a last bookmark this long before it, so its
+/// client resumes from a recent resourceVersion (`cache_watcher.go`
+/// `nextBookmarkTime`).
+const BOOKMARK_BEFORE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// What a watch request asked for.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +35,8 @@ pub struct WatchRequest {
     pub resource_version: Option<String>,
     pub timeout: Option<Duration>,
     pub bookmarks: bool,
+    /// How often bookmarks come (kube-apiserver: every minute).
+    pub bookmark_every: Duration,
     /// `sendInitialEvents=true`: current objects, then a bookmark marking their end.
     pub initial_events: bool,
     /// Send each object as a one-row Table (kubectl's `get --watch`).
@@ -104,9 +108,27 @@ pub fn start(
         }
         w.sent_rv = w.sent_rv.max(sub.rv);
         let deadline = w.req.timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
-        ticker.tick().await;
+        // The next bookmark: a period from now, or just before the deadline
+        // if that comes first; none once that moment has passed.
+        let period = w.req.bookmark_every.max(Duration::from_millis(10));
+        let wants_bookmarks = w.req.bookmarks;
+        let next_bookmark = move |now: tokio::time::Instant| {
+            let every = now + period;
+            match deadline.map(|d| d.checked_sub(BOOKMARK_BEFORE_DEADLINE)) {
+                Some(Some(last)) if last <= now => None,
+                Some(Some(last)) => Some(every.min(last)),
+                Some(None) => None,
+                None => Some(every),
+            }
+        };
+        let mut bookmark_at = next_bookmark(tokio::time::Instant::now());
         loop {
+            let until_bookmark = async {
+                match bookmark_at {
+                    Some(at) if wants_bookmarks => tokio::time::sleep_until(at).await,
+                    _ => std::future::pending().await,
+                }
+            };
             let until_deadline = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -126,11 +148,12 @@ pub fn start(
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = ticker.tick(), if w.req.bookmarks => {
+                _ = until_bookmark => {
                     let rv = w.sent_rv;
                     if !w.bookmark(rv, false).await {
                         return;
                     }
+                    bookmark_at = next_bookmark(tokio::time::Instant::now());
                 }
                 _ = until_deadline => return,
                 _ = w.tx.closed() => return,

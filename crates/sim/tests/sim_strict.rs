@@ -8,7 +8,7 @@ mod support;
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 fn crd(points: Value) -> CustomResourceDefinition {
@@ -545,4 +545,170 @@ async fn micro_times_keep_microseconds_and_times_whole_seconds() {
     assert_eq!(stored.data["eventTime"], "2026-12-03T21:15:00.987654Z");
     assert_eq!(stored.data["firstTimestamp"], "2026-12-03T21:15:00Z");
     assert_eq!(stored.data["lastTimestamp"], "2026-12-03T21:15:01Z");
+}
+
+/// Lists page with `limit` and `continue` as kube-apiserver pages them: every
+/// page reads the first page's resourceVersion (so a change made between
+/// pages does not show), `remainingItemCount` counts what is left, an Exact
+/// read rebuilds an earlier state, a token whose version was compacted gets
+/// 410 Expired with a token to go on at the latest state, and kubectl's
+/// chunked `get` walks every page.
+#[tokio::test]
+async fn lists_page_with_limit_and_continue_at_one_resource_version() {
+    let (fleet, dir) = support::start_sim(support::one_cluster_with_history(100), 600.0).await;
+    let client = support::sim_client(&fleet, "one").await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "default");
+    for i in 0..5 {
+        let cm = serde_json::from_value(
+            json!({"metadata": {"name": format!("cm-{i}")}, "data": {"v": "1"}}),
+        )
+        .unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    let names = |l: &kube::core::ObjectList<k8s_openapi::api::core::v1::ConfigMap>| -> Vec<String> {
+        l.items
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect()
+    };
+    assert_eq!(names(&first), ["cm-0", "cm-1"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(3));
+    let at = first.metadata.resource_version.clone().unwrap();
+    // Changed between pages: the next pages still show the state at `at`.
+    cms.patch(
+        "cm-3",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"v": "2"}})),
+    )
+    .await
+    .unwrap();
+    cms.delete("cm-4", &DeleteParams::default()).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    let second = cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(&second), ["cm-2", "cm-3"]);
+    assert_eq!(
+        second.items[1].data.as_ref().unwrap()["v"],
+        "1",
+        "read at {at}"
+    );
+    let third = cms
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(second.metadata.continue_.as_ref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&third),
+        ["cm-4"],
+        "deleted after the first page, still listed"
+    );
+    assert!(third.metadata.continue_.is_none() && third.metadata.remaining_item_count.is_none());
+    // An Exact read at `at`; NotOlderThan reads the latest.
+    let exact = cms
+        .list(
+            &ListParams::default()
+                .at(&at)
+                .matching(kube::api::VersionMatch::Exact),
+        )
+        .await
+        .unwrap();
+    assert_eq!(exact.items.len(), 5);
+    let latest = cms
+        .list(
+            &ListParams::default()
+                .at(&at)
+                .matching(kube::api::VersionMatch::NotOlderThan),
+        )
+        .await
+        .unwrap();
+    assert_eq!(latest.items.len(), 4);
+    // Invalid options: 422 on ListOptions.
+    let get = |query: String| {
+        let url = format!(
+            "{}/api/v1/namespaces/default/configmaps?{query}",
+            fleet.url("one").unwrap()
+        );
+        let token = fleet.admin_token("one");
+        async move {
+            let reply = support::http_as(
+                token.as_deref(),
+                http::Method::GET,
+                &url,
+                None,
+                String::new(),
+            )
+            .await;
+            (
+                reply.code,
+                serde_json::from_str::<Value>(&reply.body).unwrap(),
+            )
+        }
+    };
+    let (code, body) = get("resourceVersionMatch=Exact".into()).await;
+    assert_eq!((code, body["reason"].as_str()), (422, Some("Invalid")));
+    assert_eq!(
+        body["message"],
+        "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+    );
+    // 100 more changes compact `at` away: the old token expires with a new one.
+    for i in 0..101 {
+        cms.patch(
+            "cm-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"v": i.to_string()}})),
+        )
+        .await
+        .unwrap();
+    }
+    let (code, body) = get(format!("limit=2&continue={token}")).await;
+    assert_eq!(code, 410, "{body}");
+    assert_eq!(body["reason"], "Expired");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The provided continue parameter is too old")
+    );
+    let fresh = body["metadata"]["continue"].as_str().unwrap().to_string();
+    let rest = cms
+        .list(&ListParams::default().limit(10).continue_token(&fresh))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&rest),
+        ["cm-2", "cm-3"],
+        "the rest, at the latest state"
+    );
+    // kubectl get walks the pages.
+    let kubectl = support::Kubectl {
+        bin: support::kubectl_binary().unwrap(),
+        kubeconfig: fleet.kubeconfig_path().to_path_buf(),
+        cache: dir.path().join("cache"),
+        context: cutover_sim::context_name("one"),
+    };
+    let out = kubectl
+        .run(&[
+            "get",
+            "configmaps",
+            "-n",
+            "default",
+            "--chunk-size=1",
+            "-o",
+            "name",
+        ])
+        .await;
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("configmap/cm-"))
+            .count(),
+        4,
+        "{out}"
+    );
 }

@@ -300,7 +300,9 @@ async fn idle_watches_get_bookmarks_and_end_at_their_timeout() {
             other => panic!("an idle watch got {other:?}"),
         })
         .collect();
-    assert!(!bookmarks.is_empty(), "bookmarks were asked for");
+    // Bookmarks come a minute apart, and once 2 s before the deadline: a 3 s
+    // watch gets exactly that one (cache_watcher.go nextBookmarkTime).
+    assert_eq!(bookmarks.len(), 1, "{bookmarks:?}");
     assert!(bookmarks.iter().all(|b| *b >= rv));
     let quiet = cms
         .watch(
@@ -379,4 +381,58 @@ async fn a_watch_from_a_resource_version_ahead_of_the_server_is_a_504() {
         "ResourceVersionTooLarge"
     );
     assert_eq!(status["details"]["retryAfterSeconds"], 1);
+}
+
+/// The history a watch resumes from is a time window, as the watch cache's
+/// (75 s by default): within it, far more changes than the minimum count are
+/// kept; once they age out, a watch from before them gets 410 Expired.
+#[tokio::test]
+async fn watch_history_is_a_time_window_beyond_its_minimum_count() {
+    let (fleet, dir) = support::start_sim(support::one_cluster_keeping(4, "10s"), 600.0).await;
+    let client = support::sim_client(&fleet, "one").await;
+    let _dir = dir;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let a = cms
+        .create(&PostParams::default(), &cm("a", json!({})))
+        .await
+        .unwrap();
+    let from = a.metadata.resource_version.clone().unwrap();
+    for i in 0..12 {
+        cms.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"v": i.to_string()}})),
+        )
+        .await
+        .unwrap();
+    }
+    let replayed: Vec<WatchEvent<ConfigMap>> = cms
+        .watch(&WatchParams::default().timeout(5), &from)
+        .await
+        .unwrap()
+        .try_filter(|e| futures::future::ready(matches!(e, WatchEvent::Modified(_))))
+        .take(12)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(replayed.len(), 12, "12 changes kept with a minimum of 4");
+    // Past the window, the next change lets the old ones go.
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"v": "late"}})),
+    )
+    .await
+    .unwrap();
+    let mut stale = cms
+        .watch(&WatchParams::default().timeout(5), &from)
+        .await
+        .unwrap()
+        .boxed();
+    match stale.next().await {
+        Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("expected 410 Expired, got {other:?}"),
+    }
+    fleet.shutdown().await;
 }

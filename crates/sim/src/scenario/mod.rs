@@ -188,19 +188,39 @@ impl Default for PodSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiServerSpec {
-    /// Changes kept for watches to resume from; older resourceVersions get 410 Gone.
+    /// Changes always kept for watches to resume from (the watch cache's
+    /// lower bound, 100). Older resourceVersions get 410 Expired once both
+    /// this count and the window are past.
     #[serde(default = "default_history")]
     pub watch_history: usize,
+    /// Changes younger than this (wall time) are kept too, up to 102,400:
+    /// kube-apiserver's events history window, 75 s.
+    #[serde(default = "default_history_window")]
+    pub watch_history_window: Span,
+    /// How often a watch that allows bookmarks gets one; kube-apiserver sends
+    /// one a minute, and one 2 s before the watch's deadline.
+    #[serde(default = "default_bookmark_every")]
+    pub bookmark_every: Span,
 }
 
 fn default_history() -> usize {
-    2000
+    100
+}
+
+fn default_history_window() -> Span {
+    Span(std::time::Duration::from_secs(75))
+}
+
+fn default_bookmark_every() -> Span {
+    Span(std::time::Duration::from_secs(60))
 }
 
 impl Default for ApiServerSpec {
     fn default() -> Self {
         ApiServerSpec {
             watch_history: default_history(),
+            watch_history_window: default_history_window(),
+            bookmark_every: default_bookmark_every(),
         }
     }
 }

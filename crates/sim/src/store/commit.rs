@@ -281,13 +281,19 @@ impl Store {
             change,
             object,
             previous,
+            at: std::time::Instant::now(),
         });
         inner.last_change.insert(gr(kind), inner.rv);
         inner.history.push_back(c.clone());
-        while inner.history.len() > self.history_limit {
-            if let Some(old) = inner.history.pop_front() {
-                inner.compacted = old.rv;
+        let bounds = self.history;
+        while let Some(oldest) = inner.history.front() {
+            let len = inner.history.len();
+            let aged = oldest.at.elapsed() > bounds.window;
+            if len <= super::MAX_HISTORY && (len <= bounds.min || !aged) {
+                break;
             }
+            inner.compacted = oldest.rv;
+            inner.history.pop_front();
         }
         let _ = self.changes.send(c);
         self.latest.send_replace(inner.rv);

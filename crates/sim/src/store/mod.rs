@@ -51,6 +51,8 @@ pub struct Change {
     pub object: Arc<Value>,
     /// The object before a modification, so a filtered watch can tell an object left its selection.
     pub previous: Option<Arc<Value>>,
+    /// When it was committed (wall time), for the history window.
+    pub at: std::time::Instant,
 }
 
 /// Which part of an object a write may change.
@@ -104,8 +106,20 @@ pub struct Store {
     changes: broadcast::Sender<Arc<Change>>,
     latest: watch::Sender<u64>,
     clock: SharedClock,
-    history_limit: usize,
+    history: HistoryBounds,
 }
+
+/// How much change history a store keeps for watches to resume from: at
+/// least `min` changes, and every change younger than `window` (wall time),
+/// never more than 102,400 (the watch cache's bounds).
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryBounds {
+    pub min: usize,
+    pub window: std::time::Duration,
+}
+
+/// The watch cache's upper bound on events kept.
+const MAX_HISTORY: usize = 100 * 1024;
 
 /// Where a watch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +149,18 @@ pub struct Subscription {
 }
 
 impl Store {
+    /// A store that keeps exactly its last `history_limit` changes.
     pub fn new(clock: SharedClock, history_limit: usize) -> Store {
+        Store::with_history(
+            clock,
+            HistoryBounds {
+                min: history_limit,
+                window: std::time::Duration::ZERO,
+            },
+        )
+    }
+
+    pub fn with_history(clock: SharedClock, history: HistoryBounds) -> Store {
         let (changes, _) = broadcast::channel(4096);
         let (latest, _) = watch::channel(0);
         Store {
@@ -150,7 +175,10 @@ impl Store {
             changes,
             latest,
             clock,
-            history_limit: history_limit.max(1),
+            history: HistoryBounds {
+                min: history.min.max(1),
+                ..history
+            },
         }
     }
 
@@ -229,6 +257,56 @@ impl Store {
             })
             .unwrap_or_default();
         (items, inner.rv)
+    }
+
+    /// Every object of a kind as it was at resourceVersion `at` (in one
+    /// namespace, or all when `ns` is `None`), rebuilt by undoing the changes
+    /// since: 410 once the history no longer reaches back to `at`, and etcd's
+    /// 500 for a resourceVersion the store has not reached.
+    pub fn list_at(&self, kind: &Kind, ns: Option<&str>, at: u64) -> ApiResult<Vec<Arc<Value>>> {
+        let inner = self.lock();
+        if at > inner.rv {
+            return Err(ApiError::internal(
+                "etcdserver: mvcc: required revision is a future revision",
+            ));
+        }
+        if at < inner.compacted {
+            return Err(ApiError::expired(
+                "The resourceVersion for the provided list is too old.",
+            ));
+        }
+        let mut objects: Objects = inner.objects.get(&gr(kind)).cloned().unwrap_or_default();
+        for c in inner.history.iter().rev() {
+            if c.rv <= at {
+                break;
+            }
+            if c.group != kind.group || c.resource != kind.plural {
+                continue;
+            }
+            let md = &c.object["metadata"];
+            let key = (
+                scope(kind, md["namespace"].as_str().unwrap_or_default()),
+                md["name"].as_str().unwrap_or_default().to_string(),
+            );
+            match c.change {
+                ChangeType::Added => {
+                    objects.remove(&key);
+                }
+                ChangeType::Modified => {
+                    if let Some(p) = &c.previous {
+                        objects.insert(key, p.clone());
+                    }
+                }
+                ChangeType::Deleted => {
+                    objects.insert(key, c.previous.clone().unwrap_or_else(|| c.object.clone()));
+                }
+            }
+        }
+        Ok(objects
+            .into_iter()
+            .filter(|((n, _), _)| ns.is_none_or(|want| !kind.namespaced || n == want))
+            .map(|(_, o)| o)
+            .collect())
     }
 
     /// Every object of a resource, for the simulated controllers.

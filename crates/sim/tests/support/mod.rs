@@ -38,10 +38,17 @@ pub async fn sim_client(fleet: &SimFleet, cluster: &str) -> kube::Client {
     kube::Client::try_from(sim_config(fleet, cluster).await).unwrap()
 }
 
-/// A fleet of one cluster, `one`, keeping `history` watch events.
+/// A fleet of one cluster, `one`, keeping exactly `history` watch events
+/// (no time window).
 pub fn one_cluster_with_history(history: usize) -> Scenario {
+    one_cluster_keeping(history, "0s")
+}
+
+/// A fleet of one cluster, `one`, keeping at least `history` watch events and
+/// every event younger than `window`.
+pub fn one_cluster_keeping(history: usize, window: &str) -> Scenario {
     let text = format!(
-        "home: one\nclusters:\n  - name: one\n    region: r\n    zones: [r-a, r-b, r-c]\n    trafficShare: 100%\napiServer:\n  watchHistory: {history}\n"
+        "home: one\nclusters:\n  - name: one\n    region: r\n    zones: [r-a, r-b, r-c]\n    trafficShare: 100%\napiServer:\n  watchHistory: {history}\n  watchHistoryWindow: {window}\n"
     );
     Scenario::parse("test.yaml", &text).unwrap()
 }

@@ -1,0 +1,318 @@
+//! How a list is read: `resourceVersion` with `resourceVersionMatch`, and
+//! pages with `limit` and `continue`, checked and served as kube-apiserver
+//! 1.33 does.
+//!
+//! - Validation: apimachinery's `ValidateListOptions` (a 422 on
+//!   `ListOptions.meta.k8s.io`), apiserver's `storage.ValidateListOptions`
+//!   (a 400 for a bad continue token, or a resourceVersion with one).
+//! - Which state is read: `""` the latest; `"0"` any (the latest here, and
+//!   `limit` is ignored, as the watch cache ignores it); `N` with `Exact`, or
+//!   with a `limit` and no match (the legacy exact read), the state at `N`;
+//!   `N` otherwise at least `N`.
+//! - Pages: keys in etcd's order (`name`, or `namespace/name` across
+//!   namespaces), a continue token `{"v":"meta.k8s.io/v1","rv":N,"start":"key\0"}`
+//!   in unpadded URL-safe base64 (`storage/continue.go`), every page read at
+//!   the first page's resourceVersion, and `remainingItemCount` when no
+//!   selector filters.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use super::api_error::{ApiError, ApiResult};
+use super::server::Params;
+
+/// Which state of the store a list reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The newest state.
+    Latest,
+    /// Exactly the state at this resourceVersion (410 once compacted).
+    Exact(u64),
+    /// A state at least this new (waiting up to 3 s for it, then 504).
+    NotOlderThan(u64),
+}
+
+/// A list request's options, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOptions {
+    pub read: Read,
+    /// Items per page; 0 for all.
+    pub limit: usize,
+    /// The key to continue from (inclusive), from a continue token.
+    pub start: Option<String>,
+    /// Whether the read comes from a continue token (its 410 is worded so).
+    pub continued: bool,
+}
+
+impl ListOptions {
+    pub fn parse(params: &Params) -> ApiResult<ListOptions> {
+        let rv = params.get("resourceVersion").unwrap_or_default();
+        let rvm = params.get("resourceVersionMatch").unwrap_or_default();
+        let token = params.get("continue").unwrap_or_default();
+        let mut problems = Vec::new();
+        if !rvm.is_empty() {
+            if rv.is_empty() {
+                problems.push("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided".to_string());
+            }
+            if !token.is_empty() {
+                problems.push("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when continue is provided".to_string());
+            }
+            match rvm {
+                "Exact" if rv == "0" => problems.push(
+                    "resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"".to_string(),
+                ),
+                "Exact" | "NotOlderThan" => {}
+                other => problems.push(format!(
+                    "resourceVersionMatch: Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\", \"\""
+                )),
+            }
+        }
+        if params.get("sendInitialEvents").is_some() {
+            problems.push(
+                "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list".to_string(),
+            );
+        }
+        if !problems.is_empty() {
+            return Err(ApiError::invalid_fields(
+                "meta.k8s.io",
+                "ListOptions",
+                "",
+                &problems,
+            ));
+        }
+        let version = match rv {
+            "" => None,
+            v => Some(v.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid resource version: resourceVersion: Invalid value: {v:?}: strconv.ParseUint: parsing {v:?}: invalid syntax"
+                ))
+            })?),
+        };
+        let limit = params
+            .get("limit")
+            .and_then(|l| l.parse::<i64>().ok())
+            .filter(|l| *l > 0)
+            .map_or(0, |l| l as usize);
+        if !token.is_empty() {
+            let (at, start) = decode(token).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "invalid continue token: continue key is not valid: {e}"
+                ))
+            })?;
+            if version.is_some_and(|v| v != 0) {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            // A token's negative resourceVersion continues at the latest state.
+            let read = u64::try_from(at).map_or(Read::Latest, Read::Exact);
+            return Ok(ListOptions {
+                read,
+                limit,
+                start: Some(start),
+                continued: true,
+            });
+        }
+        let (read, limit) = match (version, rvm) {
+            (None, _) => (Read::Latest, limit),
+            (Some(0), _) => (Read::Latest, 0),
+            (Some(n), "Exact") => (Read::Exact(n), limit),
+            (Some(n), "") if limit > 0 => (Read::Exact(n), limit),
+            (Some(n), _) => (Read::NotOlderThan(n), limit),
+        };
+        Ok(ListOptions {
+            read,
+            limit,
+            start: None,
+            continued: false,
+        })
+    }
+}
+
+/// The continue token for the page after `last_key`, read at `rv`.
+pub fn encode(rv: i64, last_key: &str) -> String {
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{last_key}\u{0}")});
+    URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+/// `(rv, start key)` of a continue token, or why it is not one.
+fn decode(token: &str) -> Result<(i64, String), String> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|e| format!("illegal base64 data: {e}"))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if v["v"] != "meta.k8s.io/v1" {
+        return Err(format!(
+            "server does not recognize this encoded version {}",
+            v["v"].as_str().unwrap_or_default()
+        ));
+    }
+    let rv = v["rv"].as_i64().unwrap_or(0);
+    if rv == 0 {
+        return Err("incorrect encoded start resourceVersion (version meta.k8s.io/v1)".to_string());
+    }
+    let start = v["start"]
+        .as_str()
+        .map(|s| s.trim_start_matches('/'))
+        .unwrap_or_default();
+    if start.is_empty() {
+        return Err("encoded start key empty (version meta.k8s.io/v1)".to_string());
+    }
+    Ok((rv, start.to_string()))
+}
+
+/// The 410 for a continue token whose resourceVersion was compacted: a new
+/// token in the Status continues at the latest state.
+pub fn continue_expired(start: &str) -> ApiError {
+    let mut e = ApiError::expired(
+        "The provided continue parameter is too old to display a consistent list result. \
+         You can start a new list without the continue parameter, or use the continue token in \
+         this response to retrieve the remainder of the results. Continuing with the provided \
+         token results in an inconsistent list - objects that were created, modified, or deleted \
+         between the time the first chunk was returned and now may show up in the list.",
+    );
+    e.continue_token = Some(encode(-1, start.trim_end_matches('\u{0}')));
+    e
+}
+
+/// One page of a list.
+pub struct Page {
+    pub items: Vec<Arc<Value>>,
+    pub continue_token: Option<String>,
+    pub remaining: Option<usize>,
+}
+
+/// Cuts `items` (already filtered) into the page `opts` asks for; `across`
+/// is whether the list spans namespaces (its keys then hold the namespace).
+pub fn page(
+    mut items: Vec<Arc<Value>>,
+    opts: &ListOptions,
+    rv: u64,
+    across: bool,
+    filtered: bool,
+) -> Page {
+    let key = |o: &Value| {
+        let md = &o["metadata"];
+        let name = md["name"].as_str().unwrap_or_default();
+        match md["namespace"].as_str() {
+            Some(ns) if across && !ns.is_empty() => format!("{ns}/{name}"),
+            _ => name.to_string(),
+        }
+    };
+    let mut keyed: Vec<(String, Arc<Value>)> = items.drain(..).map(|o| (key(&o), o)).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(start) = &opts.start {
+        keyed.retain(|(k, _)| k.as_str() >= start.as_str());
+    }
+    if opts.limit == 0 || keyed.len() <= opts.limit {
+        return Page {
+            items: keyed.into_iter().map(|(_, o)| o).collect(),
+            continue_token: None,
+            remaining: None,
+        };
+    }
+    let remaining = keyed.len() - opts.limit;
+    keyed.truncate(opts.limit);
+    let last = keyed.last().map(|(k, _)| k.clone()).unwrap_or_default();
+    Page {
+        items: keyed.into_iter().map(|(_, o)| o).collect(),
+        continue_token: Some(encode(rv as i64, &last)),
+        remaining: (!filtered).then_some(remaining),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(query: &str) -> ApiResult<ListOptions> {
+        ListOptions::parse(&Params::parse(query))
+    }
+
+    #[test]
+    fn resource_version_and_match_pick_what_is_read() {
+        let read = |q: &str| opts(q).unwrap().read;
+        assert_eq!(read(""), Read::Latest);
+        assert_eq!(read("resourceVersion=0&limit=5"), Read::Latest);
+        assert_eq!(
+            opts("resourceVersion=0&limit=5").unwrap().limit,
+            0,
+            "limit is ignored at 0"
+        );
+        assert_eq!(read("resourceVersion=7"), Read::NotOlderThan(7));
+        assert_eq!(read("resourceVersion=7&limit=5"), Read::Exact(7));
+        assert_eq!(
+            read("resourceVersion=7&resourceVersionMatch=Exact"),
+            Read::Exact(7)
+        );
+        assert_eq!(
+            read("resourceVersion=7&resourceVersionMatch=NotOlderThan&limit=5"),
+            Read::NotOlderThan(7)
+        );
+    }
+
+    #[test]
+    fn invalid_options_are_refused_as_the_api_server_words_them() {
+        let e = opts("resourceVersionMatch=Exact").unwrap_err();
+        assert_eq!((e.code, e.reason), (422, "Invalid"));
+        assert_eq!(
+            e.message,
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
+        );
+        let e = opts("resourceVersion=0&resourceVersionMatch=Exact").unwrap_err();
+        assert!(
+            e.message
+                .contains("resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"")
+        );
+        let e = opts("resourceVersion=1&resourceVersionMatch=exact").unwrap_err();
+        assert!(e.message.contains(
+            "resourceVersionMatch: Unsupported value: \"exact\": supported values: \"Exact\", \"NotOlderThan\", \"\""
+        ));
+        let e = opts("continue=%%%").unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(
+            e.message
+                .starts_with("invalid continue token: continue key is not valid")
+        );
+        let token = encode(5, "a");
+        let e = opts(&format!("continue={token}&resourceVersion=5")).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                400,
+                "specifying resource version is not allowed when using continue"
+            )
+        );
+        let e = opts("resourceVersion=abc").unwrap_err();
+        assert_eq!(e.code, 400);
+    }
+
+    #[test]
+    fn pages_follow_keys_and_continue_at_the_first_pages_version() {
+        let objs: Vec<Arc<Value>> = ["c", "a", "b"]
+            .iter()
+            .map(|n| Arc::new(json!({"metadata": {"name": n, "namespace": "ns"}})))
+            .collect();
+        let first = page(objs.clone(), &opts("limit=2").unwrap(), 9, false, false);
+        let names: Vec<_> = first
+            .items
+            .iter()
+            .map(|o| o["metadata"]["name"].clone())
+            .collect();
+        assert_eq!(names, [json!("a"), json!("b")]);
+        assert_eq!(first.remaining, Some(1));
+        let token = first.continue_token.unwrap();
+        let next = opts(&format!("continue={token}&limit=2")).unwrap();
+        assert_eq!(
+            (next.read, next.start.as_deref()),
+            (Read::Exact(9), Some("b\u{0}"))
+        );
+        let second = page(objs, &next, 9, false, false);
+        assert_eq!(second.items.len(), 1);
+        assert_eq!(second.items[0]["metadata"]["name"], "c");
+        assert!(second.continue_token.is_none() && second.remaining.is_none());
+    }
+}
