@@ -142,7 +142,7 @@ async fn kubectl_apply_k_deploys_the_controller_and_the_member_role() {
 
 /// Every CRD cutover ships and the Gateway API HTTPRoute CRD pass the strict
 /// server's CRD admission (structural schema, rules that compile), and the
-/// shipped CRDs' CEL rules then hold: a Release's app cannot change, and a
+/// shipped CRDs' schemas reach `kubectl explain`, and their CEL rules hold: a Release's app cannot change, and a
 /// lifted freeze cannot be un-lifted or have its reason rewritten, whoever
 /// edits them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,6 +259,24 @@ async fn shipped_crds_and_the_httproute_crd_are_admitted_and_their_cel_rules_hol
     ])
     .await;
     assert!(err.contains("reason and author are immutable"), "{err}");
+    // kubectl explain reads the CRD's schema from the OpenAPI v3 document.
+    let out = k.run(&["explain", "release.spec.plan"]).await;
+    for line in [
+        "GROUP:      cutover.dev",
+        "KIND:       Release",
+        "VERSION:    v1alpha1",
+        "FIELD: plan <Object>",
+        "Timings; anything unset comes from the tier policy.",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+    let out = k
+        .run(&["explain", "deployfreeze.spec", "--recursive"])
+        .await;
+    assert!(
+        out.contains("lifted\t<Object>") && out.contains("reason\t<string> -required-"),
+        "{out}"
+    );
     // What the rules allow still goes through.
     k.run(&[
         "patch",

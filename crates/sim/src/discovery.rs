@@ -6,10 +6,11 @@
 //! OpenAPI v3 document of a group version shows a PATCH operation for the
 //! kind that takes a `fieldValidation` query parameter; otherwise it falls
 //! back to client-side validation against OpenAPI v2. So `/openapi/v3`
-//! serves an index and, per group version, paths with that parameter (and
-//! no schemas: kubectl then computes patches from its built-in types, or
-//! as JSON merge patches for custom resources). `/openapi/v2` answers with
-//! an empty document, a valid message in both JSON and protobuf.
+//! serves an index and, per group version, paths with that parameter, and
+//! the schemas of custom resources for `kubectl explain` (kubectl computes
+//! patches from its built-in types, or as JSON merge patches for custom
+//! resources, as the PATCH operations offer no strategic merge). `/openapi/v2`
+//! answers with an empty document, a valid message in both JSON and protobuf.
 
 use serde_json::{Value, json};
 
@@ -139,10 +140,12 @@ pub fn openapi_v3_index(reg: &Registry) -> Value {
     let mut paths = serde_json::Map::new();
     for (g, vs) in reg.groups() {
         for v in vs {
-            let kinds: Vec<String> = reg
+            // The hash covers the schemas too, so clients that cache
+            // documents by URL see a changed CRD.
+            let kinds: Vec<Value> = reg
                 .in_group_version(&g, &v)
                 .iter()
-                .map(|k| k.plural.clone())
+                .map(|k| json!([k.plural, k.schema.as_deref()]))
                 .collect();
             let hash = super::meta::short_hash(&json!(kinds));
             let p = v3_path(&g, &v);
@@ -155,7 +158,9 @@ pub fn openapi_v3_index(reg: &Registry) -> Value {
     json!({"paths": paths})
 }
 
-/// `/openapi/v3/<api/v1 | apis/g/v>`: the operations of each kind, without schemas.
+/// `/openapi/v3/<api/v1 | apis/g/v>`: the operations of each kind, and the
+/// schemas of custom resources as kube-apiserver publishes them (what
+/// `kubectl explain` reads); built-in kinds have no schema here.
 pub fn openapi_v3_document(reg: &Registry, path: &str) -> Option<Value> {
     let (group, version) = match path.split('/').collect::<Vec<_>>()[..] {
         ["api", v] => (String::new(), v.to_string()),
@@ -167,7 +172,11 @@ pub fn openapi_v3_document(reg: &Registry, path: &str) -> Option<Value> {
         return None;
     }
     let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
     for k in &kinds {
+        if let Some(schema) = &k.schema {
+            schemas.extend(custom_resource_schemas(k, &version, schema));
+        }
         let base = format!("/{}", v3_path(&group, &version));
         let item = if k.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", k.plural)
@@ -182,8 +191,91 @@ pub fn openapi_v3_document(reg: &Registry, path: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": SERVER_VERSION},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas},
     }))
+}
+
+/// `cutover.dev` → `dev.cutover`: how kube-openapi names definitions.
+fn definition_prefix(group: &str, version: &str) -> String {
+    let mut parts: Vec<&str> = group.split('.').collect();
+    parts.reverse();
+    format!("{}.{version}", parts.join("."))
+}
+
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+const LIST_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta";
+
+/// A custom resource's definitions as apiextensions' OpenAPI builder
+/// (`pkg/controller/openapi/builder`) publishes them: the kind's schema with
+/// `apiVersion`, `kind` and `metadata` added and its group-version-kind as a
+/// list, the list kind's schema, and the metadata definitions they refer to.
+fn custom_resource_schemas(
+    k: &Kind,
+    version: &str,
+    schema: &Value,
+) -> serde_json::Map<String, Value> {
+    let prefix = definition_prefix(&k.group, version);
+    let gvk = |kind: &str| json!([{"group": k.group, "version": version, "kind": kind}]);
+    let type_meta = |props: &mut serde_json::Map<String, Value>, meta: &str, meta_doc: &str| {
+        props.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}));
+        props.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
+        props.insert("metadata".into(), json!({"allOf": [{"$ref": format!("#/components/schemas/{meta}")}], "description": meta_doc}));
+    };
+    let mut kind_schema = schema.clone();
+    let mut props = kind_schema["properties"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    type_meta(
+        &mut props,
+        OBJECT_META,
+        "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+    );
+    kind_schema["properties"] = Value::Object(props);
+    kind_schema["x-kubernetes-group-version-kind"] = gvk(&k.kind);
+    let mut list_props = serde_json::Map::new();
+    type_meta(
+        &mut list_props,
+        LIST_META,
+        "Standard list metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds",
+    );
+    list_props.insert("items".into(), json!({"type": "array", "description": format!("List of {}. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md", k.plural),
+        "items": {"$ref": format!("#/components/schemas/{prefix}.{}", k.kind)}}));
+    let list = json!({"type": "object", "description": format!("{}List is a list of {}", k.kind, k.kind),
+        "required": ["items"], "properties": list_props, "x-kubernetes-group-version-kind": gvk(&format!("{}List", k.kind))});
+    let field = |description: &str| json!({"type": "string", "description": description});
+    let object_meta = json!({
+        "type": "object",
+        "description": "ObjectMeta is metadata that all persisted resources must have, which includes all objects users must create.",
+        "properties": {
+            "name": field("Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated."),
+            "namespace": field("Namespace defines the space within which each name must be unique. An empty namespace is equivalent to the \"default\" namespace, but \"default\" is the canonical representation. Not all objects are required to be scoped to a namespace - the value of this field for those objects will be empty."),
+            "generateName": field("GenerateName is an optional prefix, used by the server, to generate a unique name ONLY IF the Name field has not been provided."),
+            "uid": field("UID is the unique in time and space value for this object. It is typically generated by the server on successful creation of a resource and is not allowed to change on PUT operations."),
+            "resourceVersion": field("An opaque value that represents the internal version of this object that can be used by clients to determine when objects have changed."),
+            "generation": {"type": "integer", "format": "int64", "description": "A sequence number representing a specific generation of the desired state. Populated by the system. Read-only."},
+            "creationTimestamp": field("CreationTimestamp is a timestamp representing the server time when this object was created."),
+            "deletionTimestamp": field("DeletionTimestamp is RFC 3339 date and time at which this resource will be deleted."),
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Map of string keys and values that can be used to organize and categorize (scope and select) objects."},
+            "annotations": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Annotations is an unstructured key value map stored with a resource that may be set by external tools to store and retrieve arbitrary metadata."},
+            "finalizers": {"type": "array", "items": {"type": "string"}, "description": "Must be empty before the object is deleted from the registry."},
+        },
+    });
+    let list_meta = json!({
+        "type": "object",
+        "description": "ListMeta describes metadata that synthetic resources must have, including lists and various status objects.",
+        "properties": {
+            "resourceVersion": field("String that identifies the server's internal version of this object that can be used by clients to determine when objects have changed."),
+            "continue": field("continue may be set if the user set a limit on the number of items returned, and indicates that the server has more data available."),
+            "remainingItemCount": {"type": "integer", "format": "int64", "description": "remainingItemCount is the number of subsequent items in the list which are not included in this list response."},
+        },
+    });
+    let mut out = serde_json::Map::new();
+    out.insert(format!("{prefix}.{}", k.kind), kind_schema);
+    out.insert(format!("{prefix}.{}List", k.kind), list);
+    out.insert(OBJECT_META.into(), object_meta);
+    out.insert(LIST_META.into(), list_meta);
+    out
 }
 
 fn operations(k: &Kind, version: &str, item: bool) -> Value {
