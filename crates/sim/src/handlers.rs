@@ -257,14 +257,19 @@ fn watch(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, call: &Call) -> 
     Ok(Reply::Stream(started.events))
 }
 
-/// A request body: JSON, or YAML for apply patches (and kubectl's occasional YAML).
-fn parse_body(body: &Bytes, content_type: &str) -> ApiResult<Value> {
+/// A request body: JSON, YAML for apply patches (and kubectl's occasional
+/// YAML), or protobuf for the built-in kinds client-go's typed clients send
+/// that way.
+pub fn parse_body(body: &Bytes, content_type: &str) -> ApiResult<Value> {
     if body.is_empty() {
         return Ok(Value::Null);
     }
+    if content_type.contains("application/vnd.kubernetes.protobuf") {
+        return super::protobuf::decode(body);
+    }
     if content_type.contains("protobuf") || content_type.contains("cbor") {
         return Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type})"
         )));
     }
     match serde_json::from_slice::<Value>(body) {

@@ -31,6 +31,7 @@ pub mod lists;
 pub mod meta;
 pub mod metrics;
 pub mod patch;
+pub mod protobuf;
 pub mod request;
 pub mod scenario;
 pub mod schema;

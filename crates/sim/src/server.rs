@@ -505,8 +505,7 @@ async fn handle(
         Route::Resource(rp)
             if parts.method == Method::POST && reviews::is_review(&rp.group, &rp.plural) =>
         {
-            serde_json::from_slice::<Value>(&body)
-                .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+            handlers::parse_body(&body, &content_type)
                 .and_then(|b| {
                     reviews::answer(
                         &ctx.store,
@@ -526,7 +525,7 @@ async fn handle(
                 && rp.plural == "serviceaccounts"
                 && rp.sub.as_deref() == Some("token") =>
         {
-            let b = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+            let b = handlers::parse_body(&body, &content_type).unwrap_or(Value::Null);
             reviews::token_request(
                 &ctx.store,
                 &ctx.auth,
