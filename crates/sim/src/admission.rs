@@ -39,6 +39,7 @@ pub fn admit(
         ("apps", "deployments") => deployment_defaults(kind, old, obj)?,
         ("apiextensions.k8s.io", "customresourcedefinitions") => crd_status(obj, registry)?,
         ("events.k8s.io", "events") => event_limits(kind, obj)?,
+        ("coordination.k8s.io", "leases") => lease_spec(obj)?,
         ("", "events") => {
             event_limits(kind, obj)?;
             if obj["firstTimestamp"].is_null() && obj["eventTime"].is_null() {
@@ -260,6 +261,44 @@ fn structural(node: &Value, path: &str, in_junctor: bool, out: &mut Vec<String>)
 }
 
 /// Event fields a real server limits (kube-apiserver
+/// A Lease's spec as `pkg/apis/coordination/validation` checks it: a
+/// duration above 0 and transitions not below 0 (the strategy and preferred
+/// holder fields belong to a feature gate that is off).
+fn lease_spec(obj: &Value) -> ApiResult<()> {
+    let spec = &obj["spec"];
+    let mut problems = Vec::new();
+    if let Some(d) = spec["leaseDurationSeconds"].as_i64()
+        && d <= 0
+    {
+        problems.push(format!(
+            "spec.leaseDurationSeconds: Invalid value: {d}: must be greater than 0"
+        ));
+    }
+    if let Some(t) = spec["leaseTransitions"].as_i64()
+        && t < 0
+    {
+        problems.push(format!(
+            "spec.leaseTransitions: Invalid value: {t}: must be greater than or equal to 0"
+        ));
+    }
+    for gated in ["strategy", "preferredHolder"] {
+        if !spec[gated].is_null() {
+            problems.push(format!(
+                "spec.{gated}: Forbidden: may only be specified if CoordinatedLeaderElection is enabled"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid_fields(
+        "coordination.k8s.io",
+        "leases",
+        meta::name(obj),
+        &problems,
+    ))
+}
+
 /// `pkg/apis/core/validation/events.go`: `ReportingInstanceLengthLimit`,
 /// `ActionLengthLimit`, `ReasonLengthLimit` 128; `NoteLengthLimit` 1024 once
 /// `eventTime` is set, as it always is for events.k8s.io/v1).

@@ -520,6 +520,25 @@ async fn micro_times_keep_microseconds_and_times_whole_seconds() {
         .unwrap_err();
     let (code, _, message) = support::api_error(err);
     assert_eq!(code, 400, "{message}");
+    // Lease fields as pkg/apis/coordination/validation checks them.
+    let zero: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "zero"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 0, "leaseTransitions": -1}}))
+    .unwrap();
+    let (code, reason, message) = support::api_error(
+        leases
+            .create(&PostParams::default(), &zero)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((code, reason.as_str()), (422, "Invalid"));
+    assert!(
+        message.contains("spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0")
+            && message.contains(
+                "spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0"
+            ),
+        "{message}"
+    );
 
     let events: Api<CoreEvent> = Api::namespaced(client, "default");
     let event: CoreEvent = serde_json::from_value(json!({
