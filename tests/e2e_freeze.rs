@@ -254,3 +254,121 @@ async fn a_long_reason_freezes_every_cluster_and_its_events_carry_what_fits() {
         );
     }
 }
+
+/// The bookkeeping around freezes: lifting an id on record nowhere exits 1
+/// and says where it looked; a freeze written while a release's clusters were
+/// down is on record at home and binds that release once they are back;
+/// `--for` counts the fleet's time, which releases judge freezes by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeze_bookkeeping_unknown_ids_the_home_record_and_fleet_time() {
+    // A tier-2 release on staging and prod-b only: home (prod-a) is not its cluster.
+    let release = tier2_release().replacen("    - name: prod-a\n      role: production\n", "", 1);
+    let w = World::start(None, 120.0, &release).await;
+    assert!(w.rel.cluster_names().iter().all(|c| *c != "prod-a"));
+    // The home cluster keeps the record of every freeze, as deploy/ sets it up.
+    cutover::fleet::bootstrap::install_crds(w.clients.get("prod-a").unwrap())
+        .await
+        .unwrap();
+
+    let (code, out, err) = finish(
+        w.cutover(&["unfreeze", "freeze-nope", "--reason", "tidying"])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 1, "nothing was lifted: {out}\n{err}");
+    assert!(
+        err.contains("no freeze freeze-nope exists: looked in prod-a, prod-b, staging"),
+        "{err}"
+    );
+    assert!(out.contains("no freeze freeze-nope on prod-b"), "{out}");
+
+    // Frozen while both of the release's clusters are down: only home has it.
+    for c in ["staging", "prod-b"] {
+        let faults = &w.sim.cluster(c).unwrap().faults;
+        faults.activate(9_100, ApiFault::Unreachable(UnreachableMode::Refuse));
+    }
+    let (code, out, err) = freeze(&w, "payments incident").await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("frozen freeze-") && out.contains("on prod-a"),
+        "{out}"
+    );
+    let id = freeze_id(&out);
+    for c in ["staging", "prod-b"] {
+        w.sim.cluster(c).unwrap().faults.clear(9_100);
+    }
+    let (code, out, err) = finish(w.run(&[]).spawn().unwrap()).await;
+    assert_eq!(code, 4, "the home record binds the release: {out}\n{err}");
+    assert!(err.contains(&id) || out.contains(&id), "{out}\n{err}");
+    assert!(w.release().await.is_none(), "nothing was written");
+    let (code, out, err) = finish(
+        w.cutover(&["unfreeze", &id, "--reason", "resolved"])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("lifted {id} on prod-a")), "{out}");
+    assert!(out.contains(&format!("no freeze {id} on prod-b")), "{out}");
+    let (code, out, _) = finish(
+        w.cutover(&["unfreeze", &id, "--reason", "again"])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("was already lifted on prod-a (by incident-commander@example.com"),
+        "{out}"
+    );
+
+    // Windows judged at a chosen time: a Saturday in Berlin.
+    let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let (code, out, err) = finish(
+        w.cutover(&[
+            "freeze",
+            "status",
+            "-n",
+            "shop",
+            "--policies",
+            policies,
+            "--at",
+            "2026-12-05T11:00:00Z",
+        ])
+        .spawn()
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("weekend") && l.contains("ACTIVE AT 2026-12-05T11:00:00Z")),
+        "{out}"
+    );
+    // Ten minutes of fleet time pass in five seconds at 120x.
+    let (code, out, err) = finish(
+        w.cutover(&["freeze", "--reason", "short", "--for", "10m"])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let short = freeze_id(&out);
+    let status = || async {
+        finish(
+            w.cutover(&["freeze", "status", "-n", "shop"])
+                .spawn()
+                .unwrap(),
+        )
+        .await
+        .1
+    };
+    assert!(status().await.contains(&short));
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let after = status().await;
+    assert!(
+        !after.contains(&short),
+        "expired on the fleet's clock after 10 minutes of fleet time: {after}"
+    );
+}

@@ -181,6 +181,69 @@ fn bad_input_names_file_line_column_and_field() {
             1,
             &["release.yaml:12:", "field `spec.tier`", "tier-1, tier-2"],
         ),
+        (
+            "a tab in indentation, reported on its own line",
+            "  replicas: 6\n",
+            "  replicas: 6\n\timages: {}\n",
+            1,
+            &["release.yaml:15:1", "tab"],
+        ),
+        (
+            "an annotation larger than the API server takes",
+            "  namespace: shop\n",
+            "  namespace: shop\n  annotations:\n    note: BIG\n",
+            1,
+            &["field `metadata.annotations`", "262144 bytes"],
+        ),
+        (
+            "a label the API server refuses, in the pod template",
+            "          app: checkout\n",
+            "          app: checkout\n          \"bad key!\": x\n",
+            1,
+            &[
+                "spec.workload.template.metadata.labels",
+                "name part must consist",
+            ],
+        ),
+        (
+            "a NaN threshold: a gate that could never fail",
+            "      max: 0.02\n",
+            "      max: .nan\n",
+            1,
+            &["field `spec.gates[0].max`", "finite"],
+        ),
+        (
+            "an infinite traffic guard",
+            "      minRequestRate: 1\n",
+            "      minRequestRate: .inf\n",
+            1,
+            &["field `spec.gates[0].minRequestRate`", "finite"],
+        ),
+        (
+            "a traffic guard a prometheus gate cannot measure",
+            "        scrape:\n          measure: errorRatio\n          metric: http_requests_total\n",
+            "        prometheus:\n          query: sum(rate(errors[1m])) / sum(rate(requests[1m])) or vector(0)\n",
+            1,
+            &["field `spec.gates[0].minRequestRate`", "requestRateQuery"],
+        ),
+        (
+            "compareToBlue on a scrape gate",
+            "      minRequestRate: 1\n",
+            "      minRequestRate: 1\n      compareToBlue:\n        relative: 0.5\n",
+            1,
+            &["field `spec.gates[0].compareToBlue`", "prometheus gate"],
+        ),
+        (
+            "a window whose failures reach its size",
+            "      minRequestRate: 1\n",
+            "      minRequestRate: 1\n      window:\n        failures: 3\n        of: 3\n",
+            1,
+            &[
+                "field `spec.gates[0].window`",
+                "more than `failures`",
+                "must be below `of`",
+            ],
+        ),
     ];
     for (what, from, to, exit, needles) in cases {
         assert!(
@@ -188,7 +251,10 @@ fn bad_input_names_file_line_column_and_field() {
             "{what}: fixture text {from:?} not in the example"
         );
         let dir = tempfile::tempdir().unwrap();
-        let path = write_release(dir.path(), &RELEASE.replacen(from, to, 1));
+        let text = RELEASE
+            .replacen(from, to, 1)
+            .replace("BIG", &"x".repeat(300 * 1024));
+        let path = write_release(dir.path(), &text);
         let (code, _, err) = cutover(&["plan", "-f", path.to_str().unwrap()]);
         assert_eq!(code, *exit, "{what}: {err}");
         for n in *needles {
@@ -237,9 +303,79 @@ fn a_bad_fleet_file_is_named() {
 
 #[test]
 fn missing_files_and_bad_flags() {
+    // The release file is named first, not the fleet file looked up beside it.
     let (code, _, err) = cutover(&["plan", "-f", "no/such/release.yaml"]);
     assert_eq!(code, 1);
-    assert!(err.contains("fleet"), "{err}");
+    assert!(
+        err.contains("the release file no/such/release.yaml does not exist")
+            && !err.contains("fleet"),
+        "{err}"
+    );
+    // Bytes that are not UTF-8 are placed by line and column.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = RELEASE.as_bytes().to_vec();
+    let at = RELEASE.find("  app: checkout").unwrap() + "  app: check".len();
+    bytes[at] = 0xff;
+    let path = dir.path().join("release.yaml");
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::write(dir.path().join("fleet.yaml"), FLEET).unwrap();
+    let (code, _, err) = cutover(&["plan", "-f", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let line = RELEASE[..at].matches('\n').count() + 1;
+    assert!(
+        err.contains(&format!("release.yaml:{line}:13")) && err.contains("0xff"),
+        "{err}"
+    );
+    // A freeze that ends as it starts is a usage error, before any file is read.
+    let (code, _, err) = cutover(&[
+        "freeze",
+        "--reason",
+        "x",
+        "--for",
+        "0s",
+        "--fleet",
+        "nowhere.yaml",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--for must be longer than 0s"), "{err}");
     let (code, _, _) = cutover(&["plan", "--bogus"]);
     assert_eq!(code, 2, "usage errors exit 2");
+}
+
+/// `check --at TIME` answers whether a scheduled freeze window would hold the
+/// release then (a warning: a window holds a release, it breaks no tier rule).
+#[test]
+fn check_at_a_time_says_which_freeze_windows_would_hold_the_release() {
+    let check = |at: &str| {
+        cutover(&[
+            "check",
+            "-f",
+            "examples/checkout/release.yaml",
+            "--policies",
+            "policies",
+            "--at",
+            at,
+        ])
+    };
+    // A Saturday noon in Berlin: the tier-1 weekend window.
+    let (code, out, err) = check("2026-12-05T11:00:00Z");
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("WARN  freeze-windows")
+            && out.contains("window/weekend applies at 2026-12-05T11:00:00Z"),
+        "{out}"
+    );
+    assert!(out.contains("--override-freeze window/weekend"), "{out}");
+    // A Wednesday afternoon: nothing applies.
+    let (code, out, _) = check("2026-12-02T14:00:00Z");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("pass  freeze-windows") && out.contains("no scheduled freeze window applies"),
+        "{out}"
+    );
+    let (code, _, err) = check("next tuesday");
+    assert_eq!(
+        code, 2,
+        "a time that is not RFC 3339 is a usage error: {err}"
+    );
 }

@@ -29,6 +29,10 @@ pub struct CheckArgs {
     /// Kubeconfig holding the fleet's contexts (with --live).
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+    /// Judge the freeze windows at this time (RFC 3339, e.g.
+    /// 2026-12-24T18:00:00Z) instead of now on the fleet's clock.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<jiff::Timestamp>,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -45,6 +49,10 @@ pub async fn run(args: &CheckArgs) -> CliResult {
     let loaded = args.inputs.load()?;
     let rel = &loaded.release;
     let mut results = rules::check(rel).rules;
+    let at = args
+        .at
+        .unwrap_or_else(|| super::connect::clock_of(&loaded.fleet).now());
+    results.push(windows_at(rel, &loaded.windows, at));
     if args.live {
         let conn = connect(
             loaded.fleet.clone(),
@@ -159,15 +167,39 @@ async fn live(
         serving,
     } = crate::fleet::live::read(c, rel).await?;
     let mut out = Vec::new();
+    let pod = rel.template.spec.clone().unwrap_or_default();
     let zones_ok: Vec<_> = target
         .zones
         .iter()
         .filter(|z| {
-            nodes
-                .iter()
-                .any(|n| n.ready && n.schedulable && n.zone.as_deref() == Some(z.as_str()))
+            nodes.iter().any(|n| {
+                n.ready && placement::can_host(&pod, n) && n.zone.as_deref() == Some(z.as_str())
+            })
         })
         .collect();
+    // Nodes in zones the fleet file does not declare: not capacity, not spread.
+    let mut undeclared: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.zone.clone())
+        .filter(|z| !target.zones.contains(z))
+        .collect();
+    undeclared.sort();
+    undeclared.dedup();
+    if !undeclared.is_empty() {
+        out.push(RuleResult {
+            rule: "live-undeclared-zones",
+            verdict: RuleVerdict::Warn,
+            detail: format!(
+                "{}: nodes in zone {} that the fleet file does not declare for this cluster; they never count toward spread or zone loss",
+                c.name,
+                undeclared.join(", ")
+            ),
+            fix: Some(format!(
+                "declare the zone under clusters[{}].zones in the fleet file if green should spread there",
+                c.name
+            )),
+        });
+    }
     let missing: Vec<_> = target
         .zones
         .iter()
@@ -180,15 +212,16 @@ async fn live(
         detail: if missing.is_empty() {
             format!("{}: every declared zone has ready schedulable nodes ({})", c.name, target.zones.join(", "))
         } else {
-            format!("{}: zone {} has no ready schedulable node", c.name, missing.join(", "))
+            format!("{}: zone {} has no ready node green can be scheduled on", c.name, missing.join(", "))
         },
-        fix: (!missing.is_empty()).then(|| "an infrastructure problem, not the manifest: restore the zone's nodes or wait for it".into()),
+        fix: (!missing.is_empty()).then(|| "restore the zone's nodes (down, cordoned or tainted), or make green's tolerations, nodeSelector and node affinity allow them".into()),
     });
     let mut kept = None;
     if let Some((w, pods)) = serving {
         let report = placement::evaluate(
             &rel.tier.placement,
             &target.zones,
+            &rel.template.spec.clone().unwrap_or_default(),
             w.replicas,
             &nodes,
             &pods,
@@ -223,4 +256,38 @@ async fn live(
         });
     }
     Ok((out, uid, kept))
+}
+
+/// Whether a scheduled freeze window holds the release at `at`: a warning,
+/// as a window holds a release rather than breaking a tier rule.
+fn windows_at(
+    rel: &ResolvedRelease,
+    windows: &[crate::freeze::Window],
+    at: jiff::Timestamp,
+) -> RuleResult {
+    let applying = crate::freeze::applicable(rel, &[], windows, at);
+    if applying.is_empty() {
+        return RuleResult {
+            rule: "freeze-windows",
+            verdict: RuleVerdict::Pass,
+            detail: format!(
+                "no scheduled freeze window applies at {at} ({} window(s) read)",
+                windows.len()
+            ),
+            fix: None,
+        };
+    }
+    let ids: Vec<String> = applying.iter().map(|f| f.id.clone()).collect();
+    RuleResult {
+        rule: "freeze-windows",
+        verdict: RuleVerdict::Warn,
+        detail: format!(
+            "{} applies at {at}: the release would not start (exit 4) and would hold there",
+            ids.join(", ")
+        ),
+        fix: Some(format!(
+            "run outside the window, or override it with a reason: --override-freeze {}",
+            ids.join(" --override-freeze ")
+        )),
+    }
 }

@@ -4,8 +4,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
-
 use super::exit::CliResult;
 use crate::clock::{ScaledClock, SharedClock, SystemClock};
 use crate::fleet::{ClientLimits, FleetClients};
@@ -41,8 +39,7 @@ pub struct Connected {
 }
 
 pub fn read_fleet(path: &std::path::Path) -> CliResult<Fleet> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = super::load::read(path)?;
     Ok(Fleet::parse(&path.display().to_string(), &text)?)
 }
 

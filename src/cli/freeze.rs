@@ -11,7 +11,7 @@ use serde_json::json;
 use super::Output;
 use super::connect::{FleetArgs, connect, read_fleet};
 use super::exit::{CliError, CliResult, Exit};
-use crate::fleet::freezes::{self, PerCluster};
+use crate::fleet::freezes::{self, Outcome, PerCluster};
 use crate::fleet::state::ReleaseStore;
 use crate::freeze::{DeployFreeze, DeployFreezeSpec, Scope};
 use crate::spec::status::HoldReason;
@@ -60,6 +60,10 @@ pub struct StatusArgs {
     /// A policies directory whose `freezes.yaml` windows are listed too.
     #[arg(long, value_name = "DIR", env = "CUTOVER_POLICIES")]
     pub policies: Option<std::path::PathBuf>,
+    /// Judge freezes and windows at this time (RFC 3339, e.g.
+    /// 2026-12-24T18:00:00Z) instead of now on the fleet's clock.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<jiff::Timestamp>,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -82,7 +86,12 @@ fn report(what: &str, id: &str, home: &str, results: &PerCluster) -> CliResult {
     let mut out = std::io::stdout().lock();
     for (cluster, r) in results {
         match r {
-            Ok(()) => writeln!(out, "{what} {id} on {cluster}")?,
+            Ok(Outcome::Done) => writeln!(out, "{what} {id} on {cluster}")?,
+            Ok(Outcome::AlreadyLifted { by, at }) => writeln!(
+                out,
+                "{id} was already lifted on {cluster} (by {by} at {at})"
+            )?,
+            Ok(Outcome::Absent) => writeln!(out, "no freeze {id} on {cluster}")?,
             Err(e) => writeln!(out, "NOT {what} on {cluster}: {e}")?,
         }
     }
@@ -91,7 +100,18 @@ fn report(what: &str, id: &str, home: &str, results: &PerCluster) -> CliResult {
         .filter(|(_, r)| r.is_err())
         .map(|(c, _)| c.as_str())
         .collect();
-    if results.get(home).is_some_and(|r| r.is_ok()) {
+    let found = |r: &Result<Outcome, String>| matches!(r, Ok(o) if *o != Outcome::Absent);
+    if !results.values().any(found) && !results.values().any(Result::is_err) {
+        let looked: Vec<&str> = results.keys().map(String::as_str).collect();
+        return Err(CliError::new(
+            Exit::Error,
+            anyhow!(
+                "no freeze {id} exists: looked in {}; `cutover freeze status` lists the active ones",
+                looked.join(", ")
+            ),
+        ));
+    }
+    if results.get(home).is_some_and(found) {
         if !missed.is_empty() {
             writeln!(
                 out,
@@ -103,7 +123,8 @@ fn report(what: &str, id: &str, home: &str, results: &PerCluster) -> CliResult {
     } else {
         let why = match results.get(home) {
             Some(Err(e)) => e.to_string(),
-            _ => "it was not asked".to_string(),
+            Some(Ok(_)) => "no such freeze there".to_string(),
+            None => "it was not asked".to_string(),
         };
         Err(CliError::new(
             Exit::Error,
@@ -130,6 +151,14 @@ pub async fn freeze(args: &FreezeArgs) -> CliResult {
                 anyhow!("--reason is required: say why deploys are frozen"),
             )
         })?;
+    if args.duration.is_some_and(|d| d.as_duration().is_zero()) {
+        return Err(CliError::new(
+            Exit::Usage,
+            anyhow!(
+                "--for must be longer than 0s: a freeze that ends as it starts blocks nothing; leave --for out to freeze until lifted"
+            ),
+        ));
+    }
     let fleet = read_fleet(&fleet_args.fleet)?;
     let home = fleet.home.clone();
     let conn = connect(
@@ -138,7 +167,8 @@ pub async fn freeze(args: &FreezeArgs) -> CliResult {
         &fleet_args.namespace,
     )
     .await?;
-    let now = jiff::Timestamp::now();
+    // The fleet's clock, which releases judge freezes by.
+    let now = conn.clock.now();
     let expires_at = match args.duration {
         Some(d) => Some(
             now.checked_add(d.signed())
@@ -167,7 +197,7 @@ pub async fn freeze(args: &FreezeArgs) -> CliResult {
         now.strftime("%Y%m%d-%H%M%S"),
         rand::random::<u16>()
     );
-    let results = freezes::freeze(&conn.clients, &id, &spec).await;
+    let results = freezes::freeze(&conn.clients, &id, &spec, now).await;
     report("frozen", &id, &home, &results)
 }
 
@@ -188,7 +218,7 @@ pub async fn unfreeze(args: &UnfreezeArgs) -> CliResult {
                 if let Ok(list) = freezes::list(c).await {
                     ids.extend(
                         list.iter()
-                            .filter(|f| f.is_active(jiff::Timestamp::now()))
+                            .filter(|f| f.is_active(conn.clock.now()))
                             .filter_map(|f| f.metadata.name.clone()),
                     );
                 }
@@ -211,7 +241,8 @@ pub async fn unfreeze(args: &UnfreezeArgs) -> CliResult {
     let mut exit = Exit::Ok;
     let who = conn.acting_user().await;
     for id in ids {
-        let results = freezes::unfreeze(&conn.clients, &id, &who, &args.reason).await;
+        let results =
+            freezes::unfreeze(&conn.clients, &id, &who, &args.reason, conn.clock.now()).await;
         exit = report("lifted", &id, &home, &results)?;
     }
     Ok(exit)
@@ -219,7 +250,8 @@ pub async fn unfreeze(args: &UnfreezeArgs) -> CliResult {
 
 async fn status(args: &StatusArgs) -> CliResult {
     let conn = args.fleet.connect().await?;
-    let now = jiff::Timestamp::now();
+    // What applies at `--at`, or now on the fleet's clock.
+    let now = args.at.unwrap_or_else(|| conn.clock.now());
     let mut active: BTreeMap<String, (DeployFreeze, Vec<String>)> = BTreeMap::new();
     let mut unreadable = Vec::new();
     for c in conn.clients.iter() {
@@ -310,8 +342,12 @@ async fn status(args: &StatusArgs) -> CliResult {
             on.join(", ")
         )?;
     }
+    let active_label = match args.at {
+        Some(at) => format!(" — ACTIVE AT {at}"),
+        None => " — ACTIVE NOW".to_string(),
+    };
     for (w, on) in &windows {
-        writeln!(out, "{w}{}", if *on { " — ACTIVE NOW" } else { "" })?;
+        writeln!(out, "{w}{}", if *on { active_label.as_str() } else { "" })?;
     }
     for u in &unreadable {
         writeln!(out, "cannot read freezes on {u}")?;

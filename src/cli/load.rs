@@ -78,6 +78,18 @@ impl Inputs {
     }
 
     pub fn load(&self) -> CliResult<Loaded> {
+        // The release first: a missing or unreadable release is named before
+        // the files looked up beside it.
+        let name = self.release.display().to_string();
+        if !self.release.is_file() {
+            return Err(CliError::new(
+                Exit::Error,
+                anyhow::anyhow!(
+                    "the release file {name} does not exist: pass -f with the path of a Release"
+                ),
+            ));
+        }
+        let text = read(&self.release)?;
         let policy = tier_policy(self.policies.as_deref())?;
         let fleet_path = self.fleet_path();
         let fleet_text = read(&fleet_path).with_context(|| {
@@ -88,13 +100,18 @@ impl Inputs {
         })?;
         let fleet =
             Fleet::parse(&fleet_path.display().to_string(), &fleet_text).map_err(input_error)?;
-        let name = self.release.display().to_string();
-        let text = read(&self.release)?;
         let src = Source::new(&name, &text);
         let document: ReleaseDocument = src
             .decode()
             .map_err(|e| input_error(InputErrors(vec![e])))?;
         let mut header = Vec::new();
+        // The Release object carries these: held to the API server's limits
+        // before anything is written.
+        let meta = serde_json::json!({"labels": document.metadata.labels, "annotations": document.metadata.annotations});
+        for problem in crate::spec::object_meta::check(&meta) {
+            let (field, message) = problem.split_once(": ").unwrap_or(("metadata", &problem));
+            header.push(src.error_at(field, message.to_string()));
+        }
         if document.api_version != crate::spec::API_VERSION {
             header.push(src.error_at(
                 "apiVersion",
@@ -186,8 +203,13 @@ pub fn windows(dir: Option<&Path>) -> CliResult<Vec<crate::freeze::Window>> {
     crate::freeze::window::parse(&path.display().to_string(), &text).map_err(input_error)
 }
 
-fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+/// A file's text; bytes that are not UTF-8 are named by line and column.
+pub fn read(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(
+        crate::spec::source::text(&path.display().to_string(), bytes)
+            .map_err(|e| InputErrors(vec![e]))?,
+    )
 }
 
 fn input_error(e: InputErrors) -> CliError {

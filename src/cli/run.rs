@@ -108,10 +108,16 @@ pub async fn run(args: &RunArgs) -> CliResult {
         .map_err(|why| CliError::new(Exit::Error, anyhow!(why)))?;
     let starting = matches!(intent, Intent::Start | Intent::NextRevision)
         || status.is_none_or(|s| s.phase == crate::spec::status::Phase::Pending);
-    if starting {
-        // A release does not start while a freeze applies: exit 4, nothing written.
-        let (freezes, unreadable) =
-            crate::fleet::freezes::read_all(&conn.clients, &clusters).await?;
+    // A release does not start while a freeze applies: exit 4, nothing
+    // written. An override is weighed whenever one is given, in flight too:
+    // one naming a freeze that does not exist, or only some of those that
+    // apply, is refused, naming them, before anything is written.
+    if starting || rel.override_freezes.is_some() {
+        let (freezes, unreadable) = crate::fleet::freezes::read_all(
+            &conn.clients,
+            &crate::fleet::freezes::binding_clusters(&conn.clients, &clusters),
+        )
+        .await?;
         loaded.admit(Some(FreezeReading {
             freezes: &freezes,
             unreadable: &unreadable,
@@ -222,6 +228,7 @@ async fn authorize_override(
             id,
             &by,
             &format!("overridden by {by}: {}", o.reason),
+            conn.clock.now(),
         )
         .await?;
     }

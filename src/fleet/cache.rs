@@ -82,11 +82,7 @@ impl ClusterCache {
 
     /// Whether this cluster's freezes are known (their watch is healthy).
     pub fn freezes_readable(&self) -> Result<(), String> {
-        match self.freezes.state() {
-            watches::WatchState::Healthy => Ok(()),
-            watches::WatchState::Failing(e) => Err(e),
-            watches::WatchState::Starting => Err("not listed yet".into()),
-        }
+        freezes_state(&self.freezes)
     }
 
     /// The app's Deployments.
@@ -124,7 +120,49 @@ impl ClusterCache {
 /// The caches of every cluster of one release, and the signal that something changed.
 pub struct FleetCache {
     pub clusters: BTreeMap<String, ClusterCache>,
+    /// The home cluster's freezes when home is not one of the release's
+    /// clusters: its copy of every freeze is the record, so they bind too.
+    pub home_freezes: Option<(String, HomeFreezes)>,
     changed: Arc<Notify>,
+}
+
+/// The freezes of the home cluster, for a release that does not run there.
+#[derive(Clone)]
+pub struct HomeFreezes(Arc<SharedWatch<DeployFreeze>>);
+
+impl HomeFreezes {
+    pub fn readable(&self) -> Result<(), String> {
+        freezes_state(&self.0)
+    }
+
+    pub fn freezes(&self) -> Vec<Arc<DeployFreeze>> {
+        self.0.get("")
+    }
+}
+
+fn freezes_state(w: &SharedWatch<DeployFreeze>) -> Result<(), String> {
+    match w.state() {
+        watches::WatchState::Healthy => Ok(()),
+        watches::WatchState::Failing(e) => Err(e),
+        watches::WatchState::Starting => Err("not listed yet".into()),
+    }
+}
+
+fn freezes_watch(
+    w: &Watches,
+    cluster: &str,
+    client: &kube::Client,
+) -> Arc<SharedWatch<DeployFreeze>> {
+    w.freezes.obtain(cluster.to_string(), || {
+        watches::start(
+            "deployfreezes",
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            everything,
+            |o: &mut DeployFreeze| o.managed_fields_mut().clear(),
+            client.clone(),
+        )
+    })
 }
 
 impl FleetCache {
@@ -194,16 +232,7 @@ impl FleetCache {
                         client.clone(),
                     )
                 });
-            let freezes = w.freezes.obtain(target.name.clone(), || {
-                watches::start(
-                    "deployfreezes",
-                    Api::all(client.clone()),
-                    watcher::Config::default(),
-                    everything,
-                    |o: &mut DeployFreeze| o.managed_fields_mut().clear(),
-                    client.clone(),
-                )
-            });
+            let freezes = freezes_watch(w, &target.name, &client);
             let cc = ClusterCache {
                 app: rel.app.clone(),
                 route: target.router.route.clone(),
@@ -216,7 +245,17 @@ impl FleetCache {
             cc.subscribe(&changed);
             clusters.insert(target.name.clone(), cc);
         }
-        FleetCache { clusters, changed }
+        let home = fleet.home();
+        let home_freezes = (!clusters.contains_key(&home.name)).then(|| {
+            let watch = freezes_watch(w, &home.name, &home.watches);
+            watch.subscribe("", &changed);
+            (home.name.clone(), HomeFreezes(watch))
+        });
+        FleetCache {
+            clusters,
+            home_freezes,
+            changed,
+        }
     }
 
     /// Resolves when any watched object changed or a watch failed or recovered since the last call.

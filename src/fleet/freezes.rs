@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::join_all;
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Api, ListParams, PostParams};
@@ -20,8 +21,19 @@ pub const PER_CLUSTER: Duration = Duration::from_secs(8);
 /// Namespace of the Events about freezes (freezes themselves are cluster-wide).
 pub const EVENTS_NAMESPACE: &str = "default";
 
+/// What a freeze write found on one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written (or already there, as written).
+    Done,
+    /// The freeze was lifted before, by whom and when.
+    AlreadyLifted { by: String, at: String },
+    /// No freeze of that id is on record there.
+    Absent,
+}
+
 /// What happened on each cluster.
-pub type PerCluster = BTreeMap<String, std::result::Result<(), String>>;
+pub type PerCluster = BTreeMap<String, std::result::Result<Outcome, String>>;
 
 async fn bounded<T>(
     what: impl std::future::Future<Output = Result<T>>,
@@ -33,20 +45,27 @@ async fn bounded<T>(
     }
 }
 
-fn now() -> String {
-    jiff::Timestamp::now().to_string()
-}
-
-/// Writes the freeze `id` to every cluster in parallel.
-pub async fn freeze(fleet: &FleetClients, id: &str, spec: &DeployFreezeSpec) -> PerCluster {
+/// Writes the freeze `id` to every cluster in parallel; `at` is the fleet's
+/// time, which its history records.
+pub async fn freeze(
+    fleet: &FleetClients,
+    id: &str,
+    spec: &DeployFreezeSpec,
+    at: Timestamp,
+) -> PerCluster {
     let tasks = fleet.iter().map(|c| async move {
-        let r = bounded(create(c, id, spec)).await;
+        let r = bounded(create(c, id, spec, at)).await;
         (c.name.clone(), r)
     });
     join_all(tasks).await.into_iter().collect()
 }
 
-async fn create(c: &ClusterHandle, id: &str, spec: &DeployFreezeSpec) -> Result<()> {
+async fn create(
+    c: &ClusterHandle,
+    id: &str,
+    spec: &DeployFreezeSpec,
+    at: Timestamp,
+) -> Result<Outcome> {
     let api: Api<DeployFreeze> = Api::all(c.client.clone());
     let mut f = DeployFreeze::new(id, spec.clone());
     f.metadata.labels = Some(
@@ -59,46 +78,65 @@ async fn create(c: &ClusterHandle, id: &str, spec: &DeployFreezeSpec) -> Result<
     match api.create(&PostParams::default(), &f).await {
         Ok(created) => {
             let msg = format!("frozen by {}: {}", spec.author, spec.reason);
-            record(c, &created, "Created", &spec.author, &msg).await
+            record(c, &created, "Created", &spec.author, &msg, at).await?;
+            Ok(Outcome::Done)
         }
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Outcome::Done),
         Err(e) => Err(Error::api(&c.name)(e)),
     }
 }
 
-/// Lifts freeze `id` on every cluster in parallel; a cluster without it is fine.
-pub async fn unfreeze(fleet: &FleetClients, id: &str, by: &str, reason: &str) -> PerCluster {
+/// Lifts freeze `id` on every cluster in parallel, saying where it was
+/// already lifted and where no such freeze is on record.
+pub async fn unfreeze(
+    fleet: &FleetClients,
+    id: &str,
+    by: &str,
+    reason: &str,
+    at: Timestamp,
+) -> PerCluster {
     let tasks = fleet.iter().map(|c| async move {
-        let r = bounded(lift(c, id, by, reason)).await;
+        let r = bounded(lift(c, id, by, reason, at)).await;
         (c.name.clone(), r)
     });
     join_all(tasks).await.into_iter().collect()
 }
 
-async fn lift(c: &ClusterHandle, id: &str, by: &str, reason: &str) -> Result<()> {
+async fn lift(
+    c: &ClusterHandle,
+    id: &str,
+    by: &str,
+    reason: &str,
+    at: Timestamp,
+) -> Result<Outcome> {
     let api: Api<DeployFreeze> = Api::all(c.client.clone());
     for _ in 0..5 {
         let Some(mut f) = api.get_opt(id).await.map_err(Error::api(&c.name))? else {
-            return Ok(());
+            return Ok(Outcome::Absent);
         };
-        if f.spec.lifted.is_some() {
-            return Ok(());
+        if let Some(l) = &f.spec.lifted {
+            return Ok(Outcome::AlreadyLifted {
+                by: l.by.clone(),
+                at: l.at.clone(),
+            });
         }
         f.spec.lifted = Some(Lifted {
             by: by.to_string(),
             reason: reason.to_string(),
-            at: now(),
+            at: at.to_string(),
         });
         match api.replace(id, &PostParams::default(), &f).await {
             Ok(updated) => {
-                return record(
+                record(
                     c,
                     &updated,
                     "Lifted",
                     by,
                     &format!("lifted by {by}: {reason}"),
+                    at,
                 )
-                .await;
+                .await?;
+                return Ok(Outcome::Done);
             }
             Err(kube::Error::Api(s)) if s.code == 409 => continue,
             Err(e) => return Err(Error::api(&c.name)(e)),
@@ -139,13 +177,35 @@ pub async fn read_all(
     Ok((all, unreadable))
 }
 
-/// Records an override on the freezes it overrode, on one cluster.
-pub async fn record_override(c: &ClusterHandle, id: &str, by: &str, message: &str) -> Result<()> {
+/// Records an override on the freeze it overrode, on one cluster; a freeze
+/// not on record there is an error, never a silent success.
+pub async fn record_override(
+    c: &ClusterHandle,
+    id: &str,
+    by: &str,
+    message: &str,
+    at: Timestamp,
+) -> Result<()> {
     let api: Api<DeployFreeze> = Api::all(c.client.clone());
     match api.get_opt(id).await.map_err(Error::api(&c.name))? {
-        Some(f) => record(c, &f, "Overridden", by, message).await,
-        None => Ok(()),
+        Some(f) => record(c, &f, "Overridden", by, message, at).await,
+        None => Err(Error::Conflict(format!(
+            "{}: no freeze {id} is on record to override",
+            c.name
+        ))),
     }
+}
+
+/// The clusters whose freezes bind a release: its own, and the home cluster,
+/// whose copy of every freeze is the record (a freeze written while a member
+/// was down is at home, not there).
+pub fn binding_clusters<'a>(fleet: &'a FleetClients, clusters: &[&'a str]) -> Vec<&'a str> {
+    let mut out: Vec<&str> = clusters.to_vec();
+    let home = fleet.home().name.as_str();
+    if !out.contains(&home) {
+        out.push(home);
+    }
+    out
 }
 
 /// Appends to the freeze's history and emits a Kubernetes Event.
@@ -155,13 +215,14 @@ async fn record(
     action: &str,
     by: &str,
     message: &str,
+    at: Timestamp,
 ) -> Result<()> {
     let api: Api<DeployFreeze> = Api::all(c.client.clone());
     let name = f.metadata.name.clone().unwrap_or_default();
     let mut with = f.clone();
     let mut status = with.status.clone().unwrap_or_default();
     status.history.push(FreezeEvent {
-        at: now(),
+        at: at.to_string(),
         action: action.into(),
         by: by.into(),
         message: message.into(),
@@ -172,7 +233,7 @@ async fn record(
         .replace_status(&name, &PostParams::default(), &with)
         .await;
     let events: Api<Event> = Api::namespaced(c.client.clone(), EVENTS_NAMESPACE);
-    let t = jiff::Timestamp::now();
+    let t = at;
     let event = Event {
         metadata: ObjectMeta {
             generate_name: Some(format!("{name}.")),

@@ -46,6 +46,15 @@ pub fn observe(
             }
         }
     }
+    if let Some((home, hf)) = &cache.home_freezes {
+        match hf.readable() {
+            Ok(()) => freezes.extend(hf.freezes().iter().map(|f| (**f).clone())),
+            Err(why) => {
+                let unreadable = &mut out.observation.freezes.unreadable;
+                unreadable.insert(home.clone(), why);
+            }
+        }
+    }
     out.observation.freezes.active = crate::freeze::applicable(rel, &freezes, windows, now);
     for target in &rel.clusters {
         let reachable = match cache.clusters.get(&target.name) {
@@ -121,8 +130,15 @@ fn cluster_view(
             } else {
                 target.replicas
             };
-            let report =
-                placement::evaluate(&rel.tier.placement, &target.zones, desired, &nodes, &pods);
+            let pod = rel.template.spec.clone().unwrap_or_default();
+            let report = placement::evaluate(
+                &rel.tier.placement,
+                &target.zones,
+                &pod,
+                desired,
+                &nodes,
+                &pods,
+            );
             if report.satisfied() {
                 PlacementView::Satisfied
             } else {
@@ -157,6 +173,12 @@ pub fn node_info(n: &Node) -> NodeInfo {
             .as_ref()
             .and_then(|s| s.unschedulable)
             .unwrap_or(false),
+        labels: n.labels().clone(),
+        taints: n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default(),
     }
 }
 

@@ -111,6 +111,21 @@ fn measurement_classes() {
             Class::NoData,
         ),
         (
+            "a guard with no measured rate judges nothing",
+            mk_gate("minRequestRate: 1\n"),
+            Ok(series(&[0.0])),
+            Class::Error,
+        ),
+        (
+            "a NaN rate is below any guard",
+            mk_gate("minRequestRate: 1\n"),
+            Ok(RawResult {
+                request_rate: Some(f64::NAN),
+                ..series(&[0.0])
+            }),
+            Class::NoData,
+        ),
+        (
             "traffic above the guard",
             mk_gate("minRequestRate: 1\n"),
             Ok(RawResult {
@@ -232,6 +247,25 @@ fn comparison_with_blue() {
     let worse = measure(&gate, t(0), Ok(series(&[0.03])), blue(0.01));
     assert_eq!(worse.class, Class::Fail);
     assert!(worse.detail.contains("blue 0.01"), "{}", worse.detail);
+    // A blue that could not be measured never lets green pass.
+    let unmeasured = measure(
+        &gate,
+        t(0),
+        Ok(series(&[0.001])),
+        Some(Err("timeout".into())),
+    );
+    assert_eq!(unmeasured.class, Class::Error, "{}", unmeasured.detail);
+    // No blue at all (a first install) or no blue series: green is judged
+    // alone, and the detail says so.
+    let alone = measure(&gate, t(0), Ok(series(&[0.001])), None);
+    assert_eq!(alone.class, Class::Pass);
+    assert!(alone.detail.contains("no blue serves"), "{}", alone.detail);
+    let empty = measure(&gate, t(0), Ok(series(&[0.001])), Some(Ok(series(&[]))));
+    assert!(
+        empty.detail.contains("blue returned no series"),
+        "{}",
+        empty.detail
+    );
 }
 
 fn run(gate: &MetricGate, classes: &str) -> MetricVerdict {
@@ -289,6 +323,31 @@ fn flapping_sequences_against_each_limit() {
         (
             "failureLimit: 9\nwindow:\n  failures: 3\n  of: 5\n",
             "PPFPFPF",
+            "pending", // 3 of the last 5: not more than 3, so not failed
+        ),
+        (
+            "failureLimit: 9\nwindow:\n  failures: 3\n  of: 5\n",
+            "PFFPFF",
+            "fail", // 4 of the last 5
+        ),
+        (
+            "failureLimit: 9\nwindow:\n  failures: 1\n  of: 3\n",
+            "PFP",
+            "pass",
+        ),
+        (
+            "failureLimit: 9\nwindow:\n  failures: 1\n  of: 3\n",
+            "PFF",
+            "fail",
+        ),
+        (
+            "failureLimit: 9\nwindow:\n  failures: 1\n  of: 3\n",
+            "FPPF",
+            "pending",
+        ),
+        (
+            "failureLimit: 9\nwindow:\n  failures: 0\n  of: 3\n",
+            "PPF",
             "fail",
         ),
         ("failureLimit: 9\ncritical: true\n", "PPF", "fail"),

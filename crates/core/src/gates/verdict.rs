@@ -206,14 +206,28 @@ fn measure_one(
         Ok(r) => r,
         Err(e) => return m(Class::Error, None, e),
     };
-    if let (Some(min), Some(rate)) = (gate.min_request_rate, result.request_rate)
-        && rate < min
-    {
-        return m(
-            Class::NoData,
-            None,
-            format!("{rate:.3} req/s is below the {min} req/s needed to judge"),
-        );
+    // A traffic guard that cannot be evaluated never lets a value through:
+    // without a measured request rate, no traffic and a quiet error ratio
+    // would look the same.
+    match (gate.min_request_rate, result.request_rate) {
+        (Some(min), Some(rate)) if !(rate >= min) => {
+            return m(
+                Class::NoData,
+                None,
+                format!("{rate:.3} req/s is below the {min} req/s needed to judge"),
+            );
+        }
+        (Some(min), None) => {
+            return m(
+                Class::Error,
+                None,
+                format!(
+                    "minRequestRate {min} req/s is set but no request rate was measured \
+                     (set provider.prometheus.requestRateQuery)"
+                ),
+            );
+        }
+        _ => {}
     }
     if let Some(n) = gate.expected_series
         && result.series.len() != n
@@ -270,6 +284,17 @@ fn measure_one(
         Some(v) => format!("{} against {}", show(v), threshold(gate)),
         None => format!("no value against {}", threshold(gate)),
     };
+    if let (Some(_), Some(Err(e))) = (&gate.compare_to_blue, &blue) {
+        // Green may pass only against a blue that was measured.
+        return m(
+            Class::Error,
+            value,
+            format!("{detail}; blue could not be measured to compare: {e}"),
+        );
+    }
+    if let (Some(_), None) = (&gate.compare_to_blue, &blue) {
+        detail.push_str("; no blue serves to compare with");
+    }
     if let (Some(cmp), Some(Ok(blue)), Some(v)) = (&gate.compare_to_blue, blue, value)
         && class == Class::Pass
     {
@@ -280,6 +305,9 @@ fn measure_one(
             .filter(|v| v.is_finite())
             .collect();
         bv.sort_by(f64::total_cmp);
+        if bv.is_empty() {
+            detail.push_str("; blue returned no series to compare with");
+        }
         if let Some(b) = reduce_values(&Reduce::Max, &bv) {
             let worse = if gate.min.is_some() && gate.max.is_none() {
                 v < b * (1.0 - cmp.relative) - cmp.absolute
@@ -361,7 +389,7 @@ pub fn metric_verdict(gate: &MetricGate, ms: &[Measurement]) -> MetricVerdict {
             .take(w.of as usize)
             .filter(|m| m.class == Class::Fail)
             .count() as u32;
-        if w.failures > 0 && recent >= w.failures {
+        if recent > w.failures {
             return MetricVerdict::Fail(format!(
                 "{recent} of the last {} measurements failed: {}",
                 w.of,

@@ -148,6 +148,25 @@ impl Fleet {
                     ));
                 }
             }
+            // Two of a cluster's zones in one physical place would count as
+            // two failure domains where there is one.
+            let mut places: BTreeMap<&str, &str> = BTreeMap::new();
+            for z in &c.zones {
+                let place = c.physical_zone(z);
+                if let Some(other) = places.insert(place, z) {
+                    let field = if c.physical_zones.contains_key(z) {
+                        format!("{at}.physicalZones.{z}")
+                    } else {
+                        format!("{at}.physicalZones.{other}")
+                    };
+                    errors.push(src.error_at(
+                        &field,
+                        format!(
+                            "zones {other:?} and {z:?} map to one physical zone {place:?}: a cluster's zones must be distinct places, or it cannot lose one and keep the other"
+                        ),
+                    ));
+                }
+            }
             if c.traffic_share > Percent::HUNDRED {
                 errors.push(src.error_at(&format!("{at}.trafficShare"), "must be at most 100%"));
             }
@@ -240,5 +259,29 @@ clusters:
             "{err}"
         );
         assert!(err.contains("fleet.yaml:3:1: field `home`"), "{err}");
+    }
+
+    #[test]
+    fn two_zones_of_one_cluster_in_one_physical_zone_are_refused() {
+        let base = FLEET.replace("30%", "40%");
+        let (a, b) = ("eu-west-1a", "eu-west-1b");
+        let text = base.replacen(
+            "name: prod-a\n",
+            &format!("name: prod-a\n    physicalZones:\n      {a}: az1\n      {b}: az1\n"),
+            1,
+        );
+        let err = Fleet::parse("fleet.yaml", &text).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("field `clusters[0].physicalZones.{b}`"))
+                && err.contains("map to one physical zone \"az1\""),
+            "{err}"
+        );
+        // Mapping a zone onto another zone's name is the same mistake.
+        let text = base.replacen(
+            "name: prod-a\n",
+            &format!("name: prod-a\n    physicalZones:\n      {a}: {b}\n"),
+            1,
+        );
+        assert!(Fleet::parse("fleet.yaml", &text).is_err());
     }
 }

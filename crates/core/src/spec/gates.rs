@@ -34,7 +34,8 @@ pub struct MetricGate {
     /// Failed measurements in a row allowed before the metric fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_failure_limit: Option<u32>,
-    /// Fails when more than `failures` of the last `of` measurements failed.
+    /// Fails when more than `failures` of the last `of` measurements failed
+    /// (`failures` below `of`; 0: any failure among the last `of`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<FailureWindow>,
     /// Errors in a row (provider unreachable, bad query) before the metric fails.
@@ -55,7 +56,10 @@ pub struct MetricGate {
     /// What an empty result, NaN, ±Inf or a provider warning counts as.
     #[serde(default)]
     pub on: Outcomes,
-    /// Below this request rate (per second) a measurement is NoData: too little traffic to judge.
+    /// Below this request rate (per second) a measurement is NoData: too
+    /// little traffic to judge. A prometheus gate measures the rate with
+    /// `provider.prometheus.requestRateQuery`, which it then needs; scrape
+    /// gates measure it from the page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_request_rate: Option<f64>,
     /// How several series reduce to one verdict.
@@ -69,7 +73,8 @@ pub struct MetricGate {
     /// Series (or groups, with `groupBy`) expected in the result; another count is an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_series: Option<usize>,
-    /// Also measure blue at the same time and compare.
+    /// Also measure blue at the same time and compare (prometheus gates
+    /// without `groupBy`); a blue that cannot be measured is an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare_to_blue: Option<Comparison>,
 }

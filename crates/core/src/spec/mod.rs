@@ -6,6 +6,7 @@
 
 pub mod fleet;
 pub mod gates;
+pub mod object_meta;
 pub mod policy;
 pub mod quantity;
 pub mod release;

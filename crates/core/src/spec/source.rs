@@ -44,6 +44,34 @@ impl std::error::Error for InputError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputErrors(pub Vec<InputError>);
 
+/// A file's bytes as text; bytes that are not UTF-8 are an error at the
+/// line and column of the first of them.
+pub fn text(file: &str, bytes: Vec<u8>) -> Result<String, InputError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let good = e.utf8_error().valid_up_to();
+        let before = std::str::from_utf8(&bytes[..good]).unwrap_or_default();
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count()
+            + 1;
+        InputError {
+            file: file.to_string(),
+            line: Some(line),
+            column: Some(column),
+            field: String::new(),
+            problem: format!(
+                "byte 0x{:02x} is not UTF-8: save the file as UTF-8",
+                bytes[good]
+            ),
+        }
+    })
+}
+
 impl fmt::Display for InputErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.0.iter().enumerate() {
@@ -85,6 +113,14 @@ impl<'a> Source<'a> {
                 .filter(|p| p != ".")
                 .unwrap_or_default();
             let (line, column) = match e.location() {
+                // The scanner meets a tab in indentation while still reading
+                // the line before it: place the error on the tab.
+                Some(loc) if loc.line() > 0 && plain_message(&e).contains("tab") => {
+                    match self.tab_from(loc.line() as usize) {
+                        Some((l, c)) => (Some(l), Some(c)),
+                        None => (Some(loc.line() as usize), Some(loc.column() as usize)),
+                    }
+                }
                 Some(loc) if loc.line() > 0 => {
                     (Some(loc.line() as usize), Some(loc.column() as usize))
                 }
@@ -101,6 +137,21 @@ impl<'a> Source<'a> {
                 problem: plain_message(&e),
             }
         })
+    }
+
+    /// The first tab in a line's leading whitespace, at or after `line`
+    /// (1-based line and column).
+    fn tab_from(&self, line: usize) -> Option<(usize, usize)> {
+        self.text
+            .lines()
+            .enumerate()
+            .skip(line.saturating_sub(1))
+            .find_map(|(i, l)| {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                indent
+                    .find('\t')
+                    .map(|c| (i + 1, indent[..c].chars().count() + 1))
+            })
     }
 
     /// An error about `field`, placed at that field in this document (or at the
@@ -319,6 +370,27 @@ mod tests {
             Source::new("x.yaml", doc).locate("items[0].size"),
             Some((5, 5))
         );
+    }
+
+    #[test]
+    fn a_tab_in_indentation_is_reported_on_its_own_line() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Doc {
+            name: String,
+            spec: std::collections::BTreeMap<String, u32>,
+        }
+        let text = "name: a\nspec:\n  x: 1\n\ty: 2\n";
+        let e = Source::new("r.yaml", text).decode::<Doc>().unwrap_err();
+        assert_eq!((e.line, e.column), (Some(4), Some(1)), "{e}");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_placed() {
+        let e = text("r.yaml", b"name: a\nspec:\n  app: caf\xe9\n".to_vec()).unwrap_err();
+        assert_eq!((e.line, e.column), (Some(3), Some(11)), "{e}");
+        assert!(e.to_string().starts_with("r.yaml:3:11"), "{e}");
+        assert!(e.problem.contains("0xe9"), "{e}");
     }
 
     #[test]

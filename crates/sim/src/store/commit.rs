@@ -31,7 +31,7 @@ impl Store {
         if let Err(problem) = check_name(kind, name) {
             return Err(ApiError::invalid(&kind.group, &kind.plural, name, problem));
         }
-        let problems = super::metadata::check(&next["metadata"]);
+        let problems = cutover_core::spec::object_meta::check(&next["metadata"]);
         if !problems.is_empty() {
             return Err(ApiError::invalid_fields(
                 &kind.group,
@@ -333,11 +333,11 @@ fn check_name(kind: &Kind, name: &str) -> Result<(), String> {
     }
     match (kind.group.as_str(), kind.plural.as_str()) {
         ("", "services") => {
-            return super::metadata::dns1035_label(name)
+            return cutover_core::spec::object_meta::dns1035_label(name)
                 .map_err(|e| format!("metadata.name: Invalid value: {name:?}: {e}"));
         }
         ("", "namespaces") => {
-            return super::metadata::dns1123_label(name)
+            return cutover_core::spec::object_meta::dns1123_label(name)
                 .map_err(|e| format!("metadata.name: Invalid value: {name:?}: {e}"));
         }
         _ => {}

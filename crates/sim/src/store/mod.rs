@@ -7,7 +7,6 @@
 //! speaks HTTP and runs no controller.
 
 mod commit;
-mod metadata;
 #[cfg(test)]
 mod tests;
 

@@ -50,6 +50,7 @@ pub(super) fn resolve_template(
             return None;
         }
     };
+    object_limits(&template.metadata, &format!("{at}.metadata"), out);
     let Some(pod) = template.spec.as_mut() else {
         out.push(Finding::input(at, "the pod template has no `spec`"));
         return None;
@@ -109,4 +110,21 @@ pub(super) fn resolve_template(
         }
     }
     Some(template)
+}
+
+/// Labels and annotations of `meta` held to kube-apiserver's limits (label
+/// syntax and 63 characters, annotation keys, 256 KiB of annotations in all),
+/// each problem at `at`, before anything is written.
+pub(super) fn object_limits(
+    meta: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    at: &str,
+    out: &mut Vec<Finding>,
+) {
+    let Some(meta) = meta else { return };
+    let value = serde_json::to_value(meta).unwrap_or_default();
+    for problem in crate::spec::object_meta::check(&value) {
+        let (field, message) = problem.split_once(": ").unwrap_or(("metadata", &problem));
+        let field = field.trim_start_matches("metadata.");
+        out.push(Finding::input(format!("{at}.{field}"), message.to_string()));
+    }
 }

@@ -165,13 +165,19 @@ pub(super) fn check_gates(gates: &[crate::spec::gates::MetricGate], out: &mut Ve
             ));
         }
         if let Some(w) = g.window
-            && (w.failures == 0 || w.failures > w.of)
+            && w.failures >= w.of
         {
             out.push(Finding::input(
                 format!("{at}.window"),
-                "`failures` must be between 1 and `of`",
+                format!(
+                    "the metric fails when more than `failures` of the last `of` measurements fail: \
+                     `failures` ({}) must be below `of` ({})",
+                    w.failures, w.of
+                ),
             ));
         }
+        check_numbers(g, &at, out);
+        check_guards(g, &at, out);
         if let Some(s) = &p.scrape
             && s.measure == crate::spec::gates::ScrapeMeasure::Quantile
             && !s.quantile.is_some_and(|q| q > 0.0 && q < 1.0)
@@ -187,6 +193,84 @@ pub(super) fn check_gates(gates: &[crate::spec::gates::MetricGate], out: &mut Ve
             out.push(Finding::input(
                 format!("{at}.provider.prometheus.query"),
                 "the query is empty",
+            ));
+        }
+    }
+}
+
+/// Every numeric threshold finite and in its range: a NaN or infinite `max`
+/// makes a gate that can never fail, a NaN `minRequestRate` a guard that is off.
+fn check_numbers(g: &crate::spec::gates::MetricGate, at: &str, out: &mut Vec<Finding>) {
+    let mut number = |field: &str, v: Option<f64>, non_negative: bool| {
+        let Some(v) = v else { return };
+        if !v.is_finite() {
+            out.push(Finding::input(
+                format!("{at}.{field}"),
+                format!(
+                    "{v} is not a number a measurement can be judged against: give a finite value"
+                ),
+            ));
+        } else if non_negative && v < 0.0 {
+            out.push(Finding::input(
+                format!("{at}.{field}"),
+                format!("{v} is below 0: give 0 or more"),
+            ));
+        }
+    };
+    number("max", g.max, false);
+    number("min", g.min, false);
+    number("minRequestRate", g.min_request_rate, true);
+    if let Some(c) = &g.compare_to_blue {
+        number("compareToBlue.relative", Some(c.relative), true);
+        number("compareToBlue.absolute", Some(c.absolute), true);
+    }
+}
+
+/// Guards and comparisons a gate's provider can evaluate; one it cannot is
+/// refused, never skipped.
+fn check_guards(g: &crate::spec::gates::MetricGate, at: &str, out: &mut Vec<Finding>) {
+    let p = &g.provider;
+    if g.min_request_rate.is_some() {
+        if let Some(q) = &p.prometheus
+            && q.request_rate_query
+                .as_deref()
+                .is_none_or(|r| r.trim().is_empty())
+        {
+            out.push(Finding::input(
+                format!("{at}.minRequestRate"),
+                "the guard needs the request rate measured: set provider.prometheus.requestRateQuery \
+                 (e.g. sum(rate(http_requests_total[1m]))), or remove minRequestRate",
+            ));
+        }
+        if p.cluster_health.is_some() {
+            out.push(Finding::input(
+                format!("{at}.minRequestRate"),
+                "clusterHealth measures nodes, not requests: remove minRequestRate",
+            ));
+        }
+    }
+    if g.compare_to_blue.is_some() {
+        let provider = if p.scrape.is_some() {
+            Some("scrape")
+        } else if p.cluster_health.is_some() {
+            Some("clusterHealth")
+        } else {
+            None
+        };
+        if let Some(provider) = provider {
+            out.push(Finding::input(
+                format!("{at}.compareToBlue"),
+                format!(
+                    "a {provider} gate measures green only: compare with blue through a prometheus gate, \
+                     or remove compareToBlue"
+                ),
+            ));
+        }
+        if g.group_by.is_some() {
+            out.push(Finding::input(
+                format!("{at}.compareToBlue"),
+                "groupBy judges each group on its own and has no blue group to compare with: \
+                 remove compareToBlue or groupBy",
             ));
         }
     }

@@ -1,12 +1,13 @@
 //! Object metadata as kube-apiserver validates it on every write
 //! (`ValidateObjectMeta` in `k8s.io/apimachinery`): label keys and values,
 //! annotation keys and their total size, and the DNS names used for them.
-//! Messages are kube-apiserver's.
+//! Messages are kube-apiserver's. `check` holds a release's manifests to them
+//! before anything is written; the simulated API server refuses with them.
 
 use serde_json::Value;
 
 /// The most bytes all of an object's annotations may take together.
-const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+pub const ANNOTATIONS_LIMIT: usize = 256 * 1024;
 
 const LABEL_VALUE: &str = "a valid label must be an empty string or consist of alphanumeric characters, \
      '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or \
@@ -17,7 +18,7 @@ const QUALIFIED_NAME: &str = "name part must consist of alphanumeric characters,
      regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
 
 /// Every problem of `metadata`'s labels and annotations, as `field: message`.
-pub(super) fn check(metadata: &Value) -> Vec<String> {
+pub fn check(metadata: &Value) -> Vec<String> {
     let mut out = Vec::new();
     for (key, value) in metadata["labels"].as_object().into_iter().flatten() {
         if let Err(e) = qualified_name(key) {
@@ -101,7 +102,7 @@ fn dns1123_subdomain(s: &str) -> Result<(), String> {
 }
 
 /// A Namespace's name (and other DNS-1123 labels).
-pub(super) fn dns1123_label(s: &str) -> Result<(), String> {
+pub fn dns1123_label(s: &str) -> Result<(), String> {
     let ok = s.len() <= 63
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
@@ -117,7 +118,7 @@ pub(super) fn dns1123_label(s: &str) -> Result<(), String> {
 }
 
 /// A Service's name: a DNS-1035 label.
-pub(super) fn dns1035_label(s: &str) -> Result<(), String> {
+pub fn dns1035_label(s: &str) -> Result<(), String> {
     let ok = s.len() <= 63
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
