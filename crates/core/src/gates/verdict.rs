@@ -210,7 +210,7 @@ fn measure_one(
     // without a measured request rate, no traffic and a quiet error ratio
     // would look the same.
     match (gate.min_request_rate, result.request_rate) {
-        (Some(min), Some(rate)) if !(rate >= min) => {
+        (Some(min), Some(rate)) if rate < min || rate.is_nan() => {
             return m(
                 Class::NoData,
                 None,
