@@ -93,6 +93,18 @@ async fn a_freeze_during_an_outage_holds_a_release_until_it_is_lifted() {
         "traffic stays where it is while frozen"
     );
     assert_eq!(still.phase, Phase::Holding);
+    // Break-glass in flight naming a freeze that does not exist is refused,
+    // naming it, and writes nothing (the running driver keeps its lease).
+    let (code, out, err) = finish(
+        w.run(&["--override-freeze", "freeze-nope", "--reason", "ship it"])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("freeze-nope"), "{err}");
+    let spec = w.release().await.unwrap().spec;
+    assert!(spec.override_freezes.is_none(), "nothing was written");
     let (code, out, err) = finish(
         w.cutover(&["freeze", "status", "-n", "shop"])
             .spawn()

@@ -167,6 +167,7 @@ async fn live(
         serving,
     } = crate::fleet::live::read(c, rel).await?;
     let mut out = Vec::new();
+    out.extend(prerequisites(c).await);
     let pod = rel.template.spec.clone().unwrap_or_default();
     let zones_ok: Vec<_> = target
         .zones
@@ -290,4 +291,43 @@ fn windows_at(
             ids.join(" --override-freeze ")
         )),
     }
+}
+
+/// What `run` needs in a cluster before it can start: cutover's CRDs (a
+/// release cannot prove it is unfrozen without them). Missing ones fail with
+/// the command that fixes it.
+async fn prerequisites(c: &ClusterHandle) -> Vec<RuleResult> {
+    use kube::api::{Api, ListParams};
+    let mut out = Vec::new();
+    let freezes: Api<crate::freeze::DeployFreeze> = Api::all(c.client.clone());
+    let crds = match freezes.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(format!(
+            "{}: the DeployFreeze CRD is not installed, so a release there cannot prove it is unfrozen and holds",
+            c.name
+        )),
+        Err(e) => Err(format!(
+            "{}: cannot list deployfreezes: {}",
+            c.name,
+            crate::fleet::Error::api(&c.name)(e)
+        )),
+    };
+    out.push(match crds {
+        Ok(()) => RuleResult {
+            rule: "live-crds",
+            verdict: RuleVerdict::Pass,
+            detail: format!("{}: cutover's CRDs are installed", c.name),
+            fix: None,
+        },
+        Err(detail) => RuleResult {
+            rule: "live-crds",
+            verdict: RuleVerdict::Fail,
+            detail,
+            fix: Some(
+                "install them: kubectl apply -k deploy/ (or cutover crd | kubectl apply -f -)"
+                    .into(),
+            ),
+        },
+    });
+    out
 }

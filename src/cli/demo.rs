@@ -241,6 +241,11 @@ pub struct SharedObject {
     pub uid: String,
 }
 
+/// The example release (examples/checkout/release.yaml) as built in.
+pub fn example_release() -> &'static str {
+    RELEASE
+}
+
 /// The example release as the scenario changes it, as YAML text.
 pub fn scenario_release(scenario: &Scenario) -> CliResult<String> {
     let Some(patch) = scenario.rehearsal.as_ref().and_then(|r| r.release.as_ref()) else {

@@ -35,6 +35,14 @@ pub struct ServeArgs {
     /// Also write the kubeconfig here.
     #[arg(long, value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+    /// A directory whose `release.yaml` is made ready to run: its namespace,
+    /// the serving (blue) version and its route in every cluster of the
+    /// release. Default: the example release (examples/checkout).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_seed")]
+    pub seed: Option<PathBuf>,
+    /// Only the CRDs: no namespace, serving version or route.
+    #[arg(long)]
+    pub no_seed: bool,
 }
 
 pub fn run(args: &SimArgs) -> CliResult {
@@ -77,7 +85,24 @@ fn run_serve(args: &ServeArgs) -> CliResult {
             .kubeconfig
             .clone()
             .unwrap_or_else(|| fleet.kubeconfig_path().to_path_buf());
+        let seeded = prepare(&fleet, args).await?;
         print_usage(&fleet, &kubeconfig, args.time_scale)?;
+        if let Some(release) = seeded {
+            let mut out = std::io::stdout().lock();
+            writeln!(out)?;
+            writeln!(
+                out,
+                "The CRDs are installed, and {release} is ready to run; what a pipeline runs next:"
+            )?;
+            writeln!(
+                out,
+                "  cutover run -f {} --fleet {} --kubeconfig {}",
+                fleet.fleet_path().with_file_name("release.yaml").display(),
+                fleet.fleet_path().display(),
+                fleet.kubeconfig_as("pipeline").display()
+            )?;
+            out.flush()?;
+        }
         tokio::signal::ctrl_c()
             .await
             .context("cannot wait for Ctrl-C")?;
@@ -85,6 +110,56 @@ fn run_serve(args: &ServeArgs) -> CliResult {
         fleet.shutdown().await;
         Ok(Exit::Ok)
     })
+}
+
+/// Makes the fleet ready to use, as `kubectl apply -k deploy/` and a first
+/// install would leave it: cutover's CRDs in every cluster and, unless
+/// `--no-seed`, the seed release's namespace, serving (blue) version and route
+/// in each of its clusters, with the release written beside the fleet file.
+/// Returns what the release is, for the next command.
+async fn prepare(fleet: &SimFleet, args: &ServeArgs) -> CliResult<Option<String>> {
+    use crate::fleet::bootstrap;
+    let fleet_file = super::connect::read_fleet(fleet.fleet_path())?;
+    let text = match &args.seed {
+        Some(dir) => super::load::read(&dir.join("release.yaml"))?,
+        None => super::demo::example_release().to_string(),
+    };
+    let conn =
+        super::connect::connect(fleet_file.clone(), Some(fleet.kubeconfig_path()), "default")
+            .await?;
+    for c in conn.clients.iter() {
+        bootstrap::install_crds(c).await?;
+    }
+    if args.no_seed {
+        return Ok(None);
+    }
+    let release_path = fleet.fleet_path().with_file_name("release.yaml");
+    std::fs::write(&release_path, &text)
+        .with_context(|| format!("cannot write {}", release_path.display()))?;
+    let src = crate::spec::Source::new("release.yaml", &text);
+    let doc: crate::spec::release::ReleaseDocument = src
+        .decode()
+        .map_err(|e| crate::spec::InputErrors(vec![e]))?;
+    let policy = crate::spec::TierPolicyFile::builtin();
+    let rel = crate::admission::admit(&crate::admission::Request::of(
+        &doc,
+        &fleet_file,
+        &policy,
+        None,
+    ))
+    .admitted(&doc.metadata.name)
+    .map_err(|refused| anyhow::anyhow!(refused.message(Some(&src), "")))?;
+    for c in &rel.clusters {
+        bootstrap::install_serving(conn.clients.get(&c.name)?, &rel, super::demo::BLUE_VERSION)
+            .await?;
+    }
+    Ok(Some(format!(
+        "{} {} (serving {} in {})",
+        rel.app,
+        rel.version,
+        super::demo::BLUE_VERSION,
+        rel.cluster_names().join(", ")
+    )))
 }
 
 fn print_usage(fleet: &SimFleet, kubeconfig: &std::path::Path, scale: f64) -> std::io::Result<()> {

@@ -34,11 +34,13 @@ pub use client::ClientLimits;
 pub enum Error {
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
-    #[error("{cluster}: {source}")]
+    /// Said once, in words: the API server's message, reason and code (the
+    /// kube error is kept for its kind, not printed as a chain).
+    #[error("{cluster}: {}", in_words(source))]
     Api {
         cluster: String,
         #[source]
-        source: kube::Error,
+        source: ApiFailure,
     },
     #[error("cluster {0:?} is not in the fleet")]
     UnknownCluster(String),
@@ -81,7 +83,7 @@ impl Error {
     /// the request itself.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Api { source, .. } => match source {
+            Error::Api { source, .. } => match &source.0 {
                 kube::Error::Api(s) => s.code >= 500 || s.code == 429,
                 kube::Error::HyperError(_) | kube::Error::Service(_) => true,
                 _ => false,
@@ -97,13 +99,59 @@ impl Error {
             }
             _ => Error::Api {
                 cluster: cluster.to_string(),
-                source,
+                source: ApiFailure(source),
             },
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A kube error that shows nothing of itself when printed as a cause: the
+/// `Error::Api` message has already said it in words.
+#[derive(Debug)]
+pub struct ApiFailure(pub kube::Error);
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+impl std::ops::Deref for ApiFailure {
+    type Target = kube::Error;
+    fn deref(&self) -> &kube::Error {
+        &self.0
+    }
+}
+
+/// A kube error in words: the API server's message, its reason and code, or
+/// why the server could not be reached; never a Debug dump.
+pub fn in_words(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            let reason = if s.reason.is_empty() {
+                "no reason"
+            } else {
+                s.reason.as_str()
+            };
+            format!("{} ({reason}, HTTP {})", s.message, s.code)
+        }
+        kube::Error::HyperError(e) => format!("cannot reach the API server: {e}"),
+        kube::Error::Service(e) => {
+            let mut text = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            format!("cannot reach the API server: {text}")
+        }
+        other => other.to_string(),
+    }
+}
 
 /// Clients for one cluster of the fleet.
 #[derive(Clone)]
