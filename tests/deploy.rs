@@ -13,6 +13,27 @@ use kube::api::Api;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 
+/// The default simulated fleet, in `dir`.
+async fn start_fleet(dir: &tempfile::TempDir) -> SimFleet {
+    SimFleet::start(SimOptions {
+        scenario: Scenario::default_fleet(),
+        time_scale: 60.0,
+        dir: dir.path().join("fleet"),
+    })
+    .await
+    .unwrap()
+}
+
+/// kubectl as the fleet's administrator, on one cluster.
+fn admin_kubectl(fleet: &SimFleet, dir: &tempfile::TempDir, cluster: &str) -> Kubectl {
+    Kubectl {
+        bin: kubectl_binary().unwrap(),
+        kubeconfig: fleet.kubeconfig_path().to_path_buf(),
+        cache: dir.path().join("cache"),
+        context: context_name(cluster),
+    }
+}
+
 #[test]
 fn checked_in_crds_are_the_generated_ones() {
     let path = format!("{DEPLOY}/common/crds.yaml");
@@ -27,19 +48,8 @@ fn checked_in_crds_are_the_generated_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_k_deploys_the_controller_and_the_member_role() {
     let dir = tempfile::tempdir().unwrap();
-    let fleet = SimFleet::start(SimOptions {
-        scenario: Scenario::default_fleet(),
-        time_scale: 60.0,
-        dir: dir.path().join("fleet"),
-    })
-    .await
-    .unwrap();
-    let kubectl = |cluster: &str| Kubectl {
-        bin: kubectl_binary().unwrap(),
-        kubeconfig: fleet.kubeconfig_path().to_path_buf(),
-        cache: dir.path().join("cache"),
-        context: context_name(cluster),
-    };
+    let fleet = start_fleet(&dir).await;
+    let kubectl = |cluster: &str| admin_kubectl(&fleet, &dir, cluster);
     let home = kubectl("prod-a");
     let out = home.run(&["apply", "-k", DEPLOY]).await;
     for created in [
@@ -148,19 +158,8 @@ async fn kubectl_apply_k_deploys_the_controller_and_the_member_role() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_crds_and_the_httproute_crd_are_admitted_and_their_cel_rules_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let fleet = SimFleet::start(SimOptions {
-        scenario: Scenario::default_fleet(),
-        time_scale: 60.0,
-        dir: dir.path().join("fleet"),
-    })
-    .await
-    .unwrap();
-    let k = Kubectl {
-        bin: kubectl_binary().unwrap(),
-        kubeconfig: fleet.kubeconfig_path().to_path_buf(),
-        cache: dir.path().join("cache"),
-        context: context_name("prod-a"),
-    };
+    let fleet = start_fleet(&dir).await;
+    let k = admin_kubectl(&fleet, &dir, "prod-a");
     let out = k
         .run(&["apply", "-f", &format!("{DEPLOY}/common/crds.yaml")])
         .await;

@@ -29,6 +29,33 @@ fn cm(name: &str, labels: serde_json::Value) -> ConfigMap {
     .unwrap()
 }
 
+/// Changes ConfigMap `a`'s data `n` times.
+async fn bump(cms: &Api<ConfigMap>, n: usize) {
+    for i in 0..n {
+        cms.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"v": i.to_string()}})),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// A watch from `from`, which must begin with 410 Expired.
+async fn assert_expired(cms: &Api<ConfigMap>, from: &str) {
+    let mut stale = cms
+        .watch(&WatchParams::default().timeout(5), from)
+        .await
+        .unwrap()
+        .boxed();
+    match stale.next().await {
+        Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        Some(Err(kube::Error::Api(e))) => assert_eq!(e.code, 410),
+        other => panic!("expected 410 Expired, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn watches_resume_and_expire() {
     let (fleet, client, _dir) = start(8).await;
@@ -103,25 +130,8 @@ async fn watches_resume_and_expire() {
     }
 
     // History holds 8 changes: after 20 more, the old version is gone (410 Expired).
-    for i in 0..20 {
-        cms.patch(
-            "a",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"v": i.to_string()}})),
-        )
-        .await
-        .unwrap();
-    }
-    let mut stale = cms
-        .watch(&WatchParams::default().timeout(5), &from)
-        .await
-        .unwrap()
-        .boxed();
-    match stale.next().await {
-        Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
-        Some(Err(kube::Error::Api(e))) => assert_eq!(e.code, 410),
-        other => panic!("expected 410 Gone, got {other:?}"),
-    }
+    bump(&cms, 20).await;
+    assert_expired(&cms, &from).await;
     // The client relists and watches from the new version.
     let relisted = cms.list(&ListParams::default()).await.unwrap();
     assert_eq!(relisted.items.len(), 3);
@@ -397,15 +407,7 @@ async fn watch_history_is_a_time_window_beyond_its_minimum_count() {
         .await
         .unwrap();
     let from = a.metadata.resource_version.clone().unwrap();
-    for i in 0..12 {
-        cms.patch(
-            "a",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"v": i.to_string()}})),
-        )
-        .await
-        .unwrap();
-    }
+    bump(&cms, 12).await;
     let replayed: Vec<WatchEvent<ConfigMap>> = cms
         .watch(&WatchParams::default().timeout(5), &from)
         .await
@@ -418,21 +420,7 @@ async fn watch_history_is_a_time_window_beyond_its_minimum_count() {
     assert_eq!(replayed.len(), 12, "12 changes kept with a minimum of 4");
     // Past the window, the next change lets the old ones go.
     tokio::time::sleep(Duration::from_millis(10_500)).await;
-    cms.patch(
-        "a",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"v": "late"}})),
-    )
-    .await
-    .unwrap();
-    let mut stale = cms
-        .watch(&WatchParams::default().timeout(5), &from)
-        .await
-        .unwrap()
-        .boxed();
-    match stale.next().await {
-        Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
-        other => panic!("expected 410 Expired, got {other:?}"),
-    }
+    bump(&cms, 1).await;
+    assert_expired(&cms, &from).await;
     fleet.shutdown().await;
 }
