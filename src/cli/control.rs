@@ -159,7 +159,7 @@ pub async fn promote(args: &NameArgs) -> CliResult {
     println!(
         "promoted {}: the wait of step {} ({}) is skipped once its gates pass",
         args.name,
-        s.step,
+        s.step + 1,
         s.step_name.unwrap_or_default()
     );
     Ok(Exit::Ok)

@@ -110,7 +110,10 @@ fn write_text(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
         write!(
             out,
             "{:>3}  {:>9}  {:<28} {:>8}",
-            e.index, starts, e.name, holds
+            e.index + 1,
+            starts,
+            e.name,
+            holds
         )?;
         for n in &names {
             let w = e

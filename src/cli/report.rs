@@ -104,7 +104,7 @@ impl Reporter {
             (Output::Text, Progress::Transition(t)) => self.line(&format!(
                 "{} [{:>2}] {:?}: {}",
                 self.stamp(),
-                t.step,
+                t.step + 1,
                 t.event,
                 t.message
             )),
@@ -262,7 +262,13 @@ pub fn describe(r: &Release, s: &ReleaseStatus) -> String {
     for h in &s.holds {
         out.push_str(&format!("Holding: {:?}: {}\n", h.reason, h.message));
     }
-    for g in &s.gates {
+    // A finished release shows the gates it measured, never an unmeasured
+    // one as if it were still to come.
+    for g in s
+        .gates
+        .iter()
+        .filter(|g| !(s.phase.is_terminal() && g.measurements.is_empty()))
+    {
         let last = g
             .measurements
             .last()
@@ -283,15 +289,48 @@ pub fn describe(r: &Release, s: &ReleaseStatus) -> String {
     if !s.history.is_empty() {
         out.push_str("History:\n");
         let skip = s.history.len().saturating_sub(12);
+        // Steps are numbered from 1, as `Step:` above and `plan` number them.
         for t in s.history.iter().skip(skip) {
             out.push_str(&format!(
                 "  {}  [{:>2}] {:?}: {}\n",
                 t.at.strftime("%Y-%m-%d %H:%M:%S"),
-                t.step,
+                t.step + 1,
                 t.event,
                 t.message
             ));
         }
     }
     out.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::release::ReleaseDocument;
+    use crate::spec::status::{Transition, TransitionEvent};
+
+    #[test]
+    fn status_and_its_history_number_steps_alike() {
+        let doc: ReleaseDocument = crate::spec::Source::new(
+            "release.yaml",
+            include_str!("../../examples/checkout/release.yaml"),
+        )
+        .decode()
+        .unwrap();
+        let r = Release::new(&doc.metadata.name, doc.spec);
+        let s = ReleaseStatus {
+            step: 6,
+            step_name: Some("ramp prod-a 10%".into()),
+            history: vec![Transition {
+                at: "2026-12-03T10:00:00Z".parse().unwrap(),
+                step: 6,
+                event: TransitionEvent::HoldCleared,
+                message: "gates run again".into(),
+            }],
+            ..Default::default()
+        };
+        let text = describe(&r, &s);
+        assert!(text.contains("Step:    7 of 0: ramp prod-a 10%"), "{text}");
+        assert!(text.contains("[ 7] HoldCleared"), "{text}");
+    }
 }
