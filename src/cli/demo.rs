@@ -340,11 +340,7 @@ pub async fn rehearse(
     }
     // And, as `cutover run` does, it does not start while a freeze applies.
     let clusters = rel.cluster_names();
-    let (freezes, unreadable) = crate::fleet::freezes::read_all(
-        &conn.clients,
-        &crate::fleet::freezes::binding_clusters(&conn.clients, &clusters),
-    )
-    .await?;
+    let (freezes, unreadable) = crate::fleet::freezes::read_all(&conn.clients, &clusters).await?;
     let reading = admission::FreezeReading {
         freezes: &freezes,
         unreadable: &unreadable,

@@ -213,11 +213,7 @@ pub async fn undo(args: &UndoArgs) -> CliResult {
     };
     let rel = admit(None)?;
     let clusters = rel.cluster_names();
-    let (freezes, unreadable) = crate::fleet::freezes::read_all(
-        &conn.clients,
-        &crate::fleet::freezes::binding_clusters(&conn.clients, &clusters),
-    )
-    .await?;
+    let (freezes, unreadable) = crate::fleet::freezes::read_all(&conn.clients, &clusters).await?;
     admit(Some(FreezeReading {
         freezes: &freezes,
         unreadable: &unreadable,

@@ -108,9 +108,8 @@ impl Inputs {
         // The Release object carries these: held to the API server's limits
         // before anything is written.
         let meta = serde_json::json!({"labels": document.metadata.labels, "annotations": document.metadata.annotations});
-        for problem in crate::spec::object_meta::check(&meta) {
-            let (field, message) = problem.split_once(": ").unwrap_or(("metadata", &problem));
-            header.push(src.error_at(field, message.to_string()));
+        for (field, message) in crate::spec::object_meta::problems(&meta) {
+            header.push(src.error_at(&format!("metadata.{field}"), message));
         }
         if document.api_version != crate::spec::API_VERSION {
             header.push(src.error_at(
@@ -131,18 +130,19 @@ impl Inputs {
         if !header.is_empty() {
             return Err(input_error(InputErrors(header)));
         }
-        self.resolve(document, fleet, policy)
+        self.resolve(document, text, fleet, policy)
     }
 
     /// Resolves a (possibly edited) release document against its fleet and tier.
+    /// `text` is the release file as read, for placing findings in it.
     pub fn resolve(
         &self,
         document: ReleaseDocument,
+        text: String,
         fleet: Fleet,
         policy: TierPolicyFile,
     ) -> CliResult<Loaded> {
         let name = self.release.display().to_string();
-        let text = read(&self.release)?;
         let src = Source::new(&name, &text);
         let meta = &document.metadata;
         // The spec must resolve; the tier's rules and freezes are each

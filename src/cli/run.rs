@@ -79,9 +79,12 @@ pub async fn run(args: &RunArgs) -> CliResult {
             })?;
             doc.spec.images.insert(name.to_string(), image.to_string());
         }
-        loaded = args
-            .inputs
-            .resolve(loaded.document, loaded.fleet, loaded.policy)?;
+        loaded = args.inputs.resolve(
+            loaded.document,
+            loaded.source.1,
+            loaded.fleet,
+            loaded.policy,
+        )?;
     }
     // Every refusal that needs no cluster comes before the first request.
     let admitted = loaded.admit(None)?;
@@ -113,11 +116,8 @@ pub async fn run(args: &RunArgs) -> CliResult {
     // one naming a freeze that does not exist, or only some of those that
     // apply, is refused, naming them, before anything is written.
     if starting || rel.override_freezes.is_some() {
-        let (freezes, unreadable) = crate::fleet::freezes::read_all(
-            &conn.clients,
-            &crate::fleet::freezes::binding_clusters(&conn.clients, &clusters),
-        )
-        .await?;
+        let (freezes, unreadable) =
+            crate::fleet::freezes::read_all(&conn.clients, &clusters).await?;
         loaded.admit(Some(FreezeReading {
             freezes: &freezes,
             unreadable: &unreadable,

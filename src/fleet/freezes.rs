@@ -160,15 +160,20 @@ pub async fn list(c: &ClusterHandle) -> std::result::Result<Vec<DeployFreeze>, S
     .await
 }
 
-/// The freezes on each of `clusters`, and the clusters whose freezes could
-/// not be read (with why): what admission weighs before a release starts.
+/// The freezes that bind a release on `clusters`, and the clusters whose
+/// freezes could not be read (with why): what admission weighs before a
+/// release starts. Read from each of `clusters` and from the home cluster,
+/// whose copy of every freeze is the record (a freeze written while a member
+/// was down is at home, not there).
 pub async fn read_all(
     fleet: &FleetClients,
     clusters: &[&str],
 ) -> Result<(Vec<DeployFreeze>, Vec<(String, String)>)> {
+    let home = fleet.home().name.as_str();
     let mut all = Vec::new();
     let mut unreadable = Vec::new();
-    for &name in clusters {
+    let home_too = (!clusters.contains(&home)).then_some(home);
+    for name in clusters.iter().copied().chain(home_too) {
         match list(fleet.get(name)?).await {
             Ok(found) => all.extend(found),
             Err(why) => unreadable.push((name.to_string(), why)),
@@ -194,18 +199,6 @@ pub async fn record_override(
             c.name
         ))),
     }
-}
-
-/// The clusters whose freezes bind a release: its own, and the home cluster,
-/// whose copy of every freeze is the record (a freeze written while a member
-/// was down is at home, not there).
-pub fn binding_clusters<'a>(fleet: &'a FleetClients, clusters: &[&'a str]) -> Vec<&'a str> {
-    let mut out: Vec<&str> = clusters.to_vec();
-    let home = fleet.home().name.as_str();
-    if !out.contains(&home) {
-        out.push(home);
-    }
-    out
 }
 
 /// Appends to the freeze's history and emits a Kubernetes Event.

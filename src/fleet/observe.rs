@@ -32,26 +32,29 @@ pub fn observe(
         observation: Observation::default(),
         slots: BTreeMap::new(),
     };
+    // The release's clusters, and the home cluster's record when home is not one of them.
+    let sources = rel
+        .clusters
+        .iter()
+        .map(|target| {
+            let found = match cache.clusters.get(&target.name) {
+                None => Err("no client for this cluster".to_string()),
+                Some(cc) => cc.freezes_readable().map(|_| cc.freezes()),
+            };
+            (target.name.clone(), found)
+        })
+        .chain(
+            cache
+                .home_freezes
+                .iter()
+                .map(|(home, hf)| (home.clone(), hf.readable().map(|_| hf.freezes()))),
+        );
     let mut freezes = Vec::new();
-    for target in &rel.clusters {
-        let readable = match cache.clusters.get(&target.name) {
-            None => Err("no client for this cluster".to_string()),
-            Some(cc) => cc.freezes_readable().map(|_| cc),
-        };
-        match readable {
-            Ok(cc) => freezes.extend(cc.freezes().iter().map(|f| (**f).clone())),
+    for (cluster, found) in sources {
+        match found {
+            Ok(found) => freezes.extend(found.iter().map(|f| (**f).clone())),
             Err(why) => {
-                let unreadable = &mut out.observation.freezes.unreadable;
-                unreadable.insert(target.name.clone(), why);
-            }
-        }
-    }
-    if let Some((home, hf)) = &cache.home_freezes {
-        match hf.readable() {
-            Ok(()) => freezes.extend(hf.freezes().iter().map(|f| (**f).clone())),
-            Err(why) => {
-                let unreadable = &mut out.observation.freezes.unreadable;
-                unreadable.insert(home.clone(), why);
+                out.observation.freezes.unreadable.insert(cluster, why);
             }
         }
     }

@@ -19,32 +19,41 @@ const QUALIFIED_NAME: &str = "name part must consist of alphanumeric characters,
 
 /// Every problem of `metadata`'s labels and annotations, as `field: message`.
 pub fn check(metadata: &Value) -> Vec<String> {
+    problems(metadata)
+        .into_iter()
+        .map(|(field, message)| format!("metadata.{field}: {message}"))
+        .collect()
+}
+
+/// Every problem of `metadata`'s labels and annotations, as the field under
+/// `metadata` (`labels`, `annotations`) and the message.
+pub fn problems(metadata: &Value) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     for (key, value) in metadata["labels"].as_object().into_iter().flatten() {
         if let Err(e) = qualified_name(key) {
-            out.push(format!("metadata.labels: Invalid value: {key:?}: {e}"));
+            out.push(("labels", format!("Invalid value: {key:?}: {e}")));
         }
         let v = value.as_str().unwrap_or_default();
         if v.len() > 63 {
-            out.push(format!(
-                "metadata.labels: Invalid value: {v:?}: must be no more than 63 characters"
+            out.push((
+                "labels",
+                format!("Invalid value: {v:?}: must be no more than 63 characters"),
             ));
         } else if !v.is_empty() && !name_chars(v) {
-            out.push(format!(
-                "metadata.labels: Invalid value: {v:?}: {LABEL_VALUE}"
-            ));
+            out.push(("labels", format!("Invalid value: {v:?}: {LABEL_VALUE}")));
         }
     }
     let mut total = 0;
     for (key, value) in metadata["annotations"].as_object().into_iter().flatten() {
         if let Err(e) = qualified_name(&key.to_lowercase()) {
-            out.push(format!("metadata.annotations: Invalid value: {key:?}: {e}"));
+            out.push(("annotations", format!("Invalid value: {key:?}: {e}")));
         }
         total += key.len() + value.as_str().map_or(0, str::len);
     }
     if total > ANNOTATIONS_LIMIT {
-        out.push(format!(
-            "metadata.annotations: Too long: must have at most {ANNOTATIONS_LIMIT} bytes"
+        out.push((
+            "annotations",
+            format!("Too long: must have at most {ANNOTATIONS_LIMIT} bytes"),
         ));
     }
     out

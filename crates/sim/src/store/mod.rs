@@ -248,7 +248,7 @@ impl Store {
             .get(&gr(kind))
             .map(|m| {
                 m.iter()
-                    .filter(|((n, _), _)| ns.is_none_or(|want| !kind.namespaced || n == want))
+                    .filter(|((n, _), _)| listed_in(kind, ns, n))
                     .map(|(_, o)| o)
                     .filter(|o| labels.matches_object(o) && fields.matches(o))
                     .cloned()
@@ -303,7 +303,7 @@ impl Store {
         }
         Ok(objects
             .into_iter()
-            .filter(|((n, _), _)| ns.is_none_or(|want| !kind.namespaced || n == want))
+            .filter(|((n, _), _)| listed_in(kind, ns, n))
             .map(|(_, o)| o)
             .collect())
     }
@@ -505,6 +505,12 @@ impl Store {
 
 fn gr(kind: &Kind) -> Key {
     (kind.group.clone(), kind.plural.clone())
+}
+
+/// Whether an object kept under namespace `n` belongs to a list of `ns`
+/// (every namespace when `None`; cluster-scoped kinds have none).
+fn listed_in(kind: &Kind, ns: Option<&str>, n: &str) -> bool {
+    ns.is_none_or(|want| !kind.namespaced || n == want)
 }
 
 /// The namespace part of a key: empty for cluster-scoped kinds.

@@ -259,57 +259,46 @@ fn a_restart_forgets_the_history_so_every_older_watch_relists() {
 /// kube-apiserver's deployment strategy bumps `generation` when the
 /// annotations change, since they are copied to the ReplicaSets; other kinds
 /// bump only for their spec.
-#[test]
-fn a_deployments_annotations_bump_its_generation() {
-    let store = store(100);
-    let kind = store.kind_of("apps", "deployments").unwrap();
-    let web = json!({"metadata": {"name": "web"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "a"}]}}}});
-    store
-        .create(
-            &kind,
-            "default",
-            web.clone(),
-            Target::Main,
-            &WriteOptions::default(),
-        )
-        .unwrap();
-    let mut annotated = web.clone();
-    annotated["metadata"]["annotations"] = json!({"example.com/why": "release 2"});
-    let updated = store
-        .update(
-            &kind,
-            "default",
-            "web",
-            annotated,
-            Target::Main,
-            &WriteOptions::default(),
-        )
-        .unwrap();
-    assert_eq!(updated["metadata"]["generation"], 2);
-    let services = store.kind_of("", "services").unwrap();
-    let svc = json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
+/// Creates `obj` as `kind`, then updates it with an annotation added:
+/// the generation it ends with.
+fn generation_after_annotating(store: &Store, kind: &str, obj: Value) -> Value {
+    let (group, plural) = kind.split_once('/').unwrap();
+    let kind = store.kind_of(group, plural).unwrap();
     let created = store
         .create(
-            &services,
+            &kind,
             "default",
-            svc,
+            obj,
             Target::Main,
             &WriteOptions::default(),
         )
         .unwrap();
     let mut annotated = (*created).clone();
-    annotated["metadata"]["annotations"] = json!({"example.com/why": "x"});
+    annotated["metadata"]["annotations"] = json!({"example.com/why": "release 2"});
+    let name = meta::name(&annotated).to_string();
     let updated = store
         .update(
-            &services,
+            &kind,
             "default",
-            "web",
+            &name,
             annotated,
             Target::Main,
             &WriteOptions::default(),
         )
         .unwrap();
-    assert_eq!(updated["metadata"]["generation"], 1);
+    updated["metadata"]["generation"].clone()
+}
+
+#[test]
+fn a_deployments_annotations_bump_its_generation() {
+    let store = store(100);
+    let web = json!({"metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "a"}]}}}});
+    assert_eq!(
+        generation_after_annotating(&store, "apps/deployments", web),
+        2
+    );
+    let svc = json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
+    assert_eq!(generation_after_annotating(&store, "/services", svc), 1);
 }

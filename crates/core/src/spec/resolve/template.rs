@@ -122,9 +122,7 @@ pub(super) fn object_limits(
 ) {
     let Some(meta) = meta else { return };
     let value = serde_json::to_value(meta).unwrap_or_default();
-    for problem in crate::spec::object_meta::check(&value) {
-        let (field, message) = problem.split_once(": ").unwrap_or(("metadata", &problem));
-        let field = field.trim_start_matches("metadata.");
-        out.push(Finding::input(format!("{at}.{field}"), message.to_string()));
+    for (field, message) in crate::spec::object_meta::problems(&value) {
+        out.push(Finding::input(format!("{at}.{field}"), message));
     }
 }
