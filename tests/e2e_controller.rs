@@ -294,6 +294,22 @@ async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_u
         name: "cutover-kubeconfig-prod-b".into(),
         key: "kubeconfig".into(),
     });
+    // Notifications go to a webhook whose URL only a Secret holds.
+    let (base, got) = common::receiver::receiver().await;
+    let hook = format!("{base}/ops-hook");
+    fleet.notifications = vec![cutover::spec::notify::Receiver {
+        name: "ops".into(),
+        format: cutover::spec::notify::Format::Webhook,
+        url: cutover::spec::notify::UrlSource {
+            secret_key_ref: Some(cutover::spec::notify::SecretKey {
+                name: "cutover-notifications".into(),
+                key: "ops".into(),
+            }),
+            file: None,
+        },
+        events: vec![cutover::spec::notify::Event::Completed],
+        apps: vec!["checkout".into()],
+    }];
     let fleet_path = w.dir.path().join("fleet-secrets.yaml");
     std::fs::write(&fleet_path, serde_saphyr::to_string(&fleet).unwrap()).unwrap();
     // The member identity's kubeconfig for prod-b, as `deploy/member/` sets it up.
@@ -318,8 +334,20 @@ async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_u
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
+    let hook_secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("cutover-notifications".into()),
+            ..Default::default()
+        },
+        string_data: Some([("ops".to_string(), hook.clone())].into()),
+        ..Default::default()
+    };
+    secrets
+        .create(&PostParams::default(), &hook_secret)
+        .await
+        .unwrap();
 
-    let _ctl = start_controller_with(&w, "ctl", &fleet_path, "json");
+    let ctl = start_controller_with(&w, "ctl", &fleet_path, "json");
     let kubectl = w.kubectl(&w.fleet.home);
     kubectl
         .run(&["apply", "-f", w.release_path.to_str().unwrap()])
@@ -353,6 +381,30 @@ async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_u
         .await;
     let log = std::fs::read_to_string(w.dir.path().join("ctl.log")).unwrap();
     assert_eq!(done.phase, Phase::Completed, "{:?}\n{log}", done.message);
+    // The completion reached the webhook the Secret names, and the status says so.
+    let heard = got.at("/ops-hook");
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert_eq!(heard[0]["event"], "completed");
+    assert_eq!(heard[0]["release"]["name"], "checkout");
+    let counted = w
+        .wait_for("the completion's delivery to be counted", |s| {
+            s.notifications.iter().any(|d| d.delivered + d.failed > 0)
+        })
+        .await;
+    let ops = counted
+        .notifications
+        .iter()
+        .find(|d| d.receiver == "ops")
+        .expect("the status counts the receiver's deliveries");
+    assert_eq!((ops.delivered, ops.failed), (1, 0), "{ops:?}");
+    assert!(!log.contains(&hook), "the webhook URL is never logged");
+    let (_, metrics) = get(ctl.port, "/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "cutover_notifications_total{receiver=\"ops\",result=\"delivered\"} 1"),
+        "{metrics}"
+    );
     assert!(log.contains("credentials Secret changed"), "{log}");
     assert!(
         !log.contains("current-context") && !log.contains(&b_url),

@@ -71,6 +71,18 @@ pub fn clock_of(fleet: &Fleet) -> SharedClock {
 }
 
 impl Connected {
+    /// The fleet's notification receivers, Secrets read from
+    /// `cutover-system` of the home cluster.
+    pub fn notifier(&self) -> crate::notify::Notifier {
+        crate::notify::Notifier::for_fleet(
+            &self.fleet,
+            &self.clients,
+            crate::notify::CLI_SECRETS_NAMESPACE,
+            self.clock.clone(),
+            Default::default(),
+        )
+    }
+
     /// Who is acting, for records on the Release and freezes: the user the
     /// home cluster says the caller is (a SelfSubjectReview), else `user()`.
     pub async fn acting_user(&self) -> String {

@@ -379,6 +379,7 @@ pub async fn rehearse(
         lease_duration: Duration::from_secs(15),
         idle: Duration::from_millis(500),
         under: None,
+        notifier: conn.notifier(),
     };
     let (name, ns) = (rel.name.clone(), rel.namespace.clone());
     let forward = async {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::time::Duration;
 
 use anyhow::anyhow;
 use serde_json::json;
@@ -14,6 +15,7 @@ use super::exit::{CliError, CliResult, Exit};
 use crate::fleet::freezes::{self, Outcome, PerCluster};
 use crate::fleet::state::ReleaseStore;
 use crate::freeze::{DeployFreeze, DeployFreezeSpec, Scope};
+use crate::spec::notify::{Event, FreezeRef, Notification};
 use crate::spec::status::HoldReason;
 
 #[derive(clap::Args, Debug)]
@@ -198,7 +200,75 @@ pub async fn freeze(args: &FreezeArgs) -> CliResult {
         rand::random::<u16>()
     );
     let results = freezes::freeze(&conn.clients, &id, &spec, now).await;
-    report("frozen", &id, &home, &results)
+    let exit = report("frozen", &id, &home, &results);
+    let mut scope = Vec::new();
+    if !spec.scope.apps.is_empty() {
+        scope.push(format!("apps {}", spec.scope.apps.join(", ")));
+    }
+    if !spec.scope.tiers.is_empty() {
+        scope.push(format!("tiers {}", spec.scope.tiers.join(", ")));
+    }
+    let scope = if scope.is_empty() {
+        "every release".to_string()
+    } else {
+        scope.join("; ")
+    };
+    let until = match &spec.expires_at {
+        Some(t) => format!("until {t}"),
+        None => "until lifted".to_string(),
+    };
+    let message = format!("deploys frozen for {scope}, {until}: {}", spec.reason);
+    notify_freeze(
+        &conn,
+        Event::FreezeSet,
+        message,
+        &id,
+        &results,
+        &spec.reason,
+        &spec.author,
+    )
+    .await;
+    exit
+}
+
+/// Tells the notification receivers a freeze was set or lifted on the
+/// clusters where it was, then waits a little for them.
+async fn notify_freeze(
+    conn: &super::connect::Connected,
+    event: Event,
+    message: String,
+    id: &str,
+    results: &PerCluster,
+    reason: &str,
+    by: &str,
+) {
+    let clusters: Vec<String> = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(Outcome::Done)))
+        .map(|(c, _)| c.clone())
+        .collect();
+    if clusters.is_empty() || conn.fleet.notifications.is_empty() {
+        return;
+    }
+    let notifier = conn.notifier();
+    let n = Notification {
+        event,
+        at: conn.clock.now(),
+        release: None,
+        message,
+        gates: Vec::new(),
+        freeze: Some(FreezeRef {
+            id: id.to_string(),
+            clusters,
+            reason: reason.to_string(),
+            by: by.to_string(),
+        }),
+    };
+    notifier.send(None, &n);
+    notifier.flush(Duration::from_secs(10)).await;
+    for (receiver, _, error) in notifier.failures() {
+        eprintln!("notification to {receiver} not delivered: {error}");
+    }
 }
 
 pub async fn unfreeze(args: &UnfreezeArgs) -> CliResult {
@@ -243,7 +313,19 @@ pub async fn unfreeze(args: &UnfreezeArgs) -> CliResult {
     for id in ids {
         let results =
             freezes::unfreeze(&conn.clients, &id, &who, &args.reason, conn.clock.now()).await;
-        exit = report("lifted", &id, &home, &results)?;
+        let reported = report("lifted", &id, &home, &results);
+        let message = format!("freeze {id} lifted: {}", args.reason);
+        notify_freeze(
+            &conn,
+            Event::FreezeLifted,
+            message,
+            &id,
+            &results,
+            &args.reason,
+            &who,
+        )
+        .await;
+        exit = reported?;
     }
     Ok(exit)
 }

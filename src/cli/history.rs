@@ -260,6 +260,7 @@ pub async fn undo(args: &UndoArgs) -> CliResult {
         lease_duration: Duration::from_secs(15),
         idle: Duration::from_secs(2),
         under: None,
+        notifier: conn.notifier(),
     };
     drive_and_report(driver, &ns, &args.name, reporter).await
 }

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::Output;
 use crate::clock::SharedClock;
 use crate::driver::{Outcome, Progress, weights_line};
+use crate::gates::MetricVerdict;
 use crate::spec::{Release, ReleaseStatus};
 
 pub struct Reporter {
@@ -275,10 +276,31 @@ pub fn describe(r: &Release, s: &ReleaseStatus) -> String {
             .map(|m| m.detail.as_str())
             .unwrap_or("not measured yet");
         let dry = if g.dry_run { " (dry run)" } else { "" };
+        let verdict = match &g.verdict {
+            MetricVerdict::Pass => "passing".to_string(),
+            MetricVerdict::Pending => "pending".to_string(),
+            MetricVerdict::Fail(why) => format!("FAILED ({why})"),
+            MetricVerdict::Inconclusive(why) => format!("inconclusive ({why})"),
+        };
         out.push_str(&format!(
-            "Gate:    {} on {}{dry}: {:?}; {last}; threshold {}; {}\n",
-            g.name, g.cluster, g.verdict, g.threshold, g.query
+            "Gate:    {} on {}{dry}: {verdict}; {last}; threshold {}; {}\n",
+            g.name, g.cluster, g.threshold, g.query
         ));
+    }
+    for d in &s.notifications {
+        let mut line = format!("Notify:  {}: {} delivered", d.receiver, d.delivered);
+        if d.failed > 0 {
+            line.push_str(&format!(", {} NOT delivered", d.failed));
+            if let Some(e) = &d.last_error {
+                let at = d
+                    .last_failed_at
+                    .map(|t| format!(" at {}", t.strftime("%Y-%m-%d %H:%M:%S")))
+                    .unwrap_or_default();
+                line.push_str(&format!(" (last{at}: {e})"));
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
     }
     if let Some(a) = &s.abort {
         out.push_str(&format!("Abort:   {} ({:?})\n", a.message, a.stage));

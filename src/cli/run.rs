@@ -14,7 +14,7 @@ use super::exit::{CliError, CliResult, Exit};
 use super::load::Inputs;
 use super::report::Reporter;
 use crate::admission::{self, FreezeReading, Intent, overridden_objects};
-use crate::driver::{DriveOptions, Driver, Outcome};
+use crate::driver::{DriveOptions, Driver, Outcome, Progress};
 use crate::fleet::state::ReleaseStore;
 
 #[derive(clap::Args, Debug)]
@@ -155,6 +155,7 @@ pub async fn run(args: &RunArgs) -> CliResult {
             .max(Duration::from_secs(1)),
         idle: Duration::from_secs(2),
         under: None,
+        notifier: conn.notifier(),
     };
     drive_and_report(driver, &rel.namespace, &rel.name, reporter).await
 }
@@ -171,6 +172,7 @@ pub async fn drive_and_report(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (ns, name) = (namespace.to_string(), name.to_string());
+    let notifier = driver.notifier.clone();
     let drive = tokio::spawn(async move {
         driver
             .drive(
@@ -200,6 +202,11 @@ pub async fn drive_and_report(
         }
     }
     let outcome = drive.await.map_err(|e| anyhow!("driver task: {e}"))??;
+    for (receiver, missed, error) in notifier.failures() {
+        reporter.progress(&Progress::Note(format!(
+            "notifications: {missed} not delivered to {receiver} (last: {error}); `cutover status` keeps the count"
+        )));
+    }
     reporter.outcome(&outcome);
     let _ = std::io::stdout().flush();
     Ok(exit_of(&outcome))

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub held: Family<ReasonLabel, Gauge>,
     pub leader: Gauge,
     pub driver_errors: Counter,
+    /// Notification messages by receiver and result.
+    pub notifications: Family<crate::notify::DeliveryLabel, Counter>,
     /// Last known phase and verdicts per release, to count changes only.
     seen: Mutex<BTreeMap<String, Seen>>,
 }
@@ -115,6 +117,7 @@ impl Metrics {
         let held = Family::<ReasonLabel, Gauge>::default();
         let leader = Gauge::default();
         let driver_errors = Counter::default();
+        let notifications = Family::<crate::notify::DeliveryLabel, Counter>::default();
         registry.register(
             "releases",
             "Releases this controller has seen, by phase",
@@ -156,8 +159,14 @@ impl Metrics {
             "Drives that ended in an error and were retried",
             driver_errors.clone(),
         );
+        registry.register(
+            "notifications",
+            "Notification messages by receiver and result: delivered, failed after every retry, or dropped while the receiver's queue was full",
+            notifications.clone(),
+        );
         Metrics {
             registry,
+            notifications,
             releases,
             step_seconds,
             gate_verdicts,

@@ -111,6 +111,13 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
             idle: Duration::from_secs(30),
             windows: settings.windows.clone(),
             under: Some(guard.as_parent()),
+            notifier: crate::notify::Notifier::for_fleet(
+                &settings.fleet,
+                &clients,
+                &settings.namespace,
+                settings.clock.clone(),
+                metrics.notifications.clone(),
+            ),
         };
         let recorder = fleet::state::event_recorder(clients.home(), &settings.identity);
         let reconciler = reconcile::Reconciler::new(driver, metrics.clone(), recorder);

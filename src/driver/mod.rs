@@ -98,6 +98,8 @@ pub struct Driver {
     /// The lease each release's lease is held under (the controller's leader
     /// lease), so it needs no renewals of its own; `None`: renewed per release.
     pub under: Option<lease::Parent>,
+    /// Sends the release's transitions to the fleet's notification receivers.
+    pub notifier: crate::notify::Notifier,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -110,6 +112,9 @@ pub struct DriveOptions {
     /// passes, never in the middle of applying a pass's actions.
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
+
+/// How long a release that ended waits for its last notifications (real time).
+const NOTIFY_SETTLE: Duration = Duration::from_secs(10);
 
 /// How long an applied action is given to show up in the caches before it is applied again.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -181,6 +186,10 @@ impl Driver {
             .get(name)
             .await?
             .ok_or_else(|| Error::NotFound(name.to_string()))?;
+        let key = format!("{}/{name}", store.namespace);
+        if let Some(s) = &current.status {
+            self.notifier.seed(&key, &s.notifications);
+        }
         let first = match self.resolve(&current) {
             Ok(r) => r,
             Err(outcome) => return self.refuse(store, lease, &current, outcome, emit).await,
@@ -276,7 +285,8 @@ impl Driver {
             obs.gate = Some(gate);
             record_series(&mut series, &reports);
             let input = engine::drive::with_reports(&status, reports);
-            let d = engine::decide(&rel, &input, &obs, now);
+            let mut d = engine::decide(&rel, &input, &obs, now);
+            d.status.notifications = self.notifier.deliveries(&key, &status.notifications);
             let repeat = last_applied
                 .as_ref()
                 .is_some_and(|(a, at)| *a == d.actions && at.elapsed() < SETTLE);
@@ -318,6 +328,7 @@ impl Driver {
                 match store.write_status(&current, &d.status).await {
                     Ok(written) => {
                         for t in d.status.history.iter().skip(status.history.len()) {
+                            self.notify(&key, &rel, t, &d.status);
                             emit(Progress::Transition(t.clone()));
                         }
                         emit(Progress::Status(Box::new(d.status.clone())));
@@ -336,6 +347,10 @@ impl Driver {
                         failed = true;
                     }
                 }
+            }
+            if d.status.phase.is_terminal() {
+                self.settle_notifications(store, lease, name, &key, current.clone())
+                    .await;
             }
             match d.status.phase {
                 Phase::Completed => return Ok(Outcome::Completed),
@@ -378,6 +393,57 @@ impl Driver {
                 _ = analysis.landed() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop_requested(&mut stop) => {}
+            }
+        }
+    }
+
+    /// Hands a transition to the notification receivers.
+    fn notify(&self, key: &str, rel: &ResolvedRelease, t: &Transition, status: &ReleaseStatus) {
+        let Some(event) = crate::spec::notify::Event::of(t, status) else {
+            return;
+        };
+        let n = crate::spec::notify::Notification::of_transition(
+            event,
+            t,
+            &rel.namespace,
+            &rel.name,
+            &rel.app,
+            status,
+        );
+        self.notifier.send(Some(key), &n);
+    }
+
+    /// Once a release has ended: waits a little for its last messages, and
+    /// records in its status how they went, so a receiver that was down
+    /// shows there even for the final message.
+    async fn settle_notifications(
+        &self,
+        store: &ReleaseStore,
+        lease: &LeaseGuard,
+        name: &str,
+        key: &str,
+        mut current: Release,
+    ) {
+        self.notifier.flush(NOTIFY_SETTLE).await;
+        for _ in 0..3 {
+            let Some(mut status) = current.status.clone() else {
+                return;
+            };
+            let deliveries = self.notifier.deliveries(key, &status.notifications);
+            if deliveries == status.notifications || lease.check(name).is_err() {
+                return;
+            }
+            status.notifications = deliveries;
+            match store.write_status(&current, &status).await {
+                Err(fleet::Error::Conflict(_)) => match store.get(name).await {
+                    Ok(Some(fresh)) => current = fresh,
+                    _ => return,
+                },
+                Err(e) => {
+                    tracing::warn!(release = name, error = %e, "status write failed");
+                    return;
+                }
+                Ok(_) => return,
             }
         }
     }

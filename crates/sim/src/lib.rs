@@ -243,6 +243,7 @@ impl SimFleet {
                 time_scale: opts.time_scale,
                 starts_at: (self.clock.start() != self.clock.origin()).then(|| self.clock.start()),
             }),
+            notifications: Vec::new(),
         };
         let yaml =
             serde_saphyr::to_string(&fleet).map_err(|e| SimError::Serialize(e.to_string()))?;

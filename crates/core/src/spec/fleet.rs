@@ -21,6 +21,9 @@ pub struct Fleet {
     /// the wall clock from `origin`, so drivers and the simulation agree on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<FleetClock>,
+    /// Where release and freeze events are sent (webhooks, Slack).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<super::notify::Receiver>,
 }
 
 /// A scaled clock shared by a simulated fleet and the drivers that use it.
@@ -190,6 +193,7 @@ impl Fleet {
                 ),
             ));
         }
+        errors.extend(super::notify::check(&src, &fleet.notifications));
         if let Some(clock) = &fleet.clock
             && !(clock.time_scale.is_finite() && clock.time_scale > 0.0)
         {
@@ -283,5 +287,34 @@ clusters:
             1,
         );
         assert!(Fleet::parse("fleet.yaml", &text).is_err());
+    }
+
+    #[test]
+    fn a_receiver_names_exactly_one_place_for_its_url_and_never_the_url() {
+        let base = FLEET.replace("30%", "40%");
+        let good = format!(
+            "{base}notifications:\n  - name: chat\n    format: slack\n    url: {{file: /run/secrets/chat}}\n    events: [gateFailed, rolledBack]\n"
+        );
+        let fleet = Fleet::parse("fleet.yaml", &good).unwrap();
+        assert_eq!(fleet.notifications[0].name, "chat");
+        let both = format!(
+            "{base}notifications:\n  - name: chat\n    url: {{file: /f, secretKeyRef: {{name: s, key: k}}}}\n"
+        );
+        let err = Fleet::parse("fleet.yaml", &both).unwrap_err().to_string();
+        assert!(
+            err.contains("field `notifications[0].url`") && err.contains("exactly one"),
+            "{err}"
+        );
+        let inline =
+            format!("{base}notifications:\n  - name: chat\n    url: https://hooks.example/x\n");
+        assert!(
+            Fleet::parse("fleet.yaml", &inline).is_err(),
+            "a URL written inline is refused"
+        );
+        let twice = format!(
+            "{base}notifications:\n  - name: chat\n    url: {{file: /f}}\n    events: [held, held]\n"
+        );
+        let err = Fleet::parse("fleet.yaml", &twice).unwrap_err().to_string();
+        assert!(err.contains("notifications[0].events[1]"), "{err}");
     }
 }

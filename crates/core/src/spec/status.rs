@@ -104,6 +104,9 @@ pub struct ReleaseStatus {
     /// last status write are lost if the driver dies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gate_series: Vec<GateSeries>,
+    /// How sending this release's events to each notification receiver went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<super::notify::Delivery>,
     /// Every transition, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Transition>,
