@@ -45,7 +45,84 @@ impl CliError {
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#}", self.error)
+        write!(f, "{}", self.message())
+    }
+}
+
+impl Exit {
+    /// The exit status in a word, for JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok",
+            Exit::Error => "error",
+            Exit::Usage => "usage",
+            Exit::RolledBack => "rolledBack",
+            Exit::Frozen => "frozen",
+            Exit::Policy => "policy",
+            Exit::Waiting => "waiting",
+        }
+    }
+}
+
+impl CliError {
+    /// What failed, then each cause that says something the text before it
+    /// does not: every error is said once, however many layers wrap it.
+    pub fn message(&self) -> String {
+        let mut text = String::new();
+        for cause in self.error.chain() {
+            let said = cause.to_string();
+            let said = said.trim();
+            if said.is_empty() || text.contains(said) {
+                continue;
+            }
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(said);
+        }
+        text
+    }
+
+    /// The structured form `-o json` prints: the message, the exit status,
+    /// and each problem of a file with its place.
+    pub fn to_json(&self) -> serde_json::Value {
+        let problems: Vec<serde_json::Value> = self
+            .error
+            .chain()
+            .find_map(|c| c.downcast_ref::<crate::spec::InputErrors>())
+            .map(|errors| {
+                errors
+                    .0
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "file": e.file, "line": e.line, "column": e.column,
+                            "field": e.field, "problem": e.problem,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut error = serde_json::json!({
+            "message": self.message(),
+            "exit": self.exit.code(),
+            "reason": self.exit.name(),
+        });
+        if !problems.is_empty() {
+            error["problems"] = serde_json::Value::Array(problems);
+        }
+        serde_json::json!({ "error": error })
+    }
+
+    /// Says the error once per reader: one line on stderr for the person or
+    /// the job's log, and with `-o json` one JSON object on stdout too, for
+    /// the pipeline that parses it.
+    pub fn report(&self, output: super::Output) {
+        use std::io::Write;
+        if output == super::Output::Json {
+            let _ = writeln!(std::io::stdout(), "{}", self.to_json());
+        }
+        let _ = writeln!(std::io::stderr(), "error: {}", self.message());
     }
 }
 

@@ -54,6 +54,20 @@ impl Loaded {
 /// A refusal as the CLI reports it: the exit code of its class, every
 /// finding of that class, and that nothing was touched.
 pub fn refused_error(refused: &Refused, src: &Source) -> CliError {
+    // Only the file is wrong: its problems, each placed (and structured for `-o json`).
+    let placed: Vec<_> = refused
+        .findings
+        .iter()
+        .map(|f| match f {
+            crate::admission::Finding::Spec(f) => Some(f.locate(src)),
+            _ => None,
+        })
+        .collect();
+    if let Some(placed) = placed.into_iter().collect::<Option<Vec<_>>>()
+        && !placed.is_empty()
+    {
+        return CliError::new(exit_of_refusal(refused.refusal()), InputErrors(placed));
+    }
     let message = refused.message(Some(src), ", nothing was touched");
     CliError::new(exit_of_refusal(refused.refusal()), anyhow::anyhow!(message))
 }

@@ -19,7 +19,6 @@ mod run;
 #[cfg(feature = "rehearsal")]
 mod sim;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -97,6 +96,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code.code());
         }
     };
+    let output = cli.command.output();
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
         Command::Crd => crd(),
@@ -107,8 +107,29 @@ pub fn main() -> ExitCode {
     match result {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: {e}");
+            e.report(output);
             ExitCode::from(e.exit.code())
+        }
+    }
+}
+
+impl Command {
+    /// How the command was asked to report (its `-o`), errors included.
+    fn output(&self) -> Output {
+        match self {
+            Command::Plan(a) => a.output,
+            Command::Check(a) => a.output,
+            Command::Run(a) => a.output,
+            Command::Status(a) => a.output,
+            Command::History(a) => a.output,
+            Command::Undo(a) => a.output,
+            #[cfg(feature = "rehearsal")]
+            Command::Demo(a) => a.output,
+            Command::Freeze(a) => match &a.status {
+                Some(freeze::FreezeSub::Status(s)) => s.output,
+                None => Output::Text,
+            },
+            _ => Output::Text,
         }
     }
 }
