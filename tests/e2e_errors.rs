@@ -85,6 +85,10 @@ fn assert_json_error(f: &Failure) -> serde_json::Value {
     v
 }
 
+/// Who runs it, the arguments, the exit expected, words the error must say,
+/// and whether the command takes `-o json`.
+type Case<'a> = (Option<&'a str>, Vec<&'a str>, i32, &'a str, bool);
+
 async fn fail(w: &World, who: Option<&str>, args: &[&str]) -> Failure {
     let cmd = match who {
         Some(who) => w.cutover_as(who, args),
@@ -115,7 +119,7 @@ async fn every_failing_path_says_its_error_once_in_words_and_as_json() {
 
     // (who, args, expected exit, words the error must say); each command with
     // `-o` runs again with `-o json`.
-    let cases: Vec<(Option<&str>, Vec<&str>, i32, &str, bool)> = vec![
+    let cases: Vec<Case> = vec![
         (
             None,
             vec!["status", "nosuch", "-n", "shop"],
