@@ -14,6 +14,7 @@ pub mod controller;
 pub mod driver;
 pub mod fleet;
 pub mod gates;
+pub mod hooks;
 pub mod notify;
 
 pub use cutover_core::{admission, clock, engine, freeze, labels, policy, spec};

@@ -84,7 +84,7 @@ impl Notifier {
         if receivers.is_empty() {
             return Notifier::default();
         }
-        let client = https_client();
+        let client = http_client();
         let mut queues = Vec::new();
         let mut tasks = Vec::new();
         for r in receivers {
@@ -259,7 +259,7 @@ impl Inner {
 
 struct Worker {
     receiver: Receiver,
-    client: Client<Https, Full<Bytes>>,
+    client: HttpClient,
     secrets: Option<Secrets>,
     inner: std::sync::Weak<Inner>,
     /// Read once and again after a failure (a rotated Secret or file).
@@ -375,7 +375,11 @@ impl Worker {
     }
 }
 
-fn https_client() -> Client<Https, Full<Bytes>> {
+/// The HTTP client of notifications and step hooks.
+pub type HttpClient = Client<Https, Full<Bytes>>;
+
+/// An HTTP(S) client that trusts the system's roots.
+pub fn http_client() -> HttpClient {
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let connector = match builder.with_native_roots() {
         Ok(b) => b.https_or_http().enable_http1().build(),
@@ -395,7 +399,7 @@ fn https_client() -> Client<Https, Full<Bytes>> {
 }
 
 /// An error with its causes, one after another.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -266,8 +266,25 @@ async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_u
         "    - name: prod-b\n      role: production\n      router:\n        kind: replicaRatio\n",
     );
     assert!(release.contains("replicaRatio"));
+    // A Job hook before prod-a's cleanup, from a CronJob's template there.
+    let release = format!(
+        "{release}  hooks:\n    - name: smoke\n      at: beforeCleanup\n      clusters: [prod-a]\n      \
+         job: {{fromCronJob: checkout-smoke}}\n"
+    );
     let w = World::start(None, 300.0, &release).await;
     system_namespace(&w).await;
+    let cron: k8s_openapi::api::batch::v1::CronJob = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "checkout-smoke"},
+        "spec": {"schedule": "@yearly", "suspend": true, "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "smoke", "image": "registry.example.com/shop/smoke:1"}],
+        }}}}},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::batch::v1::CronJob>::namespaced(w.readers["prod-a"].clone(), NS)
+        .create(&PostParams::default(), &cron)
+        .await
+        .unwrap();
     // prod-a as a previous cutover release leaves it: blue with the disruption
     // budget cutover made, and no green slot Service (cutover creates it).
     let home = w.readers[&w.fleet.home].clone();
@@ -381,6 +398,15 @@ async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_u
         .await;
     let log = std::fs::read_to_string(w.dir.path().join("ctl.log")).unwrap();
     assert_eq!(done.phase, Phase::Completed, "{:?}\n{log}", done.message);
+    assert!(
+        done.history.iter().any(
+            |t| t.event == cutover::spec::status::TransitionEvent::HookPassed
+                && t.message
+                    .contains("hook smoke passed on prod-a before cleanup")
+        ),
+        "{:?}",
+        done.history
+    );
     // The completion reached the webhook the Secret names, and the status says so.
     let heard = got.at("/ops-hook");
     assert_eq!(heard.len(), 1, "{heard:?}");

@@ -125,6 +125,9 @@ fn write_text(out: &mut impl Write, r: &PlanReport) -> std::io::Result<()> {
             write!(out, "  {w:>width$}")?;
         }
         writeln!(out)?;
+        if !e.hooks.is_empty() {
+            writeln!(out, "{:>16}hooks: {}", "", e.hooks.join(", "))?;
+        }
     }
     writeln!(out)?;
     writeln!(

@@ -287,6 +287,25 @@ pub fn describe(r: &Release, s: &ReleaseStatus) -> String {
             g.name, g.cluster, g.threshold, g.query
         ));
     }
+    // The hooks of the current step, and any that failed.
+    for h in s
+        .hooks
+        .iter()
+        .filter(|h| h.step == s.step || h.verdict != crate::spec::hooks::HookVerdict::Pass)
+    {
+        let verdict = match h.verdict {
+            crate::spec::hooks::HookVerdict::Pass => "passed",
+            crate::spec::hooks::HookVerdict::Fail => "FAILED",
+            crate::spec::hooks::HookVerdict::Inconclusive => "inconclusive",
+        };
+        out.push_str(&format!(
+            "Hook:    {} on {} in step {}: {verdict}; {}\n",
+            h.name,
+            h.cluster,
+            h.step + 1,
+            h.message
+        ));
+    }
     for d in &s.notifications {
         let mut line = format!("Notify:  {}: {} delivered", d.receiver, d.delivered);
         if d.failed > 0 {

@@ -217,6 +217,7 @@ impl Driver {
         releases.subscribe(name, &cache.notifier());
         self.wait_for_caches(&cache).await;
         let mut analysis = Analysis::default();
+        let mut hooks = crate::hooks::Hooks::new(self.clock.clone());
         // Gate values over the release, kept in memory between status writes.
         let mut series: Vec<GateSeries> = current
             .status
@@ -283,9 +284,23 @@ impl Driver {
             };
             let (gate, reports) = analysis.tick(&ctx, status.step, status.analysis_epoch, now);
             obs.gate = Some(gate);
+            obs.hooks = hooks.observed();
             record_series(&mut series, &reports);
             let input = engine::drive::with_reports(&status, reports);
             let mut d = engine::decide(&rel, &input, &obs, now);
+            hooks.ensure(
+                &d.hooks,
+                &crate::hooks::Context {
+                    rel: &seen,
+                    revision: d.status.revision,
+                    fleet: &self.fleet,
+                    colours: observed
+                        .slots
+                        .iter()
+                        .map(|(c, s)| (c.clone(), s.green))
+                        .collect(),
+                },
+            );
             d.status.notifications = self.notifier.deliveries(&key, &status.notifications);
             let repeat = last_applied
                 .as_ref()
@@ -361,15 +376,16 @@ impl Driver {
                 Phase::Paused if opts.stop_when_paused => return Ok(Outcome::Paused),
                 _ => {}
             }
-            let wake_at = match (
+            let wake_at = [
                 d.wake_at,
                 analysis
                     .next_due()
                     .filter(|_| !d.status.phase.is_terminal()),
-            ) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+                hooks.next_due(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let mut wait = match wake_at {
                 Some(at) => self
                     .clock
@@ -391,6 +407,7 @@ impl Driver {
             tokio::select! {
                 _ = cache.changed() => {}
                 _ = analysis.landed() => {}
+                _ = hooks.landed() => {}
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop_requested(&mut stop) => {}
             }

@@ -1,5 +1,5 @@
-//! A local webhook receiver for notification tests: it records every JSON
-//! body by path.
+//! A local HTTP receiver for notification and hook tests: it records every
+//! body by path (JSON, or `null` for none), with the query it came with.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,9 @@ impl Received {
 }
 
 /// A local webhook receiver. A path starting `/flaky` answers 500 to its
-/// first two requests, as a receiver having a bad moment would.
+/// first two requests, as a receiver having a bad moment would; one starting
+/// `/fail` always answers 503, as a broken dependency would. A request
+/// without a body is recorded as `{"query": …}`.
 pub async fn receiver() -> (String, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -44,14 +46,22 @@ pub async fn receiver() -> (String, Received) {
                     let state = state.clone();
                     async move {
                         let path = req.uri().path().to_string();
+                        let query = req.uri().query().unwrap_or_default().to_string();
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let mut refused = state.refused.lock().unwrap();
                         let n = refused.entry(path.clone()).or_default();
                         let status = if path.starts_with("/flaky") && *n < 2 {
                             *n += 1;
                             500
+                        } else if path.starts_with("/fail") {
+                            *n += 1;
+                            503
                         } else {
-                            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                            let v: serde_json::Value = if body.is_empty() {
+                                serde_json::json!({ "query": query })
+                            } else {
+                                serde_json::from_slice(&body).unwrap()
+                            };
                             state
                                 .bodies
                                 .lock()
@@ -61,10 +71,15 @@ pub async fn receiver() -> (String, Received) {
                                 .push(v);
                             200
                         };
+                        let text: &'static [u8] = if status == 503 {
+                            b"database unreachable"
+                        } else {
+                            b"ok"
+                        };
                         Ok::<_, std::convert::Infallible>(
                             hyper::Response::builder()
                                 .status(status)
-                                .body(Full::new(Bytes::from_static(b"ok")))
+                                .body(Full::new(Bytes::from_static(text)))
                                 .unwrap(),
                         )
                     }

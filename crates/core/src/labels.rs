@@ -12,6 +12,8 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "cutover";
 /// The Release that created an object.
 pub const RELEASE: &str = "cutover.dev/release";
+/// The step hook a Job was created for.
+pub const HOOK: &str = "cutover.dev/hook";
 /// Annotation on a route: the green weight cutover last set, so a change by
 /// someone else is detected instead of overwritten.
 pub const GREEN_WEIGHT: &str = "cutover.dev/green-weight";

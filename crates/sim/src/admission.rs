@@ -37,6 +37,8 @@ pub fn admit(
         ("", "services") => service_defaults(obj, old),
         ("", "secrets") => secret_string_data(obj),
         ("apps", "deployments") => deployment_defaults(kind, old, obj)?,
+        ("batch", "jobs") => job_defaults(kind, old, obj)?,
+        ("batch", "cronjobs") => cron_job_checks(kind, obj)?,
         ("apiextensions.k8s.io", "customresourcedefinitions") => crd_status(obj, registry)?,
         ("events.k8s.io", "events") => event_limits(kind, obj)?,
         ("coordination.k8s.io", "leases") => lease_spec(obj)?,
@@ -417,6 +419,97 @@ fn deployment_defaults(kind: &Kind, old: Option<&Value>, obj: &mut Value) -> Api
         obj["status"] = json!({});
     }
     Ok(())
+}
+
+/// A Job as kube-apiserver admits it (pkg/registry/batch/job/strategy.go
+/// `PrepareForCreate` generates the selector and the pod labels;
+/// pkg/apis/batch/validation/validation.go `ValidateJob` checks them): the
+/// generated labels carry the Job's name, so a name longer than a label value
+/// (63 characters) is refused; the pod template must not restart for ever;
+/// and the template is immutable once created.
+fn job_defaults(kind: &Kind, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
+    let name = meta::name(obj).to_string();
+    let invalid = |p: String| ApiError::invalid(&kind.group, &kind.plural, &name, p);
+    if name.len() > 63 {
+        return Err(invalid(format!(
+            "metadata.labels[batch.kubernetes.io/job-name]: Invalid value: \"{name}\": must be no more than 63 characters"
+        )));
+    }
+    restart_policy(&obj["spec"]["template"], "spec.template.spec.restartPolicy")
+        .map_err(invalid)?;
+    if let Some(old) = old {
+        if old["spec"]["template"] != obj["spec"]["template"] {
+            return Err(invalid(
+                "spec.template: Invalid value: field is immutable".into(),
+            ));
+        }
+        return Ok(());
+    }
+    let uid = obj["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let spec = &mut obj["spec"];
+    for (field, value) in [("parallelism", 1), ("completions", 1), ("backoffLimit", 6)] {
+        if spec[field].is_null() {
+            spec[field] = json!(value);
+        }
+    }
+    if spec["completionMode"].is_null() {
+        spec["completionMode"] = json!("NonIndexed");
+    }
+    if spec["suspend"].is_null() {
+        spec["suspend"] = json!(false);
+    }
+    if spec["manualSelector"] != json!(true) {
+        spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+        let labels = &mut spec["template"]["metadata"]["labels"];
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", uid.as_str()),
+            ("controller-uid", uid.as_str()),
+            ("batch.kubernetes.io/job-name", name.as_str()),
+            ("job-name", name.as_str()),
+        ] {
+            labels[k] = json!(v);
+        }
+    }
+    if obj["status"].is_null() {
+        obj["status"] = json!({});
+    }
+    Ok(())
+}
+
+/// A CronJob's Job template must not restart for ever either
+/// (`ValidateCronJobSpec` validates its Job template's spec).
+fn cron_job_checks(kind: &Kind, obj: &Value) -> ApiResult<()> {
+    let name = meta::name(obj).to_string();
+    if obj["spec"]["schedule"].as_str().is_none_or(str::is_empty) {
+        return Err(ApiError::invalid(
+            &kind.group,
+            &kind.plural,
+            &name,
+            "spec.schedule: Required value".to_string(),
+        ));
+    }
+    restart_policy(
+        &obj["spec"]["jobTemplate"]["spec"]["template"],
+        "spec.jobTemplate.spec.template.spec.restartPolicy",
+    )
+    .map_err(|p| ApiError::invalid(&kind.group, &kind.plural, &name, p))
+}
+
+/// A Job's pods restart `OnFailure` or `Never`; an unset policy defaults to
+/// `Always`, which a Job refuses.
+fn restart_policy(template: &Value, field: &str) -> Result<(), String> {
+    let policy = template["spec"]["restartPolicy"]
+        .as_str()
+        .unwrap_or("Always");
+    if matches!(policy, "OnFailure" | "Never") {
+        return Ok(());
+    }
+    Err(format!(
+        "{field}: Unsupported value: \"{policy}\": supported values: \"OnFailure\", \"Never\""
+    ))
 }
 
 fn crd_status(obj: &mut Value, registry: &Registry) -> ApiResult<()> {

@@ -111,6 +111,8 @@ impl Kind {
             // Served so clients that look for ReplicaSets find none: pods belong to Deployments here.
             b("apps", "replicasets", "ReplicaSet", true, &["rs"], true),
             b("coordination.k8s.io", "leases", "Lease", true, &[], false),
+            b("batch", "jobs", "Job", true, &[], true),
+            b("batch", "cronjobs", "CronJob", true, &["cj"], true),
             // Reviews are answered from the same authorization every
             // request meets, and never kept (`auth::reviews`).
             b(

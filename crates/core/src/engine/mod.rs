@@ -21,8 +21,8 @@ use serde::Serialize;
 
 pub use decide::decide;
 pub use observe::{
-    ClusterView, FreezeNotice, FreezeView, GateReport, GateVerdict, Observation, PlacementView,
-    RouteView, WorkloadView,
+    ClusterView, FreezeNotice, FreezeView, GateReport, GateVerdict, HookRun, Observation,
+    PlacementView, RouteView, WorkloadView,
 };
 
 use crate::spec::{Percent, ReleaseStatus};
@@ -36,6 +36,21 @@ pub struct Decision {
     pub actions: Vec<Action>,
     /// When a timer of the current step runs out; the driver also wakes on any change it watches.
     pub wake_at: Option<Timestamp>,
+    /// The step hooks the current step waits on: the driver keeps each
+    /// running (or tried again) until it reports a verdict, and stops those
+    /// no longer asked for.
+    pub hooks: Vec<HookCall>,
+}
+
+/// A hook to run in one step and cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookCall {
+    pub step: u32,
+    pub name: String,
+    pub cluster: String,
+    /// Green's share the step moves the cluster to (a traffic step).
+    pub weight: Option<Percent>,
 }
 
 /// A change to make in one cluster.

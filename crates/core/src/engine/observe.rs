@@ -14,6 +14,8 @@ pub struct Observation {
     pub freezes: FreezeView,
     /// The latest verdict of the current step's gates.
     pub gate: Option<GateReport>,
+    /// The current step's hooks the driver ran or is running.
+    pub hooks: Vec<HookRun>,
     /// Actions the applier's own guard refused as unsafe, by cluster: a
     /// defect the release holds on, never carried out.
     pub defects: BTreeMap<String, String>,
@@ -107,4 +109,18 @@ pub enum GateVerdict {
     Inconclusive,
     /// Not enough measurements yet.
     Pending,
+}
+
+/// A hook of the current step as the driver runs it: no verdict while a try
+/// is under way, else how the last try ended. An inconclusive hook is tried
+/// again while the engine still asks for it, and keeps its last verdict
+/// until a try decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookRun {
+    pub step: u32,
+    pub name: String,
+    pub cluster: String,
+    pub verdict: Option<crate::spec::hooks::HookVerdict>,
+    /// What the last try saw, and which try it was.
+    pub message: String,
 }

@@ -28,6 +28,9 @@ pub struct TimelineEntry {
     pub starts_after: SignedDuration,
     /// Green's share of each cluster's traffic while the step holds.
     pub weights: BTreeMap<String, Percent>,
+    /// The step hooks it runs, as `name (point)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -81,6 +84,10 @@ pub fn simulate(rel: &ResolvedRelease, first_install: bool) -> Result<Timeline, 
                     step: step.clone(),
                     starts_after: now.duration_since(start),
                     weights: BTreeMap::new(),
+                    hooks: crate::spec::hooks::of_step(&rel.hooks, step)
+                        .iter()
+                        .map(|h| format!("{} ({})", h.name, h.at))
+                        .collect(),
                 });
             }
             if let Some(e) = entries.last_mut() {
@@ -125,6 +132,10 @@ pub(crate) struct World {
     pub(crate) gate: GateVerdict,
     /// Actions an applier's guard refused, by cluster.
     pub(crate) defects: BTreeMap<String, String>,
+    /// The release's step hooks, and the verdict each of their runs reports.
+    pub(crate) hooks: Vec<String>,
+    /// `None`: every hook is still running.
+    pub(crate) hook: Option<crate::spec::hooks::HookVerdict>,
 }
 
 impl World {
@@ -165,6 +176,8 @@ impl World {
             freezes: FreezeView::default(),
             gate: GateVerdict::Pass,
             defects: BTreeMap::new(),
+            hooks: rel.hooks.iter().map(|h| h.name.clone()).collect(),
+            hook: Some(crate::spec::hooks::HookVerdict::Pass),
         }
     }
 
@@ -186,7 +199,29 @@ impl World {
                 message: format!("every gate reports {:?}", self.gate),
             }),
             defects: self.defects.clone(),
+            hooks: self.hook_runs(status),
         }
+    }
+
+    /// A run of each hook in the current step, all with the world's verdict.
+    fn hook_runs(&self, status: &ReleaseStatus) -> Vec<super::HookRun> {
+        let Some(cluster) = status
+            .plan
+            .get(status.step as usize)
+            .and_then(|s| s.cluster.clone())
+        else {
+            return Vec::new();
+        };
+        self.hooks
+            .iter()
+            .map(|name| super::HookRun {
+                step: status.step,
+                name: name.clone(),
+                cluster: cluster.clone(),
+                verdict: self.hook,
+                message: format!("every hook reports {:?}", self.hook),
+            })
+            .collect()
     }
 
     /// Applies an action, unless its cluster is unreachable.

@@ -6,6 +6,7 @@
 
 pub mod fleet;
 pub mod gates;
+pub mod hooks;
 pub mod notify;
 pub mod object_meta;
 pub mod policy;

@@ -116,14 +116,14 @@ impl Event {
         Some(match t.event {
             TransitionEvent::Started => Event::Started,
             TransitionEvent::StepStarted => Event::StepStarted,
-            TransitionEvent::StepReady => return None,
+            TransitionEvent::StepReady | TransitionEvent::HookPassed => return None,
             TransitionEvent::StepCompleted => Event::StepCompleted,
             TransitionEvent::Promoted => Event::Promoted,
             TransitionEvent::HoldStarted | TransitionEvent::HoldChanged => Event::Held,
             TransitionEvent::HoldCleared => Event::HoldCleared,
             TransitionEvent::FreezeOverridden => Event::FreezeOverridden,
             TransitionEvent::AbortStarted => match status.abort.as_ref().map(|a| a.reason) {
-                Some(AbortReason::GateFailed) => Event::GateFailed,
+                Some(AbortReason::GateFailed | AbortReason::HookFailed) => Event::GateFailed,
                 _ => Event::RollingBack,
             },
             // Traffic back on blue is part of rolling back; the end is `Aborted`.

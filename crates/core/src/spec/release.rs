@@ -66,6 +66,10 @@ pub struct ReleaseSpec {
     /// Metrics every step must satisfy while it waits; a failure rolls back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<super::gates::MetricGate>,
+    /// Checks run at fixed points of the steps (after a deploy, before a
+    /// traffic step, before cleanup); a failure rolls back like a gate's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<super::hooks::Hook>,
     /// Stop advancing until set back to false; traffic stays where it is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,

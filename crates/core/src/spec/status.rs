@@ -88,6 +88,9 @@ pub struct ReleaseStatus {
     /// The current step's gates: each metric per cluster, its verdict and recent measurements.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<crate::gates::MetricReport>,
+    /// The hooks of this revision that ended, by step and cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<super::hooks::HookRecord>,
     /// A one-line account of the present state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -283,6 +286,8 @@ pub enum HoldReason {
     GreenNotReady,
     /// A gate could not decide.
     GateInconclusive,
+    /// A step hook could not run or could not decide.
+    HookInconclusive,
     /// Someone else changed the traffic route.
     RouteDrift,
     /// The applier refused an action that would have taken traffic away from
@@ -305,7 +310,10 @@ impl HoldReason {
     pub fn has_deadline(self) -> bool {
         matches!(
             self,
-            HoldReason::Placement | HoldReason::GreenNotReady | HoldReason::GateInconclusive
+            HoldReason::Placement
+                | HoldReason::GreenNotReady
+                | HoldReason::GateInconclusive
+                | HoldReason::HookInconclusive
         )
     }
 }
@@ -323,6 +331,8 @@ pub struct AbortStatus {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum AbortReason {
     GateFailed,
+    /// A step hook failed.
+    HookFailed,
     Requested,
     ProgressDeadline,
     /// A new version was submitted while this one was in flight: this one's
@@ -335,6 +345,7 @@ impl AbortReason {
     pub fn label(self) -> &'static str {
         match self {
             AbortReason::GateFailed => "gate_failed",
+            AbortReason::HookFailed => "hook_failed",
             AbortReason::Requested => "requested",
             AbortReason::ProgressDeadline => "progress_deadline",
             AbortReason::Superseded => "superseded",
@@ -370,6 +381,8 @@ pub enum TransitionEvent {
     StepReady,
     StepCompleted,
     Promoted,
+    /// A step hook passed.
+    HookPassed,
     HoldStarted,
     HoldChanged,
     HoldCleared,

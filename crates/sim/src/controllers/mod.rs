@@ -7,6 +7,7 @@
 //! changes. Events expire after an hour of fleet time, as in a real cluster.
 
 pub mod deployments;
+pub mod jobs;
 pub mod kubelet;
 pub mod nodes;
 pub mod scheduler;
@@ -89,6 +90,7 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             deployments::reconcile(&ctx),
             scheduler::reconcile(&ctx),
             kubelet::reconcile(&ctx),
+            jobs::reconcile(&ctx),
             expire_events(&ctx),
         ]
         .into_iter()

@@ -5,6 +5,7 @@
 //! step only moves forward once its effect is seen in the cluster.
 
 mod holds;
+mod hooks;
 mod progress;
 mod revisions;
 mod rollback;
@@ -35,12 +36,14 @@ pub fn decide(
         st: status.clone(),
         actions: Vec::new(),
         wake_at: None,
+        hooks: Vec::new(),
     };
     pass.run();
     Decision {
         status: pass.st,
         actions: pass.actions,
         wake_at: pass.wake_at,
+        hooks: pass.hooks,
     }
 }
 
@@ -51,6 +54,7 @@ struct Pass<'a> {
     st: ReleaseStatus,
     actions: Vec<Action>,
     wake_at: Option<Timestamp>,
+    hooks: Vec<super::HookCall>,
 }
 
 /// Where the current step stands after looking at the world.

@@ -60,7 +60,7 @@ impl Pass<'_> {
     pub(super) fn step_progress(&mut self, step: &PlannedStep) -> StepProgress {
         let cluster = step.cluster.as_deref().unwrap_or_default();
         match step.kind {
-            StepKind::Deploy => self.deploy_progress(cluster),
+            StepKind::Deploy => self.deploy_progress(step, cluster),
             StepKind::Canary | StepKind::Ramp | StepKind::Cutover => {
                 let target = step.weight.unwrap_or(Percent::HUNDRED);
                 self.traffic_progress(step, cluster, target)
@@ -71,11 +71,11 @@ impl Pass<'_> {
                 }
                 self.wait_then_gate(step)
             }
-            StepKind::Cleanup => self.cleanup_progress(cluster),
+            StepKind::Cleanup => self.cleanup_progress(step, cluster),
         }
     }
 
-    pub(super) fn deploy_progress(&mut self, cluster: &str) -> StepProgress {
+    pub(super) fn deploy_progress(&mut self, step: &PlannedStep, cluster: &str) -> StepProgress {
         let Some(c) = self.rel.cluster(cluster) else {
             return StepProgress::Done;
         };
@@ -87,6 +87,9 @@ impl Pass<'_> {
         let deadline = self.step_deadline();
         let waiting = match (applied, self.green_ready(cluster, &view)) {
             (true, None) => {
+                if let Some(waits) = self.run_hooks(step) {
+                    return waits;
+                }
                 self.mark_ready(format!("green available and well placed on {cluster}"));
                 return StepProgress::Done;
             }
@@ -166,11 +169,14 @@ impl Pass<'_> {
             route.is_some_and(|r| r.target == Some(target) && r.drift.is_none() && r.settled);
         if !in_place {
             let current = route.map(|r| r.green).unwrap_or(Percent::ZERO);
-            if target > current
-                && let Some(hold) = self.green_ready(cluster, &view)
-            {
-                self.wake(self.hold_deadline());
-                return StepProgress::Blocked(vec![hold]);
+            if target > current {
+                if let Some(hold) = self.green_ready(cluster, &view) {
+                    self.wake(self.hold_deadline());
+                    return StepProgress::Blocked(vec![hold]);
+                }
+                if let Some(waits) = self.run_hooks(step) {
+                    return waits;
+                }
             }
             return StepProgress::Act(vec![Action::SetWeight {
                 cluster: cluster.to_string(),
@@ -278,7 +284,7 @@ impl Pass<'_> {
         true
     }
 
-    pub(super) fn cleanup_progress(&mut self, cluster: &str) -> StepProgress {
+    pub(super) fn cleanup_progress(&mut self, step: &PlannedStep, cluster: &str) -> StepProgress {
         let view = self.view(cluster).cloned().unwrap_or_default();
         let on_green = view.route.as_ref().is_some_and(|r| {
             r.target == Some(Percent::HUNDRED) && r.green == Percent::HUNDRED && r.drift.is_none()
@@ -296,6 +302,11 @@ impl Pass<'_> {
                 message: format!("{}; blue is kept until it clears", hold.message),
                 ..hold
             }]);
+        }
+        if view.blue.is_some()
+            && let Some(waits) = self.run_hooks(step)
+        {
+            return waits;
         }
         match &view.blue {
             Some(_) => StepProgress::Act(vec![Action::DeleteBlue {

@@ -11,6 +11,7 @@ use crate::spec::status::{AbortReason, HoldReason, Phase, StepKind, TransitionEv
 use crate::spec::{Fleet, Percent, ReleaseStatus, ResolvedRelease, Source, TierPolicyFile};
 
 mod holds;
+mod hooks;
 mod lifecycle;
 mod model;
 mod revisions;

@@ -16,6 +16,7 @@ use super::*;
 use std::collections::BTreeMap;
 
 use crate::engine::ClusterView;
+use crate::spec::hooks::HookVerdict;
 
 /// A small, seeded, reproducible generator (xorshift64*).
 struct Rng(u64);
@@ -46,10 +47,14 @@ enum Event {
     GateFails,
     GateHangs,
     GatePasses,
+    HookFails,
+    HookHangs,
+    HookInconclusive,
+    HookPasses,
     TimePasses,
 }
 
-const EVENTS: [Event; 13] = [
+const EVENTS: [Event; 17] = [
     Event::NewVersion,
     Event::Abort,
     Event::Pause,
@@ -62,8 +67,29 @@ const EVENTS: [Event; 13] = [
     Event::GateFails,
     Event::GateHangs,
     Event::GatePasses,
+    Event::HookFails,
+    Event::HookHangs,
+    Event::HookInconclusive,
+    Event::HookPasses,
     Event::TimePasses,
 ];
+
+/// Whether every hook of the current step on `cluster` passed, as the status keeps it.
+fn hooks_passed(h: &Harness, cluster: &str) -> bool {
+    let Some(step) = h.status.plan.get(h.status.step as usize) else {
+        return true;
+    };
+    crate::spec::hooks::of_step(&h.rel.hooks, step)
+        .iter()
+        .all(|hook| {
+            h.status.hooks.iter().any(|r| {
+                r.step == h.status.step
+                    && r.name == hook.name
+                    && r.cluster == cluster
+                    && r.verdict == crate::spec::hooks::HookVerdict::Pass
+            })
+        })
+}
 
 /// What the invariants need to know of one action as it was applied.
 fn check_action(h: &Harness, a: &Action, before: &BTreeMap<String, ClusterView>) -> Vec<String> {
@@ -77,11 +103,18 @@ fn check_action(h: &Harness, a: &Action, before: &BTreeMap<String, ClusterView>)
         Action::DeleteBlue { .. } if share < Percent::HUNDRED => {
             out.push(format!("{c}: blue deleted while it takes {}", share.rest()));
         }
+        Action::DeleteBlue { .. } if !hooks_passed(h, c) => {
+            out.push(format!("{c}: blue deleted before its cleanup hooks passed"));
+        }
         Action::ScaleDownGreen { .. } if share > Percent::ZERO => {
             out.push(format!("{c}: green scaled down while it takes {share}"));
         }
         Action::SetWeight { green, .. } if *green > share && h.status.abort.is_none() => {
-            if h.world.gate != GateVerdict::Pass && share > Percent::ZERO {
+            // The step that raises green starts its own run of the gates,
+            // undecided at first (a driver measures each step afresh): only
+            // a failing verdict forbids the raise. The step before it ended
+            // only once its gates passed.
+            if h.world.gate == GateVerdict::Fail && share > Percent::ZERO {
                 out.push(format!(
                     "{c}: green raised {share} -> {green} while gates say {:?}",
                     h.world.gate
@@ -92,6 +125,11 @@ fn check_action(h: &Harness, a: &Action, before: &BTreeMap<String, ClusterView>)
             }
             if h.rel.paused {
                 out.push(format!("{c}: green raised to {green} while paused"));
+            }
+            if !hooks_passed(h, c) {
+                out.push(format!(
+                    "{c}: green raised to {green} before the step's hooks passed"
+                ));
             }
         }
         _ => {}
@@ -144,6 +182,21 @@ fn check_state(h: &Harness) -> Vec<String> {
 /// One pass with every action checked before it lands.
 fn checked_pass(h: &mut Harness, violations: &mut Vec<String>) -> Decision {
     let d = h.decide();
+    // A step that waits ends only once its gates passed.
+    for t in d.status.history.iter().skip(h.status.history.len()) {
+        let waits = d
+            .status
+            .plan
+            .get(t.step as usize)
+            .is_some_and(|p| !p.wait.as_duration().is_zero());
+        if t.event == TransitionEvent::StepCompleted && waits && h.world.gate != GateVerdict::Pass {
+            violations.push(format!(
+                "step {} ended while its gates say {:?}",
+                t.step + 1,
+                h.world.gate
+            ));
+        }
+    }
     h.status = d.status.clone();
     for a in &d.actions {
         let before = h.world.clusters.clone();
@@ -222,6 +275,10 @@ fn apply_event(h: &mut Harness, e: Event, rng: &mut Rng, versions: &mut u32) {
         Event::GateFails => h.world.gate = GateVerdict::Fail,
         Event::GateHangs => h.world.gate = GateVerdict::Pending,
         Event::GatePasses => h.world.gate = GateVerdict::Pass,
+        Event::HookFails => h.world.hook = Some(HookVerdict::Fail),
+        Event::HookHangs => h.world.hook = None,
+        Event::HookInconclusive => h.world.hook = Some(HookVerdict::Inconclusive),
+        Event::HookPasses => h.world.hook = Some(HookVerdict::Pass),
         Event::TimePasses => h.now += mins(1 + rng.below(60) as i64),
     }
 }
@@ -229,6 +286,14 @@ fn apply_event(h: &mut Harness, e: Event, rng: &mut Rng, versions: &mut u32) {
 fn run_sequence(seed: u64, events: usize) -> Vec<String> {
     let mut rng = Rng(seed.max(1));
     let mut h = Harness::new();
+    // Hooks before every traffic step and before each cleanup.
+    for hook in [
+        "{name: smoke, at: beforeTraffic, http: {url: 'http://smoke'}}",
+        "{name: drain, at: beforeCleanup, job: {fromCronJob: drain}}",
+    ] {
+        h.rel.hooks.push(serde_saphyr::from_str(hook).unwrap());
+    }
+    h.world.hooks = h.rel.hooks.iter().map(|x| x.name.clone()).collect();
     let mut violations = Vec::new();
     let mut versions = 0;
     settle(&mut h, &mut rng, &mut violations);

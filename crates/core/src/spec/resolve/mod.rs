@@ -36,6 +36,7 @@ pub struct ResolvedRelease {
     /// The pod template with image overrides applied.
     pub template: PodTemplateSpec,
     pub gates: Vec<crate::spec::gates::MetricGate>,
+    pub hooks: Vec<crate::spec::hooks::Hook>,
     pub disruption_budget: Option<super::release::DisruptionBudget>,
     pub paused: bool,
     pub override_freezes: Option<super::release::FreezeOverride>,
@@ -169,6 +170,10 @@ impl ResolvedRelease {
         let clusters = resolve_clusters(spec, fleet, &mut out);
         let timings = tier.and_then(|t| resolve_timings(spec, t, &clusters, &mut out));
         check_gates(&spec.gates, &mut out);
+        let names: Vec<&str> = spec.clusters.iter().map(|c| c.name.as_str()).collect();
+        for (field, problem) in crate::spec::hooks::check(&spec.hooks, &names) {
+            out.push(Finding::input(field, problem));
+        }
         if let (Some(tier), Some(timings)) = (tier, timings.as_ref()) {
             check_replica_ratio_canary(spec, tier, timings, &clusters, &mut out);
         }
@@ -184,6 +189,7 @@ impl ResolvedRelease {
                 timings,
                 template,
                 gates: spec.gates.clone(),
+                hooks: spec.hooks.clone(),
                 disruption_budget: spec.disruption_budget.clone(),
                 paused: spec.paused,
                 override_freezes: spec.override_freezes.clone(),
