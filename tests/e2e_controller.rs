@@ -407,8 +407,16 @@ async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_u
         "{:?}",
         done.history
     );
-    // The completion reached the webhook the Secret names, and the status says so.
-    let heard = got.at("/ops-hook");
+    // The completion reached the webhook the Secret names (sent beside the
+    // driver, after the status that says completed), and the status says so.
+    let mut heard = got.at("/ops-hook");
+    for _ in 0..100 {
+        if !heard.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        heard = got.at("/ops-hook");
+    }
     assert_eq!(heard.len(), 1, "{heard:?}");
     assert_eq!(heard[0]["event"], "completed");
     assert_eq!(heard[0]["release"]["name"], "checkout");

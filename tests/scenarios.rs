@@ -17,9 +17,19 @@ use kube::api::{Api, DynamicObject};
 
 const NS: &str = "shop";
 
+/// Rehearses scenario `name`, and checks its timeline picture reads: drawn
+/// by resvg, no two texts overlap. With `CUTOVER_PICTURES=DIR` the PNG is
+/// written to `DIR/NAME.png` (how the pictures in `docs/` are made).
 async fn run(name: &str, scale: f64) -> Rehearsed {
     let scenario = load_scenario(name).unwrap();
-    rehearse(&scenario, scale, None, |_, _| {}).await.unwrap()
+    let r = rehearse(&scenario, scale, None, |_, _| {}).await.unwrap();
+    if let Some(s) = &r.status {
+        let png = common::picture::render_checked(&cutover::chart::timeline_svg("checkout", s));
+        if let Ok(dir) = std::env::var("CUTOVER_PICTURES") {
+            std::fs::write(format!("{dir}/{name}.png"), png).unwrap();
+        }
+    }
+    r
 }
 
 fn status(r: &Rehearsed) -> &ReleaseStatus {
@@ -342,6 +352,25 @@ async fn control_plane_degraded_holds_and_never_reaches_prod_b_early() {
         })
         .unwrap();
     assert!(done.at >= recovered, "{:?} < {recovered:?}", done.at);
+    // The hold the failing API server caused, kept while the Release could
+    // not be written and recorded once prod-a answered again.
+    let held = s
+        .history
+        .iter()
+        .find(|t| t.event == TransitionEvent::HoldStarted && t.message.contains("prod-a"))
+        .unwrap_or_else(|| panic!("the history shows the hold: {:#?}", s.history));
+    assert!(
+        held.at >= degraded && held.at < recovered,
+        "held at {:?}, degraded {degraded:?}, recovered {recovered:?}",
+        held.at
+    );
+    assert!(held.message.contains("API server"), "{}", held.message);
+    assert!(
+        s.history
+            .iter()
+            .any(|t| t.event == TransitionEvent::HoldCleared && t.at >= held.at),
+        "and its end"
+    );
     // The 20% step's own change may land late through the failing API
     // server; nothing goes beyond it, and prod-b is not touched.
     assert!(
@@ -368,4 +397,118 @@ async fn api_flaky_completes_without_repeating_a_step() {
     assert_eq!(r.exit, Exit::Ok, "{:?}", r.outcome);
     assert_each_step_once(status(&r));
     assert_all_on_green(&r).await;
+}
+
+/// The picture check itself: two texts drawn over each other are named.
+#[test]
+fn the_picture_check_names_two_texts_that_overlap() {
+    let svg = r#"<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="100"><text x="10" y="50" font-size="12" font-family="DejaVu Sans">rollback</text><text x="30" y="52" font-size="12" font-family="DejaVu Sans">all on blue</text></svg>"#;
+    let refused = std::panic::catch_unwind(|| common::picture::render_checked(svg))
+        .expect_err("overlapping texts are refused");
+    let why = refused
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        why.contains("rollback") && why.contains("all on blue"),
+        "{why}"
+    );
+}
+
+/// However long the release and however many events crowd one instant,
+/// no two labels overlap: a week-long release with a step every few
+/// minutes, holds, a failing gate and a rollback's pile of events.
+#[test]
+fn a_long_release_and_a_pile_of_events_still_read() {
+    use cutover::spec::status::{GateSeries, Phase, PlannedStep, Point, WeightChange};
+    let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let at = |m: i64| t0.checked_add(SignedDuration::from_mins(m)).unwrap();
+    let mut s = ReleaseStatus {
+        phase: Phase::Aborted,
+        version: Some("2.14.0".into()),
+        started_at: Some(t0),
+        finished_at: Some(at(7 * 24 * 60)),
+        message: Some(
+            "rolled back: ".to_string() + &"error-ratio on prod-a above 0.02; ".repeat(20),
+        ),
+        ..Default::default()
+    };
+    for (i, kind) in [
+        StepKind::Canary,
+        StepKind::Verify,
+        StepKind::Soak,
+        StepKind::Cutover,
+    ]
+    .iter()
+    .cycle()
+    .take(400)
+    .enumerate()
+    {
+        s.plan.push(PlannedStep {
+            kind: *kind,
+            cluster: Some(format!("cluster-{}", i % 7)),
+            weight: None,
+            wait: cutover::spec::Span::ZERO,
+        });
+        s.history.push(Transition {
+            at: at(i as i64 * 25),
+            step: i as u32,
+            event: TransitionEvent::StepStarted,
+            message: format!("step {i}"),
+        });
+        if i % 9 == 0 {
+            for (event, m) in [
+                (TransitionEvent::HoldStarted, 0),
+                (TransitionEvent::HoldCleared, 20),
+            ] {
+                s.history.push(Transition {
+                    at: at(i as i64 * 25 + m),
+                    step: i as u32,
+                    event,
+                    message: "deploy freeze incident-4711 by oncall: database failover".into(),
+                });
+            }
+        }
+    }
+    let end = 7 * 24 * 60;
+    for event in [
+        TransitionEvent::AbortStarted,
+        TransitionEvent::TrafficRestored,
+        TransitionEvent::Aborted,
+        TransitionEvent::Promoted,
+        TransitionEvent::FreezeOverridden,
+        TransitionEvent::Superseded,
+    ] {
+        s.history.push(Transition {
+            at: at(end - 1),
+            step: 399,
+            event,
+            message: "the end".into(),
+        });
+    }
+    for c in 0..7 {
+        s.traffic.push(WeightChange {
+            at: at(c * 60),
+            cluster: format!("cluster-{c}"),
+            green: cutover::spec::Percent::from_whole(100),
+        });
+    }
+    s.gate_series.push(GateSeries {
+        name: "error-ratio-of-the-checkout-service-api".into(),
+        cluster: "cluster-with-a-long-name-0".into(),
+        threshold: "≤ 0.02".into(),
+        points: (0..300)
+            .map(|i| Point {
+                at: at(i * 33).as_second(),
+                value: if i % 50 == 49 { 0.4 } else { 0.001 },
+            })
+            .collect(),
+    });
+    s.gate_series.push(GateSeries {
+        name: "health".into(),
+        cluster: "cluster-1".into(),
+        threshold: "restarts ≤ 3, unschedulable ≤ 0, nodes not ready ≤ 1".into(),
+        points: Vec::new(),
+    });
+    common::picture::render_checked(&cutover::chart::timeline_svg("checkout", &s));
 }

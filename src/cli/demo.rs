@@ -112,6 +112,12 @@ pub async fn run(args: &DemoArgs) -> CliResult {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let time_scale = args.time_scale;
     let output = args.output;
+    if scenario.time_scale(time_scale) < time_scale && output == Output::Text {
+        println!(
+            "time scale {}x: this scenario stays faithful up to it (its API server's latency is wall-clock time)",
+            scenario.time_scale(time_scale)
+        );
+    }
     let rehearsal = tokio::spawn(async move {
         rehearse(&scenario, time_scale, Some(tx), |sim, rel| {
             if output == Output::Text {
@@ -292,6 +298,7 @@ pub async fn rehearse(
         _ => Vec::new(),
     };
     let dir = tempfile::tempdir()?;
+    let time_scale = scenario.time_scale(time_scale);
     let sim = SimFleet::start(SimOptions {
         scenario: scenario.clone(),
         time_scale,

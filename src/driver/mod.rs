@@ -113,6 +113,14 @@ pub struct DriveOptions {
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
+/// A status a driver decided but could not write before its lease lapsed,
+/// and the Release's resourceVersion it was decided from: the next lease's
+/// drive goes on from it only if nobody wrote the Release in between.
+pub struct Carried {
+    decided_from: Option<String>,
+    status: ReleaseStatus,
+}
+
 /// How long a release that ended waits for its last notifications (real time).
 const NOTIFY_SETTLE: Duration = Duration::from_secs(10);
 
@@ -135,43 +143,77 @@ impl Driver {
         };
         let home = self.fleet.home();
         let store = ReleaseStore::new(home, namespace);
-        let mut told = false;
-        let lease = loop {
-            let taken = match &self.under {
-                Some(p) => {
-                    lease::acquire_under(home, namespace, name, p, self.lease_duration).await
-                }
-                None => {
-                    lease::acquire(home, namespace, name, &self.identity, self.lease_duration).await
+        // What the driver decided but could not write before its lease
+        // lapsed, and the Release's version it decided from.
+        let mut carried: Option<Carried> = None;
+        let mut lapsed = false;
+        loop {
+            let mut told = false;
+            let lease = loop {
+                let taken = match &self.under {
+                    Some(p) => {
+                        lease::acquire_under(home, namespace, name, p, self.lease_duration).await
+                    }
+                    None => {
+                        lease::acquire(home, namespace, name, &self.identity, self.lease_duration)
+                            .await
+                    }
+                };
+                match taken {
+                    Ok(l) => break l,
+                    Err(fleet::Error::LeaseHeld { .. }) if stopping(&opts) => {
+                        return Ok(Outcome::Stopped);
+                    }
+                    Err(fleet::Error::LeaseHeld { release, holder })
+                        if opts.wait_for_lease || lapsed =>
+                    {
+                        if !told {
+                            emit(Progress::Note(format!(
+                                "release {release} is driven by {holder}; waiting for its lease"
+                            )));
+                            told = true;
+                        }
+                        let mut stop = opts.stop.clone();
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.lease_duration / 3) => {}
+                            _ = stop_requested(&mut stop) => {}
+                        }
+                    }
+                    // The home cluster still failing after a lapse: try again.
+                    Err(e) if lapsed && e.is_unavailable() => {
+                        if stopping(&opts) {
+                            return Ok(Outcome::Stopped);
+                        }
+                        tokio::time::sleep(self.lease_duration / 3).await;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             };
-            match taken {
-                Ok(l) => break l,
-                Err(fleet::Error::LeaseHeld { .. }) if stopping(&opts) => {
-                    return Ok(Outcome::Stopped);
-                }
-                Err(fleet::Error::LeaseHeld { release, holder }) if opts.wait_for_lease => {
-                    if !told {
-                        emit(Progress::Note(format!(
-                            "release {release} is driven by {holder}; waiting for its lease"
-                        )));
-                        told = true;
-                    }
-                    let mut stop = opts.stop.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.lease_duration / 3) => {}
-                        _ = stop_requested(&mut stop) => {}
-                    }
-                }
-                Err(e) => return Err(e.into()),
+            if told {
+                emit(Progress::Note(format!("took over the lease of {name}")));
             }
-        };
-        if told {
-            emit(Progress::Note(format!("took over the lease of {name}")));
+            let outcome = self
+                .drive_leased(&store, &lease, name, opts.clone(), &emit, &mut carried)
+                .await;
+            match outcome {
+                // A driver of its own (not a controller's, whose leadership
+                // decides) whose renewals failed: nothing is acted on without
+                // the lease, so take it again once the home cluster answers,
+                // and go on from the Release as it is then.
+                Err(Error::Fleet(fleet::Error::LeaseLost(_)))
+                    if self.under.is_none() && !stopping(&opts) =>
+                {
+                    emit(Progress::Note(format!(
+                        "the lease of {name} lapsed (its renewals failed); taking it again"
+                    )));
+                    lapsed = true;
+                }
+                other => {
+                    lease.release().await;
+                    return other;
+                }
+            }
         }
-        let outcome = self.drive_leased(&store, &lease, name, opts, &emit).await;
-        lease.release().await;
-        outcome
     }
 
     async fn drive_leased(
@@ -181,6 +223,7 @@ impl Driver {
         name: &str,
         opts: DriveOptions,
         emit: &impl Fn(Progress),
+        carried: &mut Option<Carried>,
     ) -> Result<Outcome> {
         let mut current = store
             .get(name)
@@ -229,6 +272,13 @@ impl Driver {
         // Actions the applier's guard refused, by cluster: the release holds on them.
         let mut defects: BTreeMap<String, String> = BTreeMap::new();
         let mut backoff = Duration::from_millis(200);
+        // A status decided while the home cluster could not take it: the
+        // next pass decides from it, so what happened while the home failed
+        // (the hold it caused, above all) reaches the history once it answers.
+        let mut unwritten: Option<ReleaseStatus> = carried
+            .take()
+            .filter(|c| c.decided_from == current.metadata.resource_version)
+            .map(|c| c.status);
         loop {
             if stopping(&opts) {
                 return Ok(Outcome::Stopped);
@@ -241,7 +291,10 @@ impl Driver {
                 Ok(r) => r,
                 Err(outcome) => return self.refuse(store, lease, &current, outcome, emit).await,
             };
-            let status = current.status.clone().unwrap_or_default();
+            let status = unwritten
+                .clone()
+                .unwrap_or_else(|| current.status.clone().unwrap_or_default());
+            let persisted = current.status.as_ref().map_or(0, |s| s.history.len());
             let now = self.clock.now();
             // Until a version replaced in flight is back on blue, its
             // workloads are the ones observed, measured and acted on.
@@ -336,13 +389,15 @@ impl Driver {
                 }
                 last_applied = Some((d.actions.clone(), Instant::now()));
             }
-            if d.status != status {
+            if d.status != status || unwritten.is_some() {
                 lease.check(name)?;
                 let mut d = d.clone();
                 d.status.gate_series = series.clone();
                 match store.write_status(&current, &d.status).await {
                     Ok(written) => {
-                        for t in d.status.history.iter().skip(status.history.len()) {
+                        unwritten = None;
+                        *carried = None;
+                        for t in d.status.history.iter().skip(persisted) {
                             self.notify(&key, &rel, t, &d.status);
                             emit(Progress::Transition(t.clone()));
                         }
@@ -360,6 +415,20 @@ impl Driver {
                     Err(e) => {
                         tracing::warn!(release = name, error = %e, "status write failed");
                         failed = true;
+                        let home = &self.fleet_spec.home;
+                        if e.is_unavailable() {
+                            if unavailable.contains_key(home) {
+                                // Decided knowing the home fails: kept until it answers.
+                                unwritten = Some(d.status.clone());
+                                *carried = Some(Carried {
+                                    decided_from: current.metadata.resource_version.clone(),
+                                    status: d.status.clone(),
+                                });
+                            } else {
+                                // Decide again, with the home cluster unreachable.
+                                unavailable.insert(home.clone(), e.to_string());
+                            }
+                        }
                     }
                 }
             }

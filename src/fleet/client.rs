@@ -54,6 +54,25 @@ impl Default for ClientLimits {
     }
 }
 
+impl ClientLimits {
+    /// The limits against a fleet whose clock runs `scale` times the wall's
+    /// (a simulated fleet): the backoff between retries is fleet time, so
+    /// the retries span as much of an outage as they would on a real
+    /// cluster (a twenty-minute outage outlasts them there, and must here);
+    /// timeouts stay wall time, the network's.
+    pub fn at_scale(self, scale: f64) -> ClientLimits {
+        if scale <= 1.0 {
+            return self;
+        }
+        let scaled = |d: Duration| d.div_f64(scale).max(Duration::from_millis(1));
+        ClientLimits {
+            backoff_base: scaled(self.backoff_base),
+            backoff_cap: scaled(self.backoff_cap),
+            ..self
+        }
+    }
+}
+
 /// Told of every request a client sends: `(cluster, verb)`, with the verb as
 /// Kubernetes names it (`get`, `list`, `watch`, `create`, `update`, `patch`,
 /// `delete`). The controller counts them for `/metrics`.
@@ -115,6 +134,10 @@ pub async fn config(
         .await
         .map_err(|e| Error::Kubeconfig(format!("context {context:?}: {e}")))?;
     config.connect_timeout = Some(limits.connect_timeout);
+    // Our own retry layer (`TransientRetry`) is the only one: kube's default
+    // one below it would retry each of our tries again, so that a failing
+    // API server looked merely slow for many times the retry budget.
+    config.default_retry = false;
     config.default_namespace = namespace.to_string();
     Ok(config)
 }
@@ -186,7 +209,16 @@ impl<Res> Policy<Request<Body>, Response<Res>, BoxError> for TransientRetry {
         if !transient || self.attempt >= self.limits.max_retries {
             return None;
         }
-        let delay = self.delay();
+        // A server that says when to come back (API Priority and Fairness's
+        // 429, a 503) is waited for, up to the backoff's cap.
+        let asked = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.headers().get(http::header::RETRY_AFTER))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|secs| Duration::from_secs(secs).min(self.limits.backoff_cap));
+        let delay = self.delay().max(asked.unwrap_or_default());
         self.attempt += 1;
         Some(tokio::time::sleep(delay))
     }

@@ -58,7 +58,9 @@ pub enum Error {
         "release {release} is driven by {holder}; follow it with `cutover status {release} --watch`"
     )]
     LeaseHeld { release: String, holder: String },
-    #[error("lost the lease of release {0}: another driver took over")]
+    #[error(
+        "lost the lease of release {0}: it could not be renewed in time (the home cluster did not answer), or another driver took it"
+    )]
     LeaseLost(String),
 }
 

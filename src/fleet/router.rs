@@ -188,10 +188,14 @@ pub async fn set_weight(
         Api::namespaced_with(c.client.clone(), namespace, &http_route_resource());
     for _ in 0..5 {
         let Some(route) = api.get_opt(route_name).await.map_err(Error::api(&c.name))? else {
+            // Either slot will do: cutover sets both weights. Naming only one
+            // would be wrong half the time (on a first install the new
+            // version takes whichever slot is free).
             return Err(Error::NotFound(format!(
-                "{}: HTTPRoute {namespace}/{route_name} not found; create it with a backendRef to {}",
+                "{}: HTTPRoute {namespace}/{route_name} not found; create it with a rule whose                  backendRefs name {} or {} (cutover sets their weights)",
                 c.name,
-                slot_name(app, green.other())
+                slot_name(app, Colour::Blue),
+                slot_name(app, Colour::Green)
             )));
         };
         let value = serde_json::to_value(&route).map_err(|e| Error::Refused(e.to_string()))?;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod controller;
+pub mod picture;
 pub mod receiver;
 
 use std::path::PathBuf;

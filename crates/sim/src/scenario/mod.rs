@@ -68,6 +68,22 @@ pub struct Rehearsal {
     /// Objects created before the release, e.g. resources the app shares.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ClusterObject>,
+    /// The fastest fleet clock the rehearsal stays faithful at. An API
+    /// server's latency is wall-clock time: on a faster clock one slow,
+    /// retried request outlasts minutes of fleet time, and an outage shorter
+    /// than the client's retries goes unseen, as no real one would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_time_scale: Option<f64>,
+}
+
+impl Scenario {
+    /// The time scale a rehearsal asked to run at `asked` runs at.
+    pub fn time_scale(&self, asked: f64) -> f64 {
+        match self.rehearsal.as_ref().and_then(|r| r.max_time_scale) {
+            Some(max) if max > 0.0 => asked.min(max),
+            _ => asked,
+        }
+    }
 }
 
 /// A Kubernetes object in one cluster.
