@@ -131,6 +131,11 @@ impl Notifier {
         Notifier::new(&fleet.notifications, Some(secrets), clock, metrics)
     }
 
+    /// Whether any receiver is configured.
+    pub fn has_receivers(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| !i.receivers.is_empty())
+    }
+
     /// Queues `n` for every receiver that wants it, never waiting; `key`
     /// (`namespace/name`) is the release whose status counts the outcome.
     pub fn send(&self, key: Option<&str>, n: &Notification) {

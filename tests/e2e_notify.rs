@@ -212,3 +212,117 @@ async fn a_failed_gate_carries_its_values_and_freezes_are_announced() {
         "{lifted}"
     );
 }
+
+/// Bodies at `path` once there are `n` of them (at most 30 s).
+async fn heard(got: &common::receiver::Received, path: &str, n: usize) -> Vec<serde_json::Value> {
+    for _ in 0..300 {
+        let bodies = got.at(path);
+        if bodies.len() >= n {
+            return bodies;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{n} messages at {path}: {:?}", got.at(path));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freezes_set_and_lifted_with_kubectl_are_announced_by_the_controller_once() {
+    use common::controller::{leader, start_controller, system_namespace};
+    let w = World::start(None, 300.0, &tier2_release()).await;
+    system_namespace(&w).await;
+    let (base, got) = receiver().await;
+    add_receivers(
+        &w,
+        &[(
+            "ops",
+            "webhook",
+            &format!("{base}/ops"),
+            "freezeSet, freezeLifted",
+        )],
+    );
+    let _ctl = start_controller(&w, "ctl");
+    for _ in 0..300 {
+        if leader(&w).await.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // On call freezes with kubectl: the controller announces it.
+    let path = w.dir.path().join("freeze.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: cutover.dev/v1alpha1\nkind: DeployFreeze\nmetadata:\n  name: change-4711\n\
+         spec:\n  reason: database failover\n  author: oncall@example.com\n",
+    )
+    .unwrap();
+    w.kubectl_as("oncall", &w.fleet.home)
+        .run(&["create", "-f", path.to_str().unwrap()])
+        .await;
+    let ops = heard(&got, "/ops", 1).await;
+    let set: Notification = serde_json::from_value(ops[0].clone()).unwrap();
+    assert_eq!(set.event, Event::FreezeSet);
+    let f = set.freeze.unwrap();
+    assert_eq!(
+        (f.id.as_str(), f.by.as_str(), f.reason.as_str()),
+        ("change-4711", "oncall@example.com", "database failover")
+    );
+    assert_eq!(f.clusters, std::slice::from_ref(&w.fleet.home));
+
+    // `cutover freeze` announces its own, once: the controller stays quiet.
+    let (code, out, err) = finish(
+        w.cutover(&["freeze", "--reason", "payments incident"])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("freeze-"))
+        .unwrap()
+        .to_string();
+    // The controller looks at least every 5 s: give it two looks.
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    assert_eq!(
+        events_of(&got.at("/ops")),
+        [Event::FreezeSet, Event::FreezeSet]
+    );
+
+    // Lifted with kubectl: announced by the controller; with `unfreeze`: by it alone.
+    w.kubectl_as("admin", &w.fleet.home)
+        .run(&[
+            "patch",
+            "deployfreeze",
+            "change-4711",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"lifted":{"by":"alice","reason":"failover done","at":"2026-12-04T10:00:00Z"}}}"#,
+        ])
+        .await;
+    let ops = heard(&got, "/ops", 3).await;
+    let lifted: Notification = serde_json::from_value(ops[2].clone()).unwrap();
+    assert_eq!(lifted.event, Event::FreezeLifted);
+    assert!(
+        lifted.message.contains("lifted by alice") && lifted.message.contains("failover done"),
+        "{}",
+        lifted.message
+    );
+    let (code, out, err) = finish(
+        w.cutover(&["unfreeze", &id, "--reason", "mitigated"])
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    assert_eq!(
+        events_of(&got.at("/ops")),
+        [
+            Event::FreezeSet,
+            Event::FreezeSet,
+            Event::FreezeLifted,
+            Event::FreezeLifted
+        ]
+    );
+}

@@ -48,9 +48,8 @@ pub async fn connect(
     kubeconfig: Option<&std::path::Path>,
     namespace: &str,
 ) -> CliResult<Connected> {
-    let scale = fleet.clock.as_ref().map_or(1.0, |c| c.time_scale);
-    let limits = ClientLimits::default().at_scale(scale);
-    let clients = FleetClients::connect(&fleet, kubeconfig, namespace, limits).await?;
+    let clients =
+        FleetClients::connect(&fleet, kubeconfig, namespace, ClientLimits::default()).await?;
     let clock = clock_of(&fleet);
     Ok(Connected {
         fleet,

@@ -70,7 +70,6 @@ pub async fn run(args: &ControllerArgs) -> CliResult {
         LogFormat::Text => builder.init(),
     }
     let fleet = read_fleet(&args.fleet)?;
-    let scale = fleet.clock.as_ref().map_or(1.0, |c| c.time_scale);
     let settings = Settings {
         clock: clock_of(&fleet),
         fleet,
@@ -91,8 +90,7 @@ pub async fn run(args: &ControllerArgs) -> CliResult {
         limits: ClientLimits {
             qps: args.qps,
             ..ClientLimits::default()
-        }
-        .at_scale(scale),
+        },
     };
     controller::run(settings).await?;
     Ok(Exit::Ok)

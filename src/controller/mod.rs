@@ -10,6 +10,7 @@
 //! kubeconfig Secrets the fleet file names; a change to one restarts the
 //! drivers with new clients (every step is safe to repeat).
 
+mod freezes;
 pub mod metrics;
 mod reconcile;
 pub mod server;
@@ -101,6 +102,13 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
         };
         metrics.leader.set(1);
         tracing::info!(identity = %settings.identity, "leading: driving releases");
+        let notifier = crate::notify::Notifier::for_fleet(
+            &settings.fleet,
+            &clients,
+            &settings.namespace,
+            settings.clock.clone(),
+            metrics.notifications.clone(),
+        );
         let driver = Driver {
             fleet: clients.clone(),
             fleet_spec: settings.fleet.clone(),
@@ -111,14 +119,14 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
             idle: Duration::from_secs(30),
             windows: settings.windows.clone(),
             under: Some(guard.as_parent()),
-            notifier: crate::notify::Notifier::for_fleet(
-                &settings.fleet,
-                &clients,
-                &settings.namespace,
-                settings.clock.clone(),
-                metrics.notifications.clone(),
-            ),
+            notifier: notifier.clone(),
         };
+        // Freezes set or lifted with kubectl are announced by the leader.
+        let announcer = tokio::spawn(freezes::announce(
+            clients.clone(),
+            notifier,
+            settings.clock.clone(),
+        ));
         let recorder = fleet::state::event_recorder(clients.home(), &settings.identity);
         let reconciler = reconcile::Reconciler::new(driver, metrics.clone(), recorder);
         let work = reconciler.clone().run(settings.watch_namespace.as_deref());
@@ -132,6 +140,7 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
                 stopping = true;
             }
         }
+        announcer.abort();
         reconciler.stop_all();
         metrics.leader.set(0);
         guard.release().await;

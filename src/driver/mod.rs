@@ -390,6 +390,14 @@ impl Driver {
                 last_applied = Some((d.actions.clone(), Instant::now()));
             }
             if d.status != status || unwritten.is_some() {
+                if unavailable.contains_key(&self.fleet_spec.home) {
+                    // Decided knowing the home fails: kept for the next lease
+                    // should this one lapse before the home answers.
+                    *carried = Some(Carried {
+                        decided_from: current.metadata.resource_version.clone(),
+                        status: d.status.clone(),
+                    });
+                }
                 lease.check(name)?;
                 let mut d = d.clone();
                 d.status.gate_series = series.clone();
@@ -420,13 +428,10 @@ impl Driver {
                             if unavailable.contains_key(home) {
                                 // Decided knowing the home fails: kept until it answers.
                                 unwritten = Some(d.status.clone());
-                                *carried = Some(Carried {
-                                    decided_from: current.metadata.resource_version.clone(),
-                                    status: d.status.clone(),
-                                });
                             } else {
-                                // Decide again, with the home cluster unreachable.
+                                // Decide again at once, with the home cluster unreachable.
                                 unavailable.insert(home.clone(), e.to_string());
+                                continue;
                             }
                         }
                     }

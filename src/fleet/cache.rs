@@ -34,6 +34,12 @@ pub struct Watches {
 }
 
 impl Watches {
+    /// The deploy freezes of one cluster (every one under the key `""`),
+    /// shared with every release that reads them there.
+    pub fn freezes(&self, cluster: &ClusterHandle) -> Arc<SharedWatch<DeployFreeze>> {
+        freezes_watch(self, &cluster.name, &cluster.watches)
+    }
+
     /// The Releases of `namespace` in the home cluster, indexed by name.
     pub fn releases(&self, home: &ClusterHandle, namespace: &str) -> Arc<SharedWatch<Release>> {
         let client = home.watches.clone();

@@ -54,25 +54,6 @@ impl Default for ClientLimits {
     }
 }
 
-impl ClientLimits {
-    /// The limits against a fleet whose clock runs `scale` times the wall's
-    /// (a simulated fleet): the backoff between retries is fleet time, so
-    /// the retries span as much of an outage as they would on a real
-    /// cluster (a twenty-minute outage outlasts them there, and must here);
-    /// timeouts stay wall time, the network's.
-    pub fn at_scale(self, scale: f64) -> ClientLimits {
-        if scale <= 1.0 {
-            return self;
-        }
-        let scaled = |d: Duration| d.div_f64(scale).max(Duration::from_millis(1));
-        ClientLimits {
-            backoff_base: scaled(self.backoff_base),
-            backoff_cap: scaled(self.backoff_cap),
-            ..self
-        }
-    }
-}
-
 /// Told of every request a client sends: `(cluster, verb)`, with the verb as
 /// Kubernetes names it (`get`, `list`, `watch`, `create`, `update`, `patch`,
 /// `delete`). The controller counts them for `/metrics`.

@@ -125,6 +125,11 @@ async fn lift(
             reason: reason.to_string(),
             at: at.to_string(),
         });
+        // `unfreeze` announces its own lifts; the controller announces the rest.
+        f.metadata.annotations.get_or_insert_default().insert(
+            crate::labels::LIFT_ANNOUNCED.to_string(),
+            "true".to_string(),
+        );
         match api.replace(id, &PostParams::default(), &f).await {
             Ok(updated) => {
                 record(

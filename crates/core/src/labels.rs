@@ -12,6 +12,9 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "cutover";
 /// The Release that created an object.
 pub const RELEASE: &str = "cutover.dev/release";
+/// Annotation on a DeployFreeze `cutover unfreeze` lifted: it announced the
+/// lift itself, so the controller does not announce it again.
+pub const LIFT_ANNOUNCED: &str = "cutover.dev/lift-announced";
 /// The step hook a Job was created for.
 pub const HOOK: &str = "cutover.dev/hook";
 /// Annotation on a route: the green weight cutover last set, so a change by
