@@ -340,8 +340,15 @@ async fn renew(
     valid_until: Arc<Mutex<Instant>>,
 ) {
     let name = lease.metadata.name.clone().unwrap_or_default();
+    // client-go's leader election timings: 15 s leases, acting stops 10 s
+    // after the last renewal (`RenewDeadline`), and a renewal that failed is
+    // tried again after 2 s (`RetryPeriod`), not at the next regular one, so
+    // one slow answer does not cost half the time left.
+    let retry = duration.mul_f64(2.0 / 15.0);
+    let mut wait = duration / 3;
     loop {
-        tokio::time::sleep(duration / 3).await;
+        tokio::time::sleep(wait).await;
+        wait = duration / 3;
         let started = Instant::now();
         if let Some(spec) = lease.spec.as_mut() {
             spec.renew_time = Some(now_micro());
@@ -356,7 +363,10 @@ async fn renew(
                 *valid_until.lock().expect("lease lock") = Instant::now();
                 return;
             }
-            Err(e) => tracing::warn!(lease = %name, error = %e, "lease renewal failed; retrying"),
+            Err(e) => {
+                tracing::warn!(lease = %name, error = %e, "lease renewal failed; retrying");
+                wait = retry;
+            }
         }
     }
 }
