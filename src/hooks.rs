@@ -23,7 +23,7 @@ use tokio::task::AbortHandle;
 
 use crate::clock::SharedClock;
 use crate::engine::{HookCall, HookRun};
-use crate::fleet::workload::{Colour, slot_name};
+use crate::fleet::workload::{Colour, Slots, slot_name};
 use crate::fleet::{ClusterHandle, FleetClients};
 use crate::gates::providers::template;
 use crate::spec::ResolvedRelease;
@@ -91,8 +91,8 @@ pub struct Context<'a> {
     pub rel: &'a ResolvedRelease,
     pub revision: u32,
     pub fleet: &'a FleetClients,
-    /// Green's slot per cluster, where known.
-    pub colours: BTreeMap<String, Colour>,
+    /// Each cluster's slots as observed this pass (green's colour names its Service).
+    pub slots: &'a BTreeMap<String, Slots>,
 }
 
 impl Hooks {
@@ -230,7 +230,7 @@ fn target(call: &HookCall, ctx: &Context<'_>) -> Option<Target> {
         namespace: ctx.rel.namespace.clone(),
         app: ctx.rel.app.clone(),
         version: ctx.rel.version.clone(),
-        colour: ctx.colours.get(&call.cluster).copied(),
+        colour: ctx.slots.get(&call.cluster).map(|s| s.green),
         revision: ctx.revision,
         step: call.step,
         weight: call.weight.map(|w| w.to_string()).unwrap_or_default(),

@@ -32,6 +32,14 @@ fn add_receivers(w: &World, receivers: &[(&str, &str, &str, &str)]) {
     std::fs::write(path, text).unwrap();
 }
 
+/// The id `cutover freeze` printed.
+fn freeze_id(out: &str) -> String {
+    out.split_whitespace()
+        .find(|w| w.starts_with("freeze-"))
+        .unwrap_or_else(|| panic!("a freeze id in {out}"))
+        .to_string()
+}
+
 fn events_of(bodies: &[serde_json::Value]) -> Vec<Event> {
     bodies
         .iter()
@@ -188,11 +196,7 @@ async fn a_failed_gate_carries_its_values_and_freezes_are_announced() {
     )
     .await;
     assert_eq!(code, 0, "{out}\n{err}");
-    let id = out
-        .split_whitespace()
-        .find(|w| w.starts_with("freeze-"))
-        .unwrap()
-        .to_string();
+    let id = freeze_id(&out);
     let (code, out, err) = finish(
         w.cutover(&["unfreeze", &id, "--reason", "mitigated"])
             .spawn()
@@ -276,11 +280,7 @@ async fn freezes_set_and_lifted_with_kubectl_are_announced_by_the_controller_onc
     )
     .await;
     assert_eq!(code, 0, "{out}\n{err}");
-    let id = out
-        .split_whitespace()
-        .find(|w| w.starts_with("freeze-"))
-        .unwrap()
-        .to_string();
+    let id = freeze_id(&out);
     // The controller looks at least every 5 s: give it two looks.
     tokio::time::sleep(std::time::Duration::from_secs(11)).await;
     assert_eq!(

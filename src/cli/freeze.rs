@@ -251,19 +251,17 @@ async fn notify_freeze(
         return;
     }
     let notifier = conn.notifier();
-    let n = Notification {
+    let n = Notification::of_freeze(
         event,
-        at: conn.clock.now(),
-        release: None,
+        conn.clock.now(),
         message,
-        gates: Vec::new(),
-        freeze: Some(FreezeRef {
+        FreezeRef {
             id: id.to_string(),
             clusters,
             reason: reason.to_string(),
             by: by.to_string(),
-        }),
-    };
+        },
+    );
     notifier.send(None, &n);
     notifier.flush(Duration::from_secs(10)).await;
     for (receiver, _, error) in notifier.failures() {

@@ -176,18 +176,16 @@ fn send(notifier: &Notifier, clock: &SharedClock, event: Event, id: &str, s: &Se
     );
     notifier.send(
         None,
-        &Notification {
+        &Notification::of_freeze(
             event,
-            at: clock.now(),
-            release: None,
+            clock.now(),
             message,
-            gates: Vec::new(),
-            freeze: Some(FreezeRef {
+            FreezeRef {
                 id: id.to_string(),
                 clusters: clusters.into_iter().cloned().collect(),
                 reason,
                 by,
-            }),
-        },
+            },
+        ),
     );
 }

@@ -347,11 +347,7 @@ impl Driver {
                     rel: &seen,
                     revision: d.status.revision,
                     fleet: &self.fleet,
-                    colours: observed
-                        .slots
-                        .iter()
-                        .map(|(c, s)| (c.clone(), s.green))
-                        .collect(),
+                    slots: &observed.slots,
                 },
             );
             d.status.notifications = self.notifier.deliveries(&key, &status.notifications);

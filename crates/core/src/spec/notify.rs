@@ -232,6 +232,23 @@ pub struct FreezeRef {
 }
 
 impl Notification {
+    /// The message for a freeze set, lifted or overridden.
+    pub fn of_freeze(
+        event: Event,
+        at: Timestamp,
+        message: String,
+        freeze: FreezeRef,
+    ) -> Notification {
+        Notification {
+            event,
+            at,
+            release: None,
+            message,
+            gates: Vec::new(),
+            freeze: Some(freeze),
+        }
+    }
+
     /// The message for a release transition.
     pub fn of_transition(
         event: Event,
