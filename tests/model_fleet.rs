@@ -257,7 +257,10 @@ impl Sequence {
                 let (code, out) = self.run_file(&stale, &[]).await;
                 let after = self.status().await;
                 // While the same revision stayed in flight throughout, a file
-                // naming another version must have been refused, unwritten.
+                // naming another version must have been refused, unwritten. A
+                // file naming the version already submitted (a superseding
+                // one the driver has not picked up yet) is the pipeline's own
+                // retry, not stale: submitting it again changes nothing.
                 if let (Some((spec0, s0)), Some((spec1, s1))) = (&before, &after) {
                     let in_flight = |s: &ReleaseStatus| {
                         s.version.is_some() && !s.phase.is_terminal() && s.phase != Phase::Pending
@@ -266,6 +269,7 @@ impl Sequence {
                         && in_flight(s1)
                         && s0.revision == s1.revision
                         && s0.version.as_deref() != Some(stale.as_str())
+                        && *spec0 != stale
                         && (code == 0 || spec0 != spec1)
                     {
                         self.violations.push(format!(
