@@ -466,6 +466,9 @@ async fn controller() {
         .await;
     let docs: Vec<_> = docs.into_iter().map(|(d, _)| d).collect();
     let store = cutover::fleet::state::ReleaseStore::new(clients.home(), "shop");
+    let log_path = std::env::var_os("CUTOVER_BENCH_LOG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("controller.log"));
     let mut ctl = tokio::process::Command::new(bin)
         .args(["controller", "--fleet"])
         .arg(&fleet_path)
@@ -480,11 +483,8 @@ async fn controller() {
         .args(["--qps", &n.max(50).to_string()])
         .env("CUTOVER_LOG", "warn")
         .stdout(Stdio::null())
-        // `CUTOVER_BENCH_LOG=FILE` keeps the controller's warnings.
-        .stderr(match std::env::var_os("CUTOVER_BENCH_LOG") {
-            Some(path) => std::fs::File::create(path).expect("the log file").into(),
-            None => Stdio::null(),
-        })
+        // Its warnings are read for lost leases; `CUTOVER_BENCH_LOG=FILE` keeps them.
+        .stderr(std::fs::File::create(&log_path).expect("the log file"))
         .kill_on_drop(true)
         .spawn()
         .expect("cutover controller");
@@ -556,11 +556,32 @@ async fn controller() {
     figure("controller_time_scale", scale, "x");
     figure("controller_wall_s", wall, "s");
     figure("controller_rss_mb", peak_rss_kb as f64 / 1024.0, "MiB");
+    figure(
+        "controller_rss_mb_per_release",
+        peak_rss_kb as f64 / 1024.0 / n as f64,
+        "MiB",
+    );
     figure("controller_cpu_s", cpu, "s");
     figure("step_latency_p99_ms", p99, "ms");
-    let _ = ctl.start_kill();
+    // Stopped as a rollout stops it (SIGTERM), so a heap profile
+    // (`--features dhat-heap`) is written on the way out.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    if tokio::time::timeout(Duration::from_secs(120), ctl.wait())
+        .await
+        .is_err()
+    {
+        let _ = ctl.start_kill();
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let losses = log.lines().filter(|l| l.contains(LEASE_LOST)).count();
+    figure("leader_losses", losses as f64, "losses");
     let _ = sim.start_kill();
 }
+
+/// What the controller logs when a lease it drove releases under lapsed.
+const LEASE_LOST: &str = "lost its lease";
 
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -45,7 +45,7 @@ fn log_of(w: &World, c: &Controller) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_applied_with_kubectl_completes_though_its_leader_dies_mid_ramp() {
+async fn a_release_applied_with_kubectl_completes_though_its_replica_dies_mid_ramp() {
     let w = World::start(None, 300.0, &tier2_release()).await;
     system_namespace(&w).await;
     let mut a = start_controller(&w, "ctl-a");
@@ -67,9 +67,9 @@ async fn a_release_applied_with_kubectl_completes_though_its_leader_dies_mid_ram
             s.plan.get(s.step as usize).map(|p| p.kind) == Some(StepKind::Ramp)
         })
         .await;
-    let first = leader(&w).await.unwrap();
-    // The release's Lease is held under the leader's: one renewal covers
-    // every release, and it needs none of its own.
+    // The release's Lease is held under the Lease of the replica that
+    // drives it: one renewal covers every release it drives, and it needs
+    // none of its own.
     let release_lease = || async {
         Api::<Lease>::namespaced(w.readers[&w.fleet.home].clone(), NS)
             .get("cutover-release-checkout")
@@ -77,12 +77,13 @@ async fn a_release_applied_with_kubectl_completes_though_its_leader_dies_mid_ram
             .unwrap()
     };
     let held = release_lease().await;
+    let spec = held.spec.clone().unwrap();
+    let first = spec.holder_identity.clone().unwrap();
+    assert!([&a.identity, &b.identity].contains(&&first), "{first}");
     assert_eq!(
         held.metadata.annotations.as_ref().unwrap()["cutover.dev/held-under"],
-        format!("{SYSTEM_NS}/cutover-controller")
+        format!("{SYSTEM_NS}/cutover-controller-replica-{first}")
     );
-    let spec = held.spec.clone().unwrap();
-    assert_eq!(spec.holder_identity.as_deref(), Some(first.as_str()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         release_lease().await.spec.unwrap().renew_time,
@@ -119,7 +120,11 @@ async fn a_release_applied_with_kubectl_completes_though_its_leader_dies_mid_ram
         .filter(|t| t.event == TransitionEvent::StepStarted)
         .count();
     assert_eq!(starts, done.plan.len(), "{:#?}", done.history);
-    assert_eq!(leader(&w).await.as_deref(), Some(standby.identity.as_str()));
+    // The one replica left also leads (it announces freezes set with kubectl).
+    wait_until("the survivor to lead", || async {
+        leader(&w).await.as_deref() == Some(standby.identity.as_str())
+    })
+    .await;
     w.assert_all_on_green("after the takeover").await;
 
     // Events on the Release for its transitions. They are published after
@@ -156,9 +161,15 @@ async fn a_release_applied_with_kubectl_completes_though_its_leader_dies_mid_ram
     assert_eq!(status, 200);
     for line in [
         "cutover_leader 1",
+        "cutover_replica 1",
+        "cutover_lease_losses_total 0",
         "cutover_releases{phase=\"Completed\"} 1",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} in\n{metrics}\n{}",
+            log_of(&w, standby)
+        );
     }
     assert!(
         metrics
@@ -573,4 +584,13 @@ async fn a_new_version_applied_to_a_completed_release_runs_its_next_revision() {
         .unwrap();
     assert!(status.success(), "{status:?}\n{}", log_of(&w, &c));
     assert_eq!(leader(&w).await, None, "the leader Lease is given back");
+    let replica = Api::<Lease>::namespaced(w.readers[&w.fleet.home].clone(), SYSTEM_NS)
+        .get("cutover-controller-replica-ctl-a")
+        .await
+        .unwrap();
+    assert_eq!(
+        replica.spec.unwrap().holder_identity,
+        None,
+        "the replica's Lease is given back: its releases are free at once"
+    );
 }

@@ -52,6 +52,11 @@ pub struct Metrics {
     pub freeze_holds: Counter,
     pub held: Family<ReasonLabel, Gauge>,
     pub leader: Gauge,
+    /// 1 while this replica holds its own Lease and drives its share.
+    pub replica: Gauge,
+    /// Releases this replica drives now.
+    pub driving: Gauge,
+    pub lease_losses: Counter,
     pub driver_errors: Counter,
     /// Notification messages by receiver and result.
     pub notifications: Family<crate::notify::DeliveryLabel, Counter>,
@@ -116,6 +121,9 @@ impl Metrics {
         let freeze_holds = Counter::default();
         let held = Family::<ReasonLabel, Gauge>::default();
         let leader = Gauge::default();
+        let replica = Gauge::default();
+        let driving = Gauge::default();
+        let lease_losses = Counter::default();
         let driver_errors = Counter::default();
         let notifications = Family::<crate::notify::DeliveryLabel, Counter>::default();
         registry.register(
@@ -151,8 +159,23 @@ impl Metrics {
         );
         registry.register(
             "leader",
-            "1 while this replica is the leader and drives releases",
+            "1 while this replica is the leader and announces freezes set with kubectl",
             leader.clone(),
+        );
+        registry.register(
+            "replica",
+            "1 while this replica holds its own Lease and drives its share of the releases",
+            replica.clone(),
+        );
+        registry.register(
+            "releases_driven",
+            "Releases this replica drives now",
+            driving.clone(),
+        );
+        registry.register(
+            "lease_losses",
+            "Times this replica's Lease lapsed (its renewals failed) and every driver it ran stopped",
+            lease_losses.clone(),
         );
         registry.register(
             "driver_errors",
@@ -175,6 +198,9 @@ impl Metrics {
             freeze_holds,
             held,
             leader,
+            replica,
+            driving,
+            lease_losses,
             driver_errors,
             seen: Mutex::new(BTreeMap::new()),
         }

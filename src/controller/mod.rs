@@ -1,12 +1,14 @@
 //! `cutover controller`: Release objects in the home cluster carried through
 //! the fleet in-cluster, by the same driver as `cutover run`.
 //!
-//! Several replicas run; one leads. Leadership is a `coordination.k8s.io`
-//! Lease taken and renewed through `fleet::lease` (the same code that keeps
-//! one driver per release): the leader stops every driver a third of the
-//! lease early when it cannot renew, before a standby may take over, and
-//! each release's own Lease still keeps a CLI and the controller from
-//! driving it at once. Credentials for the other clusters come from
+//! Several replicas run and share the releases (`shard`): each holds a
+//! `coordination.k8s.io` Lease of its own, taken and renewed through
+//! `fleet::lease` (the same code that keeps one driver per release), and the
+//! Lease of every release it drives is held under it. A replica that cannot
+//! renew stops every driver a third of the lease early, before another may
+//! take its releases over; each release's Lease still keeps a CLI and the
+//! controller from driving it at once. One replica, the leader of a Lease of
+//! its own, also announces freezes set with kubectl. Credentials for the other clusters come from
 //! kubeconfig Secrets the fleet file names; a change to one restarts the
 //! drivers with new clients (every step is safe to repeat).
 
@@ -14,6 +16,7 @@ mod freezes;
 pub mod metrics;
 mod reconcile;
 pub mod server;
+mod shard;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +32,7 @@ use crate::spec::{Fleet, TierPolicyFile};
 pub use metrics::Metrics;
 pub use server::Health;
 
-/// Name of the leader-election Lease (in the controller's namespace).
+/// Name of the Lease of the replica that announces freezes (in the controller's namespace).
 pub const LEADER_LEASE: &str = "cutover-controller";
 
 /// Everything the controller is started with.
@@ -89,19 +92,19 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
         let credentials_changed =
             fleet::credentials_changed(clients.home(), &settings.namespace, versions);
         tokio::pin!(credentials_changed);
-        let led = tokio::select! {
-            led = lead(&settings, &clients.elections, &mut credentials_changed) => led,
+        let joined = tokio::select! {
+            joined = join(&settings, &clients.elections) => joined,
+            _ = &mut credentials_changed => {
+                tracing::info!("fleet credentials changed; reconnecting");
+                continue;
+            }
             _ = &mut shutdown => {
-                tracing::info!("shutting down: not leading");
+                tracing::info!("shutting down: driving nothing");
                 return Ok(());
             }
         };
-        let Some(guard) = led else {
-            tracing::info!("fleet credentials changed; reconnecting");
-            continue;
-        };
-        metrics.leader.set(1);
-        tracing::info!(identity = %settings.identity, "leading: driving releases");
+        metrics.replica.set(1);
+        tracing::info!(identity = %settings.identity, "driving this replica's share of the releases");
         let notifier = crate::notify::Notifier::for_fleet(
             &settings.fleet,
             &clients,
@@ -118,44 +121,152 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
             lease_duration: settings.lease_duration,
             idle: Duration::from_secs(30),
             windows: settings.windows.clone(),
-            under: Some(guard.as_parent()),
+            under: Some(joined.as_parent()),
             notifier: notifier.clone(),
         };
-        // Freezes set or lifted with kubectl are announced by the leader.
-        let announcer = tokio::spawn(freezes::announce(
+        // Freezes set or lifted with kubectl are announced by one replica: the leader.
+        let (stop_leading, stopped) = tokio::sync::watch::channel(false);
+        let mut leading = tokio::spawn(announce_while_leading(
+            settings.leader_settings(),
             clients.clone(),
             notifier,
-            settings.clock.clone(),
+            metrics.clone(),
+            stopped,
         ));
+        let shard = shard::Shard::new(
+            &settings.identity,
+            &settings.namespace,
+            clients.watches.leases(clients.home()),
+            settings.lease_duration,
+        );
         let recorder = fleet::state::event_recorder(clients.home(), &settings.identity);
-        let reconciler = reconcile::Reconciler::new(driver, metrics.clone(), recorder);
+        let reconciler = reconcile::Reconciler::new(driver, metrics.clone(), recorder, shard);
         let work = reconciler.clone().run(settings.watch_namespace.as_deref());
         let mut stopping = false;
         tokio::select! {
             _ = work => tracing::warn!("the Release watch ended; starting over"),
-            _ = lost(&guard) => tracing::warn!("lost leadership: every driver stopped"),
+            _ = lost(&joined) => {
+                metrics.lease_losses.inc();
+                tracing::warn!("{LEASE_LOST}: every driver stopped");
+            }
             _ = &mut credentials_changed => tracing::info!("fleet credentials changed; reconnecting"),
             _ = &mut shutdown => {
-                tracing::info!("shutting down: stopping every driver and giving up the leader lease");
+                tracing::info!("shutting down: stopping every driver and giving up this replica's lease");
                 stopping = true;
             }
         }
-        announcer.abort();
+        // The leader Lease is given back too, so another replica announces at once.
+        let _ = stop_leading.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), &mut leading)
+            .await
+            .is_err()
+        {
+            leading.abort();
+        }
         reconciler.stop_all();
+        metrics.replica.set(0);
         metrics.leader.set(0);
-        guard.release().await;
+        // Handing the replica's Lease back frees every release held under
+        // it at once: the other replicas take them at their next look.
+        joined.release().await;
         if stopping {
             return Ok(());
         }
     }
 }
 
-/// Waits to become the leader; `None` when credentials change first.
-async fn lead(
-    settings: &Settings,
-    home: &ClusterHandle,
-    credentials_changed: &mut (impl std::future::Future<Output = ()> + Unpin),
-) -> Option<LeaseGuard> {
+/// What the controller logs when its replica's Lease lapsed.
+pub const LEASE_LOST: &str = "this replica lost its lease";
+
+/// Takes this replica's own Lease, which the Leases of the releases it
+/// drives are held under; retried until it is taken.
+async fn join(settings: &Settings, home: &ClusterHandle) -> LeaseGuard {
+    let name = lease::replica_lease(&settings.identity);
+    let mut told = false;
+    loop {
+        match lease::acquire_named(
+            home,
+            &settings.namespace,
+            &name,
+            "this controller replica",
+            &settings.identity,
+            settings.lease_duration,
+        )
+        .await
+        {
+            Ok(g) => return g,
+            Err(e) => {
+                if !told {
+                    tracing::warn!(error = %e, "cannot take this replica's lease (is another replica running as {}?)", settings.identity);
+                    told = true;
+                }
+            }
+        }
+        tokio::time::sleep(settings.lease_duration / 4).await;
+    }
+}
+
+/// What the leader election needs, apart from the fleet's clients.
+#[derive(Clone)]
+struct LeaderSettings {
+    namespace: String,
+    identity: String,
+    lease_duration: Duration,
+    clock: SharedClock,
+}
+
+impl Settings {
+    fn leader_settings(&self) -> LeaderSettings {
+        LeaderSettings {
+            namespace: self.namespace.clone(),
+            identity: self.identity.clone(),
+            lease_duration: self.lease_duration,
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+/// One replica at a time, the leader, announces freezes set or lifted with
+/// kubectl; the others stand by for the leader Lease. Until `stop`, when the
+/// Lease is given back.
+async fn announce_while_leading(
+    settings: LeaderSettings,
+    clients: FleetClients,
+    notifier: crate::notify::Notifier,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let guard = tokio::select! {
+            g = lead(&settings, &clients.elections) => g,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        metrics.leader.set(1);
+        tracing::info!(identity = %settings.identity, "leading: announcing freezes set with kubectl");
+        // With no receivers there is nothing to announce: it still leads,
+        // so no other replica takes the lease over and over.
+        let announcer = async {
+            freezes::announce(clients.clone(), notifier.clone(), settings.clock.clone()).await;
+            std::future::pending::<()>().await
+        };
+        let stopping = tokio::select! {
+            _ = announcer => false,
+            _ = lost(&guard) => {
+                tracing::warn!("lost the leader lease: no longer announcing freezes");
+                false
+            }
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        metrics.leader.set(0);
+        guard.release().await;
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Waits to become the leader.
+async fn lead(settings: &LeaderSettings, home: &ClusterHandle) -> LeaseGuard {
     let mut told = false;
     loop {
         match lease::acquire_named(
@@ -168,19 +279,16 @@ async fn lead(
         )
         .await
         {
-            Ok(g) => return Some(g),
+            Ok(g) => return g,
             Err(fleet::Error::LeaseHeld { holder, .. }) => {
                 if !told {
-                    tracing::info!(leader = %holder, "standing by");
+                    tracing::info!(leader = %holder, "standing by to announce freezes");
                     told = true;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot take the leader lease"),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(settings.lease_duration / 4) => {}
-            _ = &mut *credentials_changed => return None,
-        }
+        tokio::time::sleep(settings.lease_duration / 4).await;
     }
 }
 

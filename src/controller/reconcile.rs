@@ -1,11 +1,13 @@
-//! Release objects reconciled by kube-runtime: each runnable Release gets one
-//! task running the shared driver; a spec that cannot run gets an `Invalid`
-//! condition and waits for a change; a drive that failed on the way is
-//! retried with backoff. Releases are watched as untyped objects, so one that
-//! does not even decode is marked `Invalid` instead of stopping the watch for
-//! every other.
+//! Release objects reconciled by kube-runtime: each runnable Release that is
+//! free and within this replica's share (`shard`) gets one task running the
+//! shared driver; a spec that cannot run gets an `Invalid` condition and
+//! waits for a change; a drive that failed on the way is retried with
+//! backoff. Releases are watched as untyped objects, so one that does not
+//! even decode is marked `Invalid` instead of stopping the watch for every
+//! other.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,19 +19,31 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::metrics::Metrics;
+use super::shard::{Driven, Shard};
 use crate::driver::{DriveOptions, Driver, Outcome, Progress};
 use crate::fleet::state::{ReleaseStore, release_resource, untyped_releases};
 use crate::spec::Release;
-use crate::spec::status::{PlannedStep, TransitionEvent};
+use crate::spec::status::{Phase, PlannedStep, TransitionEvent};
 
 /// A release's driver task, or how it ended.
 enum Task {
-    Running(JoinHandle<()>),
+    /// Driving; `stop` asks it to hand the release over at its next safe point.
+    Running {
+        handle: JoinHandle<()>,
+        stop: watch::Sender<bool>,
+    },
     Ended(Result<Outcome, String>),
+}
+
+impl Task {
+    /// Driving, and not asked to stop.
+    fn driving(&self) -> bool {
+        matches!(self, Task::Running { handle, stop } if !handle.is_finished() && !*stop.borrow())
+    }
 }
 
 pub struct Reconciler {
@@ -39,6 +53,10 @@ pub struct Reconciler {
     resource: ApiResource,
     tasks: Mutex<HashMap<(String, String), Task>>,
     failures: Mutex<HashMap<(String, String), u32>>,
+    shard: Shard,
+    /// Releases that need a driver (not ended at their spec's version), as
+    /// last counted from the watch: what the replicas share.
+    active: AtomicUsize,
 }
 
 /// How often a release with a running driver is looked at again (memory
@@ -58,19 +76,47 @@ impl Reconciler {
     /// the tasks it started run on until `stop_all`.
     pub async fn run(self: Arc<Self>, namespace: Option<&str>) {
         let api = untyped_releases(self.driver.fleet.home(), namespace);
-        Controller::new_with(api, watcher::Config::default(), self.resource.clone())
+        let controller =
+            Controller::new_with(api, watcher::Config::default(), self.resource.clone());
+        let store = controller.store();
+        let count = async {
+            loop {
+                let n = store.state().iter().filter(|r| needs_driver(r)).count();
+                self.active.store(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        let work = controller
             .run(reconcile, error_policy, self.clone())
             .for_each(|r| async move {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "reconcile");
                 }
-            })
-            .await;
+            });
+        tokio::select! {
+            _ = work => {}
+            _ = count => {}
+        }
     }
 }
 
+/// Whether a Release needs a driver: it has not ended at its spec's version.
+fn needs_driver(r: &DynamicObject) -> bool {
+    let phase = r
+        .data
+        .pointer("/status/phase")
+        .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok());
+    let ended_at = r.data.pointer("/status/version");
+    !(phase.is_some_and(|p| p.is_terminal()) && ended_at == r.data.pointer("/spec/version"))
+}
+
 impl Reconciler {
-    pub fn new(driver: Driver, metrics: Arc<Metrics>, recorder: Recorder) -> Arc<Self> {
+    pub fn new(
+        driver: Driver,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        shard: Shard,
+    ) -> Arc<Self> {
         let r = Reconciler {
             driver,
             metrics,
@@ -78,29 +124,28 @@ impl Reconciler {
             resource: release_resource(),
             tasks: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            shard,
+            active: AtomicUsize::new(0),
         };
         Arc::new(r)
     }
 
-    /// Stops every driver task at once (leadership lost, credentials changed).
+    /// Stops every driver task at once (the replica's lease lost, credentials changed).
     pub fn stop_all(&self) {
         for (_, t) in self.tasks.lock().expect("tasks lock").drain() {
-            if let Task::Running(h) = t {
-                h.abort();
+            if let Task::Running { handle, .. } = t {
+                handle.abort();
             }
         }
     }
 
-    fn spawn(self: &Arc<Self>, ns: &str, name: &str) {
+    fn spawn(self: &Arc<Self>, tasks: &mut HashMap<(String, String), Task>, ns: &str, name: &str) {
         let key = (ns.to_string(), name.to_string());
-        let mut tasks = self.tasks.lock().expect("tasks lock");
-        if matches!(tasks.get(&key), Some(Task::Running(h)) if !h.is_finished()) {
-            return;
-        }
         let me = self.clone();
         let (ns, name) = key.clone();
+        let (stop, stopped) = watch::channel(false);
         let handle = tokio::spawn(async move {
-            let result = me.drive(&ns, &name).await;
+            let result = me.drive(&ns, &name, stopped).await;
             let key = (ns.clone(), name.clone());
             if result.is_ok() {
                 me.failures.lock().expect("failures lock").remove(&key);
@@ -110,17 +155,25 @@ impl Reconciler {
                 .expect("tasks lock")
                 .insert(key, Task::Ended(result));
         });
-        tasks.insert(key, Task::Running(handle));
+        tasks.insert(key, Task::Running { handle, stop });
     }
 
-    /// One drive of a release, its progress turned into Events, logs and metrics.
-    async fn drive(&self, ns: &str, name: &str) -> Result<Outcome, String> {
+    /// One drive of a release, its progress turned into Events, logs and
+    /// metrics; until it ends or `stop` asks it to hand the release over.
+    async fn drive(
+        &self,
+        ns: &str,
+        name: &str,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Outcome, String> {
         let key = format!("{ns}/{name}");
         let (tx, mut rx) = mpsc::unbounded_channel();
+        // Another replica or a `cutover run` holds it (taken since it was
+        // looked at): theirs to drive.
         let opts = DriveOptions {
             stop_when_paused: false,
-            wait_for_lease: true,
-            stop: None,
+            wait_for_lease: false,
+            stop: Some(stop),
         };
         let reference = ObjectReference {
             api_version: Some(Release::api_version(&()).into_owned()),
@@ -138,8 +191,15 @@ impl Reconciler {
             }
         };
         let drive = async {
-            let r = self.driver.drive(ns, name, opts, Some(tx)).await;
-            r.map_err(|e| e.to_string())
+            match self.driver.drive(ns, name, opts, Some(tx)).await {
+                Err(crate::driver::Error::Fleet(crate::fleet::Error::LeaseHeld {
+                    holder, ..
+                })) => {
+                    tracing::debug!(release = %key, %holder, "driven elsewhere");
+                    Ok(Outcome::Stopped)
+                }
+                r => r.map_err(|e| e.to_string()),
+            }
         };
         let (result, ()) = tokio::join!(drive, forward);
         match &result {
@@ -317,28 +377,39 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
         return Ok(Action::await_change());
     }
     ctx.set_invalid(&obj, None).await?;
-    let ended = {
-        let mut tasks = ctx.tasks.lock().expect("tasks lock");
-        match tasks.get(&key) {
-            Some(Task::Running(h)) if !h.is_finished() => {
-                return Ok(Action::requeue(RUNNING_RECHECK));
+    let mut tasks = ctx.tasks.lock().expect("tasks lock");
+    let share = ctx.shard.share(ctx.active.load(Ordering::Relaxed));
+    let driving = tasks.values().filter(|t| t.driving()).count();
+    ctx.metrics.driving.set(driving as i64);
+    match tasks.get(&key) {
+        Some(t @ Task::Running { handle, stop }) if !handle.is_finished() => {
+            // More than a fair share since a replica joined: hand this one
+            // over at its next safe point; a replica with room takes it.
+            if t.driving() && driving > share && ctx.shard.settled() {
+                tracing::info!(release = %format!("{ns}/{name}"), share, driving, "handing over: more than this replica's share");
+                let _ = stop.send(true);
             }
-            Some(Task::Ended(_)) => match tasks.remove(&key) {
-                Some(Task::Ended(r)) => Some(r),
-                _ => None,
-            },
-            _ => None,
+            return Ok(Action::requeue(RUNNING_RECHECK));
         }
-    };
-    if let Some(Err(e)) = ended {
-        *ctx.failures
-            .lock()
-            .expect("failures lock")
-            .entry(key)
-            .or_default() += 1;
-        return Err(Error::Drive(format!("{ns}/{name}"), e));
+        Some(Task::Ended(_)) => {
+            if let Some(Task::Ended(Err(e))) = tasks.remove(&key) {
+                drop(tasks);
+                *ctx.failures
+                    .lock()
+                    .expect("failures lock")
+                    .entry(key)
+                    .or_default() += 1;
+                return Err(Error::Drive(format!("{ns}/{name}"), e));
+            }
+        }
+        _ => {}
     }
-    ctx.spawn(&ns, &name);
+    match ctx.shard.driven(&ns, &name) {
+        Driven::Elsewhere(_) => return Ok(Action::requeue(ctx.shard.recheck())),
+        Driven::Free if driving >= share => return Ok(Action::requeue(ctx.shard.recheck())),
+        Driven::Free | Driven::Here => {}
+    }
+    ctx.spawn(&mut tasks, &ns, &name);
     Ok(Action::requeue(RUNNING_RECHECK))
 }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher;
@@ -31,6 +32,7 @@ pub struct Watches {
     nodes: Registry<String, Node>,
     freezes: Registry<String, DeployFreeze>,
     releases: Registry<(String, String), Release>,
+    leases: Registry<String, Lease>,
 }
 
 impl Watches {
@@ -38,6 +40,24 @@ impl Watches {
     /// shared with every release that reads them there.
     pub fn freezes(&self, cluster: &ClusterHandle) -> Arc<SharedWatch<DeployFreeze>> {
         freezes_watch(self, &cluster.name, &cluster.watches)
+    }
+
+    /// Every Lease cutover holds in a cluster (its managed-by label), in
+    /// every namespace, indexed by `namespace/name`: who drives which
+    /// release, and which controller replicas are alive, read from memory.
+    pub fn leases(&self, cluster: &ClusterHandle) -> Arc<SharedWatch<Lease>> {
+        let client = cluster.watches.clone();
+        self.leases.obtain(cluster.name.clone(), || {
+            let mine = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
+            watches::start(
+                "leases",
+                Api::all(client.clone()),
+                watcher::Config::default().labels(&mine),
+                lease_index,
+                |l: &mut Lease| l.managed_fields_mut().clear(),
+                client,
+            )
+        })
     }
 
     /// The Releases of `namespace` in the home cluster, indexed by name.
@@ -55,6 +75,23 @@ impl Watches {
                 )
             })
     }
+}
+
+/// Index key of a Lease in `Watches::leases`: `namespace/name`, but the
+/// controller replicas' Leases of a namespace all under `replicas_key(ns)`.
+fn lease_index(l: &Lease) -> String {
+    let (ns, name) = (l.namespace().unwrap_or_default(), l.name_any());
+    if name.starts_with(super::lease::REPLICA_PREFIX) {
+        replicas_key(&ns)
+    } else {
+        format!("{ns}/{name}")
+    }
+}
+
+/// Key of the controller replicas' Leases of `namespace` in `Watches::leases`
+/// (no Lease's name has a `*`).
+pub fn replicas_key(namespace: &str) -> String {
+    format!("{namespace}/*replicas")
 }
 
 fn by_app<K: Resource>(o: &K) -> String {

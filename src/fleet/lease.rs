@@ -45,6 +45,15 @@ impl Parent {
 /// Annotation on a lease held under a parent: the parent's `namespace/name`.
 pub const HELD_UNDER: &str = "cutover.dev/held-under";
 
+/// Prefix of the name of each controller replica's Lease, which the
+/// Leases of the releases it drives are held under.
+pub const REPLICA_PREFIX: &str = "cutover-controller-replica-";
+
+/// Name of the Lease of the controller replica `identity`.
+pub fn replica_lease(identity: &str) -> String {
+    format!("{REPLICA_PREFIX}{identity}")
+}
+
 /// Name of the Lease that guards a release.
 pub fn lease_name(release: &str) -> String {
     format!("cutover-release-{release}")
@@ -191,15 +200,25 @@ async fn held_through_parent(client: &kube::Client, l: &Lease, holder: &str) -> 
     }
 }
 
+/// Who holds `l` by its own renew time, if anyone does: a holder named and
+/// renewed within the lease's duration.
+pub fn live_holder(l: &Lease) -> Option<&str> {
+    let holder = l.spec.as_ref()?.holder_identity.as_deref()?;
+    (!expired(l, Duration::from_secs(15))).then_some(holder)
+}
+
+/// The `namespace/name` of the Lease `l` is held under, if any.
+pub fn parent_reference(l: &Lease) -> Option<(&str, &str)> {
+    l.metadata
+        .annotations
+        .as_ref()?
+        .get(HELD_UNDER)?
+        .split_once('/')
+}
+
 /// The Lease `l` is held under, when it names one that exists.
 async fn parent_of(client: &kube::Client, l: &Lease) -> kube::Result<Option<Lease>> {
-    let parent = l
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(HELD_UNDER))
-        .and_then(|p| p.split_once('/'));
-    let Some((ns, name)) = parent else {
+    let Some((ns, name)) = parent_reference(l) else {
         return Ok(None);
     };
     Api::<Lease>::namespaced(client.clone(), ns)

@@ -1,0 +1,200 @@
+//! Controller replicas sharing the releases: three `cutover controller`
+//! processes against the simulated fleet, six Releases applied with kubectl.
+//! Each replica drives a fair share (two), each release's Lease held under
+//! its replica's; one replica is killed mid-run and the other two take its
+//! releases over, and every release completes with every step exactly once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::controller::{SYSTEM_NS, start_controller, system_namespace};
+use common::{BLUE, NS, World, completed_steps, tier2_release};
+use cutover::fleet::bootstrap;
+use cutover::spec::status::{Phase, TransitionEvent};
+use cutover::spec::{Release, ReleaseDocument, ResolvedRelease, Source, TierPolicyFile};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, ListParams};
+
+const RELEASES: usize = 6;
+
+/// Release `i`: the example as tier-2 for its own app and route.
+fn release(i: usize) -> String {
+    tier2_release()
+        .replace(
+            "name: checkout\n  namespace: shop",
+            &format!("name: rel-{i}\n  namespace: shop"),
+        )
+        .replace("app: checkout", &format!("app: app-{i}"))
+        .replace("route: checkout", &format!("route: app-{i}"))
+}
+
+/// Who holds each release's Lease now, and under which Lease.
+async fn holders(w: &World) -> BTreeMap<String, (String, String)> {
+    let leases = Api::<Lease>::namespaced(w.readers[&w.fleet.home].clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    leases
+        .items
+        .into_iter()
+        .filter_map(|l| {
+            let name = l.metadata.name.clone()?;
+            let release = name.strip_prefix("cutover-release-")?.to_string();
+            let holder = l.spec.as_ref()?.holder_identity.clone()?;
+            let under = l
+                .metadata
+                .annotations
+                .as_ref()?
+                .get("cutover.dev/held-under")?;
+            Some((release, (holder, under.clone())))
+        })
+        .collect()
+}
+
+async fn statuses(w: &World) -> Vec<Release> {
+    Api::<Release>::namespaced(w.readers[&w.fleet.home].clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_six_releases_and_take_over_a_killed_ones() {
+    let w = World::start(None, 200.0, &tier2_release()).await;
+    system_namespace(&w).await;
+    let policy = TierPolicyFile::builtin();
+    let mut docs = String::new();
+    for i in 0..RELEASES {
+        let text = release(i);
+        let doc: ReleaseDocument = Source::new("release.yaml", &text).decode().unwrap();
+        let rel = ResolvedRelease::resolve(
+            &doc.metadata.name,
+            doc.metadata.namespace.as_deref(),
+            &doc.spec,
+            &w.fleet,
+            &policy,
+        )
+        .unwrap();
+        for c in &rel.clusters {
+            bootstrap::install_serving(w.clients.get(&c.name).unwrap(), &rel, BLUE)
+                .await
+                .unwrap();
+        }
+        docs.push_str("---\n");
+        docs.push_str(&text);
+    }
+    let mut replicas: Vec<_> = ["ctl-a", "ctl-b", "ctl-c"]
+        .into_iter()
+        .map(|id| start_controller(&w, id))
+        .collect();
+    // Every replica's own Lease, before there is anything to share.
+    let replica_leases = Api::<Lease>::namespaced(w.readers[&w.fleet.home].clone(), SYSTEM_NS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let names: Vec<String> = replica_leases
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|l| l.metadata.name)
+            .collect();
+        if replicas
+            .iter()
+            .all(|c| names.contains(&format!("cutover-controller-replica-{}", c.identity)))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica leases: {names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let path = w.dir.path().join("releases.yaml");
+    std::fs::write(&path, docs).unwrap();
+    w.kubectl(&w.fleet.home)
+        .run(&["apply", "-f", path.to_str().unwrap()])
+        .await;
+
+    // A fair share each: two releases per replica, each release's Lease
+    // held under the Lease of the replica that drives it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shared = loop {
+        let held = holders(&w).await;
+        let mut per: BTreeMap<String, usize> = BTreeMap::new();
+        for (holder, under) in held.values() {
+            assert_eq!(
+                under,
+                &format!("{SYSTEM_NS}/cutover-controller-replica-{holder}")
+            );
+            *per.entry(holder.clone()).or_default() += 1;
+        }
+        if held.len() == RELEASES && per.len() == 3 && per.values().all(|n| *n == 2) {
+            break held;
+        }
+        assert!(Instant::now() < deadline, "not shared two each: {held:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Killed while its releases are on their way.
+    let mut killed = replicas.remove(0);
+    killed.child.start_kill().unwrap();
+    killed.child.wait().await.unwrap();
+    let orphans: Vec<String> = shared
+        .iter()
+        .filter(|(_, (holder, _))| *holder == killed.identity)
+        .map(|(r, _)| r.clone())
+        .collect();
+    assert_eq!(orphans.len(), 2);
+    // Who took each of them over, as seen while they ran on.
+    let mut taken_by: BTreeMap<String, String> = BTreeMap::new();
+
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let done = loop {
+        for (r, (holder, _)) in holders(&w).await {
+            if orphans.contains(&r) && holder != killed.identity {
+                taken_by.insert(r, holder);
+            }
+        }
+        let all = statuses(&w).await;
+        let ended = all
+            .iter()
+            .filter(|r| r.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
+            .count();
+        if ended == RELEASES {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ended} of {RELEASES} releases ended; {:#?}",
+            all.iter()
+                .map(|r| (r.metadata.name.clone(), r.status.as_ref().map(|s| s.phase)))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for r in &done {
+        let name = r.metadata.name.clone().unwrap();
+        let s = r.status.as_ref().unwrap();
+        assert_eq!(s.phase, Phase::Completed, "{name}: {:?}", s.message);
+        // Every step completed once, in order: none repeated, none skipped,
+        // the killed replica's releases included.
+        assert_eq!(
+            completed_steps(s),
+            (0..s.plan.len() as u32).collect::<Vec<_>>(),
+            "{name}"
+        );
+        let starts = s
+            .history
+            .iter()
+            .filter(|t| t.event == TransitionEvent::StepStarted)
+            .count();
+        assert_eq!(starts, s.plan.len(), "{name}: {:#?}", s.history);
+    }
+    // The killed replica's releases were taken over by the others.
+    assert_eq!(
+        taken_by.keys().cloned().collect::<Vec<_>>(),
+        orphans,
+        "{taken_by:?}"
+    );
+}
