@@ -1,15 +1,16 @@
-//! Controller replicas sharing the releases: three `cutover controller`
-//! processes against the simulated fleet, six Releases applied with kubectl.
-//! Each replica drives a fair share (two), each release's Lease held under
-//! its replica's; one replica is killed mid-run and the other two take its
-//! releases over, and every release completes with every step exactly once.
+//! Controller replicas sharing the releases: `cutover controller` processes
+//! against the simulated fleet, six Releases applied with kubectl. Two
+//! replicas drive three each, each release's Lease held under its replica's;
+//! a third joins and is handed a fair share (two each); one is killed
+//! mid-run and the other two take its releases over, and every release
+//! completes with every step exactly once.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::controller::{SYSTEM_NS, start_controller, system_namespace};
+use common::controller::{Controller, SYSTEM_NS, start_controller, system_namespace};
 use common::{BLUE, NS, World, completed_steps, tier2_release};
 use cutover::fleet::bootstrap;
 use cutover::spec::status::{Phase, TransitionEvent};
@@ -53,6 +54,56 @@ async fn holders(w: &World) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
+/// Waits for the Lease of each of `replicas`.
+async fn joined(w: &World, replicas: &[Controller]) {
+    let api = Api::<Lease>::namespaced(w.readers[&w.fleet.home].clone(), SYSTEM_NS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let names: Vec<String> = api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|l| l.metadata.name)
+            .collect();
+        if replicas
+            .iter()
+            .all(|c| names.contains(&format!("cutover-controller-replica-{}", c.identity)))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replica leases: {names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `replicas` replicas drive an even share each, every
+/// release's Lease held under its driver's; returns who holds which.
+async fn shared_as(w: &World, replicas: usize) -> BTreeMap<String, (String, String)> {
+    let each = RELEASES / replicas;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = holders(w).await;
+        let mut per: BTreeMap<String, usize> = BTreeMap::new();
+        for (holder, under) in held.values() {
+            assert_eq!(
+                under,
+                &format!("{SYSTEM_NS}/cutover-controller-replica-{holder}")
+            );
+            *per.entry(holder.clone()).or_default() += 1;
+        }
+        if held.len() == RELEASES && per.len() == replicas && per.values().all(|n| *n == each) {
+            return held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not shared {each} each: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn statuses(w: &World) -> Vec<Release> {
     Api::<Release>::namespaced(w.readers[&w.fleet.home].clone(), NS)
         .list(&ListParams::default())
@@ -62,7 +113,7 @@ async fn statuses(w: &World) -> Vec<Release> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_share_six_releases_and_take_over_a_killed_ones() {
+async fn replicas_share_six_releases_hand_some_to_a_new_one_and_take_over_a_killed_ones() {
     let w = World::start(None, 200.0, &tier2_release()).await;
     system_namespace(&w).await;
     let policy = TierPolicyFile::builtin();
@@ -86,56 +137,27 @@ async fn three_replicas_share_six_releases_and_take_over_a_killed_ones() {
         docs.push_str("---\n");
         docs.push_str(&text);
     }
-    let mut replicas: Vec<_> = ["ctl-a", "ctl-b", "ctl-c"]
+    let mut replicas: Vec<_> = ["ctl-a", "ctl-b"]
         .into_iter()
         .map(|id| start_controller(&w, id))
         .collect();
     // Every replica's own Lease, before there is anything to share.
-    let replica_leases = Api::<Lease>::namespaced(w.readers[&w.fleet.home].clone(), SYSTEM_NS);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let names: Vec<String> = replica_leases
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|l| l.metadata.name)
-            .collect();
-        if replicas
-            .iter()
-            .all(|c| names.contains(&format!("cutover-controller-replica-{}", c.identity)))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replica leases: {names:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    joined(&w, &replicas).await;
     let path = w.dir.path().join("releases.yaml");
     std::fs::write(&path, docs).unwrap();
     w.kubectl(&w.fleet.home)
         .run(&["apply", "-f", path.to_str().unwrap()])
         .await;
 
-    // A fair share each: two releases per replica, each release's Lease
+    // A fair share each: three releases per replica, each release's Lease
     // held under the Lease of the replica that drives it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let shared = loop {
-        let held = holders(&w).await;
-        let mut per: BTreeMap<String, usize> = BTreeMap::new();
-        for (holder, under) in held.values() {
-            assert_eq!(
-                under,
-                &format!("{SYSTEM_NS}/cutover-controller-replica-{holder}")
-            );
-            *per.entry(holder.clone()).or_default() += 1;
-        }
-        if held.len() == RELEASES && per.len() == 3 && per.values().all(|n| *n == 2) {
-            break held;
-        }
-        assert!(Instant::now() < deadline, "not shared two each: {held:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // Three releases each, each release's Lease held under the Lease of the
+    // replica that drives it.
+    shared_as(&w, 2).await;
+    // A third replica joins: the others hand it two releases between passes.
+    replicas.push(start_controller(&w, "ctl-c"));
+    joined(&w, &replicas).await;
+    let shared = shared_as(&w, 3).await;
     // Killed while its releases are on their way.
     let mut killed = replicas.remove(0);
     killed.child.start_kill().unwrap();
