@@ -61,6 +61,7 @@ async fn kubectl_apply_k_deploys_the_controller_and_the_member_role() {
         "serviceaccount/cutover-controller",
         "deployment.apps/cutover-controller",
         "poddisruptionbudget.policy/cutover-controller",
+        "flowschema.flowcontrol.apiserver.k8s.io/cutover-leases",
     ] {
         // The simulated fleet boots with deploy/'s namespace, roles and
         // identities already in place (as if applied server-side): kubectl's

@@ -114,6 +114,7 @@ impl SimCluster {
             auth,
             tls: shared.tls.clone(),
             bookmark_every: api_server.bookmark_every.as_duration(),
+            flow: crate::flowcontrol::FlowControl::new(api_server.max_requests_in_flight),
         });
         tasks.push(tokio::spawn(server::serve(api.clone(), listener, port)));
         tasks.push(tokio::spawn(controllers::run(

@@ -111,6 +111,23 @@ impl Kind {
             // Served so clients that look for ReplicaSets find none: pods belong to Deployments here.
             b("apps", "replicasets", "ReplicaSet", true, &["rs"], true),
             b("coordination.k8s.io", "leases", "Lease", true, &[], false),
+            // API Priority and Fairness's configuration (`flowcontrol`).
+            b(
+                "flowcontrol.apiserver.k8s.io",
+                "flowschemas",
+                "FlowSchema",
+                false,
+                &[],
+                true,
+            ),
+            b(
+                "flowcontrol.apiserver.k8s.io",
+                "prioritylevelconfigurations",
+                "PriorityLevelConfiguration",
+                false,
+                &[],
+                true,
+            ),
             b("batch", "jobs", "Job", true, &[], true),
             b("batch", "cronjobs", "CronJob", true, &["cj"], true),
             // Reviews are answered from the same authorization every

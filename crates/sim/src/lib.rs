@@ -24,6 +24,7 @@ pub mod controllers;
 pub mod counters;
 pub mod discovery;
 pub mod faults;
+pub mod flowcontrol;
 pub mod gateway;
 pub mod handlers;
 pub mod kinds;

@@ -59,6 +59,8 @@ pub struct ApiContext {
     pub tls: Arc<super::tls::FleetTls>,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_every: std::time::Duration,
+    /// API Priority and Fairness: the seat each request waits for.
+    pub flow: super::flowcontrol::FlowControl,
 }
 
 /// What runs after each accepted write (the scenario's timeline looking at
@@ -434,10 +436,10 @@ async fn handle(
     let (verb, resource) = count_as(&parts.method, &route, &params, &path);
     ctx.counter.record(verb, &resource, &user_agent);
     let verdict = ctx.faults.verdict();
-    if !verdict.delay.is_zero() {
-        tokio::time::sleep(verdict.delay).await;
-    }
     if let Some(code) = verdict.fail {
+        if !verdict.delay.is_zero() {
+            tokio::time::sleep(verdict.delay).await;
+        }
         return error_response(&ApiError::injected(code));
     }
     let user = match caller(&ctx, peer.as_deref(), &parts.headers) {
@@ -445,6 +447,29 @@ async fn handle(
         Err(e) => return error_response(&e),
     };
     let attrs = attributes(&parts.method, &route, &params, &path);
+    // API Priority and Fairness, after authentication and impersonation and
+    // before authorization, as in kube-apiserver's handler chain. The seat
+    // is held while the request executes, a slow server's latency included.
+    let seat = match ctx.flow.admit(&ctx.store, &user, &attrs).await {
+        Ok(s) => s,
+        Err(e) => return error_response(&e),
+    };
+    if !verdict.delay.is_zero() {
+        tokio::time::sleep(verdict.delay).await;
+    }
+    let pf_headers = |mut resp: Response<Body>| {
+        if let Some(s) = &seat {
+            for (name, value) in [
+                ("x-kubernetes-pf-flowschema-uid", &s.flow_schema_uid),
+                ("x-kubernetes-pf-prioritylevel-uid", &s.priority_level_uid),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    resp.headers_mut().insert(name, v);
+                }
+            }
+        }
+        resp
+    };
     if let Decision::Deny(why) = ctx.auth.decide(&ctx.store, &user, &attrs) {
         tracing::debug!(cluster = %ctx.cluster, user = %user.name, ?attrs, "forbidden");
         return error_response(&attrs.forbidden(&user, &why));
@@ -583,13 +608,14 @@ async fn handle(
         }
         resp
     };
-    match reply {
+    let resp = match reply {
         Ok(r) => with_warnings(r.into_response()),
         Err(e) => {
             tracing::debug!(cluster = %ctx.cluster, %path, code = e.code, reason = e.reason, "request failed");
             error_response(&e)
         }
-    }
+    };
+    pf_headers(resp)
 }
 
 /// Serves until `stop`; when the faults say so, refuses connections (closes the

@@ -19,6 +19,7 @@ const NAMESPACE: &str = include_str!("../../../../deploy/common/namespace.yaml")
 const MEMBER_ROLE: &str = include_str!("../../../../deploy/common/member-role.yaml");
 const PEOPLE_ROLES: &str = include_str!("../../../../deploy/common/people.yaml");
 const CONTROLLER: &str = include_str!("../../../../deploy/controller/rbac.yaml");
+const CONTROLLER_FLOWS: &str = include_str!("../../../../deploy/controller/flowschema.yaml");
 const MEMBER_IDENTITY: &str = include_str!("../../../../deploy/member/identity.yaml");
 
 /// The namespace the shipped ServiceAccounts live in.
@@ -185,12 +186,19 @@ fn api_server_defaults() -> Vec<Value> {
 
 /// Stores the roles and identities of one cluster and issues its tokens.
 pub fn install(store: &Store, tokens: &Authenticator, home: bool) -> Result<BootTokens, ApiError> {
-    for obj in api_server_defaults() {
+    for obj in api_server_defaults()
+        .into_iter()
+        .chain(crate::flowcontrol::bootstrap_objects())
+    {
         store_object(store, obj)?;
     }
     let ours = [NAMESPACE, MEMBER_ROLE, PEOPLE_ROLES];
-    let own = if home { CONTROLLER } else { MEMBER_IDENTITY };
-    for text in ours.iter().chain([&own]) {
+    let own: &[&str] = if home {
+        &[CONTROLLER, CONTROLLER_FLOWS]
+    } else {
+        &[MEMBER_IDENTITY]
+    };
+    for text in ours.iter().chain(own) {
         for obj in documents(text) {
             store_object(store, obj)?;
         }

@@ -217,6 +217,15 @@ pub struct ApiServerSpec {
     /// one a minute, and one 2 s before the watch's deadline.
     #[serde(default = "default_bookmark_every")]
     pub bookmark_every: Span,
+    /// Requests served at once, shared between API Priority and Fairness's
+    /// priority levels: kube-apiserver's `--max-requests-inflight` (400)
+    /// plus `--max-mutating-requests-inflight` (200).
+    #[serde(default = "default_concurrency")]
+    pub max_requests_in_flight: usize,
+}
+
+fn default_concurrency() -> usize {
+    crate::flowcontrol::DEFAULT_CONCURRENCY
 }
 
 fn default_history() -> usize {
@@ -237,6 +246,7 @@ impl Default for ApiServerSpec {
             watch_history: default_history(),
             watch_history_window: default_history_window(),
             bookmark_every: default_bookmark_every(),
+            max_requests_in_flight: default_concurrency(),
         }
     }
 }
