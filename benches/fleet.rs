@@ -5,7 +5,9 @@
 //!
 //! `CUTOVER_BENCH_RELEASES` sets how many releases the controller drives
 //! (default 10), `CUTOVER_BENCH_SCALE` its fleet's time scale (default: slower
-//! the more releases), `CUTOVER_BENCH_LOG=FILE` keeps the controller's warnings;
+//! the more releases), `CUTOVER_BENCH_REPLICAS` how many controller processes
+//! share them (default 1), `CUTOVER_BENCH_KILL=1` kills one once a third
+//! have ended, `CUTOVER_BENCH_LOG=DIR` keeps the controllers' warnings;
 //! `CUTOVER_BENCH_ONLY=reaction,abort,economy,idle,lifecycle,controller` runs some of
 //! the parts.
 
@@ -466,43 +468,68 @@ async fn controller() {
         .await;
     let docs: Vec<_> = docs.into_iter().map(|(d, _)| d).collect();
     let store = cutover::fleet::state::ReleaseStore::new(clients.home(), "shop");
-    let log_path = std::env::var_os("CUTOVER_BENCH_LOG")
+    // `CUTOVER_BENCH_REPLICAS` controller processes share the releases;
+    // with `CUTOVER_BENCH_KILL=1` the first is killed once a third of the
+    // releases have ended, and the others take its releases over.
+    let replicas: usize = std::env::var("CUTOVER_BENCH_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let kill = std::env::var("CUTOVER_BENCH_KILL").is_ok_and(|v| v == "1");
+    let log_dir = std::env::var_os("CUTOVER_BENCH_LOG")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| dir.path().join("controller.log"));
-    let mut ctl = tokio::process::Command::new(bin)
-        .args(["controller", "--fleet"])
-        .arg(&fleet_path)
-        // Under the roles deploy/ ships, as every test runs it.
-        .arg("--kubeconfig")
-        .arg(dir.path().join("kubeconfig-cutover"))
-        .args(["--namespace", "shop", "--listen", "127.0.0.1:0"])
-        .args(["--lease-duration", "15s", "--log-format", "json"])
-        // A few requests per release and step, steps every few seconds of
-        // wall time: the default 50 a second per cluster is for tens of
-        // releases, not a thousand.
-        .args(["--qps", &n.max(50).to_string()])
-        .env("CUTOVER_LOG", "warn")
-        .stdout(Stdio::null())
-        // Its warnings are read for lost leases; `CUTOVER_BENCH_LOG=FILE` keeps them.
-        .stderr(std::fs::File::create(&log_path).expect("the log file"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("cutover controller");
-    let pid = ctl.id().expect("a pid");
+        .unwrap_or_else(|| dir.path().to_path_buf());
+    std::fs::create_dir_all(&log_dir).expect("the log directory");
+    let log_path = |i: usize| log_dir.join(format!("controller-{i}.log"));
+    let mut ctls = Vec::new();
+    for i in 0..replicas {
+        let ctl = tokio::process::Command::new(bin)
+            .args(["controller", "--fleet"])
+            .arg(&fleet_path)
+            // Under the roles deploy/ ships, as every test runs it.
+            .arg("--kubeconfig")
+            .arg(dir.path().join("kubeconfig-cutover"))
+            .args(["--namespace", "shop", "--listen", "127.0.0.1:0"])
+            .args(["--identity", &format!("ctl-{i}")])
+            .args(["--lease-duration", "15s", "--log-format", "json"])
+            // A few requests per release and step, steps every few seconds of
+            // wall time: the default 50 a second per cluster is for tens of
+            // releases, not a thousand.
+            .args(["--qps", &n.div_ceil(replicas).max(50).to_string()])
+            .env("CUTOVER_LOG", "warn")
+            .stdout(Stdio::null())
+            // Its warnings are read for lost leases; `CUTOVER_BENCH_LOG=DIR` keeps them.
+            .stderr(std::fs::File::create(log_path(i)).expect("the log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("cutover controller");
+        ctls.push(ctl);
+    }
+    let pids: Vec<u32> = ctls.iter().map(|c| c.id().expect("a pid")).collect();
     for doc in &docs {
         store.upsert(doc).await.unwrap();
     }
     let mut peak_rss_kb = 0u64;
+    let mut killed = false;
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(1800);
+    let deadline = started + Duration::from_secs(3600);
     let statuses: Vec<ReleaseStatus> = loop {
-        peak_rss_kb = peak_rss_kb.max(rss_kb(pid));
+        // The largest replica: what one process needs.
+        let alive = if killed { &pids[1..] } else { &pids[..] };
+        peak_rss_kb = peak_rss_kb.max(alive.iter().map(|p| rss_kb(*p)).max().unwrap_or(0));
         let all: Vec<ReleaseStatus> = match store.list().await {
             Ok(list) => list.into_iter().filter_map(|r| r.status).collect(),
             Err(_) => Vec::new(),
         };
-        if all.len() == docs.len() && all.iter().all(|s| s.phase.is_terminal()) {
+        let ended = all.iter().filter(|s| s.phase.is_terminal()).count();
+        if all.len() == docs.len() && ended == docs.len() {
             break all;
+        }
+        if kill && !killed && replicas > 1 && ended * 3 >= docs.len() {
+            let _ = ctls[0].start_kill();
+            let _ = ctls[0].wait().await;
+            killed = true;
         }
         if Instant::now() > deadline {
             let open: Vec<_> = all.iter().filter(|s| !s.phase.is_terminal()).collect();
@@ -516,10 +543,29 @@ async fn controller() {
         tokio::time::sleep(Duration::from_secs(3)).await;
     };
     let wall = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid);
+    // Every replica alive at the end (a killed one's share is lost with it).
+    let cpu: f64 = pids[usize::from(killed)..]
+        .iter()
+        .map(|p| cpu_seconds(*p))
+        .sum();
     let completed = statuses
         .iter()
         .filter(|s| s.phase == cutover::spec::status::Phase::Completed)
+        .count();
+    // Every step started and completed exactly once, in order.
+    let not_once = statuses
+        .iter()
+        .filter(|s| {
+            let of = |e: TransitionEvent| {
+                s.history
+                    .iter()
+                    .filter(|t| t.event == e)
+                    .map(|t| t.step)
+                    .collect::<Vec<u32>>()
+            };
+            let all: Vec<u32> = (0..s.plan.len() as u32).collect();
+            of(TransitionEvent::StepStarted) != all || of(TransitionEvent::StepCompleted) != all
+        })
         .count();
     // From a timed step becoming due (ready + wait) to its completion's write.
     let mut late: Vec<f64> = Vec::new();
@@ -548,6 +594,13 @@ async fn controller() {
         .copied()
         .unwrap_or(0.0);
     figure("controller_releases", n as f64, "releases");
+    figure("controller_replicas", replicas as f64, "replicas");
+    figure(
+        "controller_replicas_killed",
+        if killed { 1.0 } else { 0.0 },
+        "replicas",
+    );
+    figure("releases_not_every_step_once", not_once as f64, "releases");
     figure(
         "controller_releases_completed",
         completed as f64,
@@ -558,30 +611,39 @@ async fn controller() {
     figure("controller_rss_mb", peak_rss_kb as f64 / 1024.0, "MiB");
     figure(
         "controller_rss_mb_per_release",
-        peak_rss_kb as f64 / 1024.0 / n as f64,
+        peak_rss_kb as f64 / 1024.0 / n.div_ceil(replicas) as f64,
         "MiB",
     );
     figure("controller_cpu_s", cpu, "s");
     figure("step_latency_p99_ms", p99, "ms");
-    // Stopped as a rollout stops it (SIGTERM), so a heap profile
+    // Stopped as a rollout stops them (SIGTERM), so a heap profile
     // (`--features dhat-heap`) is written on the way out.
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    if tokio::time::timeout(Duration::from_secs(120), ctl.wait())
-        .await
-        .is_err()
-    {
-        let _ = ctl.start_kill();
+    let alive = if killed { &pids[1..] } else { &pids[..] };
+    for pid in alive {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
     }
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let losses = log.lines().filter(|l| l.contains(LEASE_LOST)).count();
+    for ctl in &mut ctls {
+        if tokio::time::timeout(Duration::from_secs(120), ctl.wait())
+            .await
+            .is_err()
+        {
+            let _ = ctl.start_kill();
+        }
+    }
+    let losses: usize = (0..replicas)
+        .map(|i| {
+            let log = std::fs::read_to_string(log_path(i)).unwrap_or_default();
+            log.lines().filter(|l| l.contains(LEASE_LOST)).count()
+        })
+        .sum();
     figure("leader_losses", losses as f64, "losses");
     let _ = sim.start_kill();
 }
 
-/// What the controller logs when a lease it drove releases under lapsed.
-const LEASE_LOST: &str = "lost its lease";
+/// What the controller logs when the Lease it drove releases under lapsed.
+const LEASE_LOST: &str = cutover::controller::LEASE_LOST;
 
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

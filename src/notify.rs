@@ -383,8 +383,16 @@ impl Worker {
 /// The HTTP client of notifications and step hooks.
 pub type HttpClient = Client<Https, Full<Bytes>>;
 
-/// An HTTP(S) client that trusts the system's roots.
+/// The process's HTTP(S) client, which trusts the system's roots: one for
+/// every release, notifier and hook, so the roots are read once and
+/// connections are pooled (a client per release held the roots and its own
+/// connections a thousand times over).
 pub fn http_client() -> HttpClient {
+    static CLIENT: std::sync::OnceLock<HttpClient> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(new_http_client).clone()
+}
+
+fn new_http_client() -> HttpClient {
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let connector = match builder.with_native_roots() {
         Ok(b) => b.https_or_http().enable_http1().build(),

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -76,9 +76,18 @@ impl Reconciler {
     /// the tasks it started run on until `stop_all`.
     pub async fn run(self: Arc<Self>, namespace: Option<&str>) {
         let api = untyped_releases(self.driver.fleet.home(), namespace);
+        // The Releases as the reconciler reads them: spec and metadata, and of
+        // the status only what says whether a driver is needed. Each driver
+        // reads its Release in full from the shared watch.
+        let writer = reflector::store::Writer::new(self.resource.clone());
+        let store = writer.as_reader();
+        let releases = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(trim_release)
+            .reflect(writer)
+            .applied_objects();
         let controller =
-            Controller::new_with(api, watcher::Config::default(), self.resource.clone());
-        let store = controller.store();
+            Controller::for_stream_with(releases, store.clone(), self.resource.clone());
         let count = async {
             loop {
                 let n = store.state().iter().filter(|r| needs_driver(r)).count();
@@ -97,6 +106,14 @@ impl Reconciler {
             _ = work => {}
             _ = count => {}
         }
+    }
+}
+
+/// Keeps of a Release's status only its phase, version and conditions.
+fn trim_release(r: &mut DynamicObject) {
+    r.metadata.managed_fields = None;
+    if let Some(status) = r.data.get_mut("status").and_then(|s| s.as_object_mut()) {
+        status.retain(|k, _| matches!(k.as_str(), "phase" | "version" | "conditions"));
     }
 }
 

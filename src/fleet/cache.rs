@@ -77,6 +77,58 @@ impl Watches {
     }
 }
 
+/// Keeps of a pod only what cutover reads (`observe::pod_info`,
+/// `health::assess`): its name, labels and deletion, its node, its phase,
+/// its conditions' type, status and reason, and each container's restarts
+/// and waiting reason. A pod is a few hundred bytes instead of kilobytes.
+fn trim_pod(p: &mut Pod) {
+    let meta = &mut p.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    p.spec = p.spec.take().map(|s| k8s_openapi::api::core::v1::PodSpec {
+        node_name: s.node_name,
+        ..Default::default()
+    });
+    p.status = p
+        .status
+        .take()
+        .map(|s| k8s_openapi::api::core::v1::PodStatus {
+            phase: s.phase,
+            conditions: s.conditions.map(|cs| {
+                cs.into_iter()
+                    .map(|c| k8s_openapi::api::core::v1::PodCondition {
+                        type_: c.type_,
+                        status: c.status,
+                        reason: c.reason,
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            container_statuses: s.container_statuses.map(|cs| {
+                cs.into_iter()
+                    .map(|c| k8s_openapi::api::core::v1::ContainerStatus {
+                        name: c.name,
+                        restart_count: c.restart_count,
+                        state: c
+                            .state
+                            .map(|st| k8s_openapi::api::core::v1::ContainerState {
+                                waiting: st.waiting.map(|w| {
+                                    k8s_openapi::api::core::v1::ContainerStateWaiting {
+                                        reason: w.reason,
+                                        ..Default::default()
+                                    }
+                                }),
+                                ..Default::default()
+                            }),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        });
+}
+
 /// Index key of a Lease in `Watches::leases`: `namespace/name`, but the
 /// controller replicas' Leases of a namespace all under `replicas_key(ns)`.
 fn lease_index(l: &Lease) -> String {
@@ -239,7 +291,7 @@ impl FleetCache {
                     Api::namespaced(client.clone(), ns),
                     has_app(),
                     by_app,
-                    |o: &mut Pod| o.managed_fields_mut().clear(),
+                    trim_pod,
                     client.clone(),
                 )
             });

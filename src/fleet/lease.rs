@@ -363,6 +363,9 @@ async fn renew(
     // after the last renewal (`RenewDeadline`), and a renewal that failed is
     // tried again after 2 s (`RetryPeriod`), not at the next regular one, so
     // one slow answer does not cost half the time left.
+    // Each try is given that long too: a renewal stuck in a slow server's
+    // queue is tried again, as client-go's tries are bounded by their
+    // deadline, instead of waiting out the time the lease has left.
     let retry = duration.mul_f64(2.0 / 15.0);
     let mut wait = duration / 3;
     loop {
@@ -372,19 +375,42 @@ async fn renew(
         if let Some(spec) = lease.spec.as_mut() {
             spec.renew_time = Some(now_micro());
         }
-        match api.replace(&name, &PostParams::default(), &lease).await {
-            Ok(l) => {
+        let tried =
+            tokio::time::timeout(retry, api.replace(&name, &PostParams::default(), &lease)).await;
+        match tried {
+            Ok(Ok(l)) => {
                 lease = l;
                 *valid_until.lock().expect("lease lock") = started + duration - margin;
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                // Someone else wrote the lease: it is no longer ours.
-                *valid_until.lock().expect("lease lock") = Instant::now();
-                return;
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => {
+                // Written since we read it: by a try of ours that timed out
+                // but landed (still ours: go on from it), or by someone else.
+                let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.clone());
+                match api.get_opt(&name).await {
+                    Ok(Some(now))
+                        if now.spec.as_ref().and_then(|s| s.holder_identity.clone()) == holder =>
+                    {
+                        lease = now;
+                        wait = Duration::ZERO;
+                    }
+                    Ok(_) => {
+                        tracing::warn!(lease = %name, "the lease was taken by another holder");
+                        *valid_until.lock().expect("lease lock") = Instant::now();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease = %name, error = %e, "lease renewal failed; retrying");
+                        wait = retry;
+                    }
+                }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(lease = %name, error = %e, "lease renewal failed; retrying");
                 wait = retry;
+            }
+            Err(_) => {
+                tracing::warn!(lease = %name, after = ?retry, "lease renewal unanswered; retrying");
+                wait = Duration::ZERO;
             }
         }
     }

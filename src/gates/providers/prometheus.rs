@@ -199,13 +199,19 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
+    /// A server at `address`, queried through the process's one client (its
+    /// connections pooled for every release).
     pub fn new(address: &str) -> Prometheus {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(3)));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        static CLIENT: std::sync::OnceLock<Client<HttpConnector, Full<Bytes>>> =
+            std::sync::OnceLock::new();
+        let client = CLIENT.get_or_init(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(Duration::from_secs(3)));
+            Client::builder(TokioExecutor::new()).build(connector)
+        });
         Prometheus {
             base: address.trim_end_matches('/').to_string(),
-            client,
+            client: client.clone(),
         }
     }
 

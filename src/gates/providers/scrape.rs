@@ -281,11 +281,18 @@ pub struct Scraper {
 }
 
 impl Default for Scraper {
+    /// The process's one scrape client, its connections pooled for every
+    /// release (a thousand apps' endpoints are a few hosts).
     fn default() -> Self {
-        let mut c = HttpConnector::new();
-        c.set_connect_timeout(Some(Duration::from_secs(3)));
+        static CLIENT: std::sync::OnceLock<Client<HttpConnector, Empty<Bytes>>> =
+            std::sync::OnceLock::new();
+        let client = CLIENT.get_or_init(|| {
+            let mut c = HttpConnector::new();
+            c.set_connect_timeout(Some(Duration::from_secs(3)));
+            Client::builder(TokioExecutor::new()).build(c)
+        });
         Scraper {
-            client: Client::builder(TokioExecutor::new()).build(c),
+            client: client.clone(),
         }
     }
 }
