@@ -569,6 +569,8 @@ async fn controller() {
         .count();
     // From a timed step becoming due (ready + wait) to its completion's write.
     let mut late: Vec<f64> = Vec::new();
+    // `CUTOVER_BENCH_LATE=N` prints the N latest steps.
+    let mut worst: Vec<(f64, String)> = Vec::new();
     for s in &statuses {
         let mut ready = BTreeMap::new();
         for t in &s.history {
@@ -582,6 +584,15 @@ async fn controller() {
                         let due = *r + wait.signed();
                         let fleet = t.at.duration_since(due).as_secs_f64().max(0.0);
                         late.push(fleet / scale * 1000.0);
+                        worst.push((
+                            fleet / scale * 1000.0,
+                            format!(
+                                "{:?} {:?} (step {})",
+                                s.plan[t.step as usize].kind,
+                                s.plan[t.step as usize].cluster,
+                                t.step
+                            ),
+                        ));
                     }
                 }
                 _ => {}
@@ -589,6 +600,15 @@ async fn controller() {
         }
     }
     late.sort_by(f64::total_cmp);
+    if let Some(n) = std::env::var("CUTOVER_BENCH_LATE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        worst.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (ms, step) in worst.iter().take(n) {
+            println!("# late {ms:.0} ms: {step}");
+        }
+    }
     let p99 = late
         .get(((late.len() as f64 * 0.99).ceil() as usize).saturating_sub(1))
         .copied()

@@ -92,6 +92,7 @@ impl Reconciler {
             loop {
                 let n = store.state().iter().filter(|r| needs_driver(r)).count();
                 self.active.store(n, Ordering::Relaxed);
+                self.shard.refresh();
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         };
@@ -395,14 +396,15 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     }
     ctx.set_invalid(&obj, None).await?;
     let mut tasks = ctx.tasks.lock().expect("tasks lock");
-    let share = ctx.shard.share(ctx.active.load(Ordering::Relaxed));
+    let active = ctx.active.load(Ordering::Relaxed);
+    let share = ctx.shard.share(active);
     let driving = tasks.values().filter(|t| t.driving()).count();
     ctx.metrics.driving.set(driving as i64);
     match tasks.get(&key) {
         Some(t @ Task::Running { handle, stop }) if !handle.is_finished() => {
             // More than a fair share since a replica joined: hand this one
             // over at its next safe point; a replica with room takes it.
-            if t.driving() && driving > share && ctx.shard.settled() {
+            if t.driving() && ctx.shard.hand_over_one(active) {
                 tracing::info!(release = %format!("{ns}/{name}"), share, driving, "handing over: more than this replica's share");
                 let _ = stop.send(true);
             }

@@ -10,6 +10,7 @@
 //! slow renewal seen once moves nothing). Everything here is read from a
 //! watch of cutover's Leases: no request per release and look.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,9 +36,18 @@ pub struct Shard {
     identity: String,
     namespace: String,
     leases: Arc<SharedWatch<Lease>>,
-    /// How many replicas were alive at the last look, and since when.
-    seen: Mutex<(usize, Instant)>,
+    /// As of the last `refresh`.
+    view: Mutex<View>,
     duration: Duration,
+}
+
+/// The live replicas and how many releases each holds.
+struct View {
+    /// Releases held under each live replica's Lease, by identity (this
+    /// replica always among them).
+    held: HashMap<String, usize>,
+    /// Since when the set of live replicas has been what it is.
+    since: Instant,
 }
 
 impl Shard {
@@ -51,7 +61,10 @@ impl Shard {
             identity: identity.to_string(),
             namespace: namespace.to_string(),
             leases,
-            seen: Mutex::new((1, Instant::now())),
+            view: Mutex::new(View {
+                held: HashMap::from([(identity.to_string(), 0)]),
+                since: Instant::now(),
+            }),
             duration,
         }
     }
@@ -63,22 +76,40 @@ impl Shard {
         self.duration / 5
     }
 
-    /// The replicas alive now, this one included.
-    pub fn replicas(&self) -> usize {
-        let mine = replica_lease(&self.identity);
-        let others = self
-            .leases
-            .get(&replicas_key(&self.namespace))
-            .iter()
-            .filter(|l| l.metadata.name.as_deref() != Some(mine.as_str()))
-            .filter(|l| lease::live_holder(l).is_some())
-            .count();
-        let n = others + 1;
-        let mut seen = self.seen.lock().expect("seen lock");
-        if seen.0 != n {
-            *seen = (n, Instant::now());
+    /// Counts again, from the Leases' watch, the live replicas and the
+    /// releases held under each (one pass over cutover's Leases; the
+    /// reconciler calls it every second, not per release).
+    pub fn refresh(&self) {
+        let mut held: HashMap<String, usize> = HashMap::from([(self.identity.clone(), 0)]);
+        for l in self.leases.get(&replicas_key(&self.namespace)) {
+            if let (Some(holder), Some(name)) = (lease::live_holder(&l), l.metadata.name.as_deref())
+                && name == replica_lease(holder)
+            {
+                held.entry(holder.to_string()).or_default();
+            }
         }
-        n
+        let under = |holder: &str| format!("{}/{}", self.namespace, replica_lease(holder));
+        for l in self.leases.get_all() {
+            let Some(holder) = l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) else {
+                continue;
+            };
+            if let (Some(n), Some((ns, name))) = (held.get_mut(holder), lease::parent_reference(&l))
+                && format!("{ns}/{name}") == under(holder)
+            {
+                *n += 1;
+            }
+        }
+        let mut view = self.view.lock().expect("view lock");
+        let same = view.held.len() == held.len() && held.keys().all(|k| view.held.contains_key(k));
+        if !same {
+            view.since = Instant::now();
+        }
+        view.held = held;
+    }
+
+    /// The replicas alive at the last look, this one included.
+    pub fn replicas(&self) -> usize {
+        self.view.lock().expect("view lock").held.len()
     }
 
     /// The most releases this replica should drive while `active` releases
@@ -87,11 +118,25 @@ impl Shard {
         active.div_ceil(self.replicas()).max(1)
     }
 
-    /// Whether the count of replicas has held for a lease duration: only
-    /// then is anything handed over for a smaller share.
-    pub fn settled(&self) -> bool {
-        self.replicas();
-        self.seen.lock().expect("seen lock").1.elapsed() >= self.duration
+    /// Whether this replica should hand a release over: it holds more than
+    /// its share, another live replica has room, and the set of replicas has
+    /// held for a lease duration (a slow renewal seen once moves nothing).
+    /// A replica alone never hands over, however few releases remain. A yes
+    /// counts the release as handed over until the next `refresh`, so a burst
+    /// of looks hands over no more than the excess.
+    pub fn hand_over_one(&self, active: usize) -> bool {
+        let share = self.share(active);
+        let mut view = self.view.lock().expect("view lock");
+        let mine = view.held.get(&self.identity).copied().unwrap_or(0);
+        let room = view
+            .held
+            .iter()
+            .any(|(who, n)| *who != self.identity && *n < share);
+        let hand_over = mine > share && room && view.since.elapsed() >= self.duration;
+        if hand_over && let Some(n) = view.held.get_mut(&self.identity) {
+            *n -= 1;
+        }
+        hand_over
     }
 
     /// Who drives `release` in `namespace`. With the Leases' watch not

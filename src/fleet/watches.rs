@@ -107,6 +107,17 @@ impl<K> SharedWatch<K> {
             .unwrap_or_default()
     }
 
+    /// Every object, whatever its key.
+    pub fn get_all(&self) -> Vec<Arc<K>> {
+        self.objects
+            .read()
+            .expect("objects lock")
+            .by_key
+            .values()
+            .flat_map(|g| g.values().cloned())
+            .collect()
+    }
+
     pub fn state(&self) -> WatchState {
         self.state.lock().expect("state lock").clone()
     }
