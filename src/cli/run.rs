@@ -107,7 +107,8 @@ pub async fn run(args: &RunArgs) -> CliResult {
     let store = ReleaseStore::new(conn.clients.home(), &rel.namespace);
     let existing = store.get(&rel.name).await?;
     let status = existing.as_ref().and_then(|r| r.status.as_ref());
-    let intent = admission::intent(&rel.name, status, &rel.version, args.supersede)
+    let submitted = existing.as_ref().map(|r| r.spec.version.as_str());
+    let intent = admission::intent(&rel.name, status, submitted, &rel.version, args.supersede)
         .map_err(|why| CliError::new(Exit::Error, anyhow!(why)))?;
     let starting = matches!(intent, Intent::Start | Intent::NextRevision)
         || status.is_none_or(|s| s.phase == crate::spec::status::Phase::Pending);

@@ -21,9 +21,14 @@ pub enum Intent {
 /// The intent of submitting `asked` to a Release whose status is `status`;
 /// `supersede` is the person's explicit word that it replaces what is in
 /// flight. A refusal says what is in flight and how to do what was meant.
+///
+/// `submitted` is the version the Release's spec names now: one submitted
+/// after the last revision ended that no driver has started yet is in flight
+/// too, so a file naming a third version does not replace it.
 pub fn intent(
     name: &str,
     status: Option<&ReleaseStatus>,
+    submitted: Option<&str>,
     asked: &str,
     supersede: bool,
 ) -> Result<Intent, String> {
@@ -42,6 +47,15 @@ pub fn intent(
                 "{asked} is revision {} of {name}, which {current} followed; nothing was written. \
                  To bring it back through its gates: cutover undo {name} --to-revision {}",
                 r.revision, r.revision
+            ));
+        }
+        if let Some(waiting) = submitted.filter(|s| *s != current && *s != asked)
+            && !supersede
+        {
+            return Err(format!(
+                "{waiting} was submitted to {name} after {current} ended and has not started yet; \
+                 nothing was written. To replace it with {asked}: cutover run -f FILE --version \
+                 {asked} --supersede; to go on with {waiting}: cutover run -f FILE --version {waiting}"
             ));
         }
         return Ok(Intent::NextRevision);
@@ -169,11 +183,36 @@ mod tests {
             ),
         ];
         for (what, status, asked, supersede, want) in rows {
-            match (intent("checkout", status, asked, supersede), want) {
+            match (intent("checkout", status, None, asked, supersede), want) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want, "{what}"),
                 (Err(got), Err(want)) => assert!(got.contains(want), "{what}: {got}"),
                 (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    /// A version submitted after the release ended, not yet started, is not
+    /// replaced by a file naming a third one; the same file, or --supersede, is taken.
+    #[test]
+    fn a_submission_waiting_to_start_is_not_replaced_by_a_stale_file() {
+        let done = mk_status(Phase::Aborted, "2.14.0", Some("2.13.0"));
+        let waiting = Some("2.16.0");
+        let refused = intent("checkout", Some(&done), waiting, "2.15.0", false).unwrap_err();
+        assert!(
+            refused.contains("2.16.0 was submitted") && refused.contains("--supersede"),
+            "{refused}"
+        );
+        assert_eq!(
+            intent("checkout", Some(&done), waiting, "2.16.0", false),
+            Ok(Intent::NextRevision)
+        );
+        assert_eq!(
+            intent("checkout", Some(&done), waiting, "2.15.0", true),
+            Ok(Intent::NextRevision)
+        );
+        assert_eq!(
+            intent("checkout", Some(&done), Some("2.14.0"), "2.15.0", false),
+            Ok(Intent::NextRevision)
+        );
     }
 }
