@@ -6,9 +6,11 @@
 //! a driver over the replicas alive); when a replica dies, its Lease lapses
 //! and so do its releases' Leases, and the others take them within their
 //! next look. When a replica joins, the others hand over what they hold
-//! beyond the new share once the count has held for a lease duration (so a
-//! slow renewal seen once moves nothing). Everything here is read from a
-//! watch of cutover's Leases: no request per release and look.
+//! beyond the new share, only while another replica has room and once the
+//! set of replicas has held for a lease duration (so a slow renewal seen
+//! once moves nothing, and a replica alone never stops its own drivers).
+//! Everything here is read from a watch of cutover's Leases: no request per
+//! release and look.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
