@@ -181,28 +181,47 @@ pub const LEASE_LOST: &str = "this replica lost its lease";
 /// Takes this replica's own Lease, which the Leases of the releases it
 /// drives are held under; retried until it is taken.
 async fn join(settings: &Settings, home: &ClusterHandle) -> LeaseGuard {
-    let name = lease::replica_lease(&settings.identity);
+    let held = format!(
+        "this replica's lease is held: is another replica running as {}?",
+        settings.identity
+    );
+    take_lease(
+        home,
+        &settings.namespace,
+        &lease::replica_lease(&settings.identity),
+        "this controller replica",
+        &settings.identity,
+        settings.lease_duration,
+        &held,
+    )
+    .await
+}
+
+/// Takes the Lease `name` (guarding `what`) for `identity`, trying again
+/// every quarter of a lease until it is taken; says once that another holds
+/// it (`held`), and each time why it could not be asked.
+async fn take_lease(
+    home: &ClusterHandle,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    identity: &str,
+    duration: Duration,
+    held: &str,
+) -> LeaseGuard {
     let mut told = false;
     loop {
-        match lease::acquire_named(
-            home,
-            &settings.namespace,
-            &name,
-            "this controller replica",
-            &settings.identity,
-            settings.lease_duration,
-        )
-        .await
-        {
+        match lease::acquire_named(home, namespace, name, what, identity, duration).await {
             Ok(g) => return g,
-            Err(e) => {
+            Err(fleet::Error::LeaseHeld { holder, .. }) => {
                 if !told {
-                    tracing::warn!(error = %e, "cannot take this replica's lease (is another replica running as {}?)", settings.identity);
+                    tracing::info!(%holder, "{held}");
                     told = true;
                 }
             }
+            Err(e) => tracing::warn!(error = %e, "cannot take the lease of {what}"),
         }
-        tokio::time::sleep(settings.lease_duration / 4).await;
+        tokio::time::sleep(duration / 4).await;
     }
 }
 
@@ -267,29 +286,16 @@ async fn announce_while_leading(
 
 /// Waits to become the leader.
 async fn lead(settings: &LeaderSettings, home: &ClusterHandle) -> LeaseGuard {
-    let mut told = false;
-    loop {
-        match lease::acquire_named(
-            home,
-            &settings.namespace,
-            LEADER_LEASE,
-            "the controller",
-            &settings.identity,
-            settings.lease_duration,
-        )
-        .await
-        {
-            Ok(g) => return g,
-            Err(fleet::Error::LeaseHeld { holder, .. }) => {
-                if !told {
-                    tracing::info!(leader = %holder, "standing by to announce freezes");
-                    told = true;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot take the leader lease"),
-        }
-        tokio::time::sleep(settings.lease_duration / 4).await;
-    }
+    take_lease(
+        home,
+        &settings.namespace,
+        LEADER_LEASE,
+        "the controller",
+        &settings.identity,
+        settings.lease_duration,
+        "standing by to announce freezes",
+    )
+    .await
 }
 
 /// Resolves once the leader lease may have lapsed.

@@ -374,9 +374,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     ctx.metrics
         .observed_phase(&format!("{ns}/{name}"), status.phase);
     // A release that ended waits for a new version: that starts its next revision.
-    if status.phase.is_terminal()
-        && status.version.as_deref() == Some(release.spec.version.as_str())
-    {
+    if !needs_driver(&obj) {
         return Ok(Action::await_change());
     }
     if let Err((message, breaks_policy)) = crate::driver::admit(

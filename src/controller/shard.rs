@@ -90,13 +90,13 @@ impl Shard {
                 held.entry(holder.to_string()).or_default();
             }
         }
-        let under = |holder: &str| format!("{}/{}", self.namespace, replica_lease(holder));
         for l in self.leases.get_all() {
             let Some(holder) = l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) else {
                 continue;
             };
             if let (Some(n), Some((ns, name))) = (held.get_mut(holder), lease::parent_reference(&l))
-                && format!("{ns}/{name}") == under(holder)
+                && ns == self.namespace
+                && name == replica_lease(holder)
             {
                 *n += 1;
             }

@@ -191,10 +191,7 @@ pub async fn acquire_named(
 /// that cannot be read counts as held: a lapse that cannot be proven is none.
 async fn held_through_parent(client: &kube::Client, l: &Lease, holder: &str) -> bool {
     match parent_of(client, l).await {
-        Ok(Some(p)) => {
-            let parent_holder = p.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
-            parent_holder == Some(holder) && !expired(&p, Duration::from_secs(15))
-        }
+        Ok(Some(p)) => live_holder(&p) == Some(holder),
         Ok(None) => false,
         Err(_) => true,
     }

@@ -135,18 +135,6 @@ impl FlowControl {
         self.config(store).levels.get(name).cloned()
     }
 
-    /// The FlowSchema and priority level a request is classified into.
-    pub fn classify(
-        &self,
-        store: &Store,
-        user: &UserInfo,
-        attrs: &Attributes,
-    ) -> Option<(String, String)> {
-        let config = self.config(store);
-        let s = config.classify(user, attrs)?;
-        Some((s.name.clone(), s.level.clone()))
-    }
-
     /// Waits for a seat of the request's priority level; a 429 when its
     /// queue is full or the wait is too long. Watches are not limited.
     pub async fn admit(

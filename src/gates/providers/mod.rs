@@ -5,6 +5,32 @@ pub mod health;
 pub mod prometheus;
 pub mod scrape;
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// The plain-HTTP client of the metric providers (Prometheus queries and
+/// scraped endpoints).
+pub type MetricsClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The process's one metrics client, 3 s to connect: its connections are
+/// pooled for every release (a thousand apps' endpoints are a few hosts).
+pub fn metrics_client() -> MetricsClient {
+    static CLIENT: OnceLock<MetricsClient> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(Duration::from_secs(3)));
+            Client::builder(TokioExecutor::new()).build(connector)
+        })
+        .clone()
+}
+
 /// Replaces `{{app}}`, `{{version}}`, `{{colour}}`, `{{cluster}}` and `{{namespace}}`.
 pub fn template(text: &str, vars: &[(&str, &str)]) -> String {
     let mut out = text.to_string();

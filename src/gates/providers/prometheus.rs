@@ -8,9 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::Value;
@@ -195,23 +192,15 @@ pub fn decode(status: u16, body: &[u8]) -> Result<RawResult, QueryError> {
 #[derive(Clone, Debug)]
 pub struct Prometheus {
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: super::MetricsClient,
 }
 
 impl Prometheus {
-    /// A server at `address`, queried through the process's one client (its
-    /// connections pooled for every release).
+    /// A server at `address`, queried through the process's one metrics client.
     pub fn new(address: &str) -> Prometheus {
-        static CLIENT: std::sync::OnceLock<Client<HttpConnector, Full<Bytes>>> =
-            std::sync::OnceLock::new();
-        let client = CLIENT.get_or_init(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_connect_timeout(Some(Duration::from_secs(3)));
-            Client::builder(TokioExecutor::new()).build(connector)
-        });
         Prometheus {
             base: address.trim_end_matches('/').to_string(),
-            client: client.clone(),
+            client: super::metrics_client(),
         }
     }
 

@@ -7,11 +7,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use prometheus_parse::{Scrape, Value};
 
@@ -277,22 +272,14 @@ pub fn quantile(phi: f64, buckets: &[(f64, f64)]) -> f64 {
 /// Reads an endpoint over HTTP.
 #[derive(Clone, Debug)]
 pub struct Scraper {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: super::MetricsClient,
 }
 
 impl Default for Scraper {
-    /// The process's one scrape client, its connections pooled for every
-    /// release (a thousand apps' endpoints are a few hosts).
+    /// Through the process's one metrics client.
     fn default() -> Self {
-        static CLIENT: std::sync::OnceLock<Client<HttpConnector, Empty<Bytes>>> =
-            std::sync::OnceLock::new();
-        let client = CLIENT.get_or_init(|| {
-            let mut c = HttpConnector::new();
-            c.set_connect_timeout(Some(Duration::from_secs(3)));
-            Client::builder(TokioExecutor::new()).build(c)
-        });
         Scraper {
-            client: client.clone(),
+            client: super::metrics_client(),
         }
     }
 }
