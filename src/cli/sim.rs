@@ -69,7 +69,17 @@ fn run_serve(args: &ServeArgs) -> CliResult {
             d
         }
     };
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    // kube-apiserver serves each request on its own goroutine, preempted by
+    // Go's scheduler: a long list or a large write does not hold up a Lease
+    // renewal behind it. Tokio's workers are not preempted, so a fleet of
+    // two cores gets several workers per core and the kernel time-slices
+    // them: a short request finds a free worker while long ones run.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let fleet = SimFleet::start(SimOptions {
             scenario,

@@ -150,22 +150,18 @@ impl Store {
                 .as_array()
                 .is_none_or(|f| f.is_empty())
         {
-            inner
-                .objects
-                .entry(gr(kind))
-                .or_default()
-                .insert((scope(kind, ns), name.to_string()), Arc::new(obj));
+            inner.put(
+                kind,
+                (scope(kind, ns), name.to_string()),
+                Some(Arc::new(obj)),
+            );
             return Ok(self.remove(inner, kind, ns, name, false));
         }
         admission::after_commit(kind, &obj, &mut inner.registry);
         inner.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
         let obj = Arc::new(obj);
-        inner
-            .objects
-            .entry(gr(kind))
-            .or_default()
-            .insert((scope(kind, ns), name.to_string()), obj.clone());
+        inner.put(kind, (scope(kind, ns), name.to_string()), Some(obj.clone()));
         let change = if current.is_some() {
             ChangeType::Modified
         } else {
@@ -185,11 +181,7 @@ impl Store {
         orphan: bool,
     ) -> Arc<Value> {
         let key = (scope(kind, ns), name.to_string());
-        let Some(obj) = inner
-            .objects
-            .get_mut(&gr(kind))
-            .and_then(|m| m.remove(&key))
-        else {
+        let Some(obj) = inner.put(kind, key, None) else {
             return Arc::new(Value::Null);
         };
         inner.rv += 1;
@@ -300,24 +292,29 @@ impl Store {
     }
 }
 
-/// Objects that name `owner` in their owner references, or live in it when it is a namespace.
+/// Objects that name `owner` in their owner references (from the owner
+/// index), or live in it when it is a namespace.
 fn dependents(inner: &Inner, kind: &Kind, owner: &Value) -> Vec<(Kind, String, String)> {
-    let uid = meta::uid(owner);
-    let is_namespace = kind.group.is_empty() && kind.plural == "namespaces";
     let owner_ns = meta::namespace(owner);
     let mut out = Vec::new();
-    for k in inner.registry.all() {
-        let Some(objs) = inner.objects.get(&gr(k)) else {
+    for ((group, resource), (ns, name)) in inner.owned.get(meta::uid(owner)).into_iter().flatten() {
+        let Some(k) = inner.registry.by_resource(group, resource) else {
             continue;
         };
-        for ((ns, name), o) in objs {
-            let owned = o["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
-                && (!kind.namespaced || ns == owner_ns);
-            let contained = is_namespace && k.namespaced && ns == meta::name(owner);
-            if owned || contained {
-                out.push(((**k).clone(), ns.clone(), name.clone()));
+        if !kind.namespaced || *ns == owner_ns {
+            out.push(((*k).clone(), ns.clone(), name.clone()));
+        }
+    }
+    if kind.group.is_empty() && kind.plural == "namespaces" {
+        for k in inner.registry.all().iter().filter(|k| k.namespaced) {
+            let Some(objs) = inner.objects.get(&gr(k)) else {
+                continue;
+            };
+            for (ns, name) in objs.keys().filter(|(ns, _)| ns == meta::name(owner)) {
+                let dep = ((**k).clone(), ns.clone(), name.clone());
+                if !out.contains(&dep) {
+                    out.push(dep);
+                }
             }
         }
     }

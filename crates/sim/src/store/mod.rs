@@ -10,7 +10,7 @@ mod commit;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
@@ -97,6 +97,10 @@ struct Inner {
     compacted: u64,
     /// The resourceVersion of each resource's last change.
     last_change: HashMap<Key, u64>,
+    /// Each owner's dependents, by the owner's uid: the objects whose owner
+    /// references name it (as the garbage collector's graph holds them), so
+    /// a delete finds them without reading every object of the cluster.
+    owned: HashMap<String, BTreeSet<(Key, Key)>>,
 }
 
 /// A cluster's objects. Cheap to share; every method is synchronous and short.
@@ -170,6 +174,7 @@ impl Store {
                 history: VecDeque::new(),
                 compacted: 0,
                 last_change: HashMap::new(),
+                owned: HashMap::new(),
             }),
             changes,
             latest,
@@ -519,6 +524,48 @@ fn scope(kind: &Kind, ns: &str) -> String {
         ns.to_string()
     } else {
         String::new()
+    }
+}
+
+/// The uids an object's owner references name.
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str())
+}
+
+impl Inner {
+    /// Stores `obj` (or removes the object when `None`) under `kind` and
+    /// `key`, keeping the owner index; returns what was stored before.
+    fn put(&mut self, kind: &Kind, key: Key, obj: Option<Arc<Value>>) -> Option<Arc<Value>> {
+        let resource = gr(kind);
+        let objects = self.objects.entry(resource.clone()).or_default();
+        let before = match &obj {
+            Some(o) => objects.insert(key.clone(), o.clone()),
+            None => objects.remove(&key),
+        };
+        let entry = (resource, key);
+        if let Some(b) = &before {
+            for uid in owner_uids(b) {
+                if let Some(deps) = self.owned.get_mut(uid) {
+                    deps.remove(&entry);
+                    if deps.is_empty() {
+                        self.owned.remove(uid);
+                    }
+                }
+            }
+        }
+        if let Some(o) = &obj {
+            for uid in owner_uids(o) {
+                self.owned
+                    .entry(uid.to_string())
+                    .or_default()
+                    .insert(entry.clone());
+            }
+        }
+        before
     }
 }
 

@@ -236,6 +236,53 @@ fn deleting_an_owner_deletes_or_orphans_its_dependents() {
     }
 }
 
+/// The owner index follows updates: a dependent whose owner reference was
+/// taken away by an update is no longer deleted with its owner, and one
+/// given a reference by an update is.
+#[test]
+fn deleting_an_owner_follows_owner_references_as_last_written() {
+    let s = store(100);
+    let cm = kind(&s, "", "configmaps");
+    let w = WriteOptions::default();
+    let o = config_map(&s, "owner");
+    let owned_by =
+        |name: &str, refs: Value| json!({"metadata": {"name": name, "ownerReferences": refs}});
+    let reference =
+        json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": meta::uid(&o)}]);
+    s.create(
+        &cm,
+        "default",
+        owned_by("freed", reference.clone()),
+        Target::Main,
+        &w,
+    )
+    .unwrap();
+    s.create(
+        &cm,
+        "default",
+        owned_by("adopted", json!([])),
+        Target::Main,
+        &w,
+    )
+    .unwrap();
+    s.modify(&cm, "default", "freed", Target::Main, false, &w, |cur| {
+        let mut next = cur.cloned().unwrap();
+        next["metadata"]["ownerReferences"] = json!([]);
+        Ok(next)
+    })
+    .unwrap();
+    s.modify(&cm, "default", "adopted", Target::Main, false, &w, |cur| {
+        let mut next = cur.cloned().unwrap();
+        next["metadata"]["ownerReferences"] = reference.clone();
+        Ok(next)
+    })
+    .unwrap();
+    s.delete(&cm, "default", "owner", &DeleteOptions::default())
+        .unwrap();
+    assert!(s.get(&cm, "default", "freed").is_ok());
+    assert_eq!(s.get(&cm, "default", "adopted").unwrap_err().code, 404);
+}
+
 #[test]
 fn a_restart_forgets_the_history_so_every_older_watch_relists() {
     let s = store(1000);
