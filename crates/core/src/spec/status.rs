@@ -406,9 +406,13 @@ pub struct WeightChange {
     pub green: Percent,
 }
 
-/// One gate metric's measured values in one cluster.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+/// One gate metric's measured values in one cluster. Written compactly
+/// (`SeriesWire`): when the first value was measured, then each value's
+/// seconds after it and the values, to six significant digits, in two
+/// arrays; a full series (`MAX_POINTS`) is a few kilobytes however long the
+/// release runs. The one object per value of earlier statuses is still read.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(into = "SeriesWire", try_from = "SeriesWire")]
 pub struct GateSeries {
     pub name: String,
     pub cluster: String,
@@ -418,9 +422,104 @@ pub struct GateSeries {
     pub points: Vec<Point>,
 }
 
-/// One measured value. Written as `{at, value}` (a CRD schema's `items` must
-/// be one schema, so no tuples); the `[at, value]` pairs of earlier statuses
-/// are still read.
+/// One gate metric's measured values in one cluster: when the first was
+/// measured, each one's seconds after it, and the values.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "GateSeries")]
+struct SeriesWire {
+    name: String,
+    cluster: String,
+    /// As the gate states it, e.g. `≤ 0.02`.
+    threshold: String,
+    /// When the first value was measured (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    start: Option<i64>,
+    /// When each value was measured, in seconds after `start`; oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    offsets: Vec<i64>,
+    /// The values measured at `offsets`, to six significant digits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    values: Vec<f64>,
+    /// Earlier statuses' form, an object per value: read, never written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    points: Vec<Point>,
+}
+
+impl From<GateSeries> for SeriesWire {
+    fn from(g: GateSeries) -> SeriesWire {
+        let start = g.points.first().map(|p| p.at);
+        SeriesWire {
+            offsets: g
+                .points
+                .iter()
+                .map(|p| p.at - start.unwrap_or(p.at))
+                .collect(),
+            values: g.points.iter().map(|p| significant(p.value, 6)).collect(),
+            start,
+            name: g.name,
+            cluster: g.cluster,
+            threshold: g.threshold,
+            points: Vec::new(),
+        }
+    }
+}
+
+impl TryFrom<SeriesWire> for GateSeries {
+    type Error = String;
+    fn try_from(w: SeriesWire) -> Result<GateSeries, String> {
+        if w.offsets.len() != w.values.len() {
+            return Err(format!(
+                "gate series {} in {}: {} offsets but {} values; each value needs its offset",
+                w.name,
+                w.cluster,
+                w.offsets.len(),
+                w.values.len()
+            ));
+        }
+        if !w.offsets.is_empty() && w.start.is_none() {
+            return Err(format!(
+                "gate series {} in {}: offsets without a start",
+                w.name, w.cluster
+            ));
+        }
+        let mut points = w.points;
+        let start = w.start.unwrap_or_default();
+        points.extend(w.offsets.iter().zip(&w.values).map(|(o, v)| Point {
+            at: start + o,
+            value: *v,
+        }));
+        Ok(GateSeries {
+            name: w.name,
+            cluster: w.cluster,
+            threshold: w.threshold,
+            points,
+        })
+    }
+}
+
+impl JsonSchema for GateSeries {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        SeriesWire::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        SeriesWire::json_schema(generator)
+    }
+}
+
+/// `v` to `digits` significant digits: what a chart shows, in fewer bytes.
+fn significant(v: f64, digits: i32) -> f64 {
+    if v == 0.0 || !v.is_finite() {
+        return v;
+    }
+    let scale = 10f64.powi(digits - 1 - v.abs().log10().floor() as i32);
+    let rounded = (v * scale).round() / scale;
+    if rounded.is_finite() { rounded } else { v }
+}
+
+/// One measured value. Earlier statuses wrote it as `{at, value}`, and
+/// before that as an `[at, value]` pair; both are still read.
 #[derive(Serialize, Clone, Copy, Debug, PartialEq, JsonSchema)]
 pub struct Point {
     /// Unix seconds.
@@ -470,19 +569,71 @@ fn is_zero(n: &u64) -> bool {
 mod tests {
     use super::*;
 
+    fn series(points: &[(i64, f64)]) -> GateSeries {
+        GateSeries {
+            name: "error-rate".into(),
+            cluster: "prod-a".into(),
+            threshold: "≤ 0.02".into(),
+            points: points
+                .iter()
+                .map(|&(at, value)| Point { at, value })
+                .collect(),
+        }
+    }
+
     #[test]
-    fn gate_points_are_written_as_objects_and_earlier_pairs_still_read() {
-        let p = Point {
-            at: 1_800_000_000,
-            value: 0.25,
-        };
-        let written = serde_json::to_value(p).unwrap();
+    fn gate_series_are_written_as_a_start_offsets_and_values() {
+        let g = series(&[(1_800_000_000, 0.25), (1_800_000_030, 0.012_345_678_9)]);
+        let written = serde_json::to_value(&g).unwrap();
         assert_eq!(
             written,
-            serde_json::json!({"at": 1_800_000_000, "value": 0.25})
+            serde_json::json!({
+                "name": "error-rate", "cluster": "prod-a", "threshold": "≤ 0.02",
+                "start": 1_800_000_000, "offsets": [0, 30], "values": [0.25, 0.012_345_7],
+            })
         );
-        assert_eq!(serde_json::from_value::<Point>(written).unwrap(), p);
-        let pair: Point = serde_json::from_value(serde_json::json!([1_800_000_000, 0.25])).unwrap();
-        assert_eq!(pair, p);
+        let read: GateSeries = serde_json::from_value(written).unwrap();
+        assert_eq!(read.points[0], g.points[0]);
+        assert_eq!(read.points[1].at, 1_800_000_030);
+        assert_eq!(read.points[1].value, 0.012_345_7);
+        let empty = serde_json::to_value(series(&[])).unwrap();
+        assert_eq!(
+            serde_json::from_value::<GateSeries>(empty).unwrap(),
+            series(&[])
+        );
+    }
+
+    #[test]
+    fn a_full_series_is_a_few_kilobytes() {
+        let mut g = series(&[]);
+        for i in 0..1_000 {
+            g.push(1_800_000_000 + i * 60, 0.010_000_1 + i as f64 * 1e-7);
+        }
+        let bytes = serde_json::to_string(&g).unwrap().len();
+        assert!(bytes < 5_000, "{bytes} bytes");
+    }
+
+    #[test]
+    fn earlier_objects_and_pairs_are_still_read() {
+        let objects = serde_json::json!({
+            "name": "error-rate", "cluster": "prod-a", "threshold": "≤ 0.02",
+            "points": [{"at": 1_800_000_000, "value": 0.25}, [1_800_000_030, 0.5]],
+        });
+        assert_eq!(
+            serde_json::from_value::<GateSeries>(objects).unwrap(),
+            series(&[(1_800_000_000, 0.25), (1_800_000_030, 0.5)])
+        );
+    }
+
+    #[test]
+    fn offsets_and_values_of_different_lengths_are_refused() {
+        let bad = serde_json::json!({
+            "name": "error-rate", "cluster": "prod-a", "threshold": "≤ 0.02",
+            "start": 1_800_000_000, "offsets": [0, 30], "values": [0.25],
+        });
+        let err = serde_json::from_value::<GateSeries>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("2 offsets but 1 values"), "{err}");
     }
 }
