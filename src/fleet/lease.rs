@@ -356,18 +356,19 @@ async fn renew(
     valid_until: Arc<Mutex<Instant>>,
 ) {
     let name = lease.metadata.name.clone().unwrap_or_default();
-    // client-go's leader election timings: 15 s leases, acting stops 10 s
-    // after the last renewal (`RenewDeadline`), and a renewal that failed is
-    // tried again after 2 s (`RetryPeriod`), not at the next regular one, so
-    // one slow answer does not cost half the time left.
+    // client-go's leader election timings: 15 s leases, renewed every 2 s
+    // (`RetryPeriod`, client-go's `renew` loop), acting stops 10 s after the
+    // last renewal (`RenewDeadline`). Renewing that often, a server that
+    // stalls for a few seconds costs a few renewals, not the lease (every
+    // 5 s, two slow answers in a row were enough to lose it).
     // Each try is given that long too: a renewal stuck in a slow server's
     // queue is tried again, as client-go's tries are bounded by their
     // deadline, instead of waiting out the time the lease has left.
     let retry = duration.mul_f64(2.0 / 15.0);
-    let mut wait = duration / 3;
+    let mut wait = retry;
     loop {
         tokio::time::sleep(wait).await;
-        wait = duration / 3;
+        wait = retry;
         let started = Instant::now();
         if let Some(spec) = lease.spec.as_mut() {
             spec.renew_time = Some(now_micro());
