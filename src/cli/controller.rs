@@ -48,6 +48,11 @@ pub struct ControllerArgs {
     /// requests per step: raise it with the number of releases driven at once.
     #[arg(long, default_value_t = ClientLimits::default().qps, value_parser = clap::value_parser!(u64).range(1..))]
     pub qps: u64,
+    /// Requests to each cluster awaiting their answer at once (watches not
+    /// counted). Over HTTP/1.1 each is a connection of its own, so this
+    /// bounds the connections (and their memory) the controller keeps open.
+    #[arg(long, default_value_t = ClientLimits::default().in_flight as u64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_in_flight: u64,
     /// Log lines as JSON objects (for log pipelines) or as text.
     #[arg(long, value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -89,6 +94,7 @@ pub async fn run(args: &ControllerArgs) -> CliResult {
         listen: args.listen,
         limits: ClientLimits {
             qps: args.qps,
+            in_flight: args.max_in_flight as usize,
             ..ClientLimits::default()
         },
     };

@@ -76,9 +76,9 @@ impl Reconciler {
     /// the tasks it started run on until `stop_all`.
     pub async fn run(self: Arc<Self>, namespace: Option<&str>) {
         let api = untyped_releases(self.driver.fleet.home(), namespace);
-        // The Releases as the reconciler reads them: spec and metadata, and of
-        // the status only what says whether a driver is needed. Each driver
-        // reads its Release in full from the shared watch.
+        // The Releases as the reconciler reads them (`trim_release`): only
+        // what says whether a driver is needed. Each driver reads its
+        // Release in full from the API.
         let writer = reflector::store::Writer::new(self.resource.clone());
         let store = writer.as_reader();
         let releases = watcher(api, watcher::Config::default())
@@ -110,9 +110,12 @@ impl Reconciler {
     }
 }
 
-/// Keeps of a Release's status only its phase, version and conditions.
+/// Keeps of a Release only what the reconciler reads: its spec (checked
+/// before a driver starts), and its status's phase, version and conditions;
+/// not its annotations (kubectl's last applied copy of the spec among them).
 fn trim_release(r: &mut DynamicObject) {
     r.metadata.managed_fields = None;
+    r.metadata.annotations = None;
     if let Some(status) = r.data.get_mut("status").and_then(|s| s.as_object_mut()) {
         status.retain(|k, _| matches!(k.as_str(), "phase" | "version" | "conditions"));
     }
@@ -204,8 +207,7 @@ impl Reconciler {
             let mut plan: Vec<PlannedStep> = Vec::new();
             let mut started: BTreeMap<u32, jiff::Timestamp> = BTreeMap::new();
             while let Some(p) = rx.recv().await {
-                self.report(&key, &reference, &p, &mut plan, &mut started)
-                    .await;
+                Box::pin(self.report(&key, &reference, &p, &mut plan, &mut started)).await;
             }
         };
         let drive = async {

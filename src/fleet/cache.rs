@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DynamicObject};
@@ -70,17 +70,47 @@ impl Watches {
                     Api::namespaced(client.clone(), namespace),
                     watcher::Config::default(),
                     |r: &Release| r.name_any(),
-                    |r: &mut Release| r.managed_fields_mut().clear(),
+                    // Its version wakes the driver, which reads the whole
+                    // Release when someone else changed it: a status (most of
+                    // a Release's bytes) is not kept for every release of the
+                    // namespace by every process.
+                    |r: &mut Release| {
+                        r.managed_fields_mut().clear();
+                        r.status = None;
+                    },
                     client,
                 )
             })
     }
 }
 
+/// Keeps of a Deployment only what `SlotWorkload::from_deployment` reads:
+/// its name, uid, labels and generation, its replicas, and the generation
+/// and available replicas of its status. Every app of the namespace is
+/// cached, so a Deployment is a few hundred bytes instead of kilobytes.
+fn trim_deployment(d: &mut Deployment) {
+    let meta = &mut d.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    d.spec = d.spec.take().map(|s| DeploymentSpec {
+        replicas: s.replicas,
+        ..Default::default()
+    });
+    d.status = d.status.take().map(|s| DeploymentStatus {
+        observed_generation: s.observed_generation,
+        available_replicas: s.available_replicas,
+        ..Default::default()
+    });
+}
+
 /// Keeps of a pod only what cutover reads (`observe::pod_info`,
 /// `health::assess`): its name, labels and deletion, its node, its phase,
-/// its conditions' type, status and reason, and each container's restarts
-/// and waiting reason. A pod is a few hundred bytes instead of kilobytes.
+/// its Ready and PodScheduled conditions' type, status and reason, and each
+/// container's restarts and waiting reason. A pod is a few hundred bytes
+/// instead of kilobytes; the lists are copied to their length, as the
+/// buffers they were read into had grown past it, and a ContainerStatus is
+/// large even when nearly empty.
 fn trim_pod(p: &mut Pod) {
     let meta = &mut p.metadata;
     meta.managed_fields = None;
@@ -97,6 +127,7 @@ fn trim_pod(p: &mut Pod) {
             phase: s.phase,
             conditions: s.conditions.map(|cs| {
                 cs.into_iter()
+                    .filter(|c| c.type_ == "Ready" || c.type_ == "PodScheduled")
                     .map(|c| k8s_openapi::api::core::v1::PodCondition {
                         type_: c.type_,
                         status: c.status,
@@ -127,6 +158,14 @@ fn trim_pod(p: &mut Pod) {
             }),
             ..Default::default()
         });
+    if let Some(s) = p.status.as_mut() {
+        if let Some(c) = s.conditions.as_mut() {
+            c.shrink_to_fit();
+        }
+        if let Some(c) = s.container_statuses.as_mut() {
+            c.shrink_to_fit();
+        }
+    }
 }
 
 /// Index key of a Lease in `Watches::leases`: `namespace/name`, but the
@@ -281,7 +320,7 @@ impl FleetCache {
                     Api::namespaced(client.clone(), ns),
                     has_app(),
                     by_app,
-                    |o: &mut Deployment| o.managed_fields_mut().clear(),
+                    trim_deployment,
                     client.clone(),
                 )
             });

@@ -1,7 +1,8 @@
 //! One `kube::Client` per cluster, built from a kubeconfig context, with the
-//! tower layers every request goes through: a request timeout (watches
-//! excepted), retries with capped, jittered backoff for 5xx, 429 and
-//! connection errors (never for other 4xx), and a per-cluster rate limit.
+//! tower layers every request goes through: a bound on the requests awaiting
+//! an answer and a request timeout (watches excepted), retries with capped,
+//! jittered backoff for 5xx, 429 and connection errors (never for other
+//! 4xx), and a per-cluster rate limit.
 
 use std::future::Future;
 use std::path::Path;
@@ -16,6 +17,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use rand::Rng;
+use tokio::sync::Semaphore;
 use tower::buffer::BufferLayer;
 use tower::limit::RateLimitLayer;
 use tower::retry::{Policy, RetryLayer};
@@ -39,6 +41,11 @@ pub struct ClientLimits {
     pub backoff_cap: Duration,
     /// Requests per second to one cluster.
     pub qps: u64,
+    /// Requests to one cluster awaiting their answer at once, watches
+    /// excepted: over HTTP/1.1 each is a connection (a TLS session, its
+    /// buffers) of its own, kept in the pool afterwards, so a thousand
+    /// drivers waking together would otherwise open a thousand.
+    pub in_flight: usize,
 }
 
 impl Default for ClientLimits {
@@ -50,6 +57,7 @@ impl Default for ClientLimits {
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(5),
             qps: 50,
+            in_flight: 32,
         }
     }
 }
@@ -129,7 +137,10 @@ pub fn build(cluster: &str, config: Config, limits: ClientLimits) -> Result<Clie
     let builder = ClientBuilder::try_from(config).map_err(|e| Error::Kubeconfig(e.to_string()))?;
     let client = builder
         .with_layer(&BufferLayer::new(1024))
-        .with_layer(&RequestTimeoutLayer(limits.request_timeout))
+        .with_layer(&RequestBoundsLayer {
+            timeout: limits.request_timeout,
+            slots: Arc::new(Semaphore::new(limits.in_flight.max(1))),
+        })
         .with_layer(&RetryLayer::new(TransientRetry::new(limits)))
         .with_layer(&RateLimitLayer::new(limits.qps, Duration::from_secs(1)))
         .with_layer(&MapRequestLayer::new(move |mut req: Request<Body>| {
@@ -219,24 +230,30 @@ impl<Res> Policy<Request<Body>, Response<Res>, BoxError> for TransientRetry {
     }
 }
 
-/// Bounds every request but watches, whose streams are meant to stay open.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestTimeoutLayer(pub Duration);
+/// Bounds every request but watches, whose streams are meant to stay open:
+/// it waits for one of the cluster's slots (`ClientLimits::in_flight`), and
+/// waiting and answer together take at most `timeout`. The slot is given
+/// back once the answer's head arrives, its body read at once by the caller.
+#[derive(Clone, Debug)]
+pub struct RequestBoundsLayer {
+    pub timeout: Duration,
+    pub slots: Arc<Semaphore>,
+}
 
-impl<S> Layer<S> for RequestTimeoutLayer {
-    type Service = RequestTimeout<S>;
+impl<S> Layer<S> for RequestBoundsLayer {
+    type Service = RequestBounds<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestTimeout {
+        RequestBounds {
             inner,
-            timeout: self.0,
+            bounds: self.clone(),
         }
     }
 }
 
 #[derive(Clone, Debug)]
-pub struct RequestTimeout<S> {
+pub struct RequestBounds<S> {
     inner: S,
-    timeout: Duration,
+    bounds: RequestBoundsLayer,
 }
 
 fn is_watch(uri: &http::Uri) -> bool {
@@ -244,11 +261,12 @@ fn is_watch(uri: &http::Uri) -> bool {
         .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"))
 }
 
-impl<S, B> Service<Request<B>> for RequestTimeout<S>
+impl<S, B> Service<Request<B>> for RequestBounds<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -259,15 +277,20 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let watch = is_watch(req.uri());
-        let timeout = self.timeout;
-        let fut = self.inner.call(req);
+        // The service made ready is the one called; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if is_watch(req.uri()) {
+            return Box::pin(async move { inner.call(req).await.map_err(Into::into) });
+        }
+        let RequestBoundsLayer { timeout, slots } = self.bounds.clone();
         Box::pin(async move {
-            if watch {
-                return fut.await.map_err(Into::into);
-            }
-            match tokio::time::timeout(timeout, fut).await {
-                Ok(r) => r.map_err(Into::into),
+            let answer = async {
+                let _slot = slots.acquire_owned().await?;
+                inner.call(req).await.map_err(Into::into)
+            };
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(r) => r,
                 Err(_) => Err(format!("request timed out after {timeout:?}").into()),
             }
         })
@@ -277,6 +300,44 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn requests_awaiting_answers_are_bounded_and_watches_are_not_counted() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use tower::ServiceExt;
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (n, m) = (now.clone(), most.clone());
+        let inner = tower::service_fn(move |req: Request<()>| {
+            let (n, m) = (n.clone(), m.clone());
+            async move {
+                if is_watch(req.uri()) {
+                    // A watch stays open.
+                    std::future::pending::<()>().await;
+                }
+                m.fetch_max(n.fetch_add(1, SeqCst) + 1, SeqCst);
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                n.fetch_sub(1, SeqCst);
+                Ok::<_, BoxError>(Response::new(()))
+            }
+        });
+        let svc = RequestBoundsLayer {
+            timeout: Duration::from_secs(3600),
+            slots: Arc::new(Semaphore::new(3)),
+        }
+        .layer(inner);
+        let get = |uri: &str| Request::get(uri).body(()).unwrap();
+        let watches: Vec<_> = (0..5)
+            .map(|_| tokio::spawn(svc.clone().oneshot(get("/api/v1/pods?watch=true"))))
+            .collect();
+        let gets = (0..12).map(|_| svc.clone().oneshot(get("/api/v1/pods")));
+        for r in futures::future::join_all(gets).await {
+            r.unwrap();
+        }
+        // Five watches open took no slot; twelve requests went three at a time.
+        assert_eq!(most.load(SeqCst), 3);
+        assert!(watches.iter().all(|w| !w.is_finished()));
+    }
 
     #[test]
     fn only_transient_statuses_are_retried() {
