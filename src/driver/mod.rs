@@ -518,7 +518,7 @@ impl Driver {
         let Some(event) = crate::spec::notify::Event::of(t, status) else {
             return;
         };
-        let n = crate::spec::notify::Notification::of_transition(
+        let mut n = crate::spec::notify::Notification::of_transition(
             event,
             t,
             &rel.namespace,
@@ -526,6 +526,13 @@ impl Driver {
             &rel.app,
             status,
         );
+        // Held before it started (a cluster not answering yet, say), the
+        // status names no version: the one being released is the spec's.
+        if let Some(r) = n.release.as_mut()
+            && r.version.is_empty()
+        {
+            r.version = rel.version.clone();
+        }
         self.notifier.send(Some(key), &n);
     }
 
