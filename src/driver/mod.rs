@@ -518,21 +518,15 @@ impl Driver {
         let Some(event) = crate::spec::notify::Event::of(t, status) else {
             return;
         };
-        let mut n = crate::spec::notify::Notification::of_transition(
+        let n = crate::spec::notify::Notification::of_transition(
             event,
             t,
             &rel.namespace,
             &rel.name,
             &rel.app,
+            &rel.version,
             status,
         );
-        // Held before it started (a cluster not answering yet, say), the
-        // status names no version: the one being released is the spec's.
-        if let Some(r) = n.release.as_mut()
-            && r.version.is_empty()
-        {
-            r.version = rel.version.clone();
-        }
         self.notifier.send(Some(key), &n);
     }
 

@@ -249,13 +249,16 @@ impl Notification {
         }
     }
 
-    /// The message for a release transition.
+    /// The message for a release transition. It names the status's version,
+    /// or `version` (the spec's) while the status has none: a release held
+    /// before it started.
     pub fn of_transition(
         event: Event,
         t: &Transition,
         namespace: &str,
         name: &str,
         app: &str,
+        version: &str,
         status: &ReleaseStatus,
     ) -> Notification {
         let gates = if event == Event::GateFailed {
@@ -283,7 +286,7 @@ impl Notification {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
                 app: app.to_string(),
-                version: status.version.clone().unwrap_or_default(),
+                version: status.version.as_deref().unwrap_or(version).to_string(),
                 revision: status.revision,
                 phase: status.phase,
                 step: t.step + 1,
@@ -472,7 +475,20 @@ mod tests {
         };
         let s = ReleaseStatus::default();
         let t = transition(TransitionEvent::Started);
-        let mut n = Notification::of_transition(Event::GateFailed, &t, "shop", "c", "checkout", &s);
+        let mut n = Notification::of_transition(
+            Event::GateFailed,
+            &t,
+            "shop",
+            "c",
+            "checkout",
+            "2.14.0",
+            &s,
+        );
+        assert_eq!(
+            n.release.as_ref().unwrap().version,
+            "2.14.0",
+            "not started: the spec's"
+        );
         assert!(r.wants(&n));
         n.release.as_mut().unwrap().app = "cart".into();
         assert!(!r.wants(&n), "another app");
