@@ -110,15 +110,45 @@ impl Reconciler {
     }
 }
 
+/// Where `trim_release` keeps a Release's spec, as its JSON text.
+const SPEC_TEXT: &str = "specText";
+
 /// Keeps of a Release only what the reconciler reads: its spec (checked
 /// before a driver starts), and its status's phase, version and conditions;
 /// not its annotations (kubectl's last applied copy of the spec among them).
+/// The spec is kept as its JSON text (`whole` reads it back), only its
+/// version as a value: read into a tree of values a spec takes several
+/// times the bytes of its text, and every Release of the namespace is held.
 fn trim_release(r: &mut DynamicObject) {
     r.metadata.managed_fields = None;
     r.metadata.annotations = None;
     if let Some(status) = r.data.get_mut("status").and_then(|s| s.as_object_mut()) {
         status.retain(|k, _| matches!(k.as_str(), "phase" | "version" | "conditions"));
     }
+    if let Some(data) = r.data.as_object_mut()
+        && let Some(spec) = data.remove("spec")
+    {
+        let mut kept = serde_json::Map::new();
+        if let Some(v) = spec.get("version") {
+            kept.insert("version".into(), v.clone());
+        }
+        data.insert("spec".into(), kept.into());
+        data.insert(SPEC_TEXT.into(), spec.to_string().into());
+    }
+}
+
+/// A Release kept by `trim_release`, with its whole spec again.
+fn whole(obj: &DynamicObject) -> serde_json::Value {
+    let mut v = serde_json::to_value(obj).unwrap_or_default();
+    let text = v.as_object_mut().and_then(|o| o.remove(SPEC_TEXT));
+    if let Some(spec) = text
+        .as_ref()
+        .and_then(|t| t.as_str())
+        .and_then(|t| serde_json::from_str(t).ok())
+    {
+        v["spec"] = spec;
+    }
+    v
 }
 
 /// Whether a Release needs a driver: it has not ended at its spec's version.
@@ -177,6 +207,30 @@ impl Reconciler {
                 .insert(key, Task::Ended(result));
         });
         tasks.insert(key, Task::Running { handle, stop });
+    }
+
+    /// When to look again at a release whose driver runs here; `None` if
+    /// none does. More than a fair share since a replica joined: the
+    /// driver is asked to hand this one over at its next safe point, and a
+    /// replica with room takes it.
+    fn still_driving(&self, key: &(String, String)) -> Option<Action> {
+        let tasks = self.tasks.lock().expect("tasks lock");
+        let t = tasks.get(key)?;
+        let Task::Running { handle, stop } = t else {
+            return None;
+        };
+        if handle.is_finished() {
+            return None;
+        }
+        let active = self.active.load(Ordering::Relaxed);
+        let driving = tasks.values().filter(|t| t.driving()).count();
+        self.metrics.driving.set(driving as i64);
+        if t.driving() && self.shard.hand_over_one(active) {
+            let share = self.shard.share(active);
+            tracing::info!(release = %format!("{}/{}", key.0, key.1), share, driving, "handing over: more than this replica's share");
+            let _ = stop.send(true);
+        }
+        Some(Action::requeue(RUNNING_RECHECK))
     }
 
     /// One drive of a release, its progress turned into Events, logs and
@@ -358,8 +412,24 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     let ns = obj.namespace().unwrap_or_else(|| "default".into());
     let name = obj.name_any();
     let key = (ns.clone(), name.clone());
-    let value = serde_json::to_value(&*obj).unwrap_or_default();
-    let release: Release = match serde_path_to_error::deserialize(value) {
+    let status_phase = obj
+        .data
+        .pointer("/status/phase")
+        .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok())
+        .unwrap_or_default();
+    ctx.metrics
+        .observed_phase(&format!("{ns}/{name}"), status_phase);
+    // A release that ended waits for a new version: that starts its next revision.
+    if !needs_driver(&obj) {
+        return Ok(Action::await_change());
+    }
+    // Driving here: looked at again every few seconds, from memory only
+    // (its spec was admitted when its driver started, and the driver
+    // refuses a spec changed into one that cannot run).
+    if let Some(early) = ctx.still_driving(&key) {
+        return Ok(early);
+    }
+    let release: Release = match serde_path_to_error::deserialize(whole(&obj)) {
         Ok(r) => r,
         Err(e) => {
             let message = format!(
@@ -372,13 +442,6 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
             return Ok(Action::await_change());
         }
     };
-    let status = release.status.clone().unwrap_or_default();
-    ctx.metrics
-        .observed_phase(&format!("{ns}/{name}"), status.phase);
-    // A release that ended waits for a new version: that starts its next revision.
-    if !needs_driver(&obj) {
-        return Ok(Action::await_change());
-    }
     if let Err((message, breaks_policy)) = crate::driver::admit(
         &name,
         Some(&ns),
@@ -400,28 +463,16 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     let share = ctx.shard.share(active);
     let driving = tasks.values().filter(|t| t.driving()).count();
     ctx.metrics.driving.set(driving as i64);
-    match tasks.get(&key) {
-        Some(t @ Task::Running { handle, stop }) if !handle.is_finished() => {
-            // More than a fair share since a replica joined: hand this one
-            // over at its next safe point; a replica with room takes it.
-            if t.driving() && ctx.shard.hand_over_one(active) {
-                tracing::info!(release = %format!("{ns}/{name}"), share, driving, "handing over: more than this replica's share");
-                let _ = stop.send(true);
-            }
-            return Ok(Action::requeue(RUNNING_RECHECK));
-        }
-        Some(Task::Ended(_)) => {
-            if let Some(Task::Ended(Err(e))) = tasks.remove(&key) {
-                drop(tasks);
-                *ctx.failures
-                    .lock()
-                    .expect("failures lock")
-                    .entry(key)
-                    .or_default() += 1;
-                return Err(Error::Drive(format!("{ns}/{name}"), e));
-            }
-        }
-        _ => {}
+    if let Some(Task::Ended(_)) = tasks.get(&key)
+        && let Some(Task::Ended(Err(e))) = tasks.remove(&key)
+    {
+        drop(tasks);
+        *ctx.failures
+            .lock()
+            .expect("failures lock")
+            .entry(key)
+            .or_default() += 1;
+        return Err(Error::Drive(format!("{ns}/{name}"), e));
     }
     match ctx.shard.driven(&ns, &name) {
         Driven::Elsewhere(_) => return Ok(Action::requeue(ctx.shard.recheck())),
@@ -444,4 +495,38 @@ fn error_policy(obj: Arc<DynamicObject>, err: &Error, ctx: Arc<Reconciler>) -> A
     let delay = Duration::from_secs(1u64 << n.min(8)).min(Duration::from_secs(300));
     tracing::warn!(release = %format!("{}/{}", key.0, key.1), error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kept_release_holds_its_spec_as_text_and_gives_it_back_whole() {
+        let text = include_str!("../../examples/checkout/release.yaml");
+        let doc: serde_json::Value = crate::spec::Source::new("release.yaml", text)
+            .decode()
+            .unwrap();
+        let mut obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": doc["apiVersion"],
+            "kind": doc["kind"],
+            "metadata": {"name": "checkout", "namespace": "shop",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "spec": doc["spec"],
+            "status": {"phase": "Completed", "version": doc["spec"]["version"],
+                "history": [{"step": 0}]},
+        }))
+        .unwrap();
+        let sent = serde_json::to_value(&obj).unwrap();
+        trim_release(&mut obj);
+        assert_eq!(obj.data["spec"], json!({"version": doc["spec"]["version"]}));
+        assert!(obj.data[SPEC_TEXT].is_string());
+        assert_eq!(obj.data["status"].as_object().unwrap().len(), 2);
+        assert!(!needs_driver(&obj), "ended at its spec's version");
+        let back = whole(&obj);
+        assert_eq!(back["spec"], sent["spec"]);
+        assert!(back.get(SPEC_TEXT).is_none());
+        let release: Release = serde_json::from_value(back).unwrap();
+        assert_eq!(release.spec.app, "checkout");
+    }
 }

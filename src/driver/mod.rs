@@ -286,11 +286,9 @@ impl Driver {
         let mut analysis = Analysis::default();
         let mut hooks = crate::hooks::Hooks::new(self.clock.clone());
         // Gate values over the release, kept in memory between status writes.
-        let mut series: Vec<GateSeries> = current
-            .status
-            .as_ref()
-            .map(|s| s.gate_series.clone())
-            .unwrap_or_default();
+        // Kept here only, not also in `current`: they are most of a
+        // status's bytes, and a controller holds a Release per release.
+        let mut series: Vec<GateSeries> = take_series(&mut current);
         let mut last_applied: Option<(Vec<Action>, Instant)> = None;
         let mut unavailable: BTreeMap<String, String> = BTreeMap::new();
         // Actions the applier's guard refused, by cluster: the release holds on them.
@@ -314,11 +312,13 @@ impl Driver {
                 && let Ok(Some(newer)) = Box::pin(store.get(name)).await
             {
                 *current = newer;
+                take_series(&mut current);
             }
             let rel = match self.resolve(&current) {
                 Ok(r) => Box::new(r),
                 Err(outcome) => {
-                    return Box::pin(self.refuse(store, lease, &current, outcome, emit)).await;
+                    let last = with_series(&current, series);
+                    return Box::pin(self.refuse(store, lease, &last, outcome, emit)).await;
                 }
             };
             let status = unwritten
@@ -425,24 +425,26 @@ impl Driver {
                     });
                 }
                 lease.check(name)?;
-                let mut d = d.clone();
-                d.status.gate_series = series.clone();
-                match Box::pin(store.write_status(&current, &d.status)).await {
+                let mut out = Box::new(d.status.clone());
+                out.gate_series = series.clone();
+                match Box::pin(store.write_status(&current, &out)).await {
                     Ok(written) => {
                         unwritten = None;
                         *carried = None;
-                        for t in d.status.history.iter().skip(persisted) {
-                            self.notify(&key, &rel, t, &d.status);
+                        for t in out.history.iter().skip(persisted) {
+                            self.notify(&key, &rel, t, &out);
                             emit(Progress::Transition(t.clone()));
                         }
-                        emit(Progress::Status(Box::new(d.status.clone())));
+                        emit(Progress::Status(out));
                         *current = written;
+                        take_series(&mut current);
                     }
                     Err(fleet::Error::Conflict(_)) => {
                         // Someone changed the Release (a person pausing, say): read it and decide again.
                         *current = Box::pin(store.get(name))
                             .await?
                             .ok_or_else(|| Error::NotFound(name.to_string()))?;
+                        take_series(&mut current);
                         continue;
                     }
                     Err(e) => {
@@ -463,8 +465,8 @@ impl Driver {
                 }
             }
             if d.status.phase.is_terminal() {
-                Box::pin(self.settle_notifications(store, lease, name, &key, (*current).clone()))
-                    .await;
+                let last = with_series(&current, std::mem::take(&mut series));
+                Box::pin(self.settle_notifications(store, lease, name, &key, last)).await;
             }
             match d.status.phase {
                 Phase::Completed => return Ok(Outcome::Completed),
@@ -502,6 +504,13 @@ impl Driver {
                 // Acted: look again as soon as the effect shows.
                 wait = wait.min(SETTLE);
             }
+            // What a pass read and decided is not kept while it waits (a
+            // release waits far longer than it decides): its copies of the
+            // status and its observations would otherwise live on in the
+            // waiting future, one set per release.
+            drop((d, input, status, obs, observed));
+            drop(seen);
+            drop(rel);
             let mut stop = opts.stop.clone();
             tokio::select! {
                 _ = cache.changed() => {}
@@ -667,6 +676,24 @@ fn record_series(series: &mut Vec<GateSeries>, reports: &[crate::gates::MetricRe
         };
         series[i].push(at, value);
     }
+}
+
+/// Takes the gate series out of a Release's status, for the driver to keep
+/// once (`series`); they are put back in every status it writes.
+fn take_series(r: &mut Release) -> Vec<GateSeries> {
+    r.status
+        .as_mut()
+        .map(|s| std::mem::take(&mut s.gate_series))
+        .unwrap_or_default()
+}
+
+/// A copy of `r` with its gate series put back, for a status written from it.
+fn with_series(r: &Release, series: Vec<GateSeries>) -> Release {
+    let mut r = r.clone();
+    if let Some(s) = r.status.as_mut() {
+        s.gate_series = series;
+    }
+    r
 }
 
 /// Whether the cached Release is newer than the one in hand.
