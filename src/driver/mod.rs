@@ -317,7 +317,7 @@ impl Driver {
             let rel = match self.resolve(&current) {
                 Ok(r) => Box::new(r),
                 Err(outcome) => {
-                    let last = with_series(&current, series);
+                    let last = Box::new(with_series(&current, series));
                     return Box::pin(self.refuse(store, lease, &last, outcome, emit)).await;
                 }
             };
@@ -697,19 +697,15 @@ fn with_series(r: &Release, series: Vec<GateSeries>) -> Release {
 }
 
 /// Whether the cached Release is newer than the one in hand.
-fn is_newer(cached: &[Arc<Release>], current: &Release) -> bool {
+/// (`cached`: the resourceVersion the shared watch last saw.)
+fn is_newer(cached: &[Arc<String>], current: &Release) -> bool {
     let Some(cached) = cached.first() else {
         return false;
     };
-    let rv = |r: &Release| {
-        r.metadata
-            .resource_version
-            .as_deref()
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    match (rv(cached), rv(current)) {
-        (Some(a), Some(b)) => a > b,
-        _ => cached.metadata.resource_version != current.metadata.resource_version,
+    let held = current.metadata.resource_version.as_deref();
+    match (cached.parse::<u64>(), held.map(str::parse::<u64>)) {
+        (Ok(a), Some(Ok(b))) => a > b,
+        _ => Some(cached.as_str()) != held,
     }
 }
 

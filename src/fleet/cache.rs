@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DynamicObject};
@@ -16,8 +16,10 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
+use super::observe::PodView;
 use super::router::http_route_resource;
 use super::watches::{self, Registry, SharedWatch};
+use super::workload::SlotWorkload;
 use super::{ClusterHandle, FleetClients};
 use crate::freeze::DeployFreeze;
 use crate::labels;
@@ -26,12 +28,12 @@ use crate::spec::{Release, ResolvedRelease, RouterKind};
 /// Every shared watch of a process, by cluster (and namespace).
 #[derive(Default)]
 pub struct Watches {
-    deployments: Registry<(String, String), Deployment>,
-    pods: Registry<(String, String), Pod>,
+    deployments: Registry<(String, String), SlotWorkload>,
+    pods: Registry<(String, String), PodView>,
     routes: Registry<(String, String, &'static str), DynamicObject>,
     nodes: Registry<String, Node>,
     freezes: Registry<String, DeployFreeze>,
-    releases: Registry<(String, String), Release>,
+    releases: Registry<(String, String), String>,
     leases: Registry<String, Lease>,
 }
 
@@ -54,14 +56,18 @@ impl Watches {
                 Api::all(client.clone()),
                 watcher::Config::default().labels(&mine),
                 lease_index,
-                |l: &mut Lease| l.managed_fields_mut().clear(),
+                |mut l: Lease| {
+                    l.managed_fields_mut().clear();
+                    Some(l)
+                },
                 client,
             )
         })
     }
 
-    /// The Releases of `namespace` in the home cluster, indexed by name.
-    pub fn releases(&self, home: &ClusterHandle, namespace: &str) -> Arc<SharedWatch<Release>> {
+    /// The resourceVersion of each Release of `namespace` in the home
+    /// cluster, indexed by name.
+    pub fn releases(&self, home: &ClusterHandle, namespace: &str) -> Arc<SharedWatch<String>> {
         let client = home.watches.clone();
         self.releases
             .obtain((home.name.clone(), namespace.to_string()), || {
@@ -71,100 +77,13 @@ impl Watches {
                     watcher::Config::default(),
                     |r: &Release| r.name_any(),
                     // Its version wakes the driver, which reads the whole
-                    // Release when someone else changed it: a status (most of
-                    // a Release's bytes) is not kept for every release of the
-                    // namespace by every process.
-                    |r: &mut Release| {
-                        r.managed_fields_mut().clear();
-                        r.status = None;
-                    },
+                    // Release when someone else changed it: neither spec nor
+                    // status is kept for every release of the namespace by
+                    // every process.
+                    |r: Release| r.metadata.resource_version,
                     client,
                 )
             })
-    }
-}
-
-/// Keeps of a Deployment only what `SlotWorkload::from_deployment` reads:
-/// its name, uid, labels and generation, its replicas, and the generation
-/// and available replicas of its status. Every app of the namespace is
-/// cached, so a Deployment is a few hundred bytes instead of kilobytes.
-fn trim_deployment(d: &mut Deployment) {
-    let meta = &mut d.metadata;
-    meta.managed_fields = None;
-    meta.annotations = None;
-    meta.owner_references = None;
-    d.spec = d.spec.take().map(|s| DeploymentSpec {
-        replicas: s.replicas,
-        ..Default::default()
-    });
-    d.status = d.status.take().map(|s| DeploymentStatus {
-        observed_generation: s.observed_generation,
-        available_replicas: s.available_replicas,
-        ..Default::default()
-    });
-}
-
-/// Keeps of a pod only what cutover reads (`observe::pod_info`,
-/// `health::assess`): its name, labels and deletion, its node, its phase,
-/// its Ready and PodScheduled conditions' type, status and reason, and each
-/// container's restarts and waiting reason. A pod is a few hundred bytes
-/// instead of kilobytes; the lists are copied to their length, as the
-/// buffers they were read into had grown past it, and a ContainerStatus is
-/// large even when nearly empty.
-fn trim_pod(p: &mut Pod) {
-    let meta = &mut p.metadata;
-    meta.managed_fields = None;
-    meta.annotations = None;
-    meta.owner_references = None;
-    p.spec = p.spec.take().map(|s| k8s_openapi::api::core::v1::PodSpec {
-        node_name: s.node_name,
-        ..Default::default()
-    });
-    p.status = p
-        .status
-        .take()
-        .map(|s| k8s_openapi::api::core::v1::PodStatus {
-            phase: s.phase,
-            conditions: s.conditions.map(|cs| {
-                cs.into_iter()
-                    .filter(|c| c.type_ == "Ready" || c.type_ == "PodScheduled")
-                    .map(|c| k8s_openapi::api::core::v1::PodCondition {
-                        type_: c.type_,
-                        status: c.status,
-                        reason: c.reason,
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            container_statuses: s.container_statuses.map(|cs| {
-                cs.into_iter()
-                    .map(|c| k8s_openapi::api::core::v1::ContainerStatus {
-                        name: c.name,
-                        restart_count: c.restart_count,
-                        state: c
-                            .state
-                            .map(|st| k8s_openapi::api::core::v1::ContainerState {
-                                waiting: st.waiting.map(|w| {
-                                    k8s_openapi::api::core::v1::ContainerStateWaiting {
-                                        reason: w.reason,
-                                        ..Default::default()
-                                    }
-                                }),
-                                ..Default::default()
-                            }),
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        });
-    if let Some(s) = p.status.as_mut() {
-        if let Some(c) = s.conditions.as_mut() {
-            c.shrink_to_fit();
-        }
-        if let Some(c) = s.container_statuses.as_mut() {
-            c.shrink_to_fit();
-        }
     }
 }
 
@@ -198,8 +117,8 @@ fn everything<K>(_: &K) -> String {
 pub struct ClusterCache {
     app: String,
     route: String,
-    deployments: Arc<SharedWatch<Deployment>>,
-    pods: Arc<SharedWatch<Pod>>,
+    deployments: Arc<SharedWatch<SlotWorkload>>,
+    pods: Arc<SharedWatch<PodView>>,
     nodes: Arc<SharedWatch<Node>>,
     routes: Arc<SharedWatch<DynamicObject>>,
     freezes: Arc<SharedWatch<DeployFreeze>>,
@@ -219,13 +138,13 @@ impl ClusterCache {
         freezes_state(&self.freezes)
     }
 
-    /// The app's Deployments.
-    pub fn deployments(&self) -> Vec<Arc<Deployment>> {
+    /// The app's Deployments that hold a slot (carry a colour), as slot workloads.
+    pub fn deployments(&self) -> Vec<Arc<SlotWorkload>> {
         self.deployments.get(&self.app)
     }
 
     /// The app's pods.
-    pub fn pods(&self) -> Vec<Arc<Pod>> {
+    pub fn pods(&self) -> Vec<Arc<PodView>> {
         self.pods.get(&self.app)
     }
 
@@ -293,7 +212,10 @@ fn freezes_watch(
             Api::all(client.clone()),
             watcher::Config::default(),
             everything,
-            |o: &mut DeployFreeze| o.managed_fields_mut().clear(),
+            |mut o: DeployFreeze| {
+                o.managed_fields_mut().clear();
+                Some(o)
+            },
             client.clone(),
         )
     })
@@ -320,7 +242,9 @@ impl FleetCache {
                     Api::namespaced(client.clone(), ns),
                     has_app(),
                     by_app,
-                    trim_deployment,
+                    // What the slot assignment reads, not the Deployment:
+                    // every app of the namespace is cached.
+                    |d: Deployment| SlotWorkload::from_deployment(&d),
                     client.clone(),
                 )
             });
@@ -330,7 +254,7 @@ impl FleetCache {
                     Api::namespaced(client.clone(), ns),
                     has_app(),
                     by_app,
-                    trim_pod,
+                    |p: Pod| Some(PodView::of(&p)),
                     client.clone(),
                 )
             });
@@ -340,11 +264,12 @@ impl FleetCache {
                     Api::all(client.clone()),
                     watcher::Config::default(),
                     everything,
-                    |o: &mut Node| {
+                    |mut o: Node| {
                         o.managed_fields_mut().clear();
                         if let Some(s) = o.status.as_mut() {
                             s.images = None;
                         }
+                        Some(o)
                     },
                     client.clone(),
                 )
@@ -362,7 +287,10 @@ impl FleetCache {
                         Api::namespaced_with(client.clone(), ns, &ar),
                         watcher::Config::default(),
                         |o: &DynamicObject| o.name_any(),
-                        |o: &mut DynamicObject| o.managed_fields_mut().clear(),
+                        |mut o: DynamicObject| {
+                            o.managed_fields_mut().clear();
+                            Some(o)
+                        },
                         client.clone(),
                     )
                 });

@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams};
 
-use super::observe::{node_info, pod_info};
+use super::observe::{PodView, node_info, pod_info};
 use super::workload::SlotWorkload;
 use super::{ClusterHandle, Error, Result};
 use crate::labels;
@@ -83,7 +83,7 @@ pub async fn read(c: &ClusterHandle, rel: &ResolvedRelease) -> Result<LiveCluste
                 .map_err(Error::api(&c.name))?
                 .items
                 .iter()
-                .map(|p| pod_info(p, w.colour, &w.version))
+                .map(|p| pod_info(&PodView::of(p), w.colour, &w.version))
                 .collect();
             Some((w, pods))
         }

@@ -87,11 +87,7 @@ fn cluster_view(
     target: &ResolvedCluster,
     cc: &ClusterCache,
 ) -> (ClusterView, Slots) {
-    let workloads: Vec<SlotWorkload> = cc
-        .deployments()
-        .iter()
-        .filter_map(|d| SlotWorkload::from_deployment(d))
-        .collect();
+    let workloads: Vec<SlotWorkload> = cc.deployments().iter().map(|w| (**w).clone()).collect();
     let slots = assign_slots(&rel.version, &workloads);
     let to_view = |w: &SlotWorkload| WorkloadView {
         version: w.version.clone(),
@@ -185,20 +181,138 @@ pub fn node_info(n: &Node) -> NodeInfo {
     }
 }
 
-pub fn pod_info(p: &Pod, green: Colour, version: &str) -> PodInfo {
-    let l = p.labels();
-    let status = p.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True");
+pub fn pod_info(p: &PodView, green: Colour, version: &str) -> PodInfo {
     PodInfo {
-        name: p.name_any(),
-        green: l.get(labels::COLOUR).map(String::as_str) == Some(green.as_str())
-            && l.get(labels::VERSION).map(String::as_str) == Some(version),
-        running: status.and_then(|s| s.phase.as_deref()) == Some("Running"),
-        ready,
-        terminating: p.metadata.deletion_timestamp.is_some(),
-        node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+        name: p.name.clone(),
+        green: p.is(green.as_str(), version),
+        running: p.running,
+        ready: p.ready,
+        terminating: p.terminating,
+        node: p.node.clone(),
+    }
+}
+
+/// What cutover reads of a pod (`pod_info`, `health::assess`), kept in
+/// place of the pod: a k8s-openapi Pod is over 2 KB before any of its
+/// strings (its spec's fields are inline), and a replica's cache holds
+/// every app's pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodView {
+    pub name: String,
+    /// Its colour and version labels.
+    pub colour: Option<String>,
+    pub version: Option<String>,
+    /// Phase Running.
+    pub running: bool,
+    /// Its Ready condition is True.
+    pub ready: bool,
+    /// Being deleted.
+    pub terminating: bool,
+    pub node: Option<String>,
+    /// Its containers' restarts, summed.
+    pub restarts: u32,
+    /// A container of it waits in CrashLoopBackOff.
+    pub crash_looping: bool,
+    /// Its PodScheduled condition is False for Unschedulable.
+    pub unschedulable: bool,
+}
+
+impl PodView {
+    pub fn of(p: &Pod) -> PodView {
+        let l = p.labels();
+        let status = p.status.as_ref();
+        let conditions = status
+            .and_then(|s| s.conditions.as_ref())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let containers = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        PodView {
+            name: p.name_any(),
+            colour: l.get(labels::COLOUR).cloned(),
+            version: l.get(labels::VERSION).cloned(),
+            running: status.and_then(|s| s.phase.as_deref()) == Some("Running"),
+            ready: conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            terminating: p.metadata.deletion_timestamp.is_some(),
+            node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+            restarts: containers
+                .iter()
+                .map(|c| c.restart_count.max(0) as u32)
+                .sum(),
+            crash_looping: containers.iter().any(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .and_then(|w| w.reason.as_deref())
+                    == Some("CrashLoopBackOff")
+            }),
+            unschedulable: conditions.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            }),
+        }
+    }
+
+    /// Whether it carries this colour and version.
+    pub fn is(&self, colour: &str, version: &str) -> bool {
+        self.colour.as_deref() == Some(colour) && self.version.as_deref() == Some(version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pods_view_keeps_what_placement_and_health_read() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-green-1", "labels": {
+                "app": "web", "cutover.dev/colour": "green", "cutover.dev/version": "2.0.0"},
+                "deletionTimestamp": "2026-01-01T00:00:00Z",
+                "managedFields": [{"manager": "kubelet"}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "web:2"}]},
+            "status": {"phase": "Running",
+                "conditions": [
+                    {"type": "Ready", "status": "True"},
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
+                "containerStatuses": [
+                    {"name": "app", "restartCount": 3, "ready": false, "image": "", "imageID": "",
+                     "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
+                    {"name": "proxy", "restartCount": 2, "ready": true, "image": "", "imageID": ""}]}
+        }))
+        .unwrap();
+        let v = PodView::of(&pod);
+        assert_eq!(
+            v,
+            PodView {
+                name: "web-green-1".into(),
+                colour: Some("green".into()),
+                version: Some("2.0.0".into()),
+                running: true,
+                ready: true,
+                terminating: true,
+                node: Some("n1".into()),
+                restarts: 5,
+                crash_looping: true,
+                unschedulable: true,
+            }
+        );
+        assert!(v.is("green", "2.0.0") && !v.is("blue", "2.0.0") && !v.is("green", "1.0.0"));
+        let info = pod_info(&v, Colour::Green, "2.0.0");
+        assert!(info.green && info.running && info.ready && info.terminating);
+        let pods = [std::sync::Arc::new(v)];
+        let h = crate::gates::providers::health::assess(&pods, &[], "green", "2.0.0");
+        assert_eq!(
+            (h.restarts, h.crash_looping.len(), h.unschedulable.len()),
+            (5, 1, 1)
+        );
+        let other = crate::gates::providers::health::assess(&pods, &[], "blue", "1.0.0");
+        assert_eq!((other.restarts, other.crash_looping.len()), (0, 0));
+        assert_eq!(other.unschedulable.len(), 1, "any of the app's pods counts");
     }
 }

@@ -179,18 +179,20 @@ impl<K> SharedWatch<K> {
     }
 }
 
-/// Starts a watch of `api` with `config`, indexed by `index`; `trim` drops
-/// what no reader needs before an object is kept.
-pub fn start<K>(
+/// Starts a watch of `api` with `config`, indexed by `index`; `keep` turns
+/// an object into what its readers need (the object trimmed, or a smaller
+/// value of its own), or `None` for one not kept, which leaves the cache.
+pub fn start<K, V>(
     kind: &'static str,
     api: Api<K>,
     config: watcher::Config,
     index: IndexFn<K>,
-    trim: fn(&mut K),
+    keep: fn(K) -> Option<V>,
     client: kube::Client,
-) -> Arc<SharedWatch<K>>
+) -> Arc<SharedWatch<V>>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    V: Send + Sync + 'static,
 {
     let shared = Arc::new(SharedWatch {
         kind,
@@ -203,7 +205,7 @@ where
     let stream = watcher::watcher(api, config).default_backoff();
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
-        let mut relist: Option<Objects<K>> = None;
+        let mut relist: Option<Objects<V>> = None;
         let mut probe = tokio::time::interval(Duration::from_secs(1));
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -222,12 +224,12 @@ where
             let id = |o: &K| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
             match item {
                 Ok(Event::Init) => relist = Some(Objects::default()),
-                Ok(Event::InitApply(mut o)) => {
-                    trim(&mut o);
+                Ok(Event::InitApply(o)) => {
                     let (i, k) = (id(&o), index(&o));
-                    relist
-                        .get_or_insert_with(Objects::default)
-                        .insert(i, k, Arc::new(o));
+                    let fresh = relist.get_or_insert_with(Objects::default);
+                    if let Some(v) = keep(o) {
+                        fresh.insert(i, k, Arc::new(v));
+                    }
                 }
                 Ok(Event::InitDone) => {
                     let fresh = relist.take().unwrap_or_default();
@@ -236,17 +238,19 @@ where
                     // A relist may have changed anything: everyone looks again.
                     w.wake_all();
                 }
-                Ok(Event::Apply(mut o)) => {
-                    trim(&mut o);
+                Ok(Event::Apply(o)) => {
                     let (i, k) = (id(&o), index(&o));
-                    let moved =
-                        w.objects
-                            .write()
-                            .expect("objects lock")
-                            .insert(i, k.clone(), Arc::new(o));
+                    let moved = match keep(o) {
+                        Some(v) => w.objects.write().expect("objects lock").insert(
+                            i,
+                            k.clone(),
+                            Arc::new(v),
+                        ),
+                        None => w.objects.write().expect("objects lock").remove(&i),
+                    };
                     w.set_state(WatchState::Healthy);
                     w.wake(&k);
-                    if let Some(old) = moved {
+                    if let Some(old) = moved.filter(|old| *old != k) {
                         w.wake(&old);
                     }
                 }

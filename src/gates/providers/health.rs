@@ -3,11 +3,11 @@
 //! losing nodes stops the rollout however good the app's metrics look.
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 
+use crate::fleet::observe::PodView;
 use crate::gates::verdict::{Class, Measurement};
-use crate::labels;
 use crate::spec::gates::ClusterHealthQuery;
 
 /// What health counts in one cluster.
@@ -21,45 +21,21 @@ pub struct Health {
 
 /// Counts health signals over a cluster's pods (the app's) and nodes.
 pub fn assess(
-    pods: &[std::sync::Arc<Pod>],
+    pods: &[std::sync::Arc<PodView>],
     nodes: &[std::sync::Arc<Node>],
     green: &str,
     version: &str,
 ) -> Health {
     let mut h = Health::default();
     for p in pods {
-        let l = p.labels();
-        let is_green = l.get(labels::COLOUR).map(String::as_str) == Some(green)
-            && l.get(labels::VERSION).map(String::as_str) == Some(version);
-        let status = p.status.as_ref();
-        if is_green {
-            for cs in status
-                .and_then(|s| s.container_statuses.as_ref())
-                .into_iter()
-                .flatten()
-            {
-                h.restarts += cs.restart_count.max(0) as u32;
-                let waiting = cs
-                    .state
-                    .as_ref()
-                    .and_then(|s| s.waiting.as_ref())
-                    .and_then(|w| w.reason.as_deref());
-                if waiting == Some("CrashLoopBackOff") {
-                    h.crash_looping.push(p.name_any());
-                }
+        if p.is(green, version) {
+            h.restarts += p.restarts;
+            if p.crash_looping {
+                h.crash_looping.push(p.name.clone());
             }
         }
-        let unschedulable = status
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .any(|c| {
-                c.type_ == "PodScheduled"
-                    && c.status == "False"
-                    && c.reason.as_deref() == Some("Unschedulable")
-            });
-        if unschedulable {
-            h.unschedulable.push(p.name_any());
+        if p.unschedulable {
+            h.unschedulable.push(p.name.clone());
         }
     }
     for n in nodes {
