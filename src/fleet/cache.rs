@@ -1,5 +1,6 @@
 //! A release's view of the shared watches (`watches`): per cluster, its app's
-//! Deployments and pods, the nodes, its route and the deploy freezes, so a
+//! Deployments (as slot workloads) and pods (as `PodView`s: what is read of
+//! them, not the objects), the nodes, its route and the deploy freezes, so a
 //! waiting step reads memory, not the API. A cluster is reachable while every
 //! watch the release reads there is healthy. An event about the release's own
 //! objects (or nodes, freezes, a watch failing or recovering) wakes its driver;
