@@ -151,12 +151,16 @@ fn whole(obj: &DynamicObject) -> serde_json::Value {
     v
 }
 
+/// The phase its status states, if it states one that decodes.
+fn phase_of(r: &DynamicObject) -> Option<Phase> {
+    r.data
+        .pointer("/status/phase")
+        .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok())
+}
+
 /// Whether a Release needs a driver: it has not ended at its spec's version.
 fn needs_driver(r: &DynamicObject) -> bool {
-    let phase = r
-        .data
-        .pointer("/status/phase")
-        .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok());
+    let phase = phase_of(r);
     let ended_at = r.data.pointer("/status/version");
     !(phase.is_some_and(|p| p.is_terminal()) && ended_at == r.data.pointer("/spec/version"))
 }
@@ -223,14 +227,20 @@ impl Reconciler {
             return None;
         }
         let active = self.active.load(Ordering::Relaxed);
-        let driving = tasks.values().filter(|t| t.driving()).count();
-        self.metrics.driving.set(driving as i64);
+        let driving = self.count_driving(&tasks);
         if t.driving() && self.shard.hand_over_one(active) {
             let share = self.shard.share(active);
             tracing::info!(release = %format!("{}/{}", key.0, key.1), share, driving, "handing over: more than this replica's share");
             let _ = stop.send(true);
         }
         Some(Action::requeue(RUNNING_RECHECK))
+    }
+
+    /// How many of `tasks` are driving, as the `driving` gauge then shows.
+    fn count_driving(&self, tasks: &HashMap<(String, String), Task>) -> usize {
+        let driving = tasks.values().filter(|t| t.driving()).count();
+        self.metrics.driving.set(driving as i64);
+        driving
     }
 
     /// One drive of a release, its progress turned into Events, logs and
@@ -412,13 +422,8 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     let ns = obj.namespace().unwrap_or_else(|| "default".into());
     let name = obj.name_any();
     let key = (ns.clone(), name.clone());
-    let status_phase = obj
-        .data
-        .pointer("/status/phase")
-        .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok())
-        .unwrap_or_default();
     ctx.metrics
-        .observed_phase(&format!("{ns}/{name}"), status_phase);
+        .observed_phase(&format!("{ns}/{name}"), phase_of(&obj).unwrap_or_default());
     // A release that ended waits for a new version: that starts its next revision.
     if !needs_driver(&obj) {
         return Ok(Action::await_change());
@@ -461,8 +466,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     let mut tasks = ctx.tasks.lock().expect("tasks lock");
     let active = ctx.active.load(Ordering::Relaxed);
     let share = ctx.shard.share(active);
-    let driving = tasks.values().filter(|t| t.driving()).count();
-    ctx.metrics.driving.set(driving as i64);
+    let driving = ctx.count_driving(&tasks);
     if let Some(Task::Ended(_)) = tasks.get(&key)
         && let Some(Task::Ended(Err(e))) = tasks.remove(&key)
     {
