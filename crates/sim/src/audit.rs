@@ -241,6 +241,7 @@ fn reaches(obj: &Value, resource: &str, flows: &[Flow]) -> bool {
 struct Mirror {
     objects: HashMap<Key, BTreeMap<Key, Arc<Value>>>,
     live: broadcast::Receiver<Arc<super::store::Change>>,
+    memo: gateway::Memo,
 }
 
 impl Mirror {
@@ -257,7 +258,11 @@ impl Mirror {
             );
             objects.entry(resource).or_default().insert(key, obj);
         }
-        Mirror { objects, live }
+        Mirror {
+            objects,
+            live,
+            memo: gateway::Memo::default(),
+        }
     }
 
     fn all(&self, (group, resource): (&str, &str)) -> Vec<Arc<Value>> {
@@ -267,12 +272,12 @@ impl Mirror {
             .unwrap_or_default()
     }
 
-    fn flows(&self, rps: f64) -> Vec<Flow> {
-        gateway::flows_of(
+    fn flows(&mut self, rps: f64) -> Vec<Flow> {
+        let (routes, services, pods) = (
             self.all(ROUTES),
             self.all(("", "services")),
             self.all(("", "pods")),
-            rps,
-        )
+        );
+        gateway::flows_of(routes, services, pods, rps, &mut self.memo)
     }
 }

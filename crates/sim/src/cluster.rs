@@ -99,6 +99,7 @@ impl SimCluster {
             clock: shared.clock.clone(),
             metrics: AppMetrics::default(),
             flows: Default::default(),
+            memo: Default::default(),
         });
         let faults = Arc::new(ApiFaults::default());
         let counter = Arc::new(RequestCounter::new(&spec.name));

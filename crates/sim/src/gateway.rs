@@ -31,7 +31,7 @@ pub struct Flow {
 struct Snapshot {
     routes: Vec<Arc<Value>>,
     services: Vec<Arc<Value>>,
-    pods: Vec<Arc<Value>>,
+    pods: Vec<Arc<PodFacts>>,
     /// Services by namespace and name.
     service_at: HashMap<(String, String), usize>,
     /// Pods by namespace and app label, and by namespace alone: a fleet of
@@ -40,16 +40,82 @@ struct Snapshot {
     pods_in: HashMap<String, Vec<usize>>,
 }
 
+/// What the gateway reads of a pod.
+#[derive(Debug)]
+struct PodFacts {
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    ready: bool,
+    terminating: bool,
+}
+
+impl PodFacts {
+    fn of(pod: &Value) -> PodFacts {
+        PodFacts {
+            namespace: meta::namespace(pod).to_string(),
+            labels: meta::labels(pod)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect(),
+            ready: is_ready(pod),
+            terminating: meta::is_terminating(pod),
+        }
+    }
+
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+/// What the gateway read of each pod, kept from one reading to the next: a
+/// stored object is never changed in place (a write stores a new one), so
+/// a pod still stored as it was is not read again. With thousands of pods
+/// in a cluster and a few of them changing between two readings, a reading
+/// is mostly lookups.
+#[derive(Debug, Default)]
+pub struct Memo {
+    /// By the stored object's address; the entry holds the object, so the
+    /// address is not reused while it is here.
+    pods: HashMap<usize, (Arc<Value>, Arc<PodFacts>)>,
+}
+
+impl Memo {
+    /// The facts of each pod, read only for pods not seen as they are; pods
+    /// no longer stored are forgotten.
+    fn pods(&mut self, pods: Vec<Arc<Value>>) -> Vec<Arc<PodFacts>> {
+        let mut seen = HashMap::with_capacity(pods.len());
+        let facts = pods
+            .into_iter()
+            .map(|p| {
+                let at = Arc::as_ptr(&p) as usize;
+                let facts = match self.pods.remove(&at) {
+                    Some((_, f)) => f,
+                    None => Arc::new(PodFacts::of(&p)),
+                };
+                seen.insert(at, (p, facts.clone()));
+                facts
+            })
+            .collect();
+        self.pods = seen;
+        facts
+    }
+}
+
 impl Snapshot {
-    fn read(store: &Store) -> Snapshot {
+    fn read(store: &Store, memo: &mut Memo) -> Snapshot {
         Snapshot::of(
             store.all("gateway.networking.k8s.io", "httproutes"),
             store.all("", "services"),
-            store.all("", "pods"),
+            memo.pods(store.all("", "pods")),
         )
     }
 
-    fn of(routes: Vec<Arc<Value>>, services: Vec<Arc<Value>>, pods: Vec<Arc<Value>>) -> Snapshot {
+    fn of(
+        routes: Vec<Arc<Value>>,
+        services: Vec<Arc<Value>>,
+        pods: Vec<Arc<PodFacts>>,
+    ) -> Snapshot {
         let service_at = services
             .iter()
             .enumerate()
@@ -63,14 +129,18 @@ impl Snapshot {
         let mut pods_of_app: HashMap<(String, String), Vec<usize>> = HashMap::new();
         let mut pods_in: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, p) in pods.iter().enumerate() {
-            let ns = meta::namespace(p).to_string();
-            if let Some(app) = p["metadata"]["labels"][APP].as_str() {
+            if let Some(app) = p.label(APP) {
                 pods_of_app
-                    .entry((ns.clone(), app.to_string()))
+                    .entry((p.namespace.clone(), app.to_string()))
                     .or_default()
                     .push(i);
             }
-            pods_in.entry(ns).or_default().push(i);
+            match pods_in.get_mut(&p.namespace) {
+                Some(list) => list.push(i),
+                None => {
+                    pods_in.insert(p.namespace.clone(), vec![i]);
+                }
+            }
         }
         Snapshot {
             routes,
@@ -89,7 +159,7 @@ impl Snapshot {
     }
 
     /// Pods a Service selects (an empty selector selects none, as for endpoints).
-    fn selected<'a>(&'a self, svc: &'a Value) -> impl Iterator<Item = &'a Value> + 'a {
+    fn selected<'a>(&'a self, svc: &'a Value) -> impl Iterator<Item = &'a PodFacts> + 'a {
         let sel = svc["spec"]["selector"]
             .as_object()
             .filter(|m| !m.is_empty());
@@ -104,7 +174,10 @@ impl Snapshot {
         };
         candidates.iter().map(|i| &*self.pods[*i]).filter(move |p| {
             let Some(sel) = sel else { return false };
-            !meta::is_terminating(p) && sel.iter().all(|(k, v)| p["metadata"]["labels"][k] == *v)
+            !p.terminating
+                && sel
+                    .iter()
+                    .all(|(k, v)| v.as_str().is_some_and(|v| p.label(k) == Some(v)))
         })
     }
 }
@@ -116,24 +189,18 @@ pub fn is_ready(pod: &Value) -> bool {
         && !meta::is_terminating(pod)
 }
 
-fn label_or<'a>(v: &'a Value, key: &str, default: &'a str) -> &'a str {
-    v[key].as_str().unwrap_or(default)
-}
-
-/// The flows of one Service receiving `rps`.
+/// The flows of one Service receiving `rps`: one per version and colour of
+/// the Ready pods it selects, each carrying its pods' shares.
 fn service_flows(snap: &Snapshot, svc: &Value, app_hint: &str, rps: f64, out: &mut Vec<Flow>) {
-    let selected: Vec<&Value> = snap.selected(svc).collect();
-    let ready: Vec<&Value> = selected.iter().copied().filter(|p| is_ready(p)).collect();
+    let selected: Vec<&PodFacts> = snap.selected(svc).collect();
+    let ready: Vec<&PodFacts> = selected.iter().copied().filter(|p| p.ready).collect();
     if ready.is_empty() {
         let sel = &svc["spec"]["selector"];
-        let any = selected
-            .first()
-            .map(|p| &p["metadata"]["labels"])
-            .unwrap_or(&Value::Null);
+        let any = selected.first();
         let pick = |key: &str, fallback: &str| -> String {
             sel[key]
                 .as_str()
-                .or_else(|| any[key].as_str())
+                .or_else(|| any.and_then(|p| p.label(key)))
                 .unwrap_or(fallback)
                 .to_string()
         };
@@ -148,13 +215,21 @@ fn service_flows(snap: &Snapshot, svc: &Value, app_hint: &str, rps: f64, out: &m
         return;
     }
     let each = rps / ready.len() as f64;
+    let mut pods: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
     for p in ready {
-        let l = &p["metadata"]["labels"];
+        let key = (
+            p.label(APP).unwrap_or(app_hint),
+            p.label(VERSION).unwrap_or("unknown"),
+            p.label(COLOUR).unwrap_or("unknown"),
+        );
+        *pods.entry(key).or_default() += 1;
+    }
+    for ((app, version, colour), n) in pods {
         out.push(Flow {
-            app: label_or(l, APP, app_hint).to_string(),
-            version: label_or(l, VERSION, "unknown").to_string(),
-            colour: label_or(l, COLOUR, "unknown").to_string(),
-            rps: each,
+            app: app.to_string(),
+            version: version.to_string(),
+            colour: colour.to_string(),
+            rps: each * n as f64,
             served: true,
         });
     }
@@ -199,7 +274,7 @@ fn route_app(snap: &Snapshot, route: &Value) -> String {
                 if let Some(app) = svc["spec"]["selector"][APP].as_str() {
                     return app.to_string();
                 }
-                if let Some(app) = snap.selected(svc).find_map(|p| meta::label(p, APP)) {
+                if let Some(app) = snap.selected(svc).find_map(|p| p.label(APP)) {
                     return app.to_string();
                 }
             }
@@ -210,7 +285,12 @@ fn route_app(snap: &Snapshot, route: &Value) -> String {
 
 /// Where `rps` requests per second go in this cluster, per app.
 pub fn flows(store: &Store, rps: f64) -> Vec<Flow> {
-    flows_in(&Snapshot::read(store), rps)
+    flows_in(&Snapshot::read(store, &mut Memo::default()), rps)
+}
+
+/// As `flows`, reading again only the pods `memo` has not seen as they are.
+pub fn flows_with(store: &Store, rps: f64, memo: &mut Memo) -> Vec<Flow> {
+    flows_in(&Snapshot::read(store, memo), rps)
 }
 
 /// Where `rps` requests per second go among these routes, Services and pods
@@ -220,8 +300,9 @@ pub fn flows_of(
     services: Vec<Arc<Value>>,
     pods: Vec<Arc<Value>>,
     rps: f64,
+    memo: &mut Memo,
 ) -> Vec<Flow> {
-    flows_in(&Snapshot::of(routes, services, pods), rps)
+    flows_in(&Snapshot::of(routes, services, memo.pods(pods)), rps)
 }
 
 fn flows_in(snap: &Snapshot, rps: f64) -> Vec<Flow> {
@@ -269,7 +350,7 @@ fn flows_in(snap: &Snapshot, rps: f64) -> Vec<Flow> {
         }
         let app = svc["spec"]["selector"][APP]
             .as_str()
-            .or_else(|| snap.selected(svc).find_map(|p| meta::label(p, APP)));
+            .or_else(|| snap.selected(svc).find_map(|p| p.label(APP)));
         if let Some(app) = app.filter(|a| !routed_apps.contains(*a)) {
             direct.entry(app.to_string()).or_default().push(svc);
         }
@@ -292,7 +373,7 @@ fn flows_in(snap: &Snapshot, rps: f64) -> Vec<Flow> {
 /// (of one app when given). A backend is green when its Service selects
 /// `cutover.dev/colour: green` or its pods carry it, or its name ends in `-green`.
 pub fn green_weight(store: &Store, app: Option<&str>) -> Option<f64> {
-    let snap = Snapshot::read(store);
+    let snap = Snapshot::read(store, &mut Memo::default());
     let mut best: Option<f64> = None;
     for route in &snap.routes {
         if app.is_some_and(|a| route_app(&snap, route) != a) {
@@ -328,8 +409,7 @@ fn is_green(snap: &Snapshot, ns: &str, name: &str) -> bool {
         Some(svc) => match svc["spec"]["selector"][COLOUR].as_str() {
             Some(c) => c == "green",
             None => {
-                snap.selected(svc)
-                    .any(|p| meta::label(p, COLOUR) == Some("green"))
+                snap.selected(svc).any(|p| p.label(COLOUR) == Some("green"))
                     || name.ends_with("-green")
             }
         },
@@ -414,12 +494,63 @@ mod tests {
         assert!((rate(&flows, "green", true) - 10.0).abs() < 1e-9);
         assert_eq!(
             flows.iter().filter(|f| f.colour == "blue").count(),
-            2,
-            "one flow per ready pod"
+            1,
+            "one flow per version of the ready pods"
         );
         assert!(flows.iter().all(|f| f.app == "web"));
         assert_eq!(green_weight(&s, Some("web")), Some(10.0));
         assert_eq!(green_weight(&s, Some("other")), None);
+    }
+
+    #[test]
+    fn a_reading_reads_again_only_the_pods_written_since_and_forgets_the_deleted() {
+        let s = cluster(25, false);
+        let pods = s.kind_of("", "pods").unwrap();
+        let mut memo = Memo::default();
+        let first = flows_with(&s, 100.0, &mut memo);
+        assert!((rate(&first, "green", false) - 25.0).abs() < 1e-9);
+        let facts =
+            |m: &Memo| -> Vec<Arc<PodFacts>> { m.pods.values().map(|(_, f)| f.clone()).collect() };
+        let before = facts(&memo);
+        assert_eq!(before.len(), 3);
+        s.modify(
+            &pods,
+            "default",
+            "g1",
+            Target::All,
+            false,
+            &WriteOptions::default(),
+            |cur| {
+                let mut p = cur.cloned().unwrap();
+                p["status"]["conditions"][0]["status"] = json!("True");
+                Ok(p)
+            },
+        )
+        .unwrap();
+        let second = flows_with(&s, 100.0, &mut memo);
+        assert!(
+            (rate(&second, "green", true) - 25.0).abs() < 1e-9,
+            "the written pod is read again: {second:?}"
+        );
+        let after = facts(&memo);
+        let kept = after
+            .iter()
+            .filter(|f| before.iter().any(|b| Arc::ptr_eq(b, f)))
+            .count();
+        assert_eq!(kept, 2, "the two blue pods were not read again");
+        s.delete(&pods, "default", "b2", &Default::default())
+            .unwrap();
+        let third = flows_with(&s, 100.0, &mut memo);
+        assert_eq!(memo.pods.len(), 2, "the deleted pod is forgotten");
+        assert!(
+            (rate(&third, "blue", true) - 75.0).abs() < 1e-9,
+            "b1 takes blue's share alone"
+        );
+        assert_eq!(
+            third,
+            flows(&s, 100.0),
+            "the same flows as a reading from scratch"
+        );
     }
 
     #[test]

@@ -190,6 +190,8 @@ pub struct Traffic {
     pub clock: SharedClock,
     pub metrics: AppMetrics,
     pub flows: Mutex<Option<ReadFlows>>,
+    /// What the gateway read of each pod at the last reading.
+    pub memo: Mutex<gateway::Memo>,
 }
 
 /// The last flows, and the versions of the routes, Services and pods they were read from.
@@ -231,7 +233,12 @@ impl Traffic {
         {
             return flows.clone();
         }
-        let flows = Arc::new(merged(gateway::flows(&self.store, self.rps)));
+        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        let flows = Arc::new(merged(gateway::flows_with(
+            &self.store,
+            self.rps,
+            &mut memo,
+        )));
         *last = Some((versions, flows.clone()));
         flows
     }
