@@ -15,8 +15,15 @@
 //! - Rules run only when the object passed its schema, as a type error blocks
 //!   CEL in kube-apiserver.
 //!
-//! Not modelled: the cost budget, and validation ratcheting (an unchanged
-//! value that fails a rule added later is still refused here).
+//! - Validation ratcheting (KEP-4008, `CRDValidationRatcheting`, on by
+//!   default since v1.30 and GA in v1.33): a rule's failure on a value the
+//!   update left as it was is not an error. Here at the grain of the
+//!   schema's top-level fields: an update that leaves every field holding a
+//!   rule as it was (a status write under a spec's rules) runs no rule.
+//!
+//! Not modelled: the cost budget, and ratcheting below a top-level field (an
+//! unchanged value inside a changed field that fails a rule added later is
+//! still refused here).
 
 use std::sync::Arc;
 
@@ -59,10 +66,30 @@ impl Rules {
 
     /// Field errors, in kube-apiserver's words, for each rule `obj` fails.
     pub fn check(&self, obj: &Value, old: Option<&Value>) -> Vec<String> {
+        if old.is_some_and(|old| self.unchanged(obj, old)) {
+            return Vec::new();
+        }
         VALIDATOR.with(|v| match v.validate_compiled(&self.compiled, obj, old) {
             Ok(()) => Vec::new(),
             Err(errors) => errors.iter().map(|e| self.field_error(e)).collect(),
         })
+    }
+
+    /// Whether every top-level field that holds a rule is as it was
+    /// (the whole object, when the root holds one).
+    fn unchanged(&self, obj: &Value, old: &Value) -> bool {
+        let root = self.schema.as_ref();
+        let whole = root.get("x-kubernetes-validations").is_some()
+            || root.get("items").is_some()
+            || root
+                .get("additionalProperties")
+                .is_some_and(Value::is_object);
+        if whole {
+            return obj == old;
+        }
+        root["properties"]
+            .as_object()
+            .is_some_and(|f| f.keys().all(|k| obj.get(k) == old.get(k)))
     }
 
     fn field_error(&self, e: &ValidationError) -> String {
@@ -316,6 +343,27 @@ mod tests {
         );
         // On create, the transition rule does not run.
         assert_eq!(rules.check(&bad, None).len(), 2);
+    }
+
+    /// KEP-4008 (CRD validation ratcheting, GA in v1.33): a failure on a
+    /// value the update did not change is not an error, so an update that
+    /// changes no field holding a rule (a status write) runs none.
+    #[test]
+    fn an_update_that_leaves_every_field_with_a_rule_as_it_was_is_not_refused_by_them() {
+        let rules = Rules::of(&schema()).unwrap();
+        // Stored before the kube-system rule existed.
+        let stored = json!({"spec": {"app": "web", "refs": [{"group": "", "kind": "Service", "namespace": "kube-system", "port": 80}]},
+                            "status": {"points": [1]}});
+        let mut status_write = stored.clone();
+        status_write["status"]["points"] = json!([1, 2]);
+        assert_eq!(
+            rules.check(&status_write, Some(&stored)),
+            Vec::<String>::new()
+        );
+        let mut spec_write = stored.clone();
+        spec_write["spec"]["app"] = json!("api");
+        let errors = rules.check(&spec_write, Some(&stored));
+        assert_eq!(errors.len(), 2, "a changed spec runs its rules: {errors:?}");
     }
 
     #[test]
