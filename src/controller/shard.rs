@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 
-use crate::fleet::cache::replicas_key;
+use crate::fleet::cache::{lease_key, replicas_key};
 use crate::fleet::lease::{self, replica_lease};
 use crate::fleet::watches::{SharedWatch, WatchState};
 
@@ -162,8 +162,9 @@ impl Shard {
             // Held under a replica's Lease: alive while that replica holds it.
             Some((ns, name)) => {
                 self.leases
-                    .get(&format!("{ns}/{name}"))
-                    .first()
+                    .get(&lease_key(ns, name))
+                    .iter()
+                    .find(|p| p.metadata.name.as_deref() == Some(name))
                     .and_then(|p| lease::live_holder(p))
                     == Some(holder.as_str())
             }
@@ -174,5 +175,75 @@ impl Shard {
             (true, true) => Driven::Here,
             (true, false) => Driven::Elsewhere(holder),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+
+    use super::*;
+    use crate::fleet::cache::lease_key;
+    use crate::fleet::lease::{HELD_UNDER, lease_name};
+
+    fn lease(name: &str, holder: &str, renewed_secs_ago: i64, under: Option<&str>) -> Lease {
+        let renewed = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(renewed_secs_ago);
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("shop".into()),
+                annotations: under.map(|u| [(HELD_UNDER.to_string(), format!("shop/{u}"))].into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(15),
+                renew_time: Some(MicroTime(renewed)),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn watch(leases: Vec<Lease>) -> Arc<SharedWatch<Lease>> {
+        let objects = leases
+            .into_iter()
+            .map(|l| {
+                let name = l.metadata.name.clone().unwrap();
+                (format!("shop/{name}"), lease_key("shop", &name), l)
+            })
+            .collect();
+        Arc::new(SharedWatch::holding("leases", objects))
+    }
+
+    /// A release's own Lease is renewed only by its replica's: it is driven
+    /// elsewhere while that replica's Lease is live, however old its own
+    /// renew time (read wrongly, every release of another replica looked
+    /// free, and each look cost a driver, two GETs and a refusal).
+    #[test]
+    fn a_release_held_under_a_live_replica_is_driven_there_and_free_once_that_replica_lapses() {
+        let held = |who: &str, age: i64| {
+            vec![
+                lease(&replica_lease(who), who, age, None),
+                lease(&lease_name("rel-0"), who, 120, Some(&replica_lease(who))),
+            ]
+        };
+        let d = Duration::from_secs(15);
+        let other = Shard::new("ctl-0", "shop", watch(held("ctl-1", 1)), d);
+        assert_eq!(
+            other.driven("shop", "rel-0"),
+            Driven::Elsewhere("ctl-1".into())
+        );
+        let mine = Shard::new("ctl-1", "shop", watch(held("ctl-1", 1)), d);
+        assert_eq!(mine.driven("shop", "rel-0"), Driven::Here);
+        let lapsed = Shard::new("ctl-0", "shop", watch(held("ctl-1", 60)), d);
+        assert_eq!(lapsed.driven("shop", "rel-0"), Driven::Free);
+        assert_eq!(
+            other.driven("shop", "rel-9"),
+            Driven::Free,
+            "no Lease at all"
+        );
+        other.refresh();
+        assert_eq!(other.replicas(), 2, "ctl-1's replica Lease is live");
     }
 }

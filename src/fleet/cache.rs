@@ -91,11 +91,15 @@ impl Watches {
 /// Index key of a Lease in `Watches::leases`: `namespace/name`, but the
 /// controller replicas' Leases of a namespace all under `replicas_key(ns)`.
 fn lease_index(l: &Lease) -> String {
-    let (ns, name) = (l.namespace().unwrap_or_default(), l.name_any());
+    lease_key(&l.namespace().unwrap_or_default(), &l.name_any())
+}
+
+/// Key under which `Watches::leases` keeps the Lease `namespace/name`.
+pub fn lease_key(namespace: &str, name: &str) -> String {
     if name.starts_with(super::lease::REPLICA_PREFIX) {
-        replicas_key(&ns)
+        replicas_key(namespace)
     } else {
-        format!("{ns}/{name}")
+        format!("{namespace}/{name}")
     }
 }
 

@@ -118,6 +118,23 @@ impl<K> SharedWatch<K> {
             .collect()
     }
 
+    /// A healthy watch holding `objects` (id, index key, value) and fed by
+    /// nothing: what a reader of a watch sees, for its tests.
+    #[cfg(test)]
+    pub fn holding(kind: &'static str, objects: Vec<(String, String, K)>) -> SharedWatch<K> {
+        let mut held = Objects::default();
+        for (id, key, v) in objects {
+            held.insert(id, key, Arc::new(v));
+        }
+        SharedWatch {
+            kind,
+            objects: RwLock::new(held),
+            state: Mutex::new(WatchState::Healthy),
+            wakers: Mutex::new(HashMap::new()),
+            task: Mutex::new(None),
+        }
+    }
+
     pub fn state(&self) -> WatchState {
         self.state.lock().expect("state lock").clone()
     }
