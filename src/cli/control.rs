@@ -127,7 +127,7 @@ pub async fn status(args: &StatusArgs) -> CliResult {
             continue;
         }
         for t in s.history.iter().skip(last.history.len()) {
-            reporter.progress(&crate::driver::Progress::Transition(t.clone()));
+            reporter.progress(&crate::driver::Progress::Transition(Box::new(t.clone())));
         }
         reporter.progress(&crate::driver::Progress::Status(Box::new(s.clone())));
         if s.phase.is_terminal() {

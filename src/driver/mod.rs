@@ -67,13 +67,16 @@ pub enum Outcome {
 }
 
 /// What a driver reports as it goes.
+///
+/// Its large parts are boxed: every drive's channel holds a block of 32
+/// messages from its start, and a controller has one per release.
 #[derive(Clone, Debug)]
 pub enum Progress {
     /// A new entry of the release's history.
-    Transition(Transition),
+    Transition(Box<Transition>),
     /// An action applied (or failed).
     Applied {
-        action: Action,
+        action: Box<Action>,
         error: Option<String>,
     },
     /// The status after a pass that changed it.
@@ -276,6 +279,8 @@ impl Driver {
             }
         }
         let cache = FleetCache::start(&self.fleet, &first);
+        // Each pass resolves the Release as it is then.
+        drop(first);
         // People's changes (pause, promote, abort) wake the driver.
         let releases = self
             .fleet
@@ -409,7 +414,7 @@ impl Driver {
                         failed = true;
                     }
                     emit(Progress::Applied {
-                        action: a.clone(),
+                        action: Box::new(a.clone()),
                         error,
                     });
                 }
@@ -433,7 +438,7 @@ impl Driver {
                         *carried = None;
                         for t in out.history.iter().skip(persisted) {
                             self.notify(&key, &rel, t, &out);
-                            emit(Progress::Transition(t.clone()));
+                            emit(Progress::Transition(Box::new(t.clone())));
                         }
                         emit(Progress::Status(out));
                         *current = written;
@@ -679,8 +684,11 @@ fn record_series(series: &mut Vec<GateSeries>, reports: &[crate::gates::MetricRe
 }
 
 /// Takes the gate series out of a Release's status, for the driver to keep
-/// once (`series`); they are put back in every status it writes.
+/// once (`series`); they are put back in every status it writes. Its
+/// `managedFields` go too: the server's record of who wrote which field,
+/// never read here, and a status write that sends none keeps them.
 fn take_series(r: &mut Release) -> Vec<GateSeries> {
+    r.metadata.managed_fields = None;
     r.status
         .as_mut()
         .map(|s| std::mem::take(&mut s.gate_series))
@@ -756,5 +764,12 @@ mod tests {
         let size = future_size(Driver::drive);
         println!("a drive's future: {size} bytes");
         assert!(size < 20 * 1024, "{size} bytes");
+    }
+
+    #[test]
+    fn a_progress_message_is_a_few_words() {
+        // A drive's channel allocates a block of 32 messages as it starts.
+        let size = std::mem::size_of::<Progress>();
+        assert!(size <= 48, "{size} bytes");
     }
 }

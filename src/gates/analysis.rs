@@ -103,8 +103,10 @@ pub struct Analysis {
     /// When the driver last looked.
     last_tick: Option<Timestamp>,
     requests: JoinSet<()>,
-    landed_tx: mpsc::UnboundedSender<Landed>,
-    landed_rx: mpsc::UnboundedReceiver<Landed>,
+    /// Boxed: a channel holds a block of 32 messages from its start, and
+    /// every release's analysis has one.
+    landed_tx: mpsc::UnboundedSender<Box<Landed>>,
+    landed_rx: mpsc::UnboundedReceiver<Box<Landed>>,
     inbox: Vec<Landed>,
 }
 
@@ -175,7 +177,7 @@ impl Analysis {
         }
         while self.requests.try_join_next().is_some() {}
         while let Ok(l) = self.landed_rx.try_recv() {
-            self.inbox.push(l);
+            self.inbox.push(*l);
         }
         for l in std::mem::take(&mut self.inbox) {
             if l.generation == self.generation
@@ -222,12 +224,12 @@ impl Analysis {
                                         format!("no answer within {MEASUREMENT_DEADLINE:?}"),
                                     ))
                                 });
-                            let _ = tx.send(Landed {
+                            let _ = tx.send(Box::new(Landed {
                                 run,
                                 generation,
                                 at: now,
                                 fetched,
-                            });
+                            }));
                         });
                     }
                 }
@@ -273,7 +275,7 @@ impl Analysis {
     /// Safe to drop unfinished: nothing that landed is lost.
     pub async fn landed(&mut self) {
         if let Some(l) = self.landed_rx.recv().await {
-            self.inbox.push(l);
+            self.inbox.push(*l);
         }
     }
 }
