@@ -18,6 +18,9 @@ use hyper_util::rt::TokioExecutor;
 /// scraped endpoints).
 pub type MetricsClient = Client<HttpConnector, Full<Bytes>>;
 
+/// Idle connections the metrics client keeps to one endpoint.
+const IDLE_PER_HOST: usize = 16;
+
 /// The process's one metrics client, 3 s to connect: its connections are
 /// pooled for every release (a thousand apps' endpoints are a few hosts).
 pub fn metrics_client() -> MetricsClient {
@@ -26,7 +29,13 @@ pub fn metrics_client() -> MetricsClient {
         .get_or_init(|| {
             let mut connector = HttpConnector::new();
             connector.set_connect_timeout(Some(Duration::from_secs(3)));
-            Client::builder(TokioExecutor::new()).build(connector)
+            // Idle connections beyond a few per endpoint are closed: a
+            // burst of scrapes (every release's gates due at once) would
+            // otherwise leave one idle connection, and its buffers, per
+            // scrape in flight.
+            Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(IDLE_PER_HOST)
+                .build(connector)
         })
         .clone()
 }
