@@ -148,7 +148,7 @@ impl Shard {
         if self.leases.state() != WatchState::Healthy {
             return Driven::Free;
         }
-        let key = format!("{namespace}/{}", lease::lease_name(release));
+        let key = lease_key(namespace, &lease::lease_name(release));
         let Some(l) = self.leases.get(&key).into_iter().next() else {
             return Driven::Free;
         };
@@ -184,7 +184,6 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 
     use super::*;
-    use crate::fleet::cache::lease_key;
     use crate::fleet::lease::{HELD_UNDER, lease_name};
 
     fn lease(name: &str, holder: &str, renewed_secs_ago: i64, under: Option<&str>) -> Lease {

@@ -285,7 +285,7 @@ fn route_app(snap: &Snapshot, route: &Value) -> String {
 
 /// Where `rps` requests per second go in this cluster, per app.
 pub fn flows(store: &Store, rps: f64) -> Vec<Flow> {
-    flows_in(&Snapshot::read(store, &mut Memo::default()), rps)
+    flows_with(store, rps, &mut Memo::default())
 }
 
 /// As `flows`, reading again only the pods `memo` has not seen as they are.
