@@ -79,8 +79,10 @@ struct Target {
 /// The hooks of one release's driver.
 pub struct Hooks {
     runs: BTreeMap<Key, Run>,
-    tx: mpsc::UnboundedSender<Landed>,
-    rx: mpsc::UnboundedReceiver<Landed>,
+    /// Boxed: a channel holds a block of 32 messages from its start, and a
+    /// controller has one per release it drives.
+    tx: mpsc::UnboundedSender<Box<Landed>>,
+    rx: mpsc::UnboundedReceiver<Box<Landed>>,
     http: crate::notify::HttpClient,
     clock: SharedClock,
     generation: u64,
@@ -176,12 +178,12 @@ impl Hooks {
             let run_key = key.clone();
             let task = tokio::spawn(async move {
                 let (verdict, message) = run(&target, &http, &clock).await;
-                let _ = tx.send(Landed {
+                let _ = tx.send(Box::new(Landed {
                     key: run_key,
                     generation,
                     verdict,
                     message,
-                });
+                }));
             });
             let run = self.runs.entry(key).or_insert(Run {
                 verdict: None,

@@ -20,12 +20,8 @@ impl Driver {
             observed.slots.get(cluster).cloned().ok_or_else(|| {
                 fleet::Error::Refused(format!("{cluster} has not been observed yet"))
             })?;
-        let route = cache
-            .clusters
-            .get(cluster)
-            .and_then(|c| c.route())
-            .and_then(|r| serde_json::to_value(&*r).ok());
-        if let Some(why) = guard::unsafe_because(action, rel, target, &slots, route.as_ref()) {
+        let route = cache.clusters.get(cluster).and_then(|c| c.route());
+        if let Some(why) = guard::unsafe_because(action, rel, target, &slots, route.as_deref()) {
             return Err(fleet::Error::Unsafe(why));
         }
         match action {

@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
 use super::observe::PodView;
-use super::router::http_route_resource;
+use super::router::{http_route_resource, reading};
 use super::watches::{self, Registry, SharedWatch};
 use super::workload::SlotWorkload;
 use super::{ClusterHandle, FleetClients};
@@ -31,7 +31,7 @@ use crate::spec::{Release, ResolvedRelease, RouterKind};
 pub struct Watches {
     deployments: Registry<(String, String), SlotWorkload>,
     pods: Registry<(String, String), PodView>,
-    routes: Registry<(String, String, &'static str), DynamicObject>,
+    routes: Registry<(String, String, &'static str), serde_json::Value>,
     nodes: Registry<String, Node>,
     freezes: Registry<String, DeployFreeze>,
     releases: Registry<(String, String), String>,
@@ -125,7 +125,7 @@ pub struct ClusterCache {
     deployments: Arc<SharedWatch<SlotWorkload>>,
     pods: Arc<SharedWatch<PodView>>,
     nodes: Arc<SharedWatch<Node>>,
-    routes: Arc<SharedWatch<DynamicObject>>,
+    routes: Arc<SharedWatch<serde_json::Value>>,
     freezes: Arc<SharedWatch<DeployFreeze>>,
 }
 
@@ -157,8 +157,9 @@ impl ClusterCache {
         self.nodes.get("")
     }
 
-    /// The release's route (or replica-ratio Service).
-    pub fn route(&self) -> Option<Arc<DynamicObject>> {
+    /// What is read of the release's route (or replica-ratio Service):
+    /// `router::reading`.
+    pub fn route(&self) -> Option<Arc<serde_json::Value>> {
         self.routes.get(&self.route).into_iter().next()
     }
 
@@ -292,10 +293,9 @@ impl FleetCache {
                         Api::namespaced_with(client.clone(), ns, &ar),
                         watcher::Config::default(),
                         |o: &DynamicObject| o.name_any(),
-                        |mut o: DynamicObject| {
-                            o.managed_fields_mut().clear();
-                            Some(o)
-                        },
+                        // What the views read, not the object: every
+                        // route of the namespace is cached.
+                        |o: DynamicObject| serde_json::to_value(&o).ok().map(|v| reading(&v)),
                         client.clone(),
                     )
                 });

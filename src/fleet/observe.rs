@@ -94,13 +94,10 @@ fn cluster_view(
         replicas: w.replicas,
         available: w.available,
     };
-    let route = cc
-        .route()
-        .and_then(|r| serde_json::to_value(r.as_ref()).ok())
-        .map(|v| match target.router.kind {
-            RouterKind::GatewayHttpRoute => route_view(&v, &rel.app, slots.green),
-            RouterKind::ReplicaRatio => replica_ratio::service_view(&v, &rel.app, &slots),
-        });
+    let route = cc.route().map(|v| match target.router.kind {
+        RouterKind::GatewayHttpRoute => route_view(&v, &rel.app, slots.green),
+        RouterKind::ReplicaRatio => replica_ratio::service_view(&v, &rel.app, &slots),
+    });
     // Behind a replica-ratio Service a partial green serves beside blue: the
     // placement that matters is that of every pod the Service selects.
     let serving_both = target.router.kind == RouterKind::ReplicaRatio

@@ -331,6 +331,17 @@ mod tests {
                 (achieved, target, drift, settled),
                 "{s}"
             );
+            // The caches keep what is read of the Service: it reads the same.
+            let kept = super::super::router::reading(&s);
+            assert_eq!(service_view(&kept, "checkout", &sl), v, "{kept}");
+            for colour in [Colour::Blue, Colour::Green] {
+                for runs in [false, true] {
+                    assert_eq!(
+                        sends_to(&kept, "checkout", colour, runs),
+                        sends_to(&s, "checkout", colour, runs)
+                    );
+                }
+            }
         }
     }
 }

@@ -85,6 +85,53 @@ pub fn recorded_share(object: &Value, green: Colour) -> Option<Percent> {
     recorded(object).map(|(c, p)| if c == green { p } else { p.rest() })
 }
 
+/// What cutover reads of a route (or of a replica-ratio Service), kept in
+/// the watch caches in place of the object: its backends' names and
+/// weights, its selector, and the weight cutover recorded. Every view
+/// (`route_view`, `sends_to`, the replica-ratio router's) reads the same
+/// from it as from the whole object; a write reads the object afresh.
+/// A route held as a `DynamicObject` is about 5 KB of JSON values, and each
+/// replica's cache holds every route of the namespace.
+pub fn reading(object: &Value) -> Value {
+    let mut out = json!({});
+    if let Some(recorded) = object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(labels::GREEN_WEIGHT))
+    {
+        out["metadata"] = json!({"annotations": { labels::GREEN_WEIGHT: recorded }});
+    }
+    let mut spec = serde_json::Map::new();
+    if let Some(rules) = object.pointer("/spec/rules").and_then(Value::as_array) {
+        let rules = rules
+            .iter()
+            .map(|rule| {
+                let backends: Vec<Value> = rule
+                    .get("backendRefs")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|b| {
+                        let mut kept = serde_json::Map::new();
+                        for field in ["name", "weight"] {
+                            if let Some(v) = b.get(field) {
+                                kept.insert(field.to_string(), v.clone());
+                            }
+                        }
+                        Value::Object(kept)
+                    })
+                    .collect();
+                json!({ "backendRefs": backends })
+            })
+            .collect();
+        spec.insert("rules".into(), Value::Array(rules));
+    }
+    if let Some(selector) = object.pointer("/spec/selector") {
+        spec.insert("selector".into(), selector.clone());
+    }
+    out["spec"] = Value::Object(spec);
+    out
+}
+
 /// What the route says about green's share, against what cutover last set.
 pub fn route_view(route: &Value, app: &str, green: Colour) -> RouteView {
     let weights = backend_weights(route, app, green).unwrap_or(Weights { blue: 1, green: 0 });
@@ -280,6 +327,40 @@ mod tests {
                 (green, target, drift),
                 "{r}"
             );
+        }
+    }
+
+    #[test]
+    fn a_route_kept_as_its_reading_reads_as_the_whole_route() {
+        let mut two_rules = route(9000, Some(1000), Some("green=10%"));
+        two_rules["spec"]["rules"].as_array_mut().unwrap().push(
+            json!({"matches": [{"path": {"value": "/api"}}], "backendRefs": [
+                {"name": "checkout-blue", "port": 80},
+                {"name": "other", "port": 80, "weight": 5, "kind": "Service"}
+            ]}),
+        );
+        let routes = [
+            route(100, None, None),
+            route(9600, Some(400), Some("green=4%")),
+            route(50, Some(50), Some("green=4%")),
+            route(0, Some(10_000), Some("blue=0%")),
+            two_rules,
+            json!({"metadata": {"name": "checkout"}, "spec": {}}),
+        ];
+        for r in routes {
+            let kept = reading(&r);
+            assert!(kept.to_string().len() < r.to_string().len(), "{kept}");
+            for green in [Colour::Blue, Colour::Green] {
+                assert_eq!(
+                    route_view(&kept, "checkout", green),
+                    route_view(&r, "checkout", green),
+                    "{r}"
+                );
+                assert_eq!(
+                    sends_to(&kept, "checkout", green),
+                    sends_to(&r, "checkout", green)
+                );
+            }
         }
     }
 
