@@ -12,7 +12,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use kube::client::{Body, ClientBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use kube::client::{Body, ClientBuilder, ConfigExt, DynBody};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -21,8 +23,8 @@ use tokio::sync::Semaphore;
 use tower::buffer::BufferLayer;
 use tower::limit::RateLimitLayer;
 use tower::retry::{Policy, RetryLayer};
-use tower::util::MapRequestLayer;
-use tower::{BoxError, Layer, Service};
+use tower::util::{BoxService, MapRequestLayer};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
 use super::{Error, Result};
 
@@ -131,10 +133,63 @@ pub async fn config(
     Ok(config)
 }
 
+/// The largest read (and write) buffer of a connection. hyper grows a
+/// connection's read buffer while reads fill it, up to its default of about
+/// 400 KB, and keeps it as long as the connection lives: every watch's
+/// connection held one after its first list. A body streams through in
+/// reads of at most this size; a response head must fit in it.
+const CONNECTION_BUFFER: usize = 64 * 1024;
+
+/// Idle connections kept per API server. More than this many requests
+/// awaiting an answer at once (`ClientLimits::in_flight`) open connections
+/// that are closed once done, instead of each staying in the pool with its
+/// TLS session and buffers.
+const IDLE_CONNECTIONS: usize = 8;
+
+/// The HTTP stack under cutover's layers: kube's own (`ClientBuilder`'s
+/// `TryFrom<Config>`: base URI, TLS with the kubeconfig's roots and client
+/// identity, authentication and its refresh, impersonation headers), on a
+/// hyper client whose connections keep small buffers and few idle ones.
+/// A kubeconfig naming a proxy gets kube's stack as it is, which knows how
+/// to reach one.
+fn http_stack(
+    config: Config,
+) -> Result<ClientBuilder<BoxService<Request<Body>, Response<Box<DynBody>>, BoxError>>> {
+    let kube_err = |e: kube::Error| Error::Kubeconfig(e.to_string());
+    if config.proxy_url.is_some() {
+        return ClientBuilder::try_from(config).map_err(kube_err);
+    }
+    let mut connector = HttpConnector::new();
+    connector.enforce_http(false);
+    connector.set_connect_timeout(config.connect_timeout);
+    let connector = config
+        .rustls_https_connector_with_connector(connector)
+        .map_err(kube_err)?;
+    let hyper = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(IDLE_CONNECTIONS)
+        .http1_max_buf_size(CONNECTION_BUFFER)
+        .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer().map_err(kube_err)?)
+        .layer(config.extra_headers_layer().map_err(kube_err)?)
+        .map_err(BoxError::from)
+        .service(hyper)
+        .map_response(|response: Response<hyper::body::Incoming>| {
+            response.map(|body| {
+                Box::new(http_body_util::BodyExt::map_err(body, BoxError::from)) as Box<DynBody>
+            })
+        });
+    Ok(ClientBuilder::new(
+        BoxService::new(service),
+        config.default_namespace,
+    ))
+}
+
 /// A client over an already-built config, with cutover's layers.
 pub fn build(cluster: &str, config: Config, limits: ClientLimits) -> Result<Client> {
     let cluster = cluster.to_string();
-    let builder = ClientBuilder::try_from(config).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+    let builder = http_stack(config)?;
     let client = builder
         .with_layer(&BufferLayer::new(1024))
         .with_layer(&RequestBoundsLayer {
