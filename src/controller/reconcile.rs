@@ -27,7 +27,7 @@ use super::shard::{Driven, Shard};
 use crate::driver::{DriveOptions, Driver, Outcome, Progress};
 use crate::fleet::state::{ReleaseStore, release_resource, untyped_releases};
 use crate::spec::Release;
-use crate::spec::status::{Phase, PlannedStep, TransitionEvent};
+use crate::spec::status::{Phase, StepKind, TransitionEvent};
 
 /// A release's driver task, or how it ended.
 enum Task {
@@ -268,7 +268,9 @@ impl Reconciler {
             ..Default::default()
         };
         let forward = async {
-            let mut plan: Vec<PlannedStep> = Vec::new();
+            // The kind of each step of the plan, for the step metrics (not
+            // the plan itself: one is held per release driven).
+            let mut plan: Vec<StepKind> = Vec::new();
             let mut started: BTreeMap<u32, jiff::Timestamp> = BTreeMap::new();
             while let Some(p) = rx.recv().await {
                 Box::pin(self.report(&key, &reference, &p, &mut plan, &mut started)).await;
@@ -301,7 +303,7 @@ impl Reconciler {
         key: &str,
         reference: &ObjectReference,
         p: &Progress,
-        plan: &mut Vec<PlannedStep>,
+        plan: &mut Vec<StepKind>,
         started: &mut BTreeMap<u32, jiff::Timestamp>,
     ) {
         match p {
@@ -316,8 +318,7 @@ impl Reconciler {
                             (started.remove(&t.step), plan.get(t.step as usize))
                         {
                             let secs = t.at.duration_since(s).as_secs_f64().max(0.0);
-                            self.metrics
-                                .step_completed(&format!("{:?}", step.kind), secs);
+                            self.metrics.step_completed(&format!("{step:?}"), secs);
                         }
                     }
                     _ => {}
@@ -349,7 +350,7 @@ impl Reconciler {
             }
             Progress::Status(s) => {
                 if !s.plan.is_empty() {
-                    *plan = s.plan.clone();
+                    *plan = s.plan.iter().map(|p| p.kind).collect();
                 }
                 self.metrics.status(key, s);
             }

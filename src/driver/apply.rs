@@ -21,7 +21,7 @@ impl Driver {
                 fleet::Error::Refused(format!("{cluster} has not been observed yet"))
             })?;
         let route = cache.clusters.get(cluster).and_then(|c| c.route());
-        if let Some(why) = guard::unsafe_because(action, rel, target, &slots, route.as_deref()) {
+        if let Some(why) = guard::unsafe_because(action, rel, target, &slots, route.as_ref()) {
             return Err(fleet::Error::Unsafe(why));
         }
         match action {

@@ -6,6 +6,7 @@
 mod apply;
 mod stop;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -328,14 +329,19 @@ impl Driver {
                     return Box::pin(self.refuse(store, lease, &last, outcome, emit)).await;
                 }
             };
-            let status = unwritten
-                .clone()
-                .unwrap_or_else(|| Box::new(current.status.clone().unwrap_or_default()));
+            // What the pass decides from, borrowed: a status is mostly its
+            // history, and a pass already makes the copies it writes.
+            let held = Box::new(match (&unwritten, &current.status) {
+                (Some(u), _) => Cow::Borrowed(&**u),
+                (None, Some(s)) => Cow::Borrowed(s),
+                (None, None) => Cow::Owned(ReleaseStatus::default()),
+            });
+            let status: &ReleaseStatus = &held;
             let persisted = current.status.as_ref().map_or(0, |s| s.history.len());
             let now = self.clock.now();
             // Until a version replaced in flight is back on blue, its
             // workloads are the ones observed, measured and acted on.
-            let seen = Box::new(engine::drive::in_flight(&rel, &status));
+            let seen = Box::new(engine::drive::in_flight(&rel, status));
             let observed = observe(&seen, &cache, &self.windows, now);
             // Clusters not identified yet are asked each pass until they answer;
             // entries found to reach one cluster hold the release.
@@ -370,14 +376,15 @@ impl Driver {
                 fleet: &self.fleet_spec,
                 cache: &cache,
                 slots: &observed.slots,
-                clusters: engine::drive::gate_scope(&status),
+                clusters: engine::drive::gate_scope(status),
             };
             let (gate, reports) = analysis.tick(&ctx, status.step, status.analysis_epoch, now);
             obs.gate = Some(gate);
             obs.hooks = hooks.observed();
             record_series(&mut series, &reports);
-            let input = Box::new(engine::drive::with_reports(&status, reports));
+            let input = Box::new(engine::drive::with_reports(status, reports));
             let mut d = Box::new(engine::decide(&rel, &input, &obs, now));
+            drop(input);
             hooks.ensure(
                 &d.hooks,
                 &crate::hooks::Context {
@@ -388,6 +395,10 @@ impl Driver {
                 },
             );
             d.status.notifications = self.notifier.deliveries(&key, &status.notifications);
+            let changed = d.status != *status || unwritten.is_some();
+            drop(held);
+            // The decided status goes into the write (`out`) rather than a copy.
+            let (phase, message) = (d.status.phase, d.status.message.clone());
             let repeat = last_applied
                 .as_ref()
                 .is_some_and(|(a, at)| *a == d.actions && at.elapsed() < SETTLE);
@@ -422,7 +433,7 @@ impl Driver {
                 }
                 last_applied = Some((d.actions.clone(), Instant::now()));
             }
-            if d.status != *status || unwritten.is_some() {
+            if changed {
                 if unavailable.contains_key(&self.fleet_spec.home) {
                     // Decided knowing the home fails: kept for the next lease
                     // should this one lapse before the home answers.
@@ -432,7 +443,7 @@ impl Driver {
                     });
                 }
                 lease.check(name)?;
-                let mut out = Box::new(d.status.clone());
+                let mut out = Box::new(std::mem::take(&mut d.status));
                 out.gate_series = series.clone();
                 // Boxed as it lands: a Release is kilobytes inline, and the
                 // match's value would hold that room in every waiting drive.
@@ -466,7 +477,8 @@ impl Driver {
                         if e.is_unavailable() {
                             if unavailable.contains_key(home) {
                                 // Decided knowing the home fails: kept until it answers.
-                                unwritten = Some(Box::new(d.status.clone()));
+                                out.gate_series = Vec::new();
+                                unwritten = Some(out);
                             } else {
                                 // Decide again at once, with the home cluster unreachable.
                                 unavailable.insert(home.clone(), e.to_string());
@@ -476,24 +488,22 @@ impl Driver {
                     }
                 }
             }
-            if d.status.phase.is_terminal() {
+            if phase.is_terminal() {
                 let last = Box::new(with_series(&current, std::mem::take(&mut series)));
                 Box::pin(self.settle_notifications(store, lease, name, &key, last)).await;
             }
-            match d.status.phase {
+            match phase {
                 Phase::Completed => return Ok(Outcome::Completed),
                 Phase::Aborted => {
-                    return Ok(Outcome::Aborted(d.status.message.unwrap_or_default()));
+                    return Ok(Outcome::Aborted(message.unwrap_or_default()));
                 }
-                Phase::Failed => return Ok(Outcome::Failed(d.status.message.unwrap_or_default())),
+                Phase::Failed => return Ok(Outcome::Failed(message.unwrap_or_default())),
                 Phase::Paused if opts.stop_when_paused => return Ok(Outcome::Paused),
                 _ => {}
             }
             let wake_at = [
                 d.wake_at,
-                analysis
-                    .next_due()
-                    .filter(|_| !d.status.phase.is_terminal()),
+                analysis.next_due().filter(|_| !phase.is_terminal()),
                 hooks.next_due(),
             ]
             .into_iter()
@@ -520,7 +530,7 @@ impl Driver {
             // release waits far longer than it decides): its copies of the
             // status and its observations would otherwise live on in the
             // waiting future, one set per release.
-            drop((d, input, status, obs, observed));
+            drop((d, obs, observed));
             drop(seen);
             drop(rel);
             // Nor is the Release kept as objects: its text is a fifth of

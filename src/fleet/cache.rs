@@ -31,7 +31,7 @@ use crate::spec::{Release, ResolvedRelease, RouterKind};
 pub struct Watches {
     deployments: Registry<(String, String), SlotWorkload>,
     pods: Registry<(String, String), PodView>,
-    routes: Registry<(String, String, &'static str), serde_json::Value>,
+    routes: Registry<(String, String, &'static str), Box<str>>,
     nodes: Registry<String, Node>,
     freezes: Registry<String, DeployFreeze>,
     releases: Registry<(String, String), String>,
@@ -125,7 +125,7 @@ pub struct ClusterCache {
     deployments: Arc<SharedWatch<SlotWorkload>>,
     pods: Arc<SharedWatch<PodView>>,
     nodes: Arc<SharedWatch<Node>>,
-    routes: Arc<SharedWatch<serde_json::Value>>,
+    routes: Arc<SharedWatch<Box<str>>>,
     freezes: Arc<SharedWatch<DeployFreeze>>,
 }
 
@@ -159,8 +159,9 @@ impl ClusterCache {
 
     /// What is read of the release's route (or replica-ratio Service):
     /// `router::reading`.
-    pub fn route(&self) -> Option<Arc<serde_json::Value>> {
-        self.routes.get(&self.route).into_iter().next()
+    pub fn route(&self) -> Option<serde_json::Value> {
+        let text = self.routes.get(&self.route).into_iter().next()?;
+        serde_json::from_str(&text).ok()
     }
 
     pub fn freezes(&self) -> Vec<Arc<DeployFreeze>> {
@@ -293,9 +294,15 @@ impl FleetCache {
                         Api::namespaced_with(client.clone(), ns, &ar),
                         watcher::Config::default(),
                         |o: &DynamicObject| o.name_any(),
-                        // What the views read, not the object: every
-                        // route of the namespace is cached.
-                        |o: DynamicObject| serde_json::to_value(&o).ok().map(|v| reading(&v)),
+                        // What the views read, not the object, and as
+                        // text: every route of the namespace is cached,
+                        // and even that reading is a few KB as JSON
+                        // values (each object a map node of its own); a
+                        // pass reads one route a cluster.
+                        |o: DynamicObject| {
+                            let v = serde_json::to_value(&o).ok()?;
+                            Some(reading(&v).to_string().into_boxed_str())
+                        },
                         client.clone(),
                     )
                 });

@@ -91,7 +91,8 @@ pub fn recorded_share(object: &Value, green: Colour) -> Option<Percent> {
 /// (`route_view`, `sends_to`, the replica-ratio router's) reads the same
 /// from it as from the whole object; a write reads the object afresh.
 /// A route held as a `DynamicObject` is about 5 KB of JSON values, and each
-/// replica's cache holds every route of the namespace.
+/// replica's cache holds every route of the namespace (the caches keep this
+/// reading as its text).
 pub fn reading(object: &Value) -> Value {
     let mut out = json!({});
     if let Some(recorded) = object
