@@ -146,15 +146,16 @@ const CONNECTION_BUFFER: usize = 64 * 1024;
 /// TLS session and buffers.
 const IDLE_CONNECTIONS: usize = 8;
 
+/// What `ClientBuilder::try_from` builds: kube's `GenericService`.
+type HttpStack = BoxService<Request<Body>, Response<Box<DynBody>>, BoxError>;
+
 /// The HTTP stack under cutover's layers: kube's own (`ClientBuilder`'s
 /// `TryFrom<Config>`: base URI, TLS with the kubeconfig's roots and client
 /// identity, authentication and its refresh, impersonation headers), on a
 /// hyper client whose connections keep small buffers and few idle ones.
 /// A kubeconfig naming a proxy gets kube's stack as it is, which knows how
 /// to reach one.
-fn http_stack(
-    config: Config,
-) -> Result<ClientBuilder<BoxService<Request<Body>, Response<Box<DynBody>>, BoxError>>> {
+fn http_stack(config: Config) -> Result<ClientBuilder<HttpStack>> {
     let kube_err = |e: kube::Error| Error::Kubeconfig(e.to_string());
     if config.proxy_url.is_some() {
         return ClientBuilder::try_from(config).map_err(kube_err);
