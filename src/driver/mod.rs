@@ -246,11 +246,7 @@ impl Driver {
         carried: &mut Option<Carried>,
     ) -> Result<Outcome> {
         // The large values kept across a pass's awaits are boxed.
-        let mut current = Box::new(
-            Box::pin(store.get(name))
-                .await?
-                .ok_or_else(|| Error::NotFound(name.to_string()))?,
-        );
+        let mut current = read(store, name).await?;
         let key = format!("{}/{name}", store.namespace);
         if let Some(s) = &current.status {
             self.notifier.seed(&key, &s.notifications);
@@ -464,9 +460,7 @@ impl Driver {
                     }
                     Err(fleet::Error::Conflict(_)) => {
                         // Someone changed the Release (a person pausing, say): read it and decide again.
-                        *current = Box::pin(store.get(name))
-                            .await?
-                            .ok_or_else(|| Error::NotFound(name.to_string()))?;
+                        current = read(store, name).await?;
                         take_series(&mut current);
                         continue;
                     }
@@ -548,11 +542,7 @@ impl Driver {
                 Some(r) => r,
                 // Text it wrote itself that does not read back: read it anew.
                 None => {
-                    let mut r = Box::new(
-                        Box::pin(store.get(name))
-                            .await?
-                            .ok_or_else(|| Error::NotFound(name.to_string()))?,
-                    );
+                    let mut r = read(store, name).await?;
                     take_series(&mut r);
                     r
                 }
@@ -714,6 +704,14 @@ fn record_series(series: &mut Vec<GateSeries>, reports: &[crate::gates::MetricRe
         };
         series[i].push(at, value);
     }
+}
+
+/// Reads release `name` from the API, boxed; `NotFound` if it is gone.
+async fn read(store: &ReleaseStore, name: &str) -> Result<Box<Release>> {
+    let found = Box::pin(store.get(name)).await?;
+    Ok(Box::new(
+        found.ok_or_else(|| Error::NotFound(name.to_string()))?,
+    ))
 }
 
 /// Takes the gate series out of a Release's status, for the driver to keep

@@ -109,11 +109,13 @@ impl ReleaseStore {
     /// the object changed since `current` was read.
     pub async fn write_status(&self, current: &Release, status: &ReleaseStatus) -> Result<Release> {
         // Not a clone of `current`: its status (mostly history) is replaced.
-        let name = current.metadata.name.clone().unwrap_or_default();
-        let mut obj = Release::new(&name, current.spec.clone());
-        obj.metadata = current.metadata.clone();
-        obj.status = Some(status.clone());
+        let mut obj = Release {
+            metadata: current.metadata.clone(),
+            spec: current.spec.clone(),
+            status: Some(status.clone()),
+        };
         obj.metadata.managed_fields = None;
+        let name = current.metadata.name.clone().unwrap_or_default();
         self.api
             .replace_status(&name, &PostParams::default(), &obj)
             .await
