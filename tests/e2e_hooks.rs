@@ -10,41 +10,11 @@ mod common;
 use common::receiver::receiver;
 use common::{World, finish, tier2_release};
 use cutover::spec::status::{AbortReason, HoldReason, Phase, TransitionEvent};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
-use kube::api::PostParams;
 
 fn with_hooks(hooks: &str) -> String {
     format!("{}  hooks:\n{hooks}", tier2_release())
-}
-
-/// A suspended CronJob in `shop` whose Job template is the smoke test; its
-/// pod exits with `exit_code`.
-async fn smoke_template(w: &World, cluster: &str, exit_code: u8) {
-    let cron: CronJob = serde_json::from_value(serde_json::json!({
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": {"name": "checkout-smoke", "namespace": "shop"},
-        "spec": {
-            "schedule": "@yearly",
-            "suspend": true,
-            "jobTemplate": {"spec": {"template": {
-                "metadata": {"annotations": {
-                    "sim.cutover.dev/runs-for": "20s",
-                    "sim.cutover.dev/exit-code": exit_code.to_string(),
-                }},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [{"name": "smoke", "image": "registry.example.com/shop/smoke:1"}],
-                },
-            }}},
-        },
-    }))
-    .unwrap();
-    Api::<CronJob>::namespaced(w.readers[cluster].clone(), "shop")
-        .create(&PostParams::default(), &cron)
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +131,7 @@ async fn a_job_hook_holds_while_its_template_is_missing_then_runs_a_job_on_every
     );
     let w = World::start(None, 300.0, &release).await;
     for c in ["prod-a", "prod-b"] {
-        smoke_template(&w, c, 0).await;
+        w.smoke_template(c, "20s", 0).await;
     }
     let run = w.run(&[]).spawn().unwrap();
     // staging has no template: the release holds, saying what to create.
@@ -181,7 +151,7 @@ async fn a_job_hook_holds_while_its_template_is_missing_then_runs_a_job_on_every
         hold.message
     );
     assert!(held.weights.values().all(|w| w.basis_points() == 0));
-    smoke_template(&w, "staging", 0).await;
+    w.smoke_template("staging", "20s", 0).await;
     let (code, out, err) = finish(run).await;
     assert_eq!(
         code, 0,
@@ -266,7 +236,7 @@ async fn a_failing_job_hook_rolls_back_and_its_job_says_why() {
          job: {fromCronJob: checkout-smoke}\n",
     );
     let w = World::start(None, 300.0, &release).await;
-    smoke_template(&w, "prod-a", 1).await;
+    w.smoke_template("prod-a", "20s", 1).await;
     let (code, out, err) = finish(w.run(&[]).spawn().unwrap()).await;
     assert_eq!(code, 3, "rolled back: {out}\n{err}");
     let s = w.status().await;

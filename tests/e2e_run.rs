@@ -9,6 +9,7 @@ use common::{BLUE, World, completed_steps, finish, tier2_release};
 use cutover::fleet::workload::Colour;
 use cutover::spec::Percent;
 use cutover::spec::status::{Phase, StepKind, TransitionEvent};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 
@@ -208,8 +209,28 @@ async fn a_killed_run_resumes_where_it_stopped_and_repeats_nothing() {
                 .is_some_and(|p| p.kind == StepKind::Cleanup)
         }),
     ];
+    // A cleanup step can pass within one poll of the status, before the kill
+    // lands; a Job hook before each cleanup holds it for 10 minutes of fleet
+    // time (2 s here), so the kill lands with the hook's Job running or about
+    // to be made, and the second run must take that Job over, not make another.
+    let hooked = format!(
+        "{}  hooks:\n    - name: smoke\n      at: beforeCleanup\n      timeout: 30m\n      \
+         job: {{fromCronJob: checkout-smoke}}\n",
+        tier2_release()
+    );
     for (what, at) in points {
-        let w = World::start(None, 300.0, &tier2_release()).await;
+        let cleanup = what == "during cleanup";
+        let release = if cleanup {
+            hooked.clone()
+        } else {
+            tier2_release()
+        };
+        let w = World::start(None, 300.0, &release).await;
+        if cleanup {
+            for c in &w.rel.clusters {
+                w.smoke_template(&c.name, "10m", 0).await;
+            }
+        }
         let mut child = w.spawn_run(&["--lease-duration", "2s"]);
         w.wait_for(what, at).await;
         child.kill().await.unwrap();
@@ -232,6 +253,33 @@ async fn a_killed_run_resumes_where_it_stopped_and_repeats_nothing() {
             out.contains("waiting for its lease") || out.contains("took over"),
             "{what}: the second run waited for the dead driver's lease: {out}"
         );
+        if cleanup {
+            // One hook Job per cluster, its first try's: none made twice.
+            for c in &w.rel.clusters {
+                let step = s
+                    .plan
+                    .iter()
+                    .position(|p| {
+                        p.kind == StepKind::Cleanup && p.cluster.as_deref() == Some(c.name.as_str())
+                    })
+                    .unwrap();
+                let jobs = Api::<Job>::namespaced(w.readers[&c.name].clone(), common::NS)
+                    .list(&Default::default())
+                    .await
+                    .unwrap()
+                    .items;
+                let names: Vec<_> = jobs
+                    .iter()
+                    .filter_map(|j| j.metadata.name.clone())
+                    .collect();
+                assert_eq!(
+                    names,
+                    [format!("checkout-smoke-r1-s{}-1", step + 1)],
+                    "{what}: {}",
+                    c.name
+                );
+            }
+        }
     }
 }
 

@@ -209,6 +209,37 @@ impl World {
         route_view(&self.route(cluster).await, "checkout", green).green
     }
 
+    /// A suspended CronJob `checkout-smoke` in `shop` on `cluster` whose Job
+    /// template is a smoke test: its pod runs for `runs_for` of fleet time,
+    /// then exits with `exit_code`.
+    pub async fn smoke_template(&self, cluster: &str, runs_for: &str, exit_code: u8) {
+        use k8s_openapi::api::batch::v1::CronJob;
+        let cron: CronJob = serde_json::from_value(serde_json::json!({
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": "checkout-smoke", "namespace": NS},
+            "spec": {
+                "schedule": "@yearly",
+                "suspend": true,
+                "jobTemplate": {"spec": {"template": {
+                    "metadata": {"annotations": {
+                        "sim.cutover.dev/runs-for": runs_for,
+                        "sim.cutover.dev/exit-code": exit_code.to_string(),
+                    }},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "smoke", "image": "registry.example.com/shop/smoke:1"}],
+                    },
+                }}},
+            },
+        }))
+        .unwrap();
+        Api::<CronJob>::namespaced(self.readers[cluster].clone(), NS)
+            .create(&kube::api::PostParams::default(), &cron)
+            .await
+            .unwrap();
+    }
+
     pub async fn deployment(&self, cluster: &str, name: &str) -> Option<Deployment> {
         Api::<Deployment>::namespaced(self.readers[cluster].clone(), NS)
             .get_opt(name)
