@@ -429,6 +429,12 @@ impl Driver {
                 }
                 last_applied = Some((d.actions.clone(), Instant::now()));
             }
+            // What the pass observed is not kept while its status write
+            // waits for the home cluster (writes queue there when many
+            // releases pass at once); the resolved release only where the
+            // write brings transitions to notify of.
+            drop((obs, observed, seen));
+            let rel = (d.status.history.len() > persisted).then_some(rel);
             if changed {
                 if unavailable.contains_key(&self.fleet_spec.home) {
                     // Decided knowing the home fails: kept for the next lease
@@ -440,18 +446,23 @@ impl Driver {
                 }
                 lease.check(name)?;
                 let mut out = Box::new(std::mem::take(&mut d.status));
-                out.gate_series = series.clone();
+                // The gate values go out with the write and come back once it
+                // answers: lent, not copied.
+                out.gate_series = std::mem::take(&mut series);
                 // Boxed as it lands: a Release is kilobytes inline, and the
                 // match's value would hold that room in every waiting drive.
-                match Box::pin(store.write_status(&current, &out))
+                let written = Box::pin(store.write_status(&current, &out))
                     .await
-                    .map(Box::new)
-                {
+                    .map(Box::new);
+                series = std::mem::take(&mut out.gate_series);
+                match written {
                     Ok(written) => {
                         unwritten = None;
                         *carried = None;
                         for t in out.history.iter().skip(persisted) {
-                            self.notify(&key, &rel, t, &out);
+                            if let Some(rel) = &rel {
+                                self.notify(&key, rel, t, &out);
+                            }
                             emit(Progress::Transition(Box::new(t.clone())));
                         }
                         emit(Progress::Status(out));
@@ -471,7 +482,6 @@ impl Driver {
                         if e.is_unavailable() {
                             if unavailable.contains_key(home) {
                                 // Decided knowing the home fails: kept until it answers.
-                                out.gate_series = Vec::new();
                                 unwritten = Some(out);
                             } else {
                                 // Decide again at once, with the home cluster unreachable.
@@ -520,13 +530,10 @@ impl Driver {
                 // Acted: look again as soon as the effect shows.
                 wait = wait.min(SETTLE);
             }
-            // What a pass read and decided is not kept while it waits (a
-            // release waits far longer than it decides): its copies of the
-            // status and its observations would otherwise live on in the
-            // waiting future, one set per release.
-            drop((d, obs, observed));
-            drop(seen);
-            drop(rel);
+            // What a pass decided is not kept while it waits (a release
+            // waits far longer than it decides): it would otherwise live on
+            // in the waiting future, one set per release.
+            drop((d, rel));
             // Nor is the Release kept as objects: its struct alone is 5.8 KB
             // (a pod template's fields are inline) before any of its strings.
             let parked = Parked::of(current);

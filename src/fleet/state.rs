@@ -108,16 +108,17 @@ impl ReleaseStore {
     /// Writes `status` over the status of `current`; fails with `Conflict` if
     /// the object changed since `current` was read.
     pub async fn write_status(&self, current: &Release, status: &ReleaseStatus) -> Result<Release> {
-        // Not a clone of `current`: its status (mostly history) is replaced.
-        let mut obj = Release {
-            metadata: current.metadata.clone(),
-            spec: current.spec.clone(),
-            status: Some(status.clone()),
-        };
-        obj.metadata.managed_fields = None;
-        let name = current.metadata.name.clone().unwrap_or_default();
+        // The status subresource takes only `.status` from the body (and
+        // checks its resourceVersion): "PUT requests to the /status
+        // subresource take a custom resource object, and ignore changes to
+        // anything except the status stanza" (apiextensions/v1
+        // `CustomResourceSubresourceStatus`; kube-apiserver's status strategy
+        // for custom resources copies the rest from the stored object). So the body is
+        // the object's identity and the status, serialised from borrows:
+        // no copy of the spec or of the status (mostly its history).
+        let body = status_body(current, status);
         self.api
-            .replace_status(&name, &PostParams::default(), &obj)
+            .replace_subresource("status", body.metadata.name, &PostParams::default(), &body)
             .await
             .map_err(Error::api(&self.cluster))
     }
@@ -136,6 +137,40 @@ impl ReleaseStore {
             ))),
             r => r.map_err(Error::api(&self.cluster)),
         }
+    }
+}
+
+/// A status write's body: what of the object the status subresource reads.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusBody<'a> {
+    api_version: std::borrow::Cow<'static, str>,
+    kind: std::borrow::Cow<'static, str>,
+    metadata: StatusMeta<'a>,
+    status: &'a ReleaseStatus,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusMeta<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_version: Option<&'a str>,
+}
+
+fn status_body<'a>(current: &'a Release, status: &'a ReleaseStatus) -> StatusBody<'a> {
+    use kube::Resource;
+    StatusBody {
+        api_version: Release::api_version(&()),
+        kind: Release::kind(&()),
+        metadata: StatusMeta {
+            name: current.metadata.name.as_deref().unwrap_or_default(),
+            namespace: current.metadata.namespace.as_deref(),
+            resource_version: current.metadata.resource_version.as_deref(),
+        },
+        status,
     }
 }
 
@@ -208,5 +243,31 @@ mod tests {
         assert!(cut.len() <= EVENT_NOTE_LIMIT, "{}", cut.len());
         assert!(cut.ends_with('…'));
         assert!(long.starts_with(cut.trim_end_matches('…')));
+    }
+
+    #[test]
+    fn a_status_write_sends_the_identity_and_status_but_not_the_spec() {
+        let text = include_str!("../../examples/checkout/release.yaml");
+        let doc: ReleaseDocument = crate::spec::Source::new("release.yaml", text)
+            .decode()
+            .unwrap();
+        let mut current = Release::new("checkout", doc.spec);
+        current.metadata.namespace = Some("shop".into());
+        current.metadata.resource_version = Some("41".into());
+        current.metadata.labels = Some([("team".to_string(), "shop".to_string())].into());
+        let status = ReleaseStatus {
+            message: Some("canary on prod-a".into()),
+            ..Default::default()
+        };
+        let body = serde_json::to_value(status_body(&current, &status)).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "apiVersion": "cutover.dev/v1alpha1",
+                "kind": "Release",
+                "metadata": {"name": "checkout", "namespace": "shop", "resourceVersion": "41"},
+                "status": serde_json::to_value(&status).unwrap(),
+            })
+        );
     }
 }
