@@ -162,24 +162,13 @@ async fn a_job_hook_holds_while_its_template_is_missing_then_runs_a_job_on_every
     // One Job per cluster, after each deploy, named for its release,
     // revision, step and try, carrying the release's facts.
     for c in ["staging", "prod-a", "prod-b"] {
-        let step = s
-            .plan
-            .iter()
-            .position(|p| {
-                p.kind == cutover::spec::status::StepKind::Deploy && p.cluster.as_deref() == Some(c)
-            })
-            .unwrap();
-        let jobs = Api::<Job>::namespaced(w.readers[c].clone(), "shop")
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items;
-        let names: Vec<_> = jobs
-            .iter()
-            .filter_map(|j| j.metadata.name.clone())
-            .collect();
+        let step = common::step_index(&s, cutover::spec::status::StepKind::Deploy, c);
+        let names = w.job_names(c).await;
         assert_eq!(names, [format!("checkout-smoke-r1-s{}-1", step + 1)], "{c}");
-        let job = &jobs[0];
+        let job = &Api::<Job>::namespaced(w.readers[c].clone(), "shop")
+            .get(&names[0])
+            .await
+            .unwrap();
         let complete = job
             .status
             .as_ref()

@@ -9,7 +9,6 @@ use common::{BLUE, World, completed_steps, finish, tier2_release};
 use cutover::fleet::workload::Colour;
 use cutover::spec::Percent;
 use cutover::spec::status::{Phase, StepKind, TransitionEvent};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Api;
 
@@ -256,22 +255,8 @@ async fn a_killed_run_resumes_where_it_stopped_and_repeats_nothing() {
         if cleanup {
             // One hook Job per cluster, its first try's: none made twice.
             for c in &w.rel.clusters {
-                let step = s
-                    .plan
-                    .iter()
-                    .position(|p| {
-                        p.kind == StepKind::Cleanup && p.cluster.as_deref() == Some(c.name.as_str())
-                    })
-                    .unwrap();
-                let jobs = Api::<Job>::namespaced(w.readers[&c.name].clone(), common::NS)
-                    .list(&Default::default())
-                    .await
-                    .unwrap()
-                    .items;
-                let names: Vec<_> = jobs
-                    .iter()
-                    .filter_map(|j| j.metadata.name.clone())
-                    .collect();
+                let step = common::step_index(&s, StepKind::Cleanup, &c.name);
+                let names = w.job_names(&c.name).await;
                 assert_eq!(
                     names,
                     [format!("checkout-smoke-r1-s{}-1", step + 1)],

@@ -240,6 +240,18 @@ impl World {
             .unwrap();
     }
 
+    /// The names of the Jobs in `shop` on `cluster`.
+    pub async fn job_names(&self, cluster: &str) -> Vec<String> {
+        Api::<k8s_openapi::api::batch::v1::Job>::namespaced(self.readers[cluster].clone(), NS)
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|j| j.metadata.name)
+            .collect()
+    }
+
     pub async fn deployment(&self, cluster: &str, name: &str) -> Option<Deployment> {
         Api::<Deployment>::namespaced(self.readers[cluster].clone(), NS)
             .get_opt(name)
@@ -294,6 +306,18 @@ pub async fn finish(child: Child) -> (i32, String, String) {
 }
 
 /// The steps completed, in the order the history records them.
+/// Where in the plan the `kind` step on `cluster` is.
+pub fn step_index(
+    s: &ReleaseStatus,
+    kind: cutover::spec::status::StepKind,
+    cluster: &str,
+) -> usize {
+    s.plan
+        .iter()
+        .position(|p| p.kind == kind && p.cluster.as_deref() == Some(cluster))
+        .unwrap_or_else(|| panic!("no {kind:?} step on {cluster}"))
+}
+
 pub fn completed_steps(s: &ReleaseStatus) -> Vec<u32> {
     use cutover::spec::status::TransitionEvent;
     s.history
