@@ -113,9 +113,9 @@ impl ReleaseStore {
         // subresource take a custom resource object, and ignore changes to
         // anything except the status stanza" (apiextensions/v1
         // `CustomResourceSubresourceStatus`; kube-apiserver's status strategy
-        // for custom resources copies the rest from the stored object). So the body is
-        // the object's identity and the status, serialised from borrows:
-        // no copy of the spec or of the status (mostly its history).
+        // for custom resources copies the rest from the stored object). So
+        // the body is the object's identity and the status, serialised from
+        // borrows: no copy of the spec or of the status (mostly its history).
         let body = status_body(current, status);
         self.api
             .replace_subresource("status", body.metadata.name, &PostParams::default(), &body)

@@ -305,7 +305,6 @@ pub async fn finish(child: Child) -> (i32, String, String) {
     )
 }
 
-/// The steps completed, in the order the history records them.
 /// Where in the plan the `kind` step on `cluster` is.
 pub fn step_index(
     s: &ReleaseStatus,
@@ -318,6 +317,7 @@ pub fn step_index(
         .unwrap_or_else(|| panic!("no {kind:?} step on {cluster}"))
 }
 
+/// The steps completed, in the order the history records them.
 pub fn completed_steps(s: &ReleaseStatus) -> Vec<u32> {
     use cutover::spec::status::TransitionEvent;
     s.history
