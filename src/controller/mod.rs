@@ -139,7 +139,7 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
             clients.watches.leases(clients.home()),
             settings.lease_duration,
         );
-        let recorder = fleet::state::event_recorder(clients.home(), &settings.identity);
+        let recorder = fleet::state::EventRecorder::new(clients.home(), &settings.identity);
         let reconciler = reconcile::Reconciler::new(driver, metrics.clone(), recorder, shard);
         let work = reconciler.clone().run(settings.watch_namespace.as_deref());
         let mut stopping = false;

@@ -15,7 +15,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -25,7 +24,7 @@ use tokio::task::JoinHandle;
 use super::metrics::Metrics;
 use super::shard::{Driven, Shard};
 use crate::driver::{DriveOptions, Driver, Outcome, Progress};
-use crate::fleet::state::{ReleaseStore, release_resource, untyped_releases};
+use crate::fleet::state::{EventRecorder, ReleaseStore, release_resource, untyped_releases};
 use crate::spec::Release;
 use crate::spec::status::{Phase, StepKind, TransitionEvent};
 
@@ -49,7 +48,7 @@ impl Task {
 pub struct Reconciler {
     driver: Driver,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    recorder: EventRecorder,
     resource: ApiResource,
     tasks: Mutex<HashMap<(String, String), Task>>,
     failures: Mutex<HashMap<(String, String), u32>>,
@@ -169,7 +168,7 @@ impl Reconciler {
     pub fn new(
         driver: Driver,
         metrics: Arc<Metrics>,
-        recorder: Recorder,
+        recorder: EventRecorder,
         shard: Shard,
     ) -> Arc<Self> {
         let r = Reconciler {
@@ -194,13 +193,19 @@ impl Reconciler {
         }
     }
 
-    fn spawn(self: &Arc<Self>, tasks: &mut HashMap<(String, String), Task>, ns: &str, name: &str) {
+    fn spawn(
+        self: &Arc<Self>,
+        tasks: &mut HashMap<(String, String), Task>,
+        ns: &str,
+        name: &str,
+        uid: Option<String>,
+    ) {
         let key = (ns.to_string(), name.to_string());
         let me = self.clone();
         let (ns, name) = key.clone();
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::spawn(async move {
-            let result = me.drive(&ns, &name, stopped).await;
+            let result = me.drive(&ns, &name, uid, stopped).await;
             let key = (ns.clone(), name.clone());
             if result.is_ok() {
                 me.failures.lock().expect("failures lock").remove(&key);
@@ -249,6 +254,7 @@ impl Reconciler {
         &self,
         ns: &str,
         name: &str,
+        uid: Option<String>,
         stop: watch::Receiver<bool>,
     ) -> Result<Outcome, String> {
         let key = format!("{ns}/{name}");
@@ -265,6 +271,9 @@ impl Reconciler {
             kind: Some(Release::kind(&()).into_owned()),
             namespace: Some(ns.to_string()),
             name: Some(name.to_string()),
+            // `kubectl describe` finds an object's Events by its UID too
+            // (`involvedObject.uid`, kubectl's `searchEvents`).
+            uid,
             ..Default::default()
         };
         let forward = async {
@@ -330,21 +339,14 @@ impl Reconciler {
                         | TransitionEvent::Aborted
                         | TransitionEvent::Failed
                 );
-                // The whole message stays in the Release's history.
-                let note =
-                    crate::fleet::state::clip(&t.message, crate::fleet::state::EVENT_NOTE_LIMIT);
-                let ev = Event {
-                    type_: if warning {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
-                    reason: format!("{:?}", t.event),
-                    note: Some(note),
-                    action: "Drive".into(),
-                    secondary: None,
-                };
-                if let Err(e) = self.recorder.publish(&ev, reference).await {
+                // The whole message stays in the Release's history; the
+                // Event takes what fits.
+                let reason = format!("{:?}", t.event);
+                if let Err(e) = self
+                    .recorder
+                    .publish(reference, warning, &reason, &t.message)
+                    .await
+                {
                     tracing::warn!(release = %key, error = %e, "could not record an Event");
                 }
             }
@@ -489,7 +491,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
         Driven::Free if driving >= share => return Ok(Action::requeue(ctx.shard.recheck())),
         Driven::Free | Driven::Here => {}
     }
-    ctx.spawn(&mut tasks, &ns, &name);
+    ctx.spawn(&mut tasks, &ns, &name, obj.uid());
     Ok(Action::requeue(RUNNING_RECHECK))
 }
 
