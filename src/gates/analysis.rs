@@ -26,7 +26,7 @@ use super::{KEPT_MEASUREMENTS, MetricReport, gate_verdict};
 use crate::engine::GateReport;
 use crate::fleet::cache::FleetCache;
 use crate::fleet::workload::Slots;
-use crate::spec::gates::{MetricGate, ScrapeQuery};
+use crate::spec::gates::MetricGate;
 use crate::spec::{Fleet, ResolvedRelease};
 
 /// Measurements kept per metric and cluster while a step runs.
@@ -56,12 +56,12 @@ type RunKey = (usize, String);
 /// What a measurement beside the loop brings back.
 enum Fetched {
     Measured(Measurement),
-    /// A metrics page, read against the run's previous page when it lands.
-    Scraped {
-        text: Result<String, String>,
-        query: ScrapeQuery,
-        selector: BTreeMap<String, String>,
-    },
+    /// The selected series of a metrics page, read against the run's
+    /// previous reading when it lands. The page itself is read where it was
+    /// fetched and not carried back: it can be far larger than what the
+    /// gate selects, and it would wait in memory until the driver's next
+    /// pass.
+    Scraped(Result<Reading, String>),
 }
 
 struct Landed {
@@ -289,21 +289,14 @@ fn record(run: &mut Run, m: Measurement) {
 
 /// A measurement that landed, as the gate measures it.
 fn land(run: &mut Run, at: Timestamp, fetched: Fetched, g: &MetricGate) -> Option<Measurement> {
-    let (text, q, selector) = match fetched {
+    let reading = match fetched {
         Fetched::Measured(m) => return Some(m),
-        Fetched::Scraped {
-            text,
-            query,
-            selector,
-        } => (text, query, selector),
+        Fetched::Scraped(Err(e)) => return Some(error(at, e)),
+        Fetched::Scraped(Ok(reading)) => reading,
     };
-    let parsed = match text.and_then(|t| scrape::parse(&t, at)) {
-        Ok(s) => s,
-        Err(e) => return Some(error(at, e)),
-    };
-    let reading = scrape::read(&parsed, &q, &selector, at);
+    let q = g.provider.scrape.as_ref()?;
     let before = run.reading.replace(reading.clone())?;
-    let result: Result<RawResult, String> = scrape::compute(&q, &before, &reading);
+    let result: Result<RawResult, String> = scrape::compute(q, &before, &reading);
     Some(measure(g, at, result, None))
 }
 
@@ -431,11 +424,11 @@ fn probe(
         run.query = format!("{:?} of {} {selector:?} at {url}", q.measure, q.metric);
         let (scraper, query) = (scraper.clone(), q.clone());
         return Probe::Later(Box::pin(async move {
-            Fetched::Scraped {
-                text: scraper.fetch(&url).await,
-                query,
-                selector,
-            }
+            let text = scraper.fetch(&url).await;
+            Fetched::Scraped(text.and_then(|t| {
+                let parsed = scrape::parse(&t, now)?;
+                Ok(scrape::read(&parsed, &query, &selector, now))
+            }))
         }));
     }
     if let Some(q) = &g.provider.cluster_health {
