@@ -21,16 +21,13 @@ use super::providers::health;
 use super::providers::prometheus::Prometheus;
 use super::providers::scrape::{self, Reading, Scraper};
 use super::providers::template;
-use super::verdict::{Class, Measurement, RawResult, measure, metric_verdict};
-use super::{KEPT_MEASUREMENTS, MetricReport, gate_verdict};
+use super::verdict::{Class, Measurement, RawResult, Tally, measure};
+use super::{MetricReport, gate_verdict};
 use crate::engine::GateReport;
 use crate::fleet::cache::FleetCache;
 use crate::fleet::workload::Slots;
 use crate::spec::gates::MetricGate;
 use crate::spec::{Fleet, ResolvedRelease};
-
-/// Measurements kept per metric and cluster while a step runs.
-const HISTORY: usize = 100;
 
 /// Intervals without a pass after which a run of the gates starts over.
 const BLIND_INTERVALS: u32 = 3;
@@ -41,7 +38,8 @@ const MEASUREMENT_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Run {
-    measurements: Vec<Measurement>,
+    /// What the run measured, as its verdict and people need it.
+    tally: Tally,
     reading: Option<Reading>,
     next_at: Option<Timestamp>,
     baseline_restarts: Option<u32>,
@@ -241,15 +239,14 @@ impl Analysis {
             .filter(|((_, c), _)| ctx.clusters.contains(c))
             .map(|((i, c), run)| {
                 let g = &ctx.rel.gates[*i];
-                let keep = run.measurements.len().saturating_sub(KEPT_MEASUREMENTS);
                 MetricReport {
                     name: g.name.clone(),
                     cluster: c.clone(),
                     query: run.query.clone(),
                     threshold: threshold(g),
                     dry_run: g.dry_run,
-                    verdict: metric_verdict(g, &run.measurements),
-                    measurements: run.measurements[keep..].to_vec(),
+                    verdict: run.tally.verdict(g),
+                    measurements: run.tally.recent().cloned().collect(),
                 }
             })
             .collect();
@@ -281,10 +278,7 @@ impl Analysis {
 }
 
 fn record(run: &mut Run, m: Measurement) {
-    run.measurements.push(m);
-    if run.measurements.len() > HISTORY {
-        run.measurements.remove(0);
-    }
+    run.tally.record(m);
 }
 
 /// A measurement that landed, as the gate measures it.

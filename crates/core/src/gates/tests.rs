@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 
 use super::verdict::{
-    Class, Measurement, MetricVerdict, RawResult, Sample, measure, metric_verdict,
+    Class, Measurement, MetricVerdict, RawResult, Sample, Tally, measure, metric_verdict,
 };
 use super::{MetricReport, gate_verdict};
 use crate::engine::GateVerdict;
@@ -413,4 +413,40 @@ fn gate_roll_up_and_dry_run() {
     ]);
     assert_eq!(v, GateVerdict::Inconclusive);
     assert_eq!(gate_verdict(&[]).0, GateVerdict::Pass);
+}
+
+/// Every measurement of a run counts toward its limits, however long the
+/// step (a two-hour bake measured every minute is 120 measurements), and a
+/// run keeps only the latest few whole.
+#[test]
+fn a_failure_counts_however_many_measurements_follow_it() {
+    let gate = mk_gate("failureLimit: 1\n");
+    let mut tally = Tally::default();
+    let m = |i: i64, class| Measurement {
+        at: t(i),
+        class,
+        value: Some(i as f64),
+        detail: format!("m{i}"),
+    };
+    tally.record(m(0, Class::Fail));
+    for i in 1..300 {
+        tally.record(m(i, Class::Pass));
+    }
+    assert_eq!(
+        tally.verdict(&gate),
+        MetricVerdict::Pass,
+        "one failure, limit 1"
+    );
+    tally.record(m(300, Class::Fail));
+    tally.record(m(301, Class::Pass));
+    let MetricVerdict::Fail(why) = tally.verdict(&gate) else {
+        panic!("the failure 300 measurements back still counts")
+    };
+    assert_eq!(why, "2 failed measurements (limit 1): m300");
+    let recent: Vec<i64> = tally.recent().map(|m| m.value.unwrap() as i64).collect();
+    assert_eq!(
+        recent,
+        (292..302).collect::<Vec<_>>(),
+        "the latest ten, oldest first"
+    );
 }

@@ -344,83 +344,127 @@ pub enum MetricVerdict {
 
 /// Rolls a metric's measurements (oldest first) up under its limits.
 pub fn metric_verdict(gate: &MetricGate, ms: &[Measurement]) -> MetricVerdict {
-    let judged: Vec<&Measurement> = ms.iter().filter(|m| m.class != Class::NoData).collect();
-    let count = |c| judged.iter().filter(|m| m.class == c).count() as u32;
-    let longest_run = |c| {
-        let (mut best, mut run) = (0u32, 0u32);
-        for m in &judged {
-            run = if m.class == c { run + 1 } else { 0 };
-            best = best.max(run);
+    let mut tally = Tally::default();
+    for m in ms {
+        tally.record(m.clone());
+    }
+    tally.verdict(gate)
+}
+
+/// A metric's measurements in one run, as its verdict needs them: the class
+/// of every measurement judged (one byte each, however long the step runs),
+/// the text of the last one of each class, and the latest few whole for
+/// people. Every measurement of the run counts toward the limits, as in
+/// Argo Rollouts' analysis runs, and a run of hours keeps no more than a
+/// run of minutes but its classes.
+#[derive(Clone, Debug, Default)]
+pub struct Tally {
+    /// Judged measurements' classes (`NoData` is not judged), oldest first.
+    classes: Vec<Class>,
+    /// The last detail of each class, by `Class as usize`.
+    last: [Option<Box<str>>; 5],
+    /// The latest `KEPT_MEASUREMENTS` whole, oldest first.
+    recent: std::collections::VecDeque<Measurement>,
+}
+
+impl Tally {
+    pub fn record(&mut self, m: Measurement) {
+        if m.class != Class::NoData {
+            self.classes.push(m.class);
+            self.last[m.class as usize] = Some(m.detail.as_str().into());
         }
-        best
-    };
-    let last_of = |c| {
-        judged
-            .iter()
-            .rev()
-            .find(|m| m.class == c)
-            .map(|m| m.detail.clone())
-            .unwrap_or_default()
-    };
-    let fails = count(Class::Fail);
-    if gate.critical && fails > 0 {
-        return MetricVerdict::Fail(format!("critical metric failed: {}", last_of(Class::Fail)));
+        if self.recent.len() == super::KEPT_MEASUREMENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(m);
     }
-    if fails > gate.failure_limit {
-        return MetricVerdict::Fail(format!(
-            "{fails} failed measurements (limit {}): {}",
-            gate.failure_limit,
-            last_of(Class::Fail)
-        ));
+
+    /// The latest measurements, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = &Measurement> {
+        self.recent.iter()
     }
-    if let Some(limit) = gate.consecutive_failure_limit
-        && longest_run(Class::Fail) > limit
-    {
-        return MetricVerdict::Fail(format!(
-            "{} failures in a row (limit {limit}): {}",
-            longest_run(Class::Fail),
-            last_of(Class::Fail)
-        ));
-    }
-    if let Some(w) = gate.window {
-        let recent = judged
-            .iter()
-            .rev()
-            .take(w.of as usize)
-            .filter(|m| m.class == Class::Fail)
-            .count() as u32;
-        if recent > w.failures {
+
+    /// The metric's verdict under `gate`'s limits.
+    pub fn verdict(&self, gate: &MetricGate) -> MetricVerdict {
+        let judged = &self.classes;
+        let count = |c| judged.iter().filter(|m| **m == c).count() as u32;
+        let longest_run = |c| {
+            let (mut best, mut run) = (0u32, 0u32);
+            for m in judged {
+                run = if *m == c { run + 1 } else { 0 };
+                best = best.max(run);
+            }
+            best
+        };
+        let last_of = |c: Class| {
+            self.last[c as usize]
+                .as_deref()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let fails = count(Class::Fail);
+        if gate.critical && fails > 0 {
             return MetricVerdict::Fail(format!(
-                "{recent} of the last {} measurements failed: {}",
-                w.of,
+                "critical metric failed: {}",
                 last_of(Class::Fail)
             ));
         }
-    }
-    let trailing_errors = judged
-        .iter()
-        .rev()
-        .take_while(|m| m.class == Class::Error)
-        .count() as u32;
-    if trailing_errors > gate.consecutive_error_limit {
-        return MetricVerdict::Fail(format!(
-            "provider unreachable or failing: {trailing_errors} errors in a row (limit {}): {}",
-            gate.consecutive_error_limit,
-            last_of(Class::Error)
-        ));
-    }
-    let inconclusive = count(Class::Inconclusive);
-    if inconclusive > gate.inconclusive_limit {
-        return MetricVerdict::Inconclusive(format!(
-            "{inconclusive} inconclusive measurements: {}",
-            last_of(Class::Inconclusive)
-        ));
-    }
-    let last_pass = judged.last().is_some_and(|m| m.class == Class::Pass);
-    if count(Class::Pass) >= gate.min_measurements.max(1) && last_pass {
-        MetricVerdict::Pass
-    } else {
-        MetricVerdict::Pending
+        if fails > gate.failure_limit {
+            return MetricVerdict::Fail(format!(
+                "{fails} failed measurements (limit {}): {}",
+                gate.failure_limit,
+                last_of(Class::Fail)
+            ));
+        }
+        if let Some(limit) = gate.consecutive_failure_limit
+            && longest_run(Class::Fail) > limit
+        {
+            return MetricVerdict::Fail(format!(
+                "{} failures in a row (limit {limit}): {}",
+                longest_run(Class::Fail),
+                last_of(Class::Fail)
+            ));
+        }
+        if let Some(w) = gate.window {
+            let recent = judged
+                .iter()
+                .rev()
+                .take(w.of as usize)
+                .filter(|m| **m == Class::Fail)
+                .count() as u32;
+            if recent > w.failures {
+                return MetricVerdict::Fail(format!(
+                    "{recent} of the last {} measurements failed: {}",
+                    w.of,
+                    last_of(Class::Fail)
+                ));
+            }
+        }
+        let trailing_errors = judged
+            .iter()
+            .rev()
+            .take_while(|m| **m == Class::Error)
+            .count() as u32;
+        if trailing_errors > gate.consecutive_error_limit {
+            return MetricVerdict::Fail(format!(
+                "provider unreachable or failing: {trailing_errors} errors in a row (limit {}): {}",
+                gate.consecutive_error_limit,
+                last_of(Class::Error)
+            ));
+        }
+        let inconclusive = count(Class::Inconclusive);
+        if inconclusive > gate.inconclusive_limit {
+            return MetricVerdict::Inconclusive(format!(
+                "{inconclusive} inconclusive measurements: {}",
+                last_of(Class::Inconclusive)
+            ));
+        }
+        let last_pass = judged.last() == Some(&Class::Pass);
+        if count(Class::Pass) >= gate.min_measurements.max(1) && last_pass {
+            MetricVerdict::Pass
+        } else {
+            MetricVerdict::Pending
+        }
     }
 }
 
