@@ -182,8 +182,9 @@ impl Analysis {
                 && let Some(run) = self.runs.get_mut(&l.run)
             {
                 run.in_flight = false;
-                if let Some(m) = land(run, l.at, l.fetched, &ctx.rel.gates[l.run.0]) {
-                    record(run, m);
+                let g = &ctx.rel.gates[l.run.0];
+                if let Some(m) = land(run, l.at, l.fetched, g) {
+                    record(run, g, m);
                 }
             }
         }
@@ -207,7 +208,7 @@ impl Analysis {
                     &self.scraper,
                     now,
                 ) {
-                    Probe::Now(Some(m)) => record(run, m),
+                    Probe::Now(Some(m)) => record(run, g, m),
                     Probe::Now(None) => {}
                     Probe::Later(request) => {
                         run.in_flight = true;
@@ -277,8 +278,8 @@ impl Analysis {
     }
 }
 
-fn record(run: &mut Run, m: Measurement) {
-    run.tally.record(m);
+fn record(run: &mut Run, g: &MetricGate, m: Measurement) {
+    run.tally.record(g, m);
 }
 
 /// A measurement that landed, as the gate measures it.

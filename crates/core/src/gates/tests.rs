@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use super::verdict::{
     Class, Measurement, MetricVerdict, RawResult, Sample, Tally, measure, metric_verdict,
 };
-use super::{MetricReport, gate_verdict};
+use super::{KEPT_MEASUREMENTS, MetricReport, gate_verdict};
 use crate::engine::GateVerdict;
 use crate::spec::Source;
 use crate::spec::gates::MetricGate;
@@ -428,17 +428,17 @@ fn a_failure_counts_however_many_measurements_follow_it() {
         value: Some(i as f64),
         detail: format!("m{i}"),
     };
-    tally.record(m(0, Class::Fail));
+    tally.record(&gate, m(0, Class::Fail));
     for i in 1..300 {
-        tally.record(m(i, Class::Pass));
+        tally.record(&gate, m(i, Class::Pass));
     }
     assert_eq!(
         tally.verdict(&gate),
         MetricVerdict::Pass,
         "one failure, limit 1"
     );
-    tally.record(m(300, Class::Fail));
-    tally.record(m(301, Class::Pass));
+    tally.record(&gate, m(300, Class::Fail));
+    tally.record(&gate, m(301, Class::Pass));
     let MetricVerdict::Fail(why) = tally.verdict(&gate) else {
         panic!("the failure 300 measurements back still counts")
     };
@@ -449,4 +449,131 @@ fn a_failure_counts_however_many_measurements_follow_it() {
         (292..302).collect::<Vec<_>>(),
         "the latest ten, oldest first"
     );
+}
+
+/// The verdict read off the whole sequence of measurements, as the limits
+/// are stated (the tally's counters must agree with it after every one).
+fn verdict_of_all(gate: &MetricGate, ms: &[Measurement]) -> MetricVerdict {
+    let judged: Vec<&Measurement> = ms.iter().filter(|m| m.class != Class::NoData).collect();
+    let of = |c: Class| judged.iter().filter(|m| m.class == c).count() as u32;
+    let last = |c: Class| {
+        judged
+            .iter()
+            .rev()
+            .find(|m| m.class == c)
+            .map_or(String::new(), |m| m.detail.clone())
+    };
+    let runs_of_fails = judged
+        .split(|m| m.class != Class::Fail)
+        .map(|r| r.len() as u32)
+        .max()
+        .unwrap_or(0);
+    let fails = of(Class::Fail);
+    if gate.critical && fails > 0 {
+        return MetricVerdict::Fail(format!("critical metric failed: {}", last(Class::Fail)));
+    }
+    if fails > gate.failure_limit {
+        let why = format!(
+            "{fails} failed measurements (limit {}): ",
+            gate.failure_limit
+        );
+        return MetricVerdict::Fail(why + &last(Class::Fail));
+    }
+    if let Some(limit) = gate.consecutive_failure_limit
+        && runs_of_fails > limit
+    {
+        let why = format!("{runs_of_fails} failures in a row (limit {limit}): ");
+        return MetricVerdict::Fail(why + &last(Class::Fail));
+    }
+    if let Some(w) = gate.window {
+        let start = judged.len().saturating_sub(w.of as usize);
+        let failed = judged[start..]
+            .iter()
+            .filter(|m| m.class == Class::Fail)
+            .count();
+        if failed as u32 > w.failures {
+            let why = format!("{failed} of the last {} measurements failed: ", w.of);
+            return MetricVerdict::Fail(why + &last(Class::Fail));
+        }
+    }
+    let erring = judged
+        .iter()
+        .rev()
+        .take_while(|m| m.class == Class::Error)
+        .count() as u32;
+    if erring > gate.consecutive_error_limit {
+        let why = format!(
+            "provider unreachable or failing: {erring} errors in a row (limit {}): ",
+            gate.consecutive_error_limit
+        );
+        return MetricVerdict::Fail(why + &last(Class::Error));
+    }
+    let inconclusive = of(Class::Inconclusive);
+    if inconclusive > gate.inconclusive_limit {
+        let why = format!("{inconclusive} inconclusive measurements: ");
+        return MetricVerdict::Inconclusive(why + &last(Class::Inconclusive));
+    }
+    let passed_last = judged.last().is_some_and(|m| m.class == Class::Pass);
+    if of(Class::Pass) >= gate.min_measurements.max(1) && passed_last {
+        MetricVerdict::Pass
+    } else {
+        MetricVerdict::Pending
+    }
+}
+
+/// Seeded random sequences of measurements against gates with each limit:
+/// after every measurement, the tally's verdict (and reason) is the one
+/// read off the whole sequence, and it keeps the latest ten whole.
+#[test]
+fn the_tally_decides_as_the_whole_sequence_would() {
+    let gates = [
+        "",
+        "failureLimit: 3\n",
+        "failureLimit: 20\nconsecutiveFailureLimit: 2\n",
+        "failureLimit: 20\nwindow:\n  failures: 2\n  of: 7\n",
+        "failureLimit: 20\nwindow:\n  failures: 0\n  of: 1\n",
+        "failureLimit: 9\ncritical: true\n",
+        "consecutiveErrorLimit: 2\nfailureLimit: 50\n",
+        "inconclusiveLimit: 4\nfailureLimit: 50\n",
+        "minMeasurements: 5\nfailureLimit: 50\n",
+    ];
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    for extra in gates {
+        let gate = mk_gate(extra);
+        for _ in 0..200 {
+            let (mut tally, mut ms) = (Tally::default(), Vec::new());
+            let len = next() % 120;
+            for i in 0..len {
+                let class = match next() % 10 {
+                    0..=4 => Class::Pass,
+                    5 | 6 => Class::Fail,
+                    7 => Class::Inconclusive,
+                    8 => Class::NoData,
+                    _ => Class::Error,
+                };
+                let m = Measurement {
+                    at: t(i as i64),
+                    class,
+                    value: None,
+                    detail: format!("m{i}"),
+                };
+                tally.record(&gate, m.clone());
+                ms.push(m);
+                assert_eq!(
+                    tally.verdict(&gate),
+                    verdict_of_all(&gate, &ms),
+                    "{extra:?} {ms:?}"
+                );
+                let kept: Vec<&Measurement> = tally.recent().collect();
+                let start = ms.len().saturating_sub(KEPT_MEASUREMENTS);
+                assert_eq!(kept, ms[start..].iter().collect::<Vec<_>>());
+            }
+        }
+    }
 }

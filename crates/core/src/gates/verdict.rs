@@ -346,21 +346,30 @@ pub enum MetricVerdict {
 pub fn metric_verdict(gate: &MetricGate, ms: &[Measurement]) -> MetricVerdict {
     let mut tally = Tally::default();
     for m in ms {
-        tally.record(m.clone());
+        tally.record(gate, m.clone());
     }
     tally.verdict(gate)
 }
 
-/// A metric's measurements in one run, as its verdict needs them: the class
-/// of every measurement judged (one byte each, however long the step runs),
-/// the text of the last one of each class, and the latest few whole for
-/// people. Every measurement of the run counts toward the limits, as in
-/// Argo Rollouts' analysis runs, and a run of hours keeps no more than a
-/// run of minutes but its classes.
+/// A metric's measurements in one run, as its verdict needs them: how many
+/// of each class, the longest run of failures, the errors in a row, the
+/// classes of the last `window.of`, the text of the last one of each class,
+/// and the latest few whole for people. Every measurement of the run counts
+/// toward the limits, as the counters of Argo Rollouts' analysis runs do,
+/// and a run of days holds no more than a run of minutes.
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
-    /// Judged measurements' classes (`NoData` is not judged), oldest first.
-    classes: Vec<Class>,
+    /// Judged measurements (`NoData` is not judged) of each class, by `Class as usize`.
+    counts: [u32; 5],
+    /// The longest run of failures, and the one going on.
+    longest_failing: u32,
+    failing: u32,
+    /// Errors since the last judged measurement that was not one.
+    erring: u32,
+    /// The class of the last judged measurement.
+    last_class: Option<Class>,
+    /// The classes of the last `window.of` judged measurements, oldest first.
+    window: std::collections::VecDeque<Class>,
     /// The last detail of each class, by `Class as usize`.
     last: [Option<Box<str>>; 5],
     /// The latest `KEPT_MEASUREMENTS` whole, oldest first.
@@ -368,10 +377,29 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn record(&mut self, m: Measurement) {
-        if m.class != Class::NoData {
-            self.classes.push(m.class);
-            self.last[m.class as usize] = Some(m.detail.as_str().into());
+    /// Counts `m` under `gate` (whose window says how many classes to keep).
+    pub fn record(&mut self, gate: &MetricGate, m: Measurement) {
+        let c = m.class;
+        if c != Class::NoData {
+            self.counts[c as usize] += 1;
+            self.failing = if c == Class::Fail {
+                self.failing + 1
+            } else {
+                0
+            };
+            self.longest_failing = self.longest_failing.max(self.failing);
+            self.erring = if c == Class::Error {
+                self.erring + 1
+            } else {
+                0
+            };
+            self.last_class = Some(c);
+            let of = gate.window.map_or(0, |w| w.of as usize);
+            self.window.push_back(c);
+            while self.window.len() > of {
+                self.window.pop_front();
+            }
+            self.last[c as usize] = Some(m.detail.as_str().into());
         }
         if self.recent.len() == super::KEPT_MEASUREMENTS {
             self.recent.pop_front();
@@ -386,16 +414,7 @@ impl Tally {
 
     /// The metric's verdict under `gate`'s limits.
     pub fn verdict(&self, gate: &MetricGate) -> MetricVerdict {
-        let judged = &self.classes;
-        let count = |c| judged.iter().filter(|m| **m == c).count() as u32;
-        let longest_run = |c| {
-            let (mut best, mut run) = (0u32, 0u32);
-            for m in judged {
-                run = if *m == c { run + 1 } else { 0 };
-                best = best.max(run);
-            }
-            best
-        };
+        let count = |c: Class| self.counts[c as usize];
         let last_of = |c: Class| {
             self.last[c as usize]
                 .as_deref()
@@ -417,21 +436,16 @@ impl Tally {
             ));
         }
         if let Some(limit) = gate.consecutive_failure_limit
-            && longest_run(Class::Fail) > limit
+            && self.longest_failing > limit
         {
             return MetricVerdict::Fail(format!(
                 "{} failures in a row (limit {limit}): {}",
-                longest_run(Class::Fail),
+                self.longest_failing,
                 last_of(Class::Fail)
             ));
         }
         if let Some(w) = gate.window {
-            let recent = judged
-                .iter()
-                .rev()
-                .take(w.of as usize)
-                .filter(|m| **m == Class::Fail)
-                .count() as u32;
+            let recent = self.window.iter().filter(|c| **c == Class::Fail).count() as u32;
             if recent > w.failures {
                 return MetricVerdict::Fail(format!(
                     "{recent} of the last {} measurements failed: {}",
@@ -440,11 +454,7 @@ impl Tally {
                 ));
             }
         }
-        let trailing_errors = judged
-            .iter()
-            .rev()
-            .take_while(|m| **m == Class::Error)
-            .count() as u32;
+        let trailing_errors = self.erring;
         if trailing_errors > gate.consecutive_error_limit {
             return MetricVerdict::Fail(format!(
                 "provider unreachable or failing: {trailing_errors} errors in a row (limit {}): {}",
@@ -459,7 +469,7 @@ impl Tally {
                 last_of(Class::Inconclusive)
             ));
         }
-        let last_pass = judged.last() == Some(&Class::Pass);
+        let last_pass = self.last_class == Some(Class::Pass);
         if count(Class::Pass) >= gate.min_measurements.max(1) && last_pass {
             MetricVerdict::Pass
         } else {
