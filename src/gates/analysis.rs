@@ -184,7 +184,7 @@ impl Analysis {
                 run.in_flight = false;
                 let g = &ctx.rel.gates[l.run.0];
                 if let Some(m) = land(run, l.at, l.fetched, g) {
-                    record(run, g, m);
+                    run.tally.record(g, m);
                 }
             }
         }
@@ -208,7 +208,7 @@ impl Analysis {
                     &self.scraper,
                     now,
                 ) {
-                    Probe::Now(Some(m)) => record(run, g, m),
+                    Probe::Now(Some(m)) => run.tally.record(g, m),
                     Probe::Now(None) => {}
                     Probe::Later(request) => {
                         run.in_flight = true;
@@ -276,10 +276,6 @@ impl Analysis {
             self.inbox.push(*l);
         }
     }
-}
-
-fn record(run: &mut Run, g: &MetricGate, m: Measurement) {
-    run.tally.record(g, m);
 }
 
 /// A measurement that landed, as the gate measures it.
