@@ -7,7 +7,8 @@
 //! (default 10), `CUTOVER_BENCH_SCALE` its fleet's time scale (default: slower
 //! the more releases), `CUTOVER_BENCH_REPLICAS` how many controller processes
 //! share them (default 1), `CUTOVER_BENCH_KILL=1` kills one once a third
-//! have ended, `CUTOVER_BENCH_LOG=DIR` keeps the controllers' warnings;
+//! have ended, `CUTOVER_BENCH_LOG=DIR` keeps the controllers' warnings,
+//! `CUTOVER_BENCH_WORKERS` sets their `--workers` (default: the controller's);
 //! `CUTOVER_BENCH_ONLY=reaction,abort,economy,idle,lifecycle,controller` runs some of
 //! the parts.
 
@@ -482,6 +483,8 @@ async fn controller() {
         .unwrap_or_else(|| dir.path().to_path_buf());
     std::fs::create_dir_all(&log_dir).expect("the log directory");
     let log_path = |i: usize| log_dir.join(format!("controller-{i}.log"));
+    let workers = std::env::var("CUTOVER_BENCH_WORKERS")
+        .unwrap_or_else(|_| cutover::controller::WORKERS.to_string());
     let mut ctls = Vec::new();
     for i in 0..replicas {
         let ctl = tokio::process::Command::new(bin)
@@ -497,6 +500,7 @@ async fn controller() {
             // wall time: the default 50 a second per cluster is for tens of
             // releases, not a thousand.
             .args(["--qps", &n.div_ceil(replicas).max(50).to_string()])
+            .args(["--workers", &workers])
             .env("CUTOVER_LOG", "warn")
             .stdout(Stdio::null())
             // Its warnings are read for lost leases; `CUTOVER_BENCH_LOG=DIR` keeps them.

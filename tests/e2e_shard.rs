@@ -3,14 +3,19 @@
 //! replicas drive three each, each release's Lease held under its replica's;
 //! a third joins and is handed a fair share (two each); one is killed
 //! mid-run and the other two take its releases over, and every release
-//! completes with every step exactly once.
+//! completes with every step exactly once. Each replica has one worker
+//! (`--workers 1`): its releases take turns to pass, never two at once.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::controller::{Controller, SYSTEM_NS, start_controller, system_namespace};
+use common::controller::{
+    Controller, SYSTEM_NS, http_get, start_controller_args, system_namespace,
+};
 use common::{BLUE, NS, World, completed_steps, tier2_release};
 use cutover::fleet::bootstrap;
 use cutover::spec::status::{Phase, TransitionEvent};
@@ -112,6 +117,40 @@ async fn statuses(w: &World) -> Vec<Release> {
         .items
 }
 
+/// A replica with one worker: its releases pass one at a time.
+fn replica(w: &World, identity: &str) -> Controller {
+    start_controller_args(w, identity, w.sim.fleet_path(), "text", &["--workers", "1"])
+}
+
+/// A gauge of the `/metrics` on `port`; `None` while it does not answer.
+fn gauge(port: u16, name: &str) -> Option<f64> {
+    let (_, text) = http_get(port, "/metrics")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Reads `cutover_passes_running` of the replicas on `ports` every few
+/// milliseconds until `stop`: how many readings there were, and the most.
+fn watch_passing(
+    ports: Arc<Mutex<Vec<u16>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, f64)> {
+    std::thread::spawn(move || {
+        let (mut readings, mut most) = (0, 0.0f64);
+        while !stop.load(Ordering::Relaxed) {
+            let now: Vec<u16> = ports.lock().unwrap().clone();
+            for port in now {
+                if let Some(n) = gauge(port, "cutover_passes_running") {
+                    readings += 1;
+                    most = most.max(n);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        (readings, most)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_six_releases_hand_some_to_a_new_one_and_take_over_a_killed_ones() {
     let w = World::start(None, 200.0, &tier2_release()).await;
@@ -139,8 +178,11 @@ async fn replicas_share_six_releases_hand_some_to_a_new_one_and_take_over_a_kill
     }
     let mut replicas: Vec<_> = ["ctl-a", "ctl-b"]
         .into_iter()
-        .map(|id| start_controller(&w, id))
+        .map(|id| replica(&w, id))
         .collect();
+    let ports = Arc::new(Mutex::new(replicas.iter().map(|c| c.port).collect()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let passing = watch_passing(ports.clone(), stop.clone());
     // Every replica's own Lease, before there is anything to share.
     joined(&w, &replicas).await;
     let path = w.dir.path().join("releases.yaml");
@@ -155,7 +197,8 @@ async fn replicas_share_six_releases_hand_some_to_a_new_one_and_take_over_a_kill
     // replica that drives it.
     shared_as(&w, 2).await;
     // A third replica joins: the others hand it two releases between passes.
-    replicas.push(start_controller(&w, "ctl-c"));
+    replicas.push(replica(&w, "ctl-c"));
+    ports.lock().unwrap().push(replicas[2].port);
     joined(&w, &replicas).await;
     let shared = shared_as(&w, 3).await;
     // Killed while its releases are on their way.
@@ -213,6 +256,14 @@ async fn replicas_share_six_releases_hand_some_to_a_new_one_and_take_over_a_kill
             .count();
         assert_eq!(starts, s.plan.len(), "{name}: {:#?}", s.history);
     }
+    // No replica ever had two of its releases passing at once.
+    stop.store(true, Ordering::Relaxed);
+    let (readings, most) = passing.join().unwrap();
+    assert!(
+        readings > 0,
+        "no replica's /metrics had cutover_passes_running"
+    );
+    assert_eq!(most, 1.0, "{readings} readings of cutover_passes_running");
     // The killed replica's releases were taken over by the others.
     assert_eq!(
         taken_by.keys().cloned().collect::<Vec<_>>(),

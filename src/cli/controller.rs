@@ -53,6 +53,12 @@ pub struct ControllerArgs {
     /// bounds the connections (and their memory) the controller keeps open.
     #[arg(long, default_value_t = ClientLimits::default().in_flight as u64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub max_in_flight: u64,
+    /// Releases passing at once (observing, deciding, acting, writing their
+    /// status); the others wait their turn holding only their Release,
+    /// compressed. Bounds the controller's memory in a burst; raise it when
+    /// `cutover_passes_waiting` stays high.
+    #[arg(long, default_value_t = controller::WORKERS, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub workers: u64,
     /// Log lines as JSON objects (for log pipelines) or as text.
     #[arg(long, value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -92,6 +98,7 @@ pub async fn run(args: &ControllerArgs) -> CliResult {
             .as_duration()
             .max(Duration::from_secs(1)),
         listen: args.listen,
+        workers: args.workers as usize,
         limits: ClientLimits {
             qps: args.qps,
             in_flight: args.max_in_flight as usize,

@@ -387,6 +387,8 @@ pub async fn rehearse(
         idle: Duration::from_millis(500),
         under: None,
         notifier: conn.notifier(),
+        // One release.
+        turns: crate::driver::Turns::new(1),
     };
     let (name, ns) = (rel.name.clone(), rel.namespace.clone());
     let forward = async {

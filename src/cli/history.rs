@@ -261,6 +261,8 @@ pub async fn undo(args: &UndoArgs) -> CliResult {
         idle: Duration::from_secs(2),
         under: None,
         notifier: conn.notifier(),
+        // One release.
+        turns: crate::driver::Turns::new(1),
     };
     drive_and_report(driver, &ns, &args.name, reporter).await
 }

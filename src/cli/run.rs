@@ -157,6 +157,8 @@ pub async fn run(args: &RunArgs) -> CliResult {
         idle: Duration::from_secs(2),
         under: None,
         notifier: conn.notifier(),
+        // One release.
+        turns: crate::driver::Turns::new(1),
     };
     drive_and_report(driver, &rel.namespace, &rel.name, reporter).await
 }

@@ -58,6 +58,10 @@ pub struct Metrics {
     pub driving: Gauge,
     pub lease_losses: Counter,
     pub driver_errors: Counter,
+    /// Releases woken and waiting for a turn to pass.
+    pub passes_waiting: Gauge,
+    /// Releases in a pass.
+    pub passing: Gauge,
     /// Notification messages by receiver and result.
     pub notifications: Family<crate::notify::DeliveryLabel, Counter>,
     /// Last known phase and verdicts per release, to count changes only.
@@ -125,6 +129,8 @@ impl Metrics {
         let driving = Gauge::default();
         let lease_losses = Counter::default();
         let driver_errors = Counter::default();
+        let passes_waiting = Gauge::default();
+        let passing = Gauge::default();
         let notifications = Family::<crate::notify::DeliveryLabel, Counter>::default();
         registry.register(
             "releases",
@@ -183,6 +189,16 @@ impl Metrics {
             driver_errors.clone(),
         );
         registry.register(
+            "passes_waiting",
+            "Releases woken and waiting for a turn to pass (see --workers); staying high means passes queue",
+            passes_waiting.clone(),
+        );
+        registry.register(
+            "passes_running",
+            "Releases in a pass now: observing, deciding, acting or writing their status",
+            passing.clone(),
+        );
+        registry.register(
             "notifications",
             "Notification messages by receiver and result: delivered, failed after every retry, or dropped while the receiver's queue was full",
             notifications.clone(),
@@ -202,6 +218,8 @@ impl Metrics {
             driving,
             lease_losses,
             driver_errors,
+            passes_waiting,
+            passing,
             seen: Mutex::new(BTreeMap::new()),
         }
     }

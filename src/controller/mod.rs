@@ -50,7 +50,12 @@ pub struct Settings {
     pub lease_duration: Duration,
     pub listen: SocketAddr,
     pub limits: ClientLimits,
+    /// Releases passing at once (see [`crate::driver::Turns`]).
+    pub workers: usize,
 }
+
+/// Releases passing at once by default.
+pub const WORKERS: u64 = 16;
 
 /// Runs the controller until the process ends.
 pub async fn run(settings: Settings) -> std::io::Result<()> {
@@ -62,6 +67,13 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
             m.api_request(cluster, verb)
         }));
     }
+    // One set of turns for the process: drivers of a connection dropped
+    // (credentials changed) give theirs back as they stop.
+    let turns = crate::driver::Turns::counted(
+        settings.workers,
+        metrics.passes_waiting.clone(),
+        metrics.passing.clone(),
+    );
     let bound = server::serve(settings.listen, metrics.clone(), health.clone()).await?;
     tracing::info!(listen = %bound, identity = %settings.identity, "serving /metrics, /healthz and /readyz");
     let mut backoff = Duration::from_secs(1);
@@ -123,6 +135,7 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
             windows: settings.windows.clone(),
             under: Some(joined.as_parent()),
             notifier: notifier.clone(),
+            turns: turns.clone(),
         };
         // Freezes set or lifted with kubectl are announced by one replica: the leader.
         let (stop_leading, stopped) = tokio::sync::watch::channel(false);

@@ -5,6 +5,7 @@
 
 mod apply;
 mod stop;
+mod turns;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 
 pub use stop::stop_signal;
 use stop::{stop_requested, stopping};
+pub use turns::Turns;
 
 use crate::admission;
 use crate::clock::SharedClock;
@@ -104,6 +106,8 @@ pub struct Driver {
     pub under: Option<lease::Parent>,
     /// Sends the release's transitions to the fleet's notification receivers.
     pub notifier: crate::notify::Notifier,
+    /// Turns to pass, shared by the drivers made from this one.
+    pub turns: Turns,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -233,6 +237,10 @@ impl Driver {
         }
     }
 
+    async fn turn(&self) -> Option<turns::Turn> {
+        Some(self.turns.take().await)
+    }
+
     // The calls awaited in a pass are boxed: a task's future is as large as
     // its largest state, and a controller keeps one per release it drives,
     // almost always waiting between passes.
@@ -245,6 +253,8 @@ impl Driver {
         emit: &impl Fn(Progress),
         carried: &mut Option<Carried>,
     ) -> Result<Outcome> {
+        // Reading and resolving the Release is a pass's work: it takes a turn.
+        let mut turn = self.turn().await;
         // The large values kept across a pass's awaits are boxed.
         let mut current = read(store, name).await?;
         let key = format!("{}/{name}", store.namespace);
@@ -286,7 +296,10 @@ impl Driver {
             .watches
             .releases(self.fleet.home(), &store.namespace);
         releases.subscribe(name, &cache.notifier());
+        // Waiting for the caches is not: every driver started with this one waits the same.
+        drop(turn.take());
         Box::pin(self.wait_for_caches(&cache)).await;
+        turn = self.turn().await;
         let mut analysis = Analysis::default();
         let mut hooks = crate::hooks::Hooks::new(self.clock.clone());
         // Gate values over the release, kept in memory between status writes.
@@ -493,6 +506,8 @@ impl Driver {
                 }
             }
             if phase.is_terminal() {
+                // Waiting for the last notifications is not a pass's work.
+                drop(turn.take());
                 let last = Box::new(with_series(&current, std::mem::take(&mut series)));
                 Box::pin(self.settle_notifications(store, lease, name, &key, last)).await;
             }
@@ -537,6 +552,7 @@ impl Driver {
             // Nor is the Release kept as objects: its struct alone is 5.8 KB
             // (a pod template's fields are inline) before any of its strings.
             let parked = Parked::of(current);
+            drop(turn.take());
             let mut stop = opts.stop.clone();
             tokio::select! {
                 _ = cache.changed() => {}
@@ -545,6 +561,11 @@ impl Driver {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop_requested(&mut stop) => {}
             }
+            if stopping(&opts) {
+                return Ok(Outcome::Stopped);
+            }
+            // Unparked only once it is this release's turn.
+            turn = self.turn().await;
             current = match parked.unpark() {
                 Some(r) => r,
                 // Text it wrote itself that does not read back: read it anew.

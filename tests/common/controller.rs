@@ -1,7 +1,8 @@
 //! Controller processes on the simulated fleet: started with a short lease,
 //! logging to `<identity>.log` in the test's directory.
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -49,6 +50,17 @@ pub fn start_controller_with(
     fleet: &std::path::Path,
     log_format: &str,
 ) -> Controller {
+    start_controller_args(w, identity, fleet, log_format, &[])
+}
+
+/// As `start_controller_with`, with `extra` arguments.
+pub fn start_controller_args(
+    w: &World,
+    identity: &str,
+    fleet: &std::path::Path,
+    log_format: &str,
+    extra: &[&str],
+) -> Controller {
     let port = free_port();
     let log = std::fs::File::create(w.dir.path().join(format!("{identity}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
@@ -61,6 +73,7 @@ pub fn start_controller_with(
         .args(["--identity", identity, "--log-format", log_format])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
@@ -71,6 +84,21 @@ pub fn start_controller_with(
         identity: identity.to_string(),
         port,
     }
+}
+
+/// A plain HTTP GET on loopback: `(status, body)`.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
 }
 
 pub async fn leader(w: &World) -> Option<String> {
