@@ -368,12 +368,17 @@ impl Driver {
             // unreachable for the engine (a hold that says so) until it
             // answers again, even while its watches still stream.
             let mut answering = BTreeSet::new();
-            for cluster in unavailable.keys() {
-                if let Ok(c) = self.fleet.get(cluster)
-                    && Box::pin(c.answers(Duration::from_secs(2))).await
-                {
-                    answering.insert(cluster.clone());
+            if !unavailable.is_empty() {
+                // Asking a failing cluster takes up to 2 s: others pass meanwhile.
+                drop(turn.take());
+                for cluster in unavailable.keys() {
+                    if let Ok(c) = self.fleet.get(cluster)
+                        && Box::pin(c.answers(Duration::from_secs(2))).await
+                    {
+                        answering.insert(cluster.clone());
+                    }
                 }
+                turn = self.turn().await;
             }
             let recovered =
                 engine::drive::mark_unreachable(&mut obs, &unavailable, |c| answering.contains(c));
@@ -413,6 +418,11 @@ impl Driver {
                 .is_some_and(|(a, at)| *a == d.actions && at.elapsed() < SETTLE);
             let mut failed = false;
             if !d.actions.is_empty() && !repeat {
+                // Acting waits on the clusters acted on, and one that hangs
+                // holds a request for its whole timeout and retries: the
+                // turn is given back meanwhile, so a hung cluster holds up
+                // only the releases acting on it, not an abort elsewhere.
+                drop(turn.take());
                 for a in &d.actions {
                     lease.check(name)?;
                     let result = Box::pin(self.apply(&seen, &observed, &cache, a)).await;
@@ -441,6 +451,7 @@ impl Driver {
                     });
                 }
                 last_applied = Some((d.actions.clone(), Instant::now()));
+                turn = self.turn().await;
             }
             // What the pass observed is not kept while its status write
             // waits for the home cluster (writes queue there when many

@@ -6,7 +6,11 @@
 //! without a bound a wave holds as many passes' state as it has releases.
 //! Controllers in the field bound the same way: Argo Rollouts'
 //! `--rollout-threads`, controller-runtime's `MaxConcurrentReconciles`,
-//! kube-rs's `controller::Config::concurrency`.
+//! kube-rs's `controller::Config::concurrency`. Unlike their workers, a
+//! pass gives its turn back while it waits on the clusters it acts on or
+//! asks whether a failing cluster answers again: a cluster that hangs
+//! holds a request for its whole timeout, and would otherwise hold every
+//! turn while other releases (an abort among them) wait.
 
 use std::sync::Arc;
 
