@@ -7,10 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::controller::{
-    Controller, SYSTEM_NS, http_get as get, leader, start_controller, start_controller_with,
-    system_namespace,
+    Controller, SYSTEM_NS, http_get as get, leader, start_controller, start_controller_args,
+    start_controller_with, system_namespace,
 };
-use common::{NS, World, completed_steps, tier2_release};
+use common::{NS, World, app_release, completed_steps, default_fleet_with, tier2_release};
 use cutover::spec::status::{Phase, StepKind, TransitionEvent};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
@@ -597,5 +597,102 @@ async fn a_new_version_applied_to_a_completed_release_runs_its_next_revision() {
         replica.spec.unwrap().holder_identity,
         None,
         "the replica's Lease is given back: its releases are free at once"
+    );
+}
+
+/// A member cluster that hangs (its API server takes requests and answers
+/// none, as one whose etcd stalls) holds up only what acts on it. With one
+/// worker, checkout's apply of its green to prod-b never gets an answer,
+/// and meanwhile app-y, whose new version fails its gates, rolls back on
+/// staging and prod-a: a pass waiting on a cluster holds no worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_waiting_on_a_hung_cluster_does_not_hold_up_another_ones_rollback() {
+    let scenario = default_fleet_with(
+        r#"events:
+  - name: prod-b hangs as checkout's deploy there begins
+    whenReleaseStep: deploy green on prod-b
+    apiLatency: {cluster: prod-b, latency: 1h}
+  - name: app-y's new version fails half its requests
+    after: 0s
+    behaviour: {app: app-y, version: 2.14.0, errorRatio: 50%}
+"#,
+    );
+    let w = World::start(Some(&scenario), 120.0, &tier2_release()).await;
+    let app_y = app_release("app-y");
+    w.serve_blue(&app_y).await;
+    system_namespace(&w).await;
+    // An hour's request timeout: nothing is given up during the test, so
+    // the rollback cannot wait for checkout's request to fail either.
+    let c = start_controller_args(
+        &w,
+        "ctl-solo",
+        w.sim.fleet_path(),
+        "text",
+        &["--workers", "1", "--request-timeout", "1h"],
+    );
+    let kubectl = w.kubectl(&w.fleet.home);
+    kubectl
+        .run(&["apply", "-f", w.release_path.to_str().unwrap()])
+        .await;
+    let at_b = w
+        .wait_for("checkout's deploy on prod-b", |s| {
+            s.plan
+                .get(s.step as usize)
+                .is_some_and(|p| p.to_string() == "deploy green on prod-b")
+        })
+        .await;
+    // Its green is sent to prod-b, which never answers.
+    let prod_b = w.sim.cluster("prod-b").unwrap().counter.clone();
+    wait_until("checkout's green sent to prod-b", || {
+        let prod_b = prod_b.clone();
+        async move {
+            prod_b
+                .snapshot()
+                .user_agent("cutover/")
+                .filter(|k| k.verb == "patch" && k.resource == "deployments")
+                .total()
+                > 0
+        }
+    })
+    .await;
+    let path = w.dir.path().join("app-y.yaml");
+    std::fs::write(&path, &app_y).unwrap();
+    kubectl.run(&["apply", "-f", path.to_str().unwrap()]).await;
+    let y = w
+        .wait_for_release("app-y", "app-y to roll back", |s| s.phase.is_terminal())
+        .await;
+    assert_eq!(
+        y.phase,
+        Phase::Aborted,
+        "{:?}\n{}",
+        y.message,
+        log_of(&w, &c)
+    );
+    // Blue takes all of app-y's traffic again (prod-b, hung, cannot be read).
+    for cluster in ["staging", "prod-a"] {
+        let route = Api::<kube::api::DynamicObject>::namespaced_with(
+            w.readers[cluster].clone(),
+            NS,
+            &cutover::fleet::router::http_route_resource(),
+        )
+        .get("app-y")
+        .await
+        .unwrap();
+        let view = cutover::fleet::router::route_view(
+            &serde_json::to_value(route).unwrap(),
+            "app-y",
+            cutover::fleet::workload::Colour::Green,
+        );
+        assert_eq!(view.green, cutover::spec::Percent::ZERO, "{cluster}");
+    }
+    // All the while checkout waited on prod-b: still at that step, not ready.
+    let x = w.status().await;
+    assert_eq!((x.step, x.phase), (at_b.step, Phase::Progressing));
+    assert!(
+        !x.history
+            .iter()
+            .any(|t| t.step == at_b.step && t.event == TransitionEvent::StepReady),
+        "{:#?}",
+        x.history
     );
 }

@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 use common::controller::{
     Controller, SYSTEM_NS, http_get, start_controller_args, system_namespace,
 };
-use common::{BLUE, NS, World, completed_steps, tier2_release};
-use cutover::fleet::bootstrap;
+use common::{NS, World, completed_steps, tier2_release};
 use cutover::spec::status::{Phase, TransitionEvent};
-use cutover::spec::{Release, ReleaseDocument, ResolvedRelease, Source, TierPolicyFile};
+use cutover::spec::Release;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 
@@ -155,24 +154,10 @@ fn watch_passing(
 async fn replicas_share_six_releases_hand_some_to_a_new_one_and_take_over_a_killed_ones() {
     let w = World::start(None, 200.0, &tier2_release()).await;
     system_namespace(&w).await;
-    let policy = TierPolicyFile::builtin();
     let mut docs = String::new();
     for i in 0..RELEASES {
         let text = release(i);
-        let doc: ReleaseDocument = Source::new("release.yaml", &text).decode().unwrap();
-        let rel = ResolvedRelease::resolve(
-            &doc.metadata.name,
-            doc.metadata.namespace.as_deref(),
-            &doc.spec,
-            &w.fleet,
-            &policy,
-        )
-        .unwrap();
-        for c in &rel.clusters {
-            bootstrap::install_serving(w.clients.get(&c.name).unwrap(), &rel, BLUE)
-                .await
-                .unwrap();
-        }
+        w.serve_blue(&text).await;
         docs.push_str("---\n");
         docs.push_str(&text);
     }

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{NS, World, completed_steps, finish, tier2_release};
+use common::{NS, World, completed_steps, default_fleet_with, finish, tier2_release};
 use cutover::fleet::router::http_route_resource;
 use cutover::spec::Release;
 use cutover::spec::status::{HoldReason, Phase, StepKind, TransitionEvent};
@@ -480,26 +480,4 @@ async fn a_cluster_out_past_the_deadline_after_cluster_a_is_done_holds_and_resum
         s.history
     );
     w.assert_all_on_green("after prod-b came back").await;
-}
-
-/// The default fleet (staging, prod-a, prod-b) as a scenario, followed by `rest`.
-fn default_fleet_with(rest: &str) -> String {
-    format!(
-        r#"home: prod-a
-clusters:
-  - name: staging
-    region: eu-west-1
-    zones: [eu-west-1a, eu-west-1b, eu-west-1c]
-    trafficShare: 0%
-    requestsPerSecond: 5
-  - name: prod-a
-    region: eu-west-1
-    zones: [eu-west-1a, eu-west-1b, eu-west-1c]
-    trafficShare: 50%
-  - name: prod-b
-    region: eu-central-1
-    zones: [eu-central-1a, eu-central-1b, eu-central-1c]
-    trafficShare: 50%
-{rest}"#
-    )
 }

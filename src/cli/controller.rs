@@ -53,6 +53,15 @@ pub struct ControllerArgs {
     /// bounds the connections (and their memory) the controller keeps open.
     #[arg(long, default_value_t = ClientLimits::default().in_flight as u64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub max_in_flight: u64,
+    /// Longest one request to a cluster may take before it is given up and
+    /// retried (watches excepted), as kubectl's `--request-timeout`. A
+    /// release waiting on a hung cluster waits without holding a worker.
+    #[arg(
+        long,
+        default_value_t = Span::from_secs(ClientLimits::default().request_timeout.as_secs()),
+        value_parser = Span::parse
+    )]
+    pub request_timeout: Span,
     /// Releases passing at once (observing, deciding, acting, writing their
     /// status); the others wait their turn holding only their Release,
     /// compressed. Bounds the controller's memory in a burst; raise it when
@@ -102,6 +111,10 @@ pub async fn run(args: &ControllerArgs) -> CliResult {
         limits: ClientLimits {
             qps: args.qps,
             in_flight: args.max_in_flight as usize,
+            request_timeout: args
+                .request_timeout
+                .as_duration()
+                .max(Duration::from_secs(1)),
             ..ClientLimits::default()
         },
     };

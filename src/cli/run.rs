@@ -97,7 +97,8 @@ pub async fn run(args: &RunArgs) -> CliResult {
     .await?;
     // Two fleet entries that reach one cluster would move its traffic twice.
     let clusters = rel.cluster_names();
-    let uids = crate::fleet::live::cluster_uids(&conn.clients, &clusters).await;
+    let within = crate::fleet::ClientLimits::default().request_timeout;
+    let uids = crate::fleet::live::cluster_uids(&conn.clients, &clusters, within).await;
     if let Some(why) = crate::policy::not_distinct(&uids) {
         return Err(CliError::new(
             Exit::Policy,

@@ -135,6 +135,10 @@ const NOTIFY_SETTLE: Duration = Duration::from_secs(10);
 /// How long an applied action is given to show up in the caches before it is applied again.
 const SETTLE: Duration = Duration::from_secs(5);
 
+/// How long a pass waits for a cluster's answer to a question it can ask
+/// again next pass (who the cluster is; whether a failing one answers yet).
+const ASK_WITHIN: Duration = Duration::from_secs(2);
+
 impl Driver {
     /// Drives release `name` until it completes, rolls back or fails.
     pub async fn drive(
@@ -269,11 +273,16 @@ impl Driver {
                 return Box::pin(self.refuse(store, lease, &current, outcome, emit)).await;
             }
         };
+        // Asking clusters who they are waits on them (up to `ASK_WITHIN` for
+        // one that hangs): others pass meanwhile.
+        drop(turn.take());
         let mut uids = Box::pin(fleet::live::cluster_uids(
             &self.fleet,
             &first.cluster_names(),
+            ASK_WITHIN,
         ))
         .await;
+        turn = self.turn().await;
         if let Some(why) = crate::policy::not_distinct(&uids) {
             let outcome = Outcome::Invalid {
                 message: why,
@@ -338,6 +347,18 @@ impl Driver {
                     return Box::pin(self.refuse(store, lease, &last, outcome, emit)).await;
                 }
             };
+            // Clusters not identified yet are asked each pass until they answer;
+            // entries found to reach one cluster hold the release. Asked before
+            // the pass looks, so what it decides from is as fresh as it can be.
+            if uids.len() < rel.clusters.len() {
+                let mut missing = rel.cluster_names();
+                missing.retain(|c| !uids.contains_key(*c));
+                drop(turn.take());
+                uids.extend(
+                    Box::pin(fleet::live::cluster_uids(&self.fleet, &missing, ASK_WITHIN)).await,
+                );
+                turn = self.turn().await;
+            }
             // What the pass decides from, borrowed: a status is mostly its
             // history, and a pass already makes the copies it writes.
             let held = Box::new(match (&unwritten, &current.status) {
@@ -352,13 +373,6 @@ impl Driver {
             // workloads are the ones observed, measured and acted on.
             let seen = Box::new(engine::drive::in_flight(&rel, status));
             let observed = observe(&seen, &cache, &self.windows, now);
-            // Clusters not identified yet are asked each pass until they answer;
-            // entries found to reach one cluster hold the release.
-            if uids.len() < rel.clusters.len() {
-                let mut missing = rel.cluster_names();
-                missing.retain(|c| !uids.contains_key(*c));
-                uids.extend(Box::pin(fleet::live::cluster_uids(&self.fleet, &missing)).await);
-            }
             let mut obs = observed.observation.clone();
             obs.defects = defects.clone();
             if let Some(why) = crate::policy::not_distinct(&uids) {
@@ -369,11 +383,11 @@ impl Driver {
             // answers again, even while its watches still stream.
             let mut answering = BTreeSet::new();
             if !unavailable.is_empty() {
-                // Asking a failing cluster takes up to 2 s: others pass meanwhile.
+                // Asking a failing cluster takes up to `ASK_WITHIN`: others pass meanwhile.
                 drop(turn.take());
                 for cluster in unavailable.keys() {
                     if let Ok(c) = self.fleet.get(cluster)
-                        && Box::pin(c.answers(Duration::from_secs(2))).await
+                        && Box::pin(c.answers(ASK_WITHIN)).await
                     {
                         answering.insert(cluster.clone());
                     }

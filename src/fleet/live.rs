@@ -36,18 +36,39 @@ pub async fn cluster_uid(c: &ClusterHandle) -> Result<String> {
         .unwrap_or_default())
 }
 
-/// The `kube-system` UID of each of `clusters` that answers; those that do
-/// not are left out (they are asked again later).
+/// The `kube-system` UID of each of `clusters` that answers within
+/// `within`; those that do not are left out (they are asked again later).
+/// The clusters are asked at once, and only those whose UID `fleet` does not
+/// know yet: a hung API server costs `within`, not a request's timeout and
+/// its retries, and once known a cluster is never asked again.
 pub async fn cluster_uids(
     fleet: &super::FleetClients,
     clusters: &[&str],
+    within: std::time::Duration,
 ) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::new();
-    for &name in clusters {
-        if let Ok(c) = fleet.get(name)
-            && let Ok(uid) = cluster_uid(c).await
-        {
-            out.insert(name.to_string(), uid);
+    let mut ask = Vec::new();
+    {
+        let known = fleet.known_uids();
+        for &name in clusters {
+            match known.get(name) {
+                Some(uid) => {
+                    out.insert(name.to_string(), uid.clone());
+                }
+                None => ask.extend(fleet.get(name).ok()),
+            }
+        }
+    }
+    let answers = futures::future::join_all(
+        ask.into_iter()
+            .map(|c| async move { (c, tokio::time::timeout(within, cluster_uid(c)).await) }),
+    )
+    .await;
+    let mut known = fleet.known_uids();
+    for (c, answer) in answers {
+        if let Ok(Ok(uid)) = answer {
+            known.insert(c.name.clone(), uid.clone());
+            out.insert(c.name.clone(), uid);
         }
     }
     out

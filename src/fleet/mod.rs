@@ -209,6 +209,10 @@ pub struct FleetClients {
     /// home cluster's client itself.
     pub elections: ClusterHandle,
     pub watches: Arc<cache::Watches>,
+    /// Each cluster's `kube-system` UID once read (see `live::cluster_uids`):
+    /// a cluster keeps its identity, so it is asked once, not by every
+    /// driver, and a cluster that stops answering later is not asked at all.
+    uids: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
 }
 
 impl FleetClients {
@@ -242,6 +246,7 @@ impl FleetClients {
             home: fleet.home.clone(),
             elections,
             watches: Arc::default(),
+            uids: Arc::default(),
         })
     }
 
@@ -345,6 +350,7 @@ impl FleetClients {
                 home: fleet.home.clone(),
                 elections,
                 watches: Arc::default(),
+                uids: Arc::default(),
             },
             versions,
         ))
@@ -358,6 +364,10 @@ impl FleetClients {
 
     pub fn home(&self) -> &ClusterHandle {
         &self.clusters[&self.home]
+    }
+
+    fn known_uids(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.uids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ClusterHandle> {

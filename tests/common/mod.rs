@@ -32,6 +32,39 @@ pub fn tier2_release() -> String {
     RELEASE[..cut].replace("tier: tier-1", "tier: tier-2")
 }
 
+/// The default fleet (staging, prod-a, prod-b) as a scenario, followed by `rest`.
+pub fn default_fleet_with(rest: &str) -> String {
+    format!(
+        r#"home: prod-a
+clusters:
+  - name: staging
+    region: eu-west-1
+    zones: [eu-west-1a, eu-west-1b, eu-west-1c]
+    trafficShare: 0%
+    requestsPerSecond: 5
+  - name: prod-a
+    region: eu-west-1
+    zones: [eu-west-1a, eu-west-1b, eu-west-1c]
+    trafficShare: 50%
+  - name: prod-b
+    region: eu-central-1
+    zones: [eu-central-1a, eu-central-1b, eu-central-1c]
+    trafficShare: 50%
+{rest}"#
+    )
+}
+
+/// The example as tier-2 for an app (and route) of its own, named as the app.
+pub fn app_release(app: &str) -> String {
+    tier2_release()
+        .replace(
+            "name: checkout\n  namespace: shop",
+            &format!("name: {app}\n  namespace: shop"),
+        )
+        .replace("app: checkout", &format!("app: {app}"))
+        .replace("route: checkout", &format!("route: {app}"))
+}
+
 pub struct World {
     pub sim: SimFleet,
     pub dir: tempfile::TempDir,
@@ -160,17 +193,43 @@ impl World {
     }
 
     pub async fn release(&self) -> Option<Release> {
+        self.release_named("checkout").await
+    }
+
+    pub async fn release_named(&self, name: &str) -> Option<Release> {
         Api::<Release>::namespaced(self.readers[&self.fleet.home].clone(), NS)
-            .get_opt("checkout")
+            .get_opt(name)
             .await
             .unwrap()
     }
 
     pub async fn status(&self) -> ReleaseStatus {
-        self.release()
+        self.status_of("checkout").await
+    }
+
+    pub async fn status_of(&self, name: &str) -> ReleaseStatus {
+        self.release_named(name)
             .await
             .and_then(|r| r.status)
             .unwrap_or_default()
+    }
+
+    /// Blue serving `release_text`'s app (its Deployment and route) on each of its clusters.
+    pub async fn serve_blue(&self, release_text: &str) {
+        let doc: ReleaseDocument = Source::new("release.yaml", release_text).decode().unwrap();
+        let rel = ResolvedRelease::resolve(
+            &doc.metadata.name,
+            doc.metadata.namespace.as_deref(),
+            &doc.spec,
+            &self.fleet,
+            &TierPolicyFile::builtin(),
+        )
+        .unwrap();
+        for c in &rel.clusters {
+            bootstrap::install_serving(self.clients.get(&c.name).unwrap(), &rel, BLUE)
+                .await
+                .unwrap();
+        }
     }
 
     /// Waits (wall clock, bounded) until the release's status satisfies `pred`.
@@ -179,9 +238,19 @@ impl World {
         what: &str,
         pred: impl Fn(&ReleaseStatus) -> bool,
     ) -> ReleaseStatus {
+        self.wait_for_release("checkout", what, pred).await
+    }
+
+    /// Waits (wall clock, bounded) until Release `name`'s status satisfies `pred`.
+    pub async fn wait_for_release(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&ReleaseStatus) -> bool,
+    ) -> ReleaseStatus {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let s = self.status().await;
+            let s = self.status_of(name).await;
             if pred(&s) {
                 return s;
             }
