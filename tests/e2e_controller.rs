@@ -205,12 +205,9 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
     system_namespace(&w).await;
     let c = start_controller(&w, "ctl-solo");
     let kubectl = w.kubectl(&w.fleet.home);
-    let unknown_cluster = tier2_release()
-        .replace(
-            "name: checkout\n  namespace: shop",
-            "name: typo\n  namespace: shop",
-        )
-        .replace("- name: prod-b", "- name: prod-z");
+    // typo, an app of its own, names a cluster the fleet does not have.
+    w.serve_blue(&app_release("typo")).await;
+    let unknown_cluster = app_release("typo").replace("- name: prod-b", "- name: prod-z");
     let wrong_type = tier2_release()
         .replace(
             "name: checkout\n  namespace: shop",
@@ -273,6 +270,26 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
             .lines()
             .any(|l| l == "cutover_releases{phase=\"Pending\"} 1"),
         "{metrics}"
+    );
+    // Fixed, it is a new generation: judged again, valid, and it runs.
+    std::fs::write(&typo, app_release("typo")).unwrap();
+    kubectl.run(&["apply", "-f", typo.to_str().unwrap()]).await;
+    let fixed = w
+        .wait_for_release("typo", "the fixed release to complete", |s| {
+            s.phase.is_terminal()
+        })
+        .await;
+    assert_eq!(fixed.phase, Phase::Completed, "{:?}", fixed.message);
+    let obj = api.get("typo").await.unwrap();
+    let invalid = obj.data["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Invalid"))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (invalid["status"].as_str(), invalid["reason"].as_str()),
+        (Some("False"), Some("Valid")),
+        "{invalid}"
     );
 }
 

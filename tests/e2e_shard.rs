@@ -17,8 +17,8 @@ use common::controller::{
     Controller, SYSTEM_NS, http_get, start_controller_args, system_namespace,
 };
 use common::{NS, World, completed_steps, tier2_release};
-use cutover::spec::status::{Phase, TransitionEvent};
 use cutover::spec::Release;
+use cutover::spec::status::{Phase, TransitionEvent};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 

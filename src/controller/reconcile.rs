@@ -45,6 +45,14 @@ impl Task {
     }
 }
 
+/// What admission said of one generation of a Release's spec.
+#[derive(Clone, Debug, PartialEq)]
+enum Verdict {
+    Runs,
+    /// The `Invalid` condition's reason and message.
+    Refused(&'static str, String),
+}
+
 pub struct Reconciler {
     driver: Driver,
     metrics: Arc<Metrics>,
@@ -52,6 +60,10 @@ pub struct Reconciler {
     resource: ApiResource,
     tasks: Mutex<HashMap<(String, String), Task>>,
     failures: Mutex<HashMap<(String, String), u32>>,
+    /// Each Release's last admitted generation and what admission said: a
+    /// spec is judged once a generation (a change of spec bumps it, a status
+    /// write does not), read from the API then.
+    admitted: Mutex<HashMap<(String, String), (i64, Verdict)>>,
     shard: Shard,
     /// Releases that need a driver (not ended at their spec's version), as
     /// last counted from the watch: what the replicas share.
@@ -68,6 +80,8 @@ pub enum Error {
     Drive(String, String),
     #[error("recording the state of {0}: {1}")]
     Record(String, crate::fleet::Error),
+    #[error("reading {0}: {1}")]
+    Read(String, crate::fleet::Error),
 }
 
 impl Reconciler {
@@ -89,8 +103,11 @@ impl Reconciler {
             Controller::for_stream_with(releases, store.clone(), self.resource.clone());
         let count = async {
             loop {
-                let n = store.state().iter().filter(|r| needs_driver(r)).count();
+                let all = store.state();
+                let n = all.iter().filter(|r| needs_driver(r)).count();
                 self.active.store(n, Ordering::Relaxed);
+                self.forget_deleted(&all);
+                drop(all);
                 self.shard.refresh();
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -109,45 +126,21 @@ impl Reconciler {
     }
 }
 
-/// Where `trim_release` keeps a Release's spec, as its JSON text.
-const SPEC_TEXT: &str = "specText";
-
-/// Keeps of a Release only what the reconciler reads: its spec (checked
-/// before a driver starts), and its status's phase, version and conditions;
-/// not its annotations (kubectl's last applied copy of the spec among them).
-/// The spec is kept as its JSON text (`whole` reads it back), only its
-/// version as a value: read into a tree of values a spec takes several
-/// times the bytes of its text, and every Release of the namespace is held.
+/// Keeps of a Release only what the reconciler reads: its spec's version,
+/// and its status's phase, version and conditions; not its annotations
+/// (kubectl's last applied copy of the spec among them). The rest of the
+/// spec is read from the API when a generation is admitted (`admit`): a
+/// controller watches every Release of the namespace, and most of a
+/// Release's bytes are its spec.
 fn trim_release(r: &mut DynamicObject) {
     r.metadata.managed_fields = None;
     r.metadata.annotations = None;
     if let Some(status) = r.data.get_mut("status").and_then(|s| s.as_object_mut()) {
         status.retain(|k, _| matches!(k.as_str(), "phase" | "version" | "conditions"));
     }
-    if let Some(data) = r.data.as_object_mut()
-        && let Some(spec) = data.remove("spec")
-    {
-        let mut kept = serde_json::Map::new();
-        if let Some(v) = spec.get("version") {
-            kept.insert("version".into(), v.clone());
-        }
-        data.insert("spec".into(), kept.into());
-        data.insert(SPEC_TEXT.into(), spec.to_string().into());
+    if let Some(spec) = r.data.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        spec.retain(|k, _| k == "version");
     }
-}
-
-/// A Release kept by `trim_release`, with its whole spec again.
-fn whole(obj: &DynamicObject) -> serde_json::Value {
-    let mut v = serde_json::to_value(obj).unwrap_or_default();
-    let text = v.as_object_mut().and_then(|o| o.remove(SPEC_TEXT));
-    if let Some(spec) = text
-        .as_ref()
-        .and_then(|t| t.as_str())
-        .and_then(|t| serde_json::from_str(t).ok())
-    {
-        v["spec"] = spec;
-    }
-    v
 }
 
 /// The phase its status states, if it states one that decodes.
@@ -178,6 +171,7 @@ impl Reconciler {
             resource: release_resource(),
             tasks: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(HashMap::new()),
             shard,
             active: AtomicUsize::new(0),
         };
@@ -366,6 +360,69 @@ impl Reconciler {
         }
     }
 
+    /// Forgets the verdicts of Releases no longer among `all`.
+    fn forget_deleted(&self, all: &[Arc<DynamicObject>]) {
+        let mut admitted = self.admitted.lock().expect("admitted lock");
+        if admitted.len() > all.len() {
+            let kept: std::collections::HashSet<(String, String)> = all
+                .iter()
+                .map(|r| {
+                    let ns = r.namespace().unwrap_or_else(|| "default".into());
+                    (ns, r.name_any())
+                })
+                .collect();
+            admitted.retain(|k, _| kept.contains(k));
+        }
+    }
+
+    /// Reads Release `ns/name` from the API and judges its spec: whether it
+    /// decodes, resolves against the fleet and keeps its tier's rules. The
+    /// verdict is kept for the generation read. `None` if it is gone.
+    async fn admit(&self, ns: &str, name: &str) -> Result<Option<Verdict>, Error> {
+        let home = self.driver.fleet.home();
+        let Some(obj) = untyped_releases(home, Some(ns))
+            .get_opt(name)
+            .await
+            .map_err(|e| {
+                Error::Read(
+                    format!("{ns}/{name}"),
+                    crate::fleet::Error::api(&home.name)(e),
+                )
+            })?
+        else {
+            return Ok(None);
+        };
+        let generation = obj.metadata.generation.unwrap_or_default();
+        let value = serde_json::to_value(obj).unwrap_or_default();
+        // Boxed, and dropped once judged: a Release is kilobytes inline.
+        let verdict = match serde_path_to_error::deserialize::<_, Release>(value).map(Box::new) {
+            Err(e) => Verdict::Refused(
+                "MalformedSpec",
+                format!(
+                    "field `{}`: {}; fix the Release and apply it again",
+                    e.path(),
+                    e.inner()
+                ),
+            ),
+            Ok(release) => match crate::driver::admit(
+                name,
+                Some(ns),
+                &release.spec,
+                &self.driver.fleet_spec,
+                &self.driver.policy,
+            ) {
+                Ok(_) => Verdict::Runs,
+                Err((message, true)) => Verdict::Refused("PolicyViolation", message),
+                Err((message, false)) => Verdict::Refused("InvalidSpec", message),
+            },
+        };
+        self.admitted.lock().expect("admitted lock").insert(
+            (ns.to_string(), name.to_string()),
+            (generation, verdict.clone()),
+        );
+        Ok(Some(verdict))
+    }
+
     /// Sets the `Invalid` condition (and the status message) unless it already says so.
     async fn set_invalid(
         &self,
@@ -437,37 +494,23 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     if let Some(early) = ctx.still_driving(&key) {
         return Ok(early);
     }
-    // Boxed, and dropped once admitted: a Release is kilobytes inline, and
-    // the reconciles of a thousand releases starting together each await a
-    // condition's write.
-    let release: Box<Release> = match serde_path_to_error::deserialize(whole(&obj)).map(Box::new) {
-        Ok(r) => r,
-        Err(e) => {
-            let message = format!(
-                "field `{}`: {}; fix the Release and apply it again",
-                e.path(),
-                e.inner()
-            );
-            Box::pin(ctx.set_invalid(&obj, Some(("MalformedSpec", &message)))).await?;
-            return Ok(Action::await_change());
-        }
+    let known = obj.metadata.generation.and_then(|g| {
+        let admitted = ctx.admitted.lock().expect("admitted lock");
+        admitted
+            .get(&key)
+            .filter(|(at, _)| *at == g)
+            .map(|(_, v)| v.clone())
+    });
+    let verdict = match known {
+        Some(v) => v,
+        None => match Box::pin(ctx.admit(&ns, &name)).await? {
+            Some(v) => v,
+            // Deleted since the event.
+            None => return Ok(Action::await_change()),
+        },
     };
-    let admitted = crate::driver::admit(
-        &name,
-        Some(&ns),
-        &release.spec,
-        &ctx.driver.fleet_spec,
-        &ctx.driver.policy,
-    )
-    .map(drop);
-    drop(release);
-    if let Err((message, breaks_policy)) = admitted {
-        let reason = if breaks_policy {
-            "PolicyViolation"
-        } else {
-            "InvalidSpec"
-        };
-        Box::pin(ctx.set_invalid(&obj, Some((reason, &message)))).await?;
+    if let Verdict::Refused(reason, message) = &verdict {
+        Box::pin(ctx.set_invalid(&obj, Some((reason, message)))).await?;
         return Ok(Action::await_change());
     }
     Box::pin(ctx.set_invalid(&obj, None)).await?;
@@ -532,7 +575,7 @@ mod tests {
     }
 
     #[test]
-    fn the_kept_release_holds_its_spec_as_text_and_gives_it_back_whole() {
+    fn the_kept_release_holds_of_its_spec_only_the_version() {
         let text = include_str!("../../examples/checkout/release.yaml");
         let doc: serde_json::Value = crate::spec::Source::new("release.yaml", text)
             .decode()
@@ -540,23 +583,24 @@ mod tests {
         let mut obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": doc["apiVersion"],
             "kind": doc["kind"],
-            "metadata": {"name": "checkout", "namespace": "shop",
+            "metadata": {"name": "checkout", "namespace": "shop", "generation": 3,
                 "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
             "spec": doc["spec"],
             "status": {"phase": "Completed", "version": doc["spec"]["version"],
                 "history": [{"step": 0}]},
         }))
         .unwrap();
-        let sent = serde_json::to_value(&obj).unwrap();
         trim_release(&mut obj);
         assert_eq!(obj.data["spec"], json!({"version": doc["spec"]["version"]}));
-        assert!(obj.data[SPEC_TEXT].is_string());
         assert_eq!(obj.data["status"].as_object().unwrap().len(), 2);
+        assert_eq!(obj.metadata.annotations, None);
+        assert_eq!(
+            obj.metadata.generation,
+            Some(3),
+            "what admission is kept by"
+        );
         assert!(!needs_driver(&obj), "ended at its spec's version");
-        let back = whole(&obj);
-        assert_eq!(back["spec"], sent["spec"]);
-        assert!(back.get(SPEC_TEXT).is_none());
-        let release: Release = serde_json::from_value(back).unwrap();
-        assert_eq!(release.spec.app, "checkout");
+        obj.data["spec"]["version"] = json!("9.9.9");
+        assert!(needs_driver(&obj), "a new version needs a driver");
     }
 }

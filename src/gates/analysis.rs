@@ -93,7 +93,9 @@ pub struct Analysis {
     /// The run's step, epoch and version: a change of any starts a new run.
     key: Option<(u32, u32, String)>,
     started: Timestamp,
-    runs: BTreeMap<RunKey, Run>,
+    /// Boxed: a map's node has room for eleven entries, and a run is some
+    /// 300 bytes; a release has a few runs (a gate per cluster).
+    runs: BTreeMap<RunKey, Box<Run>>,
     prometheus: BTreeMap<String, Prometheus>,
     scraper: Scraper,
     /// Bumped with the key: what lands from an earlier run is dropped.

@@ -5,6 +5,7 @@
 //! measurement an error, never a silent pass.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -17,10 +18,22 @@ use crate::spec::gates::{ScrapeMeasure, ScrapeQuery};
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Reading {
     pub at: Option<Timestamp>,
-    /// Counter value per series (labels without `le`).
-    pub counters: BTreeMap<Vec<(String, String)>, f64>,
+    /// Each selected counter series by its labels (without `le`), written
+    /// out sorted (`code="200",version="2",`): a run keeps its last read
+    /// until the next, and one string a series takes a fraction of the
+    /// bytes of a list of label pairs (two strings a label).
+    pub counters: BTreeMap<Box<str>, Series>,
     /// Cumulative bucket counts per upper bound, summed over the selected series.
     pub buckets: BTreeMap<u64, (f64, f64)>,
+}
+
+/// A counter series of one read.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Series {
+    /// Its labels say it counts errors (the query's `errorLabel` starts with
+    /// its `errorPrefix`), decided when it was read.
+    pub error: bool,
+    pub value: f64,
 }
 
 /// Sample lines `prometheus-parse` would drop or mangle: names with `:`,
@@ -136,13 +149,18 @@ pub fn read(
                 Value::Counter(v) | Value::Untyped(v),
                 ScrapeMeasure::ErrorRatio | ScrapeMeasure::Rate,
             ) if s.metric == q.metric || s.metric == format!("{}_total", q.metric) => {
-                let mut key: Vec<_> = s
+                let mut labels: Vec<_> = s.labels.iter().collect();
+                labels.sort();
+                let mut key = String::new();
+                for (k, v) in labels {
+                    let _ = write!(key, "{k}={v:?},");
+                }
+                let series = r.counters.entry(key.into_boxed_str()).or_default();
+                series.error = s
                     .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                key.sort();
-                *r.counters.entry(key).or_default() += v;
+                    .get(&q.error_label)
+                    .is_some_and(|v| v.starts_with(&q.error_prefix));
+                series.value += v;
             }
             (Value::Histogram(buckets), ScrapeMeasure::Quantile) if s.metric == q.metric => {
                 for b in buckets {
@@ -177,25 +195,20 @@ pub fn compute(q: &ScrapeQuery, before: &Reading, after: &Reading) -> Result<Raw
     if secs <= 0.0 {
         return Err("two readings at distinct times are needed".into());
     }
-    type SeriesKey = [(String, String)];
-    let sum_delta = |pred: &dyn Fn(&SeriesKey) -> bool| -> f64 {
+    let sum_delta = |errors_only: bool| -> f64 {
         after
             .counters
             .iter()
-            .filter(|(k, _)| pred(k))
-            .map(|(k, v)| delta(before.counters.get(k).copied().unwrap_or(0.0), *v))
+            .filter(|(_, s)| s.error || !errors_only)
+            .map(|(k, s)| delta(before.counters.get(k).map_or(0.0, |b| b.value), s.value))
             .sum()
     };
-    let total = sum_delta(&|_| true);
+    let total = sum_delta(false);
     let rate = total / secs;
     let value = match q.measure {
         ScrapeMeasure::Rate => Some(rate),
         ScrapeMeasure::ErrorRatio => {
-            let is_error = |k: &SeriesKey| {
-                k.iter()
-                    .any(|(n, v)| *n == q.error_label && v.starts_with(&q.error_prefix))
-            };
-            let errors = sum_delta(&is_error);
+            let errors = sum_delta(true);
             (total > 0.0).then(|| errors / total)
         }
         ScrapeMeasure::Quantile => {
