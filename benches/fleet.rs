@@ -8,7 +8,9 @@
 //! the more releases), `CUTOVER_BENCH_REPLICAS` how many controller processes
 //! share them (default 1), `CUTOVER_BENCH_KILL=1` kills one once a third
 //! have ended, `CUTOVER_BENCH_LOG=DIR` keeps the controllers' warnings,
-//! `CUTOVER_BENCH_WORKERS` sets their `--workers` (default: the controller's);
+//! `CUTOVER_BENCH_WORKERS` sets their `--workers` (default: the controller's),
+//! `CUTOVER_BENCH_CONTROLLER=PATH` runs the controllers from another build of
+//! `cutover` (the image's, `--no-default-features`, carries no simulated fleet);
 //! `CUTOVER_BENCH_ONLY=reaction,abort,economy,idle,lifecycle,controller` runs some of
 //! the parts.
 
@@ -485,9 +487,10 @@ async fn controller() {
     let log_path = |i: usize| log_dir.join(format!("controller-{i}.log"));
     let workers = std::env::var("CUTOVER_BENCH_WORKERS")
         .unwrap_or_else(|_| cutover::controller::WORKERS.to_string());
+    let ctl_bin = std::env::var("CUTOVER_BENCH_CONTROLLER").unwrap_or_else(|_| bin.to_string());
     let mut ctls = Vec::new();
     for i in 0..replicas {
-        let ctl = tokio::process::Command::new(bin)
+        let ctl = tokio::process::Command::new(&ctl_bin)
             .args(["controller", "--fleet"])
             .arg(&fleet_path)
             // Under the roles deploy/ ships, as every test runs it.

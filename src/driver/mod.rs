@@ -632,6 +632,8 @@ impl Driver {
         mut current: Box<Release>,
     ) {
         self.notifier.flush(NOTIFY_SETTLE).await;
+        // The write of the deliveries is a pass's work, as any status write.
+        let _turn = self.turn().await;
         for _ in 0..3 {
             let Some(mut status) = current.status.clone() else {
                 return;

@@ -115,3 +115,102 @@ pub async fn read(c: &ClusterHandle, rel: &ResolvedRelease) -> Result<LiveCluste
         serving,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::cluster_uids;
+    use crate::fleet::{ClientLimits, ClusterHandle, FleetClients};
+
+    /// An API server that answers every request with the `kube-system`
+    /// namespace of `uid`, counting the requests.
+    async fn answering(uid: &'static str, asked: Arc<AtomicUsize>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let asked = asked.clone();
+                tokio::spawn(async move {
+                    let mut head = [0u8; 4096];
+                    let _ = conn.read(&mut head).await;
+                    asked.fetch_add(1, SeqCst);
+                    let body = format!(
+                        r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"kube-system","uid":"{uid}"}}}}"#
+                    );
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// An API server that takes connections and requests and answers none.
+    async fn hung() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// Clients of `clusters` (name, URL) that give a request an hour.
+    fn clients(clusters: &[(&str, &str)]) -> FleetClients {
+        let limits = ClientLimits {
+            request_timeout: Duration::from_secs(3600),
+            ..ClientLimits::default()
+        };
+        let handles: BTreeMap<String, ClusterHandle> = clusters
+            .iter()
+            .map(|(name, url)| {
+                let config = kube::Config::new(url.parse().unwrap());
+                let handle = ClusterHandle::build(name, config, limits).unwrap();
+                (name.to_string(), handle)
+            })
+            .collect();
+        let home = clusters[0].0.to_string();
+        FleetClients {
+            elections: handles[&home].clone(),
+            clusters: handles,
+            home,
+            watches: Default::default(),
+            uids: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hung_cluster_costs_the_bound_and_a_known_one_is_not_asked_again() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        let up = answering("uid-up", asked.clone()).await;
+        let fleet = clients(&[("up", &up), ("hung", &hung().await)]);
+        // A deadline for the test only: without the bound, the hung
+        // cluster's request would wait its hour.
+        let ask = || {
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                cluster_uids(&fleet, &["up", "hung"], Duration::from_millis(300)),
+            )
+        };
+        let want = BTreeMap::from([("up".to_string(), "uid-up".to_string())]);
+        assert_eq!(ask().await.expect("bounded"), want);
+        assert_eq!(asked.load(SeqCst), 1);
+        // Asked again: the known cluster answers from memory, the hung one
+        // is asked again (and costs the bound again).
+        assert_eq!(ask().await.expect("bounded"), want);
+        assert_eq!(asked.load(SeqCst), 1, "a known cluster is not asked again");
+    }
+}
