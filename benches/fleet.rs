@@ -10,7 +10,8 @@
 //! have ended, `CUTOVER_BENCH_LOG=DIR` keeps the controllers' warnings,
 //! `CUTOVER_BENCH_WORKERS` sets their `--workers` (default: the controller's),
 //! `CUTOVER_BENCH_CONTROLLER=PATH` runs the controllers from another build of
-//! `cutover` (the image's, `--no-default-features`, carries no simulated fleet);
+//! `cutover` (the image's, `--profile image --no-default-features`, carries no
+//! simulated fleet);
 //! `CUTOVER_BENCH_ONLY=reaction,abort,economy,idle,lifecycle,controller` runs some of
 //! the parts.
 
