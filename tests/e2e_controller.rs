@@ -271,6 +271,37 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
             .any(|l| l == "cutover_releases{phase=\"Pending\"} 1"),
         "{metrics}"
     );
+    // Changed but still wrong, it is a new generation with the same
+    // verdict: the condition says it is of the new one.
+    let invalid_of = |obj: &kube::api::DynamicObject| {
+        obj.data["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Invalid"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let first = invalid_of(&api.get("typo").await.unwrap());
+    std::fs::write(&typo, unknown_cluster.replace("replicas: 6", "replicas: 9")).unwrap();
+    kubectl.run(&["apply", "-f", typo.to_str().unwrap()]).await;
+    wait_until("the condition to be of the new generation", || async {
+        let obj = api.get("typo").await.unwrap();
+        invalid_of(&obj)["observedGeneration"].as_i64() == obj.metadata.generation
+    })
+    .await;
+    let again = invalid_of(&api.get("typo").await.unwrap());
+    assert_eq!(
+        (
+            &again["status"],
+            &again["reason"],
+            &again["lastTransitionTime"]
+        ),
+        (
+            &first["status"],
+            &first["reason"],
+            &first["lastTransitionTime"]
+        ),
+        "still invalid since it first was"
+    );
     // Fixed, it is a new generation: judged again, valid, and it runs.
     std::fs::write(&typo, app_release("typo")).unwrap();
     kubectl.run(&["apply", "-f", typo.to_str().unwrap()]).await;
@@ -290,6 +321,11 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
         (invalid["status"].as_str(), invalid["reason"].as_str()),
         (Some("False"), Some("Valid")),
         "{invalid}"
+    );
+    assert_eq!(
+        invalid["observedGeneration"].as_i64(),
+        obj.metadata.generation,
+        "the verdict is of the spec as it is: {invalid}"
     );
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::controller::{
     Controller, SYSTEM_NS, http_get, start_controller_args, system_namespace,
 };
-use common::{NS, World, completed_steps, tier2_release};
+use common::{NS, World, completed_steps, named_release, tier2_release};
 use cutover::spec::Release;
 use cutover::spec::status::{Phase, TransitionEvent};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -26,13 +26,7 @@ const RELEASES: usize = 6;
 
 /// Release `i`: the example as tier-2 for its own app and route.
 fn release(i: usize) -> String {
-    tier2_release()
-        .replace(
-            "name: checkout\n  namespace: shop",
-            &format!("name: rel-{i}\n  namespace: shop"),
-        )
-        .replace("app: checkout", &format!("app: app-{i}"))
-        .replace("route: checkout", &format!("route: app-{i}"))
+    named_release(&format!("rel-{i}"), &format!("app-{i}"))
 }
 
 /// Who holds each release's Lease now, and under which Lease.

@@ -377,8 +377,9 @@ impl Reconciler {
 
     /// Reads Release `ns/name` from the API and judges its spec: whether it
     /// decodes, resolves against the fleet and keeps its tier's rules. The
-    /// verdict is kept for the generation read. `None` if it is gone.
-    async fn admit(&self, ns: &str, name: &str) -> Result<Option<Verdict>, Error> {
+    /// verdict is kept for the generation read, and returned with it.
+    /// `None` if it is gone.
+    async fn admit(&self, ns: &str, name: &str) -> Result<Option<(i64, Verdict)>, Error> {
         let home = self.driver.fleet.home();
         let Some(obj) = untyped_releases(home, Some(ns))
             .get_opt(name)
@@ -420,13 +421,16 @@ impl Reconciler {
             (ns.to_string(), name.to_string()),
             (generation, verdict.clone()),
         );
-        Ok(Some(verdict))
+        Ok(Some((generation, verdict)))
     }
 
     /// Sets the `Invalid` condition (and the status message) unless it already says so.
+    /// `generation` is the one the verdict is of (the condition's
+    /// `observedGeneration`), which can be newer than `obj`'s.
     async fn set_invalid(
         &self,
         obj: &DynamicObject,
+        generation: i64,
         invalid: Option<(&str, &str)>,
     ) -> Result<(), Error> {
         let ns = obj.namespace().unwrap_or_default();
@@ -439,9 +443,12 @@ impl Reconciler {
         });
         let same = match (&current, invalid) {
             (Some(c), Some((reason, message))) => {
-                c["status"] == "True" && c["reason"] == reason && c["message"] == message
+                c["status"] == "True"
+                    && c["reason"] == reason
+                    && c["message"] == message
+                    && c["observedGeneration"] == generation
             }
-            (Some(c), None) => c["status"] != "True",
+            (Some(c), None) => c["status"] != "True" && c["observedGeneration"] == generation,
             (None, None) => true,
             (None, Some(_)) => false,
         };
@@ -456,13 +463,24 @@ impl Reconciler {
                 "the spec resolves against the fleet and its tier",
             ),
         };
+        // The transition's time stays while the status does (a message or
+        // generation changed), as Kubernetes conditions keep it.
+        let since = current
+            .as_ref()
+            .filter(|c| c["status"] == status)
+            .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_string))
+            .unwrap_or_else(|| {
+                jiff::Timestamp::now()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+            });
         let mut patch = json!({"conditions": [{
             "type": "Invalid",
             "status": status,
             "reason": reason,
             "message": message,
-            "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            "observedGeneration": obj.metadata.generation.unwrap_or(0),
+            "lastTransitionTime": since,
+            "observedGeneration": generation,
         }]});
         if invalid.is_some() {
             patch["message"] = json!(message);
@@ -496,12 +514,10 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     }
     let known = obj.metadata.generation.and_then(|g| {
         let admitted = ctx.admitted.lock().expect("admitted lock");
-        admitted
-            .get(&key)
-            .filter(|(at, _)| *at == g)
-            .map(|(_, v)| v.clone())
+        admitted.get(&key).filter(|(at, _)| *at == g).cloned()
     });
-    let verdict = match known {
+    // The generation judged can be newer than the event's.
+    let (generation, verdict) = match known {
         Some(v) => v,
         None => match Box::pin(ctx.admit(&ns, &name)).await? {
             Some(v) => v,
@@ -510,10 +526,10 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
         },
     };
     if let Verdict::Refused(reason, message) = &verdict {
-        Box::pin(ctx.set_invalid(&obj, Some((reason, message)))).await?;
+        Box::pin(ctx.set_invalid(&obj, generation, Some((reason, message)))).await?;
         return Ok(Action::await_change());
     }
-    Box::pin(ctx.set_invalid(&obj, None)).await?;
+    Box::pin(ctx.set_invalid(&obj, generation, None)).await?;
     let mut tasks = ctx.tasks.lock().expect("tasks lock");
     let active = ctx.active.load(Ordering::Relaxed);
     let share = ctx.shard.share(active);

@@ -56,10 +56,15 @@ clusters:
 
 /// The example as tier-2 for an app (and route) of its own, named as the app.
 pub fn app_release(app: &str) -> String {
+    named_release(app, app)
+}
+
+/// The example as tier-2, Release `name` for `app` (and its route).
+pub fn named_release(name: &str, app: &str) -> String {
     tier2_release()
         .replace(
             "name: checkout\n  namespace: shop",
-            &format!("name: {app}\n  namespace: shop"),
+            &format!("name: {name}\n  namespace: shop"),
         )
         .replace("app: checkout", &format!("app: {app}"))
         .replace("route: checkout", &format!("route: {app}"))
