@@ -312,11 +312,7 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
         .await;
     assert_eq!(fixed.phase, Phase::Completed, "{:?}", fixed.message);
     let obj = api.get("typo").await.unwrap();
-    let invalid = obj.data["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Invalid"))
-        .cloned()
-        .unwrap();
+    let invalid = invalid_of(&obj);
     assert_eq!(
         (invalid["status"].as_str(), invalid["reason"].as_str()),
         (Some("False"), Some("Valid")),
@@ -723,20 +719,10 @@ async fn a_release_waiting_on_a_hung_cluster_does_not_hold_up_another_ones_rollb
     );
     // Blue takes all of app-y's traffic again (prod-b, hung, cannot be read).
     for cluster in ["staging", "prod-a"] {
-        let route = Api::<kube::api::DynamicObject>::namespaced_with(
-            w.readers[cluster].clone(),
-            NS,
-            &cutover::fleet::router::http_route_resource(),
-        )
-        .get("app-y")
-        .await
-        .unwrap();
-        let view = cutover::fleet::router::route_view(
-            &serde_json::to_value(route).unwrap(),
-            "app-y",
-            cutover::fleet::workload::Colour::Green,
-        );
-        assert_eq!(view.green, cutover::spec::Percent::ZERO, "{cluster}");
+        let green = w
+            .green_share_of(cluster, "app-y", cutover::fleet::workload::Colour::Green)
+            .await;
+        assert_eq!(green, cutover::spec::Percent::ZERO, "{cluster}");
     }
     // All the while checkout waited on prod-b: still at that step, not ready.
     let x = w.status().await;

@@ -245,6 +245,21 @@ impl Driver {
         Some(self.turns.take().await)
     }
 
+    /// Awaits `wait` with the pass's turn given back, then takes a turn
+    /// again: what waits on clusters (or on what every driver waits for)
+    /// is not a pass's work, and a cluster that hangs would otherwise hold
+    /// the turn while other releases, an abort among them, wait for one.
+    async fn without_turn<T>(
+        &self,
+        turn: &mut Option<turns::Turn>,
+        wait: impl std::future::Future<Output = T>,
+    ) -> T {
+        drop(turn.take());
+        let out = wait.await;
+        *turn = self.turn().await;
+        out
+    }
+
     // The calls awaited in a pass are boxed: a task's future is as large as
     // its largest state, and a controller keeps one per release it drives,
     // almost always waiting between passes.
@@ -274,15 +289,10 @@ impl Driver {
             }
         };
         // Asking clusters who they are waits on them (up to `ASK_WITHIN` for
-        // one that hangs): others pass meanwhile.
-        drop(turn.take());
-        let mut uids = Box::pin(fleet::live::cluster_uids(
-            &self.fleet,
-            &first.cluster_names(),
-            ASK_WITHIN,
-        ))
-        .await;
-        turn = self.turn().await;
+        // one that hangs).
+        let names = first.cluster_names();
+        let ask = fleet::live::cluster_uids(&self.fleet, &names, ASK_WITHIN);
+        let mut uids = self.without_turn(&mut turn, Box::pin(ask)).await;
         if let Some(why) = crate::policy::not_distinct(&uids) {
             let outcome = Outcome::Invalid {
                 message: why,
@@ -306,9 +316,8 @@ impl Driver {
             .releases(self.fleet.home(), &store.namespace);
         releases.subscribe(name, &cache.notifier());
         // Waiting for the caches is not: every driver started with this one waits the same.
-        drop(turn.take());
-        Box::pin(self.wait_for_caches(&cache)).await;
-        turn = self.turn().await;
+        self.without_turn(&mut turn, Box::pin(self.wait_for_caches(&cache)))
+            .await;
         let mut analysis = Analysis::default();
         let mut hooks = crate::hooks::Hooks::new(self.clock.clone());
         // Gate values over the release, kept in memory between status writes.
@@ -347,17 +356,14 @@ impl Driver {
                     return Box::pin(self.refuse(store, lease, &last, outcome, emit)).await;
                 }
             };
-            // Clusters not identified yet are asked each pass until they answer;
-            // entries found to reach one cluster hold the release. Asked before
-            // the pass looks, so what it decides from is as fresh as it can be.
+            // Clusters not identified yet are asked each pass until they answer
+            // (those known answer from the fleet's memory); entries found to
+            // reach one cluster hold the release. Asked before the pass looks,
+            // so what it decides from is as fresh as it can be.
             if uids.len() < rel.clusters.len() {
-                let mut missing = rel.cluster_names();
-                missing.retain(|c| !uids.contains_key(*c));
-                drop(turn.take());
-                uids.extend(
-                    Box::pin(fleet::live::cluster_uids(&self.fleet, &missing, ASK_WITHIN)).await,
-                );
-                turn = self.turn().await;
+                let names = rel.cluster_names();
+                let ask = fleet::live::cluster_uids(&self.fleet, &names, ASK_WITHIN);
+                uids = self.without_turn(&mut turn, Box::pin(ask)).await;
             }
             // What the pass decides from, borrowed: a status is mostly its
             // history, and a pass already makes the copies it writes.
@@ -383,16 +389,17 @@ impl Driver {
             // answers again, even while its watches still stream.
             let mut answering = BTreeSet::new();
             if !unavailable.is_empty() {
-                // Asking a failing cluster takes up to `ASK_WITHIN`: others pass meanwhile.
-                drop(turn.take());
-                for cluster in unavailable.keys() {
-                    if let Ok(c) = self.fleet.get(cluster)
-                        && Box::pin(c.answers(ASK_WITHIN)).await
-                    {
-                        answering.insert(cluster.clone());
+                // Asking a failing cluster takes up to `ASK_WITHIN`.
+                let ask = async {
+                    for cluster in unavailable.keys() {
+                        if let Ok(c) = self.fleet.get(cluster)
+                            && c.answers(ASK_WITHIN).await
+                        {
+                            answering.insert(cluster.clone());
+                        }
                     }
-                }
-                turn = self.turn().await;
+                };
+                self.without_turn(&mut turn, Box::pin(ask)).await;
             }
             let recovered =
                 engine::drive::mark_unreachable(&mut obs, &unavailable, |c| answering.contains(c));

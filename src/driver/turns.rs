@@ -7,10 +7,11 @@
 //! Controllers in the field bound the same way: Argo Rollouts'
 //! `--rollout-threads`, controller-runtime's `MaxConcurrentReconciles`,
 //! kube-rs's `controller::Config::concurrency`. Unlike their workers, a
-//! pass gives its turn back while it waits on the clusters it acts on or
-//! asks whether a failing cluster answers again: a cluster that hangs
-//! holds a request for its whole timeout, and would otherwise hold every
-//! turn while other releases (an abort among them) wait.
+//! pass gives its turn back while it waits on the clusters it acts on, asks
+//! who a cluster is or whether a failing one answers again
+//! (`Driver::without_turn`): a cluster that hangs holds a request for its
+//! whole timeout, and would otherwise hold every turn while other releases
+//! (an abort among them) wait.
 
 use std::sync::Arc;
 

@@ -270,17 +270,27 @@ impl World {
     }
 
     pub async fn route(&self, cluster: &str) -> serde_json::Value {
+        self.route_of(cluster, "checkout").await
+    }
+
+    /// The route of `app` on `cluster`.
+    pub async fn route_of(&self, cluster: &str, app: &str) -> serde_json::Value {
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.clients.get(cluster).unwrap().client.clone(),
             NS,
             &http_route_resource(),
         );
-        serde_json::to_value(api.get("checkout").await.unwrap()).unwrap()
+        serde_json::to_value(api.get(app).await.unwrap()).unwrap()
     }
 
     /// Green's share of a cluster's route, where green is the slot running the release's version.
     pub async fn green_share(&self, cluster: &str, green: Colour) -> Percent {
-        route_view(&self.route(cluster).await, "checkout", green).green
+        self.green_share_of(cluster, "checkout", green).await
+    }
+
+    /// Green's share of `app`'s route on `cluster`.
+    pub async fn green_share_of(&self, cluster: &str, app: &str, green: Colour) -> Percent {
+        route_view(&self.route_of(cluster, app).await, app, green).green
     }
 
     /// A suspended CronJob `checkout-smoke` in `shop` on `cluster` whose Job
