@@ -12,13 +12,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::channel::mpsc;
 use http_body_util::Full;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::EnvVar;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::clock::SharedClock;
@@ -79,8 +80,8 @@ struct Target {
 /// The hooks of one release's driver.
 pub struct Hooks {
     runs: BTreeMap<Key, Run>,
-    /// Boxed: a channel holds a block of 32 messages from its start, and a
-    /// controller has one per release it drives.
+    /// A channel that takes room per message, not a block of them from its
+    /// start (as tokio's): a controller has one per release it drives.
     tx: mpsc::UnboundedSender<Box<Landed>>,
     rx: mpsc::UnboundedReceiver<Box<Landed>>,
     http: crate::notify::HttpClient,
@@ -99,7 +100,7 @@ pub struct Context<'a> {
 
 impl Hooks {
     pub fn new(clock: SharedClock) -> Hooks {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded();
         Hooks {
             runs: BTreeMap::new(),
             tx,
@@ -178,7 +179,7 @@ impl Hooks {
             let run_key = key.clone();
             let task = tokio::spawn(async move {
                 let (verdict, message) = run(&target, &http, &clock).await;
-                let _ = tx.send(Box::new(Landed {
+                let _ = tx.unbounded_send(Box::new(Landed {
                     key: run_key,
                     generation,
                     verdict,
@@ -205,9 +206,9 @@ impl Hooks {
 
     /// Resolves when a run lands (the result stays for `observed`).
     pub async fn landed(&mut self) {
-        if let Some(l) = self.rx.recv().await {
+        if let Some(l) = self.rx.next().await {
             // Put it back: `observed` takes it on the next pass.
-            let _ = self.tx.send(l);
+            let _ = self.tx.unbounded_send(l);
         }
     }
 }

@@ -369,7 +369,7 @@ pub async fn rehearse(
     .await?;
     let store = ReleaseStore::new(conn.clients.home(), &rel.namespace);
     let live = store.upsert(&doc).await?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = futures::channel::mpsc::unbounded();
     if let Some(events) = &events {
         let _ = events.send(Event::Started {
             release: Box::new(live),
@@ -392,7 +392,7 @@ pub async fn rehearse(
     };
     let (name, ns) = (rel.name.clone(), rel.namespace.clone());
     let forward = async {
-        while let Some(p) = rx.recv().await {
+        while let Some(p) = futures::StreamExt::next(&mut rx).await {
             if let Some(events) = &events {
                 let _ = events.send(Event::Progress(p));
             }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use tokio::sync::mpsc;
+use futures::StreamExt;
+use futures::channel::mpsc;
 
 use super::Output;
 use super::connect::connect;
@@ -174,7 +175,7 @@ pub async fn drive_and_report(
     mut reporter: Reporter,
 ) -> CliResult {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::unbounded();
     let (ns, name) = (namespace.to_string(), name.to_string());
     let notifier = driver.notifier.clone();
     let drive = tokio::spawn(async move {
@@ -195,7 +196,7 @@ pub async fn drive_and_report(
     let mut signals = std::pin::pin!(crate::driver::stop_signal());
     loop {
         tokio::select! {
-            p = rx.recv() => match p {
+            p = rx.next() => match p {
                 Some(p) => reporter.progress(&p),
                 None => break,
             },

@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::metrics::Metrics;
@@ -126,35 +127,62 @@ impl Reconciler {
     }
 }
 
-/// Keeps of a Release only what the reconciler reads: its spec's version,
-/// and its status's phase, version and conditions; not its annotations
-/// (kubectl's last applied copy of the spec among them). The rest of the
-/// spec is read from the API when a generation is admitted (`admit`): a
-/// controller watches every Release of the namespace, and most of a
-/// Release's bytes are its spec.
+/// Keeps of a Release only what the reconciler reads, in one flat object:
+/// its spec's version (`specVersion`), its status's phase and version
+/// (`phase`, `statusVersion`) and its `Invalid` condition (`invalid`); of
+/// its metadata, what names it and its generation. Not its annotations
+/// (kubectl's last applied copy of the spec among them), labels or the rest
+/// of its spec and status: those are read from the API when a generation
+/// is admitted (`admit`). A controller watches every Release of the
+/// namespace; flat, a kept Release is one map node, where the nesting of
+/// `spec` and `status` took one each.
 fn trim_release(r: &mut DynamicObject) {
-    r.metadata.managed_fields = None;
-    r.metadata.annotations = None;
-    if let Some(status) = r.data.get_mut("status").and_then(|s| s.as_object_mut()) {
-        status.retain(|k, _| matches!(k.as_str(), "phase" | "version" | "conditions"));
+    let m = &mut r.metadata;
+    m.managed_fields = None;
+    m.annotations = None;
+    m.labels = None;
+    m.finalizers = None;
+    m.owner_references = None;
+    let mut kept = serde_json::Map::new();
+    for (field, path) in [
+        (SPEC_VERSION, "/spec/version"),
+        (PHASE, "/status/phase"),
+        (STATUS_VERSION, "/status/version"),
+    ] {
+        if let Some(v) = r.data.pointer_mut(path) {
+            kept.insert(field.into(), v.take());
+        }
     }
-    if let Some(spec) = r.data.get_mut("spec").and_then(|s| s.as_object_mut()) {
-        spec.retain(|k, _| k == "version");
+    let invalid = r
+        .data
+        .pointer_mut("/status/conditions")
+        .and_then(|c| c.as_array_mut())
+        .and_then(|c| c.iter_mut().find(|c| c["type"] == "Invalid"))
+        .map(serde_json::Value::take);
+    if let Some(c) = invalid {
+        kept.insert(INVALID.into(), c);
     }
+    r.data = serde_json::Value::Object(kept);
 }
+
+/// The fields of a kept Release (`trim_release`).
+const SPEC_VERSION: &str = "specVersion";
+const PHASE: &str = "phase";
+const STATUS_VERSION: &str = "statusVersion";
+const INVALID: &str = "invalid";
 
 /// The phase its status states, if it states one that decodes.
 fn phase_of(r: &DynamicObject) -> Option<Phase> {
     r.data
-        .pointer("/status/phase")
+        .get(PHASE)
         .and_then(|p| serde_json::from_value::<Phase>(p.clone()).ok())
 }
 
 /// Whether a Release needs a driver: it has not ended at its spec's version.
 fn needs_driver(r: &DynamicObject) -> bool {
     let phase = phase_of(r);
-    let ended_at = r.data.pointer("/status/version");
-    !(phase.is_some_and(|p| p.is_terminal()) && ended_at == r.data.pointer("/spec/version"))
+    let ended_at = r.data.get(STATUS_VERSION);
+    !(phase.is_some_and(|p| p.is_terminal()) && ended_at == r.data.get(SPEC_VERSION))
 }
 
 impl Reconciler {
@@ -252,7 +280,9 @@ impl Reconciler {
         stop: watch::Receiver<bool>,
     ) -> Result<Outcome, String> {
         let key = format!("{ns}/{name}");
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        // A channel that takes room per message, not a block of them from
+        // its start (as tokio's): one is open per release driven.
+        let (tx, mut rx) = mpsc::unbounded();
         // Another replica or a `cutover run` holds it (taken since it was
         // looked at): theirs to drive.
         let opts = DriveOptions {
@@ -275,7 +305,7 @@ impl Reconciler {
             // the plan itself: one is held per release driven).
             let mut plan: Vec<StepKind> = Vec::new();
             let mut started: BTreeMap<u32, jiff::Timestamp> = BTreeMap::new();
-            while let Some(p) = rx.recv().await {
+            while let Some(p) = rx.next().await {
                 Box::pin(self.report(&key, &reference, &p, &mut plan, &mut started)).await;
             }
         };
@@ -435,12 +465,7 @@ impl Reconciler {
     ) -> Result<(), Error> {
         let ns = obj.namespace().unwrap_or_default();
         let name = obj.name_any();
-        let current = obj.data.pointer("/status/conditions").and_then(|c| {
-            c.as_array()?
-                .iter()
-                .find(|c| c["type"] == "Invalid")
-                .cloned()
-        });
+        let current = obj.data.get(INVALID).cloned();
         let same = match (&current, invalid) {
             (Some(c), Some((reason, message))) => {
                 c["status"] == "True"
@@ -596,27 +621,36 @@ mod tests {
         let doc: serde_json::Value = crate::spec::Source::new("release.yaml", text)
             .decode()
             .unwrap();
+        let invalid = json!({"type": "Invalid", "status": "True", "reason": "InvalidSpec",
+            "message": "m", "observedGeneration": 3});
         let mut obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": doc["apiVersion"],
             "kind": doc["kind"],
             "metadata": {"name": "checkout", "namespace": "shop", "generation": 3,
+                "labels": {"team": "payments"},
                 "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
             "spec": doc["spec"],
             "status": {"phase": "Completed", "version": doc["spec"]["version"],
-                "history": [{"step": 0}]},
+                "history": [{"step": 0}],
+                "conditions": [{"type": "Other", "status": "True"}, invalid.clone()]},
         }))
         .unwrap();
         trim_release(&mut obj);
-        assert_eq!(obj.data["spec"], json!({"version": doc["spec"]["version"]}));
-        assert_eq!(obj.data["status"].as_object().unwrap().len(), 2);
+        assert_eq!(
+            obj.data,
+            json!({"specVersion": doc["spec"]["version"], "phase": "Completed",
+                "statusVersion": doc["spec"]["version"], "invalid": invalid})
+        );
         assert_eq!(obj.metadata.annotations, None);
+        assert_eq!(obj.metadata.labels, None);
         assert_eq!(
             obj.metadata.generation,
             Some(3),
             "what admission is kept by"
         );
+        assert_eq!(phase_of(&obj), Some(Phase::Completed));
         assert!(!needs_driver(&obj), "ended at its spec's version");
-        obj.data["spec"]["version"] = json!("9.9.9");
+        obj.data[SPEC_VERSION] = json!("9.9.9");
         assert!(needs_driver(&obj), "a new version needs a driver");
     }
 }

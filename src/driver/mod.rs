@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use futures::channel::mpsc;
 
 pub use stop::stop_signal;
 use stop::{stop_requested, stopping};
@@ -150,7 +150,7 @@ impl Driver {
     ) -> Result<Outcome> {
         let emit = |p: Progress| {
             if let Some(tx) = &events {
-                let _ = tx.send(p);
+                let _ = tx.unbounded_send(p);
             }
         };
         let home = self.fleet.home();
@@ -755,6 +755,9 @@ fn record_series(series: &mut Vec<GateSeries>, reports: &[crate::gates::MetricRe
         {
             Some(i) => i,
             None => {
+                // One more, not double: a release has a series per gate
+                // and cluster, kept for its whole life.
+                series.reserve_exact(1);
                 series.push(GateSeries {
                     name: r.name.clone(),
                     cluster: r.cluster.clone(),

@@ -8,7 +8,7 @@
 //! Owns no decision and writes nothing; `cache` builds each release's view on
 //! top of these.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -45,9 +45,47 @@ pub struct SharedWatch<K> {
 }
 
 struct Objects<K> {
-    by_key: HashMap<String, BTreeMap<String, Arc<K>>>,
+    by_key: HashMap<String, Group<K>>,
     /// Each object's index key, so a relabelled object leaves its old group.
-    key_of: HashMap<String, String>,
+    key_of: HashMap<Box<str>, Box<str>>,
+}
+
+/// The objects under one key, in id order. A sorted list rather than a map:
+/// a key holds a few objects (an app's pods in one cluster), and a map's
+/// node has room for eleven however few it holds, thousands of keys over.
+struct Group<K>(Vec<(Box<str>, Arc<K>)>);
+
+impl<K> Default for Group<K> {
+    fn default() -> Self {
+        Group(Vec::new())
+    }
+}
+
+impl<K> Group<K> {
+    fn put(&mut self, id: &str, obj: Arc<K>) {
+        match self.0.binary_search_by(|(i, _)| (**i).cmp(id)) {
+            Ok(at) => self.0[at].1 = obj,
+            Err(at) => {
+                // One more, not double: most groups stay this size.
+                self.0.reserve_exact(1);
+                self.0.insert(at, (id.into(), obj));
+            }
+        }
+    }
+
+    fn take(&mut self, id: &str) {
+        if let Ok(at) = self.0.binary_search_by(|(i, _)| (**i).cmp(id)) {
+            self.0.remove(at);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<K>> {
+        self.0.iter().map(|(_, v)| v)
+    }
 }
 
 impl<K> Default for Objects<K> {
@@ -62,28 +100,36 @@ impl<K> Default for Objects<K> {
 impl<K> Objects<K> {
     /// Puts `obj` under `key`; returns the key it was under before, if another.
     fn insert(&mut self, id: String, key: String, obj: Arc<K>) -> Option<String> {
-        let old = self.key_of.insert(id.clone(), key.clone());
-        let moved = old.filter(|o| *o != key);
+        let old = self.key_of.insert(id.as_str().into(), key.as_str().into());
+        let moved = old.filter(|o| **o != *key);
         if let Some(o) = &moved {
             self.remove_from(o, &id);
         }
-        self.by_key.entry(key).or_default().insert(id, obj);
-        moved
+        self.by_key.entry(key).or_default().put(&id, obj);
+        moved.map(String::from)
     }
 
     fn remove(&mut self, id: &str) -> Option<String> {
         let key = self.key_of.remove(id)?;
         self.remove_from(&key, id);
-        Some(key)
+        Some(key.into())
     }
 
     fn remove_from(&mut self, key: &str, id: &str) {
         if let Some(group) = self.by_key.get_mut(key) {
-            group.remove(id);
-            if group.is_empty() {
+            group.take(id);
+            if group.len() == 0 {
                 self.by_key.remove(key);
             }
         }
+    }
+
+    /// The object `id` under `key`, if it is there.
+    #[cfg(test)]
+    fn get(&self, key: &str, id: &str) -> Option<&Arc<K>> {
+        let group = &self.by_key.get(key)?.0;
+        let at = group.binary_search_by(|(i, _)| (**i).cmp(id)).ok()?;
+        Some(&group[at].1)
     }
 }
 
@@ -349,11 +395,13 @@ mod tests {
     #[test]
     fn objects_move_between_keys_and_leave_on_delete() {
         let mut o: Objects<u32> = Objects::default();
-        assert_eq!(o.insert("ns/a".into(), "web".into(), Arc::new(1)), None);
         assert_eq!(o.insert("ns/b".into(), "web".into(), Arc::new(2)), None);
+        assert_eq!(o.insert("ns/a".into(), "web".into(), Arc::new(1)), None);
         assert_eq!(o.insert("ns/a".into(), "web".into(), Arc::new(3)), None);
         assert_eq!(o.by_key["web"].len(), 2);
-        assert_eq!(*o.by_key["web"]["ns/a"], 3);
+        let in_order: Vec<u32> = o.by_key["web"].values().map(|v| **v).collect();
+        assert_eq!(in_order, [3, 2], "a group reads in id order");
+        assert_eq!(o.get("web", "ns/a").map(|v| **v), Some(3));
         // Relabelled: the object leaves its old group.
         assert_eq!(
             o.insert("ns/a".into(), "api".into(), Arc::new(4)),

@@ -13,8 +13,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::channel::mpsc;
 use jiff::Timestamp;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::providers::health;
@@ -103,8 +104,8 @@ pub struct Analysis {
     /// When the driver last looked.
     last_tick: Option<Timestamp>,
     requests: JoinSet<()>,
-    /// Boxed: a channel holds a block of 32 messages from its start, and
-    /// every release's analysis has one.
+    /// A channel that takes room per message, not a block of them from its
+    /// start (as tokio's): every release's analysis has one, mostly empty.
     landed_tx: mpsc::UnboundedSender<Box<Landed>>,
     landed_rx: mpsc::UnboundedReceiver<Box<Landed>>,
     inbox: Vec<Landed>,
@@ -112,7 +113,7 @@ pub struct Analysis {
 
 impl Default for Analysis {
     fn default() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::unbounded();
         Analysis {
             key: None,
             started: Timestamp::UNIX_EPOCH,
@@ -225,7 +226,7 @@ impl Analysis {
                                         format!("no answer within {MEASUREMENT_DEADLINE:?}"),
                                     ))
                                 });
-                            let _ = tx.send(Box::new(Landed {
+                            let _ = tx.unbounded_send(Box::new(Landed {
                                 run,
                                 generation,
                                 at: now,
@@ -274,7 +275,7 @@ impl Analysis {
     /// Resolves when a measurement lands (never while none is under way).
     /// Safe to drop unfinished: nothing that landed is lost.
     pub async fn landed(&mut self) {
-        if let Some(l) = self.landed_rx.recv().await {
+        if let Some(l) = self.landed_rx.next().await {
             self.inbox.push(*l);
         }
     }
@@ -288,9 +289,12 @@ fn land(run: &mut Run, at: Timestamp, fetched: Fetched, g: &MetricGate) -> Optio
         Fetched::Scraped(Ok(reading)) => reading,
     };
     let q = g.provider.scrape.as_ref()?;
-    let before = run.reading.replace(reading.clone())?;
-    let result: Result<RawResult, String> = scrape::compute(q, &before, &reading);
-    Some(measure(g, at, result, None))
+    let result: Option<Result<RawResult, String>> = run
+        .reading
+        .as_ref()
+        .map(|before| scrape::compute(q, before, &reading));
+    run.reading = Some(reading);
+    Some(measure(g, at, result?, None))
 }
 
 /// How to take one measurement of `g` in `cluster` now.

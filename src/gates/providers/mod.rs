@@ -5,7 +5,8 @@ pub mod health;
 pub mod prometheus;
 pub mod scrape;
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,13 +14,37 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::Semaphore;
 
 /// The plain-HTTP client of the metric providers (Prometheus queries and
 /// scraped endpoints).
 pub type MetricsClient = Client<HttpConnector, Full<Bytes>>;
 
-/// Idle connections the metrics client keeps to one endpoint.
-const IDLE_PER_HOST: usize = 16;
+/// Requests the metrics client has under way to one endpoint (host and
+/// port) at once, and the idle connections it keeps there. Prometheus runs
+/// 20 queries at once by default (`--query.max-concurrency`) and queues
+/// the rest, each holding its connection meanwhile: past that, more
+/// connections only move the queue to the server. A thousand releases'
+/// gates falling due together opened a connection per scrape or query
+/// (hundreds at once, each with its buffers); they now wait their turn
+/// here, within their measurement's deadline.
+pub const PER_HOST: usize = 20;
+
+/// Waits for a turn to ask `uri`'s endpoint (`PER_HOST` at once); the
+/// request holds the turn until its answer is read.
+pub async fn host_turn(uri: &http::Uri) -> tokio::sync::OwnedSemaphorePermit {
+    type Hosts = Mutex<HashMap<String, Arc<Semaphore>>>;
+    static HOSTS: OnceLock<Hosts> = OnceLock::new();
+    let host = uri.authority().map_or("", |a| a.as_str());
+    let turns = HOSTS
+        .get_or_init(Hosts::default)
+        .lock()
+        .expect("hosts lock")
+        .entry(host.to_string())
+        .or_insert_with(|| Arc::new(Semaphore::new(PER_HOST)))
+        .clone();
+    turns.acquire_owned().await.expect("never closed")
+}
 
 /// The process's one metrics client, 3 s to connect: its connections are
 /// pooled for every release (a thousand apps' endpoints are a few hosts).
@@ -29,12 +54,10 @@ pub fn metrics_client() -> MetricsClient {
         .get_or_init(|| {
             let mut connector = HttpConnector::new();
             connector.set_connect_timeout(Some(Duration::from_secs(3)));
-            // Idle connections beyond a few per endpoint are closed: a
-            // burst of scrapes (every release's gates due at once) would
-            // otherwise leave one idle connection, and its buffers, per
-            // scrape in flight.
+            // As many idle connections as requests under way to one
+            // endpoint (`host_turn`): each turn finds one ready.
             Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(IDLE_PER_HOST)
+                .pool_max_idle_per_host(PER_HOST)
                 .build(connector)
         })
         .clone()

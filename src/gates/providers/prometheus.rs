@@ -244,6 +244,9 @@ impl Prometheus {
         // The client waits a little longer than the server is told to, so the server's timeout wins.
         // One deadline over the whole exchange, body included, and a bounded body.
         let client_timeout = timeout + Duration::from_secs(2);
+        // The wait for a turn is outside the exchange's deadline, within
+        // the measurement's.
+        let _turn = super::host_turn(req.uri()).await;
         let exchange = async {
             let resp = self
                 .client

@@ -5,7 +5,7 @@
 //! measurement an error, never a silent pass.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -14,17 +14,35 @@ use prometheus_parse::{Scrape, Value};
 use crate::gates::verdict::{RawResult, Sample};
 use crate::spec::gates::{ScrapeMeasure, ScrapeQuery};
 
-/// One read of an endpoint: counters and histogram buckets of the selected series.
+/// One read of an endpoint: counters and histogram buckets of the selected
+/// series. A run keeps its last read until the next, a thousand releases'
+/// worth at once, so a read is two sorted lists of plain numbers.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Reading {
     pub at: Option<Timestamp>,
-    /// Each selected counter series by its labels (without `le`), written
-    /// out sorted (`code="200",version="2",`): a run keeps its last read
-    /// until the next, and one string a series takes a fraction of the
-    /// bytes of a list of label pairs (two strings a label).
-    pub counters: BTreeMap<Box<str>, Series>,
-    /// Cumulative bucket counts per upper bound, summed over the selected series.
-    pub buckets: BTreeMap<u64, (f64, f64)>,
+    /// Each selected counter series by a hash of its label pairs (in name
+    /// order), in hash order: two series of one endpoint colliding in 64
+    /// bits is no concern, and a hash takes a fraction of the bytes of the
+    /// labels themselves.
+    counters: Vec<(u64, Series)>,
+    /// Cumulative bucket counts per upper bound (`f64::to_bits` of it), summed
+    /// over the selected series, in bound order.
+    buckets: Vec<(u64, f64)>,
+}
+
+impl Reading {
+    fn counter(&self, key: u64) -> Option<&Series> {
+        let at = self.counters.binary_search_by_key(&key, |(k, _)| *k).ok()?;
+        Some(&self.counters[at].1)
+    }
+
+    fn bucket(&self, bound: u64) -> Option<f64> {
+        let at = self
+            .buckets
+            .binary_search_by_key(&bound, |(k, _)| *k)
+            .ok()?;
+        Some(self.buckets[at].1)
+    }
 }
 
 /// A counter series of one read.
@@ -135,10 +153,8 @@ pub fn read(
     selector: &BTreeMap<String, String>,
     at: Timestamp,
 ) -> Reading {
-    let mut r = Reading {
-        at: Some(at),
-        ..Default::default()
-    };
+    let mut counters: BTreeMap<u64, Series> = BTreeMap::new();
+    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
     for s in scrape
         .samples
         .iter()
@@ -151,30 +167,31 @@ pub fn read(
             ) if s.metric == q.metric || s.metric == format!("{}_total", q.metric) => {
                 let mut labels: Vec<_> = s.labels.iter().collect();
                 labels.sort();
-                let mut key = String::new();
+                let mut h = DefaultHasher::new();
                 for (k, v) in labels {
-                    let _ = write!(key, "{k}={v:?},");
+                    (k, v).hash(&mut h);
                 }
-                let series = r.counters.entry(key.into_boxed_str()).or_default();
+                let series = counters.entry(h.finish()).or_default();
                 series.error = s
                     .labels
                     .get(&q.error_label)
                     .is_some_and(|v| v.starts_with(&q.error_prefix));
                 series.value += v;
             }
-            (Value::Histogram(buckets), ScrapeMeasure::Quantile) if s.metric == q.metric => {
-                for b in buckets {
-                    let e = r
-                        .buckets
-                        .entry(b.less_than.to_bits())
-                        .or_insert((b.less_than, 0.0));
-                    e.1 += b.count;
+            (Value::Histogram(bs), ScrapeMeasure::Quantile) if s.metric == q.metric => {
+                for b in bs {
+                    *buckets.entry(b.less_than.to_bits()).or_default() += b.count;
                 }
             }
             _ => {}
         }
     }
-    r
+    // Collected from the maps: sorted, and no spare room.
+    Reading {
+        at: Some(at),
+        counters: counters.into_iter().collect(),
+        buckets: buckets.into_iter().collect(),
+    }
 }
 
 /// Growth of a counter between reads; a decrease is a restart (the counter began again at zero).
@@ -200,7 +217,7 @@ pub fn compute(q: &ScrapeQuery, before: &Reading, after: &Reading) -> Result<Raw
             .counters
             .iter()
             .filter(|(_, s)| s.error || !errors_only)
-            .map(|(k, s)| delta(before.counters.get(k).map_or(0.0, |b| b.value), s.value))
+            .map(|(k, s)| delta(before.counter(*k).map_or(0.0, |b| b.value), s.value))
             .sum()
     };
     let total = sum_delta(false);
@@ -216,10 +233,10 @@ pub fn compute(q: &ScrapeQuery, before: &Reading, after: &Reading) -> Result<Raw
             let mut buckets: Vec<(f64, f64)> = after
                 .buckets
                 .iter()
-                .map(|(k, (le, c))| {
+                .map(|(k, c)| {
                     (
-                        *le,
-                        delta(before.buckets.get(k).map(|b| b.1).unwrap_or(0.0), *c),
+                        f64::from_bits(*k),
+                        delta(before.bucket(*k).unwrap_or(0.0), *c),
                     )
                 })
                 .collect();
@@ -305,6 +322,9 @@ impl Scraper {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("bad scrape url {url:?}: {e}"))?;
+        // The wait for a turn is outside the exchange's deadline, within
+        // the measurement's.
+        let _turn = super::host_turn(&uri).await;
         let exchange = async {
             let resp = self
                 .client
@@ -364,6 +384,49 @@ mod tests {
             started.elapsed()
         );
     }
+    /// Sixty scrapes of one endpoint at once (a thousand releases' gates
+    /// falling due together, in small): the endpoint sees at most
+    /// `PER_HOST` of them at a time, and every one is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scrapes_of_one_endpoint_take_turns() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (n, m) = (now.clone(), most.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let (now, most) = (n.clone(), m.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    // One request a read: each is a small GET.
+                    while sock.read(&mut buf).await.is_ok_and(|r| r > 0) {
+                        let under_way = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(under_way, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        let body = "up 1\n";
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if sock.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let scraper = Scraper::default();
+        let all = futures::future::join_all((0..60).map(|_| scraper.fetch(&url))).await;
+        assert!(all.iter().all(|r| r.as_deref() == Ok("up 1\n")), "{all:?}");
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= super::super::PER_HOST, "{most} at once");
+    }
+
     use crate::spec::Source;
 
     fn q(measure: &str) -> ScrapeQuery {

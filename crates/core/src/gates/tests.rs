@@ -573,6 +573,11 @@ fn the_tally_decides_as_the_whole_sequence_would() {
                 let kept: Vec<&Measurement> = tally.recent().collect();
                 let start = ms.len().saturating_sub(KEPT_MEASUREMENTS);
                 assert_eq!(kept, ms[start..].iter().collect::<Vec<_>>());
+                assert_eq!(
+                    tally.room_for_recent(),
+                    KEPT_MEASUREMENTS,
+                    "no spare room kept"
+                );
             }
         }
     }

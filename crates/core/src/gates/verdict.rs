@@ -401,8 +401,15 @@ impl Tally {
             }
             self.last[c as usize] = Some(m.detail.as_str().into());
         }
+        // Kept for as long as the step runs, a thousand releases' worth at
+        // once: a detail without its formatting's spare capacity, and room
+        // for exactly the measurements kept (growing would double it).
+        let mut m = m;
+        m.detail.shrink_to_fit();
         if self.recent.len() == super::KEPT_MEASUREMENTS {
             self.recent.pop_front();
+        } else if self.recent.capacity() == 0 {
+            self.recent.reserve_exact(super::KEPT_MEASUREMENTS);
         }
         self.recent.push_back(m);
     }
@@ -410,6 +417,12 @@ impl Tally {
     /// The latest measurements, oldest first.
     pub fn recent(&self) -> impl Iterator<Item = &Measurement> {
         self.recent.iter()
+    }
+
+    /// How many measurements the kept ones have room for.
+    #[cfg(test)]
+    pub(crate) fn room_for_recent(&self) -> usize {
+        self.recent.capacity()
     }
 
     /// The metric's verdict under `gate`'s limits.

@@ -550,6 +550,11 @@ impl GateSeries {
         if self.points.last().is_some_and(|p| p.at >= at) || !value.is_finite() {
             return;
         }
+        // Grown a few points at a time: a series is kept for the release's
+        // whole life, and doubling would leave up to half of it spare.
+        if self.points.len() == self.points.capacity() {
+            self.points.reserve_exact(GROW_POINTS);
+        }
         self.points.push(Point { at, value });
         if self.points.len() > Self::MAX_POINTS {
             let mut i = 0;
@@ -560,6 +565,9 @@ impl GateSeries {
         }
     }
 }
+
+/// Points a series grows by when full.
+const GROW_POINTS: usize = 16;
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -578,6 +586,24 @@ mod tests {
                 .iter()
                 .map(|&(at, value)| Point { at, value })
                 .collect(),
+        }
+    }
+
+    #[test]
+    fn a_gate_series_grows_a_few_points_at_a_time_and_stays_bounded() {
+        let mut g = series(&[]);
+        for i in 0..1000 {
+            g.push(i * 30, 0.5);
+            let (len, room) = (g.points.len(), g.points.capacity());
+            // Until it first fills; then it keeps the room it had.
+            if i < GateSeries::MAX_POINTS as i64 {
+                assert!(room - len < GROW_POINTS, "{len} points in room for {room}");
+            }
+            assert!(len <= GateSeries::MAX_POINTS);
+            assert!(
+                room <= GateSeries::MAX_POINTS + GROW_POINTS,
+                "room for {room}"
+            );
         }
     }
 
