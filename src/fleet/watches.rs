@@ -62,8 +62,13 @@ impl<K> Default for Group<K> {
 }
 
 impl<K> Group<K> {
+    /// Where `id` is (`Ok`), or would go (`Err`).
+    fn position(&self, id: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(i, _)| (**i).cmp(id))
+    }
+
     fn put(&mut self, id: &str, obj: Arc<K>) {
-        match self.0.binary_search_by(|(i, _)| (**i).cmp(id)) {
+        match self.position(id) {
             Ok(at) => self.0[at].1 = obj,
             Err(at) => {
                 // One more, not double: most groups stay this size.
@@ -74,13 +79,18 @@ impl<K> Group<K> {
     }
 
     fn take(&mut self, id: &str) {
-        if let Ok(at) = self.0.binary_search_by(|(i, _)| (**i).cmp(id)) {
+        if let Ok(at) = self.position(id) {
             self.0.remove(at);
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     fn values(&self) -> impl Iterator<Item = &Arc<K>> {
@@ -118,7 +128,7 @@ impl<K> Objects<K> {
     fn remove_from(&mut self, key: &str, id: &str) {
         if let Some(group) = self.by_key.get_mut(key) {
             group.take(id);
-            if group.len() == 0 {
+            if group.is_empty() {
                 self.by_key.remove(key);
             }
         }
@@ -127,9 +137,9 @@ impl<K> Objects<K> {
     /// The object `id` under `key`, if it is there.
     #[cfg(test)]
     fn get(&self, key: &str, id: &str) -> Option<&Arc<K>> {
-        let group = &self.by_key.get(key)?.0;
-        let at = group.binary_search_by(|(i, _)| (**i).cmp(id)).ok()?;
-        Some(&group[at].1)
+        let group = self.by_key.get(key)?;
+        let at = group.position(id).ok()?;
+        Some(&group.0[at].1)
     }
 }
 

@@ -32,17 +32,18 @@ pub struct Reading {
 
 impl Reading {
     fn counter(&self, key: u64) -> Option<&Series> {
-        let at = self.counters.binary_search_by_key(&key, |(k, _)| *k).ok()?;
-        Some(&self.counters[at].1)
+        find(&self.counters, key)
     }
 
     fn bucket(&self, bound: u64) -> Option<f64> {
-        let at = self
-            .buckets
-            .binary_search_by_key(&bound, |(k, _)| *k)
-            .ok()?;
-        Some(self.buckets[at].1)
+        find(&self.buckets, bound).copied()
     }
+}
+
+/// The value under `key` of a list sorted by key.
+fn find<T>(list: &[(u64, T)], key: u64) -> Option<&T> {
+    let at = list.binary_search_by_key(&key, |(k, _)| *k).ok()?;
+    Some(&list[at].1)
 }
 
 /// A counter series of one read.
