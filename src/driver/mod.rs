@@ -157,7 +157,9 @@ impl Driver {
         let store = ReleaseStore::new(home, namespace);
         // What the driver decided but could not write before its lease
         // lapsed, and the Release's version it decided from.
-        let mut carried: Option<Carried> = None;
+        // Boxed: a status is hundreds of bytes inline, and this is almost
+        // always empty in every waiting drive.
+        let mut carried: Option<Box<Carried>> = None;
         let mut lapsed = false;
         loop {
             let mut told = false;
@@ -270,7 +272,7 @@ impl Driver {
         name: &str,
         opts: DriveOptions,
         emit: &impl Fn(Progress),
-        carried: &mut Option<Carried>,
+        carried: &mut Option<Box<Carried>>,
     ) -> Result<Outcome> {
         // Reading and resolving the Release is a pass's work: it takes a turn.
         let mut turn = self.turn().await;
@@ -484,10 +486,10 @@ impl Driver {
                 if unavailable.contains_key(&self.fleet_spec.home) {
                     // Decided knowing the home fails: kept for the next lease
                     // should this one lapse before the home answers.
-                    *carried = Some(Carried {
+                    *carried = Some(Box::new(Carried {
                         decided_from: current.metadata.resource_version.clone(),
                         status: d.status.clone(),
-                    });
+                    }));
                 }
                 lease.check(name)?;
                 let mut out = Box::new(std::mem::take(&mut d.status));
@@ -538,19 +540,27 @@ impl Driver {
                 }
             }
             if phase.is_terminal() {
-                // Waiting for the last notifications is not a pass's work.
+                // Waiting for the last notifications is not a pass's work,
+                // and what the pass decided is done with: releases end
+                // together (a fleet's pipelines ship at once), so what each
+                // holds meanwhile adds up.
                 drop(turn.take());
-                let last = Box::new(with_series(&current, std::mem::take(&mut series)));
-                Box::pin(self.settle_notifications(store, lease, name, &key, last)).await;
-            }
-            match phase {
-                Phase::Completed => return Ok(Outcome::Completed),
-                Phase::Aborted => {
-                    return Ok(Outcome::Aborted(message.unwrap_or_default()));
+                drop((d, rel));
+                let mut last = current;
+                if let Some(s) = last.status.as_mut() {
+                    s.gate_series = std::mem::take(&mut series);
                 }
-                Phase::Failed => return Ok(Outcome::Failed(message.unwrap_or_default())),
-                Phase::Paused if opts.stop_when_paused => return Ok(Outcome::Paused),
-                _ => {}
+                Box::pin(self.settle_notifications(store, lease, name, &key, last)).await;
+                let message = message.unwrap_or_default();
+                return Ok(match phase {
+                    Phase::Completed => Outcome::Completed,
+                    Phase::Aborted => Outcome::Aborted(message),
+                    // The only other terminal phase.
+                    _ => Outcome::Failed(message),
+                });
+            }
+            if phase == Phase::Paused && opts.stop_when_paused {
+                return Ok(Outcome::Paused);
             }
             let wake_at = [
                 d.wake_at,
@@ -639,7 +649,17 @@ impl Driver {
         mut current: Box<Release>,
     ) {
         self.notifier.flush(NOTIFY_SETTLE).await;
-        // The write of the deliveries is a pass's work, as any status write.
+        let unrecorded = |r: &Release| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| self.notifier.deliveries(key, &s.notifications) != s.notifications)
+        };
+        // The write of the deliveries is a pass's work, as any status write;
+        // with none to record (no receivers, or all recorded) there is no
+        // write, and no turn to wait for.
+        if !unrecorded(&current) {
+            return;
+        }
         let _turn = self.turn().await;
         for _ in 0..3 {
             let Some(mut status) = current.status.clone() else {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Pod};
 use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -57,10 +57,7 @@ impl Watches {
                 Api::all(client.clone()),
                 watcher::Config::default().labels(&mine),
                 lease_index,
-                |mut l: Lease| {
-                    l.managed_fields_mut().clear();
-                    Some(l)
-                },
+                trim_lease,
                 client,
             )
         })
@@ -86,6 +83,51 @@ impl Watches {
                 )
             })
     }
+}
+
+/// What the replicas read of a Lease (its name, holder, times and the
+/// Lease it is held under): a Lease per release is kept, and its labels
+/// and the rest of its metadata would be most of its bytes.
+fn trim_lease(l: Lease) -> Option<Lease> {
+    let held_under = l
+        .metadata
+        .annotations
+        .and_then(|mut a| a.remove_entry(super::lease::HELD_UNDER));
+    Some(Lease {
+        metadata: kube::api::ObjectMeta {
+            name: l.metadata.name,
+            namespace: l.metadata.namespace,
+            annotations: held_under.map(|e| [e].into()),
+            ..Default::default()
+        },
+        spec: l.spec,
+    })
+}
+
+/// What is read of a Node (its name, labels, whether it takes pods, its
+/// taints and its Ready condition): a node's status (images, addresses,
+/// capacity, its system's details) is most of its bytes.
+fn trim_node(n: Node) -> Option<Node> {
+    let ready = n
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Ready"));
+    Some(Node {
+        metadata: kube::api::ObjectMeta {
+            name: n.metadata.name,
+            labels: n.metadata.labels,
+            ..Default::default()
+        },
+        spec: n.spec.map(|s| NodeSpec {
+            unschedulable: s.unschedulable,
+            taints: s.taints,
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            conditions: ready.map(|c| vec![c]),
+            ..Default::default()
+        }),
+    })
 }
 
 /// Index key of a Lease in `Watches::leases`: `namespace/name`, but the
@@ -271,13 +313,7 @@ impl FleetCache {
                     Api::all(client.clone()),
                     watcher::Config::default(),
                     everything,
-                    |mut o: Node| {
-                        o.managed_fields_mut().clear();
-                        if let Some(s) = o.status.as_mut() {
-                            s.images = None;
-                        }
-                        Some(o)
-                    },
+                    trim_node,
                     client.clone(),
                 )
             });
@@ -340,5 +376,75 @@ impl FleetCache {
     /// A handle that wakes waiters, for other sources of change (the Release object, gates).
     pub fn notifier(&self) -> Arc<Notify> {
         self.changed.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::lease::HELD_UNDER;
+    use crate::fleet::observe::node_info;
+    use crate::gates::providers::health;
+
+    /// A replica reads the same of a kept Lease as of the Lease itself:
+    /// its name, holder, times and the Lease it is held under.
+    #[test]
+    fn a_kept_lease_keeps_what_the_replicas_read() {
+        let lease: Lease = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u-1",
+                "resourceVersion": "42",
+                "labels": {"app.kubernetes.io/managed-by": "cutover", "app": "web"},
+                "annotations": {HELD_UNDER: "shop/cutover-controller-replica-a", "note": "x"},
+                "managedFields": [{"manager": "cutover"}]},
+            "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15,
+                "renewTime": "2026-01-01T00:00:00.000000Z"}
+        }))
+        .unwrap();
+        let kept = trim_lease(lease.clone()).unwrap();
+        assert_eq!(kept.spec, lease.spec);
+        assert_eq!(lease_index(&kept), lease_index(&lease));
+        assert_eq!(
+            crate::fleet::lease::parent_reference(&kept),
+            Some(("shop", "cutover-controller-replica-a"))
+        );
+        assert_eq!(kept.metadata.labels, None);
+        assert_eq!(kept.metadata.uid, None);
+        assert_eq!(kept.metadata.annotations.map(|a| a.len()), Some(1));
+    }
+
+    /// Placement and the health gate read the same of a kept Node as of
+    /// the Node itself; its status's images, addresses and capacity go.
+    #[test]
+    fn a_kept_node_keeps_what_placement_and_health_read() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "uid": "u-1",
+                "labels": {"topology.kubernetes.io/zone": "zone-a", "disk": "ssd"},
+                "annotations": {"node.alpha.kubernetes.io/ttl": "0"}},
+            "spec": {"unschedulable": true, "podCIDR": "10.0.0.0/24",
+                "taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]},
+            "status": {
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False"},
+                    {"type": "Ready", "status": "False", "reason": "KubeletNotReady"}],
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+                "capacity": {"cpu": "4"},
+                "images": [{"names": ["web:1"], "sizeBytes": 1}]}
+        }))
+        .unwrap();
+        let kept = trim_node(node.clone()).unwrap();
+        assert_eq!(node_info(&kept), node_info(&node));
+        let (whole, trimmed) = (
+            health::assess(&[], &[Arc::new(node)], "green", "2"),
+            health::assess(&[], &[Arc::new(kept.clone())], "green", "2"),
+        );
+        assert_eq!(whole.not_ready_nodes, trimmed.not_ready_nodes);
+        assert_eq!(trimmed.not_ready_nodes, ["n1 (False, zone zone-a)"]);
+        let status = kept.status.unwrap();
+        assert_eq!(status.conditions.map(|c| c.len()), Some(1));
+        assert_eq!(
+            (status.addresses, status.capacity, status.images),
+            (None, None, None)
+        );
+        assert_eq!(kept.spec.unwrap().pod_cidr, None);
     }
 }

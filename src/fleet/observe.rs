@@ -180,32 +180,33 @@ pub fn node_info(n: &Node) -> NodeInfo {
 
 pub fn pod_info(p: &PodView, green: Colour, version: &str) -> PodInfo {
     PodInfo {
-        name: p.name.clone(),
+        name: p.name.to_string(),
         green: p.is(green.as_str(), version),
         running: p.running,
         ready: p.ready,
         terminating: p.terminating,
-        node: p.node.clone(),
+        node: p.node.as_deref().map(String::from),
     }
 }
 
 /// What cutover reads of a pod (`pod_info`, `health::assess`), kept in
 /// place of the pod: a k8s-openapi Pod is over 2 KB before any of its
 /// strings (its spec's fields are inline), and a replica's cache holds
-/// every app's pods.
+/// every app's pods. Its text is boxed (no spare room, a word less each
+/// than a `String`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodView {
-    pub name: String,
+    pub name: Box<str>,
     /// Its colour and version labels.
-    pub colour: Option<String>,
-    pub version: Option<String>,
+    pub colour: Option<Box<str>>,
+    pub version: Option<Box<str>>,
     /// Phase Running.
     pub running: bool,
     /// Its Ready condition is True.
     pub ready: bool,
     /// Being deleted.
     pub terminating: bool,
-    pub node: Option<String>,
+    pub node: Option<Box<str>>,
     /// Its containers' restarts, summed.
     pub restarts: u32,
     /// A container of it waits in CrashLoopBackOff.
@@ -227,15 +228,19 @@ impl PodView {
             .map(Vec::as_slice)
             .unwrap_or_default();
         PodView {
-            name: p.name_any(),
-            colour: l.get(labels::COLOUR).cloned(),
-            version: l.get(labels::VERSION).cloned(),
+            name: p.name_any().into(),
+            colour: l.get(labels::COLOUR).map(|c| c.as_str().into()),
+            version: l.get(labels::VERSION).map(|v| v.as_str().into()),
             running: status.and_then(|s| s.phase.as_deref()) == Some("Running"),
             ready: conditions
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True"),
             terminating: p.metadata.deletion_timestamp.is_some(),
-            node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+            node: p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .map(Box::from),
             restarts: containers
                 .iter()
                 .map(|c| c.restart_count.max(0) as u32)

@@ -45,15 +45,17 @@ pub struct SharedWatch<K> {
 }
 
 struct Objects<K> {
-    by_key: HashMap<String, Group<K>>,
+    by_key: HashMap<Arc<str>, Group<K>>,
     /// Each object's index key, so a relabelled object leaves its old group.
-    key_of: HashMap<Box<str>, Box<str>>,
+    /// Its id and key are the ones its group holds, not copies: a watch of a
+    /// namespace's pods keeps tens of thousands.
+    key_of: HashMap<Arc<str>, Arc<str>>,
 }
 
 /// The objects under one key, in id order. A sorted list rather than a map:
 /// a key holds a few objects (an app's pods in one cluster), and a map's
 /// node has room for eleven however few it holds, thousands of keys over.
-struct Group<K>(Vec<(Box<str>, Arc<K>)>);
+struct Group<K>(Vec<(Arc<str>, Arc<K>)>);
 
 impl<K> Default for Group<K> {
     fn default() -> Self {
@@ -67,13 +69,13 @@ impl<K> Group<K> {
         self.0.binary_search_by(|(i, _)| (**i).cmp(id))
     }
 
-    fn put(&mut self, id: &str, obj: Arc<K>) {
-        match self.position(id) {
+    fn put(&mut self, id: Arc<str>, obj: Arc<K>) {
+        match self.position(&id) {
             Ok(at) => self.0[at].1 = obj,
             Err(at) => {
                 // One more, not double: most groups stay this size.
                 self.0.reserve_exact(1);
-                self.0.insert(at, (id.into(), obj));
+                self.0.insert(at, (id, obj));
             }
         }
     }
@@ -109,20 +111,28 @@ impl<K> Default for Objects<K> {
 
 impl<K> Objects<K> {
     /// Puts `obj` under `key`; returns the key it was under before, if another.
-    fn insert(&mut self, id: String, key: String, obj: Arc<K>) -> Option<String> {
-        let old = self.key_of.insert(id.as_str().into(), key.as_str().into());
-        let moved = old.filter(|o| **o != *key);
-        if let Some(o) = &moved {
-            self.remove_from(o, &id);
+    fn insert(&mut self, id: &str, key: &str, obj: Arc<K>) -> Option<String> {
+        let (id, before) = match self.key_of.get_key_value(id) {
+            Some((i, k)) => (i.clone(), Some(k.clone())),
+            None => (Arc::from(id), None),
+        };
+        let moved = before.filter(|b| **b != *key);
+        if let Some(b) = &moved {
+            self.remove_from(b, &id);
         }
-        self.by_key.entry(key).or_default().put(&id, obj);
-        moved.map(String::from)
+        let key = match self.by_key.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(key),
+        };
+        self.key_of.insert(id.clone(), key.clone());
+        self.by_key.entry(key).or_default().put(id, obj);
+        moved.map(|b| b.to_string())
     }
 
     fn remove(&mut self, id: &str) -> Option<String> {
         let key = self.key_of.remove(id)?;
         self.remove_from(&key, id);
-        Some(key.into())
+        Some(key.to_string())
     }
 
     fn remove_from(&mut self, key: &str, id: &str) {
@@ -180,7 +190,7 @@ impl<K> SharedWatch<K> {
     pub fn holding(kind: &'static str, objects: Vec<(String, String, K)>) -> SharedWatch<K> {
         let mut held = Objects::default();
         for (id, key, v) in objects {
-            held.insert(id, key, Arc::new(v));
+            held.insert(&id, &key, Arc::new(v));
         }
         SharedWatch {
             kind,
@@ -301,7 +311,7 @@ where
                     let (i, k) = (id(&o), index(&o));
                     let fresh = relist.get_or_insert_with(Objects::default);
                     if let Some(v) = keep(o) {
-                        fresh.insert(i, k, Arc::new(v));
+                        fresh.insert(&i, &k, Arc::new(v));
                     }
                 }
                 Ok(Event::InitDone) => {
@@ -314,11 +324,12 @@ where
                 Ok(Event::Apply(o)) => {
                     let (i, k) = (id(&o), index(&o));
                     let moved = match keep(o) {
-                        Some(v) => w.objects.write().expect("objects lock").insert(
-                            i,
-                            k.clone(),
-                            Arc::new(v),
-                        ),
+                        Some(v) => {
+                            w.objects
+                                .write()
+                                .expect("objects lock")
+                                .insert(&i, &k, Arc::new(v))
+                        }
                         None => w.objects.write().expect("objects lock").remove(&i),
                     };
                     w.set_state(WatchState::Healthy);
@@ -405,20 +416,21 @@ mod tests {
     #[test]
     fn objects_move_between_keys_and_leave_on_delete() {
         let mut o: Objects<u32> = Objects::default();
-        assert_eq!(o.insert("ns/b".into(), "web".into(), Arc::new(2)), None);
-        assert_eq!(o.insert("ns/a".into(), "web".into(), Arc::new(1)), None);
-        assert_eq!(o.insert("ns/a".into(), "web".into(), Arc::new(3)), None);
+        assert_eq!(o.insert("ns/b", "web", Arc::new(2)), None);
+        assert_eq!(o.insert("ns/a", "web", Arc::new(1)), None);
+        assert_eq!(o.insert("ns/a", "web", Arc::new(3)), None);
         assert_eq!(o.by_key["web"].len(), 2);
         let in_order: Vec<u32> = o.by_key["web"].values().map(|v| **v).collect();
         assert_eq!(in_order, [3, 2], "a group reads in id order");
         assert_eq!(o.get("web", "ns/a").map(|v| **v), Some(3));
         // Relabelled: the object leaves its old group.
-        assert_eq!(
-            o.insert("ns/a".into(), "api".into(), Arc::new(4)),
-            Some("web".into())
-        );
+        assert_eq!(o.insert("ns/a", "api", Arc::new(4)), Some("web".into()));
         assert_eq!(o.by_key["web"].len(), 1);
         assert_eq!(o.by_key["api"].len(), 1);
+        // One copy of an object's id and of its key, whoever holds them.
+        let (id, key) = o.key_of.get_key_value("ns/a").unwrap();
+        assert!(Arc::ptr_eq(id, &o.by_key["api"].0[0].0));
+        assert!(Arc::ptr_eq(key, o.by_key.get_key_value("api").unwrap().0));
         assert_eq!(o.remove("ns/b"), Some("web".into()));
         assert!(!o.by_key.contains_key("web"));
         assert_eq!(o.remove("ns/b"), None);
