@@ -354,7 +354,7 @@ impl Driver {
             let rel = match self.resolve(&current).map(Box::new) {
                 Ok(r) => r,
                 Err(outcome) => {
-                    let last = Box::new(with_series(&current, series));
+                    let last = with_series(current, series);
                     return Box::pin(self.refuse(store, lease, &last, outcome, emit)).await;
                 }
             };
@@ -546,10 +546,7 @@ impl Driver {
                 // holds meanwhile adds up.
                 drop(turn.take());
                 drop((d, rel));
-                let mut last = current;
-                if let Some(s) = last.status.as_mut() {
-                    s.gate_series = std::mem::take(&mut series);
-                }
+                let last = with_series(current, std::mem::take(&mut series));
                 Box::pin(self.settle_notifications(store, lease, name, &key, last)).await;
                 let message = message.unwrap_or_default();
                 return Ok(match phase {
@@ -804,9 +801,9 @@ fn take_series(r: &mut Release) -> Vec<GateSeries> {
         .unwrap_or_default()
 }
 
-/// A copy of `r` with its gate series put back, for a status written from it.
-fn with_series(r: &Release, series: Vec<GateSeries>) -> Release {
-    let mut r = r.clone();
+/// `r` with its gate series put back, for a status written from it as a
+/// drive ends (moved, not copied: its driver is done with it).
+fn with_series(mut r: Box<Release>, series: Vec<GateSeries>) -> Box<Release> {
     if let Some(s) = r.status.as_mut() {
         s.gate_series = series;
     }
