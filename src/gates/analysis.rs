@@ -250,7 +250,7 @@ impl Analysis {
                     threshold: threshold(g),
                     dry_run: g.dry_run,
                     verdict: run.tally.verdict(g),
-                    measurements: run.tally.recent().cloned().collect(),
+                    measurements: run.tally.recent().collect(),
                 }
             })
             .collect();

@@ -523,7 +523,8 @@ fn verdict_of_all(gate: &MetricGate, ms: &[Measurement]) -> MetricVerdict {
 
 /// Seeded random sequences of measurements against gates with each limit:
 /// after every measurement, the tally's verdict (and reason) is the one
-/// read off the whole sequence, and it keeps the latest ten whole.
+/// read off the whole sequence, and it keeps the latest ten whole (their
+/// compact form gives back each one as it was measured).
 #[test]
 fn the_tally_decides_as_the_whole_sequence_would() {
     let gates = [
@@ -557,11 +558,18 @@ fn the_tally_decides_as_the_whole_sequence_would() {
                     8 => Class::NoData,
                     _ => Class::Error,
                 };
+                // Texts that repeat (kept once, shared) and ones that do not;
+                // instants to the nanosecond; values and none.
                 let m = Measurement {
-                    at: t(i as i64),
+                    at: t(i as i64)
+                        .checked_add(jiff::SignedDuration::from_nanos((next() % 1000) as i64))
+                        .unwrap(),
                     class,
-                    value: None,
-                    detail: format!("m{i}"),
+                    value: (next() % 3 > 0).then_some(i as f64 / 3.0),
+                    detail: match next() % 3 {
+                        0 => format!("m{i}"),
+                        n => format!("steady {n}"),
+                    },
                 };
                 tally.record(&gate, m.clone());
                 ms.push(m);
@@ -570,9 +578,9 @@ fn the_tally_decides_as_the_whole_sequence_would() {
                     verdict_of_all(&gate, &ms),
                     "{extra:?} {ms:?}"
                 );
-                let kept: Vec<&Measurement> = tally.recent().collect();
+                let kept: Vec<Measurement> = tally.recent().collect();
                 let start = ms.len().saturating_sub(KEPT_MEASUREMENTS);
-                assert_eq!(kept, ms[start..].iter().collect::<Vec<_>>());
+                assert_eq!(kept, ms[start..]);
                 assert_eq!(
                     tally.room_for_recent(),
                     KEPT_MEASUREMENTS,
