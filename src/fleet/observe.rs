@@ -180,40 +180,46 @@ pub fn node_info(n: &Node) -> NodeInfo {
 
 pub fn pod_info(p: &PodView, green: Colour, version: &str) -> PodInfo {
     PodInfo {
-        name: p.name.to_string(),
+        name: p.name().to_string(),
         green: p.is(green.as_str(), version),
         running: p.running,
         ready: p.ready,
         terminating: p.terminating,
-        node: p.node.as_deref().map(String::from),
+        node: p.node().map(String::from),
     }
 }
 
 /// What cutover reads of a pod (`pod_info`, `health::assess`), kept in
 /// place of the pod: a k8s-openapi Pod is over 2 KB before any of its
 /// strings (its spec's fields are inline), and a replica's cache holds
-/// every app's pods. Its text is boxed (no spare room, a word less each
-/// than a `String`).
+/// every app's pods. Its four texts (name, colour, version, node) are one
+/// allocation, one after another: 32 bytes and one text a pod, where a
+/// box each was 80 bytes and four (18,000 pods at 1,000 releases).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodView {
-    pub name: Box<str>,
-    /// Its colour and version labels.
-    pub colour: Option<Box<str>>,
-    pub version: Option<Box<str>>,
+    /// The name, then the colour, version and node that are present.
+    text: Box<str>,
+    /// Where the name, colour and version end in `text`.
+    ends: [u16; 3],
+    /// Which of colour, version and node it has (`HAS_*`).
+    has: u8,
     /// Phase Running.
     pub running: bool,
     /// Its Ready condition is True.
     pub ready: bool,
     /// Being deleted.
     pub terminating: bool,
-    pub node: Option<Box<str>>,
-    /// Its containers' restarts, summed.
-    pub restarts: u32,
     /// A container of it waits in CrashLoopBackOff.
     pub crash_looping: bool,
     /// Its PodScheduled condition is False for Unschedulable.
     pub unschedulable: bool,
+    /// Its containers' restarts, summed.
+    pub restarts: u32,
 }
+
+const HAS_COLOUR: u8 = 1;
+const HAS_VERSION: u8 = 2;
+const HAS_NODE: u8 = 4;
 
 impl PodView {
     pub fn of(p: &Pod) -> PodView {
@@ -227,20 +233,13 @@ impl PodView {
             .and_then(|s| s.container_statuses.as_ref())
             .map(Vec::as_slice)
             .unwrap_or_default();
+        let node = p.spec.as_ref().and_then(|s| s.node_name.as_deref());
         PodView {
-            name: p.name_any().into(),
-            colour: l.get(labels::COLOUR).map(|c| c.as_str().into()),
-            version: l.get(labels::VERSION).map(|v| v.as_str().into()),
             running: status.and_then(|s| s.phase.as_deref()) == Some("Running"),
             ready: conditions
                 .iter()
                 .any(|c| c.type_ == "Ready" && c.status == "True"),
             terminating: p.metadata.deletion_timestamp.is_some(),
-            node: p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .map(Box::from),
             restarts: containers
                 .iter()
                 .map(|c| c.restart_count.max(0) as u32)
@@ -257,12 +256,85 @@ impl PodView {
                     && c.status == "False"
                     && c.reason.as_deref() == Some("Unschedulable")
             }),
+            ..PodView::named(
+                &p.name_any(),
+                l.get(labels::COLOUR).map(String::as_str),
+                l.get(labels::VERSION).map(String::as_str),
+                node,
+            )
         }
+    }
+
+    /// A view of a pod with these texts and nothing else set.
+    fn named(
+        name: &str,
+        colour: Option<&str>,
+        version: Option<&str>,
+        node: Option<&str>,
+    ) -> PodView {
+        let mut text = String::with_capacity(
+            name.len()
+                + colour.map_or(0, str::len)
+                + version.map_or(0, str::len)
+                + node.map_or(0, str::len),
+        );
+        let mut ends = [0; 3];
+        let mut has = 0;
+        for (i, (part, flag)) in [
+            (Some(name), 0),
+            (colour, HAS_COLOUR),
+            (version, HAS_VERSION),
+            (node, HAS_NODE),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(part) = part {
+                text.push_str(part);
+                has |= flag;
+            }
+            if let Some(end) = ends.get_mut(i) {
+                // A pod's name and a node's are at most 253 bytes, a label 63.
+                *end = u16::try_from(text.len()).unwrap_or(u16::MAX);
+            }
+        }
+        PodView {
+            text: text.into_boxed_str(),
+            ends,
+            has,
+            ..PodView::default()
+        }
+    }
+
+    /// The `i`th of name, colour, version and node.
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let end = self.ends.get(i).map_or(self.text.len(), |e| *e as usize);
+        self.text.get(start..end).unwrap_or_default()
+    }
+
+    pub fn name(&self) -> &str {
+        self.part(0)
+    }
+
+    /// Its colour label.
+    pub fn colour(&self) -> Option<&str> {
+        (self.has & HAS_COLOUR != 0).then(|| self.part(1))
+    }
+
+    /// Its version label.
+    pub fn version(&self) -> Option<&str> {
+        (self.has & HAS_VERSION != 0).then(|| self.part(2))
+    }
+
+    /// The node it is bound to.
+    pub fn node(&self) -> Option<&str> {
+        (self.has & HAS_NODE != 0).then(|| self.part(3))
     }
 
     /// Whether it carries this colour and version.
     pub fn is(&self, colour: &str, version: &str) -> bool {
-        self.colour.as_deref() == Some(colour) && self.version.as_deref() == Some(version)
+        self.colour() == Some(colour) && self.version() == Some(version)
     }
 }
 
@@ -290,20 +362,22 @@ mod tests {
         .unwrap();
         let v = PodView::of(&pod);
         assert_eq!(
+            (v.name(), v.colour(), v.version(), v.node()),
+            ("web-green-1", Some("green"), Some("2.0.0"), Some("n1"))
+        );
+        assert_eq!(
             v,
             PodView {
-                name: "web-green-1".into(),
-                colour: Some("green".into()),
-                version: Some("2.0.0".into()),
                 running: true,
                 ready: true,
                 terminating: true,
-                node: Some("n1".into()),
                 restarts: 5,
                 crash_looping: true,
                 unschedulable: true,
+                ..PodView::named("web-green-1", Some("green"), Some("2.0.0"), Some("n1"))
             }
         );
+        assert_eq!(std::mem::size_of::<PodView>(), 32);
         assert!(v.is("green", "2.0.0") && !v.is("blue", "2.0.0") && !v.is("green", "1.0.0"));
         let info = pod_info(&v, Colour::Green, "2.0.0");
         assert!(info.green && info.running && info.ready && info.terminating);
@@ -316,5 +390,26 @@ mod tests {
         let other = crate::gates::providers::health::assess(&pods, &[], "blue", "1.0.0");
         assert_eq!((other.restarts, other.crash_looping.len()), (0, 0));
         assert_eq!(other.unschedulable.len(), 1, "any of the app's pods counts");
+    }
+
+    #[test]
+    fn a_pods_view_gives_back_each_text_it_has_and_none_it_lacks() {
+        let some = [
+            None,
+            Some(""),
+            Some("green"),
+            Some("a-longer-text-than-the-others"),
+        ];
+        for colour in some {
+            for version in some {
+                for node in some {
+                    let v = PodView::named("web-1", colour, version, node);
+                    assert_eq!(
+                        (v.name(), v.colour(), v.version(), v.node()),
+                        ("web-1", colour, version, node)
+                    );
+                }
+            }
+        }
     }
 }

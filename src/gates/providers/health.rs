@@ -31,11 +31,11 @@ pub fn assess(
         if p.is(green, version) {
             h.restarts += p.restarts;
             if p.crash_looping {
-                h.crash_looping.push(p.name.to_string());
+                h.crash_looping.push(p.name().to_string());
             }
         }
         if p.unschedulable {
-            h.unschedulable.push(p.name.to_string());
+            h.unschedulable.push(p.name().to_string());
         }
     }
     for n in nodes {
