@@ -389,6 +389,7 @@ pub async fn rehearse(
         notifier: conn.notifier(),
         // One release.
         turns: crate::driver::Turns::new(1),
+        parking: Default::default(),
     };
     let (name, ns) = (rel.name.clone(), rel.namespace.clone());
     let forward = async {

@@ -263,6 +263,7 @@ pub async fn undo(args: &UndoArgs) -> CliResult {
         notifier: conn.notifier(),
         // One release.
         turns: crate::driver::Turns::new(1),
+        parking: Default::default(),
     };
     drive_and_report(driver, &ns, &args.name, reporter).await
 }

@@ -161,6 +161,7 @@ pub async fn run(args: &RunArgs) -> CliResult {
         notifier: conn.notifier(),
         // One release.
         turns: crate::driver::Turns::new(1),
+        parking: Default::default(),
     };
     drive_and_report(driver, &rel.namespace, &rel.name, reporter).await
 }

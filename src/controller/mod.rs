@@ -136,6 +136,7 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
             under: Some(joined.as_parent()),
             notifier: notifier.clone(),
             turns: turns.clone(),
+            parking: Default::default(),
         };
         // Freezes set or lifted with kubectl are announced by one replica: the leader.
         let (stop_leading, stopped) = tokio::sync::watch::channel(false);

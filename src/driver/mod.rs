@@ -4,6 +4,7 @@
 //! only under this driver's lease.
 
 mod apply;
+mod parked;
 mod stop;
 mod turns;
 
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 
+use parked::Parked;
+pub use parked::Parking;
 pub use stop::stop_signal;
 use stop::{stop_requested, stopping};
 pub use turns::Turns;
@@ -108,6 +111,8 @@ pub struct Driver {
     pub notifier: crate::notify::Notifier,
     /// Turns to pass, shared by the drivers made from this one.
     pub turns: Turns,
+    /// What the Releases waiting between passes are compressed against.
+    pub parking: Parking,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -590,7 +595,7 @@ impl Driver {
             drop((d, rel));
             // Nor is the Release kept as objects: its struct alone is 5.8 KB
             // (a pod template's fields are inline) before any of its strings.
-            let parked = Parked::of(current);
+            let parked = Parked::of(current, &self.parking);
             drop(turn.take());
             let mut stop = opts.stop.clone();
             tokio::select! {
@@ -810,38 +815,6 @@ fn with_series(mut r: Box<Release>, series: Vec<GateSeries>) -> Box<Release> {
     r
 }
 
-/// The Release a driver holds while it waits between passes, as JSON text,
-/// compressed: a controller holds one per release it drives, and as objects
-/// a Release is a 5.8 KB struct (a pod template's fields are inline) before
-/// any of its strings and vectors; as JSON it is about 12 KB at the end of
-/// a tier-2 lifecycle (most of it history), and 3.7 KB compressed with LZ4,
-/// which costs a pass microseconds beside the JSON's tens.
-enum Parked {
-    Text(Box<[u8]>),
-    /// Kept as it was when it could not be written out (never expected).
-    Release(Box<Release>),
-}
-
-impl Parked {
-    fn of(r: Box<Release>) -> Parked {
-        match serde_json::to_vec(&*r) {
-            Ok(text) => Parked::Text(lz4_flex::compress_prepend_size(&text).into_boxed_slice()),
-            Err(_) => Parked::Release(r),
-        }
-    }
-
-    /// The Release again; `None` if its text does not read back.
-    fn unpark(self) -> Option<Box<Release>> {
-        match self {
-            Parked::Text(text) => lz4_flex::decompress_size_prepended(&text)
-                .ok()
-                .and_then(|t| serde_json::from_slice(&t).ok())
-                .map(Box::new),
-            Parked::Release(r) => Some(r),
-        }
-    }
-}
-
 /// Whether the cached Release is newer than the one in hand.
 /// (`cached`: the resourceVersion the shared watch last saw.)
 fn is_newer(cached: &[Arc<String>], current: &Release) -> bool {
@@ -904,42 +877,6 @@ mod tests {
         let size = future_size(Driver::drive);
         println!("a drive's future: {size} bytes");
         assert!(size < 6 * 1024, "{size} bytes");
-    }
-
-    #[test]
-    fn a_parked_release_reads_back_as_it_was() {
-        let doc: crate::spec::release::ReleaseDocument = crate::spec::Source::new(
-            "release.yaml",
-            include_str!("../../examples/checkout/release.yaml"),
-        )
-        .decode()
-        .unwrap();
-        let mut r = Release::new(&doc.metadata.name, doc.spec);
-        r.metadata.namespace = Some("shop".into());
-        r.metadata.resource_version = Some("42".into());
-        r.status = Some(ReleaseStatus {
-            phase: Phase::Progressing,
-            step: 6,
-            step_name: Some("ramp prod-a 10%".into()),
-            history: vec![Transition {
-                at: "2026-12-03T10:00:00Z".parse().unwrap(),
-                step: 6,
-                event: crate::spec::status::TransitionEvent::StepStarted,
-                message: "ramp prod-a to 10%".into(),
-            }],
-            ..Default::default()
-        });
-        let before = serde_json::to_value(&r).unwrap();
-        let json = serde_json::to_vec(&r).unwrap().len();
-        let parked = Parked::of(Box::new(r));
-        let Parked::Text(kept) = &parked else {
-            panic!("kept as text")
-        };
-        // Compressed: even this short one by more than a quarter (a whole
-        // lifecycle's history, by more than two thirds).
-        assert!(kept.len() * 4 < json * 3, "{} bytes of {json}", kept.len());
-        let back = parked.unpark().expect("reads back");
-        assert_eq!(serde_json::to_value(&*back).unwrap(), before);
     }
 
     #[test]
