@@ -16,10 +16,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::Lease;
-
 use crate::fleet::cache::{lease_key, replicas_key};
-use crate::fleet::lease::{self, replica_lease};
+use crate::fleet::lease::{self, LeaseView, replica_lease};
 use crate::fleet::watches::{SharedWatch, WatchState};
 
 /// Who drives a release, as this replica reads its Lease.
@@ -37,7 +35,7 @@ pub enum Driven {
 pub struct Shard {
     identity: String,
     namespace: String,
-    leases: Arc<SharedWatch<Lease>>,
+    leases: Arc<SharedWatch<LeaseView>>,
     /// As of the last `refresh`.
     view: Mutex<View>,
     duration: Duration,
@@ -56,7 +54,7 @@ impl Shard {
     pub fn new(
         identity: &str,
         namespace: &str,
-        leases: Arc<SharedWatch<Lease>>,
+        leases: Arc<SharedWatch<LeaseView>>,
         duration: Duration,
     ) -> Shard {
         Shard {
@@ -84,8 +82,8 @@ impl Shard {
     pub fn refresh(&self) {
         let mut held: HashMap<String, usize> = HashMap::from([(self.identity.clone(), 0)]);
         for l in self.leases.get(&replicas_key(&self.namespace)) {
-            if let (Some(holder), Some(name)) = (lease::live_holder(&l), l.metadata.name.as_deref())
-                && name == replica_lease(holder)
+            if let Some(holder) = l.live_holder()
+                && *l.name == replica_lease(holder)
             {
                 held.entry(holder.to_string()).or_default();
             }
@@ -94,7 +92,7 @@ impl Shard {
             let Some(holder) = l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) else {
                 continue;
             };
-            if let (Some(n), Some((ns, name))) = (held.get_mut(holder), lease::parent_reference(&l))
+            if let (Some(n), Some((ns, name))) = (held.get_mut(holder), l.parent_reference())
                 && ns == self.namespace
                 && name == replica_lease(holder)
             {
@@ -158,17 +156,17 @@ impl Shard {
         if holder.is_empty() {
             return Driven::Free;
         }
-        let alive = match lease::parent_reference(&l) {
+        let alive = match l.parent_reference() {
             // Held under a replica's Lease: alive while that replica holds it.
             Some((ns, name)) => {
                 self.leases
                     .get(&lease_key(ns, name))
                     .iter()
-                    .find(|p| p.metadata.name.as_deref() == Some(name))
-                    .and_then(|p| lease::live_holder(p))
+                    .find(|p| *p.name == *name)
+                    .and_then(|p| p.live_holder())
                     == Some(holder.as_str())
             }
-            None => lease::live_holder(&l).is_some(),
+            None => l.live_holder().is_some(),
         };
         match (alive, holder == self.identity) {
             (false, _) => Driven::Free,
@@ -180,7 +178,7 @@ impl Shard {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 
     use super::*;
@@ -204,12 +202,16 @@ mod tests {
         }
     }
 
-    fn watch(leases: Vec<Lease>) -> Arc<SharedWatch<Lease>> {
+    fn watch(leases: Vec<Lease>) -> Arc<SharedWatch<LeaseView>> {
         let objects = leases
             .into_iter()
             .map(|l| {
                 let name = l.metadata.name.clone().unwrap();
-                (format!("shop/{name}"), lease_key("shop", &name), l)
+                (
+                    format!("shop/{name}"),
+                    lease_key("shop", &name),
+                    LeaseView::of(l),
+                )
             })
             .collect();
         Arc::new(SharedWatch::holding("leases", objects))

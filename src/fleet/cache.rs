@@ -17,6 +17,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::Notify;
 
+use super::lease::LeaseView;
 use super::observe::PodView;
 use super::router::{http_route_resource, reading};
 use super::watches::{self, Registry, SharedWatch};
@@ -35,7 +36,7 @@ pub struct Watches {
     nodes: Registry<String, Node>,
     freezes: Registry<String, DeployFreeze>,
     releases: Registry<(String, String), String>,
-    leases: Registry<String, Lease>,
+    leases: Registry<String, LeaseView>,
 }
 
 impl Watches {
@@ -48,7 +49,7 @@ impl Watches {
     /// Every Lease cutover holds in a cluster (its managed-by label), in
     /// every namespace, indexed by `namespace/name`: who drives which
     /// release, and which controller replicas are alive, read from memory.
-    pub fn leases(&self, cluster: &ClusterHandle) -> Arc<SharedWatch<Lease>> {
+    pub fn leases(&self, cluster: &ClusterHandle) -> Arc<SharedWatch<LeaseView>> {
         let client = cluster.watches.clone();
         self.leases.obtain(cluster.name.clone(), || {
             let mine = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE);
@@ -57,7 +58,7 @@ impl Watches {
                 Api::all(client.clone()),
                 watcher::Config::default().labels(&mine),
                 lease_index,
-                trim_lease,
+                |l: Lease| Some(LeaseView::of(l)),
                 client,
             )
         })
@@ -83,25 +84,6 @@ impl Watches {
                 )
             })
     }
-}
-
-/// What the replicas read of a Lease (its name, holder, times and the
-/// Lease it is held under): a Lease per release is kept, and its labels
-/// and the rest of its metadata would be most of its bytes.
-fn trim_lease(l: Lease) -> Option<Lease> {
-    let held_under = l
-        .metadata
-        .annotations
-        .and_then(|mut a| a.remove_entry(super::lease::HELD_UNDER));
-    Some(Lease {
-        metadata: kube::api::ObjectMeta {
-            name: l.metadata.name,
-            namespace: l.metadata.namespace,
-            annotations: held_under.map(|e| [e].into()),
-            ..Default::default()
-        },
-        spec: l.spec,
-    })
 }
 
 /// What is read of a Node (its name, labels, whether it takes pods, its
@@ -400,16 +382,23 @@ mod tests {
                 "renewTime": "2026-01-01T00:00:00.000000Z"}
         }))
         .unwrap();
-        let kept = trim_lease(lease.clone()).unwrap();
+        let kept = LeaseView::of(lease.clone());
         assert_eq!(kept.spec, lease.spec);
-        assert_eq!(lease_index(&kept), lease_index(&lease));
+        assert_eq!(lease_key(&kept.namespace, &kept.name), lease_index(&lease));
         assert_eq!(
-            crate::fleet::lease::parent_reference(&kept),
+            kept.parent_reference(),
+            crate::fleet::lease::parent_reference(&lease)
+        );
+        assert_eq!(
+            kept.parent_reference(),
             Some(("shop", "cutover-controller-replica-a"))
         );
-        assert_eq!(kept.metadata.labels, None);
-        assert_eq!(kept.metadata.uid, None);
-        assert_eq!(kept.metadata.annotations.map(|a| a.len()), Some(1));
+        assert_eq!(kept.live_holder(), crate::fleet::lease::live_holder(&lease));
+        let unheld = LeaseView::of(Lease::default());
+        assert_eq!(
+            (unheld.parent_reference(), unheld.live_holder()),
+            (None, None)
+        );
     }
 
     /// Placement and the health gate read the same of a kept Node as of

@@ -73,8 +73,47 @@ fn holder_of(l: &Lease) -> Holder {
     let spec = l.spec.clone().unwrap_or_default();
     Holder {
         identity: spec.holder_identity.unwrap_or_default(),
-        live: !expired(l, Duration::from_secs(15)),
+        live: !expired(l.spec.as_ref(), Duration::from_secs(15)),
         renewed: spec.renew_time.map(|t| t.0),
+    }
+}
+
+/// What the replicas read of a Lease in the Leases' watch
+/// (`Watches::leases`): its name and namespace, the Lease it is held under
+/// and its spec. A controller keeps one per release and replica, and a
+/// Lease is some 600 bytes inline (its metadata's fields) before any of
+/// its text, its one annotation a map's node with room for eleven.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LeaseView {
+    pub name: Box<str>,
+    pub namespace: Box<str>,
+    /// `namespace/name` of the Lease it is held under (`HELD_UNDER`).
+    held_under: Option<Box<str>>,
+    pub spec: Option<LeaseSpec>,
+}
+
+impl LeaseView {
+    pub fn of(l: Lease) -> LeaseView {
+        LeaseView {
+            name: l.metadata.name.unwrap_or_default().into(),
+            namespace: l.metadata.namespace.unwrap_or_default().into(),
+            held_under: l
+                .metadata
+                .annotations
+                .and_then(|mut a| a.remove(HELD_UNDER))
+                .map(String::into_boxed_str),
+            spec: l.spec,
+        }
+    }
+
+    /// Who holds it by its own renew time (`live_holder`).
+    pub fn live_holder(&self) -> Option<&str> {
+        live_holder_of(self.spec.as_ref())
+    }
+
+    /// The namespace and name of the Lease it is held under, if any.
+    pub fn parent_reference(&self) -> Option<(&str, &str)> {
+        self.held_under.as_deref()?.split_once('/')
     }
 }
 
@@ -113,8 +152,8 @@ fn now_micro() -> MicroTime {
     MicroTime(jiff::Timestamp::now())
 }
 
-fn expired(l: &Lease, duration: Duration) -> bool {
-    let Some(spec) = &l.spec else { return true };
+fn expired(spec: Option<&LeaseSpec>, duration: Duration) -> bool {
+    let Some(spec) = spec else { return true };
     if spec
         .holder_identity
         .as_deref()
@@ -200,8 +239,13 @@ async fn held_through_parent(client: &kube::Client, l: &Lease, holder: &str) -> 
 /// Who holds `l` by its own renew time, if anyone does: a holder named and
 /// renewed within the lease's duration.
 pub fn live_holder(l: &Lease) -> Option<&str> {
-    let holder = l.spec.as_ref()?.holder_identity.as_deref()?;
-    (!expired(l, Duration::from_secs(15))).then_some(holder)
+    live_holder_of(l.spec.as_ref())
+}
+
+/// Who holds a Lease of this spec by its renew time, if anyone does.
+fn live_holder_of(spec: Option<&LeaseSpec>) -> Option<&str> {
+    let holder = spec?.holder_identity.as_deref()?;
+    (!expired(Some(spec?), Duration::from_secs(15))).then_some(holder)
 }
 
 /// The `namespace/name` of the Lease `l` is held under, if any.
@@ -284,7 +328,7 @@ async fn take(
                 .and_then(|s| s.holder_identity.clone())
                 .unwrap_or_default();
             if held_by != identity
-                && (!expired(&existing, duration)
+                && (!expired(existing.spec.as_ref(), duration)
                     || held_through_parent(&home.client, &existing, &held_by).await)
             {
                 return Err(Error::LeaseHeld {
