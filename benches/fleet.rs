@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -518,23 +519,12 @@ async fn controller() {
     for doc in &docs {
         store.upsert(doc).await.unwrap();
     }
-    let mut peak_rss_kb = 0u64;
-    // Of the peak, the pages mapped from files (the executable's code, the
-    // shared libraries): a fixed cost, whatever the number of releases.
-    let mut peak_file_kb = 0u64;
+    let sampling = Arc::new(AtomicBool::new(true));
+    let peaks = sample_peaks(pids.clone(), sampling.clone());
     let mut killed = false;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(3600);
     let statuses: Vec<ReleaseStatus> = loop {
-        // The largest replica: what one process needs.
-        let alive = if killed { &pids[1..] } else { &pids[..] };
-        for p in alive {
-            let rss = rss_kb(*p, "VmRSS:");
-            if rss > peak_rss_kb {
-                peak_rss_kb = rss;
-                peak_file_kb = rss_kb(*p, "RssFile:");
-            }
-        }
         let all: Vec<ReleaseStatus> = match store.list().await {
             Ok(list) => list.into_iter().filter_map(|r| r.status).collect(),
             Err(_) => Vec::new(),
@@ -561,6 +551,8 @@ async fn controller() {
         tokio::time::sleep(Duration::from_secs((n as u64 / 100).clamp(3, 15))).await;
     };
     let wall = started.elapsed().as_secs_f64();
+    sampling.store(false, Ordering::Relaxed);
+    let (peak_rss_kb, peak_file_kb) = peaks.join().expect("the sampler");
     // Every replica alive at the end (a killed one's share is lost with it).
     let cpu: f64 = pids[usize::from(killed)..]
         .iter()
@@ -687,6 +679,30 @@ async fn controller() {
 
 /// What the controller logs when the Lease it drove releases under lapsed.
 const LEASE_LOST: &str = cutover::controller::LEASE_LOST;
+
+/// The largest resident memory of any of `pids` while `sampling`, in kB, and
+/// of it the pages mapped from files (the executable's code, the shared
+/// libraries: a fixed cost, whatever the number of releases). The largest
+/// replica is what one process needs. Sampled every second on a thread of
+/// its own, not when the releases are listed (every 10 s at 1,000): a rise
+/// of a few seconds between two lists counts. A replica killed is sampled
+/// until it is gone.
+fn sample_peaks(pids: Vec<u32>, sampling: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        let (mut rss_peak, mut file_peak) = (0, 0);
+        while sampling.load(Ordering::Relaxed) {
+            for p in &pids {
+                let rss = rss_kb(*p, "VmRSS:");
+                if rss > rss_peak {
+                    rss_peak = rss;
+                    file_peak = rss_kb(*p, "RssFile:");
+                }
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        (rss_peak, file_peak)
+    })
+}
 
 /// A figure in kB of `/proc/PID/status` (`VmRSS:`, `RssFile:`).
 fn rss_kb(pid: u32, field: &str) -> u64 {
