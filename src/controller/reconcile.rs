@@ -71,6 +71,9 @@ pub struct Reconciler {
     active: AtomicUsize,
 }
 
+/// Releases the reconciler's watch lists a page at a time.
+const RELEASES_PAGE: u32 = 50;
+
 /// How often a release with a running driver is looked at again (memory
 /// only: no API request), to notice a drive that ended in an error.
 const RUNNING_RECHECK: Duration = Duration::from_secs(5);
@@ -95,7 +98,11 @@ impl Reconciler {
         // Release in full from the API.
         let writer = reflector::store::Writer::new(self.resource.clone());
         let store = writer.as_reader();
-        let releases = watcher(api, watcher::Config::default())
+        // Listed a few at a time: a Release is some 15 KB of JSON and
+        // more decoded as an untyped object, held whole until it is
+        // trimmed (`LIST_PAGE`).
+        let pages = watcher::Config::default().page_size(RELEASES_PAGE);
+        let releases = watcher(api, pages)
             .default_backoff()
             .modify(trim_release)
             .reflect(writer)
