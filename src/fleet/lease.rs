@@ -245,7 +245,7 @@ pub fn live_holder(l: &Lease) -> Option<&str> {
 /// Who holds a Lease of this spec by its renew time, if anyone does.
 fn live_holder_of(spec: Option<&LeaseSpec>) -> Option<&str> {
     let holder = spec?.holder_identity.as_deref()?;
-    (!expired(Some(spec?), Duration::from_secs(15))).then_some(holder)
+    (!expired(spec, Duration::from_secs(15))).then_some(holder)
 }
 
 /// The `namespace/name` of the Lease `l` is held under, if any.
