@@ -282,7 +282,7 @@ impl Driver {
         // Reading and resolving the Release is a pass's work: it takes a turn.
         let mut turn = self.turn().await;
         // The large values kept across a pass's awaits are boxed.
-        let mut current = read(store, name).await?;
+        let current = read(store, name).await?;
         let key = format!("{}/{name}", store.namespace);
         if let Some(s) = &current.status {
             self.notifier.seed(&key, &s.notifications);
@@ -322,9 +322,16 @@ impl Driver {
             .watches
             .releases(self.fleet.home(), &store.namespace);
         releases.subscribe(name, &cache.notifier());
-        // Waiting for the caches is not: every driver started with this one waits the same.
+        // Waiting for the caches is not: every driver started with this one
+        // waits the same, its Release parked meanwhile (a controller that
+        // starts takes up every release at once).
+        let parked = Parked::of(current, &self.parking);
         self.without_turn(&mut turn, Box::pin(self.wait_for_caches(&cache)))
             .await;
+        let mut current = match parked.unpark() {
+            Some(r) => r,
+            None => read(store, name).await?,
+        };
         let mut analysis = Analysis::default();
         let mut hooks = crate::hooks::Hooks::new(self.clock.clone());
         // Gate values over the release, kept in memory between status writes.
@@ -451,6 +458,12 @@ impl Driver {
                 // turn is given back meanwhile, so a hung cluster holds up
                 // only the releases acting on it, not an abort elsewhere.
                 drop(turn.take());
+                // Nor does it hold the Release as objects meanwhile: a wave
+                // of releases stepping together (their pipelines shipped at
+                // once) acts at once, and each would hold its Release, some
+                // 15 KB decoded, until its actions are answered and a turn
+                // is free again.
+                let parked = Parked::of(current, &self.parking);
                 for a in &d.actions {
                     lease.check(name)?;
                     let result = Box::pin(self.apply(&seen, &observed, &cache, a)).await;
@@ -480,6 +493,18 @@ impl Driver {
                 }
                 last_applied = Some((d.actions.clone(), Instant::now()));
                 turn = self.turn().await;
+                current = match parked.unpark() {
+                    Some(r) => r,
+                    // Text it wrote itself that does not read back: what
+                    // was decided is written against the Release it was
+                    // decided from, so decide again from the Release as it
+                    // is (the actions are safe to repeat).
+                    None => {
+                        current = read(store, name).await?;
+                        take_series(&mut current);
+                        continue;
+                    }
+                };
             }
             // What the pass observed is not kept while its status write
             // waits for the home cluster (writes queue there when many
@@ -551,6 +576,10 @@ impl Driver {
                 // holds meanwhile adds up.
                 drop(turn.take());
                 drop((d, rel));
+                // Nor are its gates' runs (their tallies and last scrapes)
+                // or its view of the caches: an ended release measures and
+                // observes nothing more. Its hooks stay until it returns.
+                drop((analysis, cache));
                 let last = with_series(current, std::mem::take(&mut series));
                 Box::pin(self.settle_notifications(store, lease, name, &key, last)).await;
                 let message = message.unwrap_or_default();
@@ -648,14 +677,25 @@ impl Driver {
         lease: &LeaseGuard,
         name: &str,
         key: &str,
-        mut current: Box<Release>,
+        current: Box<Release>,
     ) {
+        // Parked while it waits for its messages and a turn: releases that
+        // end together wait together, each with its whole Release and its
+        // gate series.
+        let parked = Parked::of(current, &self.parking);
         self.notifier.flush(NOTIFY_SETTLE).await;
         // The write of the deliveries is a pass's work, as any status write.
         // Taken even with nothing to record: it paces releases that end
         // together, whose drives would otherwise all end at once (a replica
         // of three rose by 30 MiB for a few seconds without it).
         let _turn = self.turn().await;
+        let mut current = match parked.unpark() {
+            Some(r) => r,
+            None => match store.get(name).await {
+                Ok(Some(r)) => Box::new(r),
+                _ => return,
+            },
+        };
         for _ in 0..3 {
             let Some(mut status) = current.status.clone() else {
                 return;
