@@ -78,6 +78,12 @@ async fn waits_do_not_poll_and_writes_per_step_are_exact() {
         "one route write per traffic step"
     );
     assert_eq!(
+        by("get", "httproutes"),
+        traffic_steps + cleanups,
+        "each route write reads the route first, and so does each delete of blue (the guard \
+         checks the route as the API server has it)"
+    );
+    assert_eq!(
         by("patch", "deployments"),
         deploys,
         "one apply of green per cluster"

@@ -59,7 +59,8 @@ enum Event {
     Unfreeze,
     /// kill -9 of a controller replica; a new one starts in its place.
     KillController,
-    /// A cluster's API server refuses connections.
+    /// A cluster's API server refuses connections, or restarts and refuses
+    /// watches while its watch caches fill.
     Outage,
     Recover,
     /// The version in flight starts failing its gates.
@@ -327,15 +328,24 @@ impl Sequence {
             Event::Outage => {
                 let names = self.w.sim.cluster_names();
                 let c = names[self.rng.random_range(0..names.len())].clone();
-                self.faults += 1;
-                self.w
-                    .sim
-                    .cluster(&c)
-                    .unwrap()
-                    .faults
-                    .activate(self.faults, ApiFault::Unreachable(UnreachableMode::Refuse));
+                let restart = self.rng.random_bool(0.5);
+                self.faults += 2;
+                let faults = self.w.sim.cluster(&c).unwrap().faults.clone();
+                let cut = ApiFault::Unreachable(UnreachableMode::Refuse);
+                if !restart {
+                    faults.activate(self.faults, cut);
+                    self.outages.push((c.clone(), self.faults));
+                    return format!("outage of {c}");
+                }
+                // A restart: every connection cut, then the API server
+                // answers while its watch caches fill (watches and cached
+                // lists refused) until the cluster recovers.
+                faults.activate(self.faults - 1, cut);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                faults.activate(self.faults, ApiFault::CacheInitializing);
+                faults.clear(self.faults - 1);
                 self.outages.push((c.clone(), self.faults));
-                format!("outage of {c}")
+                format!("{c} restarts, its watch caches filling")
             }
             Event::Recover => {
                 let Some((c, id)) = self.outages.pop() else {

@@ -20,7 +20,14 @@ impl Driver {
             observed.slots.get(cluster).cloned().ok_or_else(|| {
                 fleet::Error::Refused(format!("{cluster} has not been observed yet"))
             })?;
-        let route = cache.clusters.get(cluster).and_then(|c| c.route());
+        // What takes capacity away is checked against the route as the API
+        // server has it now, not as a watch last told it: a watch lags, and
+        // one back from an outage may hold what was true before it.
+        let route = if action.is_destructive() {
+            router::read(handle, &rel.namespace, target).await?
+        } else {
+            cache.clusters.get(cluster).and_then(|c| c.route())
+        };
         if let Some(why) = guard::unsafe_because(action, rel, target, &slots, route.as_ref()) {
             return Err(fleet::Error::Unsafe(why));
         }

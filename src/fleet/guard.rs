@@ -1,8 +1,10 @@
 //! The applier's last line of defence, independent of the engine: whatever
 //! the engine decided, no action scales to zero, shrinks below the tier's
 //! minimum, or deletes a workload that the release's route (or Service)
-//! sends traffic to as the cluster's watch shows it now. A refusal is a
-//! defect: the action is not carried out and the release holds, saying why.
+//! sends traffic to. Scaling to zero and deleting are checked against the
+//! route as the API server has it at that moment (the applier reads it),
+//! shrinking against the watch. A refusal is a defect: the action is not
+//! carried out and the release holds, saying why.
 
 use serde_json::Value;
 
@@ -12,7 +14,8 @@ use crate::spec::{ResolvedCluster, ResolvedRelease, RouterKind};
 
 /// Why `action` would take traffic away from what serves, if it would.
 /// `route` is the release's route (or, for the replica-ratio router, the
-/// app's Service) as last watched; `None` when there is none.
+/// app's Service), read afresh for a destructive action; `None` when there
+/// is none.
 pub fn unsafe_because(
     action: &Action,
     rel: &ResolvedRelease,

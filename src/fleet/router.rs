@@ -133,6 +133,28 @@ pub fn reading(object: &Value) -> Value {
     out
 }
 
+/// What is read of a release's router in `target` (`reading`), from the API
+/// server rather than a watch; `None` when it does not exist.
+pub async fn read(
+    c: &ClusterHandle,
+    namespace: &str,
+    target: &crate::spec::ResolvedCluster,
+) -> Result<Option<Value>> {
+    let resource = match target.router.kind {
+        crate::spec::RouterKind::GatewayHttpRoute => http_route_resource(),
+        crate::spec::RouterKind::ReplicaRatio => super::replica_ratio::service_resource(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), namespace, &resource);
+    let found = api
+        .get_opt(&target.router.route)
+        .await
+        .map_err(Error::api(&c.name))?;
+    found
+        .map(|o| serde_json::to_value(&o).map(|v| reading(&v)))
+        .transpose()
+        .map_err(|e| Error::Refused(format!("reading {}: {e}", target.router.route)))
+}
+
 /// What the route says about green's share, against what cutover last set.
 pub fn route_view(route: &Value, app: &str, green: Colour) -> RouteView {
     let weights = backend_weights(route, app, green).unwrap_or(Weights { blue: 1, green: 0 });

@@ -295,10 +295,14 @@ where
         task: Mutex::new(None),
     });
     let weak = Arc::downgrade(&shared);
-    let stream = watcher::watcher(api, config.page_size(LIST_PAGE)).default_backoff();
+    let config = config.page_size(LIST_PAGE);
+    let watch = move || Box::pin(watcher::watcher(api.clone(), config.clone()).default_backoff());
     let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
+        let mut stream = watch();
         let mut relist: Option<Objects<V>> = None;
+        // A list is coming: told that the history moved on (410), or after
+        // a restart of the stream. No probe starts another meanwhile.
+        let mut listing = false;
         let mut probe = tokio::time::interval(Duration::from_secs(1));
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -309,7 +313,11 @@ where
                 },
                 _ = probe.tick() => {
                     let Some(w) = weak.upgrade() else { return };
-                    probe_if_failing(&w, &client).await;
+                    if !listing && back_while_failing(&w, &client).await {
+                        stream = watch();
+                        relist = None;
+                        listing = true;
+                    }
                     continue;
                 }
             };
@@ -325,6 +333,7 @@ where
                     }
                 }
                 Ok(Event::InitDone) => {
+                    listing = false;
                     let fresh = relist.take().unwrap_or_default();
                     *w.objects.write().expect("objects lock") = fresh;
                     w.set_state(WatchState::Healthy);
@@ -357,7 +366,7 @@ where
                 // once. What is kept is as of the last event, not lost: the
                 // cluster answers, so nothing holds for it. Only a failing
                 // list or watch makes the watch Failing.
-                Err(e) if is_expired(&e) => {}
+                Err(e) if is_expired(&e) => listing = true,
                 Err(e) => w.set_state(WatchState::Failing(e.to_string())),
             }
         }
@@ -372,19 +381,24 @@ fn is_expired(e: &watcher::Error) -> bool {
     matches!(e, watcher::Error::WatchError(status) if status.code == 410)
 }
 
+/// Whether a failing watch's API server answers again (its version).
+///
 /// A watch that resumes after an outage says nothing until an object
-/// changes, so while a watch is failing — and only then — the API server is
-/// asked for its version; an answer means the watch is back.
-async fn probe_if_failing<K>(w: &SharedWatch<K>, client: &kube::Client) {
+/// changes, so its coming back is not waited for: once the server answers,
+/// the watch starts afresh and lists, and is healthy again when the list is
+/// in. The server answering is not enough by itself. What the watch holds
+/// is as of before the outage, and the cluster may have changed meanwhile
+/// (its people and controllers, or a write whose answer and event the cut
+/// lost); a server back from a restart answers while it still rejects
+/// watches and lists (its caches filling, 429), so the watch may be far
+/// from resuming.
+async fn back_while_failing<K>(w: &SharedWatch<K>, client: &kube::Client) -> bool {
     if !matches!(w.state(), WatchState::Failing(_)) {
-        return;
+        return false;
     }
-    let answered = tokio::time::timeout(Duration::from_secs(2), client.apiserver_version())
+    tokio::time::timeout(Duration::from_secs(2), client.apiserver_version())
         .await
-        .is_ok_and(|r| r.is_ok());
-    if answered {
-        w.set_state(WatchState::Healthy);
-    }
+        .is_ok_and(|r| r.is_ok())
 }
 
 /// The shared watches of a process, by what they watch. Holds them weakly:

@@ -26,6 +26,12 @@ pub enum ApiFault {
     /// Delay every request by this much wall-clock time.
     Latency(Duration),
     Unreachable(UnreachableMode),
+    /// The API server is back from a restart and its watch caches are still
+    /// filling: it rejects watches, and the lists it would answer from a
+    /// cache, with 429 "storage is (re)initializing", and answers the rest
+    /// (`/version`, gets, consistent lists) from etcd. KEP-4568, "Resilient
+    /// watchcache initialization", on by default since Kubernetes 1.31.
+    CacheInitializing,
 }
 
 /// What the server should do with one request.
@@ -86,6 +92,14 @@ impl ApiFaults {
 
     pub fn metrics_stalled(&self) -> bool {
         self.metrics_stalled.load(Ordering::Relaxed)
+    }
+
+    /// Whether the watch caches are filling (`ApiFault::CacheInitializing`).
+    pub fn cache_initializing(&self) -> bool {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active
+            .values()
+            .any(|f| matches!(f, ApiFault::CacheInitializing))
     }
 
     /// Whether (and how) the server is unreachable; changes are signalled.

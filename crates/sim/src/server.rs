@@ -474,6 +474,19 @@ async fn handle(
         tracing::debug!(cluster = %ctx.cluster, user = %user.name, ?attrs, "forbidden");
         return error_response(&attrs.forbidden(&user, &why));
     }
+    // While its watch caches fill, the storage layer rejects what only a
+    // cache answers: watches, and lists at any resourceVersion but the
+    // consistent "" (kube-apiserver's cacher, KEP-4568).
+    let from_cache = verb == "watch"
+        || (verb == "list"
+            && params
+                .get("resourceVersion")
+                .is_some_and(|rv| !rv.is_empty()));
+    if from_cache && ctx.faults.cache_initializing() {
+        return pf_headers(error_response(&ApiError::too_many_requests(
+            "storage is (re)initializing",
+        )));
+    }
     // A server-side apply creates what is missing: that needs `create` too.
     let creating = (parts.method == Method::PATCH
         && content_type.starts_with("application/apply-patch")
