@@ -571,3 +571,78 @@ async fn a_watch_back_after_an_outage_counts_as_healthy_only_once_it_shows_what_
     }
     assert_eq!(staging.route(), now, "back, and current");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_over_whose_answer_a_crash_lost_is_not_withdrawn_on_what_the_watch_held_before() {
+    // staging's API server goes down the moment the route write of its cut
+    // over commits: the answer and the watch event are lost, and staging's
+    // users go to green. It comes back as a restarted API server does,
+    // answering while its watch caches fill, and a superseding version
+    // arrives meanwhile. The withdrawal must see staging's route as it is
+    // (all on green) before green goes down: no request may meet no pod.
+    let mut w = World::start(None, 100.0, &tier2_release()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while w.sim.unserved_rps("checkout") > 0.0 {
+        assert!(std::time::Instant::now() < deadline, "blue never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let audit = w.sim.audit();
+    let run = w.spawn_run(&[]);
+    let staging = w.sim.cluster("staging").unwrap();
+    let kind = staging.store.kind_of("apps", "deployments").unwrap();
+    let green_applied = || {
+        staging
+            .store
+            .get(&kind, NS, "checkout-green")
+            .is_ok_and(|d| d["metadata"]["labels"]["cutover.dev/version"] == "2.14.0")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !green_applied() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "green never applied on staging"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Green's applies are done; staging's next write is the cut over's.
+    staging.faults.crash_after_next_write(1);
+    let down = staging.faults.unreachable();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while down.borrow().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write came to staging"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let kind = staging
+        .store
+        .kind_of("gateway.networking.k8s.io", "httproutes")
+        .unwrap();
+    let route = staging.store.get(&kind, NS, "checkout").unwrap();
+    assert!(
+        route.to_string().contains("checkout-green"),
+        "the write that committed was the cut over's: {route}"
+    );
+    staging.faults.activate(2, ApiFault::CacheInitializing);
+    staging.faults.clear(1);
+    let (code, out, err) =
+        finish(w.spawn_run(&["--version", "2.15.0", "--supersede", "--detach"])).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    staging.faults.clear(2);
+    let (code, out, err) = finish(run).await;
+    assert_eq!(code, 0, "the new version completes: {out}\n{err}");
+    let s = w.status().await;
+    assert_eq!(
+        (s.phase, s.version.as_deref()),
+        (Phase::Completed, Some("2.15.0"))
+    );
+    assert_eq!(audit.unserved(), vec![], "every request found a Ready pod");
+    for d in audit.deletions() {
+        assert!(
+            d.resource == "deployments" && d.managed && !d.serving,
+            "{d:?}"
+        );
+    }
+}

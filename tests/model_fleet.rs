@@ -122,7 +122,8 @@ struct Sequence {
     shipped: Vec<String>,
     bad_from_birth: BTreeSet<String>,
     faults: usize,
-    outages: Vec<(String, usize)>,
+    /// Cluster, fault, and whether it crashed after a write (and comes back restarting).
+    outages: Vec<(String, usize, bool)>,
     stalled: BTreeSet<String>,
     production: Vec<String>,
     canary: (String, f64),
@@ -328,30 +329,50 @@ impl Sequence {
             Event::Outage => {
                 let names = self.w.sim.cluster_names();
                 let c = names[self.rng.random_range(0..names.len())].clone();
-                let restart = self.rng.random_bool(0.5);
+                let kind = self.rng.random_range(0..3);
                 self.faults += 2;
                 let faults = self.w.sim.cluster(&c).unwrap().faults.clone();
                 let cut = ApiFault::Unreachable(UnreachableMode::Refuse);
-                if !restart {
-                    faults.activate(self.faults, cut);
-                    self.outages.push((c.clone(), self.faults));
-                    return format!("outage of {c}");
+                match kind {
+                    0 => {
+                        faults.activate(self.faults, cut);
+                        self.outages.push((c.clone(), self.faults, false));
+                        format!("outage of {c}")
+                    }
+                    1 => {
+                        // A restart: every connection cut, then the API
+                        // server answers while its watch caches fill
+                        // (watches and cached lists refused) until it recovers.
+                        faults.activate(self.faults - 1, cut);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        faults.activate(self.faults, ApiFault::CacheInitializing);
+                        faults.clear(self.faults - 1);
+                        self.outages.push((c.clone(), self.faults, false));
+                        format!("{c} restarts, its watch caches filling")
+                    }
+                    _ => {
+                        // The next write lands, and its answer and events are lost.
+                        faults.crash_after_next_write(self.faults);
+                        self.outages.push((c.clone(), self.faults, true));
+                        format!("{c} goes down after its next write commits")
+                    }
                 }
-                // A restart: every connection cut, then the API server
-                // answers while its watch caches fill (watches and cached
-                // lists refused) until the cluster recovers.
-                faults.activate(self.faults - 1, cut);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                faults.activate(self.faults, ApiFault::CacheInitializing);
-                faults.clear(self.faults - 1);
-                self.outages.push((c.clone(), self.faults));
-                format!("{c} restarts, its watch caches filling")
             }
             Event::Recover => {
-                let Some((c, id)) = self.outages.pop() else {
+                let Some((c, id, crash)) = self.outages.pop() else {
                     return "recover: no outage".into();
                 };
-                self.w.sim.cluster(&c).unwrap().faults.clear(id);
+                let faults = self.w.sim.cluster(&c).unwrap().faults.clone();
+                if crash && !faults.disarm_crash() {
+                    // It went down: it comes back as a restarted server does,
+                    // its watch caches filling for a while.
+                    faults.activate(id + 1, ApiFault::CacheInitializing);
+                    faults.clear(id);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    faults.clear(id + 1);
+                    return format!("{c} recovers from its crash");
+                }
+                faults.clear(id);
                 format!("{c} recovers")
             }
             Event::GateFails => {

@@ -48,6 +48,9 @@ pub struct ApiFaults {
     unreachable: watch::Sender<Option<UnreachableMode>>,
     /// `/metrics` sends its headers, then trickles until this is lifted.
     metrics_stalled: AtomicBool,
+    /// Armed: the next write is committed and the server goes down before
+    /// it answers, as the fault of this event.
+    crash_after_write: Mutex<Option<usize>>,
 }
 
 impl Default for ApiFaults {
@@ -56,6 +59,7 @@ impl Default for ApiFaults {
             active: Mutex::new(BTreeMap::new()),
             unreachable: watch::channel(None).0,
             metrics_stalled: AtomicBool::new(false),
+            crash_after_write: Mutex::new(None),
         }
     }
 }
@@ -92,6 +96,40 @@ impl ApiFaults {
 
     pub fn metrics_stalled(&self) -> bool {
         self.metrics_stalled.load(Ordering::Relaxed)
+    }
+
+    /// The next write to succeed is committed, and then the server refuses
+    /// connections (`Unreachable(Refuse)`, as event `event`) before it
+    /// answers: the writer's answer and its watchers' events are lost.
+    pub fn crash_after_next_write(&self, event: usize) {
+        *self
+            .crash_after_write
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(event);
+    }
+
+    /// Disarms `crash_after_next_write`; whether it was still armed (no
+    /// write had come).
+    pub fn disarm_crash(&self) -> bool {
+        self.crash_after_write
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .is_some()
+    }
+
+    /// After a committed write: goes down if armed to (and disarms).
+    /// Whether it went down.
+    pub fn crash_if_armed(&self) -> bool {
+        let armed = self
+            .crash_after_write
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(event) = armed {
+            self.activate(event, ApiFault::Unreachable(UnreachableMode::Refuse));
+        }
+        armed.is_some()
     }
 
     /// Whether the watch caches are filling (`ApiFault::CacheInitializing`).

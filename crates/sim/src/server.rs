@@ -611,6 +611,11 @@ async fn handle(
     {
         after();
     }
+    if writes && reply.is_ok() && ctx.faults.crash_if_armed() {
+        // Committed, and the server goes down before it answers: the
+        // connection is cut (`serve_io`) with this request unanswered.
+        std::future::pending::<()>().await;
+    }
     let with_warnings = |mut resp: Response<Body>| {
         for w in &warnings {
             // RFC 7234 warn-code 299 with the agent "-", as kube-apiserver sends them.

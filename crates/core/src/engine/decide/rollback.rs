@@ -24,26 +24,15 @@ impl Pass<'_> {
     }
 
     /// Traffic back to blue in every cluster first; only then green down.
+    /// Where traffic stands is looked at again on every pass, not only until
+    /// it was first seen on blue: a route may send to green again (a view
+    /// that was not yet current, a person's edit), and green goes down
+    /// nowhere while any route that answers sends to it.
     pub(super) fn roll_back(&mut self) {
         self.st.phase = Phase::Aborting;
+        let (waiting, actions) = self.traffic_to_blue();
         let stage = self.st.abort.as_ref().map(|a| a.stage);
         if stage == Some(AbortStage::RestoringTraffic) {
-            let mut waiting = Vec::new();
-            let mut actions = Vec::new();
-            let blue_exists = self.st.mode != Some(Mode::FirstInstall);
-            for c in &self.rel.clusters {
-                let Some(view) = self.view(&c.name).filter(|v| v.reachable) else {
-                    waiting.push(c.name.clone());
-                    continue;
-                };
-                let on_blue = view.route.as_ref().is_none_or(|r| r.green == Percent::ZERO);
-                if blue_exists && !on_blue {
-                    actions.push(Action::SetWeight {
-                        cluster: c.name.clone(),
-                        green: Percent::ZERO,
-                    });
-                }
-            }
             if !waiting.is_empty() || !actions.is_empty() {
                 self.actions.extend(actions);
                 self.note_abort_waiting(&waiting);
@@ -56,6 +45,10 @@ impl Pass<'_> {
                 TransitionEvent::TrafficRestored,
                 "every cluster sends all traffic to blue".into(),
             );
+        } else if !actions.is_empty() {
+            self.actions.extend(actions);
+            self.note_abort_waiting(&waiting);
+            return;
         }
         let mut waiting = Vec::new();
         let mut actions = Vec::new();
@@ -98,6 +91,27 @@ impl Pass<'_> {
         );
         self.st.message = Some(msg.clone());
         self.record(TransitionEvent::Aborted, msg);
+    }
+
+    /// The routes to set back to blue, and the clusters that cannot be seen.
+    fn traffic_to_blue(&self) -> (Vec<String>, Vec<Action>) {
+        let mut waiting = Vec::new();
+        let mut actions = Vec::new();
+        let blue_exists = self.st.mode != Some(Mode::FirstInstall);
+        for c in &self.rel.clusters {
+            let Some(view) = self.view(&c.name).filter(|v| v.reachable) else {
+                waiting.push(c.name.clone());
+                continue;
+            };
+            let on_blue = view.route.as_ref().is_none_or(|r| r.green == Percent::ZERO);
+            if blue_exists && !on_blue {
+                actions.push(Action::SetWeight {
+                    cluster: c.name.clone(),
+                    green: Percent::ZERO,
+                });
+            }
+        }
+        (waiting, actions)
     }
 
     /// A version other than the one in flight was submitted: nothing of the

@@ -1,6 +1,8 @@
 //! Rolling back and superseding: blue restored everywhere before anything else.
 
 use super::*;
+use crate::engine::RouteView;
+use crate::spec::status::AbortStage;
 
 #[test]
 fn abort_from_every_stage_restores_blue_everywhere_before_anything_else() {
@@ -102,6 +104,45 @@ fn an_unreachable_cluster_delays_green_scale_down_until_its_traffic_is_back_on_b
     assert_eq!(d.actions, vec![set_weight("prod-b", 0)]);
     h.run_to_end();
     assert_eq!(h.status.phase, Phase::Aborted);
+}
+
+#[test]
+fn a_route_seen_on_green_again_after_traffic_was_restored_goes_back_before_green_goes_down() {
+    // Traffic was seen on blue everywhere, and green's scale-down was
+    // decided but not carried out (the applier refused it: the route read
+    // afresh still sent staging to green, where the view had not caught up).
+    // The view now shows staging on green: it goes back to blue first.
+    let mut h = Harness::new();
+    h.at_step(28); // bake: every cluster on green
+    h.world.gate = GateVerdict::Fail;
+    let d = h.pass();
+    assert!(d.actions.iter().all(|a| !a.is_destructive()));
+    let d = h.decide();
+    assert_eq!(
+        d.status.abort.as_ref().map(|a| a.stage),
+        Some(AbortStage::ScalingDownGreen)
+    );
+    assert!(
+        d.actions.iter().all(Action::is_destructive),
+        "{:?}",
+        d.actions
+    );
+    h.status = d.status;
+    let staging = h.world.clusters.get_mut("staging").unwrap();
+    staging.route = Some(RouteView {
+        green: pct(100),
+        target: Some(pct(100)),
+        drift: None,
+        settled: true,
+    });
+    let d = h.pass();
+    assert_eq!(d.actions, vec![set_weight("staging", 0)]);
+    h.run_to_end();
+    assert_eq!(h.status.phase, Phase::Aborted);
+    for (c, view) in &h.world.clusters {
+        assert_eq!(h.weight(c), Percent::ZERO, "{c}");
+        assert!(view.green.as_ref().is_none_or(|g| g.replicas == 0), "{c}");
+    }
 }
 
 #[test]
