@@ -500,8 +500,7 @@ impl Driver {
                     // decided from, so decide again from the Release as it
                     // is (the actions are safe to repeat).
                     None => {
-                        current = read(store, name).await?;
-                        take_series(&mut current);
+                        current = read_anew(store, name).await?;
                         continue;
                     }
                 };
@@ -548,8 +547,7 @@ impl Driver {
                     }
                     Err(fleet::Error::Conflict(_)) => {
                         // Someone changed the Release (a person pausing, say): read it and decide again.
-                        current = read(store, name).await?;
-                        take_series(&mut current);
+                        current = read_anew(store, name).await?;
                         continue;
                     }
                     Err(e) => {
@@ -642,11 +640,7 @@ impl Driver {
             current = match parked.unpark() {
                 Some(r) => r,
                 // Text it wrote itself that does not read back: read it anew.
-                None => {
-                    let mut r = read(store, name).await?;
-                    take_series(&mut r);
-                    r
-                }
+                None => read_anew(store, name).await?,
             };
         }
     }
@@ -832,6 +826,14 @@ async fn read(store: &ReleaseStore, name: &str) -> Result<Box<Release>> {
     Ok(Box::new(
         found.ok_or_else(|| Error::NotFound(name.to_string()))?,
     ))
+}
+
+/// Reads release `name` again in a drive that keeps its gate series: the
+/// ones read are dropped, as the drive's own are as new or newer.
+async fn read_anew(store: &ReleaseStore, name: &str) -> Result<Box<Release>> {
+    let mut r = read(store, name).await?;
+    take_series(&mut r);
+    Ok(r)
 }
 
 /// Takes the gate series out of a Release's status, for the driver to keep
