@@ -639,6 +639,14 @@ async fn a_cut_over_whose_answer_a_crash_lost_is_not_withdrawn_on_what_the_watch
         (Phase::Completed, Some("2.15.0"))
     );
     assert_eq!(audit.unserved(), vec![], "every request found a Ready pod");
+    // Staging counted as unreachable until its watches were current again:
+    // nothing was decided from what they held before the crash, so the
+    // applier's own check of the route never had to refuse.
+    let refused: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("\"event\":\"action\"") && l.contains("refused as unsafe"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:#?}");
     for d in audit.deletions() {
         assert!(
             d.resource == "deployments" && d.managed && !d.serving,

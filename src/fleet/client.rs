@@ -2,7 +2,8 @@
 //! tower layers every request goes through: a bound on the requests awaiting
 //! an answer and a request timeout (watches excepted), retries with capped,
 //! jittered backoff for 5xx, 429 and connection errors (never for other
-//! 4xx), and a per-cluster rate limit.
+//! 4xx, nor for watches, which their watchers retry), and a per-cluster rate
+//! limit.
 
 use std::future::Future;
 use std::path::Path;
@@ -247,9 +248,17 @@ impl<Res> Policy<Request<Body>, Response<Res>, BoxError> for TransientRetry {
 
     fn retry(
         &mut self,
-        _req: &mut Request<Body>,
+        req: &mut Request<Body>,
         result: &mut Result<Response<Res>, BoxError>,
     ) -> Option<Self::Future> {
+        // A watch that fails says so at once: its watcher retries it with a
+        // backoff of its own, and while a watch is retried here no one knows
+        // it is not running (its cache looks current while the changes it
+        // would bring wait; a restarted API server refuses watches for as
+        // long as its caches fill).
+        if is_watch(req.uri()) {
+            return None;
+        }
         let transient = match result {
             Ok(resp) => Self::is_retryable_status(resp.status()),
             Err(_) => true,
@@ -417,6 +426,38 @@ mod tests {
             S::NOT_IMPLEMENTED,
         ] {
             assert!(!TransientRetry::is_retryable_status(s), "{s}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_watch_is_not_retried_and_other_requests_are() {
+        use tower::retry::Policy as _;
+        let limits = ClientLimits::default();
+        let unavailable = || {
+            let mut r = Response::new(());
+            *r.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+            Ok::<_, BoxError>(r)
+        };
+        for (uri, retried) in [
+            ("http://x/api/v1/pods?watch=true&resourceVersion=1", false),
+            ("http://x/api/v1/pods?resourceVersion=0", true),
+            ("http://x/api/v1/namespaces/a/pods/b", true),
+        ] {
+            let mut req = Request::get(uri).body(Body::empty()).unwrap();
+            let mut policy = TransientRetry::new(limits);
+            let mut answer = unavailable();
+            assert_eq!(
+                policy.retry(&mut req, &mut answer).is_some(),
+                retried,
+                "{uri}"
+            );
+            let mut refused: Result<Response<()>, BoxError> = Err("connection refused".into());
+            let mut policy = TransientRetry::new(limits);
+            assert_eq!(
+                policy.retry(&mut req, &mut refused).is_some(),
+                retried,
+                "{uri}"
+            );
         }
     }
 
