@@ -9,7 +9,8 @@
 //!   request reached;
 //! - a version whose gates fail from its start never took more than its
 //!   canary share on a production cluster;
-//! - the status never says a version completed unless it serves everywhere;
+//! - the status never says a version completed unless it serves everywhere,
+//!   nor that it went back to blue while it still takes requests;
 //! - a stale file never replaced what was in flight.
 //!
 //! Seeded and reproducible: a failure prints the seed and the events;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use common::controller::{Controller, start_controller, system_namespace};
 use common::{BLUE, NS, World, finish, tier2_release};
 use cutover::engine::plan;
-use cutover::spec::status::{Mode, Phase, StepKind};
+use cutover::spec::status::{AbortStage, Mode, Phase, StepKind};
 use cutover::spec::{ClusterRole, Percent, Release, ReleaseStatus};
 use cutover_sim::audit::Audit;
 use cutover_sim::faults::ApiFault;
@@ -438,7 +439,7 @@ impl Sequence {
         let before = self.w.sim.shares("checkout");
         let status = self.status().await;
         let after = self.w.sim.shares("checkout");
-        if let Some((_, s)) = status
+        if let Some((_, s)) = &status
             && s.phase == Phase::Completed
             && before == after
         {
@@ -455,6 +456,30 @@ impl Sequence {
                         share * 100.0,
                         c.name
                     )));
+                }
+            }
+        }
+        // Nor that a version went back to blue (traffic restored, or rolled
+        // back) while it still takes requests somewhere.
+        if let Some((_, s)) = &status
+            && before == after
+            && let Some(v) = s.version.clone()
+            && s.blue_version.as_deref() != Some(v.as_str())
+        {
+            let restored = s
+                .abort
+                .as_ref()
+                .is_some_and(|a| a.stage == AbortStage::ScalingDownGreen);
+            if restored || s.phase == Phase::Aborted {
+                for (cluster, by_version) in &after {
+                    let share = by_version.get(&v).copied().unwrap_or(0.0);
+                    if share > EPS {
+                        self.violations.push(at(format!(
+                            "the status says {v} is back on blue ({:?}), but it takes {:.1} % of {cluster}",
+                            s.phase,
+                            share * 100.0
+                        )));
+                    }
                 }
             }
         }
