@@ -488,6 +488,15 @@ async fn a_cluster_out_past_the_deadline_after_cluster_a_is_done_holds_and_resum
     w.assert_all_on_green("after prod-b came back").await;
 }
 
+/// Polls `done` every 5 ms until it holds; fails naming `what` after `secs`.
+async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_back_after_an_outage_counts_as_healthy_only_once_it_shows_what_changed_meanwhile()
 {
@@ -505,23 +514,14 @@ async fn a_watch_back_after_an_outage_counts_as_healthy_only_once_it_shows_what_
     let w = World::start(None, 100.0, &tier2_release()).await;
     let cache = FleetCache::start(&w.clients, &w.rel);
     let staging = &cache.clusters["staging"];
-    let within = |secs: u64| std::time::Instant::now() + Duration::from_secs(secs);
-    let deadline = within(30);
-    while staging.reachable().is_err() {
-        assert!(std::time::Instant::now() < deadline, "staging never listed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("staging never listed", 30, || staging.reachable().is_ok()).await;
     let sim = w.sim.cluster("staging").unwrap();
     sim.faults
         .activate(1, ApiFault::Unreachable(UnreachableMode::Refuse));
-    let deadline = within(30);
-    while staging.reachable().is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the outage went unnoticed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the outage went unnoticed", 30, || {
+        staging.reachable().is_err()
+    })
+    .await;
     let kind = sim
         .store
         .kind_of("gateway.networking.k8s.io", "httproutes")
@@ -549,7 +549,7 @@ async fn a_watch_back_after_an_outage_counts_as_healthy_only_once_it_shows_what_
     sim.faults.activate(2, ApiFault::CacheInitializing);
     sim.faults.clear(1);
     // Probed every second, the API server answers throughout.
-    let filling = within(4);
+    let filling = std::time::Instant::now() + Duration::from_secs(4);
     while std::time::Instant::now() < filling {
         if staging.reachable().is_ok() {
             assert_eq!(
@@ -561,14 +561,10 @@ async fn a_watch_back_after_an_outage_counts_as_healthy_only_once_it_shows_what_
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     sim.faults.clear(2);
-    let deadline = within(60);
-    while staging.reachable().is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "staging never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("staging never came back", 60, || {
+        staging.reachable().is_ok()
+    })
+    .await;
     assert_eq!(staging.route(), now, "back, and current");
 }
 
@@ -581,11 +577,10 @@ async fn a_cut_over_whose_answer_a_crash_lost_is_not_withdrawn_on_what_the_watch
     // arrives meanwhile. The withdrawal must see staging's route as it is
     // (all on green) before green goes down: no request may meet no pod.
     let mut w = World::start(None, 100.0, &tier2_release()).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while w.sim.unserved_rps("checkout") > 0.0 {
-        assert!(std::time::Instant::now() < deadline, "blue never served");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("blue never served", 60, || {
+        w.sim.unserved_rps("checkout") == 0.0
+    })
+    .await;
     let audit = w.sim.audit();
     let run = w.spawn_run(&[]);
     let staging = w.sim.cluster("staging").unwrap();
@@ -596,25 +591,11 @@ async fn a_cut_over_whose_answer_a_crash_lost_is_not_withdrawn_on_what_the_watch
             .get(&kind, NS, "checkout-green")
             .is_ok_and(|d| d["metadata"]["labels"]["cutover.dev/version"] == "2.14.0")
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !green_applied() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "green never applied on staging"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("green never applied on staging", 60, green_applied).await;
     // Green's applies are done; staging's next write is the cut over's.
     staging.faults.crash_after_next_write(1);
     let down = staging.faults.unreachable();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while down.borrow().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no write came to staging"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("no write came to staging", 60, || down.borrow().is_some()).await;
     let kind = staging
         .store
         .kind_of("gateway.networking.k8s.io", "httproutes")
