@@ -19,13 +19,13 @@ use tokio::sync::Notify;
 
 use super::lease::LeaseView;
 use super::observe::PodView;
-use super::router::{http_route_resource, reading};
+use super::router::reading;
 use super::watches::{self, Registry, SharedWatch};
 use super::workload::SlotWorkload;
 use super::{ClusterHandle, FleetClients};
 use crate::freeze::DeployFreeze;
 use crate::labels;
-use crate::spec::{Release, ResolvedRelease, RouterKind};
+use crate::spec::{Release, ResolvedRelease};
 
 /// Every shared watch of a process, by cluster (and namespace).
 #[derive(Default)]
@@ -300,10 +300,7 @@ impl FleetCache {
                 )
             });
             // The traffic router: an HTTPRoute, or the Service of a replica-ratio router.
-            let (ar, kind) = match target.router.kind {
-                RouterKind::GatewayHttpRoute => (http_route_resource(), "httproutes"),
-                RouterKind::ReplicaRatio => (super::replica_ratio::service_resource(), "services"),
-            };
+            let (ar, kind) = super::router::resource(target.router.kind);
             let routes = w
                 .routes
                 .obtain((target.name.clone(), ns.to_string(), kind), || {

@@ -155,6 +155,13 @@ pub fn in_words(e: &kube::Error) -> String {
     }
 }
 
+/// Whether the API server behind `client` answers (its version) within `within`.
+pub async fn answers(client: &Client, within: std::time::Duration) -> bool {
+    tokio::time::timeout(within, client.apiserver_version())
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
 /// Clients for one cluster of the fleet.
 #[derive(Clone)]
 pub struct ClusterHandle {
@@ -171,9 +178,7 @@ pub struct ClusterHandle {
 impl ClusterHandle {
     /// Whether the cluster's API server answers (its version) within `within`.
     pub async fn answers(&self, within: std::time::Duration) -> bool {
-        tokio::time::timeout(within, self.client.apiserver_version())
-            .await
-            .is_ok_and(|r| r.is_ok())
+        answers(&self.client, within).await
     }
 
     /// Both clients of a cluster from one config.

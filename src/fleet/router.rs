@@ -133,6 +133,17 @@ pub fn reading(object: &Value) -> Value {
     out
 }
 
+/// The resource a router of `kind` reads and writes, and its plural: an
+/// HTTPRoute, or the Service of a replica-ratio router.
+pub fn resource(kind: crate::spec::RouterKind) -> (ApiResource, &'static str) {
+    match kind {
+        crate::spec::RouterKind::GatewayHttpRoute => (http_route_resource(), "httproutes"),
+        crate::spec::RouterKind::ReplicaRatio => {
+            (super::replica_ratio::service_resource(), "services")
+        }
+    }
+}
+
 /// What is read of a release's router in `target` (`reading`), from the API
 /// server rather than a watch; `None` when it does not exist.
 pub async fn read(
@@ -140,10 +151,7 @@ pub async fn read(
     namespace: &str,
     target: &crate::spec::ResolvedCluster,
 ) -> Result<Option<Value>> {
-    let resource = match target.router.kind {
-        crate::spec::RouterKind::GatewayHttpRoute => http_route_resource(),
-        crate::spec::RouterKind::ReplicaRatio => super::replica_ratio::service_resource(),
-    };
+    let (resource, _) = resource(target.router.kind);
     let api: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), namespace, &resource);
     let found = api
         .get_opt(&target.router.route)

@@ -396,9 +396,7 @@ async fn back_while_failing<K>(w: &SharedWatch<K>, client: &kube::Client) -> boo
     if !matches!(w.state(), WatchState::Failing(_)) {
         return false;
     }
-    tokio::time::timeout(Duration::from_secs(2), client.apiserver_version())
-        .await
-        .is_ok_and(|r| r.is_ok())
+    super::answers(client, Duration::from_secs(2)).await
 }
 
 /// The shared watches of a process, by what they watch. Holds them weakly:

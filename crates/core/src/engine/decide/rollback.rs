@@ -31,13 +31,16 @@ impl Pass<'_> {
     pub(super) fn roll_back(&mut self) {
         self.st.phase = Phase::Aborting;
         let (waiting, actions) = self.traffic_to_blue();
-        let stage = self.st.abort.as_ref().map(|a| a.stage);
-        if stage == Some(AbortStage::RestoringTraffic) {
-            if !waiting.is_empty() || !actions.is_empty() {
-                self.actions.extend(actions);
-                self.note_abort_waiting(&waiting);
-                return;
-            }
+        let restoring =
+            self.st.abort.as_ref().map(|a| a.stage) == Some(AbortStage::RestoringTraffic);
+        // Until traffic was first seen on blue everywhere, an unseen cluster
+        // holds it too; after, only a route seen on green again does.
+        if !actions.is_empty() || (restoring && !waiting.is_empty()) {
+            self.actions.extend(actions);
+            self.note_abort_waiting(&waiting);
+            return;
+        }
+        if restoring {
             if let Some(a) = self.st.abort.as_mut() {
                 a.stage = AbortStage::ScalingDownGreen;
             }
@@ -45,10 +48,6 @@ impl Pass<'_> {
                 TransitionEvent::TrafficRestored,
                 "every cluster sends all traffic to blue".into(),
             );
-        } else if !actions.is_empty() {
-            self.actions.extend(actions);
-            self.note_abort_waiting(&waiting);
-            return;
         }
         let mut waiting = Vec::new();
         let mut actions = Vec::new();
