@@ -218,11 +218,7 @@ fn show(v: f64) -> String {
 pub fn timeline_svg(name: &str, s: &ReleaseStatus) -> String {
     let mut times: Vec<i64> = s.history.iter().map(|t| t.at.as_second()).collect();
     times.extend(s.traffic.iter().map(|w| w.at.as_second()));
-    times.extend(
-        s.gate_series
-            .iter()
-            .flat_map(|g| g.points.iter().map(|p| p.at)),
-    );
+    times.extend(s.gate_series.iter().flat_map(|g| g.points().map(|p| p.at)));
     let start = s
         .started_at
         .map(|t| t.as_second())
@@ -376,8 +372,7 @@ fn gate_panel(
 ) -> Group {
     let limits = threshold_values(&series.threshold);
     let (min, max) = series
-        .points
-        .iter()
+        .points()
         .map(|p| p.value)
         .chain(limits.iter().copied())
         .fold((0.0f64, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
@@ -448,8 +443,7 @@ fn gate_panel(
         );
     }
     let pts: Vec<(f64, f64)> = series
-        .points
-        .iter()
+        .points()
         .map(|p| (axis.x(p.at), y(p.value)))
         .collect();
     if pts.len() == 1 {
@@ -471,7 +465,7 @@ fn gate_panel(
         .find(|t| t.event == TransitionEvent::AbortStarted)
         .map(|t| t.at.as_second());
     let mut named: Option<(f64, f64, String)> = None;
-    for (p, (x, py)) in series.points.iter().zip(&pts) {
+    for (p, (x, py)) in series.points().zip(&pts) {
         let Some(words) = breaks(&series.threshold, p.value) else {
             continue;
         };
@@ -567,7 +561,7 @@ fn unmeasured_spans(s: &ReleaseStatus, held: &[Held]) -> Vec<(i64, i64)> {
     let mut at: Vec<i64> = s
         .gate_series
         .iter()
-        .flat_map(|g| g.points.iter().map(|p| p.at))
+        .flat_map(|g| g.points().map(|p| p.at))
         .collect();
     at.sort_unstable();
     at.dedup();
@@ -815,11 +809,11 @@ mod tests {
                     green: Percent::ZERO,
                 },
             ],
-            gate_series: vec![GateSeries {
-                name: "error-ratio".into(),
-                cluster: "prod-a".into(),
-                threshold: "≤ 0.02".into(),
-                points: vec![
+            gate_series: vec![GateSeries::of(
+                "error-ratio".into(),
+                "prod-a".into(),
+                "≤ 0.02".into(),
+                [
                     crate::spec::status::Point {
                         at: at(11).as_second(),
                         value: 0.001,
@@ -829,7 +823,7 @@ mod tests {
                         value: 0.2,
                     },
                 ],
-            }],
+            )],
             history: vec![Transition {
                 at: at(20),
                 step: 4,

@@ -84,7 +84,7 @@ pub struct Hooks {
     /// start (as tokio's): a controller has one per release it drives.
     tx: mpsc::UnboundedSender<Box<Landed>>,
     rx: mpsc::UnboundedReceiver<Box<Landed>>,
-    http: crate::notify::HttpClient,
+    http: &'static crate::notify::HttpClient,
     clock: SharedClock,
     generation: u64,
 }
@@ -174,11 +174,11 @@ impl Hooks {
             self.generation += 1;
             let generation = self.generation;
             let tx = self.tx.clone();
-            let http = self.http.clone();
+            let http = self.http;
             let clock = self.clock.clone();
             let run_key = key.clone();
             let task = tokio::spawn(async move {
-                let (verdict, message) = run(&target, &http, &clock).await;
+                let (verdict, message) = run(&target, http, &clock).await;
                 let _ = tx.unbounded_send(Box::new(Landed {
                     key: run_key,
                     generation,

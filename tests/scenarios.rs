@@ -493,22 +493,19 @@ fn a_long_release_and_a_pile_of_events_still_read() {
             green: cutover::spec::Percent::from_whole(100),
         });
     }
-    s.gate_series.push(GateSeries {
-        name: "error-ratio-of-the-checkout-service-api".into(),
-        cluster: "cluster-with-a-long-name-0".into(),
-        threshold: "≤ 0.02".into(),
-        points: (0..300)
-            .map(|i| Point {
-                at: at(i * 33).as_second(),
-                value: if i % 50 == 49 { 0.4 } else { 0.001 },
-            })
-            .collect(),
-    });
-    s.gate_series.push(GateSeries {
-        name: "health".into(),
-        cluster: "cluster-1".into(),
-        threshold: "restarts ≤ 3, unschedulable ≤ 0, nodes not ready ≤ 1".into(),
-        points: Vec::new(),
-    });
+    s.gate_series.push(GateSeries::of(
+        "error-ratio-of-the-checkout-service-api".into(),
+        "cluster-with-a-long-name-0".into(),
+        "≤ 0.02".into(),
+        (0..300).map(|i| Point {
+            at: at(i * 33).as_second(),
+            value: if i % 50 == 49 { 0.4 } else { 0.001 },
+        }),
+    ));
+    s.gate_series.push(GateSeries::new(
+        "health".into(),
+        "cluster-1".into(),
+        "restarts ≤ 3, unschedulable ≤ 0, nodes not ready ≤ 1".into(),
+    ));
     common::picture::render_checked(&cutover::chart::timeline_svg("checkout", &s));
 }

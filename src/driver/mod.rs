@@ -807,12 +807,11 @@ fn record_series(series: &mut Vec<GateSeries>, reports: &[crate::gates::MetricRe
                 // One more, not double: a release has a series per gate
                 // and cluster, kept for its whole life.
                 series.reserve_exact(1);
-                series.push(GateSeries {
-                    name: r.name.clone(),
-                    cluster: r.cluster.clone(),
-                    threshold: r.threshold.clone(),
-                    points: Vec::new(),
-                });
+                series.push(GateSeries::new(
+                    r.name.clone(),
+                    r.cluster.clone(),
+                    r.threshold.clone(),
+                ));
                 series.len() - 1
             }
         };

@@ -192,7 +192,7 @@ pub fn decode(status: u16, body: &[u8]) -> Result<RawResult, QueryError> {
 #[derive(Clone, Debug)]
 pub struct Prometheus {
     base: String,
-    client: super::MetricsClient,
+    client: &'static super::MetricsClient,
 }
 
 impl Prometheus {

@@ -303,7 +303,7 @@ pub fn quantile(phi: f64, buckets: &[(f64, f64)]) -> f64 {
 /// Reads an endpoint over HTTP.
 #[derive(Clone, Debug)]
 pub struct Scraper {
-    client: super::MetricsClient,
+    client: &'static super::MetricsClient,
 }
 
 impl Default for Scraper {

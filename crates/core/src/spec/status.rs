@@ -411,6 +411,14 @@ pub struct WeightChange {
 /// seconds after it and the values, to six significant digits, in two
 /// arrays; a full series (`MAX_POINTS`) is a few kilobytes however long the
 /// release runs. The one object per value of earlier statuses is still read.
+///
+/// Kept as compactly: each point is its seconds after the first and its
+/// value as an `f32`, 8 bytes where a `Point` is 16 (a controller keeps a
+/// series per gate and cluster of every release it drives, for the
+/// release's whole life). An `f32` holds any value of six significant
+/// digits exactly enough to give those digits back (`f32::DIGITS` is 6),
+/// which is what the status writes; a value beyond its range (about
+/// ±3.4e38) is not kept, as a value that is not finite is not.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(into = "SeriesWire", try_from = "SeriesWire")]
 pub struct GateSeries {
@@ -418,8 +426,10 @@ pub struct GateSeries {
     pub cluster: String,
     /// As the gate states it, e.g. `≤ 0.02`.
     pub threshold: String,
-    /// Oldest first.
-    pub points: Vec<Point>,
+    /// When the first point was measured (Unix seconds).
+    start: i64,
+    /// Each point's seconds after `start` and its value, oldest first.
+    points: Vec<(u32, f32)>,
 }
 
 /// One gate metric's measured values in one cluster: when the first was
@@ -448,15 +458,10 @@ struct SeriesWire {
 
 impl From<GateSeries> for SeriesWire {
     fn from(g: GateSeries) -> SeriesWire {
-        let start = g.points.first().map(|p| p.at);
         SeriesWire {
-            offsets: g
-                .points
-                .iter()
-                .map(|p| p.at - start.unwrap_or(p.at))
-                .collect(),
-            values: g.points.iter().map(|p| significant(p.value, 6)).collect(),
-            start,
+            start: (!g.points.is_empty()).then_some(g.start),
+            offsets: g.points.iter().map(|&(o, _)| i64::from(o)).collect(),
+            values: g.points().map(|p| p.value).collect(),
             name: g.name,
             cluster: g.cluster,
             threshold: g.threshold,
@@ -483,18 +488,15 @@ impl TryFrom<SeriesWire> for GateSeries {
                 w.name, w.cluster
             ));
         }
-        let mut points = w.points;
         let start = w.start.unwrap_or_default();
-        points.extend(w.offsets.iter().zip(&w.values).map(|(o, v)| Point {
-            at: start + o,
-            value: *v,
-        }));
-        Ok(GateSeries {
-            name: w.name,
-            cluster: w.cluster,
-            threshold: w.threshold,
-            points,
-        })
+        let points = w
+            .points
+            .into_iter()
+            .chain(w.offsets.iter().zip(&w.values).map(|(o, v)| Point {
+                at: start.saturating_add(*o),
+                value: *v,
+            }));
+        Ok(GateSeries::of(w.name, w.cluster, w.threshold, points))
     }
 }
 
@@ -509,12 +511,27 @@ impl JsonSchema for GateSeries {
 }
 
 /// `v` to `digits` significant digits: what a chart shows, in fewer bytes.
+/// The nearest `f64` to the rounded decimal, as reading it written out
+/// would give: scaled by a power of ten that an `f64` holds exactly (up to
+/// 10^22) where one does, and through its text where none does.
 fn significant(v: f64, digits: i32) -> f64 {
     if v == 0.0 || !v.is_finite() {
         return v;
     }
-    let scale = 10f64.powi(digits - 1 - v.abs().log10().floor() as i32);
-    let rounded = (v * scale).round() / scale;
+    let exp = digits - 1 - v.abs().log10().floor() as i32;
+    let rounded = match exp {
+        0..=22 => {
+            let scale = 10f64.powi(exp);
+            (v * scale).round() / scale
+        }
+        -22..0 => {
+            let scale = 10f64.powi(-exp);
+            (v / scale).round() * scale
+        }
+        _ => format!("{v:.*e}", (digits - 1).max(0) as usize)
+            .parse()
+            .unwrap_or(v),
+    };
     if rounded.is_finite() { rounded } else { v }
 }
 
@@ -545,17 +562,75 @@ impl GateSeries {
     /// Most points kept; past it every other point is dropped.
     pub const MAX_POINTS: usize = 240;
 
+    /// A series with no points yet.
+    pub fn new(name: String, cluster: String, threshold: String) -> GateSeries {
+        GateSeries {
+            name,
+            cluster,
+            threshold,
+            start: 0,
+            points: Vec::new(),
+        }
+    }
+
+    /// A series of `points`, each added as `push` adds it.
+    pub fn of(
+        name: String,
+        cluster: String,
+        threshold: String,
+        points: impl IntoIterator<Item = Point>,
+    ) -> GateSeries {
+        let mut g = GateSeries::new(name, cluster, threshold);
+        for p in points {
+            g.push(p.at, p.value);
+        }
+        g
+    }
+
+    /// The points, oldest first, each value to six significant digits.
+    pub fn points(&self) -> impl DoubleEndedIterator<Item = Point> + ExactSizeIterator + '_ {
+        self.points.iter().map(|&(o, v)| Point {
+            at: self.start + i64::from(o),
+            value: significant(f64::from(v), 6),
+        })
+    }
+
+    /// How many points it has.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
     /// Adds a point later than the last one, halving the resolution when full.
     pub fn push(&mut self, at: i64, value: f64) {
-        if self.points.last().is_some_and(|p| p.at >= at) || !value.is_finite() {
+        // An `f32` of a value beyond its range is infinite.
+        let kept = value as f32;
+        if !kept.is_finite() {
             return;
         }
+        let start = if self.points.is_empty() {
+            at
+        } else {
+            self.start
+        };
+        let offset = match at.checked_sub(start).map(u32::try_from) {
+            Some(Ok(o)) => o,
+            // Before the first point, or 136 years after it.
+            _ => return,
+        };
+        if self.points.last().is_some_and(|&(last, _)| last >= offset) {
+            return;
+        }
+        self.start = start;
         // Grown a few points at a time: a series is kept for the release's
         // whole life, and doubling would leave up to half of it spare.
         if self.points.len() == self.points.capacity() {
             self.points.reserve_exact(GROW_POINTS);
         }
-        self.points.push(Point { at, value });
+        self.points.push((offset, kept));
         if self.points.len() > Self::MAX_POINTS {
             let mut i = 0;
             self.points.retain(|_| {
@@ -563,6 +638,12 @@ impl GateSeries {
                 i % 2 == 1
             });
         }
+    }
+
+    /// How many points it has room for.
+    #[cfg(test)]
+    fn room(&self) -> usize {
+        self.points.capacity()
     }
 }
 
@@ -578,15 +659,12 @@ mod tests {
     use super::*;
 
     fn series(points: &[(i64, f64)]) -> GateSeries {
-        GateSeries {
-            name: "error-rate".into(),
-            cluster: "prod-a".into(),
-            threshold: "≤ 0.02".into(),
-            points: points
-                .iter()
-                .map(|&(at, value)| Point { at, value })
-                .collect(),
-        }
+        GateSeries::of(
+            "error-rate".into(),
+            "prod-a".into(),
+            "≤ 0.02".into(),
+            points.iter().map(|&(at, value)| Point { at, value }),
+        )
     }
 
     #[test]
@@ -594,7 +672,7 @@ mod tests {
         let mut g = series(&[]);
         for i in 0..1000 {
             g.push(i * 30, 0.5);
-            let (len, room) = (g.points.len(), g.points.capacity());
+            let (len, room) = (g.len(), g.room());
             // Until it first fills; then it keeps the room it had.
             if i < GateSeries::MAX_POINTS as i64 {
                 assert!(room - len < GROW_POINTS, "{len} points in room for {room}");
@@ -619,14 +697,42 @@ mod tests {
             })
         );
         let read: GateSeries = serde_json::from_value(written).unwrap();
-        assert_eq!(read.points[0], g.points[0]);
-        assert_eq!(read.points[1].at, 1_800_000_030);
-        assert_eq!(read.points[1].value, 0.012_345_7);
+        let points: Vec<Point> = read.points().collect();
+        assert_eq!(points[0], g.points().next().unwrap());
+        assert_eq!(points[1].at, 1_800_000_030);
+        assert_eq!(points[1].value, 0.012_345_7);
         let empty = serde_json::to_value(series(&[])).unwrap();
         assert_eq!(
             serde_json::from_value::<GateSeries>(empty).unwrap(),
             series(&[])
         );
+    }
+
+    #[test]
+    fn a_point_is_kept_in_eight_bytes_and_reads_back_to_six_significant_digits() {
+        assert_eq!(std::mem::size_of::<(u32, f32)>(), 8);
+        let values = [0.012_345_678_9, 123_456_789.0, -0.25, 1e-30, 3.0e38, 0.0];
+        let g = series(
+            &values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (1_800_000_000 + 30 * i as i64, *v))
+                .collect::<Vec<_>>(),
+        );
+        let read: Vec<f64> = g.points().map(|p| p.value).collect();
+        assert_eq!(
+            read,
+            [0.012_345_7, 123_457_000.0, -0.25, 1e-30, 3.0e38, 0.0]
+        );
+        // Beyond an f32's range, or not after the last point: not kept.
+        let mut g = series(&[(1_800_000_000, 0.5)]);
+        g.push(1_800_000_030, 1e39);
+        g.push(1_800_000_000, 0.7);
+        g.push(1_799_999_000, 0.7);
+        assert_eq!(g.len(), 1);
+        g.push(1_800_000_060, 0.75);
+        let at: Vec<i64> = g.points().map(|p| p.at).collect();
+        assert_eq!(at, [1_800_000_000, 1_800_000_060]);
     }
 
     #[test]
