@@ -10,7 +10,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use super::Output;
-use super::connect::FleetArgs;
+use super::connect::{Connected, FleetArgs};
 use super::exit::{CliError, CliResult, Exit};
 use super::report::Reporter;
 use crate::fleet::state::ReleaseStore;
@@ -61,22 +61,14 @@ pub struct AbortArgs {
     pub fleet: FleetArgs,
 }
 
-async fn store(args: &FleetArgs) -> CliResult<(ReleaseStore, crate::clock::SharedClock)> {
-    let conn = args.connect().await?;
-    Ok((
-        ReleaseStore::new(conn.clients.home(), &args.namespace),
-        conn.clock,
-    ))
-}
-
-/// The home cluster's Releases and who the cluster says is acting.
-async fn store_as_user(args: &FleetArgs) -> CliResult<(ReleaseStore, String)> {
+/// The connection to the fleet and who the home cluster says is acting.
+async fn connect_as_user(args: &FleetArgs) -> CliResult<(Connected, String)> {
     let conn = args.connect().await?;
     let who = conn.acting_user().await;
-    Ok((ReleaseStore::new(conn.clients.home(), &args.namespace), who))
+    Ok((conn, who))
 }
 
-async fn get(store: &ReleaseStore, name: &str) -> CliResult<Release> {
+async fn get(store: &ReleaseStore<'_>, name: &str) -> CliResult<Release> {
     store.get(name).await?.ok_or_else(|| {
         CliError::new(
             Exit::Error,
@@ -141,7 +133,8 @@ pub async fn status(args: &StatusArgs) -> CliResult {
 }
 
 pub async fn promote(args: &NameArgs) -> CliResult {
-    let (store, who) = store_as_user(&args.fleet).await?;
+    let (conn, who) = connect_as_user(&args.fleet).await?;
+    let store = ReleaseStore::new(conn.clients.home(), &args.fleet.namespace);
     let r = get(&store, &args.name).await?;
     let s = r.status.unwrap_or_default();
     if s.phase.is_terminal() || s.plan.is_empty() {
@@ -166,7 +159,8 @@ pub async fn promote(args: &NameArgs) -> CliResult {
 }
 
 pub async fn abort(args: &AbortArgs) -> CliResult {
-    let (store, who) = store_as_user(&args.fleet).await?;
+    let (conn, who) = connect_as_user(&args.fleet).await?;
+    let store = ReleaseStore::new(conn.clients.home(), &args.fleet.namespace);
     let r = get(&store, &args.name).await?;
     let s = r.status.unwrap_or_default();
     if s.phase.is_terminal() {
@@ -191,7 +185,8 @@ pub async fn abort(args: &AbortArgs) -> CliResult {
 }
 
 pub async fn pause(args: &NameArgs, paused: bool) -> CliResult {
-    let (store, _) = store(&args.fleet).await?;
+    let conn = args.fleet.connect().await?;
+    let store = ReleaseStore::new(conn.clients.home(), &args.fleet.namespace);
     get(&store, &args.name).await?;
     let value = if paused {
         json!(true)

@@ -182,7 +182,7 @@ pub async fn run(settings: Settings) -> std::io::Result<()> {
         metrics.leader.set(0);
         // Handing the replica's Lease back frees every release held under
         // it at once: the other replicas take them at their next look.
-        joined.release().await;
+        joined.release(&clients.elections).await;
         if stopping {
             return Ok(());
         }
@@ -291,7 +291,7 @@ async fn announce_while_leading(
             _ = stop.wait_for(|s| *s) => true,
         };
         metrics.leader.set(0);
-        guard.release().await;
+        guard.release(&clients.elections).await;
         if stopping {
             return;
         }

@@ -297,23 +297,14 @@ impl Reconciler {
             wait_for_lease: false,
             stop: Some(stop),
         };
-        let reference = ObjectReference {
-            api_version: Some(Release::api_version(&()).into_owned()),
-            kind: Some(Release::kind(&()).into_owned()),
-            namespace: Some(ns.to_string()),
-            name: Some(name.to_string()),
-            // `kubectl describe` finds an object's Events by its UID too
-            // (`involvedObject.uid`, kubectl's `searchEvents`).
-            uid,
-            ..Default::default()
-        };
         let forward = async {
             // The kind of each step of the plan, for the step metrics (not
             // the plan itself: one is held per release driven).
             let mut plan: Vec<StepKind> = Vec::new();
             let mut started: BTreeMap<u32, jiff::Timestamp> = BTreeMap::new();
             while let Some(p) = rx.next().await {
-                Box::pin(self.report(&key, &reference, &p, &mut plan, &mut started)).await;
+                let regarding = (ns, name, uid.as_deref());
+                Box::pin(self.report(&key, regarding, &p, &mut plan, &mut started)).await;
             }
         };
         let drive = async {
@@ -338,10 +329,12 @@ impl Reconciler {
         result
     }
 
+    /// `regarding` is the Release's namespace, name and UID: its Events'
+    /// reference is made only for an Event, not kept in every release's drive.
     async fn report(
         &self,
         key: &str,
-        reference: &ObjectReference,
+        regarding: (&str, &str, Option<&str>),
         p: &Progress,
         plan: &mut Vec<StepKind>,
         started: &mut BTreeMap<u32, jiff::Timestamp>,
@@ -373,9 +366,20 @@ impl Reconciler {
                 // The whole message stays in the Release's history; the
                 // Event takes what fits.
                 let reason = format!("{:?}", t.event);
+                let (ns, name, uid) = regarding;
+                let reference = ObjectReference {
+                    api_version: Some(Release::api_version(&()).into_owned()),
+                    kind: Some(Release::kind(&()).into_owned()),
+                    namespace: Some(ns.to_string()),
+                    name: Some(name.to_string()),
+                    // `kubectl describe` finds an object's Events by its UID
+                    // too (`involvedObject.uid`, kubectl's `searchEvents`).
+                    uid: uid.map(String::from),
+                    ..Default::default()
+                };
                 if let Err(e) = self
                     .recorder
-                    .publish(reference, warning, &reason, &t.message)
+                    .publish(&reference, warning, &reason, &t.message)
                     .await
                 {
                     tracing::warn!(release = %key, error = %e, "could not record an Event");

@@ -241,7 +241,7 @@ impl Driver {
                     lapsed = true;
                 }
                 other => {
-                    Box::pin(lease.release()).await;
+                    Box::pin(lease.release(home)).await;
                     return other;
                 }
             }
@@ -272,7 +272,7 @@ impl Driver {
     // almost always waiting between passes.
     async fn drive_leased(
         &self,
-        store: &ReleaseStore,
+        store: &ReleaseStore<'_>,
         lease: &LeaseGuard,
         name: &str,
         opts: DriveOptions,
@@ -667,7 +667,7 @@ impl Driver {
     /// shows there even for the final message.
     async fn settle_notifications(
         &self,
-        store: &ReleaseStore,
+        store: &ReleaseStore<'_>,
         lease: &LeaseGuard,
         name: &str,
         key: &str,
@@ -731,7 +731,7 @@ impl Driver {
     /// Records on the Release that its spec cannot be run, and why.
     async fn refuse(
         &self,
-        store: &ReleaseStore,
+        store: &ReleaseStore<'_>,
         lease: &LeaseGuard,
         current: &Release,
         outcome: Outcome,
@@ -820,7 +820,7 @@ fn record_series(series: &mut Vec<GateSeries>, reports: &[crate::gates::MetricRe
 }
 
 /// Reads release `name` from the API, boxed; `NotFound` if it is gone.
-async fn read(store: &ReleaseStore, name: &str) -> Result<Box<Release>> {
+async fn read(store: &ReleaseStore<'_>, name: &str) -> Result<Box<Release>> {
     let found = Box::pin(store.get(name)).await?;
     Ok(Box::new(
         found.ok_or_else(|| Error::NotFound(name.to_string()))?,
@@ -829,7 +829,7 @@ async fn read(store: &ReleaseStore, name: &str) -> Result<Box<Release>> {
 
 /// Reads release `name` again in a drive that keeps its gate series: the
 /// ones read are dropped, as the drive's own are as new or newer.
-async fn read_anew(store: &ReleaseStore, name: &str) -> Result<Box<Release>> {
+async fn read_anew(store: &ReleaseStore<'_>, name: &str) -> Result<Box<Release>> {
     let mut r = read(store, name).await?;
     take_series(&mut r);
     Ok(r)
@@ -914,10 +914,13 @@ mod tests {
         // calls a pass awaits, and its large values, are boxed so they do
         // not count here. It was 30 KB before they were, and 15 KB while a
         // match over a Release (or a resolved release) that awaited in one
-        // of its arms kept that value's room (unoptimised).
+        // of its arms kept that value's room (unoptimised); 3.7 KB while
+        // the Release store, the lease guard, the gate runs and the hooks
+        // each kept a client of their own (an HTTP client is 336 bytes, a
+        // kube `Api` 272) where they now borrow the process's.
         let size = future_size(Driver::drive);
         println!("a drive's future: {size} bytes");
-        assert!(size < 6 * 1024, "{size} bytes");
+        assert!(size < 3 * 1024, "{size} bytes");
     }
 
     #[test]

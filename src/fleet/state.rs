@@ -12,53 +12,57 @@ use super::{ClusterHandle, Error, Result};
 use crate::spec::release::ReleaseDocument;
 use crate::spec::{Release, ReleaseStatus};
 
-/// The Releases of one namespace of the home cluster.
+/// The Releases of one namespace of the home cluster. It lends the home
+/// cluster's client rather than keeping an `Api` (272 bytes, most of it
+/// the client): a controller keeps one store in the drive of every release.
 #[derive(Clone)]
-pub struct ReleaseStore {
-    api: Api<Release>,
+pub struct ReleaseStore<'a> {
+    home: &'a ClusterHandle,
     pub namespace: String,
-    cluster: String,
 }
 
-impl ReleaseStore {
-    pub fn new(home: &ClusterHandle, namespace: &str) -> Self {
+impl<'a> ReleaseStore<'a> {
+    pub fn new(home: &'a ClusterHandle, namespace: &str) -> Self {
         ReleaseStore {
-            api: Api::namespaced(home.client.clone(), namespace),
+            home,
             namespace: namespace.to_string(),
-            cluster: home.name.clone(),
         }
     }
 
+    fn api(&self) -> Api<Release> {
+        Api::namespaced(self.home.client.clone(), &self.namespace)
+    }
+
     pub async fn get(&self, name: &str) -> Result<Option<Release>> {
-        self.api
+        self.api()
             .get_opt(name)
             .await
-            .map_err(Error::api(&self.cluster))
+            .map_err(Error::api(&self.home.name))
     }
 
     /// Every Release of the namespace.
     pub async fn list(&self) -> Result<Vec<Release>> {
-        self.api
+        self.api()
             .list(&Default::default())
             .await
             .map(|l| l.items)
-            .map_err(Error::api(&self.cluster))
+            .map_err(Error::api(&self.home.name))
     }
 
     /// The API of this namespace's Releases, for a watch.
     pub fn watch_api(&self) -> Api<Release> {
-        self.api.clone()
+        self.api()
     }
 
     /// Merges `status_patch` into a Release's status (the controller's
     /// conditions); the engine's state is written only by `write_status`.
     pub async fn patch_status(&self, name: &str, status_patch: Value) -> Result<()> {
         let patch = serde_json::json!({ "status": status_patch });
-        self.api
+        self.api()
             .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map(|_| ())
-            .map_err(Error::api(&self.cluster))
+            .map_err(Error::api(&self.home.name))
     }
 
     /// Creates the Release, or brings an existing one's spec to the document's
@@ -72,10 +76,10 @@ impl ReleaseStore {
                     r.metadata.labels = Some(doc.metadata.labels.clone()).filter(|l| !l.is_empty());
                     r.metadata.annotations =
                         Some(doc.metadata.annotations.clone()).filter(|a| !a.is_empty());
-                    match self.api.create(&PostParams::default(), &r).await {
+                    match self.api().create(&PostParams::default(), &r).await {
                         Ok(r) => return Ok(r),
                         Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                        Err(e) => return Err(Error::api(&self.cluster)(e)),
+                        Err(e) => return Err(Error::api(&self.home.name)(e)),
                     }
                 }
                 Some(existing) if same_intent(&existing.spec, &doc.spec) => return Ok(existing),
@@ -90,20 +94,20 @@ impl ReleaseStore {
                     }
                     existing.spec = spec;
                     match self
-                        .api
+                        .api()
                         .replace(name, &PostParams::default(), &existing)
                         .await
                     {
                         Ok(r) => return Ok(r),
                         Err(kube::Error::Api(s)) if s.code == 409 => continue,
-                        Err(e) => return Err(Error::api(&self.cluster)(e)),
+                        Err(e) => return Err(Error::api(&self.home.name)(e)),
                     }
                 }
             }
         }
         Err(Error::Conflict(format!(
             "{}: Release {name} kept changing while being updated",
-            self.cluster
+            self.home.name
         )))
     }
 
@@ -119,25 +123,25 @@ impl ReleaseStore {
         // the body is the object's identity and the status, serialised from
         // borrows: no copy of the spec or of the status (mostly its history).
         let body = status_body(current, status);
-        self.api
+        self.api()
             .replace_subresource("status", body.metadata.name, &PostParams::default(), &body)
             .await
-            .map_err(Error::api(&self.cluster))
+            .map_err(Error::api(&self.home.name))
     }
 
     /// Changes what people ask of a release (pause, promote, abort) with a merge patch.
     pub async fn patch_spec(&self, name: &str, spec_patch: Value) -> Result<Release> {
         let patch = serde_json::json!({ "spec": spec_patch });
         match self
-            .api
+            .api()
             .patch(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
         {
             Err(kube::Error::Api(s)) if s.code == 404 => Err(Error::NotFound(format!(
                 "{}: no Release {name} in this namespace",
-                self.cluster
+                self.home.name
             ))),
-            r => r.map_err(Error::api(&self.cluster)),
+            r => r.map_err(Error::api(&self.home.name)),
         }
     }
 }
