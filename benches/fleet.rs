@@ -526,7 +526,7 @@ async fn controller() {
     let deadline = started + Duration::from_secs(3600);
     let statuses: Vec<ReleaseStatus> = loop {
         let all: Vec<ReleaseStatus> = match store.list().await {
-            Ok(list) => list.into_iter().filter_map(|r| r.status).collect(),
+            Ok((list, _)) => list.into_iter().filter_map(|r| r.status).collect(),
             Err(_) => Vec::new(),
         };
         let ended = all.iter().filter(|s| s.phase.is_terminal()).count();

@@ -10,7 +10,9 @@ use common::controller::{
     Controller, SYSTEM_NS, http_get as get, leader, start_controller, start_controller_args,
     start_controller_with, system_namespace,
 };
-use common::{NS, World, app_release, completed_steps, default_fleet_with, tier2_release};
+use common::{
+    NS, World, app_release, completed_steps, default_fleet_with, named_release, tier2_release,
+};
 use cutover::spec::status::{Phase, StepKind, TransitionEvent};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
@@ -217,6 +219,18 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
     let typo = w.dir.path().join("typo.yaml");
     std::fs::write(&typo, &unknown_cluster).unwrap();
     kubectl.run(&["apply", "-f", typo.to_str().unwrap()]).await;
+    // garbled is stored (the CRD's schema types a gate's interval as a
+    // string) but does not decode: it is refused, naming the field, and the
+    // namespace's other Releases are read as ever.
+    let garbled = w.dir.path().join("garbled.yaml");
+    std::fs::write(
+        &garbled,
+        named_release("garbled", "garbled").replacen("interval: 1m", "interval: soon", 1),
+    )
+    .unwrap();
+    kubectl
+        .run(&["apply", "-f", garbled.to_str().unwrap()])
+        .await;
     // A wrong type never gets stored: the CRD's schema refuses it, as
     // apiextensions-apiserver would, naming the field.
     let mangled = w.dir.path().join("mangled.yaml");
@@ -246,7 +260,20 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
         api.get_opt("mangled").await.unwrap().is_none(),
         "nothing stored"
     );
-    for (name, reason, needle) in [("typo", "InvalidSpec", "spec.clusters[2].name")] {
+    // Every driver sees a person's pause or abort through the shared watch
+    // of the namespace's Releases: it lists them all, garbled too.
+    let releases = w.clients.watches.releases(w.clients.home(), NS);
+    wait_until("the Releases' watch to list them all", || async {
+        releases.state() == cutover::fleet::watches::WatchState::Healthy
+            && ["checkout", "typo", "garbled"]
+                .iter()
+                .all(|n| !releases.get(n).is_empty())
+    })
+    .await;
+    for (name, reason, needle) in [
+        ("typo", "InvalidSpec", "spec.clusters[2].name"),
+        ("garbled", "MalformedSpec", "spec.gates[0].interval"),
+    ] {
         let obj = api.get(name).await.unwrap();
         let conditions = obj.data["status"]["conditions"].as_array().cloned();
         let invalid = conditions
@@ -264,11 +291,28 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
             "{name} was never started"
         );
     }
+    // What lists the Releases names the one it cannot read, and goes on.
+    let out = w
+        .cutover(&["freeze", "status", "-n", NS, "-o", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["unreadable"]
+            .as_array()
+            .is_some_and(|u| u.iter().any(|m| m
+                .as_str()
+                .is_some_and(|m| m.starts_with("Release garbled: ") && m.contains("soon")))),
+        "{report}"
+    );
+    // typo and garbled, never started.
     let (_, metrics) = get(c.port, "/metrics").unwrap();
     assert!(
         metrics
             .lines()
-            .any(|l| l == "cutover_releases{phase=\"Pending\"} 1"),
+            .any(|l| l == "cutover_releases{phase=\"Pending\"} 2"),
         "{metrics}"
     );
     // Changed but still wrong, it is a new generation with the same

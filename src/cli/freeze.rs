@@ -351,7 +351,10 @@ async fn status(args: &StatusArgs) -> CliResult {
     }
     let store = ReleaseStore::new(conn.clients.home(), &args.fleet.namespace);
     let releases = match store.list().await {
-        Ok(list) => list,
+        Ok((list, undecodable)) => {
+            unreadable.extend(undecodable);
+            list
+        }
         Err(e) => {
             unreadable.push(format!("releases holding for a freeze: {e}"));
             Vec::new()

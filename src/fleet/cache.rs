@@ -25,7 +25,7 @@ use super::workload::SlotWorkload;
 use super::{ClusterHandle, FleetClients};
 use crate::freeze::DeployFreeze;
 use crate::labels;
-use crate::spec::{Release, ResolvedRelease};
+use crate::spec::ResolvedRelease;
 
 /// Every shared watch of a process, by cluster (and namespace).
 #[derive(Default)]
@@ -65,21 +65,29 @@ impl Watches {
     }
 
     /// The resourceVersion of each Release of `namespace` in the home
-    /// cluster, indexed by name.
+    /// cluster, indexed by name. Read untyped: one Release the server
+    /// stored but cutover cannot decode (a spec the CRD's schema allows
+    /// and its own decoding refuses, such as a gate's `interval: soon`)
+    /// would fail every list of the namespace, and with it every driver's
+    /// sight of a person's pause or abort.
     pub fn releases(&self, home: &ClusterHandle, namespace: &str) -> Arc<SharedWatch<String>> {
         let client = home.watches.clone();
         self.releases
             .obtain((home.name.clone(), namespace.to_string()), || {
                 watches::start(
                     "releases",
-                    Api::namespaced(client.clone(), namespace),
+                    Api::namespaced_with(
+                        client.clone(),
+                        namespace,
+                        &super::state::release_resource(),
+                    ),
                     watcher::Config::default(),
-                    |r: &Release| r.name_any(),
+                    |r: &DynamicObject| r.name_any(),
                     // Its version wakes the driver, which reads the whole
                     // Release when someone else changed it: neither spec nor
                     // status is kept for every release of the namespace by
                     // every process.
-                    |r: Release| r.metadata.resource_version,
+                    |r: DynamicObject| r.metadata.resource_version,
                     client,
                 )
             })

@@ -40,13 +40,30 @@ impl<'a> ReleaseStore<'a> {
             .map_err(Error::api(&self.home.name))
     }
 
-    /// Every Release of the namespace.
-    pub async fn list(&self) -> Result<Vec<Release>> {
-        self.api()
+    /// Every Release of the namespace, and what cannot be read of those
+    /// that do not decode (`Release name: why`). When one does not, they
+    /// are listed again untyped and decoded one by one: the server stores a
+    /// spec its CRD's schema allows and cutover refuses, and one such
+    /// Release must not hide all the others.
+    pub async fn list(&self) -> Result<(Vec<Release>, Vec<String>)> {
+        match self.api().list(&Default::default()).await {
+            Ok(l) => return Ok((l.items, Vec::new())),
+            Err(kube::Error::SerdeError(_)) => {}
+            Err(e) => return Err(Error::api(&self.home.name)(e)),
+        }
+        let list = untyped_releases(self.home, Some(&self.namespace))
             .list(&Default::default())
             .await
-            .map(|l| l.items)
-            .map_err(Error::api(&self.home.name))
+            .map_err(Error::api(&self.home.name))?;
+        let (mut releases, mut unreadable) = (Vec::new(), Vec::new());
+        for obj in list.items {
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            match serde_json::to_value(obj).and_then(serde_json::from_value::<Release>) {
+                Ok(r) => releases.push(r),
+                Err(e) => unreadable.push(format!("Release {name}: {e}")),
+            }
+        }
+        Ok((releases, unreadable))
     }
 
     /// The API of this namespace's Releases, for a watch.
