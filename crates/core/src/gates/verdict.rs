@@ -441,11 +441,13 @@ impl Tally {
             }
             self.last[c as usize] = Some(detail.clone());
         }
-        // Room for exactly the measurements kept: growing would double it.
+        // Room for exactly the measurements kept, one more at a time until
+        // there are ten: growing would double it, and most of a release's
+        // runs (a canary's, a ramp step's) end with two or three.
         if self.recent.len() == super::KEPT_MEASUREMENTS {
             self.recent.pop_front();
-        } else if self.recent.capacity() == 0 {
-            self.recent.reserve_exact(super::KEPT_MEASUREMENTS);
+        } else if self.recent.len() == self.recent.capacity() {
+            self.recent.reserve_exact(1);
         }
         self.recent.push_back(Kept {
             second: m.at.as_second(),
