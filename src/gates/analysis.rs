@@ -27,7 +27,7 @@ use super::{MetricReport, gate_verdict};
 use crate::engine::GateReport;
 use crate::fleet::cache::FleetCache;
 use crate::fleet::workload::Slots;
-use crate::spec::gates::MetricGate;
+use crate::spec::gates::{MetricGate, ScrapeQuery};
 use crate::spec::{Fleet, ResolvedRelease};
 
 /// Intervals without a pass after which a run of the gates starts over.
@@ -44,7 +44,6 @@ struct Run {
     reading: Option<Reading>,
     next_at: Option<Timestamp>,
     baseline_restarts: Option<u32>,
-    query: String,
     /// A measurement of this run is under way: the next waits for it.
     in_flight: bool,
 }
@@ -246,7 +245,9 @@ impl Analysis {
                 MetricReport {
                     name: g.name.clone(),
                     cluster: c.clone(),
-                    query: run.query.clone(),
+                    // Worked out for the report, not kept in the run: a
+                    // release has nine runs, each its query's text.
+                    query: Vars::of(ctx, c).query(g),
                     threshold: threshold(g),
                     dry_run: g.dry_run,
                     verdict: run.tally.verdict(g),
@@ -308,28 +309,10 @@ fn probe(
     now: Timestamp,
 ) -> Probe {
     let rel = ctx.rel;
-    let slots = ctx.slots.get(cluster);
-    let green = slots.map(|s| s.green.as_str()).unwrap_or("green");
-    let blue_version = slots
-        .and_then(|s| s.blue_workload.as_ref())
-        .map(|w| w.version.clone())
-        .unwrap_or_default();
-    let blue_colour = slots.map(|s| s.green.other().as_str()).unwrap_or("blue");
+    let vars = Vars::of(ctx, cluster);
+    let green = vars.green;
     let fc = ctx.fleet.cluster(cluster);
-    let vars = |version: &str, colour: &str| -> Vec<(String, String)> {
-        vec![
-            ("app".into(), rel.app.clone()),
-            ("version".into(), version.to_string()),
-            ("colour".into(), colour.to_string()),
-            ("cluster".into(), cluster.to_string()),
-            ("namespace".into(), rel.namespace.clone()),
-        ]
-    };
-    let fill = |text: &str, version: &str, colour: &str| {
-        let v = vars(version, colour);
-        let pairs: Vec<(&str, &str)> = v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        template(text, &pairs)
-    };
+    let fill = |text: &str, version: &str, colour: &str| vars.fill(text, version, colour);
     if let Some(q) = &g.provider.prometheus {
         let Some(address) = q
             .address
@@ -348,13 +331,12 @@ fn probe(
             .or_insert_with(|| Prometheus::new(&address))
             .clone();
         let query = fill(&q.query, &rel.version, green);
-        run.query = query.clone();
         let rate_query = q
             .request_rate_query
             .as_ref()
             .map(|rq| fill(rq, &rel.version, green));
-        let blue_query = match (&g.compare_to_blue, blue_version.is_empty()) {
-            (Some(_), false) => Some(fill(&q.query, &blue_version, blue_colour)),
+        let blue_query = match (&g.compare_to_blue, vars.blue_version.is_empty()) {
+            (Some(_), false) => Some(fill(&q.query, &vars.blue_version, vars.blue_colour)),
             _ => None,
         };
         let timeout = q.timeout.as_duration().max(Duration::from_secs(1));
@@ -392,11 +374,7 @@ fn probe(
         }));
     }
     if let Some(q) = &g.provider.scrape {
-        let Some(url) = q
-            .url
-            .clone()
-            .or_else(|| fc.and_then(|c| c.metrics_url.clone()))
-        else {
+        let Some((url, selector)) = vars.scrape_target(q) else {
             return Probe::Now(Some(error(
                 now,
                 format!(
@@ -404,21 +382,6 @@ fn probe(
                 ),
             )));
         };
-        // An endpoint per app (or a federation query) names the app in its address.
-        let url = fill(&url, &rel.version, green);
-        let selector: BTreeMap<String, String> = q
-            .selector
-            .clone()
-            .unwrap_or_else(|| {
-                BTreeMap::from([
-                    ("app".into(), "{{app}}".into()),
-                    ("version".into(), "{{version}}".into()),
-                ])
-            })
-            .into_iter()
-            .map(|(k, v)| (k, fill(&v, &rel.version, green)))
-            .collect();
-        run.query = format!("{:?} of {} {selector:?} at {url}", q.measure, q.metric);
         let (scraper, query) = (scraper.clone(), q.clone());
         return Probe::Later(Box::pin(async move {
             let text = scraper.fetch(&url).await;
@@ -434,10 +397,95 @@ fn probe(
         };
         let h = health::assess(&cc.pods(), &cc.nodes(), green, &rel.version);
         let baseline = *run.baseline_restarts.get_or_insert(h.restarts);
-        run.query = "cluster health".into();
         return Probe::Now(Some(health::measure(q, &h, baseline, now)));
     }
     Probe::Now(None)
+}
+
+/// What a gate's texts are filled with in one cluster (`{{app}}`,
+/// `{{version}}`, `{{colour}}`, `{{cluster}}`, `{{namespace}}`).
+struct Vars<'a> {
+    ctx: &'a Context<'a>,
+    cluster: &'a str,
+    green: &'a str,
+    blue_version: String,
+    blue_colour: &'a str,
+}
+
+impl<'a> Vars<'a> {
+    fn of(ctx: &'a Context<'a>, cluster: &'a str) -> Vars<'a> {
+        let slots = ctx.slots.get(cluster);
+        Vars {
+            ctx,
+            cluster,
+            green: slots.map(|s| s.green.as_str()).unwrap_or("green"),
+            blue_version: slots
+                .and_then(|s| s.blue_workload.as_ref())
+                .map(|w| w.version.clone())
+                .unwrap_or_default(),
+            blue_colour: slots.map(|s| s.green.other().as_str()).unwrap_or("blue"),
+        }
+    }
+
+    fn fill(&self, text: &str, version: &str, colour: &str) -> String {
+        let rel = self.ctx.rel;
+        template(
+            text,
+            &[
+                ("app", &rel.app),
+                ("version", version),
+                ("colour", colour),
+                ("cluster", self.cluster),
+                ("namespace", &rel.namespace),
+            ],
+        )
+    }
+
+    /// The endpoint a scrape reads in this cluster and the labels it
+    /// selects; `None` when neither the gate nor the fleet names one.
+    fn scrape_target(&self, q: &ScrapeQuery) -> Option<(String, BTreeMap<String, String>)> {
+        let fc = self.ctx.fleet.cluster(self.cluster);
+        let url = q
+            .url
+            .clone()
+            .or_else(|| fc.and_then(|c| c.metrics_url.clone()))?;
+        let version = &self.ctx.rel.version;
+        // An endpoint per app (or a federation query) names the app in its address.
+        let url = self.fill(&url, version, self.green);
+        let selector = q
+            .selector
+            .clone()
+            .unwrap_or_else(|| {
+                BTreeMap::from([
+                    ("app".into(), "{{app}}".into()),
+                    ("version".into(), "{{version}}".into()),
+                ])
+            })
+            .into_iter()
+            .map(|(k, v)| (k, self.fill(&v, version, self.green)))
+            .collect();
+        Some((url, selector))
+    }
+
+    /// What `g` measures here, as its report shows it: the query, the
+    /// series a scrape selects and where, or the cluster's health.
+    fn query(&self, g: &MetricGate) -> String {
+        if let Some(q) = &g.provider.prometheus {
+            return self.fill(&q.query, &self.ctx.rel.version, self.green);
+        }
+        if let Some(q) = &g.provider.scrape {
+            return match self.scrape_target(q) {
+                Some((url, selector)) => {
+                    format!("{:?} of {} {selector:?} at {url}", q.measure, q.metric)
+                }
+                None => String::new(),
+            };
+        }
+        if g.provider.cluster_health.is_some() {
+            return "cluster health".into();
+        }
+        String::new()
+    }
 }
 
 fn error(at: Timestamp, detail: String) -> Measurement {
