@@ -430,9 +430,9 @@ impl Reconciler {
         };
         // Decoded as every driver decodes a Release; only one that does not
         // decode is read again to say which field fails. The decoding that
-        // tracks each field's path is megabytes of code, which stays
-        // resident once run: run on every admission, it was a fifth of a
-        // controller's resident code.
+        // tracks each field's path is code of its own for every type it
+        // decodes, and code that runs stays resident: run on every
+        // admission, that crate held 1.3 MiB of a controller's resident code.
         let typed = kube::Api::<Release>::namespaced(home.client.clone(), ns);
         let judge = |release: &Release| match crate::driver::admit(
             name,
