@@ -447,12 +447,10 @@ impl Reconciler {
         };
         let (generation, verdict) = match typed.get_opt(name).await {
             Ok(None) => return Ok(None),
-            // Boxed, and dropped once judged: a Release is kilobytes inline.
-            Ok(Some(release)) => {
-                let release = Box::new(release);
-                let generation = release.metadata.generation.unwrap_or_default();
-                (generation, judge(&release))
-            }
+            Ok(Some(release)) => (
+                release.metadata.generation.unwrap_or_default(),
+                judge(&release),
+            ),
             Err(kube::Error::SerdeError(_)) => {
                 let Some(obj) = untyped_releases(home, Some(ns))
                     .get_opt(name)
@@ -462,18 +460,13 @@ impl Reconciler {
                     return Ok(None);
                 };
                 let generation = obj.metadata.generation.unwrap_or_default();
-                let value = serde_json::to_value(obj).unwrap_or_default();
-                let verdict = match serde_path_to_error::deserialize::<_, Release>(value) {
-                    Err(e) => Verdict::Refused(
+                let verdict = match crate::fleet::state::decode(obj) {
+                    Err(why) => Verdict::Refused(
                         "MalformedSpec",
-                        format!(
-                            "field `{}`: {}; fix the Release and apply it again",
-                            e.path(),
-                            e.inner()
-                        ),
+                        format!("{why}; fix the Release and apply it again"),
                     ),
                     // Changed between the two reads, and decodes now.
-                    Ok(release) => judge(&Box::new(release)),
+                    Ok(release) => judge(&release),
                 };
                 (generation, verdict)
             }

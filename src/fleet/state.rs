@@ -58,9 +58,9 @@ impl<'a> ReleaseStore<'a> {
         let (mut releases, mut unreadable) = (Vec::new(), Vec::new());
         for obj in list.items {
             let name = obj.metadata.name.clone().unwrap_or_default();
-            match serde_json::to_value(obj).and_then(serde_json::from_value::<Release>) {
+            match decode(obj) {
                 Ok(r) => releases.push(r),
-                Err(e) => unreadable.push(format!("Release {name}: {e}")),
+                Err(why) => unreadable.push(format!("Release {name}: {why}")),
             }
         }
         Ok((releases, unreadable))
@@ -217,6 +217,14 @@ pub fn untyped_releases(home: &ClusterHandle, namespace: Option<&str>) -> Api<Dy
         Some(ns) => Api::namespaced_with(home.client.clone(), ns, &resource),
         None => Api::all_with(home.client.clone(), &resource),
     }
+}
+
+/// Decodes a Release read untyped, or says which field does not decode
+/// and why (`field `spec.gates[0].interval`: …`).
+pub fn decode(obj: DynamicObject) -> std::result::Result<Release, String> {
+    let value = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| format!("field `{}`: {}", e.path(), e.inner()))
 }
 
 /// The Release kind as an untyped resource.

@@ -312,7 +312,6 @@ fn probe(
     let vars = Vars::of(ctx, cluster);
     let green = vars.green;
     let fc = ctx.fleet.cluster(cluster);
-    let fill = |text: &str, version: &str, colour: &str| vars.fill(text, version, colour);
     if let Some(q) = &g.provider.prometheus {
         let Some(address) = q
             .address
@@ -330,13 +329,13 @@ fn probe(
             .entry(address.clone())
             .or_insert_with(|| Prometheus::new(&address))
             .clone();
-        let query = fill(&q.query, &rel.version, green);
+        let query = vars.fill(&q.query, &rel.version, green);
         let rate_query = q
             .request_rate_query
             .as_ref()
-            .map(|rq| fill(rq, &rel.version, green));
+            .map(|rq| vars.fill(rq, &rel.version, green));
         let blue_query = match (&g.compare_to_blue, vars.blue_version.is_empty()) {
-            (Some(_), false) => Some(fill(&q.query, &vars.blue_version, vars.blue_colour)),
+            (Some(_), false) => Some(vars.fill(&q.query, vars.blue_version, vars.blue_colour)),
             _ => None,
         };
         let timeout = q.timeout.as_duration().max(Duration::from_secs(1));
@@ -408,7 +407,7 @@ struct Vars<'a> {
     ctx: &'a Context<'a>,
     cluster: &'a str,
     green: &'a str,
-    blue_version: String,
+    blue_version: &'a str,
     blue_colour: &'a str,
 }
 
@@ -421,8 +420,7 @@ impl<'a> Vars<'a> {
             green: slots.map(|s| s.green.as_str()).unwrap_or("green"),
             blue_version: slots
                 .and_then(|s| s.blue_workload.as_ref())
-                .map(|w| w.version.clone())
-                .unwrap_or_default(),
+                .map_or("", |w| w.version.as_str()),
             blue_colour: slots.map(|s| s.green.other().as_str()).unwrap_or("blue"),
         }
     }
