@@ -219,13 +219,32 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
     let typo = w.dir.path().join("typo.yaml");
     std::fs::write(&typo, &unknown_cluster).unwrap();
     kubectl.run(&["apply", "-f", typo.to_str().unwrap()]).await;
-    // garbled is stored (the CRD's schema types a gate's interval as a
-    // string) but does not decode: it is refused, naming the field, and the
-    // namespace's other Releases are read as ever.
+    // A duration cutover cannot read at all is refused when it is written:
+    // the CRD's pattern for a duration is enforced by the API server
+    // (apiextensions-apiserver validates `pattern` on every write).
     let garbled = w.dir.path().join("garbled.yaml");
     std::fs::write(
         &garbled,
         named_release("garbled", "garbled").replacen("interval: 1m", "interval: soon", 1),
+    )
+    .unwrap();
+    let (ok, _, err) = kubectl
+        .try_run(&["apply", "-f", garbled.to_str().unwrap()])
+        .await;
+    assert!(!ok, "a Release with interval: soon is refused");
+    assert!(
+        err.contains("is invalid")
+            && err.contains("spec.gates[0].interval")
+            && err.contains("should match"),
+        "{err}"
+    );
+    // One that matches the pattern but does not decode is stored (a
+    // fraction of an hour that is not whole seconds): it is refused by
+    // cutover, naming the field, and the namespace's other Releases are
+    // read as ever.
+    std::fs::write(
+        &garbled,
+        named_release("garbled", "garbled").replacen("interval: 1m", "interval: 0.001h", 1),
     )
     .unwrap();
     kubectl
@@ -304,7 +323,7 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
             .as_array()
             .is_some_and(|u| u.iter().any(|m| m
                 .as_str()
-                .is_some_and(|m| m.starts_with("Release garbled: ") && m.contains("soon")))),
+                .is_some_and(|m| m.starts_with("Release garbled: ") && m.contains("0.001h")))),
         "{report}"
     );
     // typo and garbled, never started.
