@@ -388,6 +388,108 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
     );
 }
 
+/// A person edits a running release into a spec the API server stores but
+/// cutover cannot decode (a gate interval of `0.001h`, 3.6 s, which is not
+/// whole seconds). The release holds where it is: nothing more is acted on,
+/// green keeps the traffic it had on the pods that serve it, the Release
+/// says why (`Invalid`, `MalformedSpec`, the field), and once the spec is
+/// fixed it goes on from where it held and completes. As Argo Rollouts
+/// stops progressing a Rollout whose spec is invalid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_release_edited_into_an_undecodable_spec_holds_its_traffic_until_fixed() {
+    use cutover::fleet::workload::Colour;
+    let w = World::start(None, 300.0, &tier2_release()).await;
+    system_namespace(&w).await;
+    let c = start_controller(&w, "ctl-solo");
+    let kubectl = w.kubectl(&w.fleet.home);
+    kubectl
+        .run(&["apply", "-f", w.release_path.to_str().unwrap()])
+        .await;
+    let prod_a = "prod-a";
+    wait_until("green to take traffic on prod-a", || async {
+        w.green_share(prod_a, Colour::Green).await > cutover::spec::Percent::ZERO
+    })
+    .await;
+    let garbled = w.dir.path().join("garbled.yaml");
+    std::fs::write(
+        &garbled,
+        tier2_release().replacen("interval: 1m", "interval: 0.001h", 1),
+    )
+    .unwrap();
+    kubectl
+        .run(&["apply", "-f", garbled.to_str().unwrap()])
+        .await;
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        w.readers[&w.fleet.home].clone(),
+        NS,
+        &cutover::controller::release_resource(),
+    );
+    let invalid = |obj: &kube::api::DynamicObject| {
+        obj.data["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Invalid").cloned())
+            .unwrap_or_default()
+    };
+    wait_until("the Release to say its spec does not decode", || async {
+        let c = invalid(&api.get("checkout").await.unwrap());
+        c["status"] == "True"
+            && c["reason"] == "MalformedSpec"
+            && c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("spec.gates[0].interval"))
+    })
+    .await;
+    // What the release's driver had under way when the edit landed ends
+    // with its next write of the status, which the edit makes conflict.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snapshot = || async {
+        let obj = api.get("checkout").await.unwrap();
+        let mut shares = Vec::new();
+        for cluster in ["staging", "prod-a", "prod-b"] {
+            shares.push(w.green_share(cluster, Colour::Green).await);
+        }
+        let green = w.deployment(prod_a, "checkout-green").await;
+        let available = green
+            .and_then(|d| d.status)
+            .and_then(|s| s.available_replicas)
+            .unwrap_or_default();
+        (
+            obj.data["status"]["phase"].clone(),
+            obj.data["status"]["step"].clone(),
+            obj.data["status"]["history"]
+                .as_array()
+                .map(Vec::len)
+                .unwrap_or_default(),
+            shares,
+            available,
+        )
+    };
+    let held = snapshot().await;
+    assert!(
+        held.3[1] != cutover::spec::Percent::ZERO,
+        "green keeps prod-a's traffic: {held:?}"
+    );
+    assert!(held.4 > 0, "on green pods that are available: {held:?}");
+    // Ten minutes of the fleet's time: driven, the ramp would have moved.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(snapshot().await, held, "{}", log_of(&w, &c));
+    assert_ne!(held.0, "Completed");
+
+    // Fixed, it goes on from where it held.
+    kubectl
+        .run(&["apply", "-f", w.release_path.to_str().unwrap()])
+        .await;
+    let done = w
+        .wait_for("the fixed release to complete", |s| s.phase.is_terminal())
+        .await;
+    assert_eq!(done.phase, Phase::Completed, "{}", log_of(&w, &c));
+    assert_eq!(done.revision, 1, "the same revision, held, then resumed");
+    let c = invalid(&api.get("checkout").await.unwrap());
+    assert_eq!(c["status"], "False", "{c}");
+    w.assert_all_on_green("once fixed, the release completes")
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_come_from_secrets_and_the_shipped_rbac_is_exactly_what_is_used() {
     use cutover::fleet::workload::Colour;
