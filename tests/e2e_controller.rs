@@ -262,6 +262,23 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
         err.contains("is invalid") && err.contains("spec.replicas") && err.contains("integer"),
         "{err}"
     );
+    // Nor a number beyond what its field holds: the CRD bounds each
+    // unsigned field by its type (the server ignores `format: uint32`).
+    std::fs::write(
+        &mangled,
+        wrong_type.replace("replicas: six", "replicas: 5000000000"),
+    )
+    .unwrap();
+    let (ok, _, err) = kubectl
+        .try_run(&["apply", "-f", mangled.to_str().unwrap()])
+        .await;
+    assert!(!ok, "a Release with replicas: 5000000000 is refused");
+    assert!(
+        err.contains("is invalid")
+            && err.contains("spec.replicas")
+            && err.contains("less than or equal to"),
+        "{err}"
+    );
     kubectl
         .run(&["apply", "-f", w.release_path.to_str().unwrap()])
         .await;

@@ -16,6 +16,41 @@ use crate::spec::{Release, ResolvedRelease, RouterKind};
 /// The CRDs cutover owns.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![Release::crd(), crate::freeze::DeployFreeze::crd()]
+        .into_iter()
+        .map(bounded)
+        .collect()
+}
+
+/// `crd` with every unsigned integer of fewer than 64 bits bounded above by
+/// its type's largest value. A schema's `format` of `uint32` says only what
+/// cutover reads: the API server validates string formats alone, so a
+/// `minMeasurements: 5000000000` would be stored for cutover to refuse
+/// (apiextensions-apiserver, `JSONSchemaProps.Format`: "Unknown formats
+/// are ignored"). `maximum` is validated on every write, naming the field.
+fn bounded(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(node: &mut serde_json::Value) {
+        match node {
+            serde_json::Value::Object(map) => {
+                let max = match map.get("format").and_then(|f| f.as_str()) {
+                    Some("uint8") => Some(u64::from(u8::MAX)),
+                    Some("uint16") => Some(u64::from(u16::MAX)),
+                    Some("uint32") => Some(u64::from(u32::MAX)),
+                    _ => None,
+                };
+                if let Some(max) = max
+                    && map.get("type").and_then(|t| t.as_str()) == Some("integer")
+                {
+                    map.entry("maximum").or_insert(json!(max as f64));
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("a CRD with bounds reads back")
 }
 
 fn apply() -> PatchParams {
