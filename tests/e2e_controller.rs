@@ -26,6 +26,25 @@ async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut f: im
     }
 }
 
+/// Writes `text` to `path` and has kubectl apply it: the API server refuses
+/// it as invalid, its answer naming each of `needles`.
+async fn assert_refused(
+    kubectl: &common::Kubectl,
+    path: &std::path::Path,
+    text: &str,
+    needles: &[&str],
+) {
+    std::fs::write(path, text).unwrap();
+    let (ok, _, err) = kubectl
+        .try_run(&["apply", "-f", path.to_str().unwrap()])
+        .await;
+    assert!(!ok, "{} is refused", path.display());
+    assert!(err.contains("is invalid"), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{needle:?} in {err}");
+    }
+}
+
 fn log_of(w: &World, c: &Controller) -> String {
     std::fs::read_to_string(w.dir.path().join(format!("{}.log", c.identity))).unwrap_or_default()
 }
@@ -223,21 +242,14 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
     // the CRD's pattern for a duration is enforced by the API server
     // (apiextensions-apiserver validates `pattern` on every write).
     let garbled = w.dir.path().join("garbled.yaml");
-    std::fs::write(
+    let soon = named_release("garbled", "garbled").replacen("interval: 1m", "interval: soon", 1);
+    assert_refused(
+        &kubectl,
         &garbled,
-        named_release("garbled", "garbled").replacen("interval: 1m", "interval: soon", 1),
+        &soon,
+        &["spec.gates[0].interval", "should match"],
     )
-    .unwrap();
-    let (ok, _, err) = kubectl
-        .try_run(&["apply", "-f", garbled.to_str().unwrap()])
-        .await;
-    assert!(!ok, "a Release with interval: soon is refused");
-    assert!(
-        err.contains("is invalid")
-            && err.contains("spec.gates[0].interval")
-            && err.contains("should match"),
-        "{err}"
-    );
+    .await;
     // One that matches the pattern but does not decode is stored (a
     // fraction of an hour that is not whole seconds): it is refused by
     // cutover, naming the field, and the namespace's other Releases are
@@ -253,32 +265,18 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
     // A wrong type never gets stored: the CRD's schema refuses it, as
     // apiextensions-apiserver would, naming the field.
     let mangled = w.dir.path().join("mangled.yaml");
-    std::fs::write(&mangled, &wrong_type).unwrap();
-    let (ok, _, err) = kubectl
-        .try_run(&["apply", "-f", mangled.to_str().unwrap()])
-        .await;
-    assert!(!ok, "a Release with replicas: six is refused");
-    assert!(
-        err.contains("is invalid") && err.contains("spec.replicas") && err.contains("integer"),
-        "{err}"
-    );
+    assert_refused(
+        &kubectl,
+        &mangled,
+        &wrong_type,
+        &["spec.replicas", "integer"],
+    )
+    .await;
     // Nor a number beyond what its field holds: the CRD bounds each
     // unsigned field by its type (the server ignores `format: uint32`).
-    std::fs::write(
-        &mangled,
-        wrong_type.replace("replicas: six", "replicas: 5000000000"),
-    )
-    .unwrap();
-    let (ok, _, err) = kubectl
-        .try_run(&["apply", "-f", mangled.to_str().unwrap()])
-        .await;
-    assert!(!ok, "a Release with replicas: 5000000000 is refused");
-    assert!(
-        err.contains("is invalid")
-            && err.contains("spec.replicas")
-            && err.contains("less than or equal to"),
-        "{err}"
-    );
+    let too_many = wrong_type.replace("replicas: six", "replicas: 5000000000");
+    let needles = ["spec.replicas", "less than or equal to"];
+    assert_refused(&kubectl, &mangled, &too_many, &needles).await;
     kubectl
         .run(&["apply", "-f", w.release_path.to_str().unwrap()])
         .await;
