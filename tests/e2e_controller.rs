@@ -45,6 +45,25 @@ async fn assert_refused(
     }
 }
 
+/// The namespace's Releases as the API server keeps them, read untyped, so
+/// one cutover cannot decode reads too.
+fn untyped_releases(w: &World) -> Api<kube::api::DynamicObject> {
+    Api::namespaced_with(
+        w.readers[&w.fleet.home].clone(),
+        NS,
+        &cutover::controller::release_resource(),
+    )
+}
+
+/// A Release's `Invalid` condition, or null when it has none.
+fn invalid_of(obj: &kube::api::DynamicObject) -> serde_json::Value {
+    obj.data["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Invalid"))
+        .cloned()
+        .unwrap_or_default()
+}
+
 fn log_of(w: &World, c: &Controller) -> String {
     std::fs::read_to_string(w.dir.path().join(format!("{}.log", c.identity))).unwrap_or_default()
 }
@@ -285,11 +304,7 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
         .wait_for("the good release to complete", |s| s.phase.is_terminal())
         .await;
     assert_eq!(done.phase, Phase::Completed, "{}", log_of(&w, &c));
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        w.readers[&w.fleet.home].clone(),
-        NS,
-        &cutover::controller::release_resource(),
-    );
+    let api = untyped_releases(&w);
     assert!(
         api.get_opt("mangled").await.unwrap().is_none(),
         "nothing stored"
@@ -309,12 +324,12 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
         ("garbled", "MalformedSpec", "spec.gates[0].interval"),
     ] {
         let obj = api.get(name).await.unwrap();
-        let conditions = obj.data["status"]["conditions"].as_array().cloned();
-        let invalid = conditions
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c["type"] == "Invalid")
-            .unwrap_or_else(|| panic!("{name} has an Invalid condition: {}", obj.data));
+        let invalid = invalid_of(&obj);
+        assert!(
+            !invalid.is_null(),
+            "{name} has an Invalid condition: {}",
+            obj.data
+        );
         assert_eq!(invalid["status"], "True", "{name}");
         assert_eq!(invalid["reason"], reason, "{name}: {invalid}");
         let message = invalid["message"].as_str().unwrap();
@@ -351,13 +366,6 @@ async fn a_malformed_release_is_marked_invalid_while_another_completes() {
     );
     // Changed but still wrong, it is a new generation with the same
     // verdict: the condition says it is of the new one.
-    let invalid_of = |obj: &kube::api::DynamicObject| {
-        obj.data["status"]["conditions"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["type"] == "Invalid"))
-            .cloned()
-            .unwrap_or_default()
-    };
     let first = invalid_of(&api.get("typo").await.unwrap());
     std::fs::write(&typo, unknown_cluster.replace("replicas: 6", "replicas: 9")).unwrap();
     kubectl.run(&["apply", "-f", typo.to_str().unwrap()]).await;
@@ -434,19 +442,9 @@ async fn a_running_release_edited_into_an_undecodable_spec_holds_its_traffic_unt
     kubectl
         .run(&["apply", "-f", garbled.to_str().unwrap()])
         .await;
-    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        w.readers[&w.fleet.home].clone(),
-        NS,
-        &cutover::controller::release_resource(),
-    );
-    let invalid = |obj: &kube::api::DynamicObject| {
-        obj.data["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Invalid").cloned())
-            .unwrap_or_default()
-    };
+    let api = untyped_releases(&w);
     wait_until("the Release to say its spec does not decode", || async {
-        let c = invalid(&api.get("checkout").await.unwrap());
+        let c = invalid_of(&api.get("checkout").await.unwrap());
         c["status"] == "True"
             && c["reason"] == "MalformedSpec"
             && c["message"]
@@ -499,7 +497,7 @@ async fn a_running_release_edited_into_an_undecodable_spec_holds_its_traffic_unt
         .await;
     assert_eq!(done.phase, Phase::Completed, "{}", log_of(&w, &c));
     assert_eq!(done.revision, 1, "the same revision, held, then resumed");
-    let c = invalid(&api.get("checkout").await.unwrap());
+    let c = invalid_of(&api.get("checkout").await.unwrap());
     assert_eq!(c["status"], "False", "{c}");
     w.assert_all_on_green("once fixed, the release completes")
         .await;
