@@ -192,6 +192,8 @@ pub struct Workload<'a> {
 pub struct Behaviours {
     default: Behaviour,
     active: Mutex<BTreeMap<usize, BehaviourChange>>,
+    /// Counts changes, so the kubelets look again at pods a change may concern.
+    changes: watch::Sender<u64>,
 }
 
 impl Behaviours {
@@ -203,7 +205,13 @@ impl Behaviours {
                 crash_loop: false,
             },
             active: Mutex::new(BTreeMap::new()),
+            changes: watch::channel(0).0,
         }
+    }
+
+    /// Wakes whenever an event switches a behaviour on or off.
+    pub fn changed(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn activate(&self, event: usize, change: BehaviourChange) {
@@ -211,6 +219,7 @@ impl Behaviours {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(event, change);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     pub fn clear(&self, event: usize) {
@@ -218,6 +227,7 @@ impl Behaviours {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&event);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     pub fn of(&self, w: Workload) -> Behaviour {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cutover_sim::{Scenario, SimFleet};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, CustomResourceExt};
 use serde_json::json;
@@ -303,6 +303,75 @@ async fn pods_that_fit_nowhere_stay_pending_with_an_event() {
                 e.involved_object.name == pending[0].metadata.name && e.count.unwrap_or(0) >= 2
             })
             .then_some(())
+    })
+    .await;
+    fleet.shutdown().await;
+}
+
+/// Pods running in a namespace, by phase.
+async fn phases(client: &Client, ns: &str) -> BTreeMap<String, usize> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut out = BTreeMap::new();
+    for p in pods.list(&ListParams::default()).await.unwrap().items {
+        let phase = p.status.and_then(|s| s.phase).unwrap_or_default();
+        *out.entry(phase).or_insert(0) += 1;
+    }
+    out
+}
+
+/// kube-scheduler moves pods out of its unschedulable queue when an
+/// assigned pod is deleted, wherever it was (its `AssignedPodDelete`
+/// cluster event), not only on a timer. Here room is freed in another
+/// namespace, at fleet time running as fast as wall time, so the five
+/// minutes after which an unschedulable pod is tried again anyway are
+/// beyond what this test waits.
+#[tokio::test]
+async fn pods_waiting_for_room_take_it_when_another_namespace_frees_it() {
+    let (fleet, client, _dir) = start(one_cluster("").clone_with_pods_per_node(2), 1.0).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let spare: Namespace = serde_json::from_value(json!({"metadata": {"name": "spare"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &spare)
+        .await
+        .unwrap();
+    let filler: Api<Deployment> = Api::namespaced(client.clone(), "spare");
+    filler
+        .create(&PostParams::default(), &web(4, "filler:1", false))
+        .await
+        .unwrap();
+    eventually("the filler running", || async {
+        (phases(&client, "spare").await.get("Running") == Some(&4)).then_some(())
+    })
+    .await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .create(&PostParams::default(), &web(10, "web:1", false))
+        .await
+        .unwrap();
+    let want = BTreeMap::from([("Pending".to_string(), 2), ("Running".to_string(), 8)]);
+    eventually("eight running and two pending", || async {
+        (phases(&client, "default").await == want).then_some(())
+    })
+    .await;
+    // Once the eight are Ready nothing in `default` changes, so only the
+    // room freed elsewhere can move the two.
+    eventually("the eight ready and counted", || async {
+        let ready = ready_per_zone(&client).await.values().sum::<usize>();
+        let web = deploys.get("web").await.ok()?;
+        (ready == 8 && available(&web) == 8).then_some(())
+    })
+    .await;
+    let settled = deploys.get("web").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let web = deploys.get("web").await.unwrap();
+    assert_eq!(web.metadata.resource_version, settled, "web settled");
+    filler
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let want = BTreeMap::from([("Running".to_string(), 10)]);
+    eventually("all ten running once the filler is gone", || async {
+        (phases(&client, "default").await == want).then_some(())
     })
     .await;
     fleet.shutdown().await;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::Ctx;
+use super::{Ctx, Pass, Scope};
 use crate::gateway::is_ready;
 use crate::meta;
 use crate::store::{Target, WriteOptions};
@@ -27,11 +27,11 @@ struct Seen {
     due: Option<Timestamp>,
 }
 
-/// What the last pass saw, by Deployment uid: a Deployment whose object and
-/// pods have not changed since, and whose deadline is not yet due, would
-/// come out the same, so a pass over a big fleet skips it.
+/// What the last pass saw, by namespace and Deployment uid: a Deployment
+/// whose object and pods have not changed since, and whose deadline is not
+/// yet due, would come out the same, so a pass skips it.
 #[derive(Debug, Default)]
-pub struct Memo(Mutex<HashMap<String, Seen>>);
+pub struct Memo(Mutex<HashMap<String, HashMap<String, Seen>>>);
 
 /// The versions of a Deployment and its pods, as one number.
 fn versions(d: &Value, pods: &[&Value]) -> u64 {
@@ -44,9 +44,9 @@ fn versions(d: &Value, pods: &[&Value]) -> u64 {
     h.finish()
 }
 
-/// One pass over every Deployment; returns when a progress deadline falls due.
-pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
-    let pods = ctx.store.all("", "pods");
+/// One pass over the Deployments in scope; leaves when a progress deadline falls due.
+pub fn reconcile(ctx: &Ctx, scope: &Scope, pass: &mut Pass) {
+    let pods = scope.objects(&ctx.store, "", "pods");
     // Each Deployment's live pods, by owner: one pass over the pods, not one per Deployment.
     let mut owned: HashMap<&str, Vec<&Value>> = HashMap::new();
     for p in pods
@@ -60,27 +60,37 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
     }
     let now = ctx.now();
     let mut memo = ctx.deployments.0.lock().unwrap_or_else(|p| p.into_inner());
-    let mut seen_now = HashMap::with_capacity(memo.len());
-    let mut next: Option<Timestamp> = None;
-    for d in ctx.store.all("apps", "deployments") {
+    let mut seen_now: HashMap<String, HashMap<String, Seen>> = HashMap::new();
+    for d in scope.objects(&ctx.store, "apps", "deployments") {
         if meta::is_terminating(&d) {
             continue;
         }
-        let uid = meta::uid(&d);
+        let (ns, uid) = (meta::namespace(&d), meta::uid(&d));
         let mine = owned.get(uid).map_or(&[][..], Vec::as_slice);
         let versions = versions(&d, mine);
-        let due = match memo.get(uid) {
+        let before = memo.get(ns).and_then(|m| m.get(uid));
+        let due = match before {
             Some(seen) if seen.versions == versions && seen.due.is_none_or(|t| now < t) => seen.due,
             _ => reconcile_one(ctx, &d, mine),
         };
         // What it wrote comes back as a change and is looked at next pass.
-        seen_now.insert(uid.to_string(), Seen { versions, due });
+        seen_now
+            .entry(ns.to_string())
+            .or_default()
+            .insert(uid.to_string(), Seen { versions, due });
         if let Some(t) = due {
-            next = Some(next.map_or(t, |n| n.min(t)));
+            pass.due(ns, t);
         }
     }
-    *memo = seen_now;
-    next
+    match scope {
+        Scope::All => *memo = seen_now,
+        Scope::Namespaces(set) => {
+            for ns in set {
+                memo.remove(ns);
+            }
+            memo.extend(seen_now);
+        }
+    }
 }
 
 /// `maxSurge`/`maxUnavailable`: an absolute number or a percentage of replicas.
@@ -212,9 +222,9 @@ fn reconcile_one(ctx: &Ctx, d: &Value, owned: &[&Value]) -> Option<Timestamp> {
 fn live_pods(ctx: &Ctx, d: &Value) -> Vec<Arc<Value>> {
     let uid = meta::uid(d);
     ctx.store
-        .all("", "pods")
+        .in_namespace("", "pods", meta::namespace(d))
         .into_iter()
-        .filter(|p| meta::namespace(p) == meta::namespace(d) && !meta::is_terminating(p))
+        .filter(|p| !meta::is_terminating(p))
         .filter(|p| owner_uids(p).any(|o| o == uid))
         .collect()
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::Ctx;
+use super::{Ctx, Pass, Scope};
 use crate::meta;
 
 /// How long a Job's pod runs, on its pod template.
@@ -25,12 +25,12 @@ pub const EXIT_CODE: &str = "sim.cutover.dev/exit-code";
 
 const DEFAULT_RUN: Duration = Duration::from_secs(30);
 
-pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
+/// One pass over the Jobs in scope; leaves when each next needs a look.
+pub fn reconcile(ctx: &Ctx, scope: &Scope, pass: &mut Pass) {
     let kind = ctx.kind("batch", "jobs");
     let now = ctx.now();
-    let mut next: Option<Timestamp> = None;
-    let mut due = |t: Timestamp| next = Some(next.map_or(t, |n: Timestamp| n.min(t)));
-    for job in ctx.store.all("batch", "jobs") {
+    for job in scope.objects(&ctx.store, "batch", "jobs") {
+        let mut due = |t: Timestamp| pass.due(meta::namespace(&job), t);
         if job["metadata"]["deletionTimestamp"].is_string() {
             continue;
         }
@@ -141,5 +141,4 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
         });
         due(now);
     }
-    next
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::nodes::POD_CIDR;
+use super::{Ctx, Pass, Scope};
 use crate::faults::Workload;
 use crate::meta;
 use cutover_core::labels::{APP, COLOUR, VERSION};
@@ -27,7 +27,8 @@ struct NodeState {
     cidr: String,
 }
 
-pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
+/// One pass over the pods in scope; leaves when each next needs a look.
+pub fn reconcile(ctx: &Ctx, scope: &Scope, pass: &mut Pass) {
     let nodes: BTreeMap<String, NodeState> = ctx
         .store
         .all("", "nodes")
@@ -56,9 +57,7 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
         })
         .collect();
     let now = ctx.now();
-    let mut next: Option<Timestamp> = None;
-    let mut due = |t: Timestamp| next = Some(next.map_or(t, |n: Timestamp| n.min(t)));
-    for pod in ctx.store.all("", "pods") {
+    for pod in scope.objects(&ctx.store, "", "pods") {
         if meta::is_terminating(&pod) {
             continue;
         }
@@ -66,10 +65,9 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
             continue;
         };
         if let Some(t) = step(ctx, &pod, node, now) {
-            due(t);
+            pass.due(meta::namespace(&pod), t);
         }
     }
-    next
 }
 
 fn add(t: Timestamp, d: Duration) -> Timestamp {

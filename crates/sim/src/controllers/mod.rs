@@ -1,17 +1,22 @@
 //! The simulated control plane of one cluster: a deployment controller, a
-//! scheduler and a kubelet, reconciling on every store change and on the
-//! fleet-time deadlines they ask for (a pod becoming Ready, an eviction).
+//! scheduler and a kubelet, reconciling what changed (as their change feed
+//! tells them, by namespace) and on the fleet-time deadlines they ask for
+//! (a pod becoming Ready, an eviction), as kube-controller-manager's
+//! controllers work from informers and queues rather than rereading the
+//! cluster.
 //!
 //! They write through the store like any client would (never over HTTP, so
 //! their writes are not counted as API requests), and only when something
 //! changes. Events expire after an hour of fleet time, as in a real cluster.
 
 pub mod deployments;
+pub mod feed;
 pub mod jobs;
 pub mod kubelet;
 pub mod nodes;
 pub mod scheduler;
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +29,7 @@ use super::faults::Behaviours;
 use super::kinds::Kind;
 use super::store::{Store, Target, WriteOptions};
 use cutover_core::clock::SharedClock;
+use feed::Feed;
 
 /// What the controllers of one cluster share.
 #[derive(Debug)]
@@ -80,22 +86,117 @@ impl Ctx {
     }
 }
 
+/// Which namespaces a pass looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Namespaces(BTreeSet<String>),
+}
+
+impl Scope {
+    /// The objects of a resource in scope, as stored now.
+    pub fn objects(&self, store: &Store, group: &str, resource: &str) -> Vec<Arc<Value>> {
+        match self {
+            Scope::All => store.all(group, resource),
+            Scope::Namespaces(set) => set
+                .iter()
+                .flat_map(|ns| store.in_namespace(group, resource, ns))
+                .collect(),
+        }
+    }
+}
+
+/// What a pass leaves for later: when each namespace next needs a look
+/// (fleet time), and where pods wait for room on a node.
+#[derive(Debug, Default)]
+pub struct Pass {
+    due: HashMap<String, Timestamp>,
+    waiting: BTreeSet<String>,
+}
+
+impl Pass {
+    /// The namespace needs a look at `t` (the earliest such time wins).
+    pub fn due(&mut self, ns: &str, t: Timestamp) {
+        self.due
+            .entry(ns.to_string())
+            .and_modify(|d| *d = (*d).min(t))
+            .or_insert(t);
+    }
+
+    /// Pods in the namespace fit nowhere yet.
+    pub fn waiting(&mut self, ns: &str) {
+        self.waiting.insert(ns.to_string());
+    }
+
+    /// Replaces what an earlier pass left for the namespaces `later` looked at.
+    fn merge(&mut self, scope: &Scope, later: Pass) {
+        match scope {
+            Scope::All => *self = later,
+            Scope::Namespaces(set) => {
+                for ns in set {
+                    self.due.remove(ns);
+                    self.waiting.remove(ns);
+                }
+                self.due.extend(later.due);
+                self.waiting.extend(later.waiting);
+            }
+        }
+    }
+
+    /// The namespaces due by `now`.
+    fn due_by(&self, now: Timestamp) -> impl Iterator<Item = &String> {
+        self.due
+            .iter()
+            .filter(move |(_, t)| **t <= now)
+            .map(|(ns, _)| ns)
+    }
+
+    fn first_due(&self) -> Option<Timestamp> {
+        self.due.values().min().copied()
+    }
+}
+
+/// What the next pass looks at, given what changed and what fell due.
+fn scope_of(changed: feed::Changed, pending: &Pass, now: Timestamp) -> Option<Scope> {
+    if changed.everything {
+        return Some(Scope::All);
+    }
+    let mut set = changed.namespaces;
+    set.extend(pending.due_by(now).cloned());
+    if changed.room {
+        set.extend(pending.waiting.iter().cloned());
+    }
+    (!set.is_empty()).then_some(Scope::Namespaces(set))
+}
+
 /// Runs the controllers until `stop` fires.
 pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
-    let mut changed = ctx.store.changed();
+    let mut feed = Feed::start(ctx.store.clone());
+    let mut behaviours = ctx.behaviours.changed();
+    let mut pending = Pass::default();
+    let mut events_due: Option<Timestamp> = None;
     loop {
-        changed.borrow_and_update();
+        behaviours.borrow_and_update();
+        feed.drain();
         let started = std::time::Instant::now();
-        let next = [
-            deployments::reconcile(&ctx),
-            scheduler::reconcile(&ctx),
-            kubelet::reconcile(&ctx),
-            jobs::reconcile(&ctx),
-            expire_events(&ctx),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let now = ctx.now();
+        let changed = feed.take();
+        let sweep = changed.everything || events_due.is_some_and(|t| t <= now);
+        if let Some(scope) = scope_of(changed, &pending, now) {
+            let mut pass = Pass::default();
+            deployments::reconcile(&ctx, &scope, &mut pass);
+            scheduler::reconcile(&ctx, &scope, feed.on_node(), &mut pass);
+            kubelet::reconcile(&ctx, &scope, &mut pass);
+            jobs::reconcile(&ctx, &scope, &mut pass);
+            pending.merge(&scope, pass);
+        }
+        if sweep {
+            events_due = expire_events(&ctx);
+        }
+        if let Some(t) = feed.take_events_due() {
+            events_due = Some(events_due.map_or(t, |d| d.min(t)));
+        }
+        let next = pending.first_due().into_iter().chain(events_due).min();
         let now = ctx.now();
         let wait = match next {
             Some(t) if t > now => ctx.clock.real(t.duration_since(now).unsigned_abs()),
@@ -107,13 +208,14 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             .clamp(Duration::from_millis(5), Duration::from_secs(1))
             .max(took);
         tokio::select! {
-            _ = changed.changed() => {
+            _ = feed.next() => {
                 // Let a burst of writes land before the next pass; a pass
                 // over a big fleet waits as long as it took, so the
                 // controllers take at most half of a core however much is
                 // written.
                 tokio::time::sleep(took.max(Duration::from_millis(2))).await;
             }
+            _ = behaviours.changed() => feed.everything(),
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
@@ -129,15 +231,7 @@ fn expire_events(ctx: &Ctx) -> Option<Timestamp> {
     let kind = ctx.kind("", "events");
     let mut next: Option<Timestamp> = None;
     for e in ctx.store.all("", "events") {
-        let seen = ["lastTimestamp", "eventTime", "firstTimestamp"]
-            .iter()
-            .find_map(|f| e[*f].as_str().and_then(super::meta::parse_time))
-            .or_else(|| {
-                e["metadata"]["creationTimestamp"]
-                    .as_str()
-                    .and_then(super::meta::parse_time)
-            });
-        let Some(expires) = seen.and_then(|t| t.checked_add(EVENT_TTL).ok()) else {
+        let Some(expires) = event_expiry(&e) else {
             continue;
         };
         if expires <= now {
@@ -148,4 +242,17 @@ fn expire_events(ctx: &Ctx) -> Option<Timestamp> {
         }
     }
     next
+}
+
+/// When an Event expires: an hour after it was last seen.
+fn event_expiry(e: &Value) -> Option<Timestamp> {
+    ["lastTimestamp", "eventTime", "firstTimestamp"]
+        .iter()
+        .find_map(|f| e[*f].as_str().and_then(super::meta::parse_time))
+        .or_else(|| {
+            e["metadata"]["creationTimestamp"]
+                .as_str()
+                .and_then(super::meta::parse_time)
+        })
+        .and_then(|t| t.checked_add(EVENT_TTL).ok())
 }

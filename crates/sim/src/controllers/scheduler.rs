@@ -12,14 +12,15 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::Ctx;
+use super::{Ctx, Pass, Scope};
 use crate::meta;
 use crate::selectors::LabelSelector;
 use crate::store::{Target, WriteOptions};
 use cutover_core::labels::ZONE;
 
-/// The pods already placed, indexed for one pass: pods per node, each
-/// placed pod by namespace and by owner, and (built when a spread
+/// The pods already placed, indexed for one pass: pods per node (the whole
+/// cluster's, as the change feed counts them), each placed pod in scope by
+/// namespace and by owner, and (built when a spread
 /// constraint first asks) by the value of one label in one namespace, so
 /// that placing a pod reads only the pods that can matter to it, not the
 /// whole cluster's.
@@ -34,10 +35,24 @@ struct Placed {
 }
 
 impl Placed {
+    /// Nothing indexed yet; `per_node` counts every live bound pod.
+    fn counting(per_node: &HashMap<String, usize>) -> Placed {
+        Placed {
+            per_node: per_node.iter().map(|(n, c)| (n.clone(), *c)).collect(),
+            ..Placed::default()
+        }
+    }
+
+    /// A pod this pass bound: counted on its node, and indexed.
     fn add(&mut self, pod: Arc<Value>, node: String) {
+        *self.per_node.entry(node.clone()).or_default() += 1;
+        self.index(pod, node);
+    }
+
+    /// A pod already bound (and so already counted): indexed only.
+    fn index(&mut self, pod: Arc<Value>, node: String) {
         let i = self.pods.len();
         let ns = meta::namespace(&pod);
-        *self.per_node.entry(node.clone()).or_default() += 1;
         self.in_ns.entry(ns.to_string()).or_default().push(i);
         if let Some(owner) = owner(&pod) {
             self.of_owner.entry(owner.to_string()).or_default().push(i);
@@ -103,13 +118,18 @@ fn owner(pod: &Value) -> Option<&str> {
     pod["metadata"]["ownerReferences"][0]["uid"].as_str()
 }
 
-pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
+/// Places the pending pods in scope, oldest first. `on_node` counts every
+/// live bound pod of the cluster per node. A pod that fits nowhere is
+/// looked at again when room is made or its report falls due, as
+/// kube-scheduler keeps it in its unschedulable queue until a cluster event
+/// or a timeout moves it.
+pub fn reconcile(ctx: &Ctx, scope: &Scope, on_node: &HashMap<String, usize>, pass: &mut Pass) {
     let nodes = ctx.store.all("", "nodes");
-    let pods = ctx.store.all("", "pods");
-    let mut placed = Placed::default();
+    let pods = scope.objects(&ctx.store, "", "pods");
+    let mut placed = Placed::counting(on_node);
     for p in pods.iter().filter(|p| !meta::is_terminating(p)) {
         if let Some(node) = p["spec"]["nodeName"].as_str() {
-            placed.add(p.clone(), node.to_string());
+            placed.index(p.clone(), node.to_string());
         }
     }
     let mut pending: Vec<&Arc<Value>> = pods
@@ -137,10 +157,16 @@ pub fn reconcile(ctx: &Ctx) -> Option<Timestamp> {
                     placed.add(pod.clone(), node);
                 }
             }
-            Err(why) => unschedulable(ctx, pod, &why),
+            Err(why) => {
+                unschedulable(ctx, pod, &why);
+                let ns = meta::namespace(pod);
+                pass.waiting(ns);
+                if let Ok(t) = ctx.now().checked_add(REPORT_EVERY) {
+                    pass.due(ns, t);
+                }
+            }
         }
     }
-    None
 }
 
 fn node_label<'a>(node: &'a Value, key: &str) -> Option<&'a str> {

@@ -324,6 +324,24 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// The objects of a resource in one namespace, for the simulated
+    /// controllers: a range of the sorted map, not a read of every object.
+    pub fn in_namespace(&self, group: &str, resource: &str, ns: &str) -> Vec<Arc<Value>> {
+        let inner = self.lock();
+        let key = (group.to_string(), resource.to_string());
+        let from = (ns.to_string(), String::new());
+        inner
+            .objects
+            .get(&key)
+            .map(|m| {
+                m.range(from..)
+                    .take_while(|((n, _), _)| n == ns)
+                    .map(|(_, o)| o.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Creates an object; `name` may come from `metadata.generateName`.
     pub fn create(
         &self,
