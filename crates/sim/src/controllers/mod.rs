@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use super::api_error::ApiResult;
 use super::faults::Behaviours;
 use super::kinds::Kind;
-use super::store::{Key, Store, Target, WriteOptions};
+use super::store::{Store, Target, WriteOptions};
 use cutover_core::clock::SharedClock;
 use feed::Feed;
 
@@ -86,138 +86,69 @@ impl Ctx {
     }
 }
 
-/// What a pass looks at beyond what changed: one object that asked to be
-/// looked at again by a time, as a controller's queue holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Work {
-    Deployment(Key),
-    Pod(Key),
-    /// The Jobs of a namespace (there are few).
-    Jobs(String),
-}
-
-/// The objects a pass looks at.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Items {
-    pub deployments: BTreeSet<Key>,
-    pub pods: BTreeSet<Key>,
-    /// Namespaces whose Jobs to look at.
-    pub jobs: BTreeSet<String>,
-}
-
-impl Items {
-    fn add(&mut self, w: &Work) {
-        match w {
-            Work::Deployment(k) => self.deployments.insert(k.clone()),
-            Work::Pod(k) => self.pods.insert(k.clone()),
-            Work::Jobs(ns) => self.jobs.insert(ns.clone()),
-        };
-    }
-
-    fn has(&self, w: &Work) -> bool {
-        match w {
-            Work::Deployment(k) => self.deployments.contains(k),
-            Work::Pod(k) => self.pods.contains(k),
-            Work::Jobs(ns) => self.jobs.contains(ns),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.deployments.is_empty() && self.pods.is_empty() && self.jobs.is_empty()
-    }
-}
-
-/// What a pass looks at.
+/// Which namespaces a pass looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     All,
-    Some(Items),
+    Namespaces(BTreeSet<String>),
 }
 
 impl Scope {
-    /// The pods in scope, as stored now.
-    pub fn pods(&self, store: &Store) -> Vec<Arc<Value>> {
+    /// The objects of a resource in scope, as stored now.
+    pub fn objects(&self, store: &Store, group: &str, resource: &str) -> Vec<Arc<Value>> {
         match self {
-            Scope::All => store.all("", "pods"),
-            Scope::Some(items) => items
-                .pods
+            Scope::All => store.all(group, resource),
+            Scope::Namespaces(set) => set
                 .iter()
-                .filter_map(|k| store.find("", "pods", k))
-                .collect(),
-        }
-    }
-
-    /// The Deployments in scope, as stored now, and those in scope no longer stored.
-    pub fn deployments(&self, store: &Store) -> (Vec<Arc<Value>>, Vec<Key>) {
-        match self {
-            Scope::All => (store.all("apps", "deployments"), Vec::new()),
-            Scope::Some(items) => {
-                let (mut found, mut gone) = (Vec::new(), Vec::new());
-                for k in &items.deployments {
-                    match store.find("apps", "deployments", k) {
-                        Some(d) => found.push(d),
-                        None => gone.push(k.clone()),
-                    }
-                }
-                (found, gone)
-            }
-        }
-    }
-
-    /// The Jobs in scope, as stored now.
-    pub fn jobs(&self, store: &Store) -> Vec<Arc<Value>> {
-        match self {
-            Scope::All => store.all("batch", "jobs"),
-            Scope::Some(items) => items
-                .jobs
-                .iter()
-                .flat_map(|ns| store.in_namespace("batch", "jobs", ns))
+                .flat_map(|ns| store.in_namespace(group, resource, ns))
                 .collect(),
         }
     }
 }
 
-/// An object's (namespace, name).
-pub fn key_of(obj: &Value) -> Key {
-    (
-        super::meta::namespace(obj).to_string(),
-        super::meta::name(obj).to_string(),
-    )
-}
-
-/// What a pass leaves for later: when each object next needs a look
-/// (fleet time), and which pods wait for room on a node.
+/// What a pass leaves for later: when each namespace next needs a look
+/// (fleet time), and where pods wait for room on a node.
 #[derive(Debug, Default)]
 pub struct Pass {
-    due: HashMap<Work, Timestamp>,
-    waiting: BTreeSet<Key>,
+    due: HashMap<String, Timestamp>,
+    waiting: BTreeSet<String>,
 }
 
 impl Pass {
-    /// The object needs a look at `t` (the earliest such time wins).
-    pub fn due(&mut self, w: Work, t: Timestamp) {
+    /// The namespace needs a look at `t` (the earliest such time wins).
+    pub fn due(&mut self, ns: &str, t: Timestamp) {
         self.due
-            .entry(w)
+            .entry(ns.to_string())
             .and_modify(|d| *d = (*d).min(t))
             .or_insert(t);
     }
 
-    /// The pod fits nowhere yet.
-    pub fn waiting(&mut self, pod: Key) {
-        self.waiting.insert(pod);
+    /// Pods in the namespace fit nowhere yet.
+    pub fn waiting(&mut self, ns: &str) {
+        self.waiting.insert(ns.to_string());
     }
 
-    /// Replaces what an earlier pass left for the objects `later` looked at.
+    /// Replaces what an earlier pass left for the namespaces `later` looked at.
     fn merge(&mut self, scope: &Scope, later: Pass) {
         match scope {
             Scope::All => *self = later,
-            Scope::Some(items) => {
-                self.due.retain(|w, _| !items.has(w));
-                self.waiting.retain(|p| !items.pods.contains(p));
+            Scope::Namespaces(set) => {
+                for ns in set {
+                    self.due.remove(ns);
+                    self.waiting.remove(ns);
+                }
                 self.due.extend(later.due);
                 self.waiting.extend(later.waiting);
             }
         }
+    }
+
+    /// The namespaces due by `now`.
+    fn due_by(&self, now: Timestamp) -> impl Iterator<Item = &String> {
+        self.due
+            .iter()
+            .filter(move |(_, t)| **t <= now)
+            .map(|(ns, _)| ns)
     }
 
     fn first_due(&self) -> Option<Timestamp> {
@@ -230,18 +161,12 @@ fn scope_of(changed: feed::Changed, pending: &Pass, now: Timestamp) -> Option<Sc
     if changed.everything {
         return Some(Scope::All);
     }
-    let mut items = Items {
-        deployments: changed.deployments,
-        pods: changed.pods,
-        jobs: changed.jobs,
-    };
-    for (w, _) in pending.due.iter().filter(|(_, t)| **t <= now) {
-        items.add(w);
-    }
+    let mut set = changed.namespaces;
+    set.extend(pending.due_by(now).cloned());
     if changed.room {
-        items.pods.extend(pending.waiting.iter().cloned());
+        set.extend(pending.waiting.iter().cloned());
     }
-    (!items.is_empty()).then_some(Scope::Some(items))
+    (!set.is_empty()).then_some(Scope::Namespaces(set))
 }
 
 /// Runs the controllers until `stop` fires.
@@ -260,7 +185,7 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         if let Some(scope) = scope_of(changed, &pending, now) {
             let mut pass = Pass::default();
             deployments::reconcile(&ctx, &scope, &mut pass);
-            scheduler::reconcile(&ctx, &scope, feed.bound(), &mut pass);
+            scheduler::reconcile(&ctx, &scope, feed.on_node(), &mut pass);
             kubelet::reconcile(&ctx, &scope, &mut pass);
             jobs::reconcile(&ctx, &scope, &mut pass);
             pending.merge(&scope, pass);

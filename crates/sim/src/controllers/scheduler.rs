@@ -12,37 +12,59 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::feed::Bound;
-use super::{Ctx, Pass, Scope, Work, key_of};
+use super::{Ctx, Pass, Scope};
 use crate::meta;
 use crate::selectors::LabelSelector;
-use crate::store::Key;
 use crate::store::{Target, WriteOptions};
 use cutover_core::labels::ZONE;
 
-/// The pods already placed: every live bound pod as the change feed
-/// indexes them (by node, owner and label, as kube-scheduler's cache holds
-/// them), and the pods this pass bound, so that placing a pod reads only
-/// the pods that can matter to it, not the whole cluster's.
-struct Placed<'a> {
-    bound: &'a Bound,
-    per_node: HashMap<String, usize>,
-    added: Vec<(Arc<Value>, String)>,
+/// The pods already placed, indexed for one pass: pods per node (the whole
+/// cluster's, as the change feed counts them), each placed pod in scope by
+/// namespace and by owner, and (built when a spread
+/// constraint first asks) by the value of one label in one namespace, so
+/// that placing a pod reads only the pods that can matter to it, not the
+/// whole cluster's.
+#[derive(Default)]
+struct Placed {
+    pods: Vec<(Arc<Value>, String)>,
+    per_node: BTreeMap<String, usize>,
+    in_ns: HashMap<String, Vec<usize>>,
+    of_owner: HashMap<String, Vec<usize>>,
+    /// (namespace, label key) → label value → pods.
+    by_label: HashMap<(String, String), HashMap<String, Vec<usize>>>,
 }
 
-impl<'a> Placed<'a> {
-    fn new(bound: &'a Bound) -> Placed<'a> {
+impl Placed {
+    /// Nothing indexed yet; `per_node` counts every live bound pod.
+    fn counting(per_node: &HashMap<String, usize>) -> Placed {
         Placed {
-            bound,
-            per_node: bound.on_node().clone(),
-            added: Vec::new(),
+            per_node: per_node.iter().map(|(n, c)| (n.clone(), *c)).collect(),
+            ..Placed::default()
         }
     }
 
-    /// A pod this pass bound.
+    /// A pod this pass bound: counted on its node, and indexed.
     fn add(&mut self, pod: Arc<Value>, node: String) {
         *self.per_node.entry(node.clone()).or_default() += 1;
-        self.added.push((pod, node));
+        self.index(pod, node);
+    }
+
+    /// A pod already bound (and so already counted): indexed only.
+    fn index(&mut self, pod: Arc<Value>, node: String) {
+        let i = self.pods.len();
+        let ns = meta::namespace(&pod);
+        self.in_ns.entry(ns.to_string()).or_default().push(i);
+        if let Some(owner) = owner(&pod) {
+            self.of_owner.entry(owner.to_string()).or_default().push(i);
+        }
+        for ((in_ns, key), values) in &mut self.by_label {
+            if in_ns == ns
+                && let Some(v) = meta::label(&pod, key)
+            {
+                values.entry(v.to_string()).or_default().push(i);
+            }
+        }
+        self.pods.push((pod, node));
     }
 
     fn on_node(&self, node: &str) -> usize {
@@ -50,31 +72,44 @@ impl<'a> Placed<'a> {
     }
 
     /// Placed pods in `ns` that `selector` selects, with their nodes.
-    fn selected(&self, ns: &str, selector: &LabelSelector) -> Vec<(&Value, &str)> {
-        let keys: Vec<&Key> = match selector.an_equality() {
-            Some((key, value)) => self.bound.labelled(ns, key, value).collect(),
-            None => self.bound.in_namespace(ns).collect(),
+    fn selected<'a>(
+        &'a mut self,
+        ns: &str,
+        selector: &'a LabelSelector,
+    ) -> impl Iterator<Item = (&'a Value, &'a str)> + 'a {
+        let candidates: &[usize] = match selector.an_equality() {
+            Some((key, value)) => {
+                let pods = &self.pods;
+                let in_ns = &self.in_ns;
+                self.by_label
+                    .entry((ns.to_string(), key.to_string()))
+                    .or_insert_with(|| {
+                        let mut values: HashMap<String, Vec<usize>> = HashMap::new();
+                        for i in in_ns.get(ns).into_iter().flatten() {
+                            if let Some(v) = meta::label(&pods[*i].0, key) {
+                                values.entry(v.to_string()).or_default().push(*i);
+                            }
+                        }
+                        values
+                    })
+                    .get(value)
+                    .map_or(&[], Vec::as_slice)
+            }
+            None => self.in_ns.get(ns).map_or(&[], Vec::as_slice),
         };
-        keys.into_iter()
-            .filter_map(|k| self.bound.get(k))
-            .chain(self.added.iter().filter(|(p, _)| meta::namespace(p) == ns))
-            .map(|(p, n)| (&**p, n.as_str()))
-            .filter(|(p, _)| selector.matches_object(p))
-            .collect()
+        let pods = &self.pods;
+        candidates
+            .iter()
+            .map(move |i| (&*pods[*i].0, pods[*i].1.as_str()))
+            .filter(move |(p, _)| selector.matches_object(p))
     }
 
-    /// The nodes of the placed pods of one owner.
-    fn of_owner(&self, owner: &str) -> Vec<&str> {
-        self.bound
-            .of_owner(owner)
-            .filter_map(|k| self.bound.get(k))
-            .chain(
-                self.added
-                    .iter()
-                    .filter(|(p, _)| self::owner(p) == Some(owner)),
-            )
-            .map(|(_, n)| n.as_str())
-            .collect()
+    fn of_owner<'a>(&'a self, owner: &str) -> impl Iterator<Item = &'a str> + 'a {
+        self.of_owner
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .map(|i| self.pods[*i].1.as_str())
     }
 }
 
@@ -83,16 +118,21 @@ fn owner(pod: &Value) -> Option<&str> {
     pod["metadata"]["ownerReferences"][0]["uid"].as_str()
 }
 
-/// Places the pending pods in scope, oldest first. `bound` holds every
-/// live bound pod of the cluster. A pod that fits nowhere is
-/// looked at again when a pod leaves a node or its report falls due, as
-/// kube-scheduler keeps it in its unschedulable queue until a cluster event
-/// moves it or `DefaultPodMaxInUnschedulablePodsDuration` (5 minutes,
-/// `pkg/scheduler/internal/queue/scheduling_queue.go`) passes.
-pub fn reconcile(ctx: &Ctx, scope: &Scope, bound: &Bound, pass: &mut Pass) {
+/// Places the pending pods in scope, oldest first. `on_node` counts every
+/// live bound pod of the cluster per node. A pod that fits nowhere is
+/// looked at again when a pod leaves a node, its namespace changes or its
+/// report falls due, as kube-scheduler keeps it in its unschedulable queue
+/// until a cluster event moves it or `DefaultPodMaxInUnschedulablePodsDuration`
+/// (5 minutes, `pkg/scheduler/internal/queue/scheduling_queue.go`) passes.
+pub fn reconcile(ctx: &Ctx, scope: &Scope, on_node: &HashMap<String, usize>, pass: &mut Pass) {
     let nodes = ctx.store.all("", "nodes");
-    let pods = scope.pods(&ctx.store);
-    let mut placed = Placed::new(bound);
+    let pods = scope.objects(&ctx.store, "", "pods");
+    let mut placed = Placed::counting(on_node);
+    for p in pods.iter().filter(|p| !meta::is_terminating(p)) {
+        if let Some(node) = p["spec"]["nodeName"].as_str() {
+            placed.index(p.clone(), node.to_string());
+        }
+    }
     let mut pending: Vec<&Arc<Value>> = pods
         .iter()
         .filter(|p| p["spec"]["nodeName"].is_null() && !meta::is_terminating(p))
@@ -112,7 +152,7 @@ pub fn reconcile(ctx: &Ctx, scope: &Scope, bound: &Bound, pass: &mut Pass) {
         )
     });
     for pod in pending {
-        match choose(pod, &nodes, &placed) {
+        match choose(pod, &nodes, &mut placed) {
             Ok(node) => {
                 if bind(ctx, pod, &node).is_ok() {
                     placed.add(pod.clone(), node);
@@ -120,9 +160,10 @@ pub fn reconcile(ctx: &Ctx, scope: &Scope, bound: &Bound, pass: &mut Pass) {
             }
             Err(why) => {
                 unschedulable(ctx, pod, &why);
-                pass.waiting(key_of(pod));
+                let ns = meta::namespace(pod);
+                pass.waiting(ns);
                 if let Ok(t) = ctx.now().checked_add(REPORT_EVERY) {
-                    pass.due(Work::Pod(key_of(pod)), t);
+                    pass.due(ns, t);
                 }
             }
         }
@@ -227,7 +268,7 @@ fn constraints(pod: &Value) -> Vec<Constraint> {
 }
 
 /// The node to bind to, or the scheduler's message explaining why there is none.
-fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &Placed) -> Result<String, String> {
+fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &mut Placed) -> Result<String, String> {
     let ns = meta::namespace(pod);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut feasible: Vec<&Value> = Vec::new();
