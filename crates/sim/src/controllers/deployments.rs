@@ -82,15 +82,8 @@ pub fn reconcile(ctx: &Ctx, scope: &Scope, pass: &mut Pass) {
             pass.due(ns, t);
         }
     }
-    match scope {
-        Scope::All => *memo = seen_now,
-        Scope::Namespaces(set) => {
-            for ns in set {
-                memo.remove(ns);
-            }
-            memo.extend(seen_now);
-        }
-    }
+    memo.retain(|ns, _| !scope.covers(ns));
+    memo.extend(seen_now);
 }
 
 /// `maxSurge`/`maxUnavailable`: an absolute number or a percentage of replicas.

@@ -104,6 +104,15 @@ impl Scope {
                 .collect(),
         }
     }
+
+    /// Whether a pass over this scope looks at the namespace: what an
+    /// earlier pass left for it is replaced by what this one leaves.
+    pub fn covers(&self, ns: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Namespaces(set) => set.contains(ns),
+        }
+    }
 }
 
 /// What a pass leaves for later: when each namespace next needs a look
@@ -130,17 +139,10 @@ impl Pass {
 
     /// Replaces what an earlier pass left for the namespaces `later` looked at.
     fn merge(&mut self, scope: &Scope, later: Pass) {
-        match scope {
-            Scope::All => *self = later,
-            Scope::Namespaces(set) => {
-                for ns in set {
-                    self.due.remove(ns);
-                    self.waiting.remove(ns);
-                }
-                self.due.extend(later.due);
-                self.waiting.extend(later.waiting);
-            }
-        }
+        self.due.retain(|ns, _| !scope.covers(ns));
+        self.waiting.retain(|ns| !scope.covers(ns));
+        self.due.extend(later.due);
+        self.waiting.extend(later.waiting);
     }
 
     /// The namespaces due by `now`.
