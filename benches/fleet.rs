@@ -562,6 +562,27 @@ async fn controller() {
         .iter()
         .filter(|s| s.phase == cutover::spec::status::Phase::Completed)
         .count();
+    // Why the others ended as they did, grouped by phase and message (its
+    // figures taken out, so one cause is one line).
+    let mut why: BTreeMap<String, usize> = BTreeMap::new();
+    for s in statuses
+        .iter()
+        .filter(|s| s.phase != cutover::spec::status::Phase::Completed)
+    {
+        let message: String = s
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .collect();
+        *why.entry(format!("{:?}: {message}", s.phase)).or_default() += 1;
+    }
+    let mut why: Vec<(usize, String)> = why.into_iter().map(|(m, n)| (n, m)).collect();
+    why.sort_by(|a, b| b.0.cmp(&a.0));
+    for (count, message) in why.iter().take(10) {
+        println!("# not completed, {count}: {message}");
+    }
     // Every step started and completed exactly once, in order.
     let not_once = statuses
         .iter()

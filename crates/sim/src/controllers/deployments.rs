@@ -5,16 +5,17 @@
 //!
 //! There are no ReplicaSets: pods are owned by the Deployment directly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::{Ctx, Pass, Scope};
+use super::{Ctx, Pass, Scope, Work, key_of};
 use crate::gateway::is_ready;
 use crate::meta;
+use crate::store::Key;
 use crate::store::{Target, WriteOptions};
 
 pub const TEMPLATE_HASH: &str = "pod-template-hash";
@@ -27,14 +28,14 @@ struct Seen {
     due: Option<Timestamp>,
 }
 
-/// What the last pass saw, by namespace and Deployment uid: a Deployment
-/// whose object and pods have not changed since, and whose deadline is not
-/// yet due, would come out the same, so a pass skips it.
+/// What the last pass saw, by Deployment: a Deployment whose object and
+/// pods have not changed since, and whose deadline is not yet due, would
+/// come out the same, so a pass over everything skips it.
 #[derive(Debug, Default)]
-pub struct Memo(Mutex<HashMap<String, HashMap<String, Seen>>>);
+pub struct Memo(Mutex<HashMap<Key, Seen>>);
 
 /// The versions of a Deployment and its pods, as one number.
-fn versions(d: &Value, pods: &[&Value]) -> u64 {
+fn versions(d: &Value, pods: &[Arc<Value>]) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     meta::resource_version(d).hash(&mut h);
     for p in pods {
@@ -46,44 +47,34 @@ fn versions(d: &Value, pods: &[&Value]) -> u64 {
 
 /// One pass over the Deployments in scope; leaves when a progress deadline falls due.
 pub fn reconcile(ctx: &Ctx, scope: &Scope, pass: &mut Pass) {
-    let pods = scope.objects(&ctx.store, "", "pods");
-    // Each Deployment's live pods, by owner: one pass over the pods, not one per Deployment.
-    let mut owned: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for p in pods
-        .iter()
-        .map(|p| &**p)
-        .filter(|p| !meta::is_terminating(p))
-    {
-        for uid in owner_uids(p) {
-            owned.entry(uid).or_default().push(p);
-        }
-    }
     let now = ctx.now();
     let mut memo = ctx.deployments.0.lock().unwrap_or_else(|p| p.into_inner());
-    let mut seen_now: HashMap<String, HashMap<String, Seen>> = HashMap::new();
-    for d in scope.objects(&ctx.store, "apps", "deployments") {
+    let (deployments, gone) = scope.deployments(&ctx.store);
+    for k in gone {
+        memo.remove(&k);
+    }
+    if *scope == Scope::All {
+        let stored: HashSet<Key> = deployments.iter().map(|d| key_of(d)).collect();
+        memo.retain(|k, _| stored.contains(k));
+    }
+    for d in deployments {
+        let key = key_of(&d);
         if meta::is_terminating(&d) {
+            memo.remove(&key);
             continue;
         }
-        let (ns, uid) = (meta::namespace(&d), meta::uid(&d));
-        let mine = owned.get(uid).map_or(&[][..], Vec::as_slice);
-        let versions = versions(&d, mine);
-        let before = memo.get(ns).and_then(|m| m.get(uid));
-        let due = match before {
+        let mine = live_pods(ctx, &d);
+        let versions = versions(&d, &mine);
+        let due = match memo.get(&key) {
             Some(seen) if seen.versions == versions && seen.due.is_none_or(|t| now < t) => seen.due,
-            _ => reconcile_one(ctx, &d, mine),
+            _ => reconcile_one(ctx, &d, &mine),
         };
         // What it wrote comes back as a change and is looked at next pass.
-        seen_now
-            .entry(ns.to_string())
-            .or_default()
-            .insert(uid.to_string(), Seen { versions, due });
         if let Some(t) = due {
-            pass.due(ns, t);
+            pass.due(Work::Deployment(key.clone()), t);
         }
+        memo.insert(key, Seen { versions, due });
     }
-    memo.retain(|ns, _| !scope.covers(ns));
-    memo.extend(seen_now);
 }
 
 /// `maxSurge`/`maxUnavailable`: an absolute number or a percentage of replicas.
@@ -126,15 +117,11 @@ fn removal_order(pods: &mut [&Value]) {
 }
 
 /// Brings one Deployment's pods (`owned`: its live pods) to its spec.
-fn reconcile_one(ctx: &Ctx, d: &Value, owned: &[&Value]) -> Option<Timestamp> {
+fn reconcile_one(ctx: &Ctx, d: &Value, owned: &[Arc<Value>]) -> Option<Timestamp> {
     let ns = meta::namespace(d);
     let template = &d["spec"]["template"];
     let hash = meta::short_hash(template);
-    let owned: Vec<&Value> = owned
-        .iter()
-        .copied()
-        .filter(|p| meta::namespace(p) == ns)
-        .collect();
+    let owned: Vec<&Value> = owned.iter().map(|p| &**p).collect();
     let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
     let (mut new, mut old): (Vec<&Value>, Vec<&Value>) = owned
         .iter()
@@ -211,24 +198,14 @@ fn reconcile_one(ctx: &Ctx, d: &Value, owned: &[&Value]) -> Option<Timestamp> {
     write_status(ctx, d, &pods, &hash, replicas, unavailable)
 }
 
-/// The Deployment's pods that are not terminating, read from the store.
+/// The Deployment's pods that are not terminating, read from the store's
+/// owner index.
 fn live_pods(ctx: &Ctx, d: &Value) -> Vec<Arc<Value>> {
-    let uid = meta::uid(d);
     ctx.store
-        .in_namespace("", "pods", meta::namespace(d))
+        .owned_by(meta::uid(d), "", "pods")
         .into_iter()
-        .filter(|p| !meta::is_terminating(p))
-        .filter(|p| owner_uids(p).any(|o| o == uid))
+        .filter(|p| meta::namespace(p) == meta::namespace(d) && !meta::is_terminating(p))
         .collect()
-}
-
-/// The UIDs of a pod's owners.
-fn owner_uids(p: &Value) -> impl Iterator<Item = &str> {
-    p["metadata"]["ownerReferences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["uid"].as_str())
 }
 
 fn create_pod(ctx: &Ctx, d: &Value, hash: &str) -> Result<Arc<Value>, crate::api_error::ApiError> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::{Ctx, Pass, Scope};
+use super::{Ctx, Pass, Scope, Work};
 use crate::meta;
 
 /// How long a Job's pod runs, on its pod template.
@@ -29,8 +29,9 @@ const DEFAULT_RUN: Duration = Duration::from_secs(30);
 pub fn reconcile(ctx: &Ctx, scope: &Scope, pass: &mut Pass) {
     let kind = ctx.kind("batch", "jobs");
     let now = ctx.now();
-    for job in scope.objects(&ctx.store, "batch", "jobs") {
-        let mut due = |t: Timestamp| pass.due(meta::namespace(&job), t);
+    for job in scope.jobs(&ctx.store) {
+        let ns = meta::namespace(&job).to_string();
+        let mut due = |t: Timestamp| pass.due(Work::Jobs(ns.clone()), t);
         if job["metadata"]["deletionTimestamp"].is_string() {
             continue;
         }

@@ -11,7 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 use super::nodes::POD_CIDR;
-use super::{Ctx, Pass, Scope};
+use super::{Ctx, Pass, Scope, Work, key_of};
 use crate::faults::Workload;
 use crate::meta;
 use cutover_core::labels::{APP, COLOUR, VERSION};
@@ -57,7 +57,7 @@ pub fn reconcile(ctx: &Ctx, scope: &Scope, pass: &mut Pass) {
         })
         .collect();
     let now = ctx.now();
-    for pod in scope.objects(&ctx.store, "", "pods") {
+    for pod in scope.pods(&ctx.store) {
         if meta::is_terminating(&pod) {
             continue;
         }
@@ -65,7 +65,7 @@ pub fn reconcile(ctx: &Ctx, scope: &Scope, pass: &mut Pass) {
             continue;
         };
         if let Some(t) = step(ctx, &pod, node, now) {
-            pass.due(meta::namespace(&pod), t);
+            pass.due(Work::Pod(key_of(&pod)), t);
         }
     }
 }

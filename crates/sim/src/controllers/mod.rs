@@ -1,6 +1,7 @@
 //! The simulated control plane of one cluster: a deployment controller, a
-//! scheduler and a kubelet, reconciling what changed (as their change feed
-//! tells them, by namespace) and on the fleet-time deadlines they ask for
+//! scheduler and a kubelet, reconciling the objects that changed (as their
+//! change feed tells them; a pod's change queues its Deployment) and on the
+//! fleet-time deadlines they ask for
 //! (a pod becoming Ready, an eviction), as kube-controller-manager's
 //! controllers work from informers and queues rather than rereading the
 //! cluster.
@@ -27,7 +28,7 @@ use tokio::sync::watch;
 use super::api_error::ApiResult;
 use super::faults::Behaviours;
 use super::kinds::Kind;
-use super::store::{Store, Target, WriteOptions};
+use super::store::{Key, Store, Target, WriteOptions};
 use cutover_core::clock::SharedClock;
 use feed::Feed;
 
@@ -86,71 +87,138 @@ impl Ctx {
     }
 }
 
-/// Which namespaces a pass looks at.
+/// What a pass looks at beyond what changed: one object that asked to be
+/// looked at again by a time, as a controller's queue holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Work {
+    Deployment(Key),
+    Pod(Key),
+    /// The Jobs of a namespace (there are few).
+    Jobs(String),
+}
+
+/// The objects a pass looks at.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Items {
+    pub deployments: BTreeSet<Key>,
+    pub pods: BTreeSet<Key>,
+    /// Namespaces whose Jobs to look at.
+    pub jobs: BTreeSet<String>,
+}
+
+impl Items {
+    fn add(&mut self, w: &Work) {
+        match w {
+            Work::Deployment(k) => self.deployments.insert(k.clone()),
+            Work::Pod(k) => self.pods.insert(k.clone()),
+            Work::Jobs(ns) => self.jobs.insert(ns.clone()),
+        };
+    }
+
+    fn has(&self, w: &Work) -> bool {
+        match w {
+            Work::Deployment(k) => self.deployments.contains(k),
+            Work::Pod(k) => self.pods.contains(k),
+            Work::Jobs(ns) => self.jobs.contains(ns),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.deployments.is_empty() && self.pods.is_empty() && self.jobs.is_empty()
+    }
+}
+
+/// What a pass looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     All,
-    Namespaces(BTreeSet<String>),
+    Some(Items),
 }
 
 impl Scope {
-    /// The objects of a resource in scope, as stored now.
-    pub fn objects(&self, store: &Store, group: &str, resource: &str) -> Vec<Arc<Value>> {
+    /// The pods in scope, as stored now.
+    pub fn pods(&self, store: &Store) -> Vec<Arc<Value>> {
         match self {
-            Scope::All => store.all(group, resource),
-            Scope::Namespaces(set) => set
+            Scope::All => store.all("", "pods"),
+            Scope::Some(items) => items
+                .pods
                 .iter()
-                .flat_map(|ns| store.in_namespace(group, resource, ns))
+                .filter_map(|k| store.find("", "pods", k))
                 .collect(),
         }
     }
 
-    /// Whether a pass over this scope looks at the namespace: what an
-    /// earlier pass left for it is replaced by what this one leaves.
-    pub fn covers(&self, ns: &str) -> bool {
+    /// The Deployments in scope, as stored now, and those in scope no longer stored.
+    pub fn deployments(&self, store: &Store) -> (Vec<Arc<Value>>, Vec<Key>) {
         match self {
-            Scope::All => true,
-            Scope::Namespaces(set) => set.contains(ns),
+            Scope::All => (store.all("apps", "deployments"), Vec::new()),
+            Scope::Some(items) => {
+                let (mut found, mut gone) = (Vec::new(), Vec::new());
+                for k in &items.deployments {
+                    match store.find("apps", "deployments", k) {
+                        Some(d) => found.push(d),
+                        None => gone.push(k.clone()),
+                    }
+                }
+                (found, gone)
+            }
+        }
+    }
+
+    /// The Jobs in scope, as stored now.
+    pub fn jobs(&self, store: &Store) -> Vec<Arc<Value>> {
+        match self {
+            Scope::All => store.all("batch", "jobs"),
+            Scope::Some(items) => items
+                .jobs
+                .iter()
+                .flat_map(|ns| store.in_namespace("batch", "jobs", ns))
+                .collect(),
         }
     }
 }
 
-/// What a pass leaves for later: when each namespace next needs a look
-/// (fleet time), and where pods wait for room on a node.
+/// An object's (namespace, name).
+pub fn key_of(obj: &Value) -> Key {
+    (
+        super::meta::namespace(obj).to_string(),
+        super::meta::name(obj).to_string(),
+    )
+}
+
+/// What a pass leaves for later: when each object next needs a look
+/// (fleet time), and which pods wait for room on a node.
 #[derive(Debug, Default)]
 pub struct Pass {
-    due: HashMap<String, Timestamp>,
-    waiting: BTreeSet<String>,
+    due: HashMap<Work, Timestamp>,
+    waiting: BTreeSet<Key>,
 }
 
 impl Pass {
-    /// The namespace needs a look at `t` (the earliest such time wins).
-    pub fn due(&mut self, ns: &str, t: Timestamp) {
+    /// The object needs a look at `t` (the earliest such time wins).
+    pub fn due(&mut self, w: Work, t: Timestamp) {
         self.due
-            .entry(ns.to_string())
+            .entry(w)
             .and_modify(|d| *d = (*d).min(t))
             .or_insert(t);
     }
 
-    /// Pods in the namespace fit nowhere yet.
-    pub fn waiting(&mut self, ns: &str) {
-        self.waiting.insert(ns.to_string());
+    /// The pod fits nowhere yet.
+    pub fn waiting(&mut self, pod: Key) {
+        self.waiting.insert(pod);
     }
 
-    /// Replaces what an earlier pass left for the namespaces `later` looked at.
+    /// Replaces what an earlier pass left for the objects `later` looked at.
     fn merge(&mut self, scope: &Scope, later: Pass) {
-        self.due.retain(|ns, _| !scope.covers(ns));
-        self.waiting.retain(|ns| !scope.covers(ns));
-        self.due.extend(later.due);
-        self.waiting.extend(later.waiting);
-    }
-
-    /// The namespaces due by `now`.
-    fn due_by(&self, now: Timestamp) -> impl Iterator<Item = &String> {
-        self.due
-            .iter()
-            .filter(move |(_, t)| **t <= now)
-            .map(|(ns, _)| ns)
+        match scope {
+            Scope::All => *self = later,
+            Scope::Some(items) => {
+                self.due.retain(|w, _| !items.has(w));
+                self.waiting.retain(|p| !items.pods.contains(p));
+                self.due.extend(later.due);
+                self.waiting.extend(later.waiting);
+            }
+        }
     }
 
     fn first_due(&self) -> Option<Timestamp> {
@@ -163,12 +231,18 @@ fn scope_of(changed: feed::Changed, pending: &Pass, now: Timestamp) -> Option<Sc
     if changed.everything {
         return Some(Scope::All);
     }
-    let mut set = changed.namespaces;
-    set.extend(pending.due_by(now).cloned());
-    if changed.room {
-        set.extend(pending.waiting.iter().cloned());
+    let mut items = Items {
+        deployments: changed.deployments,
+        pods: changed.pods,
+        jobs: changed.jobs,
+    };
+    for (w, _) in pending.due.iter().filter(|(_, t)| **t <= now) {
+        items.add(w);
     }
-    (!set.is_empty()).then_some(Scope::Namespaces(set))
+    if changed.room {
+        items.pods.extend(pending.waiting.iter().cloned());
+    }
+    (!items.is_empty()).then_some(Scope::Some(items))
 }
 
 /// Runs the controllers until `stop` fires.
@@ -187,7 +261,11 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         if let Some(scope) = scope_of(changed, &pending, now) {
             let mut pass = Pass::default();
             deployments::reconcile(&ctx, &scope, &mut pass);
-            scheduler::reconcile(&ctx, &scope, feed.on_node(), &mut pass);
+            // The pods the Deployment controller deleted leave the
+            // scheduler's count before it places any (their changes are
+            // looked at in the next pass, as any other).
+            feed.drain();
+            scheduler::reconcile(&ctx, &scope, feed.bound_mut(), &mut pass);
             kubelet::reconcile(&ctx, &scope, &mut pass);
             jobs::reconcile(&ctx, &scope, &mut pass);
             pending.merge(&scope, pass);
@@ -209,8 +287,15 @@ pub async fn run(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
         let wait = wait
             .clamp(Duration::from_millis(5), Duration::from_secs(1))
             .max(took);
+        // Changes taken in during the pass (after the Deployment
+        // controller wrote) are looked at next, without waiting for another.
+        let wake = async {
+            if !feed.pending() {
+                feed.next().await;
+            }
+        };
         tokio::select! {
-            _ = feed.next() => {
+            _ = wake => {
                 // Let a burst of writes land before the next pass; a pass
                 // over a big fleet waits as long as it took, so the
                 // controllers take at most half of a core however much is

@@ -6,111 +6,49 @@
 //! over zones and nodes. A pod that fits nowhere stays Pending with
 //! `PodScheduled=False` and a `FailedScheduling` Event.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::{Ctx, Pass, Scope};
+use super::feed::Bound;
+use super::{Ctx, Pass, Scope, Work, key_of};
 use crate::meta;
 use crate::selectors::LabelSelector;
+use crate::store::Key;
 use crate::store::{Target, WriteOptions};
 use cutover_core::labels::ZONE;
 
-/// The pods already placed, indexed for one pass: pods per node (the whole
-/// cluster's, as the change feed counts them), each placed pod in scope by
-/// namespace and by owner, and (built when a spread
-/// constraint first asks) by the value of one label in one namespace, so
-/// that placing a pod reads only the pods that can matter to it, not the
-/// whole cluster's.
-#[derive(Default)]
-struct Placed {
-    pods: Vec<(Arc<Value>, String)>,
-    per_node: BTreeMap<String, usize>,
-    in_ns: HashMap<String, Vec<usize>>,
-    of_owner: HashMap<String, Vec<usize>>,
-    /// (namespace, label key) → label value → pods.
-    by_label: HashMap<(String, String), HashMap<String, Vec<usize>>>,
+/// The placed pods in `ns` that `selector` selects, with their nodes:
+/// read from the change feed's index of bound pods (by label, as
+/// kube-scheduler's cache holds them), not from every pod of the cluster.
+fn selected<'a>(
+    bound: &'a Bound,
+    ns: &'a str,
+    selector: &'a LabelSelector,
+) -> Box<dyn Iterator<Item = (&'a Value, &'a str)> + 'a> {
+    let keys: Box<dyn Iterator<Item = &Key>> = match selector.an_equality() {
+        Some((key, value)) => Box::new(bound.labelled(ns, key, value)),
+        None => Box::new(bound.in_namespace(ns)),
+    };
+    Box::new(
+        keys.filter_map(|k| bound.get(k))
+            .map(|(p, n)| (&**p, n.as_str()))
+            .filter(|(p, _)| selector.matches_object(p)),
+    )
 }
 
-impl Placed {
-    /// Nothing indexed yet; `per_node` counts every live bound pod.
-    fn counting(per_node: &HashMap<String, usize>) -> Placed {
-        Placed {
-            per_node: per_node.iter().map(|(n, c)| (n.clone(), *c)).collect(),
-            ..Placed::default()
-        }
-    }
+/// The nodes of the placed pods of one owner.
+fn of_owner<'a>(bound: &'a Bound, owner: &str) -> impl Iterator<Item = &'a str> {
+    bound
+        .of_owner(owner)
+        .filter_map(|k| bound.get(k))
+        .map(|(_, n)| n.as_str())
+}
 
-    /// A pod this pass bound: counted on its node, and indexed.
-    fn add(&mut self, pod: Arc<Value>, node: String) {
-        *self.per_node.entry(node.clone()).or_default() += 1;
-        self.index(pod, node);
-    }
-
-    /// A pod already bound (and so already counted): indexed only.
-    fn index(&mut self, pod: Arc<Value>, node: String) {
-        let i = self.pods.len();
-        let ns = meta::namespace(&pod);
-        self.in_ns.entry(ns.to_string()).or_default().push(i);
-        if let Some(owner) = owner(&pod) {
-            self.of_owner.entry(owner.to_string()).or_default().push(i);
-        }
-        for ((in_ns, key), values) in &mut self.by_label {
-            if in_ns == ns
-                && let Some(v) = meta::label(&pod, key)
-            {
-                values.entry(v.to_string()).or_default().push(i);
-            }
-        }
-        self.pods.push((pod, node));
-    }
-
-    fn on_node(&self, node: &str) -> usize {
-        self.per_node.get(node).copied().unwrap_or(0)
-    }
-
-    /// Placed pods in `ns` that `selector` selects, with their nodes.
-    fn selected<'a>(
-        &'a mut self,
-        ns: &str,
-        selector: &'a LabelSelector,
-    ) -> impl Iterator<Item = (&'a Value, &'a str)> + 'a {
-        let candidates: &[usize] = match selector.an_equality() {
-            Some((key, value)) => {
-                let pods = &self.pods;
-                let in_ns = &self.in_ns;
-                self.by_label
-                    .entry((ns.to_string(), key.to_string()))
-                    .or_insert_with(|| {
-                        let mut values: HashMap<String, Vec<usize>> = HashMap::new();
-                        for i in in_ns.get(ns).into_iter().flatten() {
-                            if let Some(v) = meta::label(&pods[*i].0, key) {
-                                values.entry(v.to_string()).or_default().push(*i);
-                            }
-                        }
-                        values
-                    })
-                    .get(value)
-                    .map_or(&[], Vec::as_slice)
-            }
-            None => self.in_ns.get(ns).map_or(&[], Vec::as_slice),
-        };
-        let pods = &self.pods;
-        candidates
-            .iter()
-            .map(move |i| (&*pods[*i].0, pods[*i].1.as_str()))
-            .filter(move |(p, _)| selector.matches_object(p))
-    }
-
-    fn of_owner<'a>(&'a self, owner: &str) -> impl Iterator<Item = &'a str> + 'a {
-        self.of_owner
-            .get(owner)
-            .into_iter()
-            .flatten()
-            .map(|i| self.pods[*i].1.as_str())
-    }
+fn on_node(bound: &Bound, node: &str) -> usize {
+    bound.on_node().get(node).copied().unwrap_or(0)
 }
 
 /// The pod's controlling owner (its Deployment).
@@ -118,21 +56,16 @@ fn owner(pod: &Value) -> Option<&str> {
     pod["metadata"]["ownerReferences"][0]["uid"].as_str()
 }
 
-/// Places the pending pods in scope, oldest first. `on_node` counts every
-/// live bound pod of the cluster per node. A pod that fits nowhere is
-/// looked at again when a pod leaves a node, its namespace changes or its
-/// report falls due, as kube-scheduler keeps it in its unschedulable queue
-/// until a cluster event moves it or `DefaultPodMaxInUnschedulablePodsDuration`
-/// (5 minutes, `pkg/scheduler/internal/queue/scheduling_queue.go`) passes.
-pub fn reconcile(ctx: &Ctx, scope: &Scope, on_node: &HashMap<String, usize>, pass: &mut Pass) {
+/// Places the pending pods in scope, oldest first. `bound` holds every
+/// live bound pod of the cluster; each pod bound here is added to it, so
+/// the next counts it. A pod that fits nowhere is
+/// looked at again when room is made or its report falls due, as
+/// kube-scheduler keeps it in its unschedulable queue until a cluster event
+/// or a timeout moves it.
+pub fn reconcile(ctx: &Ctx, scope: &Scope, bound: &mut Bound, pass: &mut Pass) {
     let nodes = ctx.store.all("", "nodes");
-    let pods = scope.objects(&ctx.store, "", "pods");
-    let mut placed = Placed::counting(on_node);
-    for p in pods.iter().filter(|p| !meta::is_terminating(p)) {
-        if let Some(node) = p["spec"]["nodeName"].as_str() {
-            placed.index(p.clone(), node.to_string());
-        }
-    }
+    let node_of: BTreeMap<&str, &Value> = nodes.iter().map(|n| (meta::name(n), &**n)).collect();
+    let pods = scope.pods(&ctx.store);
     let mut pending: Vec<&Arc<Value>> = pods
         .iter()
         .filter(|p| p["spec"]["nodeName"].is_null() && !meta::is_terminating(p))
@@ -152,18 +85,17 @@ pub fn reconcile(ctx: &Ctx, scope: &Scope, on_node: &HashMap<String, usize>, pas
         )
     });
     for pod in pending {
-        match choose(pod, &nodes, &mut placed) {
+        match choose(pod, &nodes, &node_of, bound) {
             Ok(node) => {
-                if bind(ctx, pod, &node).is_ok() {
-                    placed.add(pod.clone(), node);
+                if let Ok(bound_pod) = bind(ctx, pod, &node) {
+                    bound.assume(&bound_pod);
                 }
             }
             Err(why) => {
                 unschedulable(ctx, pod, &why);
-                let ns = meta::namespace(pod);
-                pass.waiting(ns);
+                pass.waiting(key_of(pod));
                 if let Ok(t) = ctx.now().checked_add(REPORT_EVERY) {
-                    pass.due(ns, t);
+                    pass.due(Work::Pod(key_of(pod)), t);
                 }
             }
         }
@@ -268,17 +200,21 @@ fn constraints(pod: &Value) -> Vec<Constraint> {
 }
 
 /// The node to bind to, or the scheduler's message explaining why there is none.
-fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &mut Placed) -> Result<String, String> {
+fn choose(
+    pod: &Value,
+    nodes: &[Arc<Value>],
+    node_of: &BTreeMap<&str, &Value>,
+    bound: &Bound,
+) -> Result<String, String> {
     let ns = meta::namespace(pod);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut feasible: Vec<&Value> = Vec::new();
     for n in nodes {
-        match node_filter(pod, n, placed.on_node(meta::name(n))) {
+        match node_filter(pod, n, on_node(bound, meta::name(n))) {
             Ok(()) => feasible.push(n),
             Err(r) => *reasons.entry(r).or_default() += 1,
         }
     }
-    let node_of: BTreeMap<&str, &Value> = nodes.iter().map(|n| (meta::name(n), &**n)).collect();
     // Each constraint's matching pods per domain (the topology values of the
     // feasible nodes): the same whichever node is being scored.
     let spreads: Vec<(Constraint, BTreeMap<&str, i64>)> = constraints(pod)
@@ -289,7 +225,7 @@ fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &mut Placed) -> Result<Stri
                 .filter_map(|f| node_label(f, &c.key))
                 .map(|d| (d, 0))
                 .collect();
-            for (_, node) in placed.selected(ns, &c.selector) {
+            for (_, node) in selected(bound, ns, &c.selector) {
                 if let Some(d) = node_of.get(node).and_then(|pn| node_label(pn, &c.key))
                     && let Some(slot) = counts.get_mut(d)
                 {
@@ -320,11 +256,11 @@ fn choose(pod: &Value, nodes: &[Arc<Value>], placed: &mut Placed) -> Result<Stri
             }
             soft_skew += skew;
         }
-        let (zone_peers, node_peers) = peers(pod, n, &node_of, placed);
+        let (zone_peers, node_peers) = peers(pod, n, node_of, bound);
         scored.push((
             soft_skew,
             zone_peers * 1000 + node_peers,
-            placed.on_node(meta::name(n)),
+            on_node(bound, meta::name(n)),
             meta::name(n),
         ));
     }
@@ -352,7 +288,7 @@ fn peers(
     pod: &Value,
     node: &Value,
     node_of: &BTreeMap<&str, &Value>,
-    placed: &Placed,
+    bound: &Bound,
 ) -> (usize, usize) {
     let Some(owner) = owner(pod) else {
         return (0, 0);
@@ -360,7 +296,7 @@ fn peers(
     let zone = node_label(node, ZONE);
     let mut same_zone = 0;
     let mut same_node = 0;
-    for on in placed.of_owner(owner) {
+    for on in of_owner(bound, owner) {
         if on == meta::name(node) {
             same_node += 1;
         }
@@ -371,7 +307,8 @@ fn peers(
     (same_zone, same_node)
 }
 
-fn bind(ctx: &Ctx, pod: &Value, node: &str) -> Result<(), crate::api_error::ApiError> {
+/// Binds the pod to the node; the pod as bound.
+fn bind(ctx: &Ctx, pod: &Value, node: &str) -> Result<Arc<Value>, crate::api_error::ApiError> {
     let stamp = meta::time(ctx.now());
     ctx.update(&ctx.kind("", "pods"), pod, |p| {
         p["spec"]["nodeName"] = json!(node);
@@ -384,8 +321,7 @@ fn bind(ctx: &Ctx, pod: &Value, node: &str) -> Result<(), crate::api_error::ApiE
             &stamp,
             &["lastProbeTime"],
         );
-    })?;
-    Ok(())
+    })
 }
 
 /// Fleet time between two reports of the same scheduling failure.

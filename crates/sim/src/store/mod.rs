@@ -342,6 +342,34 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// The objects of a resource whose owner references name `uid`, from
+    /// the owner index (as the garbage collector's graph holds them).
+    pub fn owned_by(&self, uid: &str, group: &str, resource: &str) -> Vec<Arc<Value>> {
+        let inner = self.lock();
+        let resource = (group.to_string(), resource.to_string());
+        let Some(objects) = inner.objects.get(&resource) else {
+            return Vec::new();
+        };
+        inner
+            .owned
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter(|(r, _)| *r == resource)
+            .filter_map(|(_, key)| objects.get(key).cloned())
+            .collect()
+    }
+
+    /// One object by resource and key, for the simulated controllers.
+    pub fn find(&self, group: &str, resource: &str, key: &Key) -> Option<Arc<Value>> {
+        let inner = self.lock();
+        inner
+            .objects
+            .get(&(group.to_string(), resource.to_string()))
+            .and_then(|m| m.get(key))
+            .cloned()
+    }
+
     /// Creates an object; `name` may come from `metadata.generateName`.
     pub fn create(
         &self,
