@@ -579,7 +579,7 @@ async fn controller() {
         *why.entry(format!("{:?}: {message}", s.phase)).or_default() += 1;
     }
     let mut why: Vec<(usize, String)> = why.into_iter().map(|(m, n)| (n, m)).collect();
-    why.sort_by(|a, b| b.0.cmp(&a.0));
+    why.sort_by_key(|w| std::cmp::Reverse(w.0));
     for (count, message) in why.iter().take(10) {
         println!("# not completed, {count}: {message}");
     }
