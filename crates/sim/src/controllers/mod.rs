@@ -1,10 +1,9 @@
 //! The simulated control plane of one cluster: a deployment controller, a
 //! scheduler and a kubelet, reconciling the objects that changed (as their
 //! change feed tells them; a pod's change queues its Deployment) and on the
-//! fleet-time deadlines they ask for
-//! (a pod becoming Ready, an eviction), as kube-controller-manager's
-//! controllers work from informers and queues rather than rereading the
-//! cluster.
+//! fleet-time deadlines they ask for (a pod becoming Ready, an eviction),
+//! as kube-controller-manager's controllers work from informers and queues
+//! rather than rereading the cluster.
 //!
 //! They write through the store like any client would (never over HTTP, so
 //! their writes are not counted as API requests), and only when something

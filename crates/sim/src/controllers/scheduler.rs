@@ -58,10 +58,11 @@ fn owner(pod: &Value) -> Option<&str> {
 
 /// Places the pending pods in scope, oldest first. `bound` holds every
 /// live bound pod of the cluster; each pod bound here is added to it, so
-/// the next counts it. A pod that fits nowhere is
-/// looked at again when room is made or its report falls due, as
+/// the next counts it. A pod that fits nowhere is looked at again when a
+/// pod leaves a node, when it changes, or when its report falls due, as
 /// kube-scheduler keeps it in its unschedulable queue until a cluster event
-/// or a timeout moves it.
+/// moves it or `DefaultPodMaxInUnschedulablePodsDuration` (5 minutes,
+/// `pkg/scheduler/internal/queue/scheduling_queue.go`) passes.
 pub fn reconcile(ctx: &Ctx, scope: &Scope, bound: &mut Bound, pass: &mut Pass) {
     let nodes = ctx.store.all("", "nodes");
     let node_of: BTreeMap<&str, &Value> = nodes.iter().map(|n| (meta::name(n), &**n)).collect();
