@@ -522,6 +522,10 @@ async fn controller() {
     let sampling = Arc::new(AtomicBool::new(true));
     let peaks = sample_peaks(pids.clone(), sampling.clone());
     let mut killed = false;
+    // The simulated fleet's own work while the releases run: what a change
+    // to it saves (or costs) the machine the controllers share.
+    let fleet_pid = sim.id().expect("the fleet's pid");
+    let fleet_cpu_before = cpu_seconds(fleet_pid);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(3600);
     let statuses: Vec<ReleaseStatus> = loop {
@@ -551,6 +555,7 @@ async fn controller() {
         tokio::time::sleep(Duration::from_secs((n as u64 / 100).clamp(3, 15))).await;
     };
     let wall = started.elapsed().as_secs_f64();
+    let fleet_cpu = cpu_seconds(fleet_pid) - fleet_cpu_before;
     sampling.store(false, Ordering::Relaxed);
     let (peak_rss_kb, peak_file_kb) = peaks.join().expect("the sampler");
     // Every replica alive at the end (a killed one's share is lost with it).
@@ -671,6 +676,7 @@ async fn controller() {
         "MiB",
     );
     figure("controller_cpu_s", cpu, "s");
+    figure("fleet_cpu_s", fleet_cpu, "s");
     figure("step_latency_p99_ms", p99, "ms");
     // Stopped as a rollout stops them (SIGTERM), so a heap profile
     // (`--features dhat-heap`) is written on the way out.

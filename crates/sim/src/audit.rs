@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
-use super::gateway::{self, Flow};
+use super::gateway::{Flow, Routing};
 use super::meta;
 use super::store::{ChangeType, Key, Store};
 use cutover_core::labels::{APP, COLOUR, MANAGED_BY, MANAGED_BY_VALUE};
@@ -166,7 +166,7 @@ impl Audit {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut mirror = Mirror::read(&store);
-        let mut flows = mirror.flows(rps);
+        let mut flows = mirror.routing.flows(rps);
         self.observe(
             &cluster,
             store.resource_version(),
@@ -183,6 +183,7 @@ impl Audit {
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     self.lock().lost += n;
                     mirror = Mirror::read(&store);
+                    flows = mirror.routing.flows(rps);
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -211,8 +212,10 @@ impl Audit {
             } else {
                 objects.insert(key, c.object.clone());
             }
+            if mirror.routing.apply(&c) {
+                flows = mirror.routing.flows(rps);
+            }
             if c.resource != "deployments" {
-                flows = mirror.flows(rps);
                 self.observe(&cluster, c.rv, store.clock().now(), &flows);
             }
         }
@@ -237,11 +240,12 @@ fn reaches(obj: &Value, resource: &str, flows: &[Flow]) -> bool {
     })
 }
 
-/// A copy of a cluster's routes, Services, pods and Deployments, kept current from its changes.
+/// A copy of a cluster's routes, Services, pods and Deployments, kept
+/// current from its changes, and its routing.
 struct Mirror {
     objects: HashMap<Key, BTreeMap<Key, Arc<Value>>>,
     live: broadcast::Receiver<Arc<super::store::Change>>,
-    memo: gateway::Memo,
+    routing: Routing,
 }
 
 impl Mirror {
@@ -251,6 +255,8 @@ impl Mirror {
             .iter()
             .map(|(g, r)| ((g.to_string(), r.to_string()), BTreeMap::new()))
             .collect();
+        // The routing takes in what it reads and passes over the rest.
+        let routing = Routing::of_objects(initial.iter().cloned());
         for (resource, obj) in initial {
             let key = (
                 meta::namespace(&obj).to_string(),
@@ -261,23 +267,7 @@ impl Mirror {
         Mirror {
             objects,
             live,
-            memo: gateway::Memo::default(),
+            routing,
         }
-    }
-
-    fn all(&self, (group, resource): (&str, &str)) -> Vec<Arc<Value>> {
-        self.objects
-            .get(&(group.to_string(), resource.to_string()))
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn flows(&mut self, rps: f64) -> Vec<Flow> {
-        let (routes, services, pods) = (
-            self.all(ROUTES),
-            self.all(("", "services")),
-            self.all(("", "pods")),
-        );
-        gateway::flows_of(routes, services, pods, rps, &mut self.memo)
     }
 }

@@ -98,8 +98,7 @@ impl SimCluster {
             behaviours: shared.behaviours.clone(),
             clock: shared.clock.clone(),
             metrics: AppMetrics::default(),
-            flows: Default::default(),
-            memo: Default::default(),
+            routing: Default::default(),
         });
         let faults = Arc::new(ApiFaults::default());
         let counter = Arc::new(RequestCounter::new(&spec.name));

@@ -6,16 +6,21 @@
 //! its Services. Traffic to a backend with no
 //! Ready pod fails with 503.
 //!
-//! Pure reads of the store; the metrics turn flows into counters.
+//! Reads of the store, or of a copy kept from its changes (`Routing`); the
+//! metrics turn flows into counters.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::meta;
-use super::store::Store;
+use super::store::{Change, ChangeType, Key, Store};
 use cutover_core::labels::{APP, COLOUR, VERSION};
+
+const ROUTES: (&str, &str) = ("gateway.networking.k8s.io", "httproutes");
+const SERVICES: (&str, &str) = ("", "services");
+const PODS: (&str, &str) = ("", "pods");
 
 /// Requests per second that reach one app version (or fail on the way).
 #[derive(Debug, Clone, PartialEq)]
@@ -28,22 +33,50 @@ pub struct Flow {
     pub served: bool,
 }
 
+/// Objects by namespace, then name: looked up by borrowed names and walked
+/// in the store's order.
+type ByName<T> = BTreeMap<String, BTreeMap<String, T>>;
+
+/// Stores `value` under `ns` and `name` (removes it when `None`); returns
+/// what was there.
+fn put<T>(map: &mut ByName<T>, ns: &str, name: &str, value: Option<T>) -> Option<T> {
+    match value {
+        Some(v) => match map.get_mut(ns) {
+            Some(names) => names.insert(name.to_string(), v),
+            None => {
+                map.insert(ns.to_string(), BTreeMap::from([(name.to_string(), v)]));
+                None
+            }
+        },
+        None => {
+            let names = map.get_mut(ns)?;
+            let was = names.remove(name);
+            if names.is_empty() {
+                map.remove(ns);
+            }
+            was
+        }
+    }
+}
+
+fn values<T>(map: &ByName<T>) -> impl Iterator<Item = &T> {
+    map.values().flat_map(BTreeMap::values)
+}
+
+/// The routes, Services and pods of a cluster, indexed for the gateway.
+#[derive(Debug, Default)]
 struct Snapshot {
-    routes: Vec<Arc<Value>>,
-    services: Vec<Arc<Value>>,
-    pods: Vec<Arc<PodFacts>>,
-    /// Services by namespace and name.
-    service_at: HashMap<(String, String), usize>,
-    /// Pods by namespace and app label, and by namespace alone: a fleet of
-    /// many apps is read without matching every Service against every pod.
-    pods_of_app: HashMap<(String, String), Vec<usize>>,
-    pods_in: HashMap<String, Vec<usize>>,
+    routes: ByName<Arc<Value>>,
+    services: ByName<Arc<Value>>,
+    pods: ByName<Arc<PodFacts>>,
+    /// Pods by namespace, app label and name: a fleet of many apps is read
+    /// without matching every Service against every pod.
+    pods_of_app: BTreeMap<String, ByName<Arc<PodFacts>>>,
 }
 
 /// What the gateway reads of a pod.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 struct PodFacts {
-    namespace: String,
     labels: BTreeMap<String, String>,
     ready: bool,
     terminating: bool,
@@ -52,7 +85,6 @@ struct PodFacts {
 impl PodFacts {
     fn of(pod: &Value) -> PodFacts {
         PodFacts {
-            namespace: meta::namespace(pod).to_string(),
             labels: meta::labels(pod)
                 .into_iter()
                 .flatten()
@@ -68,94 +100,76 @@ impl PodFacts {
     }
 }
 
-/// What the gateway read of each pod, kept from one reading to the next: a
-/// stored object is never changed in place (a write stores a new one), so
-/// a pod still stored as it was is not read again. With thousands of pods
-/// in a cluster and a few of them changing between two readings, a reading
-/// is mostly lookups.
-#[derive(Debug, Default)]
-pub struct Memo {
-    /// By the stored object's address; the entry holds the object, so the
-    /// address is not reused while it is here.
-    pods: HashMap<usize, (Arc<Value>, Arc<PodFacts>)>,
-}
-
-impl Memo {
-    /// The facts of each pod, read only for pods not seen as they are; pods
-    /// no longer stored are forgotten.
-    fn pods(&mut self, pods: Vec<Arc<Value>>) -> Vec<Arc<PodFacts>> {
-        let mut seen = HashMap::with_capacity(pods.len());
-        let facts = pods
-            .into_iter()
-            .map(|p| {
-                let at = Arc::as_ptr(&p) as usize;
-                let facts = match self.pods.remove(&at) {
-                    Some((_, f)) => f,
-                    None => Arc::new(PodFacts::of(&p)),
-                };
-                seen.insert(at, (p, facts.clone()));
-                facts
-            })
-            .collect();
-        self.pods = seen;
-        facts
-    }
-}
-
 impl Snapshot {
-    fn read(store: &Store, memo: &mut Memo) -> Snapshot {
-        Snapshot::of(
-            store.all("gateway.networking.k8s.io", "httproutes"),
-            store.all("", "services"),
-            memo.pods(store.all("", "pods")),
-        )
+    fn read(store: &Store) -> Snapshot {
+        let mut snap = Snapshot::default();
+        for (resource, objects) in [ROUTES, SERVICES, PODS].map(|r| (r, store.all(r.0, r.1))) {
+            for obj in objects {
+                snap.put(resource, &obj, false);
+            }
+        }
+        snap
     }
 
-    fn of(
-        routes: Vec<Arc<Value>>,
-        services: Vec<Arc<Value>>,
-        pods: Vec<Arc<PodFacts>>,
-    ) -> Snapshot {
-        let service_at = services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                (
-                    (meta::namespace(s).to_string(), meta::name(s).to_string()),
-                    i,
-                )
-            })
-            .collect();
-        let mut pods_of_app: HashMap<(String, String), Vec<usize>> = HashMap::new();
-        let mut pods_in: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, p) in pods.iter().enumerate() {
-            if let Some(app) = p.label(APP) {
-                pods_of_app
-                    .entry((p.namespace.clone(), app.to_string()))
-                    .or_default()
-                    .push(i);
+    /// Takes in one object of `resource` as written (or deleted); what the
+    /// snapshot held of it before, for a pod.
+    fn put(&mut self, resource: (&str, &str), obj: &Arc<Value>, deleted: bool) -> Put {
+        let (ns, name) = (meta::namespace(obj), meta::name(obj));
+        let now = (!deleted).then(|| obj.clone());
+        match resource {
+            ROUTES => {
+                put(&mut self.routes, ns, name, now);
+                Put::Route
             }
-            match pods_in.get_mut(&p.namespace) {
-                Some(list) => list.push(i),
-                None => {
-                    pods_in.insert(p.namespace.clone(), vec![i]);
+            SERVICES => {
+                put(&mut self.services, ns, name, now);
+                Put::Service
+            }
+            PODS => {
+                let facts = now.map(|p| Arc::new(PodFacts::of(&p)));
+                let held = self.pods.get(ns).and_then(|m| m.get(name));
+                if held.map(|f| &**f) == facts.as_deref() {
+                    return Put::Nothing;
+                }
+                let was = put(&mut self.pods, ns, name, facts.clone());
+                if let Some(app) = was.as_ref().and_then(|p| p.label(APP))
+                    && let Some(of_app) = self.pods_of_app.get_mut(ns)
+                {
+                    put(of_app, app, name, None);
+                    if of_app.is_empty() {
+                        self.pods_of_app.remove(ns);
+                    }
+                }
+                if let Some(f) = &facts
+                    && let Some(app) = f.label(APP)
+                {
+                    let of_app = match self.pods_of_app.get_mut(ns) {
+                        Some(m) => m,
+                        None => self.pods_of_app.entry(ns.to_string()).or_default(),
+                    };
+                    put(of_app, app, name, Some(f.clone()));
+                }
+                Put::Pod {
+                    apps: [was, facts]
+                        .iter()
+                        .flatten()
+                        .filter_map(|p| p.label(APP).map(str::to_string))
+                        .collect(),
                 }
             }
+            _ => Put::Nothing,
         }
-        Snapshot {
-            routes,
-            services,
-            pods,
-            service_at,
-            pods_of_app,
-            pods_in,
-        }
+    }
+
+    /// `(namespace, name)` of every route.
+    fn route_keys(&self) -> impl Iterator<Item = Key> + '_ {
+        self.routes
+            .iter()
+            .flat_map(|(ns, m)| m.keys().map(|n| (ns.clone(), n.clone())))
     }
 
     fn service(&self, ns: &str, name: &str) -> Option<&Value> {
-        self.service_at
-            .get(&(ns.to_string(), name.to_string()))
-            .map(|i| &*self.services[*i])
+        self.services.get(ns)?.get(name).map(|s| &**s)
     }
 
     /// Pods a Service selects (an empty selector selects none, as for endpoints).
@@ -163,23 +177,34 @@ impl Snapshot {
         let sel = svc["spec"]["selector"]
             .as_object()
             .filter(|m| !m.is_empty());
-        let ns = meta::namespace(svc).to_string();
-        let candidates: &[usize] = match sel.and_then(|s| s.get(APP)).and_then(Value::as_str) {
-            _ if sel.is_none() => &[],
-            Some(app) => self
-                .pods_of_app
-                .get(&(ns, app.to_string()))
-                .map_or(&[], Vec::as_slice),
-            None => self.pods_in.get(&ns).map_or(&[], Vec::as_slice),
-        };
-        candidates.iter().map(|i| &*self.pods[*i]).filter(move |p| {
-            let Some(sel) = sel else { return false };
-            !p.terminating
-                && sel
-                    .iter()
-                    .all(|(k, v)| v.as_str().is_some_and(|v| p.label(k) == Some(v)))
-        })
+        let ns = meta::namespace(svc);
+        let candidates = sel.and_then(|s| match s.get(APP).and_then(Value::as_str) {
+            Some(app) => self.pods_of_app.get(ns)?.get(app),
+            None => self.pods.get(ns),
+        });
+        candidates
+            .into_iter()
+            .flat_map(BTreeMap::values)
+            .map(|p| &**p)
+            .filter(move |p| {
+                let Some(sel) = sel else { return false };
+                !p.terminating
+                    && sel
+                        .iter()
+                        .all(|(k, v)| v.as_str().is_some_and(|v| p.label(k) == Some(v)))
+            })
     }
+}
+
+/// What taking in one object changed.
+enum Put {
+    Nothing,
+    Route,
+    Service,
+    /// A pod's facts changed; the app labels it had and has.
+    Pod {
+        apps: Vec<String>,
+    },
 }
 
 /// Whether a pod takes traffic: Running, Ready, not terminating.
@@ -283,76 +308,104 @@ fn route_app(snap: &Snapshot, route: &Value) -> String {
     meta::name(route).to_string()
 }
 
-/// Where `rps` requests per second go in this cluster, per app.
-pub fn flows(store: &Store, rps: f64) -> Vec<Flow> {
-    flows_with(store, rps, &mut Memo::default())
+/// What one route sends where, and what working it out read.
+#[derive(Debug)]
+struct Reading {
+    app: String,
+    flows: Vec<Flow>,
+    /// `(namespace, name)` of each Service its rules name, present or not.
+    backends: Vec<Key>,
+    /// What a change must touch for the reading to be worked out again.
+    reads: Vec<Read>,
 }
 
-/// As `flows`, reading again only the pods `memo` has not seen as they are.
-pub fn flows_with(store: &Store, rps: f64, memo: &mut Memo) -> Vec<Flow> {
-    flows_in(&Snapshot::read(store, memo), rps)
+/// Something a route's reading depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Read {
+    /// A Service, by namespace and name, whether or not it exists.
+    Service(String, String),
+    /// The pods of a namespace with one app label.
+    PodsOfApp(String, String),
+    /// Every pod of a namespace (a Service selecting no app).
+    PodsIn(String),
 }
 
-/// Where `rps` requests per second go among these routes, Services and pods
-/// (a copy of a cluster's, as of one change).
-pub fn flows_of(
-    routes: Vec<Arc<Value>>,
-    services: Vec<Arc<Value>>,
-    pods: Vec<Arc<Value>>,
-    rps: f64,
-    memo: &mut Memo,
-) -> Vec<Flow> {
-    flows_in(&Snapshot::of(routes, services, memo.pods(pods)), rps)
-}
-
-fn flows_in(snap: &Snapshot, rps: f64) -> Vec<Flow> {
-    let mut out = Vec::new();
-    let mut routed_apps = BTreeSet::new();
-    let mut referenced = BTreeSet::new();
-    for route in &snap.routes {
-        let app = route_app(snap, route);
-        routed_apps.insert(app.clone());
-        let rules: Vec<&Value> = route["spec"]["rules"]
-            .as_array()
-            .map(|r| r.iter().collect())
-            .unwrap_or_default();
-        for rule in &rules {
-            let refs: Vec<_> = backends(route, rule).collect();
-            let total: f64 = refs.iter().map(|(_, _, w)| w).sum();
-            for (ns, name, w) in &refs {
-                referenced.insert((ns.to_string(), name.to_string()));
-                if total <= 0.0 || *w <= 0.0 {
-                    continue;
-                }
-                let share = rps / rules.len() as f64 * w / total;
-                match snap.service(ns, name) {
-                    Some(svc) => service_flows(snap, svc, &app, share, &mut out),
-                    None => out.push(Flow {
-                        app: app.clone(),
-                        version: "unknown".into(),
-                        colour: guess_colour(name).into(),
-                        rps: share,
-                        served: false,
-                    }),
-                }
+/// Where `route` sends `rps` requests per second.
+fn read_route(snap: &Snapshot, route: &Value, rps: f64) -> Reading {
+    let app = route_app(snap, route);
+    let rules: Vec<&Value> = route["spec"]["rules"]
+        .as_array()
+        .map(|r| r.iter().collect())
+        .unwrap_or_default();
+    let mut flows = Vec::new();
+    let mut named = Vec::new();
+    for rule in &rules {
+        let refs: Vec<_> = backends(route, rule).collect();
+        let total: f64 = refs.iter().map(|(_, _, w)| w).sum();
+        for (ns, name, w) in &refs {
+            named.push((ns.to_string(), name.to_string()));
+            if total <= 0.0 || *w <= 0.0 {
+                continue;
+            }
+            let share = rps / rules.len() as f64 * w / total;
+            match snap.service(ns, name) {
+                Some(svc) => service_flows(snap, svc, &app, share, &mut flows),
+                None => flows.push(Flow {
+                    app: app.clone(),
+                    version: "unknown".into(),
+                    colour: guess_colour(name).into(),
+                    rps: share,
+                    served: false,
+                }),
             }
         }
     }
-    // Apps without a route: their Services share the app's traffic.
-    let mut direct: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for svc in &snap.services {
-        let key = (
-            meta::namespace(svc).to_string(),
-            meta::name(svc).to_string(),
-        );
-        if referenced.contains(&key) {
-            continue;
+    let mut reads = Vec::new();
+    for (ns, name) in &named {
+        reads.push(Read::Service(ns.clone(), name.clone()));
+        if let Some(svc) = snap.service(ns, name) {
+            let ns = meta::namespace(svc).to_string();
+            reads.push(match svc["spec"]["selector"][APP].as_str() {
+                Some(app) => Read::PodsOfApp(ns, app.to_string()),
+                None => Read::PodsIn(ns),
+            });
         }
-        let app = svc["spec"]["selector"][APP]
-            .as_str()
-            .or_else(|| snap.selected(svc).find_map(|p| p.label(APP)));
-        if let Some(app) = app.filter(|a| !routed_apps.contains(*a)) {
-            direct.entry(app.to_string()).or_default().push(svc);
+    }
+    reads.sort();
+    reads.dedup();
+    Reading {
+        app,
+        flows,
+        backends: named,
+        reads,
+    }
+}
+
+/// The flows of apps without a route: their Services share the app's traffic.
+fn direct_flows<'a>(
+    snap: &Snapshot,
+    routed: impl Iterator<Item = &'a Reading>,
+    rps: f64,
+    out: &mut Vec<Flow>,
+) {
+    let mut routed_apps = HashSet::new();
+    let mut referenced = HashSet::new();
+    for r in routed {
+        routed_apps.insert(r.app.as_str());
+        referenced.extend(r.backends.iter().map(|(ns, n)| (ns.as_str(), n.as_str())));
+    }
+    let mut direct: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for (ns, services) in &snap.services {
+        for (name, svc) in services {
+            if referenced.contains(&(ns.as_str(), name.as_str())) {
+                continue;
+            }
+            let app = svc["spec"]["selector"][APP]
+                .as_str()
+                .or_else(|| snap.selected(svc).find_map(|p| p.label(APP)));
+            if let Some(app) = app.filter(|a| !routed_apps.contains(a)) {
+                direct.entry(app).or_default().push(svc);
+            }
         }
     }
     for (app, mut svcs) in direct {
@@ -363,19 +416,149 @@ fn flows_in(snap: &Snapshot, rps: f64) -> Vec<Flow> {
         }
         let share = rps / svcs.len() as f64;
         for svc in svcs {
-            service_flows(snap, svc, &app, share, &mut out);
+            service_flows(snap, svc, app, share, out);
         }
     }
-    out
+}
+
+/// A cluster's routing kept from its stream of changes: each route's flows
+/// are worked out again only when the route, a Service it names or a pod
+/// those Services select changed, so a fleet of thousands of apps is not
+/// read whole after every pod's change. The apps served without a route
+/// are read each time (a few Services, mostly none).
+#[derive(Debug, Default)]
+pub struct Routing {
+    snap: Snapshot,
+    rps: f64,
+    readings: ByName<Reading>,
+    /// The routes whose readings depend on each thing read.
+    readers: HashMap<Read, BTreeSet<Key>>,
+    /// Routes to work out again.
+    stale: BTreeSet<Key>,
+}
+
+impl Routing {
+    /// The resources a routing follows, to subscribe to.
+    pub const RESOURCES: [(&str, &str); 3] = [ROUTES, SERVICES, PODS];
+
+    /// A cluster's routing as of now.
+    pub fn read(store: &Store) -> Routing {
+        Routing::of(Snapshot::read(store))
+    }
+
+    /// The routing of these objects (of `RESOURCES`; a subscription's first read).
+    pub fn of_objects(objects: impl IntoIterator<Item = (Key, Arc<Value>)>) -> Routing {
+        let mut snap = Snapshot::default();
+        for ((group, resource), obj) in objects {
+            snap.put((group.as_str(), resource.as_str()), &obj, false);
+        }
+        Routing::of(snap)
+    }
+
+    fn of(snap: Snapshot) -> Routing {
+        let stale = snap.route_keys().collect();
+        Routing {
+            snap,
+            stale,
+            ..Routing::default()
+        }
+    }
+
+    /// Takes in one change of the store; whether it can change where
+    /// requests go.
+    pub fn apply(&mut self, c: &Change) -> bool {
+        let resource = (c.group.as_str(), c.resource.as_str());
+        let taken = self
+            .snap
+            .put(resource, &c.object, c.change == ChangeType::Deleted);
+        let ns = meta::namespace(&c.object);
+        let name = meta::name(&c.object);
+        match taken {
+            Put::Nothing => return false,
+            Put::Route => {
+                self.stale.insert((ns.to_string(), name.to_string()));
+            }
+            Put::Service => self.touch(&Read::Service(ns.to_string(), name.to_string())),
+            Put::Pod { apps } => {
+                for app in apps {
+                    self.touch(&Read::PodsOfApp(ns.to_string(), app));
+                }
+                self.touch(&Read::PodsIn(ns.to_string()));
+            }
+        }
+        true
+    }
+
+    fn touch(&mut self, read: &Read) {
+        if let Some(routes) = self.readers.get(read) {
+            self.stale.extend(routes.iter().cloned());
+        }
+    }
+
+    /// Where `rps` requests per second go, per app: the routes' flows in
+    /// the store's order, then the apps served without one.
+    pub fn flows(&mut self, rps: f64) -> Vec<Flow> {
+        if rps != self.rps {
+            self.rps = rps;
+            self.stale.extend(self.snap.route_keys());
+        }
+        for key in std::mem::take(&mut self.stale) {
+            let (ns, name) = (key.0.as_str(), key.1.as_str());
+            let fresh = self
+                .snap
+                .routes
+                .get(ns)
+                .and_then(|m| m.get(name))
+                .map(|r| read_route(&self.snap, r, rps));
+            if let Some(r) = &fresh {
+                for read in &r.reads {
+                    self.readers
+                        .entry(read.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
+            }
+            let fresh_reads: Vec<&Read> = fresh.iter().flat_map(|r| &r.reads).collect();
+            let gone: Vec<Read> = match put(&mut self.readings, ns, name, None) {
+                Some(old) => old
+                    .reads
+                    .into_iter()
+                    .filter(|r| !fresh_reads.contains(&r))
+                    .collect(),
+                None => Vec::new(),
+            };
+            for read in gone {
+                if let Some(routes) = self.readers.get_mut(&read) {
+                    routes.remove(&key);
+                    if routes.is_empty() {
+                        self.readers.remove(&read);
+                    }
+                }
+            }
+            if let Some(r) = fresh {
+                put(&mut self.readings, ns, name, Some(r));
+            }
+        }
+        let mut out: Vec<Flow> = values(&self.readings)
+            .flat_map(|r| r.flows.iter().cloned())
+            .collect();
+        direct_flows(&self.snap, values(&self.readings), rps, &mut out);
+        out
+    }
+}
+
+/// Where `rps` requests per second go in this cluster, per app.
+pub fn flows(store: &Store, rps: f64) -> Vec<Flow> {
+    Routing::read(store).flows(rps)
 }
 
 /// Green's share (percent) of the routes in this cluster, the highest over routes
 /// (of one app when given). A backend is green when its Service selects
 /// `cutover.dev/colour: green` or its pods carry it, or its name ends in `-green`.
 pub fn green_weight(store: &Store, app: Option<&str>) -> Option<f64> {
-    let snap = Snapshot::read(store, &mut Memo::default());
+    let snap = Snapshot::read(store);
     let mut best: Option<f64> = None;
-    for route in &snap.routes {
+    for route in values(&snap.routes) {
         if app.is_some_and(|a| route_app(&snap, route) != a) {
             continue;
         }
@@ -478,10 +661,11 @@ mod tests {
         s
     }
 
+    /// The requests per second of one colour of the app `web`.
     fn rate(flows: &[Flow], colour: &str, served: bool) -> f64 {
         flows
             .iter()
-            .filter(|f| f.colour == colour && f.served == served)
+            .filter(|f| f.app == "web" && f.colour == colour && f.served == served)
             .map(|f| f.rps)
             .sum()
     }
@@ -502,46 +686,102 @@ mod tests {
         assert_eq!(green_weight(&s, Some("other")), None);
     }
 
+    /// A routing following `s`'s changes from now, and its subscription.
+    fn follow(s: &Store) -> (Routing, crate::store::Changes) {
+        let (initial, live) = s.subscribe_to(&Routing::RESOURCES);
+        (Routing::of_objects(initial), live)
+    }
+
+    /// Takes in every change committed since the last call; how many could
+    /// move requests.
+    fn catch_up(r: &mut Routing, live: &mut crate::store::Changes) -> usize {
+        let mut moved = 0;
+        while let Ok(c) = live.try_recv() {
+            moved += usize::from(r.apply(&c));
+        }
+        moved
+    }
+
+    fn stale(r: &Routing) -> Vec<&str> {
+        r.stale.iter().map(|(_, n)| n.as_str()).collect()
+    }
+
     #[test]
-    fn a_reading_reads_again_only_the_pods_written_since_and_forgets_the_deleted() {
+    fn a_routing_works_out_again_only_the_routes_a_change_touches() {
         let s = cluster(25, false);
+        // A second app with its own route, Service and pod.
+        put(
+            &s,
+            "",
+            "pods",
+            json!({"metadata": {"name": "api-1", "labels": {APP: "api", COLOUR: "blue", VERSION: "v9"}},
+            "spec": {"containers": []},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}),
+        );
+        put(
+            &s,
+            "",
+            "services",
+            json!({"metadata": {"name": "api-blue"}, "spec": {"selector": {APP: "api", COLOUR: "blue"}}}),
+        );
+        put(
+            &s,
+            "gateway.networking.k8s.io",
+            "httproutes",
+            json!({"metadata": {"name": "api"}, "spec": {"rules": [{"backendRefs": [{"name": "api-blue"}]}]}}),
+        );
         let pods = s.kind_of("", "pods").unwrap();
-        let mut memo = Memo::default();
-        let first = flows_with(&s, 100.0, &mut memo);
-        assert!((rate(&first, "green", false) - 25.0).abs() < 1e-9);
-        let facts =
-            |m: &Memo| -> Vec<Arc<PodFacts>> { m.pods.values().map(|(_, f)| f.clone()).collect() };
-        let before = facts(&memo);
-        assert_eq!(before.len(), 3);
-        s.modify(
-            &pods,
-            "default",
-            "g1",
-            Target::All,
-            false,
-            &WriteOptions::default(),
-            |cur| {
-                let mut p = cur.cloned().unwrap();
-                p["status"]["conditions"][0]["status"] = json!("True");
-                Ok(p)
-            },
-        )
-        .unwrap();
-        let second = flows_with(&s, 100.0, &mut memo);
+        let (mut r, mut live) = follow(&s);
+        assert_eq!(r.flows(100.0), flows(&s, 100.0));
+        assert!(stale(&r).is_empty());
+
+        let write = |name: &str, f: &dyn Fn(&mut Value)| {
+            s.modify(
+                &pods,
+                "default",
+                name,
+                Target::All,
+                false,
+                &WriteOptions::default(),
+                |cur| {
+                    let mut p = cur.cloned().unwrap();
+                    f(&mut p);
+                    Ok(p)
+                },
+            )
+            .unwrap();
+        };
+        write("g1", &|p| {
+            p["status"]["conditions"][0]["status"] = json!("True")
+        });
+        assert_eq!(catch_up(&mut r, &mut live), 1);
+        assert_eq!(
+            stale(&r),
+            ["web"],
+            "only the route whose Service selects g1"
+        );
+        let second = r.flows(100.0);
         assert!(
             (rate(&second, "green", true) - 25.0).abs() < 1e-9,
-            "the written pod is read again: {second:?}"
+            "{second:?}"
         );
-        let after = facts(&memo);
-        let kept = after
-            .iter()
-            .filter(|f| before.iter().any(|b| Arc::ptr_eq(b, f)))
-            .count();
-        assert_eq!(kept, 2, "the two blue pods were not read again");
+        assert_eq!(second, flows(&s, 100.0));
+
+        write("api-1", &|p| {
+            p["metadata"]["annotations"] = json!({"note": "unrelated"})
+        });
+        assert_eq!(
+            catch_up(&mut r, &mut live),
+            0,
+            "nothing the gateway reads changed"
+        );
+        assert!(stale(&r).is_empty());
+
         s.delete(&pods, "default", "b2", &Default::default())
             .unwrap();
-        let third = flows_with(&s, 100.0, &mut memo);
-        assert_eq!(memo.pods.len(), 2, "the deleted pod is forgotten");
+        assert_eq!(catch_up(&mut r, &mut live), 1);
+        assert_eq!(stale(&r), ["web"]);
+        let third = r.flows(100.0);
         assert!(
             (rate(&third, "blue", true) - 75.0).abs() < 1e-9,
             "b1 takes blue's share alone"
@@ -564,5 +804,173 @@ mod tests {
             "the version comes from the selected pods"
         );
         assert_eq!(green_weight(&s, None), Some(25.0));
+    }
+
+    /// One write of a fleet of two namespaces, three apps and a few names
+    /// of each kind: enough for routes to name Services of another app or
+    /// namespace, Services to select no app, and names to be reused.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Pod {
+            ns: u8,
+            name: u8,
+            app: Option<u8>,
+            colour: u8,
+            version: u8,
+            ready: bool,
+        },
+        Service {
+            ns: u8,
+            name: u8,
+            app: Option<u8>,
+            colour: Option<u8>,
+        },
+        Route {
+            ns: u8,
+            name: u8,
+            app: Option<u8>,
+            rules: Vec<Vec<(Option<u8>, u8, u8)>>,
+        },
+        Delete {
+            resource: u8,
+            ns: u8,
+            name: u8,
+        },
+    }
+
+    const NAMESPACES: [&str; 2] = ["a", "b"];
+    const APPS: [&str; 3] = ["web", "api", "db"];
+    const COLOURS: [&str; 2] = ["blue", "green"];
+    /// Service names: slot-like, front-door-like and plain.
+    const SERVICE_NAMES: [&str; 4] = ["web-blue", "web-green", "web", "api"];
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let app = proptest::option::of(0..3u8);
+        prop_oneof![
+            4 => (0..2u8, 0..6u8, app.clone(), 0..2u8, 0..2u8, any::<bool>()).prop_map(
+                |(ns, name, app, colour, version, ready)| Op::Pod { ns, name, app, colour, version, ready }),
+            2 => (0..2u8, 0..4u8, app.clone(), proptest::option::of(0..2u8))
+                .prop_map(|(ns, name, app, colour)| Op::Service { ns, name, app, colour }),
+            2 => (0..2u8, 0..3u8, app, proptest::collection::vec(
+                    proptest::collection::vec((proptest::option::of(0..2u8), 0..4u8, 0..3u8), 0..3), 0..3))
+                .prop_map(|(ns, name, app, rules)| Op::Route { ns, name, app, rules }),
+            2 => (0..3u8, 0..2u8, 0..6u8).prop_map(|(resource, ns, name)| Op::Delete { resource, ns, name }),
+        ]
+    }
+
+    fn write(s: &Store, op: &Op) {
+        let labels = |app: &Option<u8>| match app {
+            Some(a) => json!({APP: APPS[*a as usize]}),
+            None => json!({}),
+        };
+        let (resource, ns, name, obj) = match op {
+            Op::Pod {
+                ns,
+                name,
+                app,
+                colour,
+                version,
+                ready,
+            } => {
+                let mut l = labels(app);
+                l[COLOUR] = json!(COLOURS[*colour as usize]);
+                l[VERSION] = json!(format!("v{version}"));
+                let status = if *ready { "True" } else { "False" };
+                (
+                    PODS,
+                    ns,
+                    format!("pod-{name}"),
+                    json!({"metadata": {"labels": l}, "spec": {"containers": []},
+                    "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": status}]}}),
+                )
+            }
+            Op::Service {
+                ns,
+                name,
+                app,
+                colour,
+            } => {
+                let mut sel = labels(app);
+                if let Some(c) = colour {
+                    sel[COLOUR] = json!(COLOURS[*c as usize]);
+                }
+                (
+                    SERVICES,
+                    ns,
+                    SERVICE_NAMES[*name as usize].to_string(),
+                    json!({"spec": {"selector": sel}}),
+                )
+            }
+            Op::Route {
+                ns,
+                name,
+                app,
+                rules,
+            } => {
+                let rules: Vec<Value> = rules.iter().map(|refs| {
+                    let refs: Vec<Value> = refs.iter().map(|(other, svc, weight)| {
+                        let mut b = json!({"name": SERVICE_NAMES[*svc as usize], "weight": weight * 50});
+                        if let Some(o) = other {
+                            b["namespace"] = json!(NAMESPACES[*o as usize]);
+                        }
+                        b
+                    }).collect();
+                    json!({"backendRefs": refs})
+                }).collect();
+                (
+                    ROUTES,
+                    ns,
+                    format!("route-{name}"),
+                    json!({"metadata": {"labels": labels(app)}, "spec": {"rules": rules}}),
+                )
+            }
+            Op::Delete { resource, ns, name } => {
+                let (resource, name) = match resource {
+                    0 => (PODS, format!("pod-{name}")),
+                    1 => (SERVICES, SERVICE_NAMES[*name as usize % 4].to_string()),
+                    _ => (ROUTES, format!("route-{}", name % 3)),
+                };
+                let kind = s.kind_of(resource.0, resource.1).unwrap();
+                let _ = s.delete(&kind, NAMESPACES[*ns as usize], &name, &Default::default());
+                return;
+            }
+        };
+        let kind = s.kind_of(resource.0, resource.1).unwrap();
+        let ns = NAMESPACES[*ns as usize];
+        let mut obj = obj;
+        obj["metadata"]["name"] = json!(name);
+        obj["metadata"]["namespace"] = json!(ns);
+        s.modify(
+            &kind,
+            ns,
+            &name,
+            Target::All,
+            true,
+            &WriteOptions::default(),
+            |_| Ok(obj),
+        )
+        .unwrap();
+    }
+
+    proptest::proptest! {
+        /// After every write of a random sequence, a routing kept from the
+        /// changes sends requests exactly where a reading of the whole
+        /// cluster does: no route it left alone depended on what changed.
+        #[test]
+        fn a_routing_kept_from_changes_matches_a_reading_from_scratch(
+            ops in proptest::collection::vec(op(), 1..40)
+        ) {
+            let s = cluster(0, true);
+            for ns in NAMESPACES {
+                put(&s, "", "namespaces", json!({"metadata": {"name": ns}}));
+            }
+            let (mut r, mut live) = follow(&s);
+            for op in &ops {
+                write(&s, op);
+                catch_up(&mut r, &mut live);
+                proptest::prop_assert_eq!(r.flows(100.0), flows(&s, 100.0), "after {:?}", op);
+            }
+        }
     }
 }

@@ -12,10 +12,11 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
+use tokio::sync::broadcast::error::TryRecvError;
 
 use super::faults::{Behaviour, Behaviours, Workload};
-use super::gateway::{self, Flow};
-use super::store::Store;
+use super::gateway::{Flow, Routing};
+use super::store::{Changes, Store};
 use cutover_core::clock::SharedClock;
 
 /// Upper bounds of the latency histogram, in seconds.
@@ -189,13 +190,16 @@ pub struct Traffic {
     pub behaviours: Arc<Behaviours>,
     pub clock: SharedClock,
     pub metrics: AppMetrics,
-    pub flows: Mutex<Option<ReadFlows>>,
-    /// What the gateway read of each pod at the last reading.
-    pub memo: Mutex<gateway::Memo>,
+    /// Where requests go, kept from the store's changes.
+    pub routing: Mutex<Followed>,
 }
 
-/// The last flows, and the versions of the routes, Services and pods they were read from.
-pub type ReadFlows = ([u64; 3], Arc<Vec<Flow>>);
+/// A routing and the changes it follows, with the flows last worked out.
+#[derive(Debug, Default)]
+pub struct Followed {
+    live: Option<(Changes, Routing)>,
+    flows: Option<Arc<Vec<Flow>>>,
+}
 
 /// One flow per app, version, colour and whether it was served: the
 /// counters of a version add up its pods' shares, so a step adds each once
@@ -219,28 +223,42 @@ fn merged(flows: Vec<Flow>) -> Vec<Flow> {
 }
 
 impl Traffic {
-    /// Where requests go: read again only when a route, Service or pod changed.
+    /// Where requests go: the routing takes in the changes since the last
+    /// call, and works out again only what they touched.
     fn flows(&self) -> Arc<Vec<Flow>> {
-        let versions = [
-            ("gateway.networking.k8s.io", "httproutes"),
-            ("", "services"),
-            ("", "pods"),
-        ]
-        .map(|(group, resource)| self.store.last_change(group, resource));
-        let mut last = self.flows.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((seen, flows)) = &*last
-            && *seen == versions
-        {
-            return flows.clone();
+        let mut followed = self.routing.lock().unwrap_or_else(|p| p.into_inner());
+        let Followed { live, flows } = &mut *followed;
+        let mut moved = false;
+        let mut behind = false;
+        if let Some((changes, routing)) = live.as_mut() {
+            loop {
+                match changes.try_recv() {
+                    Ok(c) => moved |= routing.apply(&c),
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                    Err(TryRecvError::Lagged(_)) => {
+                        behind = true;
+                        break;
+                    }
+                }
+            }
         }
-        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
-        let flows = Arc::new(merged(gateway::flows_with(
-            &self.store,
-            self.rps,
-            &mut memo,
-        )));
-        *last = Some((versions, flows.clone()));
-        flows
+        if behind {
+            // Fell behind the changes: read the cluster again.
+            *live = None;
+        }
+        let (_, routing) = live.get_or_insert_with(|| {
+            moved = true;
+            let (initial, changes) = self.store.subscribe_to(&Routing::RESOURCES);
+            (changes, Routing::of_objects(initial))
+        });
+        if let Some(f) = flows
+            && !moved
+        {
+            return f.clone();
+        }
+        let fresh = Arc::new(merged(routing.flows(self.rps)));
+        *flows = Some(fresh.clone());
+        fresh
     }
 
     /// Counts the requests since the last step, routed as the cluster is now.
