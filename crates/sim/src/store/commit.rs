@@ -188,7 +188,16 @@ impl Store {
         let mut gone = (*obj).clone();
         gone["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
         let gone = Arc::new(gone);
-        self.record(inner, kind, ChangeType::Deleted, gone.clone(), None);
+        // The deletion keeps the object as it was stored, so a list at an
+        // earlier resourceVersion finds it as it was then (etcd's older
+        // revision), not as the deletion's event carries it.
+        self.record(
+            inner,
+            kind,
+            ChangeType::Deleted,
+            gone.clone(),
+            Some(obj.clone()),
+        );
         for (dep_kind, dep_ns, dep_name) in dependents(inner, kind, &obj) {
             if orphan {
                 self.orphan(inner, &dep_kind, &dep_ns, &dep_name, meta::uid(&obj));

@@ -48,7 +48,9 @@ pub struct Change {
     pub resource: String,
     pub change: ChangeType,
     pub object: Arc<Value>,
-    /// The object before a modification, so a filtered watch can tell an object left its selection.
+    /// The object before a modification or a deletion, so a filtered watch
+    /// can tell an object left its selection and a list at an earlier
+    /// resourceVersion finds it as it was.
     pub previous: Option<Arc<Value>>,
     /// When it was committed (wall time), for the history window.
     pub at: std::time::Instant,
@@ -264,9 +266,12 @@ impl Store {
     }
 
     /// Every object of a kind as it was at resourceVersion `at` (in one
-    /// namespace, or all when `ns` is `None`), rebuilt by undoing the changes
-    /// since: 410 once the history no longer reaches back to `at`, and etcd's
-    /// 500 for a resourceVersion the store has not reached.
+    /// namespace, or all when `ns` is `None`), in the store's order: the
+    /// objects stored now, but for those changed since, which are as the
+    /// oldest of those changes found them. 410 once the history no longer
+    /// reaches back to `at`, and etcd's 500 for a resourceVersion the store
+    /// has not reached. A paginated list reads this once a page, so it
+    /// copies no more than the objects it returns.
     pub fn list_at(&self, kind: &Kind, ns: Option<&str>, at: u64) -> ApiResult<Vec<Arc<Value>>> {
         let inner = self.lock();
         if at > inner.rv {
@@ -279,7 +284,8 @@ impl Store {
                 "The resourceVersion for the provided list is too old.",
             ));
         }
-        let mut objects: Objects = inner.objects.get(&gr(kind)).cloned().unwrap_or_default();
+        // Each object changed since `at`, as it was then (`None`: absent).
+        let mut then: BTreeMap<Key, Option<Arc<Value>>> = BTreeMap::new();
         for c in inner.history.iter().rev() {
             if c.rv <= at {
                 break;
@@ -288,29 +294,44 @@ impl Store {
                 continue;
             }
             let md = &c.object["metadata"];
-            let key = (
-                scope(kind, md["namespace"].as_str().unwrap_or_default()),
-                md["name"].as_str().unwrap_or_default().to_string(),
+            let n = scope(kind, md["namespace"].as_str().unwrap_or_default());
+            if !listed_in(kind, ns, &n) {
+                continue;
+            }
+            let was = match c.change {
+                ChangeType::Added => None,
+                ChangeType::Modified => c.previous.clone(),
+                ChangeType::Deleted => Some(c.previous.clone().unwrap_or_else(|| c.object.clone())),
+            };
+            // Walking back, an older change of the same object overwrites.
+            then.insert(
+                (n, md["name"].as_str().unwrap_or_default().to_string()),
+                was,
             );
-            match c.change {
-                ChangeType::Added => {
-                    objects.remove(&key);
-                }
-                ChangeType::Modified => {
-                    if let Some(p) = &c.previous {
-                        objects.insert(key, p.clone());
-                    }
-                }
-                ChangeType::Deleted => {
-                    objects.insert(key, c.previous.clone().unwrap_or_else(|| c.object.clone()));
-                }
+        }
+        let now = inner.objects.get(&gr(kind));
+        let now = now
+            .into_iter()
+            .flat_map(|m| match ns.filter(|_| kind.namespaced) {
+                Some(ns) => Box::new(
+                    m.range((ns.to_string(), String::new())..)
+                        .take_while(move |((n, _), _)| n == ns),
+                ) as Box<dyn Iterator<Item = (&Key, &Arc<Value>)>>,
+                None => Box::new(m.iter()),
+            });
+        let mut out = Vec::new();
+        let mut then = then.into_iter().peekable();
+        for (key, obj) in now {
+            while let Some((_, was)) = then.next_if(|(k, _)| k < key) {
+                out.extend(was);
+            }
+            match then.next_if(|(k, _)| k == key) {
+                Some((_, was)) => out.extend(was),
+                None => out.push(obj.clone()),
             }
         }
-        Ok(objects
-            .into_iter()
-            .filter(|((n, _), _)| listed_in(kind, ns, n))
-            .map(|(_, o)| o)
-            .collect())
+        out.extend(then.flat_map(|(_, was)| was));
+        Ok(out)
     }
 
     /// Every object of a resource, for the simulated controllers.

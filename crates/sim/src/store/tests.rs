@@ -349,3 +349,51 @@ fn a_deployments_annotations_bump_its_generation() {
     let svc = json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
     assert_eq!(generation_after_annotating(&store, "/services", svc), 1);
 }
+
+proptest::proptest! {
+    /// A list at an earlier resourceVersion finds exactly the objects a
+    /// list found then, in the same order, for one namespace and for all:
+    /// a paginated list's later pages are read this way.
+    #[test]
+    fn a_list_at_an_earlier_version_finds_what_a_list_found_then(
+        ops in proptest::collection::vec((0..3u8, 0..2usize, 0..5u8), 1..60)
+    ) {
+        let s = store(1000);
+        // "a" and "a-b": a namespace whose name another one's begins with.
+        let namespaces = ["a", "a-b"];
+        for ns in namespaces {
+            namespace(&s, ns);
+        }
+        let cm = kind(&s, "", "configmaps");
+        let w = WriteOptions::default();
+        let lists = |s: &Store| -> Vec<Vec<Arc<Value>>> {
+            let all = (LabelSelector::default(), FieldSelector::default());
+            [None, Some("a"), Some("a-b")]
+                .map(|ns| s.list(&cm, ns, &all.0, &all.1).0)
+                .to_vec()
+        };
+        let mut seen = vec![(s.resource_version(), lists(&s))];
+        for (op, ns, name) in ops {
+            let (ns, name) = (namespaces[ns], format!("cm-{name}"));
+            let _ = match op {
+                0 => s.delete(&cm, ns, &name, &Default::default()),
+                _ => s.modify(&cm, ns, &name, Target::Main, true, &w, |cur| {
+                    let mut o = cur.cloned().unwrap_or_else(|| json!({"metadata": {"name": name}}));
+                    o["data"] = json!({"op": op.to_string()});
+                    Ok(o)
+                }),
+            };
+            seen.push((s.resource_version(), lists(&s)));
+        }
+        for (at, then) in seen {
+            for (ns, was) in [None, Some("a"), Some("a-b")].into_iter().zip(then) {
+                let listed = s.list_at(&cm, ns, at).unwrap();
+                let same = listed.len() == was.len()
+                    && listed.iter().zip(&was).all(|(l, w)| Arc::ptr_eq(l, w));
+                proptest::prop_assert!(same, "at {} in {:?}: {:?} where {:?} was listed", at, ns,
+                    listed.iter().map(|o| meta::name(o)).collect::<Vec<_>>(),
+                    was.iter().map(|o| meta::name(o)).collect::<Vec<_>>());
+            }
+        }
+    }
+}
