@@ -206,47 +206,35 @@ pub fn page(
         o["metadata"]["name"].as_str().unwrap_or_default()
     }
     // One namespace's objects, or a cluster-scoped kind's, as the store
-    // hands them over: in name order already, so a page is a slice of them
-    // rather than a sort of every object for each page.
-    if !across && items.is_sorted_by(|a, b| name(a) <= name(b)) {
+    // hands them over: in name order already (their key is the name), so
+    // the page's objects are a slice of them rather than a sort of every
+    // object for each page.
+    let mut rest = if !across && items.is_sorted_by(|a, b| name(a) <= name(b)) {
         let from = opts
             .start
             .as_ref()
             .map_or(0, |s| items.partition_point(|o| name(o) < s.as_str()));
-        let mut rest = items.split_off(from);
-        if opts.limit == 0 || rest.len() <= opts.limit {
-            return Page {
-                items: rest,
-                continue_token: None,
-                remaining: None,
-            };
+        items.split_off(from)
+    } else {
+        let mut keyed: Vec<(String, Arc<Value>)> = items.drain(..).map(|o| (key(&o), o)).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(start) = &opts.start {
+            keyed.retain(|(k, _)| k.as_str() >= start.as_str());
         }
-        let remaining = rest.len() - opts.limit;
-        rest.truncate(opts.limit);
-        let last = rest.last().map(|o| name(o).to_string()).unwrap_or_default();
+        keyed.into_iter().map(|(_, o)| o).collect()
+    };
+    if opts.limit == 0 || rest.len() <= opts.limit {
         return Page {
             items: rest,
-            continue_token: Some(encode(rv as i64, &last)),
-            remaining: (!filtered).then_some(remaining),
-        };
-    }
-    let mut keyed: Vec<(String, Arc<Value>)> = items.drain(..).map(|o| (key(&o), o)).collect();
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some(start) = &opts.start {
-        keyed.retain(|(k, _)| k.as_str() >= start.as_str());
-    }
-    if opts.limit == 0 || keyed.len() <= opts.limit {
-        return Page {
-            items: keyed.into_iter().map(|(_, o)| o).collect(),
             continue_token: None,
             remaining: None,
         };
     }
-    let remaining = keyed.len() - opts.limit;
-    keyed.truncate(opts.limit);
-    let last = keyed.last().map(|(k, _)| k.clone()).unwrap_or_default();
+    let remaining = rest.len() - opts.limit;
+    rest.truncate(opts.limit);
+    let last = rest.last().map(|o| key(o)).unwrap_or_default();
     Page {
-        items: keyed.into_iter().map(|(_, o)| o).collect(),
+        items: rest,
         continue_token: Some(encode(rv as i64, &last)),
         remaining: (!filtered).then_some(remaining),
     }
