@@ -35,12 +35,15 @@ struct Series {
     sum: f64,
 }
 
-type SeriesKey = (String, String, String);
+/// An app's series by version and colour (a few each).
+type AppSeries = Vec<((String, String), Series)>;
 
 #[derive(Debug, Default)]
 struct State {
     last: Option<Timestamp>,
-    series: BTreeMap<SeriesKey, Series>,
+    /// By app: a step finds each flow's series by the names it borrows,
+    /// and a scrape of one app reads only its own.
+    series: BTreeMap<String, AppSeries>,
 }
 
 /// The counters of one cluster.
@@ -58,7 +61,12 @@ impl AppMetrics {
     }
 
     /// Adds the requests of `flows` from the last step until `now`.
-    pub fn advance(&self, now: Timestamp, flows: &[Flow], behaviour: impl Fn(&Flow) -> Behaviour) {
+    pub fn advance<'a>(
+        &self,
+        now: Timestamp,
+        flows: impl IntoIterator<Item = &'a Flow>,
+        behaviour: impl Fn(&Flow) -> Behaviour,
+    ) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let dt = match st.last {
             Some(last) => now.duration_since(last).as_secs_f64(),
@@ -69,10 +77,27 @@ impl AppMetrics {
         }
         st.last = Some(now);
         for f in flows {
-            let s = st
-                .series
-                .entry((f.app.clone(), f.version.clone(), f.colour.clone()))
-                .or_default();
+            if !st.series.contains_key(&f.app) {
+                st.series.insert(f.app.clone(), Vec::new());
+            }
+            let Some(app) = st.series.get_mut(&f.app) else {
+                continue;
+            };
+            let at = match app
+                .iter()
+                .position(|((v, c), _)| *v == f.version && *c == f.colour)
+            {
+                Some(at) => at,
+                None => {
+                    let at = app.partition_point(|((v, c), _)| {
+                        (v.as_str(), c.as_str()) < (f.version.as_str(), f.colour.as_str())
+                    });
+                    let key = (f.version.clone(), f.colour.clone());
+                    app.insert(at, (key, Series::default()));
+                    at
+                }
+            };
+            let s = &mut app[at].1;
             let n = f.rps * dt;
             if !f.served {
                 *s.codes.entry("503").or_default() += n;
@@ -96,7 +121,7 @@ impl AppMetrics {
     pub fn render(&self, app: Option<&str>) -> String {
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
-        let labels = |(app, version, colour): &SeriesKey| {
+        let labels = |app: &str, (version, colour): &(String, String)| {
             format!(
                 "app=\"{}\",version=\"{}\",colour=\"{}\"",
                 escape(app),
@@ -108,22 +133,19 @@ impl AppMetrics {
             "# HELP http_requests_total Requests received, by app version and HTTP status code.\n",
         );
         out.push_str("# TYPE http_requests_total counter\n");
-        // One app's series are a range of the map: a scrape of one app
-        // reads only its own, however many apps the cluster serves.
-        let from = app.map(|a| (a.to_string(), String::new(), String::new()));
         let of_app = || {
-            let range = match &from {
-                Some(f) => st.series.range(f..),
-                None => st.series.range::<SeriesKey, _>(..),
+            let apps: Box<dyn Iterator<Item = (&String, &AppSeries)>> = match app {
+                Some(a) => Box::new(st.series.get_key_value(a).into_iter()),
+                None => Box::new(st.series.iter()),
             };
-            range.take_while(move |((a, _, _), _)| app.is_none_or(|w| w == a))
+            apps.flat_map(|(app, series)| series.iter().map(move |(key, s)| (app, key, s)))
         };
-        for (key, s) in of_app() {
+        for (app, key, s) in of_app() {
             for (code, v) in &s.codes {
                 let _ = writeln!(
                     out,
                     "http_requests_total{{{},code=\"{code}\"}} {}",
-                    labels(key),
+                    labels(app, key),
                     v.floor()
                 );
             }
@@ -132,8 +154,8 @@ impl AppMetrics {
             "# HELP http_request_duration_seconds Latency of requests served by app version.\n",
         );
         out.push_str("# TYPE http_request_duration_seconds histogram\n");
-        for (key, s) in of_app().filter(|(_, s)| s.codes.contains_key("200")) {
-            let l = labels(key);
+        for (app, key, s) in of_app().filter(|(_, _, s)| s.codes.contains_key("200")) {
+            let l = labels(app, key);
             for (le, v) in BUCKETS.iter().zip(s.buckets) {
                 let _ = writeln!(
                     out,
@@ -194,46 +216,27 @@ pub struct Traffic {
     pub routing: Mutex<Followed>,
 }
 
-/// A routing and the changes it follows, with the flows last worked out.
+/// A routing and the changes it follows.
 #[derive(Debug, Default)]
 pub struct Followed {
     live: Option<(Changes, Routing)>,
-    flows: Option<Arc<Vec<Flow>>>,
-}
-
-/// One flow per app, version, colour and whether it was served: the
-/// counters of a version add up its pods' shares, so a step adds each once
-/// rather than once per pod (the same sums, a tenth of the work in a fleet
-/// of many pods).
-fn merged(flows: Vec<Flow>) -> Vec<Flow> {
-    let mut by: BTreeMap<(String, String, String, bool), f64> = BTreeMap::new();
-    for f in flows {
-        *by.entry((f.app, f.version, f.colour, f.served))
-            .or_default() += f.rps;
-    }
-    by.into_iter()
-        .map(|((app, version, colour, served), rps)| Flow {
-            app,
-            version,
-            colour,
-            rps,
-            served,
-        })
-        .collect()
 }
 
 impl Traffic {
-    /// Where requests go: the routing takes in the changes since the last
-    /// call, and works out again only what they touched.
-    fn flows(&self) -> Arc<Vec<Flow>> {
+    /// Counts the requests since the last step, routed as the cluster is
+    /// now: the routing takes in the changes since the last step, works
+    /// out again only what they touched, and the counters read its flows
+    /// in place.
+    pub fn step(&self) {
         let mut followed = self.routing.lock().unwrap_or_else(|p| p.into_inner());
-        let Followed { live, flows } = &mut *followed;
-        let mut moved = false;
+        let live = &mut followed.live;
         let mut behind = false;
         if let Some((changes, routing)) = live.as_mut() {
             loop {
                 match changes.try_recv() {
-                    Ok(c) => moved |= routing.apply(&c),
+                    Ok(c) => {
+                        routing.apply(&c);
+                    }
                     Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                     Err(TryRecvError::Lagged(_)) => {
                         behind = true;
@@ -247,25 +250,11 @@ impl Traffic {
             *live = None;
         }
         let (_, routing) = live.get_or_insert_with(|| {
-            moved = true;
             let (initial, changes) = self.store.subscribe_to(&Routing::RESOURCES);
             (changes, Routing::of_objects(initial))
         });
-        if let Some(f) = flows
-            && !moved
-        {
-            return f.clone();
-        }
-        let fresh = Arc::new(merged(routing.flows(self.rps)));
-        *flows = Some(fresh.clone());
-        fresh
-    }
-
-    /// Counts the requests since the last step, routed as the cluster is now.
-    pub fn step(&self) {
-        let flows = self.flows();
         let now = self.clock.now();
-        self.metrics.advance(now, &flows, |f| {
+        self.metrics.advance(now, routing.counted(self.rps), |f| {
             self.behaviours.of(Workload {
                 cluster: &self.cluster,
                 app: &f.app,
@@ -359,7 +348,7 @@ mod tests {
             flow("v1", "blue", 30.0, true),
             flow("v2", "green", 3.0, false),
         ];
-        let m = merged(pods);
+        let m = crate::gateway::counted(&pods);
         assert_eq!(m.len(), 4, "{m:?}");
         let blue = m
             .iter()
@@ -398,7 +387,7 @@ mod tests {
         m.advance(t0, &flows, slow);
         m.advance(t0 + Duration::from_secs(10), &flows, slow);
         let st = m.state.lock().unwrap();
-        let s = st.series.values().next().unwrap();
+        let s = &st.series.values().next().unwrap()[0].1;
         assert!(s.buckets.windows(2).all(|w| w[0] <= w[1]));
         let at = |le: f64| s.buckets[BUCKETS.iter().position(|b| *b == le).unwrap()] / s.count;
         assert!(at(0.25) < 0.5 && at(0.5) > 0.5, "{} {}", at(0.25), at(0.5));
