@@ -67,6 +67,7 @@ impl SimCluster {
             HistoryBounds {
                 min: api_server.watch_history,
                 window: api_server.watch_history_window.as_duration(),
+                compaction: Some(api_server.etcd_compaction_interval.as_duration()),
             },
         ));
         let ctx = Arc::new(Ctx {

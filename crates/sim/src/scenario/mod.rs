@@ -125,6 +125,9 @@ fn two() -> u32 {
     2
 }
 
+/// The largest cluster Kubernetes supports, in nodes.
+const MAX_NODES: u64 = 5_000;
+
 fn pods_per_node() -> u32 {
     110
 }
@@ -213,6 +216,13 @@ pub struct ApiServerSpec {
     /// kube-apiserver's events history window, 75 s.
     #[serde(default = "default_history_window")]
     pub watch_history_window: Span,
+    /// How often etcd's history is compacted, to the revision seen at the
+    /// compaction before (kube-apiserver's `--etcd-compaction-interval`, 5
+    /// minutes): a list's continue token reads the state at its first
+    /// page's resourceVersion for one to two intervals, whatever the watch
+    /// cache still holds.
+    #[serde(default = "default_compaction")]
+    pub etcd_compaction_interval: Span,
     /// How often a watch that allows bookmarks gets one; kube-apiserver sends
     /// one a minute, and one 2 s before the watch's deadline.
     #[serde(default = "default_bookmark_every")]
@@ -236,6 +246,10 @@ fn default_history_window() -> Span {
     Span(std::time::Duration::from_secs(75))
 }
 
+fn default_compaction() -> Span {
+    Span(std::time::Duration::from_secs(5 * 60))
+}
+
 fn default_bookmark_every() -> Span {
     Span(std::time::Duration::from_secs(60))
 }
@@ -245,6 +259,7 @@ impl Default for ApiServerSpec {
         ApiServerSpec {
             watch_history: default_history(),
             watch_history_window: default_history_window(),
+            etcd_compaction_interval: default_compaction(),
             bookmark_every: default_bookmark_every(),
             max_requests_in_flight: default_concurrency(),
         }
@@ -358,10 +373,16 @@ impl Scenario {
                     );
                 }
             }
-            if c.nodes_per_zone > 100 {
+            // Kubernetes supports clusters of up to 5,000 nodes
+            // (kubernetes.io/docs/setup/best-practices/cluster-large/).
+            if u64::from(c.nodes_per_zone) * c.zones.len() as u64 > MAX_NODES {
                 err(
                     format!("clusters[{i}].nodesPerZone"),
-                    "at most 100 nodes per zone".into(),
+                    format!(
+                        "at most {MAX_NODES} nodes a cluster, {} a zone across its {} zones",
+                        MAX_NODES / c.zones.len().max(1) as u64,
+                        c.zones.len()
+                    ),
                 );
             }
             if c.requests_per_second
@@ -405,6 +426,19 @@ impl Scenario {
         }
         if self.api_server.watch_history == 0 {
             err("apiServer.watchHistory".into(), "must be at least 1".into());
+        }
+        if self
+            .api_server
+            .etcd_compaction_interval
+            .as_duration()
+            .is_zero()
+        {
+            // kube-apiserver's 0 turns compaction off; this store keeps its history in memory.
+            err(
+                "apiServer.etcdCompactionInterval".into(),
+                "must be above 0s (the simulated etcd keeps its history in memory, so it must compact)"
+                    .into(),
+            );
         }
         for (i, e) in self.events.iter().enumerate() {
             for (field, problem) in self.check_event(e) {
@@ -459,6 +493,33 @@ events:
             .to_string();
         assert!(err.contains("s.yaml:10:"), "{err}");
         assert!(err.contains("zoneOutrage"), "{err}");
+    }
+
+    /// A cluster of up to 5,000 nodes, as Kubernetes supports
+    /// (kubernetes.io/docs/setup/best-practices/cluster-large/), and an etcd
+    /// that compacts (kube-apiserver's `--etcd-compaction-interval`).
+    #[test]
+    fn a_cluster_holds_up_to_5000_nodes_and_etcd_compacts() {
+        let largest = EVENTS.replace(
+            "    trafficShare: 100%",
+            "    nodesPerZone: 2500\n    trafficShare: 100%",
+        );
+        let s = Scenario::parse("s.yaml", &largest).unwrap();
+        assert_eq!(s.clusters[0].nodes_per_zone, 2500);
+        assert_eq!(s.api_server.etcd_compaction_interval, Span::from_mins(5));
+        let err = Scenario::parse("s.yaml", &largest.replace("2500", "2501"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("clusters[0].nodesPerZone`: at most 5000 nodes a cluster, 2500 a zone across its 2 zones"),
+            "{err}"
+        );
+        let never = format!("{EVENTS}apiServer:\n  etcdCompactionInterval: 0s\n");
+        let err = Scenario::parse("s.yaml", &never).unwrap_err().to_string();
+        assert!(
+            err.contains("apiServer.etcdCompactionInterval`: must be above 0s"),
+            "{err}"
+        );
     }
 
     #[test]

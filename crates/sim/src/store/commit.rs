@@ -150,12 +150,9 @@ impl Store {
                 .as_array()
                 .is_none_or(|f| f.is_empty())
         {
-            inner.put(
-                kind,
-                (scope(kind, ns), name.to_string()),
-                Some(Arc::new(obj)),
-            );
-            return Ok(self.remove(inner, kind, ns, name, false));
+            // The deletion's event carries the update; etcd's revision
+            // before it is the object as stored, finalizers and all.
+            return Ok(self.remove_as(inner, kind, ns, name, false, Some(obj)));
         }
         admission::after_commit(kind, &obj, &mut inner.registry);
         inner.rv += 1;
@@ -180,12 +177,27 @@ impl Store {
         name: &str,
         orphan: bool,
     ) -> Arc<Value> {
+        self.remove_as(inner, kind, ns, name, orphan, None)
+    }
+
+    /// Removes an object as `remove` does; the deletion's event carries
+    /// `last` (an update that cleared the last finalizer) when given, the
+    /// stored object otherwise.
+    fn remove_as(
+        &self,
+        inner: &mut Inner,
+        kind: &Kind,
+        ns: &str,
+        name: &str,
+        orphan: bool,
+        last: Option<Value>,
+    ) -> Arc<Value> {
         let key = (scope(kind, ns), name.to_string());
         let Some(obj) = inner.put(kind, key, None) else {
             return Arc::new(Value::Null);
         };
         inner.rv += 1;
-        let mut gone = (*obj).clone();
+        let mut gone = last.unwrap_or_else(|| (*obj).clone());
         gone["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
         let gone = Arc::new(gone);
         // The deletion keeps the object as it was stored, so a list at an
@@ -239,8 +251,9 @@ impl Store {
     }
 
     /// The API server restarts: it renews its identity Lease (as a real one
-    /// does), and its watch history begins after that, so a watch resuming
-    /// from any earlier resourceVersion gets 410 Expired.
+    /// does), and its watch cache begins after that, so a watch resuming
+    /// from any earlier resourceVersion gets 410 Expired. etcd keeps its
+    /// history: a continue token still reads it.
     pub fn restart(&self) {
         if let Some(kind) = self.kind_of("coordination.k8s.io", "leases") {
             let now = self.clock().now().to_string();
@@ -264,7 +277,7 @@ impl Store {
         }
         let mut inner = self.lock();
         inner.compacted = inner.rv;
-        inner.history.clear();
+        inner.trim_history();
     }
 
     fn record(
@@ -275,6 +288,11 @@ impl Store {
         object: Arc<Value>,
         previous: Option<Arc<Value>>,
     ) {
+        // etcd's ticks since the last commit saw the revision before this one.
+        let before = inner.rv - 1;
+        if let Some(etcd) = &mut inner.etcd {
+            etcd.tick(before);
+        }
         let c = Arc::new(Change {
             rv: inner.rv,
             group: kind.group.clone(),
@@ -286,16 +304,21 @@ impl Store {
         });
         inner.last_change.insert(gr(kind), inner.rv);
         inner.history.push_back(c.clone());
+        // The watch cache's bounds: what it holds are the changes after `compacted`.
         let bounds = self.history;
-        while let Some(oldest) = inner.history.front() {
-            let len = inner.history.len();
+        loop {
+            let start = inner.history.partition_point(|c| c.rv <= inner.compacted);
+            let Some(oldest) = inner.history.get(start) else {
+                break;
+            };
+            let len = inner.history.len() - start;
             let aged = oldest.at.elapsed() > bounds.window;
             if len <= super::MAX_HISTORY && (len <= bounds.min || !aged) {
                 break;
             }
             inner.compacted = oldest.rv;
-            inner.history.pop_front();
         }
+        inner.trim_history();
         let _ = self.changes.send(c);
         self.latest.send_replace(inner.rv);
     }

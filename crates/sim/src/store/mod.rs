@@ -1,6 +1,7 @@
 //! One cluster's object store: every object as JSON keyed by resource,
 //! namespace and name, one monotonically increasing `resourceVersion`, a
-//! bounded history of changes for watches, and a broadcast of each change.
+//! history of changes (the watch cache's for watches, etcd's for lists at
+//! an earlier resourceVersion), and a broadcast of each change.
 //!
 //! Owns write semantics (uid, generation, resourceVersion, status
 //! subresource, conflicts, finalizers, owner garbage collection). It never
@@ -94,9 +95,15 @@ struct Inner {
     rv: u64,
     registry: Registry,
     objects: HashMap<Key, Objects>,
+    /// Every change the watch cache or etcd still holds, oldest first.
     history: VecDeque<Arc<Change>>,
-    /// The newest resourceVersion no longer in `history`: watches from before it get 410 Gone.
+    /// The newest resourceVersion the watch cache no longer holds: watches
+    /// from before it get 410 Gone.
     compacted: u64,
+    /// etcd's own compaction, which bounds lists at an earlier
+    /// resourceVersion (continue tokens); `None` when the store keeps only
+    /// the watch cache's history.
+    etcd: Option<Etcd>,
     /// The resourceVersion of each resource's last change.
     last_change: HashMap<Key, u64>,
     /// Each owner's dependents, by the owner's uid: the objects whose owner
@@ -114,13 +121,61 @@ pub struct Store {
     history: HistoryBounds,
 }
 
-/// How much change history a store keeps for watches to resume from: at
-/// least `min` changes, and every change younger than `window` (wall time),
-/// never more than 102,400 (the watch cache's bounds).
+/// How much change history a store keeps. Watches resume from the watch
+/// cache's: at least `min` changes, and every change younger than `window`
+/// (wall time), never more than 102,400. A list at an earlier
+/// resourceVersion (a continue token's) reads etcd's as well, which
+/// kube-apiserver compacts every `compaction` (`--etcd-compaction-interval`,
+/// 5 minutes) to the revision it saw at the compaction before
+/// (k8s.io/apiserver/pkg/storage/etcd3/compact.go), so a revision stays
+/// readable for one to two intervals. `None`: the watch cache's only.
 #[derive(Debug, Clone, Copy)]
 pub struct HistoryBounds {
     pub min: usize,
     pub window: std::time::Duration,
+    pub compaction: Option<std::time::Duration>,
+}
+
+/// etcd's compactor, worked out lazily at each commit and each list: at
+/// every tick it compacts to the revision it saw at the tick before.
+#[derive(Debug, Clone, Copy)]
+struct Etcd {
+    every: std::time::Duration,
+    next_tick: std::time::Instant,
+    /// The revision seen at the last tick (0 before the first).
+    seen: u64,
+    /// Revisions up to this one are compacted.
+    compacted: u64,
+}
+
+impl Etcd {
+    fn new(every: std::time::Duration) -> Etcd {
+        Etcd {
+            every,
+            next_tick: std::time::Instant::now() + every,
+            seen: 0,
+            compacted: 0,
+        }
+    }
+
+    /// The ticks due by now, with `rv` the store's revision (unchanged
+    /// since the last commit, so also at each tick since). After two, the
+    /// rest compact to `rv` as well.
+    fn tick(&mut self, rv: u64) {
+        let now = std::time::Instant::now();
+        let mut ticks = 0u32;
+        while self.next_tick <= now && ticks < 2 {
+            self.compacted = self.compacted.max(self.seen);
+            self.seen = rv;
+            self.next_tick += self.every;
+            ticks += 1;
+        }
+        if self.next_tick <= now {
+            // Idle for longer: nothing changed at the ticks skipped.
+            self.compacted = rv;
+            self.next_tick = now + self.every;
+        }
+    }
 }
 
 /// The watch cache's upper bound on events kept.
@@ -161,6 +216,7 @@ impl Store {
             HistoryBounds {
                 min: history_limit,
                 window: std::time::Duration::ZERO,
+                compaction: None,
             },
         )
     }
@@ -175,6 +231,7 @@ impl Store {
                 objects: HashMap::new(),
                 history: VecDeque::new(),
                 compacted: 0,
+                etcd: history.compaction.map(Etcd::new),
                 last_change: HashMap::new(),
                 owned: HashMap::new(),
             }),
@@ -186,6 +243,20 @@ impl Store {
                 ..history
             },
         }
+    }
+
+    /// Lets `by` of etcd's time pass, as far as its compactor can tell.
+    #[cfg(test)]
+    fn let_etcd_time_pass(&self, by: std::time::Duration) {
+        if let Some(etcd) = &mut self.lock().etcd {
+            etcd.next_tick = etcd.next_tick.checked_sub(by).expect("a time since boot");
+        }
+    }
+
+    /// How many changes the store holds for watches and lists.
+    #[cfg(test)]
+    fn history_len(&self) -> usize {
+        self.lock().history.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -273,13 +344,17 @@ impl Store {
     /// has not reached. A paginated list reads this once a page, so it
     /// copies no more than the objects it returns.
     pub fn list_at(&self, kind: &Kind, ns: Option<&str>, at: u64) -> ApiResult<Vec<Arc<Value>>> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         if at > inner.rv {
             return Err(ApiError::internal(
                 "etcdserver: mvcc: required revision is a future revision",
             ));
         }
-        if at < inner.compacted {
+        let rv = inner.rv;
+        if let Some(etcd) = &mut inner.etcd {
+            etcd.tick(rv);
+        }
+        if at < inner.list_floor() {
             return Err(ApiError::expired(
                 "The resourceVersion for the provided list is too old.",
             ));
@@ -563,15 +638,35 @@ impl Store {
                         inner.compacted + 1
                     )));
                 }
+                let after = inner.history.partition_point(|c| c.rv <= from);
                 sub.backlog = inner
                     .history
-                    .iter()
-                    .filter(|c| c.rv > from && c.group == kind.group && c.resource == kind.plural)
+                    .range(after..)
+                    .filter(|c| c.group == kind.group && c.resource == kind.plural)
                     .cloned()
                     .collect();
             }
         }
         Ok(sub)
+    }
+}
+
+impl Inner {
+    /// The oldest resourceVersion a list can read at: etcd's compaction
+    /// (or the watch cache's bound when the store keeps no etcd history).
+    fn list_floor(&self) -> u64 {
+        match &self.etcd {
+            Some(etcd) => etcd.compacted,
+            None => self.compacted,
+        }
+    }
+
+    /// Drops the changes neither the watch cache nor etcd holds any more.
+    fn trim_history(&mut self) {
+        let floor = self.compacted.min(self.list_floor());
+        while self.history.front().is_some_and(|c| c.rv <= floor) {
+            self.history.pop_front();
+        }
     }
 }
 

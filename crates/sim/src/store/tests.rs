@@ -303,6 +303,94 @@ fn a_restart_forgets_the_history_so_every_older_watch_relists() {
     assert!(sub.backlog.is_empty());
 }
 
+/// A list at an earlier resourceVersion (a continue token's) reads etcd,
+/// which kube-apiserver compacts every `--etcd-compaction-interval` to the
+/// revision it saw at the compaction before
+/// (k8s.io/apiserver/pkg/storage/etcd3/compact.go): it reads back past what
+/// the watch cache holds for one to two intervals, and across a restart of
+/// the API server.
+#[test]
+fn a_list_at_an_earlier_version_reads_etcd_until_it_compacts_twice() {
+    let every = std::time::Duration::from_secs(300);
+    let clock: SharedClock = Arc::new(ScaledClock::new(jiff::Timestamp::now(), 1.0));
+    let s = Store::with_history(
+        clock,
+        HistoryBounds {
+            min: 5,
+            window: std::time::Duration::ZERO,
+            compaction: Some(every),
+        },
+    );
+    namespace(&s, "default");
+    namespace(&s, "kube-system");
+    let cm = kind(&s, "", "configmaps");
+    let w = WriteOptions::default();
+    let first = config_map(&s, "a");
+    let modify = |i: usize| {
+        s.modify(&cm, "default", "a", Target::Main, false, &w, |c| {
+            let mut n = c.unwrap().clone();
+            n["data"] = json!({"i": i.to_string()});
+            Ok(n)
+        })
+        .unwrap();
+    };
+    for i in 0..20 {
+        modify(i);
+    }
+    let at = rv(&first);
+    let watch = s.subscribe(&cm, Start::After(at)).err().unwrap();
+    assert_eq!(
+        (watch.code, watch.reason),
+        (410, "Expired"),
+        "the watch cache keeps 5"
+    );
+    let then = s.list_at(&cm, Some("default"), at).unwrap();
+    assert_eq!(then, std::slice::from_ref(&first), "etcd still holds {at}");
+    s.restart();
+    assert!(
+        s.list_at(&cm, Some("default"), at).is_ok(),
+        "etcd outlives a restart"
+    );
+    // The first tick only notes the revision; the second compacts to it.
+    s.let_etcd_time_pass(every);
+    modify(20);
+    let noted = s.resource_version() - 1;
+    assert!(
+        s.list_at(&cm, Some("default"), at).is_ok(),
+        "one tick: not yet compacted"
+    );
+    modify(21);
+    s.let_etcd_time_pass(every);
+    let err = s.list_at(&cm, Some("default"), at).err().unwrap();
+    assert_eq!(
+        (err.code, err.reason),
+        (410, "Expired"),
+        "two ticks: compacted to {noted}"
+    );
+    let at_noted = s.list_at(&cm, Some("default"), noted).unwrap();
+    assert_eq!(at_noted[0]["data"]["i"], "19", "{noted} is still readable");
+    assert!(s.list_at(&cm, Some("default"), noted - 1).is_err());
+    // Idle for many intervals: everything up to now is compacted, and the
+    // history holds only what the watch cache keeps (its last 5).
+    for i in 22..32 {
+        modify(i);
+    }
+    assert!(
+        s.list_at(&cm, Some("default"), noted + 1).is_ok(),
+        "in etcd only"
+    );
+    s.let_etcd_time_pass(every * 10);
+    assert!(s.list_at(&cm, Some("default"), noted + 1).is_err());
+    let now = s.resource_version();
+    assert!(s.list_at(&cm, Some("default"), now).is_ok());
+    assert!(
+        s.list_at(&cm, Some("default"), now - 1).is_err(),
+        "a list at a resourceVersion reads etcd, whatever the watch cache holds"
+    );
+    modify(32);
+    assert_eq!(s.history_len(), 5, "the watch cache's");
+}
+
 /// kube-apiserver's deployment strategy bumps `generation` when the
 /// annotations change, since they are copied to the ReplicaSets; other kinds
 /// bump only for their spec.
@@ -396,4 +484,52 @@ proptest::proptest! {
             }
         }
     }
+}
+
+/// An update that clears a terminating object's last finalizer deletes it:
+/// the DELETED event carries the update, and a list at the revision before
+/// finds the object as it was stored, finalizers and all (etcd's older
+/// revision).
+#[test]
+fn clearing_the_last_finalizer_deletes_and_a_list_before_finds_it_as_stored() {
+    let s = store(100);
+    let cm = kind(&s, "", "configmaps");
+    let w = WriteOptions::default();
+    s.create(
+        &cm,
+        "default",
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+        Target::Main,
+        &w,
+    )
+    .unwrap();
+    s.delete(&cm, "default", "held", &DeleteOptions::default())
+        .unwrap();
+    let terminating = s.resource_version();
+    let mut live = s.subscribe(&cm, Start::Now).unwrap().live;
+    s.modify(&cm, "default", "held", Target::Main, false, &w, |c| {
+        let mut n = c.unwrap().clone();
+        n["metadata"]["finalizers"] = json!([]);
+        Ok(n)
+    })
+    .unwrap();
+    let event = live.try_recv().unwrap();
+    assert_eq!(event.change, ChangeType::Deleted);
+    let finalizers = &event.object["metadata"]["finalizers"];
+    assert!(
+        finalizers.as_array().is_none_or(|f| f.is_empty()),
+        "the update: {finalizers}"
+    );
+    let then = s.list_at(&cm, Some("default"), terminating).unwrap();
+    assert_eq!(then.len(), 1);
+    assert_eq!(
+        then[0]["metadata"]["finalizers"],
+        json!(["example.com/hold"])
+    );
+    assert!(then[0]["metadata"]["deletionTimestamp"].is_string());
+    assert!(
+        s.list_at(&cm, Some("default"), s.resource_version())
+            .unwrap()
+            .is_empty()
+    );
 }
