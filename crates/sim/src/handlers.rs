@@ -183,26 +183,33 @@ fn list(
 ) -> ApiResult<Reply> {
     let (labels, fields) = selectors(call.params)?;
     let ns = rp.namespace.as_deref();
-    let (items, rv) = match opts.read {
-        Read::Latest | Read::NotOlderThan(_) => ctx.store.list(kind, ns, &labels, &fields),
-        Read::Exact(at) => {
-            let items =
-                ctx.store
-                    .list_at(kind, ns, at)
-                    .map_err(|e| match (&opts.start, e.code) {
-                        (Some(start), 410) if opts.continued => lists::continue_expired(start),
-                        _ => e,
-                    })?;
-            let items = items
-                .into_iter()
-                .filter(|o| labels.matches_object(o) && fields.matches(o))
-                .collect();
-            (items, at)
-        }
-    };
     let filtered = !labels.is_empty() || !fields.is_empty();
     let across = kind.namespaced && ns.is_none();
-    let page = lists::page(items, opts, rv, across, filtered);
+    let (page, rv) = match opts.read {
+        Read::Latest | Read::NotOlderThan(_) => {
+            let (items, rv) = ctx.store.list(kind, ns, &labels, &fields);
+            (lists::page(items, opts, rv, across, filtered), rv)
+        }
+        Read::Exact(at) => {
+            let all = ctx
+                .store
+                .list_at(kind, ns, at)
+                .map_err(|e| match (&opts.start, e.code) {
+                    (Some(start), 410) if opts.continued => lists::continue_expired(start),
+                    _ => e,
+                })?;
+            let keep = |o: &Value| labels.matches_object(o) && fields.matches(o);
+            let page = if across {
+                // Across namespaces the page's keys are `namespace/name`,
+                // an order the store's does not follow.
+                let items = all.iter().filter(|o| keep(o)).cloned().collect();
+                lists::page(items, opts, at, across, filtered)
+            } else {
+                lists::page_in_order(&all, opts, at, keep, filtered)
+            };
+            (page, at)
+        }
+    };
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if let Some(token) = &page.continue_token {
         metadata["continue"] = json!(token);

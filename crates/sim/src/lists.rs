@@ -194,6 +194,11 @@ pub fn page(
     across: bool,
     filtered: bool,
 ) -> Page {
+    // One namespace's objects, or a cluster-scoped kind's, as the store
+    // hands them over: in name order already (their key is the name).
+    if !across && items.is_sorted_by(|a, b| name(a) <= name(b)) {
+        return page_in_order(&items, opts, rv, |_| true, filtered);
+    }
     let key = |o: &Value| {
         let md = &o["metadata"];
         let name = md["name"].as_str().unwrap_or_default();
@@ -202,27 +207,12 @@ pub fn page(
             _ => name.to_string(),
         }
     };
-    fn name(o: &Value) -> &str {
-        o["metadata"]["name"].as_str().unwrap_or_default()
+    let mut keyed: Vec<(String, Arc<Value>)> = items.drain(..).map(|o| (key(&o), o)).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(start) = &opts.start {
+        keyed.retain(|(k, _)| k.as_str() >= start.as_str());
     }
-    // One namespace's objects, or a cluster-scoped kind's, as the store
-    // hands them over: in name order already (their key is the name), so
-    // the page's objects are a slice of them rather than a sort of every
-    // object for each page.
-    let mut rest = if !across && items.is_sorted_by(|a, b| name(a) <= name(b)) {
-        let from = opts
-            .start
-            .as_ref()
-            .map_or(0, |s| items.partition_point(|o| name(o) < s.as_str()));
-        items.split_off(from)
-    } else {
-        let mut keyed: Vec<(String, Arc<Value>)> = items.drain(..).map(|o| (key(&o), o)).collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        if let Some(start) = &opts.start {
-            keyed.retain(|(k, _)| k.as_str() >= start.as_str());
-        }
-        keyed.into_iter().map(|(_, o)| o).collect()
-    };
+    let mut rest: Vec<Arc<Value>> = keyed.into_iter().map(|(_, o)| o).collect();
     if opts.limit == 0 || rest.len() <= opts.limit {
         return Page {
             items: rest,
@@ -238,6 +228,50 @@ pub fn page(
         continue_token: Some(encode(rv as i64, &last)),
         remaining: (!filtered).then_some(remaining),
     }
+}
+
+/// The page `opts` asks for of `items` in name order (one namespace's
+/// objects, or a cluster-scoped kind's, as the store keeps them), of those
+/// `keep` accepts: it starts where the token left off (a binary search),
+/// and only the objects up to one past the page are filtered, so each page
+/// of a long list costs its own length, as etcd reads a page by key range.
+/// `filtered`: whether `keep` filters (the remaining count is then unknown).
+pub fn page_in_order(
+    items: &[Arc<Value>],
+    opts: &ListOptions,
+    rv: u64,
+    keep: impl Fn(&Value) -> bool,
+    filtered: bool,
+) -> Page {
+    let from = opts
+        .start
+        .as_ref()
+        .map_or(0, |s| items.partition_point(|o| name(o) < s.as_str()));
+    let limit = if opts.limit == 0 {
+        usize::MAX
+    } else {
+        opts.limit
+    };
+    let mut rest = items[from..].iter().filter(|o| keep(o));
+    let page: Vec<Arc<Value>> = rest.by_ref().take(limit).cloned().collect();
+    if rest.next().is_none() {
+        return Page {
+            items: page,
+            continue_token: None,
+            remaining: None,
+        };
+    }
+    let remaining = items.len() - from - page.len();
+    let last = page.last().map(|o| name(o)).unwrap_or_default();
+    Page {
+        continue_token: Some(encode(rv as i64, last)),
+        remaining: (!filtered).then_some(remaining),
+        items: page,
+    }
+}
+
+fn name(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -330,6 +364,44 @@ mod tests {
         assert_eq!(second.items.len(), 1);
         assert_eq!(second.items[0]["metadata"]["name"], "c");
         assert!(second.continue_token.is_none() && second.remaining.is_none());
+    }
+
+    /// A filtered list in name order, cut page by page from the whole
+    /// state (what a continue page reads), pages as the filtered objects do.
+    #[test]
+    fn a_filtered_page_from_the_whole_state_is_the_page_of_the_filtered_list() {
+        let all: Vec<Arc<Value>> = ["a", "b", "c", "d", "e", "f", "g"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                Arc::new(json!({"metadata": {"name": n, "labels": {"odd": (i % 2).to_string()}}}))
+            })
+            .collect();
+        let keep = |o: &Value| o["metadata"]["labels"]["odd"] == "0";
+        let kept: Vec<Arc<Value>> = all.iter().filter(|o| keep(o)).cloned().collect();
+        for (limit, filtered) in [(1, true), (2, true), (3, true), (0, true), (2, false)] {
+            let mut next = opts(&format!("limit={limit}")).unwrap();
+            loop {
+                let (a, b) = if filtered {
+                    (
+                        page_in_order(&all, &next, 9, keep, true),
+                        page(kept.clone(), &next, 9, false, true),
+                    )
+                } else {
+                    (
+                        page_in_order(&all, &next, 9, |_| true, false),
+                        page(all.clone(), &next, 9, false, false),
+                    )
+                };
+                assert_eq!(a.items, b.items, "limit {limit}");
+                assert_eq!(
+                    (&a.continue_token, a.remaining),
+                    (&b.continue_token, b.remaining)
+                );
+                let Some(token) = a.continue_token else { break };
+                next = opts(&format!("continue={token}&limit={limit}")).unwrap();
+            }
+        }
     }
 
     #[test]

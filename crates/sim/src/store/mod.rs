@@ -104,6 +104,11 @@ struct Inner {
     /// resourceVersion (continue tokens); `None` when the store keeps only
     /// the watch cache's history.
     etcd: Option<Etcd>,
+    /// The states lately listed at an earlier resourceVersion, whole: the
+    /// pages of a paginated list read one state, so each page after the
+    /// first finds its place in it rather than working it out again from
+    /// the history (etcd reads a page by key range).
+    listed: VecDeque<Listed>,
     /// The resourceVersion of each resource's last change.
     last_change: HashMap<Key, u64>,
     /// Each owner's dependents, by the owner's uid: the objects whose owner
@@ -135,6 +140,18 @@ pub struct HistoryBounds {
     pub window: std::time::Duration,
     pub compaction: Option<std::time::Duration>,
 }
+
+/// One state listed at an earlier resourceVersion.
+struct Listed {
+    resource: Key,
+    ns: Option<String>,
+    at: u64,
+    objects: Arc<Vec<Arc<Value>>>,
+}
+
+/// How many listed states a store keeps: a few lists at a time, of a few
+/// kinds and namespaces each, per client.
+const LISTED: usize = 32;
 
 /// etcd's compactor, worked out lazily at each commit and each list: at
 /// every tick it compacts to the revision it saw at the tick before.
@@ -232,6 +249,7 @@ impl Store {
                 history: VecDeque::new(),
                 compacted: 0,
                 etcd: history.compaction.map(Etcd::new),
+                listed: VecDeque::new(),
                 last_change: HashMap::new(),
                 owned: HashMap::new(),
             }),
@@ -341,9 +359,14 @@ impl Store {
     /// objects stored now, but for those changed since, which are as the
     /// oldest of those changes found them. 410 once the history no longer
     /// reaches back to `at`, and etcd's 500 for a resourceVersion the store
-    /// has not reached. A paginated list reads this once a page, so it
-    /// copies no more than the objects it returns.
-    pub fn list_at(&self, kind: &Kind, ns: Option<&str>, at: u64) -> ApiResult<Vec<Arc<Value>>> {
+    /// has not reached. A paginated list reads this once a page: the state
+    /// is worked out once and kept for the pages after.
+    pub fn list_at(
+        &self,
+        kind: &Kind,
+        ns: Option<&str>,
+        at: u64,
+    ) -> ApiResult<Arc<Vec<Arc<Value>>>> {
         let mut inner = self.lock();
         if at > inner.rv {
             return Err(ApiError::internal(
@@ -358,6 +381,15 @@ impl Store {
             return Err(ApiError::expired(
                 "The resourceVersion for the provided list is too old.",
             ));
+        }
+        let ns = ns.filter(|_| kind.namespaced);
+        let resource = gr(kind);
+        if let Some(l) = inner
+            .listed
+            .iter()
+            .find(|l| l.at == at && l.resource == resource && l.ns.as_deref() == ns)
+        {
+            return Ok(l.objects.clone());
         }
         // Each object changed since `at`, as it was then (`None`: absent).
         let mut then: BTreeMap<Key, Option<Arc<Value>>> = BTreeMap::new();
@@ -384,16 +416,14 @@ impl Store {
                 was,
             );
         }
-        let now = inner.objects.get(&gr(kind));
-        let now = now
-            .into_iter()
-            .flat_map(|m| match ns.filter(|_| kind.namespaced) {
-                Some(ns) => Box::new(
-                    m.range((ns.to_string(), String::new())..)
-                        .take_while(move |((n, _), _)| n == ns),
-                ) as Box<dyn Iterator<Item = (&Key, &Arc<Value>)>>,
-                None => Box::new(m.iter()),
-            });
+        let now = inner.objects.get(&resource);
+        let now = now.into_iter().flat_map(|m| match ns {
+            Some(ns) => Box::new(
+                m.range((ns.to_string(), String::new())..)
+                    .take_while(move |((n, _), _)| n == ns),
+            ) as Box<dyn Iterator<Item = (&Key, &Arc<Value>)>>,
+            None => Box::new(m.iter()),
+        });
         let mut out = Vec::new();
         let mut then = then.into_iter().peekable();
         for (key, obj) in now {
@@ -406,6 +436,16 @@ impl Store {
             }
         }
         out.extend(then.flat_map(|(_, was)| was));
+        let out = Arc::new(out);
+        if inner.listed.len() == LISTED {
+            inner.listed.pop_front();
+        }
+        inner.listed.push_back(Listed {
+            resource,
+            ns: ns.map(str::to_string),
+            at,
+            objects: out.clone(),
+        });
         Ok(out)
     }
 
