@@ -152,7 +152,7 @@ impl Store {
         {
             // The deletion's event carries the update; etcd's revision
             // before it is the object as stored, finalizers and all.
-            return Ok(self.remove_as(inner, kind, ns, name, false, Some(obj)));
+            return Ok(self.remove(inner, kind, ns, name, false, Some(obj)));
         }
         admission::after_commit(kind, &obj, &mut inner.registry);
         inner.rv += 1;
@@ -168,22 +168,11 @@ impl Store {
         Ok(obj)
     }
 
-    /// Removes an object now, with its dependents (or orphaning them), and records the deletions.
+    /// Removes an object now, with its dependents (or orphaning them), and
+    /// records the deletions. The deletion's event carries `last` (an update
+    /// that cleared the last finalizer) when given, the stored object
+    /// otherwise.
     pub(super) fn remove(
-        &self,
-        inner: &mut Inner,
-        kind: &Kind,
-        ns: &str,
-        name: &str,
-        orphan: bool,
-    ) -> Arc<Value> {
-        self.remove_as(inner, kind, ns, name, orphan, None)
-    }
-
-    /// Removes an object as `remove` does; the deletion's event carries
-    /// `last` (an update that cleared the last finalizer) when given, the
-    /// stored object otherwise.
-    fn remove_as(
         &self,
         inner: &mut Inner,
         kind: &Kind,
@@ -214,7 +203,7 @@ impl Store {
             if orphan {
                 self.orphan(inner, &dep_kind, &dep_ns, &dep_name, meta::uid(&obj));
             } else {
-                self.remove(inner, &dep_kind, &dep_ns, &dep_name, false);
+                self.remove(inner, &dep_kind, &dep_ns, &dep_name, false, None);
             }
         }
         if let Some(removed) = admission::after_delete(kind, &obj, &mut inner.registry) {
@@ -224,7 +213,7 @@ impl Store {
                 .map(|m| m.keys().cloned().collect())
                 .unwrap_or_default();
             for (n, o) in all {
-                self.remove(inner, &removed, &n, &o, false);
+                self.remove(inner, &removed, &n, &o, false, None);
             }
         }
         gone

@@ -633,7 +633,7 @@ impl Store {
                 &WriteOptions::default(),
             );
         }
-        Ok(self.remove(&mut inner, kind, ns, name, opts.orphan))
+        Ok(self.remove(&mut inner, kind, ns, name, opts.orphan, None))
     }
 
     /// The objects of some resources as stored now, and every change after
