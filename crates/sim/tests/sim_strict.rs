@@ -649,26 +649,10 @@ async fn lists_page_with_limit_and_continue_at_one_resource_version() {
         .unwrap();
     assert_eq!(latest.items.len(), 4);
     // Invalid options: 422 on ListOptions.
-    let get = |query: String| {
-        let url = format!(
-            "{}/api/v1/namespaces/default/configmaps?{query}",
-            fleet.url("one").unwrap()
-        );
-        let token = fleet.admin_token("one");
-        async move {
-            let reply = support::http_as(
-                token.as_deref(),
-                http::Method::GET,
-                &url,
-                None,
-                String::new(),
-            )
-            .await;
-            (
-                reply.code,
-                serde_json::from_str::<Value>(&reply.body).unwrap(),
-            )
-        }
+    let on = &fleet;
+    let get = |query: String| async move {
+        let path = format!("/api/v1/namespaces/default/configmaps?{query}");
+        support::get_as_admin(on, "one", &path).await
     };
     let (code, body) = get("resourceVersionMatch=Exact".into()).await;
     assert_eq!((code, body["reason"].as_str()), (422, Some("Invalid")));
@@ -737,22 +721,14 @@ async fn a_continue_token_expires_once_etcd_compacts_past_it() {
     cms.delete("cm-2", &DeleteParams::default()).await.unwrap();
     // Three intervals: two compactions since the first page.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let url = format!(
-        "{}/api/v1/namespaces/default/configmaps?limit=1&continue={token}",
-        fleet.url("one").unwrap()
-    );
-    let admin = fleet.admin_token("one");
-    let reply = support::http_as(
-        admin.as_deref(),
-        http::Method::GET,
-        &url,
-        None,
-        String::new(),
+    let (code, body) = support::get_as_admin(
+        &fleet,
+        "one",
+        &format!("/api/v1/namespaces/default/configmaps?limit=1&continue={token}"),
     )
     .await;
-    let body: Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(
-        (reply.code, body["reason"].as_str()),
+        (code, body["reason"].as_str()),
         (410, Some("Expired")),
         "{body}"
     );

@@ -169,6 +169,22 @@ pub async fn http(
     http_as(None, method, url, content_type, body).await
 }
 
+/// A GET of `path` (with its query) on one cluster as its admin: the
+/// status code and the JSON body.
+pub async fn get_as_admin(fleet: &SimFleet, cluster: &str, path: &str) -> (u16, serde_json::Value) {
+    let url = format!("{}{path}", fleet.url(cluster).unwrap());
+    let token = fleet.admin_token(cluster);
+    let reply = http_as(
+        token.as_deref(),
+        http::Method::GET,
+        &url,
+        None,
+        String::new(),
+    )
+    .await;
+    (reply.code, serde_json::from_str(&reply.body).unwrap())
+}
+
 /// `http` with a bearer token.
 pub async fn http_as(
     token: Option<&str>,
