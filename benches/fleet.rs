@@ -522,6 +522,13 @@ async fn controller() {
     let sampling = Arc::new(AtomicBool::new(true));
     let peaks = sample_peaks(pids.clone(), sampling.clone());
     let mut killed = false;
+    // The most releases one live replica held beyond its fair share of the
+    // releases then unfinished, at any look: what the sharing leaves uneven.
+    let mut beyond_share = 0usize;
+    let leases = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        clients.home().client.clone(),
+        "shop",
+    );
     // The simulated fleet's own work while the releases run: what a change
     // to it saves (or costs) the machine the controllers share.
     let fleet_pid = sim.id().expect("the fleet's pid");
@@ -536,6 +543,26 @@ async fn controller() {
         let ended = all.iter().filter(|s| s.phase.is_terminal()).count();
         if all.len() == docs.len() && ended == docs.len() {
             break all;
+        }
+        if let Ok(list) = leases.list(&Default::default()).await {
+            let alive = replicas - usize::from(killed);
+            let share = (n - ended).div_ceil(alive);
+            let mut held: BTreeMap<String, usize> = BTreeMap::new();
+            for l in list.items {
+                let under = l
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(cutover::fleet::lease::HELD_UNDER));
+                let holder = l.spec.and_then(|s| s.holder_identity);
+                if let (Some(_), Some(holder)) = (under, holder)
+                    && !(killed && holder == "ctl-0")
+                {
+                    *held.entry(holder).or_default() += 1;
+                }
+            }
+            let most = held.values().copied().max().unwrap_or(0);
+            beyond_share = beyond_share.max(most.saturating_sub(share));
         }
         if kill && !killed && replicas > 1 && ended * 3 >= docs.len() {
             let _ = ctls[0].start_kill();
@@ -678,6 +705,11 @@ async fn controller() {
     figure("controller_cpu_s", cpu, "s");
     figure("fleet_cpu_s", fleet_cpu, "s");
     figure("step_latency_p99_ms", p99, "ms");
+    figure(
+        "controller_held_beyond_share_max",
+        beyond_share as f64,
+        "releases",
+    );
     // Stopped as a rollout stops them (SIGTERM), so a heap profile
     // (`--features dhat-heap`) is written on the way out.
     let alive = if killed { &pids[1..] } else { &pids[..] };

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::metrics::Metrics;
-use super::shard::{Driven, Shard};
+use super::shard::{Driven, Driving, Shard};
 use crate::driver::{DriveOptions, Driver, Outcome, Progress};
 use crate::fleet::state::{EventRecorder, ReleaseStore, release_resource, untyped_releases};
 use crate::spec::Release;
@@ -69,6 +69,9 @@ pub struct Reconciler {
     /// Releases that need a driver (not ended at their spec's version), as
     /// last counted from the watch: what the replicas share.
     active: AtomicUsize,
+    /// Of the releases driven here, those with no status yet, as last
+    /// counted: handed over before those on their way.
+    unstarted: AtomicUsize,
 }
 
 /// Releases the reconciler's watch lists a page at a time.
@@ -114,6 +117,8 @@ impl Reconciler {
                 let all = store.state();
                 let n = all.iter().filter(|r| needs_driver(r)).count();
                 self.active.store(n, Ordering::Relaxed);
+                let unstarted = self.unstarted_here(&all);
+                self.unstarted.store(unstarted, Ordering::Relaxed);
                 self.forget_deleted(&all);
                 drop(all);
                 self.shard.refresh();
@@ -209,6 +214,7 @@ impl Reconciler {
             admitted: Mutex::new(HashMap::new()),
             shard,
             active: AtomicUsize::new(0),
+            unstarted: AtomicUsize::new(0),
         };
         Arc::new(r)
     }
@@ -250,8 +256,8 @@ impl Reconciler {
     /// When to look again at a release whose driver runs here; `None` if
     /// none does. More than a fair share since a replica joined: the
     /// driver is asked to hand this one over at its next safe point, and a
-    /// replica with room takes it.
-    fn still_driving(&self, key: &(String, String)) -> Option<Action> {
+    /// replica with room takes it. `started`: the release has a status.
+    fn still_driving(&self, key: &(String, String), started: bool) -> Option<Action> {
         let tasks = self.tasks.lock().expect("tasks lock");
         let t = tasks.get(key)?;
         let Task::Running { handle, stop } = t else {
@@ -261,13 +267,31 @@ impl Reconciler {
             return None;
         }
         let active = self.active.load(Ordering::Relaxed);
-        let driving = self.count_driving(&tasks);
-        if t.driving() && self.shard.hand_over_one(active) {
+        let here = Driving {
+            running: self.count_driving(&tasks),
+            unstarted: self.unstarted.load(Ordering::Relaxed),
+        };
+        if t.driving() && self.shard.hand_over_one(active, here, started) {
             let share = self.shard.share(active);
-            tracing::info!(release = %format!("{}/{}", key.0, key.1), share, driving, "handing over: more than this replica's share");
+            tracing::info!(release = %format!("{}/{}", key.0, key.1), share, driving = here.running, started, "handing over: more than this replica's share");
             let _ = stop.send(true);
         }
         Some(Action::requeue(RUNNING_RECHECK))
+    }
+
+    /// Of `all` the Releases, how many have no status and a driver here.
+    fn unstarted_here(&self, all: &[Arc<DynamicObject>]) -> usize {
+        let tasks = self.tasks.lock().expect("tasks lock");
+        all.iter()
+            .filter(|r| r.data.get(PHASE).is_none())
+            .filter(|r| {
+                let key = (
+                    r.namespace().unwrap_or_else(|| "default".into()),
+                    r.name_any(),
+                );
+                tasks.get(&key).is_some_and(Task::driving)
+            })
+            .count()
     }
 
     /// How many of `tasks` are driving, as the `driving` gauge then shows.
@@ -559,7 +583,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     // Driving here: looked at again every few seconds, from memory only
     // (its spec was admitted when its driver started, and the driver
     // refuses a spec changed into one that cannot run).
-    if let Some(early) = ctx.still_driving(&key) {
+    if let Some(early) = ctx.still_driving(&key, obj.data.get(PHASE).is_some()) {
         return Ok(early);
     }
     let known = obj.metadata.generation.and_then(|g| {
@@ -597,7 +621,9 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     }
     match ctx.shard.driven(&ns, &name) {
         Driven::Elsewhere(_) => return Ok(Action::requeue(ctx.shard.recheck())),
-        Driven::Free if driving >= share => return Ok(Action::requeue(ctx.shard.recheck())),
+        Driven::Free if driving >= share || !ctx.shard.settled() => {
+            return Ok(Action::requeue(ctx.shard.recheck()));
+        }
         Driven::Free | Driven::Here => {}
     }
     ctx.spawn(&mut tasks, &ns, &name, obj.uid());

@@ -5,10 +5,14 @@
 //! Leases and takes free releases up to a fair share (the releases that need
 //! a driver over the replicas alive); when a replica dies, its Lease lapses
 //! and so do its releases' Leases, and the others take them within their
-//! next look. When a replica joins, the others hand over what they hold
-//! beyond the new share, only while another replica has room and once the
-//! set of replicas has held for a lease duration (so a slow renewal seen
-//! once moves nothing, and a replica alone never stops its own drivers).
+//! next look. A replica takes nothing until it has read the Leases and
+//! waited a fifth of a lease after (`settled`): replicas started together
+//! (a Deployment rolled out) see each other before any takes a share meant
+//! for fewer. When a replica joins, the others hand over what they drive
+//! beyond the new share, no more than the others have room for, only once
+//! the set of replicas has held for a lease duration (so a slow renewal
+//! seen once moves nothing, and a replica alone never stops its own
+//! drivers), and releases not started yet before those on their way.
 //! Everything here is read from a watch of cutover's Leases: no request per
 //! release and look.
 
@@ -48,6 +52,20 @@ struct View {
     held: HashMap<String, usize>,
     /// Since when the set of live replicas has been what it is.
     since: Instant,
+    /// When a look first found the Leases' watch listed.
+    synced: Option<Instant>,
+    /// Releases handed over since the last look: the others' room is
+    /// counted from their Leases, which show a release taken only once it is.
+    handed: usize,
+}
+
+/// What this replica drives, as its reconciler counts its own drivers.
+#[derive(Debug, Clone, Copy)]
+pub struct Driving {
+    /// Drivers running and not asked to stop.
+    pub running: usize,
+    /// Of them, those whose release has no status yet (not started).
+    pub unstarted: usize,
 }
 
 impl Shard {
@@ -64,6 +82,8 @@ impl Shard {
             view: Mutex::new(View {
                 held: HashMap::from([(identity.to_string(), 0)]),
                 since: Instant::now(),
+                synced: None,
+                handed: 0,
             }),
             duration,
         }
@@ -99,12 +119,31 @@ impl Shard {
                 *n += 1;
             }
         }
+        let healthy = self.leases.state() == WatchState::Healthy;
         let mut view = self.view.lock().expect("view lock");
         let same = view.held.len() == held.len() && held.keys().all(|k| view.held.contains_key(k));
         if !same {
             view.since = Instant::now();
         }
+        if healthy && view.synced.is_none() {
+            view.synced = Some(Instant::now());
+        }
         view.held = held;
+        view.handed = 0;
+    }
+
+    /// Whether this replica may take free releases: the Leases' watch is
+    /// listed and was first found so a fifth of a lease ago. Before, it
+    /// cannot count the others, and would take a share meant for itself
+    /// alone.
+    pub fn settled(&self) -> bool {
+        self.leases.state() == WatchState::Healthy
+            && self
+                .view
+                .lock()
+                .expect("view lock")
+                .synced
+                .is_some_and(|at| at.elapsed() >= self.recheck())
     }
 
     /// The replicas alive at the last look, this one included.
@@ -118,23 +157,31 @@ impl Shard {
         active.div_ceil(self.replicas()).max(1)
     }
 
-    /// Whether this replica should hand a release over: it holds more than
-    /// its share, another live replica has room, and the set of replicas has
-    /// held for a lease duration (a slow renewal seen once moves nothing).
-    /// A replica alone never hands over, however few releases remain. A yes
-    /// counts the release as handed over until the next `refresh`, so a burst
-    /// of looks hands over no more than the excess.
-    pub fn hand_over_one(&self, active: usize) -> bool {
+    /// Whether this replica should hand over one release it drives (one that
+    /// has `started`, or not): it drives more than its share, the others
+    /// have room for more than it handed over since the last look, and the
+    /// set of replicas has held for a lease duration (a slow renewal seen
+    /// once moves nothing). A replica alone never hands over, however few
+    /// releases remain. Releases not started go first: handing one over
+    /// costs nothing, where one on its way starts its caches again
+    /// elsewhere. Counted from the drivers running here, not from the
+    /// Leases: a driver asked to stop holds its Lease until it reaches a
+    /// safe point, and counting it would hand over more than the excess.
+    pub fn hand_over_one(&self, active: usize, here: Driving, started: bool) -> bool {
         let share = self.share(active);
         let mut view = self.view.lock().expect("view lock");
-        let mine = view.held.get(&self.identity).copied().unwrap_or(0);
-        let room = view
+        let room: usize = view
             .held
             .iter()
-            .any(|(who, n)| *who != self.identity && *n < share);
-        let hand_over = mine > share && room && view.since.elapsed() >= self.duration;
-        if hand_over && let Some(n) = view.held.get_mut(&self.identity) {
-            *n -= 1;
+            .filter(|(who, _)| **who != self.identity)
+            .map(|(_, n)| share.saturating_sub(*n))
+            .sum();
+        let hand_over = here.running > share
+            && view.handed < room
+            && !(started && here.unstarted > 0)
+            && view.since.elapsed() >= self.duration;
+        if hand_over {
+            view.handed += 1;
         }
         hand_over
     }
@@ -246,5 +293,147 @@ mod tests {
         );
         other.refresh();
         assert_eq!(other.replicas(), 2, "ctl-1's replica Lease is live");
+    }
+
+    /// Replicas `(identity, releases held)`, every one live, each release's
+    /// Lease held under its replica's.
+    fn fleet_of(replicas: &[(&str, usize)]) -> Arc<SharedWatch<LeaseView>> {
+        let mut leases = Vec::new();
+        let mut n = 0;
+        for (who, held) in replicas {
+            leases.push(lease(&replica_lease(who), who, 1, None));
+            for _ in 0..*held {
+                leases.push(lease(
+                    &lease_name(&format!("rel-{n}")),
+                    who,
+                    120,
+                    Some(&replica_lease(who)),
+                ));
+                n += 1;
+            }
+        }
+        watch(leases)
+    }
+
+    /// Asks as the reconciler does, one driver at a time, each yes stopping
+    /// one: how many are handed over before a no.
+    fn hand_over_all(shard: &Shard, active: usize, mut here: Driving, started: bool) -> usize {
+        let mut handed = 0;
+        while shard.hand_over_one(active, here, started) {
+            here.running -= 1;
+            handed += 1;
+        }
+        handed
+    }
+
+    /// Drivers asked to stop hold their Leases until they reach a safe
+    /// point: counted from the Leases, the excess was handed over again at
+    /// every look while they waited, down to far below the share.
+    #[test]
+    fn a_replica_hands_over_what_it_drives_beyond_its_share_not_what_its_leases_show() {
+        // 18 releases over three replicas: a share of 6. ctl-0's Leases
+        // show 10, but three of its drivers are already stopping.
+        let shard = Shard::new(
+            "ctl-0",
+            "shop",
+            fleet_of(&[("ctl-0", 10), ("ctl-1", 2), ("ctl-2", 5)]),
+            Duration::ZERO,
+        );
+        shard.refresh();
+        assert_eq!(shard.share(18), 6);
+        let here = Driving {
+            running: 7,
+            unstarted: 0,
+        };
+        assert_eq!(hand_over_all(&shard, 18, here, true), 1);
+        // At the next look, with none of them taken yet, nothing more.
+        shard.refresh();
+        let here = Driving {
+            running: 6,
+            unstarted: 0,
+        };
+        assert_eq!(hand_over_all(&shard, 18, here, true), 0);
+    }
+
+    #[test]
+    fn a_replica_hands_over_no_more_than_the_others_have_room_for_between_looks() {
+        // A share of 7; the others have room for 4 + 1.
+        let shard = Shard::new(
+            "ctl-0",
+            "shop",
+            fleet_of(&[("ctl-0", 13), ("ctl-1", 3), ("ctl-2", 6)]),
+            Duration::ZERO,
+        );
+        shard.refresh();
+        assert_eq!(shard.share(21), 7);
+        let here = Driving {
+            running: 13,
+            unstarted: 0,
+        };
+        assert_eq!(hand_over_all(&shard, 21, here, true), 5);
+        // The next look finds them not taken yet (their Leases still this
+        // replica's): room for five again, but only one more is excess.
+        shard.refresh();
+        let here = Driving {
+            running: 8,
+            unstarted: 0,
+        };
+        assert_eq!(hand_over_all(&shard, 21, here, true), 1);
+        // Alone, a replica hands nothing over.
+        let alone = Shard::new("ctl-0", "shop", fleet_of(&[("ctl-0", 13)]), Duration::ZERO);
+        alone.refresh();
+        let here = Driving {
+            running: 13,
+            unstarted: 0,
+        };
+        assert_eq!(hand_over_all(&alone, 5, here, true), 0);
+    }
+
+    #[test]
+    fn releases_not_started_are_handed_over_before_those_on_their_way() {
+        let shard = Shard::new(
+            "ctl-0",
+            "shop",
+            fleet_of(&[("ctl-0", 8), ("ctl-1", 2)]),
+            Duration::ZERO,
+        );
+        shard.refresh();
+        let here = Driving {
+            running: 8,
+            unstarted: 1,
+        };
+        assert!(!shard.hand_over_one(10, here, true), "one on its way");
+        assert!(shard.hand_over_one(10, here, false), "one not started");
+        let here = Driving {
+            running: 7,
+            unstarted: 0,
+        };
+        assert!(
+            shard.hand_over_one(10, here, true),
+            "none left unstarted: one on its way"
+        );
+    }
+
+    #[test]
+    fn nothing_is_handed_over_until_the_replicas_have_held_for_a_lease_and_nothing_taken_until_settled()
+     {
+        let d = Duration::from_secs(15);
+        let shard = Shard::new("ctl-0", "shop", fleet_of(&[("ctl-0", 8), ("ctl-1", 0)]), d);
+        assert!(!shard.settled(), "the Leases not counted yet");
+        shard.refresh();
+        assert_eq!(shard.replicas(), 2);
+        assert!(!shard.settled(), "counted, but not a fifth of a lease ago");
+        let here = Driving {
+            running: 8,
+            unstarted: 0,
+        };
+        assert!(
+            !shard.hand_over_one(8, here, false),
+            "the replicas were first seen now"
+        );
+        let at_once = Shard::new("ctl-0", "shop", fleet_of(&[("ctl-0", 0)]), Duration::ZERO);
+        assert!(!at_once.settled(), "no look yet");
+        at_once.refresh();
+        assert!(at_once.settled());
     }
 }

@@ -252,18 +252,32 @@ impl Driver {
         Some(self.turns.take().await)
     }
 
+    /// A turn, or `None` once the driver is told to stop: a driver asked to
+    /// hand its release over holds the release's Lease until it stops, and
+    /// a replica's drivers can wait minutes for a turn when it drives more
+    /// than its share, which is when it hands releases over.
+    async fn turn_or_stop(&self, opts: &DriveOptions) -> Option<turns::Turn> {
+        if stopping(opts) {
+            return None;
+        }
+        self.turns.take_or_stop(opts.stop.clone()).await
+    }
+
     /// Awaits `wait` with the pass's turn given back, then takes a turn
     /// again: what waits on clusters (or on what every driver waits for)
     /// is not a pass's work, and a cluster that hangs would otherwise hold
     /// the turn while other releases, an abort among them, wait for one.
+    /// Only before a pass decides: told to stop meanwhile, it takes no turn
+    /// (`turn` is left `None`) and the driver stops there.
     async fn without_turn<T>(
         &self,
         turn: &mut Option<turns::Turn>,
+        opts: &DriveOptions,
         wait: impl std::future::Future<Output = T>,
     ) -> T {
         drop(turn.take());
         let out = wait.await;
-        *turn = self.turn().await;
+        *turn = self.turn_or_stop(opts).await;
         out
     }
 
@@ -279,8 +293,12 @@ impl Driver {
         emit: &impl Fn(Progress),
         carried: &mut Option<Box<Carried>>,
     ) -> Result<Outcome> {
-        // Reading and resolving the Release is a pass's work: it takes a turn.
-        let mut turn = self.turn().await;
+        // Reading and resolving the Release is a pass's work: it takes a
+        // turn. Told to stop before, nothing was read or written.
+        let mut turn = self.turn_or_stop(&opts).await;
+        if turn.is_none() {
+            return Ok(Outcome::Stopped);
+        }
         // The large values kept across a pass's awaits are boxed.
         let current = read(store, name).await?;
         let key = format!("{}/{name}", store.namespace);
@@ -299,7 +317,10 @@ impl Driver {
         // one that hangs).
         let names = first.cluster_names();
         let ask = fleet::live::cluster_uids(&self.fleet, &names, ASK_WITHIN);
-        let mut uids = self.without_turn(&mut turn, Box::pin(ask)).await;
+        let mut uids = self.without_turn(&mut turn, &opts, Box::pin(ask)).await;
+        if turn.is_none() {
+            return Ok(Outcome::Stopped);
+        }
         if let Some(why) = crate::policy::not_distinct(&uids) {
             let outcome = Outcome::Invalid {
                 message: why,
@@ -326,8 +347,17 @@ impl Driver {
         // waits the same, its Release parked meanwhile (a controller that
         // starts takes up every release at once).
         let parked = Parked::of(current, &self.parking);
-        self.without_turn(&mut turn, Box::pin(self.wait_for_caches(&cache)))
-            .await;
+        let mut stop = opts.stop.clone();
+        let caches = async {
+            tokio::select! {
+                _ = self.wait_for_caches(&cache) => {}
+                _ = stop_requested(&mut stop) => {}
+            }
+        };
+        self.without_turn(&mut turn, &opts, Box::pin(caches)).await;
+        if turn.is_none() {
+            return Ok(Outcome::Stopped);
+        }
         let mut current = match parked.unpark() {
             Some(r) => r,
             None => read(store, name).await?,
@@ -377,7 +407,10 @@ impl Driver {
             if uids.len() < rel.clusters.len() {
                 let names = rel.cluster_names();
                 let ask = fleet::live::cluster_uids(&self.fleet, &names, ASK_WITHIN);
-                uids = self.without_turn(&mut turn, Box::pin(ask)).await;
+                uids = self.without_turn(&mut turn, &opts, Box::pin(ask)).await;
+                if turn.is_none() {
+                    return Ok(Outcome::Stopped);
+                }
             }
             // What the pass decides from, borrowed: a status is mostly its
             // history, and a pass already makes the copies it writes.
@@ -413,7 +446,10 @@ impl Driver {
                         }
                     }
                 };
-                self.without_turn(&mut turn, Box::pin(ask)).await;
+                self.without_turn(&mut turn, &opts, Box::pin(ask)).await;
+                if turn.is_none() {
+                    return Ok(Outcome::Stopped);
+                }
             }
             let recovered =
                 engine::drive::mark_unreachable(&mut obs, &unavailable, |c| answering.contains(c));
@@ -632,11 +668,12 @@ impl Driver {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop_requested(&mut stop) => {}
             }
-            if stopping(&opts) {
+            // Unparked only once it is this release's turn; told to stop
+            // while it waits for one, it stops there.
+            turn = self.turn_or_stop(&opts).await;
+            if turn.is_none() {
                 return Ok(Outcome::Stopped);
             }
-            // Unparked only once it is this release's turn.
-            turn = self.turn().await;
             current = match parked.unpark() {
                 Some(r) => r,
                 // Text it wrote itself that does not read back: read it anew.

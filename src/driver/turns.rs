@@ -16,7 +16,9 @@
 use std::sync::Arc;
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use super::stop::stop_requested;
 
 /// Turns for a number of passes at once, shared by every driver made from
 /// one [`super::Driver`].
@@ -84,6 +86,15 @@ impl Turns {
             passing: self.passing.clone(),
         }
     }
+
+    /// Waits for a turn, or until `stop` turns true (`None` then).
+    pub async fn take_or_stop(&self, stop: Option<watch::Receiver<bool>>) -> Option<Turn> {
+        let mut stop = stop;
+        tokio::select! {
+            t = self.take() => Some(t),
+            _ = stop_requested(&mut stop) => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -128,5 +139,32 @@ mod tests {
         let _ = given_up.await;
         assert_eq!((waiting.get(), passing.get()), (0, 2));
         drop(held);
+    }
+
+    /// A driver asked to hand its release over while it waits for a turn
+    /// stops waiting: it would otherwise hold the release's Lease until a
+    /// turn came, minutes on a replica driving more than its share.
+    #[tokio::test]
+    async fn a_wait_for_a_turn_ends_when_the_driver_is_told_to_stop() {
+        let (waiting, passing) = (Gauge::default(), Gauge::default());
+        let turns = Turns::counted(1, waiting.clone(), passing.clone());
+        let held = turns.take().await;
+        let (stop, stopped) = watch::channel(false);
+        let wait = tokio::spawn({
+            let turns = turns.clone();
+            async move { turns.take_or_stop(Some(stopped)).await.is_some() }
+        });
+        while waiting.get() == 0 {
+            tokio::task::yield_now().await;
+        }
+        stop.send(true).unwrap();
+        assert!(!wait.await.unwrap(), "took a turn though told to stop");
+        assert_eq!((waiting.get(), passing.get()), (0, 1));
+        drop(held);
+        // Not told to stop, it takes one as `take` does.
+        let (_stop, running) = watch::channel(false);
+        let t = turns.take_or_stop(Some(running)).await;
+        assert!(t.is_some());
+        assert_eq!(passing.get(), 1);
     }
 }
