@@ -180,6 +180,15 @@ async fn replicas_share_six_releases_hand_some_to_a_new_one_and_take_over_a_kill
     ports.lock().unwrap().push(replicas[2].port);
     joined(&w, &replicas).await;
     let shared = shared_as(&w, 3).await;
+    // Each counts three replicas and a share of two; the two first handed
+    // over one each, their excess, and no more.
+    let mut handed = 0.0;
+    for c in &replicas {
+        assert_eq!(gauge(c.port, "cutover_replicas_live"), Some(3.0));
+        assert_eq!(gauge(c.port, "cutover_releases_share"), Some(2.0));
+        handed += gauge(c.port, "cutover_releases_handed_over_total").unwrap();
+    }
+    assert_eq!(handed, 2.0);
     // Killed while its releases are on their way.
     let mut killed = replicas.remove(0);
     killed.child.start_kill().unwrap();

@@ -122,6 +122,13 @@ impl Reconciler {
                 self.forget_deleted(&all);
                 drop(all);
                 self.shard.refresh();
+                self.metrics.replicas.set(self.shard.replicas() as i64);
+                let share = if self.shard.settled() {
+                    self.shard.share(n)
+                } else {
+                    0
+                };
+                self.metrics.share.set(share as i64);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         };
@@ -275,6 +282,7 @@ impl Reconciler {
             let share = self.shard.share(active);
             tracing::info!(release = %format!("{}/{}", key.0, key.1), share, driving = here.running, started, "handing over: more than this replica's share");
             let _ = stop.send(true);
+            self.metrics.handed_over.inc();
         }
         Some(Action::requeue(RUNNING_RECHECK))
     }
@@ -605,9 +613,6 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
     }
     Box::pin(ctx.set_invalid(&obj, generation, None)).await?;
     let mut tasks = ctx.tasks.lock().expect("tasks lock");
-    let active = ctx.active.load(Ordering::Relaxed);
-    let share = ctx.shard.share(active);
-    let driving = ctx.count_driving(&tasks);
     if let Some(Task::Ended(_)) = tasks.get(&key)
         && let Some(Task::Ended(Err(e))) = tasks.remove(&key)
     {
@@ -619,12 +624,17 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<Reconciler>) -> Result<Acti
             .or_default() += 1;
         return Err(Error::Drive(format!("{ns}/{name}"), e));
     }
+    // Looked at every few seconds while driven elsewhere (thousands, on a
+    // replica of a large fleet): its drivers are counted only for one free.
     match ctx.shard.driven(&ns, &name) {
         Driven::Elsewhere(_) => return Ok(Action::requeue(ctx.shard.recheck())),
-        Driven::Free if driving >= share || !ctx.shard.settled() => {
-            return Ok(Action::requeue(ctx.shard.recheck()));
+        Driven::Free => {
+            let share = ctx.shard.share(ctx.active.load(Ordering::Relaxed));
+            if !ctx.shard.settled() || ctx.count_driving(&tasks) >= share {
+                return Ok(Action::requeue(ctx.shard.recheck()));
+            }
         }
-        Driven::Free | Driven::Here => {}
+        Driven::Here => {}
     }
     ctx.spawn(&mut tasks, &ns, &name, obj.uid());
     Ok(Action::requeue(RUNNING_RECHECK))

@@ -135,7 +135,9 @@ impl Shard {
     /// Whether this replica may take free releases: the Leases' watch is
     /// listed and was first found so a fifth of a lease ago. Before, it
     /// cannot count the others, and would take a share meant for itself
-    /// alone.
+    /// alone. Nor while the watch fails (a slow or restarted server): every
+    /// Lease it shows lapses as its renewals stop showing, and each release
+    /// taken on that would cost a driver, two GETs and a refusal.
     pub fn settled(&self) -> bool {
         self.leases.state() == WatchState::Healthy
             && self
@@ -145,7 +147,6 @@ impl Shard {
                 .synced
                 .is_some_and(|at| at.elapsed() >= self.recheck())
     }
-
     /// The replicas alive at the last look, this one included.
     pub fn replicas(&self) -> usize {
         self.view.lock().expect("view lock").held.len()
