@@ -113,6 +113,21 @@ impl LeaseView {
         live_holder_of(self.spec.as_ref())
     }
 
+    /// Who held it at `at` by its renew time: a holder named and renewed
+    /// within the lease's duration before `at`.
+    pub fn live_holder_at(&self, at: jiff::Timestamp) -> Option<&str> {
+        let spec = self.spec.as_ref()?;
+        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+        let renewed = spec.renew_time.as_ref()?.0;
+        let secs = spec.lease_duration_seconds.unwrap_or(15).max(0) as u64;
+        (at.duration_since(renewed).as_secs() as u64 <= secs).then_some(holder)
+    }
+
+    /// When its holder last renewed it.
+    pub fn renewed(&self) -> Option<jiff::Timestamp> {
+        Some(self.spec.as_ref()?.renew_time.as_ref()?.0)
+    }
+
     /// The namespace and name of the Lease it is held under, if any.
     pub fn parent_reference(&self) -> Option<(&str, &str)> {
         self.held_under.as_deref()?.split_once('/')
