@@ -484,14 +484,24 @@ mod tests {
             }
             v
         };
-        // ctl-0's view, 30 s behind: ctl-1 renewed as late as ctl-0 did,
-        // ctl-2 had not renewed for a lease before that.
+        // ctl-0's view, 30 s behind: ctl-1 renewed about when ctl-0 did,
+        // ctl-3 just after it, ctl-2 had not renewed for a lease by then.
         let mut leases = held("ctl-0", 30, 1);
         leases.extend(held("ctl-1", 31, 2));
         leases.extend(held("ctl-2", 60, 3));
+        leases.extend(held("ctl-3", 29, 1));
         let shard = Shard::new("ctl-0", "shop", watch(leases), Duration::from_secs(15));
         shard.refresh();
-        assert_eq!(shard.replicas(), 2, "ctl-0 and ctl-1 live, ctl-2 dead");
+        assert_eq!(
+            shard.replicas(),
+            3,
+            "ctl-0, ctl-1 and ctl-3 live, ctl-2 dead"
+        );
+        assert_eq!(
+            shard.driven("shop", "ctl-3-rel-0"),
+            Driven::Elsewhere("ctl-3".into()),
+            "renewed after ctl-0's last renewal"
+        );
         assert_eq!(
             shard.driven("shop", "ctl-1-rel-0"),
             Driven::Elsewhere("ctl-1".into())

@@ -119,8 +119,10 @@ impl LeaseView {
         let spec = self.spec.as_ref()?;
         let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
         let renewed = spec.renew_time.as_ref()?.0;
-        let secs = spec.lease_duration_seconds.unwrap_or(15).max(0) as u64;
-        (at.duration_since(renewed).as_secs() as u64 <= secs).then_some(holder)
+        let secs = spec.lease_duration_seconds.unwrap_or(15).max(0);
+        // Renewed after `at` is live too (the difference is negative).
+        (at.duration_since(renewed) <= jiff::SignedDuration::from_secs(secs.into()))
+            .then_some(holder)
     }
 
     /// When its holder last renewed it.
