@@ -114,15 +114,11 @@ impl LeaseView {
     }
 
     /// Who held it at `at` by its renew time: a holder named and renewed
-    /// within the lease's duration before `at`.
+    /// within the lease's duration before `at` (or after it).
     pub fn live_holder_at(&self, at: jiff::Timestamp) -> Option<&str> {
         let spec = self.spec.as_ref()?;
-        let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
-        let renewed = spec.renew_time.as_ref()?.0;
-        let secs = spec.lease_duration_seconds.unwrap_or(15).max(0);
-        // Renewed after `at` is live too (the difference is negative).
-        (at.duration_since(renewed) <= jiff::SignedDuration::from_secs(secs.into()))
-            .then_some(holder)
+        let holder = spec.holder_identity.as_deref()?;
+        (!expired_at(Some(spec), Duration::from_secs(15), at)).then_some(holder)
     }
 
     /// When its holder last renewed it.
@@ -172,6 +168,14 @@ fn now_micro() -> MicroTime {
 }
 
 fn expired(spec: Option<&LeaseSpec>, duration: Duration) -> bool {
+    expired_at(spec, duration, jiff::Timestamp::now())
+}
+
+/// Whether a Lease of this spec had lapsed by `at`: no holder, or not
+/// renewed within its duration before `at`. Renewed after `at` (a holder's
+/// clock ahead, or `at` a watch's view behind) it has not: the difference is
+/// negative, not a large unsigned number.
+fn expired_at(spec: Option<&LeaseSpec>, duration: Duration, at: jiff::Timestamp) -> bool {
     let Some(spec) = spec else { return true };
     if spec
         .holder_identity
@@ -183,10 +187,10 @@ fn expired(spec: Option<&LeaseSpec>, duration: Duration) -> bool {
     }
     let secs = spec
         .lease_duration_seconds
-        .map(|s| s as u64)
-        .unwrap_or(duration.as_secs());
+        .map(i64::from)
+        .unwrap_or(duration.as_secs() as i64);
     match &spec.renew_time {
-        Some(t) => jiff::Timestamp::now().duration_since(t.0).as_secs() as u64 > secs,
+        Some(t) => at.duration_since(t.0).as_secs() > secs,
         None => true,
     }
 }
@@ -526,5 +530,34 @@ impl Drop for LeaseGuard {
         if let Some(r) = &self.renewer {
             r.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn renewed(secs_ago: i64) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some("ctl-0".into()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(
+                jiff::Timestamp::now() - jiff::SignedDuration::from_secs(secs_ago),
+            )),
+            ..Default::default()
+        }
+    }
+
+    /// A holder whose clock runs ahead writes a renew time in the future:
+    /// read as unsigned, its Lease looked lapsed and could be taken from it.
+    #[test]
+    fn a_lease_renewed_after_the_time_it_is_judged_at_has_not_lapsed() {
+        let d = Duration::from_secs(15);
+        assert!(!expired(Some(&renewed(-5)), d), "renewed 5 s ahead");
+        assert!(!expired(Some(&renewed(3)), d));
+        assert!(expired(Some(&renewed(20)), d));
+        let at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(30);
+        assert!(!expired_at(Some(&renewed(20)), d, at), "judged 30 s ago");
+        assert!(expired_at(Some(&renewed(50)), d, at));
     }
 }
