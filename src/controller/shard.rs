@@ -343,6 +343,14 @@ mod tests {
         watch(leases)
     }
 
+    /// `n` drivers running, every one started.
+    fn running(n: usize) -> Driving {
+        Driving {
+            running: n,
+            unstarted: 0,
+        }
+    }
+
     /// Asks as the reconciler does, one driver at a time, each yes stopping
     /// one: how many are handed over before a no.
     fn hand_over_all(shard: &Shard, active: usize, mut here: Driving, started: bool) -> usize {
@@ -369,17 +377,11 @@ mod tests {
         );
         shard.refresh();
         assert_eq!(shard.share(18), 6);
-        let here = Driving {
-            running: 7,
-            unstarted: 0,
-        };
+        let here = running(7);
         assert_eq!(hand_over_all(&shard, 18, here, true), 1);
         // At the next look, with none of them taken yet, nothing more.
         shard.refresh();
-        let here = Driving {
-            running: 6,
-            unstarted: 0,
-        };
+        let here = running(6);
         assert_eq!(hand_over_all(&shard, 18, here, true), 0);
     }
 
@@ -394,26 +396,17 @@ mod tests {
         );
         shard.refresh();
         assert_eq!(shard.share(21), 7);
-        let here = Driving {
-            running: 13,
-            unstarted: 0,
-        };
+        let here = running(13);
         assert_eq!(hand_over_all(&shard, 21, here, true), 5);
         // The next look finds them not taken yet (their Leases still this
         // replica's): room for five again, but only one more is excess.
         shard.refresh();
-        let here = Driving {
-            running: 8,
-            unstarted: 0,
-        };
+        let here = running(8);
         assert_eq!(hand_over_all(&shard, 21, here, true), 1);
         // Alone, a replica hands nothing over.
         let alone = Shard::new("ctl-0", "shop", fleet_of(&[("ctl-0", 13)]), Duration::ZERO);
         alone.refresh();
-        let here = Driving {
-            running: 13,
-            unstarted: 0,
-        };
+        let here = running(13);
         assert_eq!(hand_over_all(&alone, 5, here, true), 0);
     }
 
@@ -432,10 +425,7 @@ mod tests {
         };
         assert!(!shard.hand_over_one(10, here, true), "one on its way");
         assert!(shard.hand_over_one(10, here, false), "one not started");
-        let here = Driving {
-            running: 7,
-            unstarted: 0,
-        };
+        let here = running(7);
         assert!(
             shard.hand_over_one(10, here, true),
             "none left unstarted: one on its way"
@@ -451,10 +441,7 @@ mod tests {
         shard.refresh();
         assert_eq!(shard.replicas(), 2);
         assert!(!shard.settled(), "counted, but not a fifth of a lease ago");
-        let here = Driving {
-            running: 8,
-            unstarted: 0,
-        };
+        let here = running(8);
         assert!(
             !shard.hand_over_one(8, here, false),
             "the replicas were first seen now"
