@@ -222,20 +222,27 @@ fn list(
         table["metadata"] = metadata;
         return Ok(Reply::json(200, table));
     }
-    let items: Vec<Value> = page
-        .items
-        .iter()
-        .map(|o| served(kind, &rp.version, o))
-        .collect();
-    Ok(Reply::json(
-        200,
-        json!({
-            "apiVersion": kind.api_version(&rp.version),
-            "kind": format!("{}List", kind.kind),
-            "metadata": metadata,
-            "items": items,
-        }),
-    ))
+    // Written as it is sent, each item without a copy: a list of a
+    // namespace's pods is thousands of objects, and a watch lists again
+    // whenever its place in the history is gone.
+    let api_version = kind.api_version(&rp.version);
+    let head = json!({
+        "apiVersion": api_version,
+        "kind": format!("{}List", kind.kind),
+        "metadata": metadata,
+    })
+    .to_string();
+    let mut body = Vec::with_capacity(head.len() + 2048 * page.items.len());
+    body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    body.extend_from_slice(b",\"items\":[");
+    for (i, o) in page.items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        crate::store::write_served(&mut body, o, &api_version);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(Reply::Encoded(200, bytes::Bytes::from(body)))
 }
 
 fn watch(ctx: &ApiContext, kind: &Arc<Kind>, rp: &ResourcePath, call: &Call) -> ApiResult<Reply> {

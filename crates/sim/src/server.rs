@@ -79,6 +79,8 @@ impl std::fmt::Debug for ApiContext {
 /// An answer: a JSON document, plain text, or a stream of watch events.
 pub enum Reply {
     Json(u16, Value),
+    /// JSON already encoded.
+    Encoded(u16, Bytes),
     Text(u16, &'static str, String),
     Stream(mpsc::Receiver<Bytes>),
     /// Plain text sent as it comes.
@@ -97,6 +99,9 @@ impl Reply {
                 "application/json",
                 Full::new(Bytes::from(v.to_string())).boxed_unsync(),
             ),
+            Reply::Encoded(code, body) => {
+                (code, "application/json", Full::new(body).boxed_unsync())
+            }
             Reply::Text(code, ct, text) => (code, ct, Full::new(Bytes::from(text)).boxed_unsync()),
             Reply::Stream(rx) => (200, "application/json", stream_body(rx)),
             Reply::TextStream(rx) => (200, "text/plain; version=0.0.4", stream_body(rx)),

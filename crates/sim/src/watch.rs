@@ -1,8 +1,8 @@
 //! Watches: a stream of newline-delimited `{"type", "object"}` events for one
 //! resource, from a resourceVersion (or from the current objects), filtered
-//! by namespace and selectors, with bookmarks, a timeout, and a 410 `Expired`
-//! ERROR event when the history no longer reaches back far enough or the
-//! watcher fell too far behind.
+//! by namespace and selectors, with bookmarks, a timeout, a 410 `Expired`
+//! ERROR event when the history no longer reaches back far enough, and an
+//! end of the stream when the watcher fell too far behind.
 //!
 //! Owns the event stream; the store owns the history it replays.
 
@@ -142,10 +142,14 @@ pub fn start(
                             return;
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        w.error(&ApiError::expired("the watch fell too far behind; relist")).await;
-                        return;
-                    }
+                    // Changes this watch fell too far behind to hold were
+                    // dropped: the stream ends, as kube-apiserver closes a
+                    // watcher too slow to take its events ("Forcing watcher
+                    // close due to unresponsiveness", `cacheWatcher.add` in
+                    // `storage/cacher/cache_watcher.go`), and the client
+                    // watches again from the last resourceVersion it saw,
+                    // replayed from the history if it still reaches back.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = until_bookmark => {
@@ -211,6 +215,16 @@ impl Watcher {
             }
         };
         match event {
+            Some(t) if self.req.table.is_none() => {
+                let object = c.served(&self.kind.api_version(&self.req.version));
+                let mut line = Vec::with_capacity(object.len() + 32);
+                line.extend_from_slice(b"{\"type\":\"");
+                line.extend_from_slice(t.as_bytes());
+                line.extend_from_slice(b"\",\"object\":");
+                line.extend_from_slice(&object);
+                line.extend_from_slice(b"}\n");
+                self.tx.send(Bytes::from(line)).await.is_ok()
+            }
             Some(t) => {
                 let obj = c.object.clone();
                 self.send(t, &obj).await
@@ -251,5 +265,115 @@ impl Watcher {
         let mut text = v.to_string();
         text.push('\n');
         self.tx.send(Bytes::from(text)).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Target, WriteOptions};
+    use cutover_core::clock::{ScaledClock, SharedClock};
+
+    fn config_map(store: &Store, name: &str) {
+        let kind = store.kind_of("", "configmaps").unwrap();
+        store
+            .create(
+                &kind,
+                "default",
+                json!({"metadata": {"name": name}}),
+                Target::Main,
+                &WriteOptions::default(),
+            )
+            .unwrap();
+    }
+
+    /// A watch's events, and what keeps it open (it ends when dropped).
+    fn watch_from(
+        store: &Arc<Store>,
+        rv: Option<u64>,
+    ) -> (mpsc::Receiver<Bytes>, tokio::sync::watch::Sender<bool>) {
+        let req = WatchRequest {
+            namespace: Some("default".into()),
+            version: "v1".into(),
+            resource_version: rv.map(|v| v.to_string()),
+            ..Default::default()
+        };
+        let kind = store.kind_of("", "configmaps").unwrap();
+        let (open, stop) = tokio::sync::watch::channel(false);
+        (start(store.clone(), kind, req, stop).unwrap().events, open)
+    }
+
+    /// The event's type and the object's resourceVersion.
+    fn read(line: &Bytes) -> (String, u64) {
+        let v: Value = serde_json::from_slice(line).unwrap();
+        let rv = v["object"]["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        (v["type"].as_str().unwrap().to_string(), rv)
+    }
+
+    // kube-apiserver closes a watcher that cannot keep up, without an
+    // ERROR event, and its client resumes from the last resourceVersion it
+    // saw (`cacheWatcher.add`, `storage/cacher/cache_watcher.go`): a slow
+    // watcher costs a new watch, not a list of everything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_too_slow_to_keep_up_ends_and_resumes_from_its_last_version() {
+        let clock: SharedClock = Arc::new(ScaledClock::new(jiff::Timestamp::now(), 1.0));
+        let store = Arc::new(Store::new(clock, 100_000));
+        let ns = store.kind_of("", "namespaces").unwrap();
+        store
+            .create(
+                &ns,
+                "",
+                json!({"metadata": {"name": "default"}}),
+                Target::Main,
+                &WriteOptions::default(),
+            )
+            .unwrap();
+        let listed = store.resource_version();
+        let (mut slow, _open) = watch_from(&store, Some(listed));
+        // Its channel's room, then the changes its subscription holds, and more.
+        let total = 300 + 4096 + 500;
+        for i in 0..300 {
+            config_map(&store, &format!("cm-{i}"));
+        }
+        while slow.len() < slow.max_capacity() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for i in 300..total {
+            config_map(&store, &format!("cm-{i}"));
+        }
+        let mut seen = Vec::new();
+        while let Some(line) = slow.recv().await {
+            seen.push(read(&line));
+        }
+        assert!(seen.iter().all(|(t, _)| t == "ADDED"), "{:?}", seen.last());
+        assert!(seen.len() < total, "the watch kept up: {}", seen.len());
+        let last = seen.last().unwrap().1;
+        let (mut resumed, _still_open) = watch_from(&store, Some(last));
+        let mut rest = Vec::new();
+        while rest.len() < total - seen.len() {
+            let line = tokio::time::timeout(Duration::from_secs(10), resumed.recv())
+                .await
+                .expect("the rest of the changes")
+                .expect("an open watch");
+            rest.push(read(&line));
+        }
+        let versions: Vec<u64> = seen.iter().chain(&rest).map(|(_, rv)| *rv).collect();
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "every change once, in order"
+        );
+        assert_eq!(versions.len(), total);
+    }
+
+    #[test]
+    fn an_object_is_served_with_its_api_version_and_nothing_else_changed() {
+        let obj = json!({"apiVersion": "v0", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"k": "v"}});
+        let served: Value = serde_json::from_slice(&crate::store::served_json(&obj, "v1")).unwrap();
+        let mut expected = obj.clone();
+        expected["apiVersion"] = json!("v1");
+        assert_eq!(served, expected);
     }
 }

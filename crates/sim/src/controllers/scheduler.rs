@@ -64,8 +64,9 @@ fn owner(pod: &Value) -> Option<&str> {
 /// moves it or `DefaultPodMaxInUnschedulablePodsDuration` (5 minutes,
 /// `pkg/scheduler/internal/queue/scheduling_queue.go`) passes.
 pub fn reconcile(ctx: &Ctx, scope: &Scope, bound: &mut Bound, pass: &mut Pass) {
-    let nodes = ctx.store.all("", "nodes");
-    let node_of: BTreeMap<&str, &Value> = nodes.iter().map(|n| (meta::name(n), &**n)).collect();
+    let stored = ctx.store.all("", "nodes");
+    let nodes: Vec<Node> = stored.iter().map(|n| Node::read(n)).collect();
+    let node_of: BTreeMap<&str, &Value> = nodes.iter().map(|n| (n.name, n.object)).collect();
     let pods = scope.pods(&ctx.store);
     let mut pending: Vec<&Arc<Value>> = pods
         .iter()
@@ -125,38 +126,67 @@ fn tolerates(pod: &Value, taint: &Value) -> bool {
     })
 }
 
+/// What filtering reads of a node, read once a pass rather than once for
+/// every pod and node (kube-scheduler's snapshot holds its `NodeInfo` the
+/// same way): hundreds of nodes a pod, thousands of pods when a fleet rolls.
+struct Node<'a> {
+    name: &'a str,
+    object: &'a Value,
+    unschedulable: bool,
+    /// Taints that keep pods off (`NoSchedule`, `NoExecute`).
+    taints: Vec<&'a Value>,
+    ready: bool,
+    capacity: usize,
+}
+
+impl<'a> Node<'a> {
+    fn read(node: &'a Value) -> Node<'a> {
+        Node {
+            name: meta::name(node),
+            object: node,
+            unschedulable: node["spec"]["unschedulable"] == true,
+            taints: node["spec"]["taints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute")))
+                .collect(),
+            ready: meta::condition_true(node, "Ready"),
+            capacity: node["status"]["allocatable"]["pods"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(110usize),
+        }
+    }
+
+    fn label(&self, key: &str) -> Option<&'a str> {
+        node_label(self.object, key)
+    }
+}
+
 /// Why a node cannot take the pod, in the scheduler's words.
-fn node_filter(pod: &Value, node: &Value, on_node: usize) -> Result<(), String> {
-    if node["spec"]["unschedulable"] == true {
+fn node_filter(pod: &Value, node: &Node, on_node: usize) -> Result<(), String> {
+    if node.unschedulable {
         return Err("node(s) were unschedulable".into());
     }
-    if let Some(t) = node["spec"]["taints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|t| {
-            matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute")) && !tolerates(pod, t)
-        })
-    {
+    if let Some(t) = node.taints.iter().find(|t| !tolerates(pod, t)) {
         return Err(format!(
             "node(s) had untolerated taint {{{}: {}}}",
             t["key"].as_str().unwrap_or_default(),
             t["value"].as_str().unwrap_or_default()
         ));
     }
-    if !meta::condition_true(node, "Ready") {
+    if !node.ready {
         return Err("node(s) were not ready".into());
     }
     if let Some(sel) = pod["spec"]["nodeSelector"].as_object()
-        && !sel.iter().all(|(k, v)| node["metadata"]["labels"][k] == *v)
+        && !sel
+            .iter()
+            .all(|(k, v)| node.object["metadata"]["labels"][k] == *v)
     {
         return Err("node(s) didn't match Pod's node affinity/selector".into());
     }
-    let capacity = node["status"]["allocatable"]["pods"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(110usize);
-    if on_node >= capacity {
+    if on_node >= node.capacity {
         return Err("Too many pods".into());
     }
     Ok(())
@@ -167,6 +197,16 @@ struct Constraint {
     max_skew: i64,
     hard: bool,
     selector: LabelSelector,
+}
+
+/// A constraint's matching pods per domain, as every node is scored against it.
+struct Spread<'a> {
+    constraint: Constraint,
+    counts: BTreeMap<&'a str, i64>,
+    /// The fewest in any domain.
+    min: i64,
+    /// 1 if the pod itself matches (it counts toward its own domain).
+    me: i64,
 }
 
 fn constraints(pod: &Value) -> Vec<Constraint> {
@@ -203,27 +243,28 @@ fn constraints(pod: &Value) -> Vec<Constraint> {
 /// The node to bind to, or the scheduler's message explaining why there is none.
 fn choose(
     pod: &Value,
-    nodes: &[Arc<Value>],
+    nodes: &[Node],
     node_of: &BTreeMap<&str, &Value>,
     bound: &Bound,
 ) -> Result<String, String> {
     let ns = meta::namespace(pod);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut feasible: Vec<&Value> = Vec::new();
+    let mut feasible: Vec<&Node> = Vec::new();
     for n in nodes {
-        match node_filter(pod, n, on_node(bound, meta::name(n))) {
+        match node_filter(pod, n, on_node(bound, n.name)) {
             Ok(()) => feasible.push(n),
             Err(r) => *reasons.entry(r).or_default() += 1,
         }
     }
     // Each constraint's matching pods per domain (the topology values of the
     // feasible nodes): the same whichever node is being scored.
-    let spreads: Vec<(Constraint, BTreeMap<&str, i64>)> = constraints(pod)
+    // With the fewest in any domain and whether the pod counts itself.
+    let spreads: Vec<Spread> = constraints(pod)
         .into_iter()
         .map(|c| {
             let mut counts: BTreeMap<&str, i64> = feasible
                 .iter()
-                .filter_map(|f| node_label(f, &c.key))
+                .filter_map(|f| f.label(&c.key))
                 .map(|d| (d, 0))
                 .collect();
             for (_, node) in selected(bound, ns, &c.selector) {
@@ -233,24 +274,28 @@ fn choose(
                     *slot += 1;
                 }
             }
-            (c, counts)
+            Spread {
+                min: counts.values().copied().min().unwrap_or(0),
+                me: i64::from(c.selector.matches_object(pod)),
+                constraint: c,
+                counts,
+            }
         })
         .collect();
     let mut scored: Vec<(i64, usize, usize, &str)> = Vec::new();
     let mut spread_rejects = 0;
     'nodes: for n in &feasible {
         let mut soft_skew = 0;
-        for (c, counts) in &spreads {
-            let Some(here) = node_label(n, &c.key) else {
+        for spread in &spreads {
+            let c = &spread.constraint;
+            let Some(here) = n.label(&c.key) else {
                 if c.hard {
                     spread_rejects += 1;
                     continue 'nodes;
                 }
                 continue;
             };
-            let min = counts.values().copied().min().unwrap_or(0);
-            let me = i64::from(c.selector.matches_object(pod));
-            let skew = counts.get(here).copied().unwrap_or(0) + me - min;
+            let skew = spread.counts.get(here).copied().unwrap_or(0) + spread.me - spread.min;
             if c.hard && skew > c.max_skew {
                 spread_rejects += 1;
                 continue 'nodes;
@@ -261,8 +306,8 @@ fn choose(
         scored.push((
             soft_skew,
             zone_peers * 1000 + node_peers,
-            on_node(bound, meta::name(n)),
-            meta::name(n),
+            on_node(bound, n.name),
+            n.name,
         ));
     }
     if spread_rejects > 0 {
@@ -287,18 +332,18 @@ fn choose(
 /// Pods of the same owner already in the node's zone and on the node (default spreading).
 fn peers(
     pod: &Value,
-    node: &Value,
+    node: &Node,
     node_of: &BTreeMap<&str, &Value>,
     bound: &Bound,
 ) -> (usize, usize) {
     let Some(owner) = owner(pod) else {
         return (0, 0);
     };
-    let zone = node_label(node, ZONE);
+    let zone = node.label(ZONE);
     let mut same_zone = 0;
     let mut same_node = 0;
     for on in of_owner(bound, owner) {
-        if on == meta::name(node) {
+        if on == node.name {
             same_node += 1;
         }
         if zone.is_some() && node_of.get(on).and_then(|n| node_label(n, ZONE)) == zone {

@@ -290,6 +290,7 @@ impl Store {
             object,
             previous,
             at: std::time::Instant::now(),
+            encoded: Default::default(),
         });
         inner.last_change.insert(gr(kind), inner.rv);
         inner.history.push_back(c.clone());

@@ -55,6 +55,57 @@ pub struct Change {
     pub previous: Option<Arc<Value>>,
     /// When it was committed (wall time), for the history window.
     pub at: std::time::Instant,
+    /// The object as served at one apiVersion, encoded by the first watcher
+    /// that sends it and shared by the rest, as kube-apiserver's watch cache
+    /// serializes an object once for all its watchers (`cachingObject`,
+    /// `staging/src/k8s.io/apiserver/pkg/storage/cacher/caching_object.go`).
+    pub encoded: std::sync::OnceLock<(String, bytes::Bytes)>,
+}
+
+impl Change {
+    /// The object as JSON with `apiVersion` set to `api_version`: encoded
+    /// once for the first version asked for, and afresh for any other.
+    pub fn served(&self, api_version: &str) -> bytes::Bytes {
+        let (version, text) = self.encoded.get_or_init(|| {
+            (
+                api_version.to_string(),
+                served_json(&self.object, api_version),
+            )
+        });
+        if version == api_version {
+            text.clone()
+        } else {
+            served_json(&self.object, api_version)
+        }
+    }
+}
+
+/// `obj` as JSON with its `apiVersion` set, written without copying it.
+pub fn served_json(obj: &Value, api_version: &str) -> bytes::Bytes {
+    let mut out = Vec::new();
+    write_served(&mut out, obj, api_version);
+    bytes::Bytes::from(out)
+}
+
+/// Appends `obj` as JSON with its `apiVersion` set to `out`.
+pub fn write_served(out: &mut Vec<u8>, obj: &Value, api_version: &str) {
+    struct Served<'a>(&'a serde_json::Map<String, Value>, &'a str);
+    impl serde::Serialize for Served<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut m = s.serialize_map(None)?;
+            m.serialize_entry("apiVersion", self.1)?;
+            for (k, v) in self.0.iter().filter(|(k, _)| *k != "apiVersion") {
+                m.serialize_entry(k, v)?;
+            }
+            m.end()
+        }
+    }
+    let written = match obj.as_object() {
+        Some(map) => serde_json::to_writer(&mut *out, &Served(map, api_version)),
+        None => serde_json::to_writer(&mut *out, obj),
+    };
+    written.expect("a JSON value encodes");
 }
 
 /// Which part of an object a write may change.
