@@ -294,6 +294,14 @@ impl Store {
         });
         inner.last_change.insert(gr(kind), inner.rv);
         inner.history.push_back(c.clone());
+        if let Some(older) = inner
+            .history
+            .len()
+            .checked_sub(super::ENCODED_KEPT + 1)
+            .and_then(|at| inner.history.get(at))
+        {
+            older.forget_encoding();
+        }
         // The watch cache's bounds: what it holds are the changes after `compacted`.
         let bounds = self.history;
         loop {

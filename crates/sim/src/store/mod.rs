@@ -59,24 +59,40 @@ pub struct Change {
     /// that sends it and shared by the rest, as kube-apiserver's watch cache
     /// serializes an object once for all its watchers (`cachingObject`,
     /// `staging/src/k8s.io/apiserver/pkg/storage/cacher/caching_object.go`).
-    pub encoded: std::sync::OnceLock<(String, bytes::Bytes)>,
+    /// Kept while the change is among the latest `ENCODED_KEPT`: the
+    /// history holds minutes of changes, and the encoding would double them.
+    pub encoded: Mutex<Option<(String, bytes::Bytes)>>,
 }
+
+/// The changes a live watch holds before it falls too far behind.
+const CHANGES_HELD: usize = 4096;
+
+/// How many of the latest changes keep their encoding: as many as a live
+/// watch holds.
+pub const ENCODED_KEPT: usize = CHANGES_HELD;
 
 impl Change {
     /// The object as JSON with `apiVersion` set to `api_version`: encoded
     /// once for the first version asked for, and afresh for any other.
     pub fn served(&self, api_version: &str) -> bytes::Bytes {
-        let (version, text) = self.encoded.get_or_init(|| {
-            (
-                api_version.to_string(),
-                served_json(&self.object, api_version),
-            )
-        });
-        if version == api_version {
-            text.clone()
-        } else {
-            served_json(&self.object, api_version)
+        let mut encoded = self.encoded.lock().unwrap_or_else(|p| p.into_inner());
+        match &*encoded {
+            Some((version, text)) if version == api_version => text.clone(),
+            Some(_) => served_json(&self.object, api_version),
+            None => {
+                let text = served_json(&self.object, api_version);
+                *encoded = Some((api_version.to_string(), text.clone()));
+                text
+            }
         }
+    }
+
+    /// Drops the shared encoding; a watch replaying the change encodes it again.
+    fn forget_encoding(&self) {
+        self.encoded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 }
 
@@ -290,7 +306,7 @@ impl Store {
     }
 
     pub fn with_history(clock: SharedClock, history: HistoryBounds) -> Store {
-        let (changes, _) = broadcast::channel(4096);
+        let (changes, _) = broadcast::channel(CHANGES_HELD);
         let (latest, _) = watch::channel(0);
         Store {
             inner: Mutex::new(Inner {

@@ -543,3 +543,38 @@ fn clearing_the_last_finalizer_deletes_and_a_list_before_finds_it_as_stored() {
             .is_empty()
     );
 }
+
+#[test]
+fn only_the_latest_changes_keep_the_encoding_their_watches_share() {
+    let s = store(2 * ENCODED_KEPT);
+    let cm = kind(&s, "", "configmaps");
+    let first = config_map(&s, "first");
+    let sub = s.subscribe(&cm, Start::After(rv(&first) - 1)).unwrap();
+    let change = sub.backlog[0].clone();
+    let once = change.served("v1");
+    assert!(Arc::ptr_eq(&change, &sub.backlog[0]));
+    assert_eq!(
+        once.as_ptr(),
+        change.served("v1").as_ptr(),
+        "encoded once, then shared"
+    );
+    let at_v2: Value = serde_json::from_slice(&change.served("v2")).unwrap();
+    assert_eq!(
+        at_v2["apiVersion"], "v2",
+        "another version is encoded for itself"
+    );
+    for i in 1..ENCODED_KEPT {
+        config_map(&s, &format!("cm-{i}"));
+    }
+    assert!(
+        change.encoded.lock().unwrap().is_some(),
+        "the oldest of the latest"
+    );
+    config_map(&s, "one-more");
+    assert!(
+        change.encoded.lock().unwrap().is_none(),
+        "no longer among the latest"
+    );
+    let again: Value = serde_json::from_slice(&change.served("v1")).unwrap();
+    assert_eq!(again["metadata"]["name"], "first");
+}
