@@ -154,7 +154,9 @@ async fn tick_metrics(traffic: Arc<Traffic>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(METRICS_TICK);
     loop {
         tokio::select! {
-            _ = tick.tick() => traffic.step(),
+            // At a slow clock a tick is a fraction of a fleet second, and
+            // a step that recent already counts the traffic.
+            _ = tick.tick() => traffic.step_unless_within(super::metrics::STEP_SHARED_WITHIN),
             _ = stop.changed() => return,
         }
     }

@@ -214,6 +214,10 @@ fn erf(x: f64) -> f64 {
     sign * (1.0 - poly * (-x * x).exp())
 }
 
+/// Fleet time within which a scrape, or the regular tick, reads the last
+/// step rather than stepping again: a step counts every app of the cluster.
+pub const STEP_SHARED_WITHIN: f64 = 1.0;
+
 /// A cluster's traffic: its rate, routes and behaviours, feeding its metrics.
 #[derive(Debug)]
 pub struct Traffic {
@@ -240,6 +244,20 @@ impl Traffic {
     /// in place.
     pub fn step(&self) {
         let mut followed = self.routing.lock().unwrap_or_else(|p| p.into_inner());
+        self.step_with(&mut followed);
+    }
+
+    /// Steps unless the last step was less than `secs` of fleet time ago,
+    /// judged once the routing is this caller's: when many scrapes arrive
+    /// together (a thousand apps' gates), one steps and the rest read it.
+    pub fn step_unless_within(&self, secs: f64) {
+        let mut followed = self.routing.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.metrics.stepped_within(self.clock.now(), secs) {
+            self.step_with(&mut followed);
+        }
+    }
+
+    fn step_with(&self, followed: &mut Followed) {
         let live = &mut followed.live;
         let mut behind = false;
         if let Some((changes, routing)) = live.as_mut() {
@@ -279,9 +297,7 @@ impl Traffic {
     /// reads the whole cluster, so scrapes less than a fleet second after the
     /// last step (many apps' gates at once) share it.
     pub fn scrape(&self, app: Option<&str>) -> String {
-        if !self.metrics.stepped_within(self.clock.now(), 1.0) {
-            self.step();
-        }
+        self.step_unless_within(STEP_SHARED_WITHIN);
         self.metrics.render(app)
     }
 }
@@ -383,6 +399,48 @@ mod tests {
         assert!(!web.contains("web2"), "{web}");
         assert!(metrics.render(Some("web2")).contains("web2"));
         assert!(metrics.render(None).contains("web2") && metrics.render(None).contains("\"v2\""));
+    }
+
+    #[test]
+    fn scrapes_within_a_fleet_second_of_a_step_read_it_and_a_later_one_steps() {
+        /// A clock that moves only when told.
+        #[derive(Debug)]
+        struct Set(Mutex<Timestamp>);
+        impl cutover_core::clock::Clock for Set {
+            fn now(&self) -> Timestamp {
+                *self.0.lock().unwrap()
+            }
+        }
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let clock = Arc::new(Set(Mutex::new(t0)));
+        let shared: SharedClock = clock.clone();
+        let spec: crate::scenario::BehaviourSpec =
+            serde_json::from_value(serde_json::json!({})).unwrap();
+        let traffic = Traffic {
+            cluster: "prod-a".into(),
+            rps: 100.0,
+            store: Arc::new(Store::new(shared.clone(), 100)),
+            behaviours: Arc::new(Behaviours::new(&spec)),
+            clock: shared,
+            metrics: AppMetrics::default(),
+            routing: Mutex::default(),
+        };
+        let last = || traffic.metrics.state.lock().unwrap().last;
+        traffic.scrape(None);
+        let stepped = last().expect("the first scrape steps");
+        for _ in 0..10 {
+            traffic.scrape(Some("web"));
+        }
+        assert_eq!(last(), Some(stepped), "read the step, not stepped again");
+        *clock.0.lock().unwrap() = t0 + Duration::from_millis(900);
+        traffic.scrape(None);
+        assert_eq!(last(), Some(stepped), "still within a fleet second");
+        *clock.0.lock().unwrap() = t0 + Duration::from_secs(2);
+        traffic.scrape(None);
+        assert!(
+            last().unwrap() > stepped,
+            "a step over a second old is stepped again"
+        );
     }
 
     #[test]
