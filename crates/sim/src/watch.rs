@@ -271,21 +271,7 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Target, WriteOptions};
-    use cutover_core::clock::{ScaledClock, SharedClock};
-
-    fn config_map(store: &Store, name: &str) {
-        let kind = store.kind_of("", "configmaps").unwrap();
-        store
-            .create(
-                &kind,
-                "default",
-                json!({"metadata": {"name": name}}),
-                Target::Main,
-                &WriteOptions::default(),
-            )
-            .unwrap();
-    }
+    use crate::store::tests::{config_map, store};
 
     /// A watch's events, and what keeps it open (it ends when dropped).
     fn watch_from(
@@ -319,18 +305,7 @@ mod tests {
     // watcher costs a new watch, not a list of everything.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_watch_too_slow_to_keep_up_ends_and_resumes_from_its_last_version() {
-        let clock: SharedClock = Arc::new(ScaledClock::new(jiff::Timestamp::now(), 1.0));
-        let store = Arc::new(Store::new(clock, 100_000));
-        let ns = store.kind_of("", "namespaces").unwrap();
-        store
-            .create(
-                &ns,
-                "",
-                json!({"metadata": {"name": "default"}}),
-                Target::Main,
-                &WriteOptions::default(),
-            )
-            .unwrap();
+        let store = Arc::new(store(100_000));
         let listed = store.resource_version();
         let (mut slow, _open) = watch_from(&store, Some(listed));
         // Its channel's room, then the changes its subscription holds, and more.

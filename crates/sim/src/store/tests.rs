@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 use cutover_core::clock::{ScaledClock, SharedClock};
 
-fn store(history: usize) -> Store {
+pub(crate) fn store(history: usize) -> Store {
     let clock: SharedClock = Arc::new(ScaledClock::new(jiff::Timestamp::now(), 1.0));
     let s = Store::new(clock, history);
     namespace(&s, "default");
@@ -28,7 +28,7 @@ fn namespace(s: &Store, name: &str) {
 }
 
 /// An empty ConfigMap in `default`.
-fn config_map(s: &Store, name: &str) -> Arc<Value> {
+pub(crate) fn config_map(s: &Store, name: &str) -> Arc<Value> {
     s.create(
         &kind(s, "", "configmaps"),
         "default",
