@@ -238,15 +238,6 @@ pub struct Followed {
 }
 
 impl Traffic {
-    /// Counts the requests since the last step, routed as the cluster is
-    /// now: the routing takes in the changes since the last step, works
-    /// out again only what they touched, and the counters read its flows
-    /// in place.
-    pub fn step(&self) {
-        let mut followed = self.routing.lock().unwrap_or_else(|p| p.into_inner());
-        self.step_with(&mut followed);
-    }
-
     /// Steps unless the last step was less than `secs` of fleet time ago,
     /// judged once the routing is this caller's: when many scrapes arrive
     /// together (a thousand apps' gates), one steps and the rest read it.
@@ -257,6 +248,10 @@ impl Traffic {
         }
     }
 
+    /// Counts the requests since the last step, routed as the cluster is
+    /// now: the routing takes in the changes since the last step, works
+    /// out again only what they touched, and the counters read its flows
+    /// in place.
     fn step_with(&self, followed: &mut Followed) {
         let live = &mut followed.live;
         let mut behind = false;

@@ -217,13 +217,7 @@ impl Watcher {
         match event {
             Some(t) if self.req.table.is_none() => {
                 let object = c.served(&self.kind.api_version(&self.req.version));
-                let mut line = Vec::with_capacity(object.len() + 32);
-                line.extend_from_slice(b"{\"type\":\"");
-                line.extend_from_slice(t.as_bytes());
-                line.extend_from_slice(b"\",\"object\":");
-                line.extend_from_slice(&object);
-                line.extend_from_slice(b"}\n");
-                self.tx.send(Bytes::from(line)).await.is_ok()
+                self.send_encoded(t, &object).await
             }
             Some(t) => {
                 let obj = c.object.clone();
@@ -233,16 +227,30 @@ impl Watcher {
         }
     }
 
+    /// Sends an event whose object is already encoded.
+    async fn send_encoded(&self, kind: &str, object: &[u8]) -> bool {
+        let mut line = Vec::with_capacity(object.len() + 32);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(kind.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(object);
+        line.extend_from_slice(b"}\n");
+        self.tx.send(Bytes::from(line)).await.is_ok()
+    }
+
     async fn send(&mut self, kind: &str, obj: &Value) -> bool {
+        let api_version = self.kind.api_version(&self.req.version);
+        let Some(printer) = &self.req.table else {
+            let object = super::store::served_json(obj, &api_version);
+            return self.send_encoded(kind, &object).await;
+        };
         let mut obj = obj.clone();
-        obj["apiVersion"] = json!(self.kind.api_version(&self.req.version));
-        if let Some(printer) = &self.req.table {
-            let rv = super::meta::resource_version(&obj).unwrap_or(self.sent_rv);
-            obj = printer
-                .at(self.clock.now())
-                .table(&[Arc::new(obj)], rv, !self.columns_sent);
-            self.columns_sent = true;
-        }
+        obj["apiVersion"] = json!(api_version);
+        let rv = super::meta::resource_version(&obj).unwrap_or(self.sent_rv);
+        obj = printer
+            .at(self.clock.now())
+            .table(&[Arc::new(obj)], rv, !self.columns_sent);
+        self.columns_sent = true;
         self.line(json!({"type": kind, "object": obj})).await
     }
 

@@ -297,7 +297,7 @@ impl Store {
         if let Some(older) = inner
             .history
             .len()
-            .checked_sub(super::ENCODED_KEPT + 1)
+            .checked_sub(super::CHANGES_HELD + 1)
             .and_then(|at| inner.history.get(at))
         {
             older.forget_encoding();

@@ -59,17 +59,14 @@ pub struct Change {
     /// that sends it and shared by the rest, as kube-apiserver's watch cache
     /// serializes an object once for all its watchers (`cachingObject`,
     /// `staging/src/k8s.io/apiserver/pkg/storage/cacher/caching_object.go`).
-    /// Kept while the change is among the latest `ENCODED_KEPT`: the
+    /// Kept while the change is among the latest `CHANGES_HELD`: the
     /// history holds minutes of changes, and the encoding would double them.
     pub encoded: Mutex<Option<(String, bytes::Bytes)>>,
 }
 
-/// The changes a live watch holds before it falls too far behind.
-const CHANGES_HELD: usize = 4096;
-
-/// How many of the latest changes keep their encoding: as many as a live
-/// watch holds.
-pub const ENCODED_KEPT: usize = CHANGES_HELD;
+/// The changes a live watch holds before it falls too far behind, and how
+/// many of the latest changes keep their encoding.
+pub const CHANGES_HELD: usize = 4096;
 
 impl Change {
     /// The object as JSON with `apiVersion` set to `api_version`: encoded

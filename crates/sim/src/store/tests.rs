@@ -546,7 +546,7 @@ fn clearing_the_last_finalizer_deletes_and_a_list_before_finds_it_as_stored() {
 
 #[test]
 fn only_the_latest_changes_keep_the_encoding_their_watches_share() {
-    let s = store(2 * ENCODED_KEPT);
+    let s = store(2 * CHANGES_HELD);
     let cm = kind(&s, "", "configmaps");
     let first = config_map(&s, "first");
     let sub = s.subscribe(&cm, Start::After(rv(&first) - 1)).unwrap();
@@ -563,7 +563,7 @@ fn only_the_latest_changes_keep_the_encoding_their_watches_share() {
         at_v2["apiVersion"], "v2",
         "another version is encoded for itself"
     );
-    for i in 1..ENCODED_KEPT {
+    for i in 1..CHANGES_HELD {
         config_map(&s, &format!("cm-{i}"));
     }
     assert!(
