@@ -528,8 +528,12 @@ async fn controller() {
     let peaks = sample_peaks(pids.clone(), sampling.clone());
     let mut killed = false;
     // The most releases one live replica held beyond its fair share of the
-    // releases then unfinished, at any look: what the sharing leaves uneven.
+    // releases unfinished when the replicas last changed (their start, or
+    // the kill), at any look: what the sharing leaves uneven. Not of those
+    // unfinished at the look: a replica keeps the releases on their way as
+    // others' end, rather than hand them over in their bakes.
     let mut beyond_share = 0usize;
+    let mut unfinished_since_change = n;
     let leases = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
         clients.home().client.clone(),
         "shop",
@@ -551,7 +555,7 @@ async fn controller() {
         }
         if let Ok(list) = leases.list(&Default::default()).await {
             let alive = replicas - usize::from(killed);
-            let share = (n - ended).div_ceil(alive);
+            let share = unfinished_since_change.div_ceil(alive);
             let mut held: BTreeMap<String, usize> = BTreeMap::new();
             for l in list.items {
                 let under = l
@@ -573,6 +577,7 @@ async fn controller() {
             let _ = ctls[0].start_kill();
             let _ = ctls[0].wait().await;
             killed = true;
+            unfinished_since_change = n - ended;
         }
         if Instant::now() > deadline {
             let open: Vec<_> = all.iter().filter(|s| !s.phase.is_terminal()).collect();

@@ -261,7 +261,8 @@ impl Reconciler {
     }
 
     /// When to look again at a release whose driver runs here; `None` if
-    /// none does. More than a fair share since a replica joined: the
+    /// none does. More than a fair share since a replica joined (or, not
+    /// started yet, more than a share of the releases left): the
     /// driver is asked to hand this one over at its next safe point, and a
     /// replica with room takes it. `started`: the release has a status.
     fn still_driving(&self, key: &(String, String), started: bool) -> Option<Action> {
@@ -278,8 +279,9 @@ impl Reconciler {
             running: self.count_driving(&tasks),
             unstarted: self.unstarted.load(Ordering::Relaxed),
         };
-        if t.driving() && self.shard.hand_over_one(active, here, started) {
-            let share = self.shard.share(active);
+        if t.driving()
+            && let Some(share) = self.shard.hand_over_one(active, here, started)
+        {
             tracing::info!(release = %format!("{}/{}", key.0, key.1), share, driving = here.running, started, "handing over: more than this replica's share");
             let _ = stop.send(true);
             self.metrics.handed_over.inc();

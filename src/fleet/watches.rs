@@ -211,6 +211,16 @@ impl<K> SharedWatch<K> {
         }
     }
 
+    /// Puts `v` under `id` and `key`, as a change the watch delivers would:
+    /// for tests of a reader that looks again.
+    #[cfg(test)]
+    pub fn put(&self, id: &str, key: &str, v: K) {
+        self.objects
+            .write()
+            .expect("objects lock")
+            .insert(id, key, Arc::new(v));
+    }
+
     pub fn state(&self) -> WatchState {
         self.state.lock().expect("state lock").clone()
     }
