@@ -261,6 +261,16 @@ fn freezes_watch(
 }
 
 impl FleetCache {
+    /// A view of no cluster: for tests of what reads no cache.
+    #[cfg(test)]
+    pub fn empty() -> FleetCache {
+        FleetCache {
+            clusters: BTreeMap::new(),
+            home_freezes: None,
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
     /// The view of every cluster of `rel`, starting the watches no other release has started.
     pub fn start(fleet: &FleetClients, rel: &ResolvedRelease) -> FleetCache {
         let changed = Arc::new(Notify::new());

@@ -6,7 +6,11 @@
 //! Measurements that ask a provider over the network run beside the driver's
 //! loop, each under one deadline: a pass never waits for one, and a slow or
 //! hanging endpoint delays only its own metric. Their results land between
-//! passes and wake the loop (`landed`).
+//! passes and wake the loop (`landed`). Metrics due at the same look that
+//! read the same page (the same address) share one fetch of it, as Prometheus
+//! scrapes a target once for all the rules that read it: an app's endpoint
+//! is read once an interval however many of its metrics the gates judge
+//! (the error ratio and the latency of the default gates are one page).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -77,6 +81,15 @@ enum Probe {
     Now(Option<Measurement>),
     /// A request to a provider, run beside the loop.
     Later(Request),
+    /// A metrics page to read, fetched beside the loop once for every run
+    /// due at this look that reads it.
+    Scrape(String, PageReader),
+}
+
+/// What one run selects from a metrics page.
+struct PageReader {
+    query: ScrapeQuery,
+    selector: BTreeMap<String, String>,
 }
 
 /// What the analysis needs to know of the world on one pass.
@@ -190,6 +203,8 @@ impl Analysis {
                 }
             }
         }
+        // The pages due at this look, by address, and the runs that read each.
+        let mut pages: BTreeMap<String, Vec<(RunKey, PageReader)>> = BTreeMap::new();
         for (i, g) in ctx.rel.gates.iter().enumerate() {
             for cluster in &ctx.clusters {
                 let first = self
@@ -201,15 +216,7 @@ impl Analysis {
                     continue;
                 }
                 run.next_at = now.checked_add(g.interval.signed()).ok();
-                match probe(
-                    g,
-                    ctx,
-                    cluster,
-                    run,
-                    &mut self.prometheus,
-                    &self.scraper,
-                    now,
-                ) {
+                match probe(g, ctx, cluster, run, &mut self.prometheus, now) {
                     Probe::Now(Some(m)) => run.tally.record(g, m),
                     Probe::Now(None) => {}
                     Probe::Later(request) => {
@@ -219,12 +226,7 @@ impl Analysis {
                         self.requests.spawn(async move {
                             let fetched = tokio::time::timeout(MEASUREMENT_DEADLINE, request)
                                 .await
-                                .unwrap_or_else(|_| {
-                                    Fetched::Measured(error(
-                                        now,
-                                        format!("no answer within {MEASUREMENT_DEADLINE:?}"),
-                                    ))
-                                });
+                                .unwrap_or_else(|_| Fetched::Measured(error(now, unanswered())));
                             let _ = tx.unbounded_send(Box::new(Landed {
                                 run,
                                 generation,
@@ -233,8 +235,42 @@ impl Analysis {
                             }));
                         });
                     }
+                    Probe::Scrape(url, reader) => {
+                        run.in_flight = true;
+                        pages
+                            .entry(url)
+                            .or_default()
+                            .push(((i, cluster.clone()), reader));
+                    }
                 }
             }
+        }
+        for (url, readers) in pages {
+            let (scraper, tx, generation) = (
+                self.scraper.clone(),
+                self.landed_tx.clone(),
+                self.generation,
+            );
+            self.requests.spawn(async move {
+                let page = tokio::time::timeout(MEASUREMENT_DEADLINE, scraper.fetch(&url))
+                    .await
+                    .unwrap_or_else(|_| Err(unanswered()))
+                    .and_then(|text| scrape::parse(&text, now));
+                // Read where it was fetched: only what each run selects
+                // waits for the driver's next pass.
+                for (run, r) in readers {
+                    let reading = match &page {
+                        Ok(parsed) => Ok(scrape::read(parsed, &r.query, &r.selector, now)),
+                        Err(e) => Err(e.clone()),
+                    };
+                    let _ = tx.unbounded_send(Box::new(Landed {
+                        run,
+                        generation,
+                        at: now,
+                        fetched: Fetched::Scraped(reading),
+                    }));
+                }
+            });
         }
         let reports: Vec<MetricReport> = self
             .runs
@@ -305,7 +341,6 @@ fn probe(
     cluster: &str,
     run: &mut Run,
     proms: &mut BTreeMap<String, Prometheus>,
-    scraper: &Scraper,
     now: Timestamp,
 ) -> Probe {
     let rel = ctx.rel;
@@ -381,14 +416,13 @@ fn probe(
                 ),
             )));
         };
-        let (scraper, query) = (scraper.clone(), q.clone());
-        return Probe::Later(Box::pin(async move {
-            let text = scraper.fetch(&url).await;
-            Fetched::Scraped(text.and_then(|t| {
-                let parsed = scrape::parse(&t, now)?;
-                Ok(scrape::read(&parsed, &query, &selector, now))
-            }))
-        }));
+        return Probe::Scrape(
+            url,
+            PageReader {
+                query: q.clone(),
+                selector,
+            },
+        );
     }
     if let Some(q) = &g.provider.cluster_health {
         let Some(cc) = ctx.cache.clusters.get(cluster) else {
@@ -486,11 +520,159 @@ impl<'a> Vars<'a> {
     }
 }
 
+/// Why a measurement that outlived its deadline has no value.
+fn unanswered() -> String {
+    format!("no answer within {MEASUREMENT_DEADLINE:?}")
+}
+
 fn error(at: Timestamp, detail: String) -> Measurement {
     Measurement {
         at,
         class: Class::Error,
         value: None,
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::spec::release::ReleaseDocument;
+    use crate::spec::{Source, TierPolicyFile};
+
+    /// An app's metrics page, one request a connection, counting the
+    /// requests it answers.
+    async fn endpoint() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let n = count.fetch_add(1, Ordering::SeqCst) as u64;
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let (all, errors) = (100 * (n + 1), n);
+                    let page = format!(
+                        "# TYPE http_requests_total counter\n\
+                         http_requests_total{{app=\"checkout\",version=\"2.14.0\",code=\"200\"}} {all}\n\
+                         http_requests_total{{app=\"checkout\",version=\"2.14.0\",code=\"500\"}} {errors}\n\
+                         # TYPE http_request_duration_seconds histogram\n\
+                         http_request_duration_seconds_bucket{{app=\"checkout\",version=\"2.14.0\",le=\"0.1\"}} {all}\n\
+                         http_request_duration_seconds_bucket{{app=\"checkout\",version=\"2.14.0\",le=\"+Inf\"}} {all}\n\
+                         http_request_duration_seconds_count{{app=\"checkout\",version=\"2.14.0\"}} {all}\n"
+                    );
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        page.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(page.as_bytes()).await;
+                });
+            }
+        });
+        (url, served)
+    }
+
+    /// The example release, its scrape gates reading `url` in every cluster.
+    fn release_reading(url: &str) -> (ResolvedRelease, Fleet) {
+        let fleet_text = include_str!("../../examples/checkout/fleet.yaml").replace(
+            "    trafficShare:",
+            &format!("    metricsUrl: \"{url}?cluster={{{{cluster}}}}\"\n    trafficShare:"),
+        );
+        let fleet = Fleet::parse("fleet.yaml", &fleet_text).unwrap();
+        let text = include_str!("../../examples/checkout/release.yaml");
+        let doc: ReleaseDocument = Source::new("release.yaml", text).decode().unwrap();
+        let rel = ResolvedRelease::resolve(
+            "checkout",
+            None,
+            &doc.spec,
+            &fleet,
+            &TierPolicyFile::builtin(),
+        )
+        .unwrap();
+        (rel, fleet)
+    }
+
+    /// Ticks until every run of `gate` has `n` measurements.
+    async fn measured(
+        analysis: &mut Analysis,
+        ctx: &Context<'_>,
+        now: Timestamp,
+        n: usize,
+    ) -> Vec<MetricReport> {
+        loop {
+            let (_, reports) = analysis.tick(ctx, 1, 0, now);
+            let scraped: Vec<_> = reports
+                .into_iter()
+                .filter(|r| r.name != "cluster-health")
+                .collect();
+            if scraped.len() == 2 && scraped.iter().all(|r| r.measurements.len() == n) {
+                return scraped;
+            }
+            analysis.landed().await;
+        }
+    }
+
+    /// The error ratio and the latency of the example's gates read one page
+    /// of the app's endpoint in each cluster: each look fetches it once for
+    /// both (twice, before, doubling the load on every app's endpoint).
+    #[tokio::test]
+    async fn metrics_due_together_that_read_one_page_share_one_fetch_of_it() {
+        let (url, served) = endpoint().await;
+        let (rel, fleet) = release_reading(&url);
+        let scrapes = rel
+            .gates
+            .iter()
+            .filter(|g| g.provider.scrape.is_some())
+            .count();
+        assert_eq!(scrapes, 2, "the example's gates");
+        let cache = FleetCache::empty();
+        let slots = BTreeMap::new();
+        let ctx = Context {
+            rel: &rel,
+            fleet: &fleet,
+            cache: &cache,
+            slots: &slots,
+            clusters: vec!["prod-a".into()],
+        };
+        let mut analysis = Analysis::default();
+        let start = Timestamp::now();
+        // The first look reads each run's first page; a rate needs two.
+        measured(&mut analysis, &ctx, start, 0).await;
+        while analysis.requests.join_next().await.is_some() {}
+        assert_eq!(
+            served.load(Ordering::SeqCst),
+            1,
+            "one fetch for both metrics"
+        );
+        let minute_on = start + jiff::SignedDuration::from_secs(60);
+        let reports = measured(&mut analysis, &ctx, minute_on, 1).await;
+        assert_eq!(served.load(Ordering::SeqCst), 2, "one a look");
+        for r in &reports {
+            assert_eq!(
+                r.measurements[0].class,
+                Class::Pass,
+                "{}: {:?}",
+                r.name,
+                r.measurements
+            );
+        }
+        // Two clusters: a page each (their addresses differ).
+        let both = Context {
+            clusters: vec!["prod-a".into(), "prod-b".into()],
+            ..ctx
+        };
+        let later = minute_on + jiff::SignedDuration::from_secs(60);
+        analysis.tick(&both, 1, 0, later);
+        while analysis.requests.join_next().await.is_some() {}
+        assert_eq!(served.load(Ordering::SeqCst), 4);
     }
 }
