@@ -70,7 +70,7 @@ pub fn unsafe_because(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
@@ -78,14 +78,19 @@ mod tests {
     use crate::spec::{Fleet, Source, TierPolicyFile};
 
     fn mk_release() -> ResolvedRelease {
+        let fleet = Fleet::parse("f", include_str!("../../examples/checkout/fleet.yaml")).unwrap();
+        example_release(&fleet)
+    }
+
+    /// The example release (examples/checkout/release.yaml) resolved against `fleet`.
+    pub(crate) fn example_release(fleet: &Fleet) -> ResolvedRelease {
         let text = include_str!("../../examples/checkout/release.yaml");
         let doc: ReleaseDocument = Source::new("release.yaml", text).decode().unwrap();
-        let fleet = Fleet::parse("f", include_str!("../../examples/checkout/fleet.yaml")).unwrap();
         ResolvedRelease::resolve(
             "checkout",
             None,
             &doc.spec,
-            &fleet,
+            fleet,
             &TierPolicyFile::builtin(),
         )
         .unwrap()

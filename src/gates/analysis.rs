@@ -542,8 +542,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::spec::release::ReleaseDocument;
-    use crate::spec::{Source, TierPolicyFile};
+    use crate::fleet::guard::tests::example_release;
 
     /// An app's metrics page, one request a connection, counting the
     /// requests it answers.
@@ -588,20 +587,10 @@ mod tests {
             &format!("    metricsUrl: \"{url}?cluster={{{{cluster}}}}\"\n    trafficShare:"),
         );
         let fleet = Fleet::parse("fleet.yaml", &fleet_text).unwrap();
-        let text = include_str!("../../examples/checkout/release.yaml");
-        let doc: ReleaseDocument = Source::new("release.yaml", text).decode().unwrap();
-        let rel = ResolvedRelease::resolve(
-            "checkout",
-            None,
-            &doc.spec,
-            &fleet,
-            &TierPolicyFile::builtin(),
-        )
-        .unwrap();
-        (rel, fleet)
+        (example_release(&fleet), fleet)
     }
 
-    /// Ticks until every run of `gate` has `n` measurements.
+    /// Ticks until both scrape gates' runs have `n` measurements each.
     async fn measured(
         analysis: &mut Analysis,
         ctx: &Context<'_>,
